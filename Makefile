@@ -1,0 +1,163 @@
+# Keyward - one Makefile.  `make` builds build/keywardd and build/keywardctl.
+# See README.md for `make run` and `make test`.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+CC      ?= gcc
+CLANG   ?= clang
+BUILD   := build
+PKGS    := openssl libcjson sqlcipher p11-kit-1
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes \
+           -Wmissing-prototypes -Wimplicit-fallthrough
+HARDEN  := -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection -fPIE
+LDHARD  := -pie -Wl,-z,relro,-z,now,-z,noexecstack
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+ALL_LDFLAGS = $(LDHARD) -pthread
+
+# Sanitizer build of the library and unit tests (make test runs both).
+SAN_CFLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+              $(WARN) -D_GNU_SOURCE -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+SAN_LDFLAGS = -fsanitize=address,undefined -pthread
+
+# ---- CivetWeb 1.15 from Debian's own source package (never committed) ----
+# Debian's libcivetweb dlopen()s OpenSSL with the 1.1 symbol table and cannot
+# start TLS against OpenSSL 3; built here with OPENSSL_API_3_0 and NO_SSL_DL.
+CW_SRC  := $(BUILD)/civetweb-src
+CW_INC  := $(CW_SRC)/include
+CW_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI -DNO_FILESYSTEMS -DUSE_IPV6 -DNDEBUG \
+           -DMAX_REQUEST_SIZE=16384
+$(CW_SRC)/.stamp:
+	@mkdir -p $(BUILD)/civetweb-get
+	@if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	  echo "deb-src is not enabled: run 'make deps' (as root) first" >&2; exit 1; fi
+	cd $(BUILD)/civetweb-get && apt-get source --download-only civetweb >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null && apt-get source --download-only civetweb >/dev/null)
+	rm -rf $(CW_SRC) && mkdir -p $(CW_SRC)
+	cd $(BUILD)/civetweb-get && dpkg-source -x --skip-patches civetweb_*.dsc src >/dev/null && \
+	  cp -r src/src src/include ../civetweb-src/ && rm -rf src
+	@test -f $(CW_SRC)/src/civetweb.c
+	@touch $@
+$(BUILD)/obj/civetweb.o: $(CW_SRC)/.stamp
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -w -fPIE -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
+$(BUILD)/san/civetweb.o: $(CW_SRC)/.stamp
+	@mkdir -p $(dir $@)
+	$(CC) -O1 -g -w -fsanitize=address,undefined -fno-omit-frame-pointer $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
+
+# ---- sources ----
+LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*.c server/front/*.c)) server/config.c
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
+TEST_SRCS := $(wildcard server/*_test.c server/*/*_test.c)
+TESTS     := $(patsubst %_test.c,$(BUILD)/test/%_test,$(notdir $(TEST_SRCS)))
+SAN_TESTS := $(patsubst %_test.c,$(BUILD)/santest/%_test,$(notdir $(TEST_SRCS)))
+CTL_SRCS  := $(wildcard server/ctl/*.c)
+HEADERS   := $(wildcard server/*.h server/*/*.h)
+
+vpath %_test.c server server/common server/custody server/front server/ctl
+
+$(BUILD)/obj/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+$(BUILD)/san/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -c $< -o $@
+
+$(BUILD)/libkeyward.a: $(LIB_OBJS) $(BUILD)/obj/civetweb.o
+	@rm -f $@
+	ar rcs $@ $^
+$(BUILD)/libkeyward-san.a: $(SAN_OBJS) $(BUILD)/san/civetweb.o
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/keywardd: server/main.c $(BUILD)/libkeyward.a
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -o $@
+$(BUILD)/keywardctl: $(CTL_SRCS) $(BUILD)/libkeyward.a
+	$(CC) $(ALL_CFLAGS) $(CTL_SRCS) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -o $@
+
+# Fault-injecting PKCS#11 module (wraps a real SoftHSM2) for the HSM tests.
+$(BUILD)/libfaulthsm.so: tests/faulthsm/faulthsm.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -D_GNU_SOURCE $(PKG_CFLAGS) -fPIC -shared $< -ldl -pthread -o $@
+
+$(BUILD)/test/%_test: %_test.c $(BUILD)/libkeyward.a $(BUILD)/libfaulthsm.so
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
+$(BUILD)/santest/%_test: %_test.c $(BUILD)/libkeyward-san.a $(BUILD)/libfaulthsm.so
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
+
+.PHONY: all deps deps-check run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
+all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
+
+# ---- dependencies (Debian 12, as root; idempotent) ----
+DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl libssl-dev \
+            libcjson-dev libsqlcipher-dev sqlcipher libp11-kit-dev p11-kit softhsm2 \
+            libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
+            python3-pytest python3-requests python3-botocore python3-cryptography
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	  echo "enabling deb-src (for CivetWeb's source package)"; \
+	  if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
+	    sed 's/^Types: deb$$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources > /etc/apt/sources.list.d/keyward-deb-src.sources; \
+	  else grep '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' > /etc/apt/sources.list.d/keyward-deb-src.list; fi; \
+	  need_update=1; fi; \
+	if [ -n "$$missing" ] || [ -n "$$need_update" ]; then apt-get update -q; fi; \
+	if [ -n "$$missing" ]; then echo "installing:" $$missing; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+	@echo "dependencies: ok"
+
+deps-check:
+	@for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || exit 1; done; \
+	grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/
+
+# ---- run a development instance under ./var ----
+run:
+	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
+	@$(MAKE) --no-print-directory all
+	@tests/devstate.sh ./var
+	exec $(BUILD)/keywardd --config ./var/keyward.toml
+
+# ---- tests ----
+unit: $(TESTS)
+	@set -e; for t in $(TESTS); do echo "== $$t"; (cd $(BUILD) && ../$$t); done
+unit-san: $(SAN_TESTS)
+	@set -e; for t in $(SAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
+	  (cd $(BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ../$$t); done
+blackbox: all
+	cd tests/blackbox && KEYWARD_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
+lint:
+	@tests/lint.sh
+check-hardening: $(BUILD)/keywardd
+	@tests/check-hardening.sh $(BUILD)/keywardd $(BUILD)/keywardctl
+
+FUZZ_SRCS := $(wildcard tests/fuzz/*_fuzz.c)
+FUZZERS   := $(patsubst tests/fuzz/%_fuzz.c,$(BUILD)/fuzz/%_fuzz,$(FUZZ_SRCS))
+FUZZ_LIB_SRCS := $(filter-out server/front/http.c,$(LIB_SRCS))
+FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DKW_FUZZ -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+$(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_LIB_SRCS) $(HEADERS) $(CW_SRC)/.stamp
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -ldl -o $@
+FUZZ_SECONDS ?= 300
+fuzz-short: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
+	  echo "== $$n (20 s)"; $$f -max_total_time=20 -timeout=5 -rss_limit_mb=2048 $(BUILD)/corpus/$$n tests/fuzz/corpus/$$n 2>&1 | tail -2; done
+fuzz: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; $$f -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048 $(BUILD)/corpus/$$n tests/fuzz/corpus/$$n; done
+
+# Re-entered after deps so that pkg-config flags are read with the packages present.
+test:
+	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
+	@$(MAKE) --no-print-directory test-suites
+test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
+	@echo "make test: all suites passed"
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/*.so

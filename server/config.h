@@ -1,0 +1,153 @@
+/*
+ * config.h - keywardd configuration: a TOML subset -> typed struct.
+ *
+ * Supported TOML: comments, [table] and [dotted.table] headers, bare keys,
+ * basic "strings" (with \" \\ \n \t \uXXXX escapes) and 'literal strings',
+ * decimal integers (optional sign, '_' separators), true/false, and arrays of
+ * strings (may span lines, trailing comma allowed).  Anything else, unknown
+ * sections and unknown keys included, is an error "file:line: message".
+ *
+ * Every key can be overridden from the environment as
+ * KEYWARD_<SECTION>_<KEY> (upper case; '.' in a section name becomes '_'),
+ * arrays as comma-separated values.  Environment overrides are applied after
+ * the file and are validated the same way ("env KEYWARD_HTTP_LISTEN: ...").
+ *
+ * Strings are heap-allocated and owned by the config; secrets among them
+ * (tls_p12_password, aws secret keys) are wiped by kw_config_free.
+ */
+#ifndef KW_CONFIG_H
+#define KW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/result.h"
+
+#define KW_CONFIG_DEFAULT_PATH "/etc/keyward/keyward.toml"
+#define KW_XKS_MAX_STORES 16
+
+struct kw_strlist {
+        char **v;
+        size_t n;
+};
+
+struct kw_xks_store {                /* [aws_xks_store.<name>]                        */
+        char *name;                  /* the table's name                              */
+        char *uri_prefix;            /* e.g. "/tenant-a" ("" = none); required        */
+        char *region;                /* default "us-east-1"                           */
+        char *service;               /* default "kms-xks-proxy"                       */
+        char *access_key_id;         /* required                                      */
+        char *secret_access_key;     /* required (secret)                             */
+        char *access_key_id_2;       /* optional second pair, for rotation            */
+        char *secret_access_key_2;   /* (secret)                                      */
+        char *client_ca_file;        /* optional mTLS                                 */
+        struct kw_strlist client_subjects;
+};
+
+struct kw_config {
+        char *source;                /* file path read, or "(defaults)"               */
+
+        struct {                     /* [http]                                        */
+                char *listen;        /* "127.0.0.1:9998"; "[::1]:9998" accepted       */
+                int64_t max_connections;     /* 256                                   */
+                int64_t request_timeout_ms;  /* 10000                                 */
+                int64_t keep_alive_timeout_ms; /* 30000                               */
+                int64_t max_body_bytes;      /* 65536                                 */
+        } http;
+
+        struct {                     /* [tls] (Cosmian names kept)                    */
+                char *tls_cert_file; /* PEM certificate chain                         */
+                char *tls_key_file;  /* PEM private key                               */
+                char *tls_p12_file;  /* or PKCS#12                                    */
+                char *tls_p12_password;      /* secret                                */
+                char *clients_ca_cert_file;  /* CA for client certificates (optional) */
+                char *min_version;   /* "1.2" (default) or "1.3"                      */
+                char *ciphers_tls12; /* OpenSSL cipher list for TLS 1.2               */
+                char *ciphersuites_tls13;    /* TLS 1.3 suites                        */
+        } tls;
+
+        struct {                     /* [db]                                          */
+                char *path;          /* "/var/lib/keyward/keyward.db"                 */
+                char *key_file;      /* wrapped database key; default path + ".key"   */
+                int64_t key_cache_size;      /* unwrapped keys kept, 1024             */
+                int64_t secure_heap_bytes;   /* 16 MiB                                */
+                int64_t deletion_min_wait_seconds;    /* 604800 (7 days)              */
+                int64_t deletion_default_wait_seconds;/* 2592000 (30 days)            */
+                int64_t audit_flush_ms;      /* 50: group commit of key-use audit     */
+        } db;
+
+        struct {                     /* [hsm]                                         */
+                char *module;        /* PKCS#11 module path; required                 */
+                char *token_label;   /* required                                      */
+                char *pin_file;      /* required                                      */
+                char *master_key_label;      /* "keyward-master"                      */
+                bool create_master_key;      /* true: create on first start if absent */
+                int64_t sessions;    /* 4                                             */
+                int64_t timeout_ms;  /* 2000                                          */
+                int64_t retry_interval_ms;   /* 1000                                  */
+        } hsm;
+
+        struct {                     /* [custody]                                     */
+                char *socket_path;   /* "/run/keyward/custody.sock"                   */
+                char *user;          /* drop to this user when started as root ("")   */
+                int64_t connections; /* front->custody connections, 16                */
+                int64_t timeout_ms;  /* per call, 5000                                */
+        } custody;
+
+        struct {                     /* [admin]                                       */
+                bool enable;         /* true                                          */
+                char *listen;        /* "" = share [http] listen                      */
+                char *token_file;    /* first admin token, 0600; "/var/lib/keyward/admin.token" */
+        } admin;
+
+        struct {                     /* [log]                                         */
+                char *level;         /* "info"                                        */
+                bool requests;       /* one line per request, true                    */
+        } log;
+
+        struct {                     /* [azure_ekm_config] (Cosmian names kept)       */
+                bool azure_ekm_enable;
+                char *azure_ekm_path_prefix;         /* "" or [A-Za-z0-9/-]{1,64}      */
+                char *azure_ekm_proxy_vendor;
+                char *azure_ekm_proxy_name;
+                char *azure_ekm_ekm_vendor;
+                char *azure_ekm_ekm_product;
+                bool azure_ekm_disable_client_auth;
+                struct kw_strlist azure_ekm_client_cns;
+                char *azure_ekm_client_ca_file;      /* ours: EKM-specific CA          */
+                int64_t azure_ekm_rate_limit;        /* requests/s, 0 = none           */
+        } ekm;
+
+        struct {                     /* [aws_xks_config] (Cosmian names kept)         */
+                bool aws_xks_enable;
+                char *aws_xks_region;
+                char *aws_xks_service;               /* "kms-xks-proxy"                */
+                char *aws_xks_sigv4_access_key_id;
+                char *aws_xks_sigv4_secret_access_key;  /* secret                      */
+                char *aws_xks_uri_prefix;            /* ours: "" = no prefix           */
+                char *aws_xks_vendor;                /* ours: health xksProxyVendor    */
+                char *aws_xks_model;
+                int64_t aws_xks_fleet_size;
+                int64_t aws_xks_rate_limit;          /* per prefix, requests/s; 1800   */
+        } xks;
+
+        struct kw_xks_store xks_stores[KW_XKS_MAX_STORES];
+        size_t n_xks_stores;
+};
+
+/* Defaults for every key (as documented above). */
+KW_MUST_USE kw_result kw_config_defaults(struct kw_config **ret);
+/* Reads path (NULL: defaults only), then the environment, then validates.
+ * On failure: KW_ERR_CONFIG and kw_err_detail() == "file:line: message". */
+KW_MUST_USE kw_result kw_config_load(const char *path, char *const *envp, struct kw_config **ret);
+/* Parses TOML text (name used in messages) over the defaults; no env, no
+ * validation.  For tests and the fuzzer. */
+KW_MUST_USE kw_result kw_config_parse(const char *name, const char *text, size_t len,
+                                      struct kw_config *cfg);
+/* Cross-field checks (ports, required keys, prefix alphabets, files given in
+ * pairs...).  Does not touch the file system. */
+KW_MUST_USE kw_result kw_config_validate(const struct kw_config *cfg);
+void kw_config_free(struct kw_config *cfg);
+
+#endif

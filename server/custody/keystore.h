@@ -1,0 +1,161 @@
+/*
+ * keystore.h - the SQLCipher key store: schema and migrations, key rows and
+ * their sealed versions, admin tokens, and the hash-chained audit table.
+ *
+ * The database is opened with a raw 256-bit key (never a passphrase).
+ * Every write is one transaction that is durable when the call returns
+ * (journal_mode=WAL, synchronous=FULL): a kill -9 at any moment loses no
+ * acknowledged write.  secure_delete is on, so destroyed key blobs are
+ * overwritten in the file.  One connection, serialised by an internal
+ * mutex: every function is thread-safe.  sqlite3 codes are converted here;
+ * the original is kept in the detail.  Nothing here logs.
+ *
+ * Audit chain: row hash = SHA-256(prev_hash | u64be seq | i64be ts_ms |
+ * for each of actor, action, key_name, result, detail, request_id:
+ * u32be len | bytes).  The first row's prev_hash is 32 zero bytes.
+ */
+#ifndef KW_KEYSTORE_H
+#define KW_KEYSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/buf.h"
+#include "../common/result.h"
+#include "../common/secret.h"
+
+#define KW_SCHEMA_VERSION 1
+
+struct kw_keystore;
+
+struct kw_key_row {
+        char id[33];                 /* 32 lower-case hex chars                       */
+        char name[65];               /* [A-Za-z0-9._-]{1,64}                          */
+        char type[4];                /* "AES" | "RSA"                                 */
+        uint32_t size;               /* bits                                          */
+        char state[20];              /* "enabled" "disabled" "pending_deletion" "destroyed" */
+        uint32_t ops;                /* KW_KEYOP_* mask                               */
+        uint32_t current_version;    /* >= 1                                          */
+        int64_t created, updated;    /* unix seconds                                  */
+        int64_t delete_at;           /* unix seconds when pending_deletion, else 0    */
+        char *tags_json;             /* heap; a JSON object, "{}" when none           */
+        char *rules_json;            /* heap; a JSON object, "{}" when none           */
+        uint8_t *public_der;         /* heap; RSA SubjectPublicKeyInfo, NULL for AES  */
+        size_t public_der_len;
+};
+/* Frees the heap members (NULL-safe); the row can be reused. */
+void kw_key_row_clear(struct kw_key_row *row);
+
+struct kw_audit_entry {              /* all strings may be NULL (stored as "")        */
+        int64_t ts_ms;               /* 0: now                                        */
+        const char *actor;
+        const char *action;          /* "key.create", "key.encrypt", ...              */
+        const char *key_name;
+        const char *result;          /* "ok" or an error name                         */
+        const char *detail;          /* non-secret                                    */
+        const char *request_id;
+};
+
+struct kw_audit_row {                /* pointers valid during the callback only       */
+        uint64_t seq;
+        int64_t ts_ms;
+        const char *actor, *action, *key_name, *result, *detail, *request_id;
+        const char *hash_hex;        /* 64 hex chars                                  */
+};
+
+struct kw_token_row {
+        char id[33];
+        char name[65];
+        char role[16];               /* "admin" | "operator" | "auditor"              */
+        int64_t created;
+        int64_t revoked;             /* 0 when active                                 */
+};
+
+struct kw_key_filter {               /* all optional (NULL / 0)                       */
+        const char *state;
+        const char *type;
+        const char *tag;             /* "k=v": keys whose tags have k == v            */
+        const char *name_prefix;
+        const char *after_name;      /* paging: names strictly greater                */
+        uint32_t limit;              /* 1..1000, 0 = 100                              */
+        int include_destroyed;       /* destroyed keys are hidden unless asked or filtered by state */
+};
+
+/*
+ * Opens (creating if absent) the database at path with the raw key, runs
+ * migrations up to KW_SCHEMA_VERSION.  Errors: DB_KEY_MISMATCH ("the database
+ * key does not match this database"), DB_VERSION (newer schema), DB_CORRUPT,
+ * IO, STORAGE.
+ */
+KW_MUST_USE kw_result kw_keystore_open(const char *path, const struct kw_secret *db_key,
+                                       struct kw_keystore **ret);
+void kw_keystore_close(struct kw_keystore *ks);
+int kw_keystore_schema_version(struct kw_keystore *ks);
+
+/* Inserts a key with its version 1 sealed blob and an audit row, atomically.
+ * KW_ERR_EXISTS when the name is taken; a destroyed key keeps its name as a
+ * tombstone, so names are never reused. */
+KW_MUST_USE kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row *row,
+                                             const uint8_t *blob, size_t blob_len,
+                                             const struct kw_audit_entry *audit);
+/* By name; KW_ERR_NOT_FOUND.  ret must be zeroed or cleared; filled on success. */
+KW_MUST_USE kw_result kw_keystore_key_get(struct kw_keystore *ks, const char *name,
+                                          struct kw_key_row *ret);
+/* Appends the sealed blob of (key id, version) to out; KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id,
+                                               uint32_t version, struct kw_buf *out);
+/* Calls cb for each matching row in name order (at most limit rows); writes
+ * the name to continue after into next (next[0] = 0 when no more). cb returning
+ * non-zero stops the walk. */
+KW_MUST_USE kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filter *f,
+                                           int (*cb)(const struct kw_key_row *row, void *arg),
+                                           void *arg, char next[65]);
+KW_MUST_USE kw_result kw_keystore_key_count(struct kw_keystore *ks, uint64_t *ret);
+/* Writes the mutable columns (state, ops, tags, rules, delete_at, updated) of
+ * the row with row->id, plus an audit row, atomically. KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row *row,
+                                             const struct kw_audit_entry *audit);
+/* Adds version `version` (must be current + 1) and makes it current, atomically. */
+KW_MUST_USE kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id,
+                                                  uint32_t version, const uint8_t *blob,
+                                                  size_t blob_len,
+                                                  const struct kw_audit_entry *audit);
+/* State "destroyed", every version blob deleted (overwritten), atomically. */
+KW_MUST_USE kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
+                                              const struct kw_audit_entry *audit);
+/* Names of keys pending deletion with delete_at <= now (up to max). */
+KW_MUST_USE kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t now,
+                                                int (*cb)(const char *key_id, const char *name,
+                                                          void *arg),
+                                                void *arg);
+
+/* Appends n audit rows in one transaction (the chain continues). */
+KW_MUST_USE kw_result kw_keystore_audit_append(struct kw_keystore *ks,
+                                               const struct kw_audit_entry *e, size_t n);
+/* Rows with seq > after_seq in order, up to limit (1..1000), optional filters. */
+KW_MUST_USE kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq,
+                                              uint32_t limit, const char *key_name,
+                                              const char *action,
+                                              int (*cb)(const struct kw_audit_row *row, void *arg),
+                                              void *arg);
+/* Recomputes the chain.  *ret_rows = rows checked; *ret_first_bad = 0 when
+ * intact, else the first seq whose hash or link does not match (a deleted
+ * row shows as a gap: the seq after it). */
+KW_MUST_USE kw_result kw_keystore_audit_verify(struct kw_keystore *ks, uint64_t *ret_rows,
+                                               uint64_t *ret_first_bad);
+
+/* Tokens: only the SHA-256 of a token is stored. */
+KW_MUST_USE kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token_row *row,
+                                               const uint8_t hash[32],
+                                               const struct kw_audit_entry *audit);
+/* Active (not revoked) token with this hash; KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8_t hash[32],
+                                             struct kw_token_row *ret);
+KW_MUST_USE kw_result kw_keystore_token_list(struct kw_keystore *ks,
+                                             int (*cb)(const struct kw_token_row *row, void *arg),
+                                             void *arg);
+KW_MUST_USE kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
+                                               const struct kw_audit_entry *audit);
+KW_MUST_USE kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret);
+
+#endif

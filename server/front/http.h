@@ -1,0 +1,81 @@
+/*
+ * http.h - the front's HTTP(S) server: CivetWeb + OpenSSL 3, TLS set-up,
+ * limits, routing by path prefix, one mg_write per response, one JSON log
+ * line per request, and the per-route metrics.
+ *
+ * Routes are a static const table handed to kw_http_start.  A handler gets
+ * the whole request (body already read, capped at [http] max_body_bytes)
+ * and fills a kw_resp; http.c writes status line, headers and body with a
+ * single mg_write and logs the line.
+ */
+#ifndef KW_HTTP_H
+#define KW_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/buf.h"
+#include "../common/result.h"
+
+struct kw_config;
+struct kw_http;
+
+/* Which listener a request came in on. */
+enum kw_listener { KW_LISTENER_MAIN = 1, KW_LISTENER_ADMIN = 2 };
+
+struct kw_req {
+        const char *method;        /* "POST", ...                                  */
+        const char *path;          /* path as received (percent-encoding kept), no query */
+        const char *query;         /* raw query string or NULL                     */
+        const uint8_t *body;       /* NUL-terminated copy, body_len bytes           */
+        size_t body_len;
+        enum kw_listener listener;
+        /* TLS client certificate (verified against [tls] clients_ca_cert_file):  */
+        int client_cert_present;   /* a certificate was presented                  */
+        int client_cert_verified;  /* and it chained to the CA and is in date      */
+        char client_cn[256];       /* subject CN of a verified certificate, or ""  */
+        void *conn_;               /* private: the mg_connection                   */
+        /* set by the handler, for the log line (JSON-escaped by http.c):        */
+        char log_route[48];        /* route name, e.g. "admin.keys.create"          */
+        char log_principal[160];   /* authenticated principal, e.g. "token:ab12"    */
+        char log_ids[512];         /* extra JSON members, already valid JSON, e.g.
+                                      "\"kmsRequestId\":\"...\"" (may be empty)    */
+        char log_error[64];        /* kw_err_name of the failure, or ""            */
+};
+
+/* Case-insensitive header lookup; NULL when absent. */
+const char *kw_req_header(const struct kw_req *req, const char *name);
+/* Value of a query parameter (URL-decoded into out); 0 when found, -1 otherwise. */
+int kw_req_query(const struct kw_req *req, const char *name, char *out, size_t outsz);
+
+struct kw_resp {
+        int status;                /* HTTP status                                  */
+        const char *content_type;  /* default "application/json"                   */
+        struct kw_buf body;        /* initialised by http.c, max 1 MiB             */
+        char extra_headers[256];   /* e.g. "Retry-After: 1\r\n" (each line CRLF-terminated) */
+};
+
+typedef void (*kw_route_fn)(struct kw_req *req, struct kw_resp *resp, void *ctx);
+
+struct kw_route {
+        const char *prefix;        /* matched against the start of the path        */
+        unsigned listeners;        /* mask of enum kw_listener                     */
+        kw_route_fn fn;
+        const char *name;          /* metrics/log label when the handler sets none */
+};
+
+/* Starts the listeners of cfg ([http], [tls], [admin]).  routes ends with
+ * a { NULL } row; ctx is passed to every handler.  Unmatched paths get 404
+ * {"error":"no_route",...} unless a route claims "/".  On failure the detail
+ * (kw_err_detail) names what is wrong (port in use, bad certificate...). */
+KW_MUST_USE kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *routes,
+                                    void *ctx, struct kw_http **ret);
+/* Stops accepting, finishes in-flight requests, frees.  NULL-safe. */
+void kw_http_stop(struct kw_http *h);
+/* The Prometheus text of the front's metrics (appended to out). */
+KW_MUST_USE kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out);
+
+/* Helper for handlers: a JSON error body {"error":"<name>","message":"<msg>"}. */
+void kw_resp_error(struct kw_resp *resp, int status, const char *name, const char *msg);
+
+#endif
