@@ -121,15 +121,21 @@ deps-check:
 run:
 	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
 	@$(MAKE) --no-print-directory all
-	@tests/devstate.sh ./var
-	exec $(BUILD)/keywardd --config ./var/keyward.toml
+	@tests/devstate.sh ./var 9998
+	@echo; echo "Keyward (development state in ./var) on https://127.0.0.1:9998"; \
+	echo "  admin token: ./var/admin.token (written on first start); TLS certificate: ./var/tls/cert.pem"; \
+	echo "  try, in another shell:"; \
+	echo "    KEYWARD_TOKEN_FILE=var/admin.token KEYWARD_CACERT=var/tls/cert.pem build/keywardctl key create demo --type aes"; \
+	echo "    curl --cacert var/tls/cert.pem -H \"Authorization: Bearer \$$(cat var/admin.token)\" https://127.0.0.1:9998/api/v1/keys"; echo
+	SOFTHSM2_CONF=$(CURDIR)/var/softhsm/softhsm2.conf exec $(BUILD)/keywardd --config ./var/keyward.toml
 
 # ---- tests ----
 unit: $(TESTS)
-	@set -e; for t in $(TESTS); do echo "== $$t"; (cd $(BUILD) && ../$$t); done
+	@set -e; for t in $(TESTS); do echo "== $$t"; KW_SRCDIR=$(CURDIR) KW_BUILD=$(CURDIR)/$(BUILD) $$t; done
 unit-san: $(SAN_TESTS)
 	@set -e; for t in $(SAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
-	  (cd $(BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ../$$t); done
+	  KW_SRCDIR=$(CURDIR) KW_BUILD=$(CURDIR)/$(BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1 $$t; done
 blackbox: all
 	cd tests/blackbox && KEYWARD_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
 lint:

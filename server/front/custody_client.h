@@ -1,0 +1,54 @@
+/*
+ * custody_client.h - the front's side of the custody socket: a bounded pool
+ * of connections, one request in flight per connection, reconnecting after
+ * the custody process restarts.
+ *
+ * Usage:
+ *     struct kw_cc_call c;
+ *     kw_cc_begin(cc, KW_OP_KEY_GET, &c);          // takes a connection
+ *     kw_cc_put_str(&c, KW_T_NAME, name);
+ *     kw_result r = kw_cc_invoke(&c);               // r.code: transport or custody error
+ *     ... kw_msg_get(&c.reply, KW_T_JSON, &f) ...  // valid until kw_cc_end
+ *     kw_cc_end(&c);                                // returns the connection, wipes buffers
+ * When the custody process cannot be reached, kw_cc_invoke returns
+ * KW_ERR_CUSTODY_DOWN quickly (no connection within the timeout), never hangs.
+ * On a custody error, c.detail holds its non-secret detail text ("" if none).
+ */
+#ifndef KW_CUSTODY_CLIENT_H
+#define KW_CUSTODY_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/buf.h"
+#include "../common/ipc.h"
+#include "../common/result.h"
+
+struct kw_cc;
+
+struct kw_cc_call {
+        struct kw_cc *cc;
+        int slot;                 /* private */
+        struct kw_buf req;        /* private: request frame */
+        struct kw_buf rbuf;       /* private: reply frame   */
+        struct kw_msg reply;      /* parsed reply (after kw_cc_invoke succeeded) */
+        char detail[257];
+        kw_result build;          /* first failure while putting fields */
+};
+
+KW_MUST_USE kw_result kw_cc_new(const char *socket_path, unsigned connections,
+                                unsigned timeout_ms, struct kw_cc **ret);
+void kw_cc_free(struct kw_cc *cc);
+
+void kw_cc_begin(struct kw_cc *cc, uint8_t op, struct kw_cc_call *c);
+void kw_cc_put(struct kw_cc_call *c, uint8_t tag, const void *p, size_t n);
+void kw_cc_put_str(struct kw_cc_call *c, uint8_t tag, const char *s);
+void kw_cc_put_u32(struct kw_cc_call *c, uint8_t tag, uint32_t v);
+void kw_cc_put_u64(struct kw_cc_call *c, uint8_t tag, uint64_t v);
+KW_MUST_USE kw_result kw_cc_invoke(struct kw_cc_call *c);
+void kw_cc_end(struct kw_cc_call *c);
+
+/* Convenience: JSON reply field as (pointer, length); KW_ERR_PROTOCOL if absent. */
+KW_MUST_USE kw_result kw_cc_reply_json(const struct kw_cc_call *c, const char **ret, size_t *ret_len);
+
+#endif

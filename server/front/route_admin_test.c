@@ -1,0 +1,1246 @@
+/*
+ * route_admin_test.c - the admin API's helpers and handlers, and the
+ * /metrics converter.  Includes the .c files to reach their static
+ * functions (wireguard-style).  Handlers run against a fake custody process
+ * (a thread answering on a Unix socket through ipc.c) so that the fields
+ * each request puts on the wire are checked, and that failures before the
+ * custody call send nothing.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "route_admin.c"
+#include "route_ops.c"
+
+/* ---- fake custody ------------------------------------------------------------- */
+
+static struct {
+        char path[108];
+        int lfd;
+        pthread_t th;
+        pthread_mutex_t mu;
+        /* the next reply */
+        int32_t code;
+        char detail[128];
+        char json[4096];
+        /* the last request */
+        uint8_t req[KW_IPC_MAX_FRAME];
+        size_t req_len;
+        struct kw_msg msg;
+        int nreq;
+} fk = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static struct kw_front front;
+
+static void fake_serve(int fd)
+{
+        struct kw_buf in, out;
+        kw_buf_init(&in, KW_IPC_MAX_FRAME + 4);
+        kw_buf_init(&out, KW_IPC_MAX_FRAME + 4);
+        while (kw_ipc_recv(fd, &in, -1).code == 0) {
+                pthread_mutex_lock(&fk.mu);
+                memcpy(fk.req, in.p, in.len);
+                fk.req_len = in.len;
+                kw_result r = kw_msg_parse(fk.req, fk.req_len, 0, &fk.msg);
+                fk.nreq++;
+                kw_buf_reset(&out);
+                if (r.code == 0)
+                        r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, fk.code);
+                if (r.code == 0 && fk.detail[0] != '\0')
+                        r = kw_msg_put_str(&out, KW_T_DETAIL, fk.detail);
+                if (r.code == 0 && fk.code == 0 && fk.json[0] != '\0')
+                        r = kw_msg_put_str(&out, KW_T_JSON, fk.json);
+                if (r.code == 0)
+                        r = kw_msg_end(&out);
+                pthread_mutex_unlock(&fk.mu);
+                if (r.code != 0 || kw_ipc_send(fd, &out).code != 0)
+                        break;
+        }
+        kw_buf_free(&in);
+        kw_buf_free(&out);
+        close(fd);
+}
+
+static void *fake_thread(void *arg)
+{
+        (void)arg;
+        for (;;) {
+                int fd = accept(fk.lfd, NULL, NULL);
+                if (fd < 0)
+                        return NULL;
+                fake_serve(fd);
+        }
+}
+
+static void fake_reply(int32_t code, const char *detail, const char *json)
+{
+        pthread_mutex_lock(&fk.mu);
+        fk.code = code;
+        snprintf(fk.detail, sizeof fk.detail, "%s", detail ? detail : "");
+        snprintf(fk.json, sizeof fk.json, "%s", json ? json : "");
+        pthread_mutex_unlock(&fk.mu);
+}
+
+static int fake_nreq(void)
+{
+        pthread_mutex_lock(&fk.mu);
+        int n = fk.nreq;
+        pthread_mutex_unlock(&fk.mu);
+        return n;
+}
+
+/* The string field tag of the last request, NUL-terminated in a static buffer. */
+static const char *req_str(uint8_t tag)
+{
+        static char s[20000];
+        struct kw_field f;
+        if (kw_msg_get(&fk.msg, tag, &f).code != 0 || f.len >= sizeof s)
+                return NULL;
+        memcpy(s, f.p, f.len);
+        s[f.len] = '\0';
+        return s;
+}
+
+static uint32_t req_u32(uint8_t tag)
+{
+        uint32_t v = 0xdeadbeef;
+        kw_ignore(kw_msg_get_u32(&fk.msg, tag, &v));
+        return v;
+}
+
+static int group_setup(void **state)
+{
+        (void)state;
+        int locked = 0;
+        if (kw_secret_init(1 << 20, &locked).code != 0)
+                return -1;
+        snprintf(fk.path, sizeof fk.path, "/tmp/kw-route-admin-test.%d.sock", (int)getpid());
+        unlink(fk.path);
+        fk.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        memcpy(sa.sun_path, fk.path, strlen(fk.path) + 1);
+        if (fk.lfd < 0 || bind(fk.lfd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+            listen(fk.lfd, 4) != 0)
+                return -1;
+        if (pthread_create(&fk.th, NULL, fake_thread, NULL) != 0)
+                return -1;
+        if (kw_cc_new(fk.path, 1, 2000, &front.cc).code != 0)
+                return -1;
+        return 0;
+}
+
+static int group_teardown(void **state)
+{
+        (void)state;
+        kw_cc_free(front.cc);
+        shutdown(fk.lfd, SHUT_RDWR);
+        close(fk.lfd);
+        pthread_join(fk.th, NULL);
+        unlink(fk.path);
+        return 0;
+}
+
+/* Runs handler fn with a parsed body (NULL: none) as principal "t1"/"tester". */
+static kw_result run(admin_fn fn, const char *param, const char *body, const char *query,
+                     struct kw_resp *resp)
+{
+        struct kw_req req = { .method = "POST" };
+        struct admin_call a = { .req = &req, .resp = resp, .front = &front, .param = param };
+        snprintf(a.who.actor, sizeof a.who.actor, "token:t1(tester)");
+        a.who.role = ROLE_ADMIN;
+        cJSON *doc = NULL;
+        if (body != NULL)
+                assert_int_equal(kw_json_parse((const uint8_t *)body, strlen(body), 16, &doc).code,
+                                 0);
+        a.body = doc;
+        if (query != NULL)
+                assert_int_equal(admin_query_parse(query,
+                                                   fn == admin_audit_query ? admin_q_audit
+                                                                           : admin_q_keys,
+                                                   &a.query)
+                                         .code,
+                                 0);
+        kw_err_clear_detail();
+        kw_result r = fn(&a);
+        admin_json_wipe(doc);
+        cJSON_Delete(doc);
+        return r;
+}
+
+static void resp_init(struct kw_resp *resp)
+{
+        memset(resp, 0, sizeof *resp);
+        resp->status = 599;
+        kw_buf_init(&resp->body, 1u << 20);
+}
+
+static const char *resp_str(struct kw_resp *resp)
+{
+        const char *s = NULL;
+        assert_int_equal(kw_buf_cstr(&resp->body, &s).code, 0);
+        return s;
+}
+
+/* A handler that must fail with code before any custody call. */
+static void expect_refused(admin_fn fn, const char *param, const char *body, int code)
+{
+        struct kw_resp resp;
+        resp_init(&resp);
+        int n = fake_nreq();
+        assert_int_equal(run(fn, param, body, NULL, &resp).code, code);
+        assert_int_equal(fake_nreq(), n);                       /* nothing sent */
+        assert_int_equal(resp.status, 599);                     /* nothing written */
+        assert_int_equal(resp.body.len, 0);
+        kw_buf_free(&resp.body);
+}
+
+/* ---- error mapping and roles -------------------------------------------------- */
+
+static void route_admin_http_status_every_class(void **state)
+{
+        (void)state;
+        static const struct {
+                int code, status, retry;
+        } t[] = {
+                { KW_ERR_INPUT, 400, 0 },          { KW_ERR_BAD_JSON, 400, 0 },
+                { KW_ERR_BAD_NAME, 400, 0 },       { KW_ERR_MISSING_FIELD, 400, 0 },
+                { KW_ERR_TOO_LARGE, 413, 0 },      { KW_ERR_UNSUPPORTED, 501, 0 },
+                { KW_ERR_AUTH, 401, 0 },           { KW_ERR_FORBIDDEN, 403, 0 },
+                { KW_ERR_ACCESS_DENIED, 403, 0 },  { KW_ERR_NOT_FOUND, 404, 0 },
+                { KW_ERR_NO_ROUTE, 404, 0 },       { KW_ERR_EXISTS, 409, 0 },
+                { KW_ERR_BAD_STATE, 409, 0 },      { KW_ERR_KEY_DISABLED, 409, 0 },
+                { KW_ERR_KEY_PENDING_DELETION, 409, 0 }, { KW_ERR_KEY_DESTROYED, 409, 0 },
+                { KW_ERR_OVERLOAD, 429, 1 },       { KW_ERR_HSM_UNAVAILABLE, 502, 0 },
+                { KW_ERR_HSM_TIMEOUT, 504, 0 },    { KW_ERR_SEALED, 503, 1 },
+                { KW_ERR_CUSTODY_DOWN, 503, 1 },   { KW_ERR_CRYPTO, 500, 0 },
+                { KW_ERR_STORAGE, 500, 0 },        { KW_ERR_HSM_PIN, 500, 0 },
+                { KW_ERR_INTERNAL, 500, 0 },       { KW_ERR_PROTOCOL, 500, 0 },
+                { -12345, 500, 0 },
+        };
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+                int retry = 7;
+                assert_int_equal(admin_http_status(t[i].code, &retry), t[i].status);
+                assert_int_equal(retry, t[i].retry);
+        }
+}
+
+static const struct admin_route *route_named(const char *log_route)
+{
+        for (const struct admin_route *r = admin_routes; r->method; r++)
+                if (strcmp(r->log_route, log_route) == 0)
+                        return r;
+        fail_msg("no route %s", log_route);
+        return NULL;
+}
+
+static void route_admin_roles_table_matches_the_policy(void **state)
+{
+        (void)state;
+        assert_int_equal(admin_role_parse("admin"), ROLE_ADMIN);
+        assert_int_equal(admin_role_parse("operator"), ROLE_OPERATOR);
+        assert_int_equal(admin_role_parse("auditor"), ROLE_AUDITOR);
+        assert_int_equal(admin_role_parse("Admin"), 0);
+        assert_int_equal(admin_role_parse(""), 0);
+        static const char *const read_routes[] = { "admin.status", "admin.keys.list",
+                                                   "admin.keys.get", "admin.audit.query",
+                                                   "admin.audit.verify" };
+        for (size_t i = 0; i < 5; i++)
+                assert_int_equal(route_named(read_routes[i])->roles, ROLES_READ);
+        static const char *const key_routes[] = {
+                "admin.keys.create", "admin.keys.import", "admin.keys.update",
+                "admin.keys.enable", "admin.keys.disable", "admin.keys.rotate",
+                "admin.keys.schedule_deletion", "admin.keys.cancel_deletion"
+        };
+        for (size_t i = 0; i < 8; i++) {
+                unsigned roles = route_named(key_routes[i])->roles;
+                assert_true((roles & ROLE_OPERATOR) && (roles & ROLE_ADMIN));
+                assert_false(roles & ROLE_AUDITOR);
+        }
+        static const char *const token_routes[] = { "admin.tokens.list", "admin.tokens.create",
+                                                    "admin.tokens.revoke" };
+        for (size_t i = 0; i < 3; i++)
+                assert_int_equal(route_named(token_routes[i])->roles, ROLE_ADMIN);
+        assert_int_equal(route_named("admin.keys.import")->sensitive, 1);
+}
+
+/* ---- path parsing and route matching -------------------------------------------- */
+
+static void route_admin_path_parse_valid_paths(void **state)
+{
+        (void)state;
+        struct admin_path p;
+        assert_int_equal(admin_path_parse("/api/v1/keys", &p).code, 0);
+        assert_int_equal(p.n, 1);
+        assert_string_equal(p.seg[0], "keys");
+        assert_int_equal(admin_path_parse("/api/v1/keys/my.key-1_x/schedule-deletion", &p).code, 0);
+        assert_int_equal(p.n, 3);
+        assert_string_equal(p.seg[1], "my.key-1_x");
+        assert_int_equal(admin_path_parse("/api/v1/keys/%41b", &p).code, 0);
+        assert_string_equal(p.seg[1], "Ab");
+}
+
+static void route_admin_path_parse_bad_paths_fail(void **state)
+{
+        (void)state;
+        static const struct {
+                const char *path;
+                int code;
+        } t[] = {
+                { "/api/v1/keys/a%2Fb", KW_ERR_BAD_NAME },   { "/api/v1/keys/a%2fb", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/..", KW_ERR_BAD_NAME },      { "/api/v1/keys/%2E%2E", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/.", KW_ERR_BAD_NAME },       { "/api/v1/keys//x", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/", KW_ERR_BAD_NAME },        { "/api/v1/", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/a%00", KW_ERR_BAD_NAME },    { "/api/v1/keys/a%4", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/a%zz", KW_ERR_BAD_NAME },    { "/api/v1/keys/a b", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/caf\xc3\xa9", KW_ERR_BAD_NAME },
+                { "/api/v1/keys/"
+                  "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                  KW_ERR_BAD_NAME }, /* 65 chars */
+                { "/api/v1/a/b/c/d/e", KW_ERR_NO_ROUTE },    { "/api/v1", KW_ERR_NO_ROUTE },
+                { "/api/v2/keys", KW_ERR_NO_ROUTE },         { "/healthz", KW_ERR_NO_ROUTE },
+        };
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+                struct admin_path p = { .n = 99 };
+                assert_int_equal(admin_path_parse(t[i].path, &p).code, t[i].code);
+                assert_int_equal(p.n, 99); /* untouched */
+        }
+}
+
+static const struct admin_route *match(const char *path, const char *method, char *allow,
+                                       const char **param)
+{
+        struct admin_path p;
+        assert_int_equal(admin_path_parse(path, &p).code, 0);
+        *param = "untouched";
+        return admin_route_match(admin_routes, &p, method, allow, 64, param);
+}
+
+static void route_admin_route_match_methods_and_captures(void **state)
+{
+        (void)state;
+        char allow[64];
+        const char *param;
+        const struct admin_route *r = match("/api/v1/keys/k1", "GET", allow, &param);
+        assert_non_null(r);
+        assert_string_equal(r->log_route, "admin.keys.get");
+        assert_string_equal(param, "k1");
+        r = match("/api/v1/keys/import", "POST", allow, &param);
+        assert_string_equal(r->log_route, "admin.keys.import");
+        assert_null(param);
+        r = match("/api/v1/keys/import", "GET", allow, &param); /* a key named "import" */
+        assert_string_equal(r->log_route, "admin.keys.get");
+        assert_string_equal(param, "import");
+        r = match("/api/v1/keys/k1/schedule-deletion", "POST", allow, &param);
+        assert_string_equal(r->log_route, "admin.keys.schedule_deletion");
+        assert_string_equal(param, "k1");
+        r = match("/api/v1/tokens/abc", "DELETE", allow, &param);
+        assert_string_equal(r->log_route, "admin.tokens.revoke");
+        assert_string_equal(param, "abc");
+}
+
+static void route_admin_route_match_wrong_method_lists_allow(void **state)
+{
+        (void)state;
+        char allow[64];
+        const char *param;
+        assert_null(match("/api/v1/keys", "DELETE", allow, &param));
+        assert_string_equal(allow, "GET, POST");
+        assert_string_equal(param, "untouched");
+        assert_null(match("/api/v1/keys/k1", "POST", allow, &param));
+        assert_string_equal(allow, "GET, PATCH");
+        assert_null(match("/api/v1/audit/verify", "GET", allow, &param));
+        assert_string_equal(allow, "POST");
+        assert_null(match("/api/v1/status", "HEAD", allow, &param));
+        assert_string_equal(allow, "GET");
+}
+
+static void route_admin_route_match_unknown_path_has_empty_allow(void **state)
+{
+        (void)state;
+        char allow[64];
+        const char *param;
+        assert_null(match("/api/v1/nothing", "GET", allow, &param));
+        assert_string_equal(allow, "");
+        assert_null(match("/api/v1/keys/k1/explode", "POST", allow, &param));
+        assert_string_equal(allow, "");
+        assert_null(match("/api/v1/tokens/a/b", "DELETE", allow, &param));
+        assert_string_equal(allow, "");
+}
+
+/* ---- query parsing ------------------------------------------------------------ */
+
+static void route_admin_query_parse_decodes(void **state)
+{
+        (void)state;
+        struct admin_query q;
+        assert_int_equal(admin_query_parse(NULL, admin_q_keys, &q).code, 0);
+        assert_int_equal(q.n, 0);
+        assert_int_equal(admin_query_parse("", NULL, &q).code, 0);
+        assert_int_equal(
+                admin_query_parse("tag=env%3Dprod+x&limit=10&prefix=a.b&state=enabled",
+                                  admin_q_keys, &q)
+                        .code,
+                0);
+        assert_int_equal(q.n, 4);
+        assert_string_equal(admin_query_get(&q, "tag"), "env=prod x");
+        assert_string_equal(admin_query_get(&q, "limit"), "10");
+        assert_string_equal(admin_query_get(&q, "prefix"), "a.b");
+        assert_null(admin_query_get(&q, "cursor"));
+        assert_int_equal(admin_query_parse("tag=caf%C3%A9%3Dx", admin_q_keys, &q).code, 0);
+        assert_string_equal(admin_query_get(&q, "tag"), "caf\xc3\xa9=x");
+}
+
+static void route_admin_query_parse_strict_failures(void **state)
+{
+        (void)state;
+        char longv[400] = "tag=";
+        memset(longv + 4, 'a', 257);
+        static const struct {
+                const char *q;
+                int code;
+        } t[] = {
+                { "limit=1&limit=2", KW_ERR_BAD_FIELD }, { "bogus=1", KW_ERR_BAD_FIELD },
+                { "limit", KW_ERR_BAD_FIELD },           { "limit=", KW_ERR_BAD_FIELD },
+                { "=5", KW_ERR_BAD_FIELD },              { "limit=1&", KW_ERR_BAD_FIELD },
+                { "&limit=1", KW_ERR_BAD_FIELD },        { "limit=1&&state=x", KW_ERR_BAD_FIELD },
+                { "tag=a%00b", KW_ERR_BAD_ENCODING },    { "tag=a%0Ab", KW_ERR_BAD_ENCODING },
+                { "tag=a%zz", KW_ERR_BAD_ENCODING },     { "tag=a%4", KW_ERR_BAD_ENCODING },
+                { "tag=%C3%28", KW_ERR_BAD_ENCODING },   { "li%00mit=1", KW_ERR_BAD_FIELD },
+                { "state=a&type=b&tag=c&prefix=d&limit=e&cursor=f&state=g", KW_ERR_BAD_FIELD },
+        };
+        for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+                struct admin_query q = { .n = 42 };
+                assert_int_equal(admin_query_parse(t[i].q, admin_q_keys, &q).code, t[i].code);
+                assert_int_equal(q.n, 42);
+        }
+        struct admin_query q = { .n = 42 };
+        assert_int_equal(admin_query_parse(longv, admin_q_keys, &q).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(admin_query_parse("limit=1", NULL, &q).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(q.n, 42);
+        longv[4 + 256] = '\0'; /* exactly 256: fine */
+        assert_int_equal(admin_query_parse(longv, admin_q_keys, &q).code, 0);
+}
+
+static void route_admin_parse_u64_bounds(void **state)
+{
+        (void)state;
+        uint64_t v = 77;
+        assert_int_equal(admin_parse_u64("0", 0, 10, &v).code, 0);
+        assert_int_equal(v, 0);
+        assert_int_equal(admin_parse_u64("18446744073709551615", 0, UINT64_MAX, &v).code, 0);
+        assert_true(v == UINT64_MAX);
+        v = 77;
+        static const char *const bad[] = { "",  "01", "-1", "+1",  "1a", "1 ",
+                                           "18446744073709551616", "1001", "0x10" };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                assert_int_equal(admin_parse_u64(bad[i], 0, i == 7 ? 1000 : UINT64_MAX, &v).code,
+                                 KW_ERR_BAD_FIELD);
+                assert_int_equal(v, 77);
+        }
+        assert_int_equal(admin_parse_u64("0", 1, 10, &v).code, KW_ERR_BAD_FIELD);
+}
+
+/* ---- headers ---------------------------------------------------------------------- */
+
+static void route_admin_content_type(void **state)
+{
+        (void)state;
+        assert_true(admin_content_type_is_json("application/json"));
+        assert_true(admin_content_type_is_json("Application/JSON; charset=utf-8"));
+        assert_true(admin_content_type_is_json(" application/json ;charset=utf-8"));
+        assert_false(admin_content_type_is_json(NULL));
+        assert_false(admin_content_type_is_json(""));
+        assert_false(admin_content_type_is_json("text/plain"));
+        assert_false(admin_content_type_is_json("application/jsonx"));
+        assert_false(admin_content_type_is_json("application/json-patch+json"));
+}
+
+static void route_admin_bearer_token_parse(void **state)
+{
+        (void)state;
+        const char *t = NULL;
+        size_t n = 0;
+        assert_int_equal(admin_bearer_token("Bearer abc-DEF_1.2~+/==", &t, &n).code, 0);
+        assert_int_equal(n, strlen("abc-DEF_1.2~+/=="));
+        assert_memory_equal(t, "abc-DEF_1.2~+/==", n);
+        assert_int_equal(admin_bearer_token("bearer   tok  ", &t, &n).code, 0);
+        assert_int_equal(n, 3);
+        assert_memory_equal(t, "tok", 3);
+        char longtok[600] = "Bearer ";
+        memset(longtok + 7, 'a', 513);
+        static const char *const bad[] = { "Basic dXNlcjpw", "Bearer", "Bearer ", "Bearer a b",
+                                           "Bearer a=b",     "Bearertok", "Bearer t\x01",
+                                           "Bearer ==" };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                t = "x";
+                n = 5;
+                assert_int_equal(admin_bearer_token(bad[i], &t, &n).code, KW_ERR_AUTH);
+                assert_string_equal(t, "x");
+                assert_int_equal(n, 5);
+        }
+        assert_int_equal(admin_bearer_token(NULL, &t, &n).code, KW_ERR_AUTH);
+        assert_int_equal(admin_bearer_token(longtok, &t, &n).code, KW_ERR_AUTH);
+        longtok[7 + 512] = '\0';
+        assert_int_equal(admin_bearer_token(longtok, &t, &n).code, 0);
+}
+
+/* ---- body validation --------------------------------------------------------------- */
+
+static cJSON *J(const char *s)
+{
+        cJSON *doc = NULL;
+        assert_int_equal(kw_json_parse((const uint8_t *)s, strlen(s), 16, &doc).code, 0);
+        return doc;
+}
+
+static void route_admin_check_fields_unknown_fails(void **state)
+{
+        (void)state;
+        cJSON *d = J("{\"name\":\"a\",\"tpye\":\"AES\"}");
+        assert_int_equal(admin_check_fields(d, admin_f_create).code, KW_ERR_BAD_FIELD);
+        assert_string_equal(kw_err_detail(), "unknown field 'tpye'");
+        cJSON_Delete(d);
+        d = J("{\"name\":\"a\",\"type\":\"AES\",\"size\":256}");
+        assert_int_equal(admin_check_fields(d, admin_f_create).code, 0);
+        assert_int_equal(admin_check_fields(d, admin_f_import).code, KW_ERR_BAD_FIELD);
+        cJSON_Delete(d);
+        d = J("{\"\\u0001x\":1}");
+        assert_int_equal(admin_check_fields(d, admin_f_create).code, KW_ERR_BAD_FIELD);
+        assert_string_equal(kw_err_detail(), "unknown field");
+        cJSON_Delete(d);
+}
+
+static void route_admin_get_name_alphabet(void **state)
+{
+        (void)state;
+        static const char *const bad[] = { "{\"name\":\"\"}", "{\"name\":\"a/b\"}",
+                                           "{\"name\":\"..\"}", "{\"name\":\"a b\"}",
+                                           "{\"name\":7}", "{}",
+                                           "{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                           "aaaaaaaaaaaaaaaaaaaaaaaaa\"}" };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                cJSON *d = J(bad[i]);
+                const char *n = "untouched";
+                assert_int_not_equal(admin_get_name(d, "name", &n).code, 0);
+                assert_string_equal(n, "untouched");
+                cJSON_Delete(d);
+        }
+        cJSON *d = J("{\"name\":\"Key-1.a_b\"}");
+        const char *n = NULL;
+        assert_int_equal(admin_get_name(d, "name", &n).code, 0);
+        assert_string_equal(n, "Key-1.a_b");
+        cJSON_Delete(d);
+}
+
+static void route_admin_get_ops_mask(void **state)
+{
+        (void)state;
+        uint32_t m = 0;
+        cJSON *d = J("{\"operations\":[\"wrap\",\"unwrap\",\"encrypt\",\"decrypt\"]}");
+        assert_int_equal(admin_get_ops(d, &m).code, 0);
+        assert_int_equal(m, KW_KEYOP_ALL);
+        cJSON_Delete(d);
+        d = J("{}");
+        m = 99;
+        assert_int_equal(admin_get_ops(d, &m).code, 0);
+        assert_int_equal(m, 99);
+        cJSON_Delete(d);
+        static const char *const bad[] = {
+                "{\"operations\":[]}", "{\"operations\":[\"sign\"]}",
+                "{\"operations\":[\"wrap\",\"wrap\"]}", "{\"operations\":\"wrap\"}",
+                "{\"operations\":[1]}", "{\"operations\":[\"Encrypt\"]}",
+                "{\"operations\":[\"encrypt\",\"decrypt\",\"wrap\",\"unwrap\",\"wrap\"]}",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                d = J(bad[i]);
+                m = 99;
+                assert_int_not_equal(admin_get_ops(d, &m).code, 0);
+                assert_int_equal(m, 99);
+                cJSON_Delete(d);
+        }
+}
+
+static kw_result tags_of(const char *json, struct kw_buf *out, int *present)
+{
+        cJSON *d = J(json);
+        kw_result r = admin_get_tags(d, out, present);
+        cJSON_Delete(d);
+        return r;
+}
+
+static void route_admin_get_tags_limits(void **state)
+{
+        (void)state;
+        struct kw_buf b;
+        kw_buf_init(&b, ADMIN_TAGS_JSON_MAX);
+        int present = 7;
+        assert_int_equal(tags_of("{}", &b, &present).code, 0);
+        assert_int_equal(present, 0);
+        assert_int_equal(tags_of("{\"tags\":{\"env\":\"prod\",\"team\":\"\"}}", &b, &present).code,
+                         0);
+        assert_int_equal(present, 1);
+        assert_int_equal(b.len, strlen("{\"env\":\"prod\",\"team\":\"\"}"));
+        assert_memory_equal(b.p, "{\"env\":\"prod\",\"team\":\"\"}", b.len);
+        kw_buf_reset(&b);
+
+        /* 64 tags fine, 65 refused */
+        char big[8000];
+        size_t o = (size_t)snprintf(big, sizeof big, "{\"tags\":{");
+        for (int i = 0; i < 65; i++)
+                o += (size_t)snprintf(big + o, sizeof big - o, "%s\"k%d\":\"v\"", i ? "," : "", i);
+        snprintf(big + o, sizeof big - o, "}}");
+        present = 7;
+        assert_int_equal(tags_of(big, &b, &present).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(present, 7);
+        assert_int_equal(b.len, 0);
+        char *cut = strstr(big, ",\"k64\"");
+        snprintf(cut, 3, "}}");
+        assert_int_equal(tags_of(big, &b, &present).code, 0);
+        kw_buf_reset(&b);
+
+        char k129[200], v257[300];
+        memset(k129, 'k', 129);
+        k129[129] = '\0';
+        memset(v257, 'v', 257);
+        v257[257] = '\0';
+        char doc[1000];
+        static const char *const bad[] = { "{\"tags\":{\"a\":1}}", "{\"tags\":{\"\":\"x\"}}",
+                                           "{\"tags\":{\"a\":\"x\\ny\"}}", "{\"tags\":[\"a\"]}",
+                                           "{\"tags\":{\"a\":{\"b\":\"c\"}}}" };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                present = 7;
+                assert_int_not_equal(tags_of(bad[i], &b, &present).code, 0);
+                assert_int_equal(present, 7);
+                assert_int_equal(b.len, 0);
+        }
+        snprintf(doc, sizeof doc, "{\"tags\":{\"%s\":\"x\"}}", k129);
+        assert_int_equal(tags_of(doc, &b, &present).code, KW_ERR_BAD_FIELD);
+        snprintf(doc, sizeof doc, "{\"tags\":{\"a\":\"%s\"}}", v257);
+        assert_int_equal(tags_of(doc, &b, &present).code, KW_ERR_BAD_FIELD);
+        v257[256] = '\0';
+        k129[128] = '\0';
+        snprintf(doc, sizeof doc, "{\"tags\":{\"%s\":\"%s\"}}", k129, v257);
+        assert_int_equal(tags_of(doc, &b, &present).code, 0);
+        kw_buf_free(&b);
+}
+
+static void route_admin_get_rules_size_cap(void **state)
+{
+        (void)state;
+        struct kw_buf b;
+        kw_buf_init(&b, ADMIN_RULES_JSON_MAX);
+        int present = 7;
+        cJSON *d = J("{\"rules\":{\"allow\":[{\"caller\":\"xks\"}]}}");
+        assert_int_equal(admin_get_rules(d, &b, &present).code, 0);
+        assert_int_equal(present, 1);
+        assert_memory_equal(b.p, "{\"allow\":[{\"caller\":\"xks\"}]}", b.len);
+        cJSON_Delete(d);
+        kw_buf_reset(&b);
+        size_t n = 17 * 1024;
+        char *big = malloc(n + 64);
+        int o = snprintf(big, n + 64, "{\"rules\":{\"x\":\"");
+        memset(big + o, 'a', n);
+        snprintf(big + o + n, 64, "\"}}");
+        d = J(big);
+        present = 7;
+        assert_int_equal(admin_get_rules(d, &b, &present).code, KW_ERR_TOO_LARGE);
+        assert_int_equal(present, 7);
+        assert_int_equal(b.len, 0);
+        cJSON_Delete(d);
+        free(big);
+        d = J("{\"rules\":[1]}");
+        assert_int_equal(admin_get_rules(d, &b, &present).code, KW_ERR_BAD_FIELD);
+        cJSON_Delete(d);
+        kw_buf_free(&b);
+}
+
+static void route_admin_check_size_combinations(void **state)
+{
+        (void)state;
+        assert_int_equal(admin_check_size("AES", 256).code, 0);
+        assert_int_equal(admin_check_size("AES", 128).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(admin_check_size("AES", 2048).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(admin_check_size("RSA", 2048).code, 0);
+        assert_int_equal(admin_check_size("RSA", 3072).code, 0);
+        assert_int_equal(admin_check_size("RSA", 4096).code, 0);
+        assert_int_equal(admin_check_size("RSA", 1024).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(admin_check_size("RSA", 256).code, KW_ERR_BAD_FIELD);
+}
+
+static void route_admin_json_wipe_clears_strings(void **state)
+{
+        (void)state;
+        cJSON *d = J("{\"material\":\"c2VjcmV0\",\"nested\":{\"pem\":\"-----BEGIN\"},\"a\":[\"x\"]}");
+        cJSON *m = cJSON_GetObjectItemCaseSensitive(d, "material");
+        char *p = m->valuestring;
+        size_t n = strlen(p);
+        admin_json_wipe(d);
+        for (size_t i = 0; i < n; i++)
+                assert_int_equal(p[i], 0);
+        assert_null(cJSON_GetObjectItemCaseSensitive(d, "nested")); /* names wiped too */
+        const cJSON *nested = d->child->next;
+        assert_int_equal(nested->child->valuestring[0], 0);
+        assert_int_equal(nested->next->child->valuestring[0], 0);
+        cJSON_Delete(d);
+}
+
+static void route_admin_principal_parse(void **state)
+{
+        (void)state;
+        struct admin_principal who = { .role = 99 };
+        const char *ok = "{\"id\":\"0123abcd\",\"name\":\"ci-bot\",\"role\":\"operator\"}";
+        assert_int_equal(admin_principal_parse(ok, strlen(ok), &who).code, 0);
+        assert_string_equal(who.id, "0123abcd");
+        assert_int_equal(who.role, ROLE_OPERATOR);
+        assert_string_equal(who.actor, "token:0123abcd(ci-bot)");
+        static const char *const bad[] = {
+                "{\"id\":\"x\",\"name\":\"n\",\"role\":\"root\"}",
+                "{\"name\":\"n\",\"role\":\"admin\"}",
+                "{\"id\":\"a\\\"b\",\"name\":\"n\",\"role\":\"admin\"}",
+                "{\"id\":\"a\",\"name\":\"n n\",\"role\":\"admin\"}",
+                "[1]",
+                "",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                struct admin_principal w = { .role = 99 };
+                assert_int_equal(admin_principal_parse(bad[i], strlen(bad[i]), &w).code,
+                                 KW_ERR_PROTOCOL);
+                assert_int_equal(w.role, 99);
+        }
+}
+
+/* ---- handlers against the fake custody ------------------------------------------- */
+
+static void route_admin_authenticate_sends_token_hash(void **state)
+{
+        (void)state;
+        struct kw_req req = { .method = "GET" };
+        struct admin_call a = { .req = &req, .front = &front };
+        fake_reply(0, NULL, "{\"id\":\"ab12\",\"name\":\"ci\",\"role\":\"auditor\"}");
+        assert_int_equal(admin_authenticate(&a, "Bearer s3cret-token").code, 0);
+        assert_int_equal(fk.msg.op, KW_OP_TOKEN_CHECK);
+        uint8_t want[32];
+        unsigned wl = 0;
+        assert_int_equal(EVP_Digest("s3cret-token", 12, want, &wl, EVP_sha256(), NULL), 1);
+        struct kw_field f;
+        assert_int_equal(kw_msg_get(&fk.msg, KW_T_TOKEN_HASH, &f).code, 0);
+        assert_int_equal(f.len, 32);
+        assert_memory_equal(f.p, want, 32);
+        assert_int_equal(a.who.role, ROLE_AUDITOR);
+        assert_string_equal(a.who.actor, "token:ab12(ci)");
+}
+
+static void route_admin_authenticate_failures(void **state)
+{
+        (void)state;
+        struct kw_req req = { .method = "GET" };
+        struct admin_call a = { .req = &req, .front = &front };
+        int n = fake_nreq();
+        assert_int_equal(admin_authenticate(&a, NULL).code, KW_ERR_AUTH);
+        assert_int_equal(admin_authenticate(&a, "Basic eDp5").code, KW_ERR_AUTH);
+        assert_int_equal(fake_nreq(), n); /* no custody call for a malformed header */
+        fake_reply(KW_ERR_NOT_FOUND, "no such token", NULL);
+        assert_int_equal(admin_authenticate(&a, "Bearer wrong").code, KW_ERR_AUTH);
+        fake_reply(KW_ERR_SEALED, "key store not open", NULL);
+        assert_int_equal(admin_authenticate(&a, "Bearer wrong").code, KW_ERR_SEALED);
+        assert_string_equal(kw_err_detail(), "key store not open");
+        fake_reply(0, NULL, "{\"id\":\"ab12\",\"name\":\"ci\",\"role\":\"superuser\"}");
+        assert_int_equal(admin_authenticate(&a, "Bearer t").code, KW_ERR_PROTOCOL);
+        assert_int_equal(a.who.role, 0); /* never filled */
+}
+
+static void route_admin_keys_create_sends_fields(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"name\":\"k1\"}");
+        assert_int_equal(run(admin_keys_create, NULL,
+                             "{\"name\":\"k1\",\"type\":\"AES\",\"operations\":[\"encrypt\","
+                             "\"decrypt\"],\"tags\":{\"env\":\"prod\"},\"rules\":{\"a\":1}}",
+                             NULL, &resp)
+                                 .code,
+                         0);
+        assert_int_equal(resp.status, 201);
+        assert_string_equal(resp_str(&resp), "{\"name\":\"k1\"}");
+        assert_int_equal(fk.msg.op, KW_OP_KEY_CREATE);
+        assert_string_equal(req_str(KW_T_NAME), "k1");
+        assert_string_equal(req_str(KW_T_KEY_TYPE), "AES");
+        assert_int_equal(req_u32(KW_T_KEY_SIZE), 256);
+        assert_int_equal(req_u32(KW_T_OPS), KW_KEYOP_ENCRYPT | KW_KEYOP_DECRYPT);
+        assert_string_equal(req_str(KW_T_TAGS), "{\"env\":\"prod\"}");
+        assert_string_equal(req_str(KW_T_RULES), "{\"a\":1}");
+        assert_string_equal(req_str(KW_T_ACTOR), "token:t1(tester)");
+        kw_buf_free(&resp.body);
+
+        resp_init(&resp);
+        assert_int_equal(run(admin_keys_create, NULL, "{\"name\":\"r1\",\"type\":\"RSA\"}", NULL,
+                             &resp)
+                                 .code,
+                         0);
+        assert_int_equal(req_u32(KW_T_KEY_SIZE), 3072);
+        assert_false(kw_msg_has(&fk.msg, KW_T_OPS));
+        assert_false(kw_msg_has(&fk.msg, KW_T_TAGS));
+        assert_false(kw_msg_has(&fk.msg, KW_T_RULES));
+        kw_buf_free(&resp.body);
+}
+
+static void route_admin_keys_create_invalid_sends_nothing(void **state)
+{
+        (void)state;
+        expect_refused(admin_keys_create, NULL, "{\"name\":\"k1\",\"type\":\"AES\",\"color\":1}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_create, NULL, "{\"name\":\"k1\",\"type\":\"AES\",\"size\":128}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_create, NULL, "{\"name\":\"k1\",\"type\":\"aes\"}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_create, NULL, "{\"type\":\"AES\"}", KW_ERR_MISSING_FIELD);
+        expect_refused(admin_keys_create, NULL, "{\"name\":\"k/1\",\"type\":\"AES\"}",
+                       KW_ERR_BAD_NAME);
+        expect_refused(admin_keys_create, NULL,
+                       "{\"name\":\"k1\",\"type\":\"RSA\",\"size\":\"2048\"}", KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_create, NULL,
+                       "{\"name\":\"k1\",\"type\":\"AES\",\"operations\":[\"sign\"]}",
+                       KW_ERR_BAD_FIELD);
+}
+
+static void route_admin_custody_error_keeps_detail(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(KW_ERR_EXISTS, "a key named 'k1' exists", NULL);
+        assert_int_equal(run(admin_keys_create, NULL, "{\"name\":\"k1\",\"type\":\"AES\"}", NULL,
+                             &resp)
+                                 .code,
+                         KW_ERR_EXISTS);
+        assert_string_equal(kw_err_detail(), "a key named 'k1' exists");
+        assert_int_equal(resp.status, 599);
+        assert_int_equal(resp.body.len, 0);
+        kw_buf_free(&resp.body);
+}
+
+static void route_admin_custody_down_is_503(void **state)
+{
+        (void)state;
+        struct kw_front down = { 0 };
+        assert_int_equal(kw_cc_new("/nonexistent/keyward.sock", 1, 200, &down.cc).code, 0);
+        struct kw_resp resp;
+        resp_init(&resp);
+        struct kw_req req = { .method = "GET" };
+        struct admin_call a = { .req = &req, .resp = &resp, .front = &down, .param = "k1" };
+        kw_result r = admin_keys_get(&a);
+        assert_int_equal(r.code, KW_ERR_CUSTODY_DOWN);
+        int retry = 0;
+        assert_int_equal(admin_http_status(r.code, &retry), 503);
+        assert_int_equal(retry, 1);
+        assert_int_equal(resp.body.len, 0);
+        kw_cc_free(down.cc);
+        kw_buf_free(&resp.body);
+}
+
+static EVP_PKEY *rsa_key(unsigned bits)
+{
+        EVP_PKEY *pk = EVP_RSA_gen(bits);
+        assert_non_null(pk);
+        return pk;
+}
+
+static char *pem_of(EVP_PKEY *pk, int traditional, const EVP_CIPHER *enc)
+{
+        BIO *b = BIO_new(BIO_s_mem());
+        int ok = traditional ? PEM_write_bio_PrivateKey_traditional(b, pk, NULL, NULL, 0, NULL,
+                                                                     NULL)
+                             : PEM_write_bio_PrivateKey(b, pk, enc, (unsigned char *)"pw", 2,
+                                                        NULL, NULL);
+        assert_int_equal(ok, 1);
+        char *data = NULL;
+        long n = BIO_get_mem_data(b, &data);
+        char *s = strndup(data, (size_t)n);
+        BIO_free(b);
+        return s;
+}
+
+/* The JSON string body of s, escaping newlines. */
+static void json_quote(const char *s, char *out, size_t outsz)
+{
+        size_t o = 0;
+        for (; *s && o + 3 < outsz; s++) {
+                if (*s == '\n') {
+                        out[o++] = '\\';
+                        out[o++] = 'n';
+                } else {
+                        out[o++] = *s;
+                }
+        }
+        out[o] = '\0';
+}
+
+static void expect_pkcs8_material(EVP_PKEY *pk)
+{
+        PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+        unsigned char *der = NULL;
+        int n = i2d_PKCS8_PRIV_KEY_INFO(p8, &der);
+        assert_true(n > 0);
+        struct kw_field f;
+        assert_int_equal(kw_msg_get(&fk.msg, KW_T_MATERIAL, &f).code, 0);
+        assert_int_equal(f.len, (uint32_t)n);
+        assert_memory_equal(f.p, der, (size_t)n);
+        OPENSSL_clear_free(der, (size_t)n);
+        PKCS8_PRIV_KEY_INFO_free(p8);
+}
+
+static void route_admin_keys_import_aes(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"name\":\"imp\"}");
+        /* 32 bytes 0x00..0x1f */
+        const char *body = "{\"name\":\"imp\",\"type\":\"AES\",\"material\":"
+                           "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\","
+                           "\"operations\":[\"wrap\",\"unwrap\"]}";
+        assert_int_equal(run(admin_keys_import, NULL, body, NULL, &resp).code, 0);
+        assert_int_equal(resp.status, 201);
+        assert_int_equal(fk.msg.op, KW_OP_KEY_IMPORT);
+        assert_int_equal(req_u32(KW_T_KEY_SIZE), 256);
+        assert_int_equal(req_u32(KW_T_OPS), KW_KEYOP_WRAP | KW_KEYOP_UNWRAP);
+        struct kw_field f;
+        assert_int_equal(kw_msg_get(&fk.msg, KW_T_MATERIAL, &f).code, 0);
+        assert_int_equal(f.len, 32);
+        for (uint32_t i = 0; i < 32; i++)
+                assert_int_equal(f.p[i], i);
+        kw_buf_free(&resp.body);
+
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"imp\",\"type\":\"AES\",\"material\":\"AAECAw==\"}",
+                       KW_ERR_BAD_LENGTH);
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"imp\",\"type\":\"AES\",\"material\":\"not base64!\"}",
+                       KW_ERR_BAD_ENCODING);
+        expect_refused(admin_keys_import, NULL, "{\"name\":\"imp\",\"type\":\"AES\"}",
+                       KW_ERR_MISSING_FIELD);
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"imp\",\"type\":\"AES\",\"material\":"
+                       "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\",\"pem\":\"x\"}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"imp\",\"type\":\"AES\",\"size\":256,\"material\":"
+                       "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"}",
+                       KW_ERR_BAD_FIELD);
+}
+
+static void route_admin_keys_import_rsa_pem_and_pkcs8(void **state)
+{
+        (void)state;
+        EVP_PKEY *pk = rsa_key(2048);
+        char quoted[8000], body[9000];
+        struct kw_resp resp;
+
+        /* PKCS#1 PEM ("RSA PRIVATE KEY") -> PKCS#8 DER */
+        char *pem = pem_of(pk, 1, NULL);
+        assert_non_null(strstr(pem, "BEGIN RSA PRIVATE KEY"));
+        json_quote(pem, quoted, sizeof quoted);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pem\":\"%s\"}", quoted);
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"name\":\"r\"}");
+        assert_int_equal(run(admin_keys_import, NULL, body, NULL, &resp).code, 0);
+        assert_int_equal(req_u32(KW_T_KEY_SIZE), 2048);
+        assert_string_equal(req_str(KW_T_KEY_TYPE), "RSA");
+        expect_pkcs8_material(pk);
+        kw_buf_free(&resp.body);
+        free(pem);
+
+        /* PKCS#8 PEM */
+        pem = pem_of(pk, 0, NULL);
+        assert_non_null(strstr(pem, "BEGIN PRIVATE KEY"));
+        json_quote(pem, quoted, sizeof quoted);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pem\":\"%s\"}", quoted);
+        resp_init(&resp);
+        assert_int_equal(run(admin_keys_import, NULL, body, NULL, &resp).code, 0);
+        expect_pkcs8_material(pk);
+        kw_buf_free(&resp.body);
+        free(pem);
+
+        /* base64 PKCS#8 DER */
+        PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
+        unsigned char *der = NULL;
+        int n = i2d_PKCS8_PRIV_KEY_INFO(p8, &der);
+        struct kw_buf b64;
+        kw_buf_init(&b64, 8000);
+        assert_int_equal(kw_b64_encode(der, (size_t)n, &b64).code, 0);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pkcs8\":\"%.*s\"}",
+                 (int)b64.len, (const char *)b64.p);
+        resp_init(&resp);
+        assert_int_equal(run(admin_keys_import, NULL, body, NULL, &resp).code, 0);
+        expect_pkcs8_material(pk);
+        kw_buf_free(&resp.body);
+
+        /* the same DER with a trailing byte is refused */
+        kw_buf_reset(&b64);
+        unsigned char *longer = malloc((size_t)n + 1);
+        memcpy(longer, der, (size_t)n);
+        longer[n] = 0;
+        assert_int_equal(kw_b64_encode(longer, (size_t)n + 1, &b64).code, 0);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pkcs8\":\"%.*s\"}",
+                 (int)b64.len, (const char *)b64.p);
+        expect_refused(admin_keys_import, NULL, body, KW_ERR_BAD_FIELD);
+        OPENSSL_clear_free(longer, (size_t)n + 1);
+        kw_buf_free(&b64);
+        OPENSSL_clear_free(der, (size_t)n);
+        PKCS8_PRIV_KEY_INFO_free(p8);
+        EVP_PKEY_free(pk);
+}
+
+static void route_admin_keys_import_rsa_refusals(void **state)
+{
+        (void)state;
+        char quoted[8000], body[9000];
+        /* 1024 bits */
+        EVP_PKEY *small = rsa_key(1024);
+        char *pem = pem_of(small, 0, NULL);
+        json_quote(pem, quoted, sizeof quoted);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pem\":\"%s\"}", quoted);
+        expect_refused(admin_keys_import, NULL, body, KW_ERR_BAD_FIELD);
+        free(pem);
+        /* encrypted PEM */
+        pem = pem_of(small, 0, EVP_aes_256_cbc());
+        assert_non_null(strstr(pem, "ENCRYPTED"));
+        json_quote(pem, quoted, sizeof quoted);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pem\":\"%s\"}", quoted);
+        expect_refused(admin_keys_import, NULL, body, KW_ERR_BAD_FIELD);
+        free(pem);
+        EVP_PKEY_free(small);
+        /* an EC key */
+        EVP_PKEY *ec = EVP_EC_gen("P-256");
+        assert_non_null(ec);
+        pem = pem_of(ec, 0, NULL);
+        json_quote(pem, quoted, sizeof quoted);
+        snprintf(body, sizeof body, "{\"name\":\"r\",\"type\":\"RSA\",\"pem\":\"%s\"}", quoted);
+        expect_refused(admin_keys_import, NULL, body, KW_ERR_BAD_FIELD);
+        free(pem);
+        EVP_PKEY_free(ec);
+        /* garbage, both forms, none, AES material on RSA */
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"r\",\"type\":\"RSA\",\"pem\":\"-----BEGIN PRIVATE KEY-----\"}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"r\",\"type\":\"RSA\",\"pkcs8\":\"AAAA\"}", KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"r\",\"type\":\"RSA\",\"pkcs8\":\"AAAA\",\"pem\":\"x\"}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_import, NULL, "{\"name\":\"r\",\"type\":\"RSA\"}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_import, NULL,
+                       "{\"name\":\"r\",\"type\":\"RSA\",\"material\":\"AAAA\",\"pkcs8\":\"AAAA\"}",
+                       KW_ERR_BAD_FIELD);
+}
+
+static void route_admin_keys_update_and_state(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"name\":\"k1\"}");
+        assert_int_equal(run(admin_keys_update, "k1", "{\"tags\":{}}", NULL, &resp).code, 0);
+        assert_int_equal(fk.msg.op, KW_OP_KEY_UPDATE);
+        assert_string_equal(req_str(KW_T_NAME), "k1");
+        assert_string_equal(req_str(KW_T_TAGS), "{}");
+        assert_false(kw_msg_has(&fk.msg, KW_T_OPS));
+        kw_buf_free(&resp.body);
+        expect_refused(admin_keys_update, "k1", "{}", KW_ERR_MISSING_FIELD);
+        expect_refused(admin_keys_update, "k1", "{\"name\":\"k2\"}", KW_ERR_BAD_FIELD);
+
+        resp_init(&resp);
+        assert_int_equal(run(admin_keys_disable, "k1", NULL, NULL, &resp).code, 0);
+        assert_int_equal(fk.msg.op, KW_OP_KEY_SET_STATE);
+        assert_string_equal(req_str(KW_T_STATE), "disabled");
+        assert_string_equal(req_str(KW_T_ACTOR), "token:t1(tester)");
+        kw_buf_free(&resp.body);
+
+        resp_init(&resp);
+        assert_int_equal(run(admin_keys_schedule_delete, "k1", "{\"wait_seconds\":700000}", NULL,
+                             &resp)
+                                 .code,
+                         0);
+        assert_int_equal(fk.msg.op, KW_OP_KEY_SCHEDULE_DELETE);
+        assert_int_equal(req_u32(KW_T_WAIT_SECONDS), 700000);
+        kw_buf_free(&resp.body);
+        resp_init(&resp);
+        assert_int_equal(run(admin_keys_schedule_delete, "k1", NULL, NULL, &resp).code, 0);
+        assert_false(kw_msg_has(&fk.msg, KW_T_WAIT_SECONDS));
+        kw_buf_free(&resp.body);
+        expect_refused(admin_keys_schedule_delete, "k1", "{\"wait_seconds\":-1}", KW_ERR_BAD_FIELD);
+        expect_refused(admin_keys_schedule_delete, "k1", "{\"wait_days\":7}", KW_ERR_BAD_FIELD);
+}
+
+static void route_admin_keys_list_and_audit_query(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"keys\":[],\"next\":null}");
+        assert_int_equal(run(admin_keys_list, NULL, NULL,
+                             "state=enabled&type=RSA&tag=env%3Dprod&prefix=app.&limit=10&cursor=k9",
+                             &resp)
+                                 .code,
+                         0);
+        assert_int_equal(fk.msg.op, KW_OP_KEY_LIST);
+        assert_string_equal(req_str(KW_T_STATE), "enabled");
+        assert_string_equal(req_str(KW_T_KEY_TYPE), "RSA");
+        assert_string_equal(req_str(KW_T_TAG), "env=prod");
+        assert_string_equal(req_str(KW_T_NAME_PREFIX), "app.");
+        assert_string_equal(req_str(KW_T_CURSOR), "k9");
+        assert_int_equal(req_u32(KW_T_LIMIT), 10);
+        assert_string_equal(resp_str(&resp), "{\"keys\":[],\"next\":null}");
+        kw_buf_free(&resp.body);
+
+        static const char *const bad[] = { "state=gone", "type=aes", "tag=novalue", "tag==x",
+                                           "limit=0", "limit=1001", "prefix=a/b", "cursor=a%20b" };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                resp_init(&resp);
+                int n = fake_nreq();
+                assert_int_not_equal(run(admin_keys_list, NULL, NULL, bad[i], &resp).code, 0);
+                assert_int_equal(fake_nreq(), n);
+                assert_int_equal(resp.body.len, 0);
+                kw_buf_free(&resp.body);
+        }
+
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"events\":[],\"next\":null}");
+        assert_int_equal(run(admin_audit_query, NULL, NULL, "after=5&limit=2&key=k1&action=key.create",
+                             &resp)
+                                 .code,
+                         0);
+        assert_int_equal(fk.msg.op, KW_OP_AUDIT_QUERY);
+        uint64_t seq = 0;
+        assert_int_equal(kw_msg_get_u64(&fk.msg, KW_T_SEQ, &seq).code, 0);
+        assert_int_equal(seq, 5);
+        assert_string_equal(req_str(KW_T_NAME), "k1");
+        assert_string_equal(req_str(KW_T_ACTION), "key.create");
+        kw_buf_free(&resp.body);
+}
+
+static void route_admin_status_wraps_custody(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"state\":\"open\",\"keys\":3}");
+        assert_int_equal(run(admin_status, NULL, NULL, NULL, &resp).code, 0);
+        assert_int_equal(resp.status, 200);
+        assert_string_equal(resp_str(&resp), "{\"custody\":{\"state\":\"open\",\"keys\":3},"
+                                             "\"version\":\"" KEYWARD_VERSION "\"}");
+        kw_buf_free(&resp.body);
+}
+
+static void route_admin_tokens_create_and_revoke(void **state)
+{
+        (void)state;
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"id\":\"t2\",\"name\":\"ops\",\"role\":\"operator\",\"token\":\"x\"}");
+        assert_int_equal(run(admin_tokens_create, NULL, "{\"name\":\"ops\",\"role\":\"operator\"}",
+                             NULL, &resp)
+                                 .code,
+                         0);
+        assert_int_equal(resp.status, 201);
+        assert_int_equal(fk.msg.op, KW_OP_TOKEN_CREATE);
+        assert_string_equal(req_str(KW_T_TOKEN_NAME), "ops");
+        assert_string_equal(req_str(KW_T_ROLE), "operator");
+        kw_buf_free(&resp.body);
+        expect_refused(admin_tokens_create, NULL, "{\"name\":\"ops\",\"role\":\"root\"}",
+                       KW_ERR_BAD_FIELD);
+        expect_refused(admin_tokens_create, NULL, "{\"name\":\"ops\"}", KW_ERR_MISSING_FIELD);
+        expect_refused(admin_tokens_create, NULL,
+                       "{\"name\":\"ops\",\"role\":\"admin\",\"expires\":1}", KW_ERR_BAD_FIELD);
+
+        resp_init(&resp);
+        fake_reply(0, NULL, "{\"id\":\"t2\"}");
+        assert_int_equal(run(admin_tokens_revoke, "t2", NULL, NULL, &resp).code, 0);
+        assert_int_equal(fk.msg.op, KW_OP_TOKEN_REVOKE);
+        assert_string_equal(req_str(KW_T_TOKEN_ID), "t2");
+        assert_string_equal(req_str(KW_T_ACTOR), "token:t1(tester)");
+        kw_buf_free(&resp.body);
+}
+
+/* ---- /metrics ----------------------------------------------------------------------- */
+
+static void route_ops_stats_to_prometheus(void **state)
+{
+        (void)state;
+        struct kw_buf b;
+        kw_buf_init(&b, 1u << 16);
+        const char *j = "{\"hsm_calls_total\":12,\"cache\":{\"size\":3,\"hits_total\":7},"
+                        "\"sealed\":false,\"ratio\":0.25,\"version\":\"1.0\",\"bad-name\":1,"
+                        "\"list\":[1,2]}";
+        assert_int_equal(ops_stats_to_prometheus(j, strlen(j), &b).code, 0);
+        const char *s = NULL;
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_string_equal(s, "# TYPE keyward_custody_hsm_calls_total counter\n"
+                               "keyward_custody_hsm_calls_total 12\n"
+                               "# TYPE keyward_custody_cache_size gauge\n"
+                               "keyward_custody_cache_size 3\n"
+                               "# TYPE keyward_custody_cache_hits_total counter\n"
+                               "keyward_custody_cache_hits_total 7\n"
+                               "# TYPE keyward_custody_sealed gauge\n"
+                               "keyward_custody_sealed 0\n"
+                               "# TYPE keyward_custody_ratio gauge\n"
+                               "keyward_custody_ratio 0.25\n");
+        size_t len = b.len;
+        assert_int_equal(ops_stats_to_prometheus("[1]", 3, &b).code, KW_ERR_PROTOCOL);
+        assert_int_equal(ops_stats_to_prometheus("{", 1, &b).code, KW_ERR_PROTOCOL);
+        assert_int_equal(b.len, len);
+        kw_buf_free(&b);
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(route_admin_http_status_every_class),
+                cmocka_unit_test(route_admin_roles_table_matches_the_policy),
+                cmocka_unit_test(route_admin_path_parse_valid_paths),
+                cmocka_unit_test(route_admin_path_parse_bad_paths_fail),
+                cmocka_unit_test(route_admin_route_match_methods_and_captures),
+                cmocka_unit_test(route_admin_route_match_wrong_method_lists_allow),
+                cmocka_unit_test(route_admin_route_match_unknown_path_has_empty_allow),
+                cmocka_unit_test(route_admin_query_parse_decodes),
+                cmocka_unit_test(route_admin_query_parse_strict_failures),
+                cmocka_unit_test(route_admin_parse_u64_bounds),
+                cmocka_unit_test(route_admin_content_type),
+                cmocka_unit_test(route_admin_bearer_token_parse),
+                cmocka_unit_test(route_admin_check_fields_unknown_fails),
+                cmocka_unit_test(route_admin_get_name_alphabet),
+                cmocka_unit_test(route_admin_get_ops_mask),
+                cmocka_unit_test(route_admin_get_tags_limits),
+                cmocka_unit_test(route_admin_get_rules_size_cap),
+                cmocka_unit_test(route_admin_check_size_combinations),
+                cmocka_unit_test(route_admin_json_wipe_clears_strings),
+                cmocka_unit_test(route_admin_principal_parse),
+                cmocka_unit_test(route_admin_authenticate_sends_token_hash),
+                cmocka_unit_test(route_admin_authenticate_failures),
+                cmocka_unit_test(route_admin_keys_create_sends_fields),
+                cmocka_unit_test(route_admin_keys_create_invalid_sends_nothing),
+                cmocka_unit_test(route_admin_custody_error_keeps_detail),
+                cmocka_unit_test(route_admin_custody_down_is_503),
+                cmocka_unit_test(route_admin_keys_import_aes),
+                cmocka_unit_test(route_admin_keys_import_rsa_pem_and_pkcs8),
+                cmocka_unit_test(route_admin_keys_import_rsa_refusals),
+                cmocka_unit_test(route_admin_keys_update_and_state),
+                cmocka_unit_test(route_admin_keys_list_and_audit_query),
+                cmocka_unit_test(route_admin_status_wraps_custody),
+                cmocka_unit_test(route_admin_tokens_create_and_revoke),
+                cmocka_unit_test(route_ops_stats_to_prometheus),
+        };
+        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

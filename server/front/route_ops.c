@@ -1,0 +1,179 @@
+/*
+ * route_ops.c - /healthz and /metrics: no authentication, any listener.
+ *
+ * /healthz answers 200 {"status":"ok"} when the custody process answers a
+ * PING, else 503 {"status":"unavailable","error","message"}.
+ * /metrics is the Prometheus text format 0.0.4: the front's HTTP metrics
+ * (kw_http_metrics) followed by the custody counters of KW_OP_STATS as
+ * keyward_custody_<name>, and keyward_custody_up.
+ */
+#include <math.h> /* isfinite (a macro: no libm) */
+#include <stdio.h>
+#include <string.h>
+
+#include "../common/proto.h"
+#include "front.h"
+#include "json_io.h"
+
+#define OPS_METRIC_NAME_MAX 96
+#define OPS_STATS_DEPTH 3
+
+/* Method check shared by both routes: GET only. */
+static int ops_method_ok(struct kw_req *req, struct kw_resp *resp)
+{
+        if (strcmp(req->method, "GET") == 0)
+                return 1;
+        snprintf(resp->extra_headers, sizeof resp->extra_headers, "Allow: GET\r\n");
+        kw_resp_error(resp, 405, "method_not_allowed", "method not allowed for this path");
+        snprintf(req->log_error, sizeof req->log_error, "method_not_allowed");
+        return 0;
+}
+
+void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
+{
+        struct kw_front *front = ctx;
+        snprintf(req->log_route, sizeof req->log_route, "healthz");
+        if (!ops_method_ok(req, resp))
+                return;
+        kw_err_clear_detail();
+        struct kw_cc_call c;
+        kw_cc_begin(front->cc, KW_OP_PING, &c);
+        kw_result r = kw_cc_invoke(&c);
+        char detail[257];
+        snprintf(detail, sizeof detail, "%s", c.detail[0] ? c.detail : kw_err_detail());
+        kw_cc_end(&c);
+        resp->extra_headers[0] = '\0';
+        kw_buf_reset(&resp->body);
+        kw_result w;
+        if (r.code == 0) {
+                resp->status = 200;
+                w = kw_buf_put_str(&resp->body, "{\"status\":\"ok\"}");
+        } else {
+                resp->status = 503;
+                snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: 1\r\n");
+                snprintf(req->log_error, sizeof req->log_error, "%s", kw_err_name(r.code));
+                w = kw_buf_printf(&resp->body,
+                                  "{\"status\":\"unavailable\",\"error\":\"%s\",\"message\":\"",
+                                  kw_err_name(r.code));
+                const char *msg = kw_strerror(r.code);
+                if (w.code == 0)
+                        w = kw_buf_put_json_escaped(&resp->body, msg, strlen(msg));
+                if (w.code == 0 && detail[0] != '\0')
+                        w = kw_buf_put_str(&resp->body, ": ");
+                if (w.code == 0 && detail[0] != '\0')
+                        w = kw_buf_put_json_escaped(&resp->body, detail, strlen(detail));
+                if (w.code == 0)
+                        w = kw_buf_put_str(&resp->body, "\"}");
+        }
+        if (w.code != 0)
+                kw_resp_error(resp, 500, kw_err_name(w.code), kw_strerror(w.code));
+}
+
+/* [a-zA-Z0-9_] only (metric name characters after the prefix). */
+static int ops_metric_part_ok(const char *s)
+{
+        if (*s == '\0')
+                return 0;
+        for (; *s; s++) {
+                char c = *s;
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '_'))
+                        return 0;
+        }
+        return 1;
+}
+
+/* Emits the members of obj as keyward_custody_<prefix><name>: numbers and
+ * booleans become samples ("_total" names are counters, the rest gauges);
+ * nested objects are flattened with '_'; anything else (strings, arrays,
+ * members whose names are not metric names) is skipped. */
+KW_MUST_USE static kw_result ops_stats_emit(const cJSON *obj, const char *prefix, int depth,
+                                            struct kw_buf *out)
+{
+        for (const cJSON *m = obj->child; m != NULL; m = m->next) {
+                char name[OPS_METRIC_NAME_MAX];
+                if (m->string == NULL || !ops_metric_part_ok(m->string))
+                        continue;
+                int n = snprintf(name, sizeof name, "%s%s", prefix, m->string);
+                if (n < 0 || (size_t)n >= sizeof name)
+                        continue;
+                if (cJSON_IsObject(m)) {
+                        if (depth < OPS_STATS_DEPTH && (size_t)n + 1 < sizeof name) {
+                                name[n] = '_';
+                                name[n + 1] = '\0';
+                                KW_TRY(ops_stats_emit(m, name, depth + 1, out));
+                        }
+                        continue;
+                }
+                double v;
+                if (cJSON_IsNumber(m))
+                        v = m->valuedouble;
+                else if (cJSON_IsBool(m))
+                        v = cJSON_IsTrue(m) ? 1 : 0;
+                else
+                        continue;
+                if (!isfinite(v))
+                        continue;
+                size_t nl = (size_t)n;
+                int counter = nl > 6 && strcmp(name + nl - 6, "_total") == 0;
+                KW_TRY(kw_buf_printf(out, "# TYPE keyward_custody_%s %s\n", name,
+                                     counter ? "counter" : "gauge"));
+                if (v > -9007199254740992.0 && v < 9007199254740992.0 && (double)(long long)v == v)
+                        KW_TRY(kw_buf_printf(out, "keyward_custody_%s %.0f\n", name, v));
+                else
+                        KW_TRY(kw_buf_printf(out, "keyward_custody_%s %.17g\n", name, v));
+        }
+        return KW_OK;
+}
+
+/* The Prometheus text of a KW_OP_STATS JSON document, appended to out.
+ * KW_ERR_PROTOCOL when the document is not a JSON object. */
+KW_MUST_USE static kw_result ops_stats_to_prometheus(const char *json, size_t len,
+                                                     struct kw_buf *out)
+{
+        cJSON *doc = NULL;
+        KW_ENSURE(kw_json_parse((const uint8_t *)json, len, OPS_STATS_DEPTH + 1, &doc).code == 0,
+                  KW_ERR_PROTOCOL);
+        size_t mark = out->len;
+        kw_result r = ops_stats_emit(doc, "", 1, out);
+        cJSON_Delete(doc);
+        if (r.code != 0)
+                out->len = mark; /* nothing half-written */
+        return r;
+}
+
+void kw_route_metrics(struct kw_req *req, struct kw_resp *resp, void *ctx)
+{
+        struct kw_front *front = ctx;
+        snprintf(req->log_route, sizeof req->log_route, "metrics");
+        if (!ops_method_ok(req, resp))
+                return;
+        kw_buf_reset(&resp->body);
+        kw_result r = kw_http_metrics(front->http, &resp->body);
+        int up = 0;
+        if (r.code == 0) {
+                struct kw_cc_call c;
+                kw_cc_begin(front->cc, KW_OP_STATS, &c);
+                if (kw_cc_invoke(&c).code == 0) {
+                        const char *json = NULL;
+                        size_t len = 0;
+                        if (kw_cc_reply_json(&c, &json, &len).code == 0 &&
+                            ops_stats_to_prometheus(json, len, &resp->body).code == 0)
+                                up = 1;
+                }
+                kw_cc_end(&c);
+                r = kw_buf_printf(&resp->body,
+                                  "# HELP keyward_custody_up 1 when the custody process answered "
+                                  "the stats request\n# TYPE keyward_custody_up gauge\n"
+                                  "keyward_custody_up %d\n",
+                                  up);
+        }
+        if (r.code != 0) {
+                kw_buf_reset(&resp->body);
+                kw_resp_error(resp, 500, kw_err_name(r.code), kw_strerror(r.code));
+                snprintf(req->log_error, sizeof req->log_error, "%s", kw_err_name(r.code));
+                return;
+        }
+        resp->status = 200;
+        resp->content_type = "text/plain; version=0.0.4";
+}

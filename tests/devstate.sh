@@ -1,0 +1,51 @@
+#!/bin/sh
+# devstate.sh DIR [PORT] - a development state for keywardd under DIR:
+# a SoftHSM2 token (DIR/softhsm), a self-signed TLS certificate (DIR/tls),
+# and DIR/keyward.toml pointing at them.  Idempotent: what exists is kept.
+# Used by `make run` (DIR=./var, PORT=9998) and by the black-box tests.
+set -eu
+dir=${1:?usage: devstate.sh DIR [PORT]}
+port=${2:-9998}
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+umask 077
+mkdir -p "$dir/tls" "$dir/run"
+
+"$here/softhsm-init.sh" "$dir/softhsm" keyward-dev "$(cat "$dir/softhsm/pin" 2>/dev/null || od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+
+if [ ! -f "$dir/tls/cert.pem" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+    -subj "/CN=keyward-dev" -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    -keyout "$dir/tls/key.pem" -out "$dir/tls/cert.pem" 2>/dev/null
+fi
+
+if [ ! -f "$dir/keyward.toml" ]; then
+  cat > "$dir/keyward.toml" <<TOML
+# Development configuration written by tests/devstate.sh.  Not for production.
+[http]
+listen = "127.0.0.1:$port"
+
+[tls]
+tls_cert_file = "$dir/tls/cert.pem"
+tls_key_file = "$dir/tls/key.pem"
+
+[db]
+path = "$dir/keyward.db"
+
+[hsm]
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token_label = "keyward-dev"
+pin_file = "$dir/softhsm/pin"
+master_key_label = "keyward-master"
+
+[custody]
+socket_path = "$dir/run/custody.sock"
+
+[admin]
+token_file = "$dir/admin.token"
+
+[log]
+level = "info"
+TOML
+fi
