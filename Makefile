@@ -29,8 +29,7 @@ SAN_LDFLAGS = -fsanitize=address,undefined -pthread
 # start TLS against OpenSSL 3; built here with OPENSSL_API_3_0 and NO_SSL_DL.
 CW_SRC  := $(BUILD)/civetweb-src
 CW_INC  := $(CW_SRC)/include
-CW_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI -DNO_FILESYSTEMS -DUSE_IPV6 -DNDEBUG \
-           -DMAX_REQUEST_SIZE=16384
+CW_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI -DUSE_IPV6 -DNDEBUG
 $(CW_SRC)/.stamp:
 	@mkdir -p $(BUILD)/civetweb-get
 	@if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
@@ -80,6 +79,11 @@ $(BUILD)/keywardd: server/main.c $(BUILD)/libkeyward.a
 $(BUILD)/keywardctl: $(CTL_SRCS) $(BUILD)/libkeyward.a
 	$(CC) $(ALL_CFLAGS) $(CTL_SRCS) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -o $@
 
+# Test-only tool: prints the unsealed database key (hex) of a development state,
+# so black-box tests can tamper with the database as an attacker holding the key would.
+$(BUILD)/kw-test-dbkey: tests/tools/dbkey.c $(BUILD)/libkeyward.a
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -o $@
+
 # Fault-injecting PKCS#11 module (wraps a real SoftHSM2) for the HSM tests.
 $(BUILD)/libfaulthsm.so: tests/faulthsm/faulthsm.c
 	@mkdir -p $(dir $@)
@@ -94,6 +98,7 @@ $(BUILD)/santest/%_test: %_test.c $(BUILD)/libkeyward-san.a $(BUILD)/libfaulthsm
 
 .PHONY: all deps deps-check run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
+test-tools: $(BUILD)/kw-test-dbkey
 
 # ---- dependencies (Debian 12, as root; idempotent) ----
 DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl libssl-dev \
@@ -136,7 +141,7 @@ unit-san: $(SAN_TESTS)
 	@set -e; for t in $(SAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
 	  KW_SRCDIR=$(CURDIR) KW_BUILD=$(CURDIR)/$(BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1 $$t; done
-blackbox: all
+blackbox: all test-tools
 	cd tests/blackbox && KEYWARD_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
 lint:
 	@tests/lint.sh

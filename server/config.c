@@ -522,8 +522,8 @@ static size_t newline_len(const struct parser *p)
 KW_MUST_USE static kw_result eat_newline(struct parser *p, size_t n)
 {
         p->off += n;
-        if (p->line >= CFG_MAX_LINES)
-                PFAIL(p, p->line, "too many lines (max %u)", CFG_MAX_LINES);
+        if (p->line >= CFG_MAX_LINES && p->off < p->len)
+                PFAIL(p, p->line + 1, "too many lines (max %u)", CFG_MAX_LINES);
         p->line++;
         return KW_OK;
 }
@@ -1048,9 +1048,10 @@ kw_result kw_config_parse(const char *name, const char *text, size_t len, struct
         };
         KW_TRY_GOTO(r, parse_document(&p), fail);
         KW_TRY_GOTO(r, str_dup(name, &source), fail);
+        free(work.source);
+        work.source = source;
         config_release(cfg);
         *cfg = work; /* commit */
-        cfg->source = source;
         return KW_OK;
 fail:
         config_release(&work);

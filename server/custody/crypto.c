@@ -81,7 +81,8 @@ static void ossl_drain(const char *what)
         while ((e = ERR_get_error()) != 0) {
                 if (first && kw_log_enabled(KW_LOG_DEBUG)) {
                         ERR_error_string_n(e, msg, sizeof msg);
-                        kw_log(KW_LOG_DEBUG, "openssl_error", "op", what, "error", msg, NULL);
+                        kw_log(KW_LOG_DEBUG, "openssl_error", "op", what, "error", msg,
+                               (const char *)NULL);
                 }
                 first = 0;
         }

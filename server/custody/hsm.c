@@ -677,10 +677,6 @@ static kw_result hsm_unseal(struct kw_hsm *h, const uint8_t *aad, size_t aad_len
                 kw_err_set_detail("sealed blob truncated or malformed (%zu bytes)", blob_len);
                 KW_BAIL(KW_ERR_HSM_UNWRAP);
         }
-        if (mech == HSM_MECH_KWP && h->mech != HSM_MECH_KWP && !h->kwp_ecb) {
-                /* opened with GCM: KWP blobs go through the same ECB fallback
-                 * when the module has no native KWP encrypt (see the top). */
-        }
         struct lease l;
         KW_TRY(pool_acquire(h, &l));
         kw_result r = mech == HSM_MECH_GCM
@@ -1038,10 +1034,17 @@ KW_MUST_USE static kw_result probe(struct kw_hsm *h)
         return kw_hsm_check(h, &us);
 }
 
-/* GCM when offered, else RFC 5649 (native or over AES-ECB); probed. */
+/*
+ * GCM when offered, else RFC 5649 (native, or over AES-ECB); the choice is
+ * probed with a seal + unseal.  The KWP variant is fixed here whatever the
+ * choice, so that KWP blobs stay readable when a module later offers GCM.
+ */
 KW_MUST_USE static kw_result choose_mechanism(struct kw_hsm *h)
 {
         const CK_FLAGS ed = CKF_ENCRYPT | CKF_DECRYPT;
+        int kwp_native = mech_has(h, h->slot, CKM_AES_KEY_WRAP_PAD, ed);
+        int ecb = mech_has(h, h->slot, CKM_AES_ECB, ed);
+        h->kwp_ecb = !kwp_native && ecb;
         if (mech_has(h, h->slot, CKM_AES_GCM, ed)) {
                 h->mech = HSM_MECH_GCM;
                 kw_result r = probe(h);
@@ -1049,19 +1052,17 @@ KW_MUST_USE static kw_result choose_mechanism(struct kw_hsm *h)
                         return r;
         }
         h->mech = HSM_MECH_KWP;
-        if (mech_has(h, h->slot, CKM_AES_KEY_WRAP_PAD, ed)) {
-                h->kwp_ecb = 0;
-                kw_result r = probe(h);
-                if (r.code != KW_ERR_HSM_MECHANISM)
-                        return r;
+        if (!kwp_native && !ecb) {
+                kw_err_set_detail("%s offers neither AES-GCM nor AES-KWP (nor AES-ECB) "
+                                  "encryption", h->module);
+                KW_BAIL(KW_ERR_HSM_MECHANISM);
         }
-        if (mech_has(h, h->slot, CKM_AES_ECB, ed)) {
-                h->kwp_ecb = 1;
-                return probe(h);
+        kw_result r = probe(h);
+        if (r.code == KW_ERR_HSM_MECHANISM && !h->kwp_ecb && ecb) {
+                h->kwp_ecb = 1; /* native KWP refused with this key: compute RFC 5649 here */
+                r = probe(h);
         }
-        kw_err_set_detail("%s offers neither AES-GCM nor AES-KWP encryption with the master key",
-                          h->module);
-        KW_BAIL(KW_ERR_HSM_MECHANISM);
+        return r;
 }
 
 /* Closes every session handle we hold (errors ignored: the link may be gone). */
@@ -1336,8 +1337,8 @@ kw_result kw_hsm_open(const struct kw_hsm_config *cfg, struct kw_hsm **ret, int 
         KW_TRY_GOTO(r, load_module(h), fail);
         KW_TRY_GOTO(r, connect_token(h, cfg->create_master_key, &created), fail);
         KW_TRY_GOTO(r, choose_mechanism(h), fail);
-        KW_TRY_GOTO(r, start_thread(h), fail);
         h->calls = h->errors = h->timeouts = h->reconnects = 0; /* the probe does not count */
+        KW_TRY_GOTO(r, start_thread(h), fail);
         if (ret_created != NULL)
                 *ret_created = created;
         *ret = h;

@@ -53,7 +53,7 @@
 #define KS_DER_MAX (16u * 1024u)         /* RSA SubjectPublicKeyInfo         */
 #define KS_JSON_MAX (16u * 1024u)        /* tags_json / rules_json           */
 #define KS_AUDIT_FIELD_MAX 4096u         /* each audit string                */
-#define KS_AUDIT_APPEND_MAX 1000u        /* rows per audit_append            */
+#define KS_AUDIT_APPEND_MAX 65536u       /* rows per audit_append (custody batches up to 8192) */
 #define KS_LIST_MAX 1000u
 #define KS_LIST_DEFAULT 100u
 #define KS_DUE_MAX 1000u

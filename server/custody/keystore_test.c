@@ -1118,7 +1118,7 @@ static void keystore_audit_append_query_filters_and_paging(void **state)
 {
         struct fx *f = *state;
         struct kw_audit_entry e[30];
-        char names[30][8];
+        char names[30][16];
         for (int i = 0; i < 30; i++) {
                 snprintf(names[i], sizeof names[i], "k%d", i % 3);
                 e[i] = (struct kw_audit_entry){ .ts_ms = i == 0 ? 0 : 1000 + i, .actor = "a",
@@ -1197,7 +1197,7 @@ static void keystore_audit_verify_detects_tampering(void **state)
 {
         struct fx *f = *state;
         struct kw_audit_entry e[5];
-        char details[5][8];
+        char details[5][16];
         for (int i = 0; i < 5; i++) {
                 snprintf(details[i], sizeof details[i], "d%d", i + 1);
                 e[i] = (struct kw_audit_entry){ .action = "key.encrypt", .detail = details[i] };

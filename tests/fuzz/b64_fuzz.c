@@ -24,8 +24,8 @@ static void check(const uint8_t *data, size_t size, int url)
                 abort();
         kw_result r = url ? kw_b64url_decode(in, size, &dec) : kw_b64_decode(in, size, &dec);
         struct kw_secret s = { 0 };
-        kw_result rs = url ? kw_b64url_decode_secret(in, size, &s)
-                           : kw_b64_decode_secret(in, size, &s);
+        kw_result rs =
+                url ? kw_b64url_decode_secret(in, size, &s) : kw_b64_decode_secret(in, size, &s);
         if (r.code != rs.code)
                 abort();
         if (r.code != 0) {
@@ -41,7 +41,8 @@ static void check(const uint8_t *data, size_t size, int url)
                         abort();
                 kw_result re = url ? kw_b64url_encode(dec.p + 3, n, &enc)
                                    : kw_b64_encode(dec.p + 3, n, &enc);
-                if (re.code != 0 || enc.len != size || (size != 0 && memcmp(enc.p, data, size) != 0))
+                if (re.code != 0 || enc.len != size ||
+                    (size != 0 && memcmp(enc.p, data, size) != 0))
                         abort();
         }
         kw_secret_free(&s);

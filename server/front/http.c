@@ -1,0 +1,1053 @@
+/*
+ * http.c - the front's HTTP(S) server on CivetWeb 1.15 + OpenSSL 3.
+ *
+ * How CivetWeb 1.15 is used (read from its source, src/civetweb.c):
+ *
+ * - TLS set-up.  A listening port with an "s" suffix makes init_ssl_ctx()
+ *   require either the ssl_certificate option or an init_ssl callback.  We
+ *   use the init_ssl callback: CivetWeb creates the SSL_CTX, sets its own
+ *   options (SSL_OP_ALL, no SSLv2/3/TLS1.0/1.1, no compression, no
+ *   renegotiation, server preference), then calls us; we load the
+ *   credentials and the policy and return 1, so CivetWeb loads no file and
+ *   touches nothing more (no ssl_certificate option, no external_ssl_ctx).
+ *   The callback runs once, inside mg_start2(), in the calling thread.
+ *
+ * - The SSL* of a connection.  1.15 has no public accessor (no mg_get_ssl;
+ *   request_info.client_cert only carries strings and the X509, not the
+ *   verification result).  CivetWeb does SSL_accept() and then calls the
+ *   init_connection callback in the same worker thread, and it stores the
+ *   mg_connection as the SSL's app data (SSL_set_app_data) before the
+ *   handshake.  So a ClientHello callback records the SSL* in a thread-local,
+ *   init_connection takes it when SSL_get_app_data(ssl) == conn and keeps it
+ *   as the connection's user data; the request handler then reads
+ *   SSL_get_verify_result() and SSL_get1_peer_certificate() from it.
+ *
+ * - Client certificates: SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT and a
+ *   verify callback that always continues, so a missing or bad certificate
+ *   still reaches the route, which answers with its protocol's JSON error.
+ *   OpenSSL keeps the first verification error in SSL_get_verify_result().
+ *
+ * - Raw path: decode_url=no keeps request_info.local_uri_raw percent-encoded
+ *   (SigV4 signs the path as sent).  CORS pre-flight answers are disabled
+ *   (empty access_control_allow_*), so every request reaches our handler.
+ *
+ * - Closing: CivetWeb decides keep-alive from the request only.  When we
+ *   must close (413, 503 overload, a body left unread), we call
+ *   mg_close_connection() after the response: on a server connection it
+ *   runs close_connection() (connection_close callback, TLS close_notify,
+ *   socket closed); CivetWeb's own later close_connection() finds the SSL
+ *   and socket already gone and does nothing more.
+ *
+ * - Connection count: init_connection runs only after a successful TLS
+ *   handshake, connection_close also after a failed one; the count is taken
+ *   when user data was set, so both sides match.
+ *
+ * Every response (and the interim "100 Continue") goes through conn_write(),
+ * the only mg_write call of this file: status line, headers and body in one
+ * buffer, one write.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <civetweb.h>
+#include <openssl/err.h>
+#include <openssl/pkcs12.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "../common/log.h"
+#include "../config.h"
+#include "http.h"
+#include "json_io.h"
+
+#define RESP_BODY_MAX (1u << 20)
+#define RESP_HEAD_MAX 2048
+#define THREAD_RESERVE 8
+#define STATUS_MIN 100
+#define STATUS_SLOTS 500             /* 100..599 */
+#define N_BUCKETS 10                 /* finite buckets; +Inf is the total */
+#define LOG_LINE_MAX 4096
+#define DEFAULT_TLS12_CIPHERS                                                     \
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"              \
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"              \
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+static const uint64_t bucket_us[N_BUCKETS] = { 500, 1000, 2500, 5000, 10000,
+                                               25000, 50000, 100000, 250000, 1000000 };
+static const char *const bucket_le[N_BUCKETS] = { "0.0005", "0.001", "0.0025", "0.005", "0.01",
+                                                  "0.025", "0.05", "0.1", "0.25", "1" };
+
+/* Metrics of one route label; lock-free counters. */
+struct route_slot {
+        const char *name;
+        _Atomic uint64_t by_status[STATUS_SLOTS];
+        _Atomic uint64_t errors;
+        _Atomic uint64_t bucket[N_BUCKETS + 1];      /* per bucket, not cumulative */
+        _Atomic uint64_t sum_us;
+};
+
+struct kw_http {
+        struct mg_context *mg;
+        const struct kw_config *start_cfg;      /* valid during kw_http_start only */
+        const struct kw_route *routes;
+        size_t n_routes;
+        size_t *route_slot;                     /* routes[i] -> slots[route_slot[i]] */
+        struct route_slot *slots;               /* slots[0] is "none" */
+        size_t n_slots;
+        void *ctx;
+        int admin_separate;
+        int main_port, admin_port;
+        unsigned main_mask;
+        int64_t max_conns;
+        size_t max_body;
+        int log_requests;
+        int verify_clients;
+        _Atomic int64_t conns_open;
+        _Atomic uint64_t conns_refused;
+        char conn_marker;                       /* user data of a connection without SSL* */
+        char tls_error[256];
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t elapsed_us(const struct timespec *t0)
+{
+        struct timespec t1;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        int64_t us = (int64_t)(t1.tv_sec - t0->tv_sec) * 1000000 + (t1.tv_nsec - t0->tv_nsec) / 1000;
+        return us < 0 ? 0 : (uint64_t)us;
+}
+
+static struct kw_http *conn_http(const struct mg_connection *conn)
+{
+        return mg_get_user_data(mg_get_context(conn));
+}
+
+static void tls_fail(struct kw_http *h, const char *what, const char *file)
+{
+        unsigned long e = ERR_peek_last_error();
+        const char *why = e ? ERR_reason_error_string(e) : NULL;
+        snprintf(h->tls_error, sizeof h->tls_error, "%s%s%s%s%s", what, file ? " " : "",
+                 file ? file : "", why ? ": " : "", why ? why : "");
+        ERR_clear_error();
+}
+
+/* ---- TLS ---- */
+
+static __thread SSL *tl_hello_ssl;      /* SSL* of this worker's latest handshake */
+
+static int on_client_hello(SSL *ssl, int *alert, void *arg)
+{
+        (void)alert;
+        (void)arg;
+        tl_hello_ssl = ssl;
+        return SSL_CLIENT_HELLO_SUCCESS;
+}
+
+/* Continue the handshake whatever the outcome: the route decides. */
+static int on_verify(int preverify_ok, X509_STORE_CTX *x)
+{
+        (void)preverify_ok;
+        (void)x;
+        return 1;
+}
+
+/* ALPN: http/1.1 when offered, otherwise no ALPN at all (never h2). */
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                   unsigned int inlen, void *arg)
+{
+        (void)ssl;
+        (void)arg;
+        struct kw_reader r = kw_reader_init(in, inlen);
+        for (;;) {
+                uint8_t n;
+                const uint8_t *p;
+                if (kw_read_u8(&r, &n).code != 0 || kw_read_bytes(&r, n, &p).code != 0)
+                        return SSL_TLSEXT_ERR_NOACK;
+                if (n == 8 && memcmp(p, "http/1.1", 8) == 0) {
+                        *out = p;
+                        *outlen = n;
+                        return SSL_TLSEXT_ERR_OK;
+                }
+        }
+}
+
+/* Never prompt on a terminal for a PEM pass phrase. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+        (void)buf;
+        (void)size;
+        (void)rwflag;
+        (void)u;
+        return 0;
+}
+
+static int tls_load_pem(struct kw_http *h, SSL_CTX *ctx, const char *cert, const char *key)
+{
+        if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+                tls_fail(h, "cannot load [tls] tls_cert_file", cert);
+                return 0;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+                tls_fail(h, "cannot load [tls] tls_key_file", key);
+                return 0;
+        }
+        return 1;
+}
+
+static int tls_load_p12(struct kw_http *h, SSL_CTX *ctx, const char *path, const char *password)
+{
+        FILE *f = fopen(path, "rb");
+        if (f == NULL) {
+                snprintf(h->tls_error, sizeof h->tls_error, "cannot open [tls] tls_p12_file %s", path);
+                return 0;
+        }
+        PKCS12 *p12 = d2i_PKCS12_fp(f, NULL);
+        fclose(f);
+        if (p12 == NULL) {
+                tls_fail(h, "[tls] tls_p12_file is not PKCS#12:", path);
+                return 0;
+        }
+        EVP_PKEY *pkey = NULL;
+        X509 *cert = NULL;
+        STACK_OF(X509) *chain = NULL;
+        int ok = PKCS12_parse(p12, password ? password : "", &pkey, &cert, &chain) == 1;
+        PKCS12_free(p12);
+        if (!ok || pkey == NULL || cert == NULL) {
+                tls_fail(h, "cannot decrypt [tls] tls_p12_file (wrong tls_p12_password?)", path);
+                ok = 0;
+        }
+        if (ok && (SSL_CTX_use_certificate(ctx, cert) != 1 || SSL_CTX_use_PrivateKey(ctx, pkey) != 1)) {
+                tls_fail(h, "cannot use the credentials of", path);
+                ok = 0;
+        }
+        for (int i = 0; ok && chain != NULL && i < sk_X509_num(chain); i++) {
+                if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)) != 1) {
+                        tls_fail(h, "cannot use the chain of", path);
+                        ok = 0;
+                }
+        }
+        EVP_PKEY_free(pkey);
+        X509_free(cert);
+        sk_X509_pop_free(chain, X509_free);
+        return ok;
+}
+
+static int nonempty(const char *s) { return s != NULL && s[0] != '\0'; }
+
+/* init_ssl callback: 1 = configured (CivetWeb loads nothing), -1 = failure. */
+static int on_init_ssl(void *ssl_ctx, void *user_data)
+{
+        struct kw_http *h = user_data;
+        SSL_CTX *ctx = ssl_ctx;
+        const struct kw_config *cfg = h->start_cfg;
+
+        int min = nonempty(cfg->tls.min_version) && strcmp(cfg->tls.min_version, "1.3") == 0
+                          ? TLS1_3_VERSION : TLS1_2_VERSION;
+        if (nonempty(cfg->tls.min_version) && strcmp(cfg->tls.min_version, "1.2") != 0 &&
+            strcmp(cfg->tls.min_version, "1.3") != 0) {
+                snprintf(h->tls_error, sizeof h->tls_error, "[tls] min_version must be \"1.2\" or \"1.3\"");
+                return -1;
+        }
+        if (SSL_CTX_set_min_proto_version(ctx, min) != 1 || SSL_CTX_set_max_proto_version(ctx, 0) != 1) {
+                tls_fail(h, "cannot set the TLS versions", NULL);
+                return -1;
+        }
+        SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                         SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                         SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+        const char *c12 = nonempty(cfg->tls.ciphers_tls12) ? cfg->tls.ciphers_tls12 : DEFAULT_TLS12_CIPHERS;
+        if (SSL_CTX_set_cipher_list(ctx, c12) != 1) {
+                tls_fail(h, "invalid [tls] ciphers_tls12", NULL);
+                return -1;
+        }
+        if (nonempty(cfg->tls.ciphersuites_tls13) &&
+            SSL_CTX_set_ciphersuites(ctx, cfg->tls.ciphersuites_tls13) != 1) {
+                tls_fail(h, "invalid [tls] ciphersuites_tls13", NULL);
+                return -1;
+        }
+
+        SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+        int loaded = nonempty(cfg->tls.tls_p12_file)
+                             ? tls_load_p12(h, ctx, cfg->tls.tls_p12_file, cfg->tls.tls_p12_password)
+                             : tls_load_pem(h, ctx, cfg->tls.tls_cert_file, cfg->tls.tls_key_file);
+        if (!loaded)
+                return -1;
+        if (SSL_CTX_check_private_key(ctx) != 1) {
+                tls_fail(h, "the TLS private key does not match the certificate", NULL);
+                return -1;
+        }
+
+        static const unsigned char sid_ctx[] = "keyward-front";
+        SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
+
+        if (nonempty(cfg->tls.clients_ca_cert_file)) {
+                const char *ca = cfg->tls.clients_ca_cert_file;
+                if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+                        tls_fail(h, "cannot load [tls] clients_ca_cert_file", ca);
+                        return -1;
+                }
+                STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca);
+                if (names == NULL) {
+                        tls_fail(h, "no CA names in [tls] clients_ca_cert_file", ca);
+                        return -1;
+                }
+                SSL_CTX_set_client_CA_list(ctx, names);   /* takes ownership */
+                SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_verify);
+                SSL_CTX_set_verify_depth(ctx, 8);
+                h->verify_clients = 1;
+        } else {
+                SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+        }
+        SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+        SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
+        ERR_clear_error();
+        return 1;
+}
+
+/* ---- connections ---- */
+
+static int on_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+        struct kw_http *h = conn_http(conn);
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        SSL *ssl = tl_hello_ssl;
+        tl_hello_ssl = NULL;
+        if (ri == NULL || !ri->is_ssl || ssl == NULL || SSL_get_app_data(ssl) != (void *)conn)
+                ssl = NULL;
+        atomic_fetch_add(&h->conns_open, 1);
+        *conn_data = ssl != NULL ? (void *)ssl : (void *)&h->conn_marker;
+        return 0;
+}
+
+static void on_connection_close(const struct mg_connection *conn)
+{
+        if (mg_get_user_connection_data(conn) != NULL)
+                atomic_fetch_sub(&conn_http(conn)->conns_open, 1);
+}
+
+static SSL *conn_ssl(struct kw_http *h, const struct mg_connection *conn)
+{
+        void *d = mg_get_user_connection_data(conn);
+        return d == NULL || d == (void *)&h->conn_marker ? NULL : d;
+}
+
+static int on_log_message(const struct mg_connection *conn, const char *message)
+{
+        (void)conn;
+        /* CivetWeb's own diagnostics (handshake failures...): debug only,
+         * they can carry peer-controlled text (escaped by kw_log). */
+        kw_log(KW_LOG_DEBUG, "http_internal", "message", message, NULL);
+        return 1;
+}
+
+/* ---- client certificate ---- */
+
+static int cn_acceptable(const unsigned char *s, int n)
+{
+        if (n <= 0 || (size_t)n >= sizeof(((struct kw_req *)0)->client_cn))
+                return 0;
+        for (int i = 0; i < n; i++)
+                if (s[i] < 0x20 || s[i] == 0x7f)
+                        return 0;             /* embedded NUL, control characters */
+        return kw_utf8_valid(s, (size_t)n);
+}
+
+static void fill_client_cert(struct kw_http *h, const struct mg_connection *conn, struct kw_req *req)
+{
+        SSL *ssl = conn_ssl(h, conn);
+        if (ssl == NULL)
+                return;
+        X509 *peer = SSL_get1_peer_certificate(ssl);
+        if (peer == NULL)
+                return;
+        req->client_cert_present = 1;
+        if (h->verify_clients && SSL_get_verify_result(ssl) == X509_V_OK) {
+                req->client_cert_verified = 1;
+                X509_NAME *subj = X509_get_subject_name(peer);
+                int last = -1;
+                for (int i = -1; (i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0;)
+                        last = i;
+                if (last >= 0) {
+                        ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, last));
+                        unsigned char *u = NULL;
+                        int n = ASN1_STRING_to_UTF8(&u, d);
+                        if (cn_acceptable(u, n)) {
+                                memcpy(req->client_cn, u, (size_t)n);
+                                req->client_cn[n] = '\0';
+                        }
+                        OPENSSL_free(u);
+                }
+        }
+        X509_free(peer);
+}
+
+/* ---- requests ---- */
+
+const char *kw_req_header(const struct kw_req *req, const char *name)
+{
+        if (req == NULL || req->conn_ == NULL || name == NULL)
+                return NULL;
+        return mg_get_header(req->conn_, name);
+}
+
+int kw_req_query(const struct kw_req *req, const char *name, char *out, size_t outsz)
+{
+        if (req == NULL || req->query == NULL || name == NULL || out == NULL || outsz == 0)
+                return -1;
+        char *tmp = malloc(outsz);
+        if (tmp == NULL)
+                return -1;
+        int n = mg_get_var(req->query, strlen(req->query), name, tmp, outsz);
+        int found = n >= 0 && strlen(tmp) == (size_t)n;   /* "%00" would cut the value */
+        if (found)
+                memcpy(out, tmp, (size_t)n + 1);
+        free(tmp);
+        return found ? 0 : -1;
+}
+
+void kw_resp_error(struct kw_resp *resp, int status, const char *name, const char *msg)
+{
+        resp->status = status;
+        resp->content_type = "application/json";
+        kw_buf_reset(&resp->body);
+        kw_result r = kw_buf_put_str(&resp->body, "{\"error\":\"");
+        if (r.code == 0)
+                r = kw_buf_put_json_escaped(&resp->body, name, strlen(name));
+        if (r.code == 0)
+                r = kw_buf_put_str(&resp->body, "\",\"message\":\"");
+        if (r.code == 0)
+                r = kw_buf_put_json_escaped(&resp->body, msg, strlen(msg));
+        if (r.code == 0)
+                r = kw_buf_put_str(&resp->body, "\"}");
+        if (r.code != 0) {
+                kw_buf_reset(&resp->body);
+                kw_ignore(kw_buf_put_str(&resp->body, "{\"error\":\"internal\",\"message\":\"\"}"));
+        }
+}
+
+static void resp_init(struct kw_resp *resp)
+{
+        memset(resp, 0, sizeof *resp);
+        kw_buf_init(&resp->body, RESP_BODY_MAX);
+}
+
+/* The one place that writes to a connection. */
+static int conn_write(struct mg_connection *conn, const void *p, size_t n)
+{
+        return n <= (size_t)INT32_MAX && mg_write(conn, p, n) == (int)n;
+}
+
+/* Header lines from a handler: "Name: value\r\n"..., nothing else. */
+static int headers_well_formed(const char *s)
+{
+        size_t n = strnlen(s, sizeof(((struct kw_resp *)0)->extra_headers));
+        if (n == sizeof(((struct kw_resp *)0)->extra_headers))
+                return 0;
+        size_t line = 0;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (c == '\r') {
+                        if (i + 1 >= n || s[i + 1] != '\n' || i == line ||
+                            memchr(s + line, ':', i - line) == NULL)
+                                return 0;
+                        line = i + 2;
+                        i++;
+                } else if (c == '\n' || (c < 0x20 && c != '\t') || c == 0x7f) {
+                        return 0;
+                }
+        }
+        return line == n;
+}
+
+static int token_safe(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s < 0x20 || *s == 0x7f)
+                        return 0;
+        return 1;
+}
+
+/* Same rule as CivetWeb's should_keep_alive() for the request side. */
+static int client_keeps_alive(const struct mg_connection *conn)
+{
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        const char *c = mg_get_header(conn, "Connection");
+        if (c != NULL)
+                return strcasestr(c, "keep-alive") != NULL;
+        return ri->http_version != NULL && strcmp(ri->http_version, "1.1") == 0;
+}
+
+/* Status line, headers and body in one buffer, one write.  0 when the
+ * connection failed (the caller then closes it). */
+static int send_response(struct mg_connection *conn, const struct kw_resp *resp, int head_only,
+                         int keep_alive)
+{
+        int st = resp->status;
+        int no_body = (st >= 100 && st < 200) || st == 204 || st == 304;
+        struct kw_buf out;
+        kw_buf_init(&out, RESP_BODY_MAX + RESP_HEAD_MAX + sizeof resp->extra_headers);
+        kw_result r = kw_buf_printf(&out, "HTTP/1.1 %d %s\r\n", st, mg_get_response_code_text(conn, st));
+        if (r.code == 0 && !no_body)
+                r = kw_buf_printf(&out, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+                                  resp->content_type ? resp->content_type : "application/json",
+                                  resp->body.len);
+        if (r.code == 0)
+                r = kw_buf_printf(&out, "Connection: %s\r\nCache-Control: no-store\r\n"
+                                        "X-Content-Type-Options: nosniff\r\n%s\r\n",
+                                  keep_alive ? "keep-alive" : "close", resp->extra_headers);
+        if (r.code == 0 && !no_body && !head_only && resp->body.len != 0)
+                r = kw_buf_put(&out, resp->body.p, resp->body.len);
+        int ok = r.code == 0 && conn_write(conn, out.p, out.len);
+        kw_buf_free(&out);
+        return ok;
+}
+
+static void send_continue(struct mg_connection *conn)
+{
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        const char *e = mg_get_header(conn, "Expect");
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (e != NULL && strcasecmp(e, "100-continue") == 0 && ri->http_version != NULL &&
+            strcmp(ri->http_version, "1.1") == 0)
+                (void)conn_write(conn, cont, sizeof cont - 1);
+}
+
+enum body_state { BODY_NONE, BODY_READ, BODY_UNREAD };
+
+/* Reads the request body (capped).  On failure fills resp and returns the
+ * error code; *state tells whether bytes were left on the connection. */
+static int read_body(struct kw_http *h, struct mg_connection *conn, struct kw_buf *body,
+                     struct kw_resp *resp, enum body_state *state)
+{
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        const char *te = mg_get_header(conn, "Transfer-Encoding");
+        int n_cl = 0;
+        const char *cl = NULL;
+        for (int i = 0; i < ri->num_headers; i++) {
+                if (strcasecmp(ri->http_headers[i].name, "Content-Length") == 0) {
+                        n_cl++;
+                        cl = ri->http_headers[i].value;
+                }
+        }
+        int chunked = te != NULL && strcasecmp(te, "chunked") == 0;
+        *state = (chunked || (cl != NULL && ri->content_length > 0)) ? BODY_UNREAD : BODY_NONE;
+        if (n_cl > 1 || (te != NULL && cl != NULL)) {
+                kw_resp_error(resp, 400, "invalid_input", "conflicting body length headers");
+                *state = BODY_UNREAD;
+                return KW_ERR_INPUT;
+        }
+        if (cl != NULL) {
+                size_t digits = strspn(cl, "0123456789");
+                if (digits == 0 || digits > 18 || cl[digits] != '\0' || ri->content_length < 0) {
+                        kw_resp_error(resp, 400, "invalid_input", "invalid Content-Length");
+                        *state = BODY_UNREAD;
+                        return KW_ERR_INPUT;
+                }
+                if ((uint64_t)ri->content_length > h->max_body) {
+                        kw_resp_error(resp, 413, "too_large", "request body too large");
+                        return KW_ERR_TOO_LARGE;
+                }
+                size_t want = (size_t)ri->content_length;
+                if (want == 0)
+                        return 0;
+                if (kw_buf_reserve(body, want).code != 0) {
+                        kw_resp_error(resp, 500, "nomem", "out of memory");
+                        return KW_ERR_NOMEM;
+                }
+                send_continue(conn);
+                while (body->len < want) {
+                        int n = mg_read(conn, body->p + body->len, want - body->len);
+                        if (n <= 0)
+                                break;
+                        body->len += (size_t)n;
+                }
+                if (body->len < want) {
+                        kw_resp_error(resp, 400, "invalid_input", "request body shorter than Content-Length");
+                        return KW_ERR_TRUNCATED;
+                }
+                *state = BODY_READ;
+                return 0;
+        }
+        if (!chunked)
+                return 0;
+        size_t cap = h->max_body + 1;     /* one byte more tells "too large" */
+        if (kw_buf_reserve(body, cap).code != 0) {
+                kw_resp_error(resp, 500, "nomem", "out of memory");
+                return KW_ERR_NOMEM;
+        }
+        send_continue(conn);
+        for (;;) {
+                int n = mg_read(conn, body->p + body->len, cap - body->len);
+                if (n < 0) {
+                        kw_resp_error(resp, 400, "invalid_input", "malformed chunked body");
+                        return KW_ERR_INPUT;
+                }
+                if (n == 0)
+                        break;
+                body->len += (size_t)n;
+                if (body->len > h->max_body) {
+                        kw_resp_error(resp, 413, "too_large", "request body too large");
+                        return KW_ERR_TOO_LARGE;
+                }
+        }
+        *state = BODY_READ;
+        return 0;
+}
+
+/* Path as received: "/..." with no "." or ".." segment (also as %2e). */
+static int path_acceptable(const char *p)
+{
+        if (p == NULL || p[0] != '/')
+                return 0;
+        while (*p == '/') {
+                p++;
+                size_t dots = 0, len = 0;
+                while (p[len] != '\0' && p[len] != '/') {
+                        if (p[len] == '.') {
+                                dots++;
+                                len++;
+                        } else if (p[len] == '%' && p[len + 1] == '2' && (p[len + 2] == 'e' || p[len + 2] == 'E')) {
+                                dots++;
+                                len += 3;
+                        } else {
+                                dots = SIZE_MAX / 2;
+                                len++;
+                        }
+                }
+                if (len > 0 && (dots == 1 || dots == 2))
+                        return 0;
+                p += len;
+        }
+        return *p == '\0';
+}
+
+static const struct kw_route *route_find(const struct kw_http *h, const char *path, unsigned mask)
+{
+        const struct kw_route *best = NULL;
+        size_t best_len = 0;
+        for (size_t i = 0; i < h->n_routes; i++) {
+                const struct kw_route *r = &h->routes[i];
+                size_t n = strlen(r->prefix);
+                if ((r->listeners & mask) == 0 || strncmp(path, r->prefix, n) != 0)
+                        continue;
+                if (best == NULL || n > best_len) {
+                        best = r;
+                        best_len = n;
+                }
+        }
+        return best;
+}
+
+static void metrics_record(struct kw_http *h, size_t slot, int status, uint64_t us)
+{
+        struct route_slot *s = &h->slots[slot];
+        if (status >= STATUS_MIN && status < STATUS_MIN + STATUS_SLOTS)
+                atomic_fetch_add_explicit(&s->by_status[status - STATUS_MIN], 1, memory_order_relaxed);
+        if (status >= 400)
+                atomic_fetch_add_explicit(&s->errors, 1, memory_order_relaxed);
+        size_t b = 0;
+        while (b < N_BUCKETS && us > bucket_us[b])
+                b++;
+        atomic_fetch_add_explicit(&s->bucket[b], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->sum_us, us, memory_order_relaxed);
+}
+
+static kw_result put_json_field(struct kw_buf *b, const char *key, const char *val, size_t cap)
+{
+        KW_TRY(kw_buf_printf(b, ",\"%s\":\"", key));
+        KW_TRY(kw_buf_put_json_escaped(b, val ? val : "", val ? strnlen(val, cap) : 0));
+        return kw_buf_put(b, "\"", 1);
+}
+
+static kw_result log_fields(struct kw_buf *b, const struct kw_req *req, const char *route, int status,
+                            uint64_t us, const char *remote, const char *error)
+{
+        KW_TRY(kw_buf_put_str(b, "\"event\":\"request\""));
+        KW_TRY(put_json_field(b, "method", req->method, 16));
+        KW_TRY(put_json_field(b, "route", route, sizeof req->log_route));
+        KW_TRY(kw_buf_printf(b, ",\"status\":%d,\"latency_us\":%llu", status, (unsigned long long)us));
+        KW_TRY(put_json_field(b, "remote", remote, 48));
+        KW_TRY(put_json_field(b, "listener", req->listener == KW_LISTENER_ADMIN ? "admin" : "main", 8));
+        KW_TRY(put_json_field(b, "principal", req->log_principal, sizeof req->log_principal));
+        KW_TRY(put_json_field(b, "error", error, sizeof req->log_error));
+        size_t ids = strnlen(req->log_ids, sizeof req->log_ids);
+        if (ids != 0 && ids < sizeof req->log_ids) {
+                KW_TRY(kw_buf_put(b, ",", 1));
+                KW_TRY(kw_buf_put(b, req->log_ids, ids));
+        }
+        return KW_OK;
+}
+
+static void log_request(struct kw_http *h, const struct kw_req *req, const char *route, int status,
+                        uint64_t us, const char *remote, const char *error)
+{
+        if (!h->log_requests)
+                return;
+        struct kw_buf b;
+        kw_buf_init(&b, LOG_LINE_MAX);
+        const char *line;
+        if (log_fields(&b, req, route, status, us, remote, error).code == 0 &&
+            kw_buf_cstr(&b, &line).code == 0)
+                kw_log_raw(KW_LOG_INFO, line);
+        kw_buf_free(&b);
+}
+
+static int on_request(struct mg_connection *conn, void *cbdata)
+{
+        struct kw_http *h = cbdata;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+
+        struct kw_req req;
+        memset(&req, 0, sizeof req);
+        req.method = ri->request_method ? ri->request_method : "";
+        req.path = ri->local_uri_raw ? ri->local_uri_raw : "";
+        req.query = ri->query_string;
+        req.conn_ = conn;
+        req.body = (const uint8_t *)"";
+        int on_admin_port = h->admin_separate && ri->server_port == h->admin_port;
+        unsigned mask = on_admin_port ? KW_LISTENER_ADMIN : h->main_mask;
+        req.listener = on_admin_port ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN;
+
+        struct kw_resp resp;
+        resp_init(&resp);
+        struct kw_buf body;
+        kw_buf_init(&body, h->max_body + 1);
+        enum body_state bstate = BODY_UNREAD;
+        int force_close = 0;
+        const char *error = NULL;
+        const struct kw_route *rt = NULL;
+        size_t slot = 0;
+
+        if (atomic_load(&h->conns_open) > h->max_conns) {
+                atomic_fetch_add(&h->conns_refused, 1);
+                kw_resp_error(&resp, 503, "overload", "too many connections");
+                snprintf(resp.extra_headers, sizeof resp.extra_headers, "Retry-After: 1\r\n");
+                force_close = 1;
+                error = "overload";
+        } else if (!path_acceptable(ri->local_uri_raw)) {
+                kw_resp_error(&resp, 400, "invalid_input", "invalid request path");
+                error = "invalid_input";
+        } else if ((rt = route_find(h, req.path, mask)) == NULL) {
+                kw_resp_error(&resp, 404, "no_route", "no such path");
+                error = "no_route";
+        } else {
+                slot = h->route_slot[rt - h->routes];
+                if (!(rt->listeners & KW_LISTENER_MAIN))
+                        req.listener = KW_LISTENER_ADMIN;   /* admin route on a shared listener */
+                int code = read_body(h, conn, &body, &resp, &bstate);
+                const char *text;
+                if (code == 0 && kw_buf_cstr(&body, &text).code == 0) {
+                        req.body = (const uint8_t *)text;
+                        req.body_len = body.len;
+                        fill_client_cert(h, conn, &req);
+                        rt->fn(&req, &resp, h->ctx);
+                        error = req.log_error;
+                        if (resp.status < 100 || resp.status > 599 ||
+                            !headers_well_formed(resp.extra_headers) ||
+                            (resp.content_type != NULL && !token_safe(resp.content_type))) {
+                                kw_resp_error(&resp, 500, "internal", "internal error");
+                                resp.extra_headers[0] = '\0';
+                                error = "internal";
+                        }
+                } else {
+                        /* 413 unread, 400 framing, short body: the stream is
+                         * no longer trustworthy, so the connection ends here */
+                        error = kw_err_name(code != 0 ? code : KW_ERR_NOMEM);
+                        force_close = 1;
+                }
+        }
+        if (bstate == BODY_UNREAD)
+                force_close = 1;     /* never let CivetWeb drain an unchecked body */
+
+        int keep = !force_close && client_keeps_alive(conn);
+        if (!send_response(conn, &resp, strcmp(req.method, "HEAD") == 0, keep))
+                force_close = 1;
+
+        uint64_t us = elapsed_us(&t0);
+        const char *route = req.log_route[0] != '\0' ? req.log_route : rt ? rt->name : "none";
+        metrics_record(h, slot, resp.status, us);
+        log_request(h, &req, route, resp.status, us, ri->remote_addr, error);
+
+        int status = resp.status;
+        kw_buf_free(&body);
+        kw_buf_free(&resp.body);
+        if (force_close)
+                mg_close_connection(conn);
+        return status;
+}
+
+/* Errors CivetWeb detects itself (malformed request line, header too large,
+ * unsupported HTTP version...): the same JSON shape, then close.  The text
+ * CivetWeb passes may quote the request, so it is not used. */
+static int on_http_error(struct mg_connection *conn, int status, const char *msg)
+{
+        (void)msg;
+        struct kw_http *h = conn_http(conn);
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        const char *name = status == 404 ? "no_route"
+                         : status == 413 || status == 431 || status == 414 ? "too_large"
+                         : status >= 500 && status != 505 ? "internal"
+                         : status == 505 ? "unsupported" : "invalid_input";
+        struct kw_resp resp;
+        resp_init(&resp);
+        kw_resp_error(&resp, status, name, status == 404 ? "no such path" : "malformed request");
+        (void)send_response(conn, &resp, 0, 0);   /* closed below either way */
+        struct kw_req req;
+        memset(&req, 0, sizeof req);
+        req.method = ri && ri->request_method ? ri->request_method : "";
+        req.listener = ri && h->admin_separate && ri->server_port == h->admin_port ? KW_LISTENER_ADMIN
+                                                                                   : KW_LISTENER_MAIN;
+        uint64_t us = elapsed_us(&t0);
+        metrics_record(h, 0, status, us);
+        log_request(h, &req, "none", status, us, ri ? ri->remote_addr : "", name);
+        kw_buf_free(&resp.body);
+        mg_close_connection(conn);
+        return 0;   /* handled: CivetWeb sends nothing */
+}
+
+/* ---- metrics ---- */
+
+static kw_result put_label(struct kw_buf *b, const char *s)
+{
+        for (; *s; s++) {
+                if (*s == '\\' || *s == '"')
+                        KW_TRY(kw_buf_put(b, "\\", 1));
+                if (*s == '\n')
+                        KW_TRY(kw_buf_put(b, "\\n", 2));
+                else
+                        KW_TRY(kw_buf_put(b, s, 1));
+        }
+        return KW_OK;
+}
+
+kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
+{
+        KW_ENSURE(h != NULL && out != NULL, KW_ERR_INTERNAL);
+        size_t start = out->len;
+        kw_result r = KW_OK;
+#define M_TRY(x)                             \
+        do {                                 \
+                r = (x);                     \
+                if (r.code != 0)             \
+                        goto fail;           \
+        } while (0)
+        M_TRY(kw_buf_put_str(out, "# HELP keyward_http_requests_total HTTP requests by route and status.\n"
+                                  "# TYPE keyward_http_requests_total counter\n"));
+        for (size_t i = 0; i < h->n_slots; i++) {
+                struct route_slot *s = &h->slots[i];
+                for (int st = 0; st < STATUS_SLOTS; st++) {
+                        uint64_t v = atomic_load_explicit(&s->by_status[st], memory_order_relaxed);
+                        if (v == 0)
+                                continue;
+                        M_TRY(kw_buf_put_str(out, "keyward_http_requests_total{route=\""));
+                        M_TRY(put_label(out, s->name));
+                        M_TRY(kw_buf_printf(out, "\",status=\"%d\"} %llu\n", st + STATUS_MIN,
+                                            (unsigned long long)v));
+                }
+        }
+        M_TRY(kw_buf_put_str(out, "# HELP keyward_http_request_errors_total HTTP responses with status >= 400.\n"
+                                  "# TYPE keyward_http_request_errors_total counter\n"));
+        for (size_t i = 0; i < h->n_slots; i++) {
+                M_TRY(kw_buf_put_str(out, "keyward_http_request_errors_total{route=\""));
+                M_TRY(put_label(out, h->slots[i].name));
+                M_TRY(kw_buf_printf(out, "\"} %llu\n",
+                                    (unsigned long long)atomic_load(&h->slots[i].errors)));
+        }
+        M_TRY(kw_buf_put_str(out, "# HELP keyward_http_request_duration_seconds Time from request to response written.\n"
+                                  "# TYPE keyward_http_request_duration_seconds histogram\n"));
+        for (size_t i = 0; i < h->n_slots; i++) {
+                struct route_slot *s = &h->slots[i];
+                uint64_t cum = 0;
+                for (int b = 0; b <= N_BUCKETS; b++) {
+                        cum += atomic_load_explicit(&s->bucket[b], memory_order_relaxed);
+                        M_TRY(kw_buf_put_str(out, "keyward_http_request_duration_seconds_bucket{route=\""));
+                        M_TRY(put_label(out, s->name));
+                        M_TRY(kw_buf_printf(out, "\",le=\"%s\"} %llu\n", b < N_BUCKETS ? bucket_le[b] : "+Inf",
+                                            (unsigned long long)cum));
+                }
+                uint64_t sum = atomic_load_explicit(&s->sum_us, memory_order_relaxed);
+                M_TRY(kw_buf_put_str(out, "keyward_http_request_duration_seconds_sum{route=\""));
+                M_TRY(put_label(out, s->name));
+                M_TRY(kw_buf_printf(out, "\"} %llu.%06llu\n", (unsigned long long)(sum / 1000000),
+                                    (unsigned long long)(sum % 1000000)));
+                M_TRY(kw_buf_put_str(out, "keyward_http_request_duration_seconds_count{route=\""));
+                M_TRY(put_label(out, s->name));
+                M_TRY(kw_buf_printf(out, "\"} %llu\n", (unsigned long long)cum));
+        }
+        M_TRY(kw_buf_printf(out, "# HELP keyward_http_connections_open Open client connections.\n"
+                                 "# TYPE keyward_http_connections_open gauge\n"
+                                 "keyward_http_connections_open %lld\n"
+                                 "# HELP keyward_http_connections_refused_total Requests refused over the connection limit.\n"
+                                 "# TYPE keyward_http_connections_refused_total counter\n"
+                                 "keyward_http_connections_refused_total %llu\n",
+                            (long long)atomic_load(&h->conns_open),
+                            (unsigned long long)atomic_load(&h->conns_refused)));
+#undef M_TRY
+        return KW_OK;
+fail:
+        out->len = start;       /* all or nothing */
+        return r;
+}
+
+/* ---- start / stop ---- */
+
+static int listen_acceptable(const char *s)
+{
+        size_t n = s ? strlen(s) : 0;
+        if (n == 0 || n > 100 || s[n - 1] < '0' || s[n - 1] > '9' || strchr(s, ':') == NULL)
+                return 0;
+        return strspn(s, "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.:[]-") == n;
+}
+
+static KW_MUST_USE kw_result slots_build(struct kw_http *h)
+{
+        h->route_slot = calloc(h->n_routes ? h->n_routes : 1, sizeof *h->route_slot);
+        h->slots = calloc(h->n_routes + 1, sizeof *h->slots);
+        KW_ENSURE(h->route_slot != NULL && h->slots != NULL, KW_ERR_NOMEM);
+        h->slots[0].name = "none";
+        h->n_slots = 1;
+        for (size_t i = 0; i < h->n_routes; i++) {
+                const char *name = h->routes[i].name ? h->routes[i].name : h->routes[i].prefix;
+                size_t k = 0;
+                while (k < h->n_slots && strcmp(h->slots[k].name, name) != 0)
+                        k++;
+                if (k == h->n_slots)
+                        h->slots[h->n_slots++].name = name;
+                h->route_slot[i] = k;
+        }
+        return KW_OK;
+}
+
+void kw_http_stop(struct kw_http *h)
+{
+        if (h == NULL)
+                return;
+        if (h->mg != NULL) {
+                mg_stop(h->mg);
+                mg_exit_library();
+        }
+        free(h->route_slot);
+        free(h->slots);
+        free(h);
+}
+
+kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *routes, void *ctx,
+                        struct kw_http **ret)
+{
+        KW_ENSURE(cfg != NULL && routes != NULL && ret != NULL, KW_ERR_INTERNAL);
+        const char *listen = cfg->http.listen;
+        if (!listen_acceptable(listen)) {
+                kw_err_set_detail("[http] listen must be host:port");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        int admin_separate = cfg->admin.enable && nonempty(cfg->admin.listen) &&
+                             strcmp(cfg->admin.listen, listen) != 0;
+        if (admin_separate && !listen_acceptable(cfg->admin.listen)) {
+                kw_err_set_detail("[admin] listen must be host:port");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (!(nonempty(cfg->tls.tls_p12_file) ||
+              (nonempty(cfg->tls.tls_cert_file) && nonempty(cfg->tls.tls_key_file)))) {
+                kw_err_set_detail("[tls] needs tls_cert_file and tls_key_file, or tls_p12_file");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (cfg->http.max_connections < 1 || cfg->http.max_connections > 10000 ||
+            cfg->http.max_body_bytes < 0 || cfg->http.max_body_bytes > (64 << 20) ||
+            cfg->http.request_timeout_ms < 1 || cfg->http.keep_alive_timeout_ms < 0 ||
+            cfg->http.request_timeout_ms > INT32_MAX || cfg->http.keep_alive_timeout_ms > INT32_MAX) {
+                kw_err_set_detail("[http] limits out of range");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+
+        struct kw_http *h = calloc(1, sizeof *h);
+        KW_ENSURE(h != NULL, KW_ERR_NOMEM);
+        h->routes = routes;
+        while (routes[h->n_routes].prefix != NULL)
+                h->n_routes++;
+        h->ctx = ctx;
+        h->admin_separate = admin_separate;
+        h->main_mask = KW_LISTENER_MAIN | (cfg->admin.enable && !admin_separate ? KW_LISTENER_ADMIN : 0);
+        h->max_conns = cfg->http.max_connections;
+        h->max_body = (size_t)cfg->http.max_body_bytes;
+        h->log_requests = cfg->log.requests;
+        kw_result r = slots_build(h);
+        if (r.code != 0) {
+                kw_http_stop(h);
+                return r;
+        }
+
+        char ports[256], threads[24], req_to[24], ka_to[24];
+        if (admin_separate)
+                snprintf(ports, sizeof ports, "%ss,%ss", listen, cfg->admin.listen);
+        else
+                snprintf(ports, sizeof ports, "%ss", listen);
+        snprintf(threads, sizeof threads, "%lld", (long long)cfg->http.max_connections + THREAD_RESERVE);
+        snprintf(req_to, sizeof req_to, "%lld", (long long)cfg->http.request_timeout_ms);
+        snprintf(ka_to, sizeof ka_to, "%lld", (long long)cfg->http.keep_alive_timeout_ms);
+        const char *options[] = {
+                "listening_ports", ports,
+                "num_threads", threads,
+                "request_timeout_ms", req_to,
+                "keep_alive_timeout_ms", ka_to,
+                "enable_keep_alive", "yes",
+                "decode_url", "no",
+                "decode_query_string", "no",
+                "enable_directory_listing", "no",
+                "enable_auth_domain_check", "no",
+                "access_control_allow_origin", "",
+                "access_control_allow_methods", "",
+                "access_control_allow_headers", "",
+                "tcp_nodelay", "1",
+                "ssl_protocol_version", "4",
+                NULL, NULL,
+        };
+        struct mg_callbacks cb;
+        memset(&cb, 0, sizeof cb);
+        cb.init_ssl = on_init_ssl;
+        cb.init_connection = on_init_connection;
+        cb.connection_close = on_connection_close;
+        cb.http_error = on_http_error;
+        cb.log_message = on_log_message;
+
+        mg_init_library(MG_FEATURES_TLS);
+        char errtext[256] = "";
+        struct mg_error_data err = { .text = errtext, .text_buffer_size = sizeof errtext };
+        struct mg_init_data init = { .callbacks = &cb, .user_data = h, .configuration_options = options };
+        h->start_cfg = cfg;
+        h->mg = mg_start2(&init, &err);
+        h->start_cfg = NULL;
+        if (h->mg == NULL) {
+                mg_exit_library();
+                if (h->tls_error[0] != '\0') {
+                        kw_err_set_detail("%s", h->tls_error);
+                        kw_http_stop(h);
+                        KW_BAIL(KW_ERR_CONFIG);
+                }
+                kw_err_set_detail("cannot start the HTTPS listener (%s): %s", ports,
+                                  errtext[0] ? errtext : "unknown error");
+                kw_http_stop(h);
+                KW_BAIL(KW_ERR_IO);
+        }
+
+        struct mg_server_port sp[4];
+        int n = mg_get_server_ports(h->mg, 4, sp);
+        if (n < (admin_separate ? 2 : 1) || (admin_separate && sp[0].port == sp[1].port)) {
+                kw_http_stop(h);
+                kw_err_set_detail("[admin] listen must use a port other than [http] listen");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        h->main_port = sp[0].port;
+        h->admin_port = admin_separate ? sp[1].port : 0;
+        mg_set_request_handler(h->mg, "/", on_request, h);
+        *ret = h;
+        return KW_OK;
+}
