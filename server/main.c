@@ -330,9 +330,12 @@ int main(int argc, char **argv)
                 custody_stop();
                 return 3;
         }
-        kw_log(KW_LOG_INFO, "ready", "url", cfg->http.listen, "admin",
-               routes == routes_split ? cfg->admin.listen : cfg->http.listen, "version",
-               KEYWARD_VERSION, NULL);
+        char url[300], admin_url[300];
+        snprintf(url, sizeof url, "https://%s", cfg->http.listen);
+        snprintf(admin_url, sizeof admin_url, "https://%s",
+                 routes == routes_split ? cfg->admin.listen : cfg->http.listen);
+        kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", routes == routes_no_admin ? NULL : admin_url,
+               "version", KEYWARD_VERSION, NULL);
 
         int sig = 0;
         sigwait(&set, &sig);

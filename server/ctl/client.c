@@ -18,6 +18,19 @@ static size_t ctl_write_cb(char *p, size_t size, size_t nmemb, void *arg)
         return n;
 }
 
+/* Appends a header line; on failure frees the list and sets it to NULL. */
+static int ctl_hdr(struct curl_slist **l, const char *line)
+{
+        struct curl_slist *n = curl_slist_append(*l, line);
+        if (n == NULL) {
+                curl_slist_free_all(*l);
+                *l = NULL;
+                return -1;
+        }
+        *l = n;
+        return 0;
+}
+
 /* Loads and checks the token file once. */
 static int ctl_token_load(struct ctl *c)
 {
@@ -69,11 +82,19 @@ int ctl_request(struct ctl *c, const char *method, const char *path, const struc
         memcpy(auth.p, auth_prefix, sizeof auth_prefix - 1);
         memcpy(auth.p + sizeof auth_prefix - 1, c->token.p, c->token.len); /* includes NUL */
         struct curl_slist *hdrs = NULL;
-        hdrs = curl_slist_append(hdrs, (const char *)auth.p);
+        int bad = ctl_hdr(&hdrs, (const char *)auth.p);
         kw_secret_free(&auth);
-        hdrs = curl_slist_append(hdrs, "Accept: application/json");
-        if (body != NULL)
-                hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+        bad = bad || ctl_hdr(&hdrs, "Accept: application/json");
+        if (!bad && body != NULL)
+                bad = ctl_hdr(&hdrs, "Content-Type: application/json");
+        else if (!bad && strcmp(method, "GET") != 0)
+                bad = ctl_hdr(&hdrs, "Content-Type:"); /* no body: no type */
+        if (bad) {
+                curl_slist_free_all(hdrs);
+                curl_easy_cleanup(h);
+                ctl_err("out of memory");
+                return CTL_CONNECT;
+        }
 
         struct ctl_resp r = { 0 };
         kw_buf_init(&r.body, CTL_REPLY_MAX);
@@ -97,7 +118,8 @@ int ctl_request(struct ctl *c, const char *method, const char *path, const struc
                 curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
         } else {
                 curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-                curl_easy_setopt(h, CURLOPT_POSTFIELDS, body != NULL && body->p ? (const char *)body->p : "");
+                curl_easy_setopt(h, CURLOPT_POSTFIELDS,
+                                 body != NULL && body->p ? (const char *)body->p : "");
                 curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, body != NULL ? (long)body->len : 0L);
         }
         CURLcode cc = curl_easy_perform(h);

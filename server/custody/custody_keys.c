@@ -776,14 +776,8 @@ kw_result op_key_rotate(struct custody *c, const struct kw_msg *req, const struc
                                              .request_id = who->request_id };
                 if (r.code == 0)
                         r = kw_keystore_key_add_version(c->ks, row.id, row.current_version + 1,
-                                                        blob.p, blob.len, &au);
-                if (r.code == 0 && pub.len != 0) {
-                        free(row.public_der);
-                        row.public_der = malloc(pub.len);
-                        row.public_der_len = row.public_der ? pub.len : 0;
-                        if (row.public_der)
-                                memcpy(row.public_der, pub.p, pub.len);
-                }
+                                                        blob.p, blob.len,
+                                                        pub.len ? pub.p : NULL, pub.len, &au);
                 kw_buf_free(&pub);
                 __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
                 kw_keycache_invalidate(c->kc, name);

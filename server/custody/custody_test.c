@@ -400,6 +400,53 @@ static void custody_rsa_oaep_wrap_unwrap(void **state)
         cJSON_Delete(k);
 }
 
+static int unwrap_version(const char *name, uint32_t alg, uint32_t version, const uint8_t *in,
+                          size_t n, uint8_t *out, size_t *outlen)
+{
+        struct kw_cc_call c;
+        kw_cc_begin(cc, KW_OP_UNWRAP, &c);
+        kw_cc_put_str(&c, KW_T_NAME, name);
+        kw_cc_put_u32(&c, KW_T_ALG, alg);
+        kw_cc_put(&c, KW_T_DATA, in, n);
+        kw_cc_put_u32(&c, KW_T_VERSION, version);
+        int code = kw_cc_invoke(&c).code;
+        if (code == 0) {
+                struct kw_field f;
+                assert_int_equal(kw_msg_get(&c.reply, KW_T_DATA, &f).code, 0);
+                memcpy(out, f.p, f.len);
+                *outlen = f.len;
+        }
+        kw_cc_end(&c);
+        return code;
+}
+
+static void custody_rsa_rotation_new_pair_old_still_unwraps(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("rsarot", "RSA", 2048, 0, NULL), 0);
+        cJSON *k1 = get_json(KW_OP_KEY_GET, "rsarot");
+        char n1[400];
+        snprintf(n1, sizeof n1, "%s",
+                 cJSON_GetObjectItem(cJSON_GetObjectItem(k1, "public_key"), "n")->valuestring);
+        cJSON_Delete(k1);
+        uint8_t in[32], w1[256], w2[256], u[256];
+        size_t wl1, wl2, ul;
+        RAND_bytes(in, sizeof in);
+        assert_int_equal(wrap(KW_OP_WRAP, "rsarot", KW_ALG_RSA_OAEP_256, in, 32, w1, &wl1), 0);
+        assert_int_equal(simple(KW_OP_KEY_ROTATE, "rsarot", NULL), 0);
+        cJSON *k2 = get_json(KW_OP_KEY_GET, "rsarot");
+        const char *n2 = cJSON_GetObjectItem(cJSON_GetObjectItem(k2, "public_key"), "n")->valuestring;
+        assert_string_not_equal(n1, n2);   /* the new version is a new key pair, and persisted */
+        cJSON_Delete(k2);
+        assert_int_equal(wrap(KW_OP_WRAP, "rsarot", KW_ALG_RSA_OAEP_256, in, 32, w2, &wl2), 0);
+        assert_int_equal(wrap(KW_OP_UNWRAP, "rsarot", KW_ALG_RSA_OAEP_256, w2, wl2, u, &ul), 0);
+        assert_memory_equal(u, in, 32);
+        assert_int_equal(unwrap_version("rsarot", KW_ALG_RSA_OAEP_256, 1, w1, wl1, u, &ul), 0);
+        assert_memory_equal(u, in, 32);
+        assert_int_equal(unwrap_version("rsarot", KW_ALG_RSA_OAEP_256, 3, w1, wl1, u, &ul),
+                         KW_ERR_DECRYPT);
+}
+
 static void custody_import_aes_interoperates(void **state)
 {
         (void)state;
@@ -509,6 +556,7 @@ int main(void)
                 cmocka_unit_test(custody_create_errors_change_nothing),
                 cmocka_unit_test(custody_aes_wrap_unwrap),
                 cmocka_unit_test(custody_rsa_oaep_wrap_unwrap),
+                cmocka_unit_test(custody_rsa_rotation_new_pair_old_still_unwraps),
                 cmocka_unit_test(custody_import_aes_interoperates),
                 cmocka_unit_test(custody_first_token_is_admin),
                 cmocka_unit_test(custody_audit_records_use_and_verifies),

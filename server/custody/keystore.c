@@ -1177,6 +1177,7 @@ kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row
 
 static kw_result key_add_version_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *key_id,
                                     uint32_t version, const uint8_t *blob, size_t blob_len,
+                                    const uint8_t *public_der, size_t public_der_len,
                                     const struct kw_audit_entry *audit)
 {
         char name[65];
@@ -1197,10 +1198,16 @@ static kw_result key_add_version_tx(struct kw_keystore *ks, struct ks_tx *tx, co
         KW_TRY(ks_step_done(ks, sv, "key version insert"));
 
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
-        KW_TRY(ks_prepare(ks, "UPDATE keys SET current_version = ?2, updated = ?3 WHERE id = ?1", &st));
+        KW_TRY(ks_prepare(ks, public_der != NULL
+                                  ? "UPDATE keys SET current_version = ?2, updated = ?3, public_der = ?4"
+                                    " WHERE id = ?1"
+                                  : "UPDATE keys SET current_version = ?2, updated = ?3 WHERE id = ?1",
+                          &st));
         KW_TRY(bind_text(ks, st, 1, key_id));
         KW_TRY(bind_i64(ks, st, 2, version));
         KW_TRY(bind_i64(ks, st, 3, now));
+        if (public_der != NULL)
+                KW_TRY(bind_blob(ks, st, 4, public_der, public_der_len));
         KW_TRY(ks_step_done(ks, st, "key version update"));
         struct kw_audit_entry def;
         return tx_audit(ks, tx, audit_or_default(audit, &def, "key.rotate", name, NULL));
@@ -1208,13 +1215,17 @@ static kw_result key_add_version_tx(struct kw_keystore *ks, struct ks_tx *tx, co
 
 kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id, uint32_t version,
                                       const uint8_t *blob, size_t blob_len,
+                                      const uint8_t *public_der, size_t public_der_len,
                                       const struct kw_audit_entry *audit)
 {
         KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(check_blob(blob, blob_len));
+        KW_ENSURE(public_der == NULL || (public_der_len > 0 && public_der_len <= 64 * 1024),
+                  KW_ERR_BAD_FIELD);
         KW_TRY(check_audit_entry(audit));
-        return KS_RUN_TX(ks, tx, key_add_version_tx(ks, tx, key_id, version, blob, blob_len, audit));
+        return KS_RUN_TX(ks, tx, key_add_version_tx(ks, tx, key_id, version, blob, blob_len,
+                                                    public_der, public_der_len, audit));
 }
 
 static kw_result key_destroy_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *key_id,
@@ -1550,7 +1561,7 @@ kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8_t hash[32],
                         /* The index found the row; confirm in constant time. */
                         const void *h = row ? sqlite3_column_blob(st, 5) : NULL;
                         if (h == NULL || sqlite3_column_bytes(st, 5) != KS_HASH_LEN ||
-                            CRYPTO_memcmp(h, hash, KS_HASH_LEN) != 0) {
+                            CRYPTO_memcmp(h, hash, KS_HASH_LEN) != 0) { /* lint: allow (constant time) */
                                 kw_err_set_detail("no active token with this value");
                                 r = KW_RESULT(KW_ERR_NOT_FOUND);
                         }

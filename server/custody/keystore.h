@@ -115,10 +115,13 @@ KW_MUST_USE kw_result kw_keystore_key_count(struct kw_keystore *ks, uint64_t *re
  * the row with row->id, plus an audit row, atomically. KW_ERR_NOT_FOUND. */
 KW_MUST_USE kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row *row,
                                              const struct kw_audit_entry *audit);
-/* Adds version `version` (must be current + 1) and makes it current, atomically. */
+/* Adds version `version` (must be current + 1) and makes it current,
+ * atomically.  public_der (RSA: the new version's public key; NULL for AES)
+ * replaces the row's public key in the same transaction. */
 KW_MUST_USE kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id,
                                                   uint32_t version, const uint8_t *blob,
-                                                  size_t blob_len,
+                                                  size_t blob_len, const uint8_t *public_der,
+                                                  size_t public_der_len,
                                                   const struct kw_audit_entry *audit);
 /* State "destroyed", every version blob deleted (overwritten), atomically. */
 KW_MUST_USE kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,

@@ -751,15 +751,15 @@ static void keystore_key_add_version_wrong_number_fails_nothing_changed(void **s
         make_id(id, 1);
         uint64_t a0 = audit_rows_ok(f);
         static const uint8_t blob2[] = "sealed-blob-version-2";
-        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 3, blob2, sizeof blob2, NULL).code,
+        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 3, blob2, sizeof blob2, NULL, 0, NULL).code,
                          KW_ERR_BAD_STATE);
-        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 1, blob2, sizeof blob2, NULL).code,
+        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 1, blob2, sizeof blob2, NULL, 0, NULL).code,
                          KW_ERR_BAD_STATE);
         char other[33];
         make_id(other, 99);
-        assert_int_equal(kw_keystore_key_add_version(f->ks, other, 2, blob2, sizeof blob2, NULL).code,
+        assert_int_equal(kw_keystore_key_add_version(f->ks, other, 2, blob2, sizeof blob2, NULL, 0, NULL).code,
                          KW_ERR_NOT_FOUND);
-        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 2, blob2, 0, NULL).code, KW_ERR_INPUT);
+        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 2, blob2, 0, NULL, 0, NULL).code, KW_ERR_INPUT);
         struct kw_key_row g;
         memset(&g, 0, sizeof g);
         assert_int_equal(kw_keystore_key_get(f->ks, "rot", &g).code, 0);
@@ -771,7 +771,7 @@ static void keystore_key_add_version_wrong_number_fails_nothing_changed(void **s
         assert_int_equal(kw_keystore_key_get_blob(f->ks, id, 2, &b).code, KW_ERR_NOT_FOUND);
         assert_int_equal(audit_rows_ok(f), a0);
 
-        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 2, blob2, sizeof blob2, NULL).code, 0);
+        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 2, blob2, sizeof blob2, NULL, 0, NULL).code, 0);
         assert_int_equal(kw_keystore_key_get(f->ks, "rot", &g).code, 0);
         assert_int_equal(g.current_version, 2);
         kw_key_row_clear(&g);
@@ -784,7 +784,7 @@ static void keystore_key_add_version_wrong_number_fails_nothing_changed(void **s
         assert_int_equal(audit_rows_ok(f), a0 + 1);
         /* the rotation row names the key by default */
         assert_int_equal(kw_keystore_key_destroy(f->ks, id, NULL).code, 0);
-        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 3, blob2, sizeof blob2, NULL).code,
+        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 3, blob2, sizeof blob2, NULL, 0, NULL).code,
                          KW_ERR_KEY_DESTROYED);
 }
 
@@ -803,7 +803,7 @@ static void keystore_key_destroy_overwrites_blobs_in_file(void **state)
         }
         struct kw_key_row r = key_row(1, "victim", "AES", "enabled", NULL);
         assert_int_equal(kw_keystore_key_insert(f->ks, &r, pat1, sizeof pat1, NULL).code, 0);
-        assert_int_equal(kw_keystore_key_add_version(f->ks, r.id, 2, pat2, sizeof pat2, NULL).code, 0);
+        assert_int_equal(kw_keystore_key_add_version(f->ks, r.id, 2, pat2, sizeof pat2, NULL, 0, NULL).code, 0);
         kw_keystore_close(f->ks);
         f->ks = NULL;
         /* positive control: the decrypted pages hold both blobs, the raw file neither */
@@ -921,7 +921,7 @@ static void keystore_mutation_audit_failure_rolls_back(void **state)
         kw_buf_init(&b, 1024);
         assert_int_equal(kw_keystore_key_get_blob(f->ks, r.id, 1, &b).code, KW_ERR_NOT_FOUND);
 
-        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 2, blob1, sizeof blob1, &boom).code,
+        assert_int_equal(kw_keystore_key_add_version(f->ks, id, 2, blob1, sizeof blob1, NULL, 0, &boom).code,
                          KW_ERR_STORAGE);
         assert_int_equal(kw_keystore_key_get_blob(f->ks, id, 2, &b).code, KW_ERR_NOT_FOUND);
 
@@ -1190,6 +1190,8 @@ static void keystore_audit_append_query_filters_and_paging(void **state)
         longf[sizeof longf - 1] = '\0';
         struct kw_audit_entry bad[2] = { { .action = "ok" }, { .action = "x", .detail = longf } };
         assert_int_equal(kw_keystore_audit_append(f->ks, bad, 2).code, KW_ERR_TOO_LARGE);
+        /* the batch cap is checked before any entry is read */
+        assert_int_equal(kw_keystore_audit_append(f->ks, bad, 65537).code, KW_ERR_TOO_LARGE);
         assert_int_equal(audit_rows_ok(f), 30);
 }
 

@@ -995,6 +995,7 @@ kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *rout
         snprintf(ka_to, sizeof ka_to, "%lld", (long long)cfg->http.keep_alive_timeout_ms);
         const char *options[] = {
                 "listening_ports", ports,
+                "max_request_size", "16384",          /* request line + headers */
                 "num_threads", threads,
                 "request_timeout_ms", req_to,
                 "keep_alive_timeout_ms", ka_to,

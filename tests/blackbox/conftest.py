@@ -41,7 +41,8 @@ class Server:
         subprocess.run([os.path.join(ROOT, "tests", "devstate.sh"), tmp, str(self.port)],
                        check=True, timeout=60)
         self.conf = os.path.join(tmp, "keyward.toml")
-        self.env = dict(os.environ)
+        # the server's environment: ours, minus the harness's own KEYWARD_* variables
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
         self.env["SOFTHSM2_CONF"] = os.path.join(tmp, "softhsm", "softhsm2.conf")
         self.ctl_file = os.path.join(tmp, "faulthsm.ctl")
         if faulthsm:

@@ -1,0 +1,643 @@
+/* commands.c - one function per keywardctl command. */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../common/b64.h"
+#include "ctl.h"
+
+#define CTL_BODY_MAX (1024u * 1024u)
+#define CTL_PATH_MAX 4096
+#define CTL_PAGES_MAX 10000
+
+/* ---- plumbing ------------------------------------------------------------ */
+
+/* "/api/v1/<a>/<escaped name>[/<b>]" into path. */
+static int ctl_path(struct kw_buf *path, const char *a, const char *name, const char *b)
+{
+        kw_buf_init(path, CTL_PATH_MAX);
+        kw_result r = kw_buf_printf(path, "/api/v1/%s", a);
+        if (r.code == 0 && name != NULL)
+                r = kw_buf_put_u8(path, '/');
+        if (r.code == 0 && name != NULL)
+                r = ctl_url_escape(name, path);
+        if (r.code == 0 && b != NULL)
+                r = kw_buf_printf(path, "/%s", b);
+        const char *s;
+        if (r.code == 0)
+                r = kw_buf_cstr(path, &s);
+        if (r.code != 0) {
+                kw_buf_free(path);
+                ctl_err("argument too long");
+                return CTL_USAGE;
+        }
+        return CTL_OK;
+}
+
+/* Overwrites every string of a JSON tree, then deletes it. */
+static void ctl_json_wipe_delete(cJSON *doc)
+{
+        cJSON *stack[32];
+        size_t n = 0;
+        if (doc != NULL)
+                stack[n++] = doc;
+        while (n > 0) {
+                cJSON *v = stack[--n];
+                for (; v != NULL; v = v->next) {
+                        if (v->valuestring)
+                                kw_wipe(v->valuestring, strlen(v->valuestring));
+                        if (v->child && n < 32)
+                                stack[n++] = v->child;
+                }
+        }
+        cJSON_Delete(doc);
+}
+
+/* Serialises doc (deleted here; wiped first when sensitive) into body. */
+static int ctl_body(cJSON *doc, int sensitive, struct kw_buf *body)
+{
+        kw_buf_init(body, CTL_BODY_MAX);
+        char *s = doc ? cJSON_PrintUnformatted(doc) : NULL;
+        if (sensitive)
+                ctl_json_wipe_delete(doc);
+        else
+                cJSON_Delete(doc);
+        if (s == NULL) {
+                ctl_err("out of memory");
+                return CTL_USAGE;
+        }
+        kw_result r = kw_buf_put_str(body, s);
+        kw_wipe(s, strlen(s));
+        cJSON_free(s);
+        if (r.code != 0) {
+                ctl_err("request body too large");
+                return CTL_USAGE;
+        }
+        return CTL_OK;
+}
+
+/* Sends a request and checks the status; on success *ret holds the reply. */
+static int ctl_call(struct ctl *c, const char *method, struct kw_buf *path, struct kw_buf *body,
+                    struct ctl_resp *ret)
+{
+        const char *p = NULL;
+        int rc = kw_buf_cstr(path, &p).code == 0 ? CTL_OK : CTL_USAGE;
+        if (rc == CTL_OK)
+                rc = ctl_request(c, method, p, body, ret);
+        kw_buf_free(path);
+        if (body != NULL)
+                kw_buf_free(body);
+        if (rc != CTL_OK)
+                return rc;
+        rc = ctl_resp_check(ret);
+        if (rc != CTL_OK)
+                ctl_resp_free(ret);
+        return rc;
+}
+
+/* The reply as JSON (object); NULL (printed) when it is not. */
+static cJSON *ctl_reply_json(const struct ctl_resp *r)
+{
+        cJSON *doc = cJSON_ParseWithLength((const char *)r->body.p, r->body.len);
+        if (!cJSON_IsObject(doc)) {
+                cJSON_Delete(doc);
+                ctl_err("the server's reply is not a JSON object");
+                return NULL;
+        }
+        return doc;
+}
+
+static void ctl_print_raw(const struct ctl_resp *r)
+{
+        fwrite(r->body.p, 1, r->body.len, stdout);
+        if (r->body.len == 0 || r->body.p[r->body.len - 1] != '\n')
+                putchar('\n');
+}
+
+/* Prints a single-object reply: raw with --json, else as fields. */
+static int ctl_show(struct ctl *c, struct ctl_resp *r)
+{
+        int rc = CTL_OK;
+        if (c->json) {
+                ctl_print_raw(r);
+        } else {
+                cJSON *doc = ctl_reply_json(r);
+                if (doc == NULL)
+                        rc = CTL_SERVER;
+                else
+                        ctl_print_fields(doc);
+                cJSON_Delete(doc);
+        }
+        ctl_resp_free(r);
+        return rc;
+}
+
+static int ctl_simple(struct ctl *c, const char *method, const char *a, const char *name,
+                      const char *b, cJSON *doc)
+{
+        struct kw_buf path, body;
+        int rc = ctl_path(&path, a, name, b);
+        if (rc != CTL_OK) {
+                cJSON_Delete(doc);
+                return rc;
+        }
+        if (doc != NULL && (rc = ctl_body(doc, 0, &body)) != CTL_OK) {
+                kw_buf_free(&path);
+                return rc;
+        }
+        struct ctl_resp r;
+        rc = ctl_call(c, method, &path, doc ? &body : NULL, &r);
+        return rc == CTL_OK ? ctl_show(c, &r) : rc;
+}
+
+/* Adds every --tag of a to obj["tags"]; CTL_USAGE when one is malformed. */
+static int ctl_tags(const struct ctl_args *a, cJSON *obj, int always)
+{
+        cJSON *tags = cJSON_CreateObject();
+        if (tags == NULL)
+                return CTL_USAGE;
+        int n = 0;
+        for (size_t i = 0; i < a->no; i++) {
+                if (strcmp(a->o[i].name, "tag") != 0)
+                        continue;
+                if (ctl_tag_add(tags, a->o[i].value) != 0) {
+                        ctl_err("--tag takes KEY=VALUE with distinct keys (got '%s')",
+                                a->o[i].value);
+                        cJSON_Delete(tags);
+                        return CTL_USAGE;
+                }
+                n++;
+        }
+        if (n == 0 && !always) {
+                cJSON_Delete(tags);
+                return CTL_OK;
+        }
+        cJSON_AddItemToObject(obj, "tags", tags);
+        return CTL_OK;
+}
+
+static int ctl_ops(const struct ctl_args *a, cJSON *obj)
+{
+        const char *ops = ctl_args_get(a, "ops");
+        if (ops == NULL)
+                return CTL_OK;
+        cJSON *arr = ctl_ops_parse(ops);
+        if (arr == NULL) {
+                ctl_err("--ops takes a comma-separated list of encrypt, decrypt, wrap, unwrap");
+                return CTL_USAGE;
+        }
+        cJSON_AddItemToObject(obj, "operations", arr);
+        return CTL_OK;
+}
+
+/* "aes" / "rsa" (any case) -> "AES" / "RSA"; NULL otherwise. */
+static const char *ctl_type(const char *t)
+{
+        if (t != NULL && strcasecmp(t, "aes") == 0)
+                return "AES";
+        if (t != NULL && strcasecmp(t, "rsa") == 0)
+                return "RSA";
+        ctl_err("--type is aes or rsa");
+        return NULL;
+}
+
+/* ---- status ---------------------------------------------------------------- */
+
+int ctl_cmd_status(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_simple(c, "GET", "status", NULL, NULL, NULL);
+}
+
+/* ---- keys ------------------------------------------------------------------- */
+
+int ctl_cmd_key_create(struct ctl *c, const struct ctl_args *a)
+{
+        const char *type = ctl_type(ctl_args_get(a, "type"));
+        if (type == NULL)
+                return CTL_USAGE;
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "name", a->pos[0]);
+        cJSON_AddStringToObject(doc, "type", type);
+        const char *size = ctl_args_get(a, "size");
+        if (size != NULL) {
+                uint64_t bits;
+                if (ctl_parse_u64(size, 1, 65536, &bits) != 0) {
+                        ctl_err("--size takes a number of bits (AES 256; RSA 2048, 3072, 4096)");
+                        cJSON_Delete(doc);
+                        return CTL_USAGE;
+                }
+                cJSON_AddNumberToObject(doc, "size", (double)bits);
+        }
+        if (ctl_ops(a, doc) != CTL_OK || ctl_tags(a, doc, 0) != CTL_OK) {
+                cJSON_Delete(doc);
+                return CTL_USAGE;
+        }
+        return ctl_simple(c, "POST", "keys", NULL, NULL, doc);
+}
+
+int ctl_cmd_key_import(struct ctl *c, const struct ctl_args *a)
+{
+        const char *type = ctl_type(ctl_args_get(a, "type"));
+        if (type == NULL)
+                return CTL_USAGE;
+        const char *mfile = ctl_args_get(a, "material-file"), *pfile = ctl_args_get(a, "pem-file");
+        if (strcmp(type, "AES") == 0 ? (mfile == NULL || pfile != NULL)
+                                     : (pfile == NULL || mfile != NULL)) {
+                ctl_err("use --type aes --material-file FILE, or --type rsa --pem-file FILE");
+                return CTL_USAGE;
+        }
+        struct kw_buf file, b64;
+        kw_buf_init(&file, 64 * 1024);
+        kw_buf_init(&b64, 64 * 1024);
+        if (ctl_read_file(mfile ? mfile : pfile, 64 * 1024, &file).code != 0) {
+                ctl_err("%s", kw_err_detail());
+                return CTL_USAGE;
+        }
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "name", a->pos[0]);
+        cJSON_AddStringToObject(doc, "type", type);
+        int rc = CTL_OK;
+        if (mfile != NULL) {
+                struct kw_secret key = { 0 };
+                kw_result r = ctl_material_parse(file.p, file.len, &key);
+                if (r.code == 0)
+                        r = kw_b64_encode(key.p, key.len, &b64);
+                kw_secret_free(&key);
+                const char *s;
+                if (r.code == 0)
+                        r = kw_buf_cstr(&b64, &s);
+                if (r.code != 0) {
+                        ctl_err("%s must hold a 32-byte AES key, raw or base64", mfile);
+                        rc = CTL_USAGE;
+                } else {
+                        cJSON_AddStringToObject(doc, "material", s);
+                }
+        } else {
+                const char *s;
+                if (kw_buf_cstr(&file, &s).code != 0 || strlen(s) != file.len ||
+                    strstr(s, "-----BEGIN") == NULL) {
+                        ctl_err("%s is not a PEM file", pfile);
+                        rc = CTL_USAGE;
+                } else {
+                        cJSON_AddStringToObject(doc, "pem", s);
+                }
+        }
+        kw_buf_free(&file);
+        kw_buf_free(&b64);
+        if (rc == CTL_OK && (ctl_ops(a, doc) != CTL_OK || ctl_tags(a, doc, 0) != CTL_OK))
+                rc = CTL_USAGE;
+        struct kw_buf path, body;
+        if (rc == CTL_OK)
+                rc = ctl_path(&path, "keys", NULL, "import");
+        if (rc != CTL_OK) {
+                ctl_json_wipe_delete(doc);
+                return rc;
+        }
+        rc = ctl_body(doc, 1, &body);
+        if (rc != CTL_OK) {
+                kw_buf_free(&path);
+                kw_buf_free(&body);
+                return rc;
+        }
+        struct ctl_resp r;
+        rc = ctl_call(c, "POST", &path, &body, &r); /* frees (wipes) the body */
+        return rc == CTL_OK ? ctl_show(c, &r) : rc;
+}
+
+static const struct ctl_col ctl_key_cols[] = {
+        { "NAME", { "name" } },     { "TYPE", { "type" } },
+        { "SIZE", { "size" } },     { "STATE", { "state" } },
+        { "VERSION", { "current_version" } }, { "OPERATIONS", { "operations" } },
+        { "CREATED", { "created" } },
+};
+
+int ctl_cmd_key_list(struct ctl *c, const struct ctl_args *a)
+{
+        static const char *const filters[] = { "state", "type", "tag", "prefix", "limit" };
+        const char *cursor = ctl_args_get(a, "cursor");
+        int all = ctl_args_has(a, "all");
+        cJSON *keys = cJSON_CreateArray();
+        char next[256] = "";
+        int rc = CTL_OK;
+        for (int page = 0; rc == CTL_OK && page < CTL_PAGES_MAX; page++) {
+                struct kw_buf path;
+                if ((rc = ctl_path(&path, "keys", NULL, NULL)) != CTL_OK)
+                        break;
+                kw_result r = KW_OK;
+                for (size_t i = 0; i < 5 && r.code == 0; i++) {
+                        const char *v = ctl_args_get(a, filters[i]);
+                        if (v != NULL && i == 1)
+                                v = strcasecmp(v, "aes") == 0 ? "AES"
+                                    : strcasecmp(v, "rsa") == 0 ? "RSA" : v;
+                        if (v != NULL)
+                                r = ctl_query_add(&path, filters[i], v);
+                }
+                const char *cur = page == 0 ? cursor : next;
+                if (r.code == 0 && cur != NULL && cur[0] != '\0')
+                        r = ctl_query_add(&path, "cursor", cur);
+                if (r.code != 0) {
+                        kw_buf_free(&path);
+                        ctl_err("argument too long");
+                        rc = CTL_USAGE;
+                        break;
+                }
+                struct ctl_resp resp;
+                if ((rc = ctl_call(c, "GET", &path, NULL, &resp)) != CTL_OK)
+                        break;
+                cJSON *doc = ctl_reply_json(&resp);
+                const cJSON *ks = cJSON_GetObjectItemCaseSensitive(doc, "keys");
+                const cJSON *nx = cJSON_GetObjectItemCaseSensitive(doc, "next");
+                if (doc == NULL || !cJSON_IsArray(ks)) {
+                        if (doc != NULL)
+                                ctl_err("the server's reply has no 'keys' array");
+                        rc = CTL_SERVER;
+                } else if (c->json && !all) {
+                        ctl_print_raw(&resp);
+                } else {
+                        for (const cJSON *k = ks->child; k != NULL; k = k->next)
+                                cJSON_AddItemToArray(keys, cJSON_Duplicate(k, 1));
+                }
+                snprintf(next, sizeof next, "%s",
+                         cJSON_IsString(nx) ? nx->valuestring : "");
+                cJSON_Delete(doc);
+                ctl_resp_free(&resp);
+                if (rc != CTL_OK || !all || next[0] == '\0')
+                        break;
+        }
+        if (rc == CTL_OK && c->json && all) {
+                cJSON *out = cJSON_CreateObject();
+                cJSON_AddItemToObject(out, "keys", keys);
+                cJSON_AddNullToObject(out, "next");
+                keys = NULL;
+                char *s = cJSON_PrintUnformatted(out);
+                if (s != NULL)
+                        printf("%s\n", s);
+                cJSON_free(s);
+                cJSON_Delete(out);
+        } else if (rc == CTL_OK && !c->json) {
+                ctl_print_table(keys, ctl_key_cols, sizeof ctl_key_cols / sizeof ctl_key_cols[0]);
+                if (next[0] != '\0')
+                        fprintf(stderr, "(more keys: use --all, or --cursor %s)\n", next);
+        }
+        cJSON_Delete(keys);
+        return rc;
+}
+
+int ctl_cmd_key_get(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "GET", "keys", a->pos[0], NULL, NULL);
+}
+
+int ctl_cmd_key_enable(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "POST", "keys", a->pos[0], "enable", NULL);
+}
+
+int ctl_cmd_key_disable(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "POST", "keys", a->pos[0], "disable", NULL);
+}
+
+int ctl_cmd_key_rotate(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "POST", "keys", a->pos[0], "rotate", NULL);
+}
+
+int ctl_cmd_key_delete(struct ctl *c, const struct ctl_args *a)
+{
+        const char *days = ctl_args_get(a, "wait-days"), *secs = ctl_args_get(a, "wait-seconds");
+        if (days != NULL && secs != NULL) {
+                ctl_err("give --wait-days or --wait-seconds, not both");
+                return CTL_USAGE;
+        }
+        cJSON *doc = NULL;
+        if (days != NULL || secs != NULL) {
+                uint64_t v;
+                uint64_t max = days ? 4294967295u / 86400u : 4294967295u;
+                if (ctl_parse_u64(days ? days : secs, 1, max, &v) != 0) {
+                        ctl_err("--wait-%s takes a positive integer", days ? "days" : "seconds");
+                        return CTL_USAGE;
+                }
+                doc = cJSON_CreateObject();
+                cJSON_AddNumberToObject(doc, "wait_seconds", (double)(days ? v * 86400u : v));
+        }
+        return ctl_simple(c, "POST", "keys", a->pos[0], "schedule-deletion", doc);
+}
+
+int ctl_cmd_key_cancel_deletion(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "POST", "keys", a->pos[0], "cancel-deletion", NULL);
+}
+
+int ctl_cmd_key_set_rules(struct ctl *c, const struct ctl_args *a)
+{
+        const char *file = ctl_args_get(a, "file");
+        struct kw_buf f;
+        kw_buf_init(&f, 64 * 1024);
+        if (file == NULL) {
+                ctl_err("--file FILE is required");
+                return CTL_USAGE;
+        }
+        if (ctl_read_file(file, 64 * 1024, &f).code != 0) {
+                ctl_err("%s", kw_err_detail());
+                return CTL_USAGE;
+        }
+        cJSON *rules = cJSON_ParseWithLength((const char *)f.p, f.len);
+        kw_buf_free(&f);
+        if (!cJSON_IsObject(rules)) {
+                ctl_err("%s does not hold a JSON object", file);
+                cJSON_Delete(rules);
+                return CTL_USAGE;
+        }
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddItemToObject(doc, "rules", rules);
+        return ctl_simple(c, "PATCH", "keys", a->pos[0], NULL, doc);
+}
+
+int ctl_cmd_key_set_tags(struct ctl *c, const struct ctl_args *a)
+{
+        int clear = ctl_args_has(a, "clear"), any = ctl_args_get(a, "tag") != NULL;
+        if (clear == any) {
+                ctl_err("give one or more --tag KEY=VALUE (they replace all tags), or --clear");
+                return CTL_USAGE;
+        }
+        cJSON *doc = cJSON_CreateObject();
+        if (ctl_tags(a, doc, 1) != CTL_OK) {
+                cJSON_Delete(doc);
+                return CTL_USAGE;
+        }
+        return ctl_simple(c, "PATCH", "keys", a->pos[0], NULL, doc);
+}
+
+int ctl_cmd_key_set_ops(struct ctl *c, const struct ctl_args *a)
+{
+        cJSON *doc = cJSON_CreateObject();
+        if (ctl_args_get(a, "ops") == NULL || ctl_ops(a, doc) != CTL_OK) {
+                if (ctl_args_get(a, "ops") == NULL)
+                        ctl_err("--ops LIST is required");
+                cJSON_Delete(doc);
+                return CTL_USAGE;
+        }
+        return ctl_simple(c, "PATCH", "keys", a->pos[0], NULL, doc);
+}
+
+/* ---- audit -------------------------------------------------------------------- */
+
+static const struct ctl_col ctl_audit_cols[] = {
+        { "SEQ", { "seq" } },
+        { "TIME", { "time", "ts", "timestamp" } },
+        { "ACTOR", { "actor" } },
+        { "ACTION", { "action" } },
+        { "KEY", { "key", "key_name" } },
+        { "RESULT", { "result" } },
+};
+
+int ctl_cmd_audit_list(struct ctl *c, const struct ctl_args *a)
+{
+        static const char *const q[][2] = { { "key", "key" }, { "action", "action" },
+                                            { "after", "after" }, { "limit", "limit" } };
+        struct kw_buf path;
+        int rc = ctl_path(&path, "audit", NULL, NULL);
+        if (rc != CTL_OK)
+                return rc;
+        for (size_t i = 0; i < 4; i++) {
+                const char *v = ctl_args_get(a, q[i][0]);
+                if (v != NULL && ctl_query_add(&path, q[i][1], v).code != 0) {
+                        kw_buf_free(&path);
+                        ctl_err("argument too long");
+                        return CTL_USAGE;
+                }
+        }
+        struct ctl_resp r;
+        if ((rc = ctl_call(c, "GET", &path, NULL, &r)) != CTL_OK)
+                return rc;
+        if (c->json) {
+                ctl_print_raw(&r);
+        } else {
+                cJSON *doc = ctl_reply_json(&r);
+                const cJSON *ev = cJSON_GetObjectItemCaseSensitive(doc, "events");
+                const cJSON *nx = cJSON_GetObjectItemCaseSensitive(doc, "next");
+                if (!cJSON_IsArray(ev)) {
+                        if (doc != NULL)
+                                ctl_err("the server's reply has no 'events' array");
+                        rc = CTL_SERVER;
+                } else {
+                        ctl_print_table(ev, ctl_audit_cols,
+                                        sizeof ctl_audit_cols / sizeof ctl_audit_cols[0]);
+                        char nt[64];
+                        if (nx != NULL && !cJSON_IsNull(nx)) {
+                                ctl_value_text(nx, nt, sizeof nt);
+                                fprintf(stderr, "(more events: --after %s)\n", nt);
+                        }
+                }
+                cJSON_Delete(doc);
+        }
+        ctl_resp_free(&r);
+        return rc;
+}
+
+int ctl_cmd_audit_verify(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        struct kw_buf path;
+        int rc = ctl_path(&path, "audit", NULL, "verify");
+        if (rc != CTL_OK)
+                return rc;
+        struct ctl_resp r;
+        if ((rc = ctl_call(c, "POST", &path, NULL, &r)) != CTL_OK)
+                return rc;
+        cJSON *doc = ctl_reply_json(&r);
+        const cJSON *ok = cJSON_GetObjectItemCaseSensitive(doc, "ok");
+        if (!cJSON_IsBool(ok)) {
+                if (doc != NULL)
+                        ctl_err("the server's reply has no 'ok' member");
+                rc = CTL_SERVER;
+        } else {
+                char rows[64], bad[64];
+                ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "rows"), rows, sizeof rows);
+                ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "first_bad_seq"), bad,
+                               sizeof bad);
+                if (c->json)
+                        ctl_print_raw(&r);
+                else if (cJSON_IsTrue(ok))
+                        printf("audit chain intact: %s rows verified\n", rows);
+                else
+                        printf("audit chain BROKEN: first bad sequence %s (%s rows checked)\n",
+                               bad, rows);
+                rc = cJSON_IsTrue(ok) ? CTL_OK : CTL_BROKEN;
+        }
+        cJSON_Delete(doc);
+        ctl_resp_free(&r);
+        return rc;
+}
+
+/* ---- tokens --------------------------------------------------------------------- */
+
+int ctl_cmd_token_create(struct ctl *c, const struct ctl_args *a)
+{
+        const char *role = ctl_args_get(a, "role");
+        if (role == NULL) {
+                ctl_err("--role admin|operator|auditor is required");
+                return CTL_USAGE;
+        }
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "name", a->pos[0]);
+        cJSON_AddStringToObject(doc, "role", role);
+        struct kw_buf path, body;
+        int rc = ctl_path(&path, "tokens", NULL, NULL);
+        if (rc != CTL_OK) {
+                cJSON_Delete(doc);
+                return rc;
+        }
+        if ((rc = ctl_body(doc, 0, &body)) != CTL_OK) {
+                kw_buf_free(&path);
+                return rc;
+        }
+        struct ctl_resp r;
+        if ((rc = ctl_call(c, "POST", &path, &body, &r)) != CTL_OK)
+                return rc;
+        if (!c->json)
+                fprintf(stderr, "keywardctl: the token is shown once: store it now\n");
+        return ctl_show(c, &r); /* ctl_resp_free wipes the reply */
+}
+
+static const struct ctl_col ctl_token_cols[] = {
+        { "ID", { "id" } },           { "NAME", { "name" } },
+        { "ROLE", { "role" } },       { "CREATED", { "created" } },
+        { "REVOKED", { "revoked" } },
+};
+
+int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        struct kw_buf path;
+        int rc = ctl_path(&path, "tokens", NULL, NULL);
+        if (rc != CTL_OK)
+                return rc;
+        struct ctl_resp r;
+        if ((rc = ctl_call(c, "GET", &path, NULL, &r)) != CTL_OK)
+                return rc;
+        if (c->json) {
+                ctl_print_raw(&r);
+        } else {
+                cJSON *doc = ctl_reply_json(&r);
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, "tokens");
+                if (!cJSON_IsArray(t)) {
+                        if (doc != NULL)
+                                ctl_err("the server's reply has no 'tokens' array");
+                        rc = CTL_SERVER;
+                } else {
+                        ctl_print_table(t, ctl_token_cols,
+                                        sizeof ctl_token_cols / sizeof ctl_token_cols[0]);
+                }
+                cJSON_Delete(doc);
+        }
+        ctl_resp_free(&r);
+        return rc;
+}
+
+int ctl_cmd_token_revoke(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "DELETE", "tokens", a->pos[0], NULL, NULL);
+}

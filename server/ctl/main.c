@@ -1,0 +1,394 @@
+/*
+ * main.c - keywardctl: global options, the static command table, help at
+ * every level, dispatch.
+ *
+ *   keywardctl [--url URL] [--token-file FILE] [--cacert FILE | --insecure]
+ *              [--json] COMMAND ...
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "ctl.h"
+
+typedef int (*ctl_fn)(struct ctl *c, const struct ctl_args *a);
+
+struct ctl_command {
+        const char *group;          /* "key", "audit", "token", or NULL   */
+        const char *name;
+        const char *args;           /* positional arguments, for usage    */
+        size_t npos;                /* how many (exactly)                 */
+        const char *summary;
+        const struct ctl_opt *opts; /* ends with { NULL }                  */
+        ctl_fn fn;
+};
+
+static const struct ctl_opt ctl_global_opts[] = {
+        { "url", 1, "server URL (env KEYWARD_URL; default https://127.0.0.1:9998)" },
+        { "token-file", 1,
+          "file holding the bearer token (env KEYWARD_TOKEN_FILE; default "
+          "/var/lib/keyward/admin.token)" },
+        { "cacert", 1, "CA certificate (PEM) to verify the server (env KEYWARD_CACERT)" },
+        { "insecure", 0, "do not verify the server's certificate (testing only)" },
+        { "json", 0, "print the server's JSON as is" },
+        { "help", 0, "show help" },
+        { NULL, 0, NULL },
+};
+
+static const struct ctl_opt o_none[] = { { NULL, 0, NULL } };
+static const struct ctl_opt o_create[] = {
+        { "type", 1, "aes or rsa (required)" },
+        { "size", 1, "bits: AES 256; RSA 2048, 3072 (default), 4096" },
+        { "ops", 1, "allowed operations, comma-separated: encrypt,decrypt,wrap,unwrap" },
+        { "tag", 1, "KEY=VALUE tag (repeatable)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_import[] = {
+        { "type", 1, "aes or rsa (required)" },
+        { "material-file", 1, "AES: file with the 32-byte key, raw or base64" },
+        { "pem-file", 1, "RSA: PKCS#8 or PKCS#1 PEM private key (unencrypted)" },
+        { "ops", 1, "allowed operations, comma-separated: encrypt,decrypt,wrap,unwrap" },
+        { "tag", 1, "KEY=VALUE tag (repeatable)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_list[] = {
+        { "state", 1, "enabled, disabled, pending_deletion or destroyed" },
+        { "type", 1, "aes or rsa" },
+        { "tag", 1, "KEY=VALUE: keys carrying this tag" },
+        { "prefix", 1, "names starting with this" },
+        { "limit", 1, "keys per page, 1..1000" },
+        { "cursor", 1, "continue after a previous page" },
+        { "all", 0, "follow the cursors: list every matching key" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_delete[] = {
+        { "wait-days", 1, "days before the key is destroyed" },
+        { "wait-seconds", 1, "seconds before the key is destroyed" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_rules[] = {
+        { "file", 1, "JSON file with the rules object (required)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_tags[] = {
+        { "tag", 1, "KEY=VALUE (repeatable; the set replaces every tag)" },
+        { "clear", 0, "remove every tag" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_ops[] = {
+        { "ops", 1, "comma-separated: encrypt,decrypt,wrap,unwrap (required)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_audit[] = {
+        { "key", 1, "events of this key" },
+        { "action", 1, "events of this action, e.g. key.create" },
+        { "after", 1, "events after this sequence number" },
+        { "limit", 1, "events per page, 1..1000" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_token[] = {
+        { "role", 1, "admin, operator or auditor (required)" },
+        { NULL, 0, NULL },
+};
+
+static const struct ctl_command ctl_commands[] = {
+        { NULL, "status", "", 0, "show the server's status", o_none, ctl_cmd_status },
+        { "key", "create", "NAME", 1, "create a key", o_create, ctl_cmd_key_create },
+        { "key", "import", "NAME", 1, "import an AES or RSA key", o_import, ctl_cmd_key_import },
+        { "key", "list", "", 0, "list keys", o_list, ctl_cmd_key_list },
+        { "key", "get", "NAME", 1, "show a key", o_none, ctl_cmd_key_get },
+        { "key", "enable", "NAME", 1, "enable a key", o_none, ctl_cmd_key_enable },
+        { "key", "disable", "NAME", 1, "disable a key", o_none, ctl_cmd_key_disable },
+        { "key", "rotate", "NAME", 1, "add a new key version and make it current", o_none,
+          ctl_cmd_key_rotate },
+        { "key", "delete", "NAME", 1, "schedule the key's destruction", o_delete,
+          ctl_cmd_key_delete },
+        { "key", "cancel-deletion", "NAME", 1, "cancel a scheduled destruction", o_none,
+          ctl_cmd_key_cancel_deletion },
+        { "key", "set-rules", "NAME", 1, "replace the key's access rules", o_rules,
+          ctl_cmd_key_set_rules },
+        { "key", "set-tags", "NAME", 1, "replace the key's tags", o_tags, ctl_cmd_key_set_tags },
+        { "key", "set-ops", "NAME", 1, "replace the key's allowed operations", o_ops,
+          ctl_cmd_key_set_ops },
+        { "audit", "list", "", 0, "list audit events", o_audit, ctl_cmd_audit_list },
+        { "audit", "verify", "", 0, "verify the audit hash chain", o_none, ctl_cmd_audit_verify },
+        { "token", "create", "NAME", 1, "create an API token (shown once)", o_token,
+          ctl_cmd_token_create },
+        { "token", "list", "", 0, "list API tokens", o_none, ctl_cmd_token_list },
+        { "token", "revoke", "ID", 1, "revoke an API token", o_none, ctl_cmd_token_revoke },
+        { NULL, NULL, NULL, 0, NULL, NULL, NULL },
+};
+
+static const char ctl_exit_help[] =
+        "Exit codes:\n"
+        "  0  success\n"
+        "  1  the server refused the request (HTTP 4xx other than 401/403)\n"
+        "  2  usage error\n"
+        "  3  cannot connect, or TLS failure\n"
+        "  4  not authenticated or not allowed (HTTP 401/403, unreadable token file)\n"
+        "  5  server error (HTTP 5xx)\n"
+        "  6  audit verify found a broken chain\n";
+
+static void ctl_print_opts(FILE *f, const struct ctl_opt *o)
+{
+        for (; o->name != NULL; o++) {
+                char left[64];
+                snprintf(left, sizeof left, "--%s%s", o->name, o->has_value ? " VALUE" : "");
+                fprintf(f, "  %-22s %s\n", left, o->help);
+        }
+}
+
+static void ctl_help_top(FILE *f)
+{
+        fprintf(f, "Usage: keywardctl [--url URL] [--token-file FILE] [--cacert FILE | --insecure]"
+                   " [--json] COMMAND ...\n\nAdministers a Keyward server over its REST API "
+                   "(/api/v1).\n\nGlobal options (also accepted after the command):\n");
+        ctl_print_opts(f, ctl_global_opts);
+        fprintf(f, "\nCommands:\n");
+        for (const struct ctl_command *c = ctl_commands; c->name != NULL; c++) {
+                char left[64];
+                snprintf(left, sizeof left, "%s%s%s %s", c->group ? c->group : "",
+                         c->group ? " " : "", c->name, c->args);
+                fprintf(f, "  %-28s %s\n", left, c->summary);
+        }
+        fprintf(f, "\nRun 'keywardctl COMMAND --help' for a command's options.\n\n%s",
+                ctl_exit_help);
+}
+
+static void ctl_help_group(FILE *f, const char *group)
+{
+        fprintf(f, "Usage: keywardctl %s SUBCOMMAND ...\n\nSubcommands:\n", group);
+        for (const struct ctl_command *c = ctl_commands; c->name != NULL; c++)
+                if (c->group != NULL && strcmp(c->group, group) == 0) {
+                        char left[64];
+                        snprintf(left, sizeof left, "%s %s", c->name, c->args);
+                        fprintf(f, "  %-24s %s\n", left, c->summary);
+                }
+        fprintf(f, "\nRun 'keywardctl %s SUBCOMMAND --help' for its options.\n\n%s", group,
+                ctl_exit_help);
+}
+
+static void ctl_help_command(FILE *f, const struct ctl_command *c)
+{
+        fprintf(f, "Usage: keywardctl %s%s%s%s%s [OPTIONS]\n\n%s.\n", c->group ? c->group : "",
+                c->group ? " " : "", c->name, c->args[0] ? " " : "", c->args, c->summary);
+        if (c->opts[0].name != NULL) {
+                fprintf(f, "\nOptions:\n");
+                ctl_print_opts(f, c->opts);
+        }
+        fprintf(f, "\nGlobal options: --url, --token-file, --cacert, --insecure, --json "
+                   "(see keywardctl --help).\n\n%s",
+                ctl_exit_help);
+}
+
+static const struct ctl_opt *ctl_find_opt(const struct ctl_opt *o, const char *name, size_t n)
+{
+        for (; o != NULL && o->name != NULL; o++)
+                if (strlen(o->name) == n && memcmp(o->name, name, n) == 0)
+                        return o;
+        return NULL;
+}
+
+static int ctl_cacert_flag; /* --cacert given on the command line */
+
+/* Applies a global option to c. */
+static void ctl_global_set(struct ctl *c, const char *name, const char *value, int *help)
+{
+        if (strcmp(name, "url") == 0)
+                c->url = value;
+        else if (strcmp(name, "token-file") == 0)
+                c->token_file = value;
+        else if (strcmp(name, "cacert") == 0) {
+                c->cacert = value;
+                ctl_cacert_flag = 1;
+        } else if (strcmp(name, "insecure") == 0)
+                c->insecure = 1;
+        else if (strcmp(name, "json") == 0)
+                c->json = 1;
+        else if (strcmp(name, "help") == 0)
+                *help = 1;
+}
+
+/*
+ * Parses argv[i..] for command cmd (NULL: only global options, stopping at
+ * the first word).  Returns the index of the first unparsed argument, or
+ * -1 after printing a usage error.
+ */
+static int ctl_parse(struct ctl *c, const struct ctl_command *cmd, int argc, char **argv, int i,
+                     struct ctl_args *a, int *help)
+{
+        int opts_done = 0;
+        for (; i < argc; i++) {
+                const char *arg = argv[i];
+                if (!opts_done && strcmp(arg, "--") == 0) {
+                        opts_done = 1;
+                        continue;
+                }
+                if (!opts_done && strcmp(arg, "-h") == 0) {
+                        *help = 1;
+                        continue;
+                }
+                if (opts_done || arg[0] != '-' || arg[1] == '\0') {
+                        if (cmd == NULL)
+                                return i;
+                        if (a->npos == CTL_MAX_POS || a->npos == cmd->npos) {
+                                ctl_err("unexpected argument '%s'", arg);
+                                return -1;
+                        }
+                        a->pos[a->npos++] = arg;
+                        continue;
+                }
+                if (arg[1] != '-') {
+                        ctl_err("unknown option '%s'", arg);
+                        return -1;
+                }
+                const char *name = arg + 2, *eq = strchr(name, '=');
+                size_t n = eq ? (size_t)(eq - name) : strlen(name);
+                const struct ctl_opt *o = cmd ? ctl_find_opt(cmd->opts, name, n) : NULL;
+                int global = 0;
+                if (o == NULL) {
+                        o = ctl_find_opt(ctl_global_opts, name, n);
+                        global = 1;
+                }
+                if (o == NULL) {
+                        ctl_err("unknown option '--%.*s'", (int)n, name);
+                        return -1;
+                }
+                const char *value = NULL;
+                if (o->has_value) {
+                        if (eq != NULL) {
+                                value = eq + 1;
+                        } else if (i + 1 < argc) {
+                                value = argv[++i];
+                        } else {
+                                ctl_err("option '--%s' needs a value", o->name);
+                                return -1;
+                        }
+                } else if (eq != NULL) {
+                        ctl_err("option '--%s' takes no value", o->name);
+                        return -1;
+                }
+                if (global) {
+                        ctl_global_set(c, o->name, value, help);
+                        continue;
+                }
+                if (strcmp(o->name, "tag") != 0 && ctl_args_has(a, o->name)) {
+                        ctl_err("option '--%s' given twice", o->name);
+                        return -1;
+                }
+                if (a->no == CTL_MAX_OPTS) {
+                        ctl_err("too many options");
+                        return -1;
+                }
+                a->o[a->no].name = o->name;
+                a->o[a->no].value = value;
+                a->no++;
+        }
+        return i;
+}
+
+static const char *ctl_env(const char *name, const char *dflt)
+{
+        const char *v = getenv(name);
+        return v != NULL && v[0] != '\0' ? v : dflt;
+}
+
+static int ctl_run(struct ctl *c, int argc, char **argv)
+{
+        int help = 0;
+        struct ctl_args a = { 0 };
+        int i = ctl_parse(c, NULL, argc, argv, 1, &a, &help);
+        if (i < 0)
+                return CTL_USAGE;
+        if (i == argc || strcmp(argv[i], "help") == 0) {
+                ctl_help_top(help || i < argc ? stdout : stderr);
+                return help || i < argc ? CTL_OK : CTL_USAGE;
+        }
+        const char *word = argv[i++];
+        const struct ctl_command *cmd = NULL;
+        int is_group = 0;
+        for (const struct ctl_command *k = ctl_commands; k->name != NULL; k++) {
+                if (k->group == NULL && strcmp(k->name, word) == 0)
+                        cmd = k;
+                if (k->group != NULL && strcmp(k->group, word) == 0)
+                        is_group = 1;
+        }
+        if (is_group) {
+                /* global options and --help may come before the subcommand */
+                i = ctl_parse(c, NULL, argc, argv, i, &a, &help);
+                if (i < 0)
+                        return CTL_USAGE;
+                if (i == argc || strcmp(argv[i], "help") == 0) {
+                        ctl_help_group(help || i < argc ? stdout : stderr, word);
+                        return help || i < argc ? CTL_OK : CTL_USAGE;
+                }
+                for (const struct ctl_command *k = ctl_commands; k->name != NULL; k++)
+                        if (k->group != NULL && strcmp(k->group, word) == 0 &&
+                            strcmp(k->name, argv[i]) == 0)
+                                cmd = k;
+                if (cmd == NULL) {
+                        ctl_err("unknown command '%s %s' (see keywardctl %s --help)", word,
+                                argv[i], word);
+                        return CTL_USAGE;
+                }
+                i++;
+        } else if (cmd == NULL) {
+                ctl_err("unknown command '%s' (see keywardctl --help)", word);
+                return CTL_USAGE;
+        }
+        if (ctl_parse(c, cmd, argc, argv, i, &a, &help) < 0)
+                return CTL_USAGE;
+        if (help) {
+                ctl_help_command(stdout, cmd);
+                return CTL_OK;
+        }
+        if (a.npos != cmd->npos) {
+                ctl_err("'%s%s%s' takes %s (see --help)", cmd->group ? cmd->group : "",
+                        cmd->group ? " " : "", cmd->name,
+                        cmd->npos ? cmd->args : "no arguments");
+                return CTL_USAGE;
+        }
+        if (c->insecure && ctl_cacert_flag) {
+                ctl_err("give --cacert or --insecure, not both");
+                return CTL_USAGE;
+        }
+        if (c->insecure)
+                c->cacert = NULL; /* --insecure wins over KEYWARD_CACERT */
+        size_t ul = strlen(c->url);
+        if (strncmp(c->url, "https://", 8) != 0 && strncmp(c->url, "http://", 7) != 0) {
+                ctl_err("--url must start with https:// (or http://)");
+                return CTL_USAGE;
+        }
+        static char url[2048];
+        if (ul >= sizeof url) {
+                ctl_err("--url is too long");
+                return CTL_USAGE;
+        }
+        memcpy(url, c->url, ul + 1);
+        while (ul > 0 && url[ul - 1] == '/')
+                url[--ul] = '\0';
+        c->url = url;
+        return cmd->fn(c, &a);
+}
+
+int main(int argc, char **argv)
+{
+        struct ctl c = {
+                .url = ctl_env("KEYWARD_URL", "https://127.0.0.1:9998"),
+                .token_file = ctl_env("KEYWARD_TOKEN_FILE", "/var/lib/keyward/admin.token"),
+                .cacert = ctl_env("KEYWARD_CACERT", NULL),
+        };
+        int locked = 0;
+        kw_ignore(kw_secret_init(64 * 1024, &locked)); /* best effort: a CLI may lack RLIMIT_MEMLOCK */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+                ctl_err("cannot initialise libcurl");
+                return CTL_CONNECT;
+        }
+        int rc = ctl_run(&c, argc, argv);
+        ctl_close(&c);
+        curl_global_cleanup();
+        fflush(stdout);
+        return rc;
+}
