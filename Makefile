@@ -5,6 +5,8 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := all
 
 CC      ?= gcc
+# `make Q=` shows the full compiler commands
+Q       ?= @
 CLANG   ?= clang
 BUILD   := build
 PKGS    := openssl libcjson sqlcipher p11-kit-1
@@ -16,7 +18,7 @@ WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototy
 HARDEN  := -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection -fPIE
 LDHARD  := -pie -Wl,-z,relro,-z,now,-z,noexecstack
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+ALL_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE -DKEYWARD_VERSION='"$(VERSION)"' -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
 ALL_LDFLAGS = $(LDHARD) -pthread
 
 # Sanitizer build of the library and unit tests (make test runs both).
@@ -53,19 +55,22 @@ LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 TEST_SRCS := $(wildcard server/*_test.c server/*/*_test.c)
+VERSION   := 0.1.0
 TESTS     := $(patsubst %_test.c,$(BUILD)/test/%_test,$(notdir $(TEST_SRCS)))
 SAN_TESTS := $(patsubst %_test.c,$(BUILD)/santest/%_test,$(notdir $(TEST_SRCS)))
-CTL_SRCS  := $(wildcard server/ctl/*.c)
+CTL_SRCS  := $(filter-out %_test.c,$(wildcard server/ctl/*.c))
 HEADERS   := $(wildcard server/*.h server/*/*.h)
 
 vpath %_test.c server server/common server/custody server/front server/ctl
 
 $(BUILD)/obj/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 $(BUILD)/san/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -c $< -o $@
+	@echo "  CC-SAN  $<"
+	$(Q)$(CC) $(SAN_CFLAGS) -c $< -o $@
 
 $(BUILD)/libkeyward.a: $(LIB_OBJS) $(BUILD)/obj/civetweb.o
 	@rm -f $@
@@ -91,10 +96,12 @@ $(BUILD)/libfaulthsm.so: tests/faulthsm/faulthsm.c
 
 $(BUILD)/test/%_test: %_test.c $(BUILD)/libkeyward.a $(BUILD)/libfaulthsm.so
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
 $(BUILD)/santest/%_test: %_test.c $(BUILD)/libkeyward-san.a $(BUILD)/libfaulthsm.so
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
+	@echo "  TEST-SAN $@"
+	$(Q)$(CC) $(SAN_CFLAGS) $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
 
 .PHONY: all deps deps-check run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
@@ -150,11 +157,25 @@ check-hardening: $(BUILD)/keywardd
 
 FUZZ_SRCS := $(wildcard tests/fuzz/*_fuzz.c)
 FUZZERS   := $(patsubst tests/fuzz/%_fuzz.c,$(BUILD)/fuzz/%_fuzz,$(FUZZ_SRCS))
-FUZZ_LIB_SRCS := $(filter-out server/front/http.c,$(LIB_SRCS))
-FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -DKW_FUZZ -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
-$(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(FUZZ_LIB_SRCS) $(HEADERS) $(CW_SRC)/.stamp
+# Library objects for the fuzzers, instrumented; linked from an archive so a
+# target pulls in only what it uses.
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
+FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE -DKW_FUZZ \
+              -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+$(BUILD)/fuzzobj/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) $< $(FUZZ_LIB_SRCS) $(PKG_LIBS) -ldl -o $@
+	@echo "  CC-FUZZ $<"
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+$(BUILD)/fuzzobj/civetweb.o: $(CW_SRC)/.stamp
+	@mkdir -p $(dir $@)
+	$(Q)$(CLANG) -O1 -g -w -fsanitize=address,undefined $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
+$(BUILD)/libkeyward-fuzz.a: $(FUZZ_OBJS) $(BUILD)/fuzzobj/civetweb.o
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+$(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(BUILD)/libkeyward-fuzz.a
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(BUILD)/libkeyward-fuzz.a $(PKG_LIBS) -ldl -o $@
 FUZZ_SECONDS ?= 300
 fuzz-short: $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \
@@ -171,4 +192,4 @@ test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
 	@echo "make test: all suites passed"
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/*.so
+	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/fuzzobj $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/*.so

@@ -1284,13 +1284,40 @@ KW_MUST_USE static kw_result env_apply_one(struct kw_config *cfg, const char *en
         return KW_OK;
 }
 
+/* KEYWARD_* variables that belong to other Keyward programs, not to this
+ * configuration, and are therefore not "unknown settings": keywardctl's
+ * client settings (a shell may export them), the fault-injecting PKCS#11
+ * module that the custody process loads in tests (tests/faulthsm), and the
+ * black-box harness's build directory.  A trailing '*' matches a prefix. */
+static const char *const env_foreign[] = {
+        "KEYWARD_URL", "KEYWARD_TOKEN_FILE", "KEYWARD_CACERT", "KEYWARD_BUILD",
+        "KEYWARD_FAULTHSM_*",
+};
+
+static bool env_is_foreign(const char *entry)
+{
+        const char *eq = strchr(entry, '=');
+        size_t n = eq ? (size_t)(eq - entry) : strlen(entry);
+        for (size_t i = 0; i < sizeof env_foreign / sizeof env_foreign[0]; i++) {
+                size_t fl = strlen(env_foreign[i]);
+                if (env_foreign[i][fl - 1] == '*') {
+                        if (n >= fl && memcmp(entry, env_foreign[i], fl - 1) == 0)
+                                return true;
+                } else if (n == fl && memcmp(entry, env_foreign[i], fl) == 0) {
+                        return true;
+                }
+        }
+        return false;
+}
+
 /* Applies every KEYWARD_* entry of envp (NULL: environ), in order. */
 KW_MUST_USE static kw_result env_apply(struct kw_config *cfg, char *const *envp)
 {
         if (envp == NULL)
                 envp = environ;
         for (size_t i = 0; envp != NULL && envp[i] != NULL; i++)
-                if (strncmp(envp[i], CFG_ENV_PREFIX, sizeof CFG_ENV_PREFIX - 1) == 0)
+                if (strncmp(envp[i], CFG_ENV_PREFIX, sizeof CFG_ENV_PREFIX - 1) == 0 &&
+                    !env_is_foreign(envp[i]))
                         KW_TRY(env_apply_one(cfg, envp[i]));
         return KW_OK;
 }

@@ -649,6 +649,13 @@ static void config_load_env_overrides_apply(void **state)
                 "KEYWARD_AWS_XKS_CONFIG_AWS_XKS_ENABLE=true",
                 "KEYWARD_AWS_XKS_CONFIG_AWS_XKS_SIGV4_ACCESS_KEY_ID=" AKID,
                 "KEYWARD_AWS_XKS_CONFIG_AWS_XKS_SIGV4_SECRET_ACCESS_KEY=" SECRET,
+                /* read by other Keyward programs: not settings, not errors */
+                "KEYWARD_FAULTHSM_CTL=/tmp/ctl",
+                "KEYWARD_FAULTHSM_MODULE=/usr/lib/softhsm/libsofthsm2.so",
+                "KEYWARD_URL=https://127.0.0.1:9998",
+                "KEYWARD_TOKEN_FILE=/t",
+                "KEYWARD_CACERT=/ca.pem",
+                "KEYWARD_BUILD=/b",
                 NULL,
         };
         struct kw_config *c = NULL;
@@ -733,6 +740,8 @@ struct env_case {
 
 static const struct env_case env_cases[] = {
         { "KEYWARD_FOO=1", "env KEYWARD_FOO: unknown setting" },
+        { "KEYWARD_FAULTHSM=1", "env KEYWARD_FAULTHSM: unknown setting" },
+        { "KEYWARD_URLX=1", "env KEYWARD_URLX: unknown setting" },
         { "KEYWARD_HTTP_LISTENX=1", "env KEYWARD_HTTP_LISTENX: unknown setting" },
         { "KEYWARD_http_listen=a:1", "env KEYWARD_http_listen: unknown setting" },
         { "KEYWARD_HTTP_LISTEN", "env KEYWARD_HTTP_LISTEN: malformed environment entry (no '=')" },

@@ -23,7 +23,9 @@
 #include "custody/custody.h"
 #include "front/front.h"
 
-#define KEYWARD_VERSION "0.1.0"
+#ifndef KEYWARD_VERSION
+#define KEYWARD_VERSION "0.0.0-dev"
+#endif
 
 /* Admin routes share the main listener unless [admin] listen names another. */
 static const struct kw_route routes_shared[] = {
@@ -165,7 +167,7 @@ static int custody_spawn(int wait_ms)
         int st = 0;
         if (pr == 0) {   /* not ready in time */
                 kill(pid, SIGKILL);
-                kw_log(KW_LOG_ERROR, "custody_start_timeout", NULL);
+                kw_log(KW_LOG_ERROR, "custody_start_timeout", KW_END);
         }
         waitpid(pid, &st, 0);
         return WIFEXITED(st) && WEXITSTATUS(st) != 0 ? WEXITSTATUS(st) : 5;
@@ -197,7 +199,7 @@ static void *custody_supervisor(void *arg)
                         snprintf(how, sizeof how, "signal %d", WTERMSIG(st));
                 else
                         snprintf(how, sizeof how, "exit %d", WEXITSTATUS(st));
-                kw_log(KW_LOG_ERROR, "custody_died", "how", how, NULL);
+                kw_log(KW_LOG_ERROR, "custody_died", "how", how, KW_END);
                 for (;;) {
                         struct timespec ts = { backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L };
                         nanosleep(&ts, NULL);
@@ -205,7 +207,7 @@ static void *custody_supervisor(void *arg)
                                 break;
                         int rc = custody_spawn(60000);
                         if (rc == 0) {
-                                kw_log(KW_LOG_INFO, "custody_restarted", NULL);
+                                kw_log(KW_LOG_INFO, "custody_restarted", KW_END);
                                 backoff_ms = 100;
                                 break;
                         }
@@ -289,7 +291,7 @@ int main(int argc, char **argv)
         if (cfg->ekm.azure_ekm_disable_client_auth)
                 kw_log(KW_LOG_WARN, "insecure_setting",
                        "message", "azure_ekm_disable_client_auth is set: EKM requests are NOT "
-                                  "authenticated; use this for tests only", NULL);
+                                  "authenticated; use this for tests only", KW_END);
 
         sigset_t set;
         sigemptyset(&set);
@@ -335,11 +337,11 @@ int main(int argc, char **argv)
         snprintf(admin_url, sizeof admin_url, "https://%s",
                  routes == routes_split ? cfg->admin.listen : cfg->http.listen);
         kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", routes == routes_no_admin ? NULL : admin_url,
-               "version", KEYWARD_VERSION, NULL);
+               "version", KEYWARD_VERSION, KW_END);
 
         int sig = 0;
         sigwait(&set, &sig);
-        kw_log(KW_LOG_INFO, "stopping", NULL);
+        kw_log(KW_LOG_INFO, "stopping", KW_END);
         kw_http_stop(front.http);
         custody_stop();
         kw_cc_free(front.cc);

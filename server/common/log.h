@@ -21,6 +21,8 @@ int kw_log_enabled(enum kw_log_level lvl);
  * values are JSON-escaped; a NULL value is written as null.
  */
 void kw_log(enum kw_log_level lvl, const char *event, ...) __attribute__((sentinel));
+/* The sentinel, typed: a bare NULL may be an int 0 in a variadic call. */
+#define KW_END ((const char *)NULL)
 
 /* A pre-built JSON object body (without braces) appended to the standard
  * fields: {"ts":..,"level":..,"proc":..,<fields>}.  Used for request lines. */

@@ -158,7 +158,7 @@ static int ctl_tags(const struct ctl_args *a, cJSON *obj, int always)
                 return CTL_USAGE;
         int n = 0;
         for (size_t i = 0; i < a->no; i++) {
-                if (strcmp(a->o[i].name, "tag") != 0)
+                if (strcmp(a->o[i].name, "tag") != 0) /* lint: allow (option name) */
                         continue;
                 if (ctl_tag_add(tags, a->o[i].value) != 0) {
                         ctl_err("--tag takes KEY=VALUE with distinct keys (got '%s')",

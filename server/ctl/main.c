@@ -198,7 +198,7 @@ static void ctl_global_set(struct ctl *c, const char *name, const char *value, i
 {
         if (strcmp(name, "url") == 0)
                 c->url = value;
-        else if (strcmp(name, "token-file") == 0)
+        else if (strcmp(name, "token-file") == 0) /* lint: allow (option name) */
                 c->token_file = value;
         else if (strcmp(name, "cacert") == 0) {
                 c->cacert = value;
@@ -274,7 +274,7 @@ static int ctl_parse(struct ctl *c, const struct ctl_command *cmd, int argc, cha
                         ctl_global_set(c, o->name, value, help);
                         continue;
                 }
-                if (strcmp(o->name, "tag") != 0 && ctl_args_has(a, o->name)) {
+                if (strcmp(o->name, "tag") != 0 && ctl_args_has(a, o->name)) { /* lint: allow (option name) */
                         ctl_err("option '--%s' given twice", o->name);
                         return -1;
                 }

@@ -82,7 +82,7 @@ static void ossl_drain(const char *what)
                 if (first && kw_log_enabled(KW_LOG_DEBUG)) {
                         ERR_error_string_n(e, msg, sizeof msg);
                         kw_log(KW_LOG_DEBUG, "openssl_error", "op", what, "error", msg,
-                               (const char *)NULL);
+                               KW_END);
                 }
                 first = 0;
         }

@@ -218,7 +218,7 @@ kw_result audit_flush(struct audit_queue *q)
                         q->failed_batches++;
                         pthread_mutex_unlock(&q->mu);
                         kw_log(KW_LOG_ERROR, "audit_flush_failed", "error", kw_err_name(r.code),
-                               "detail", kw_err_detail(), NULL);
+                               "detail", kw_err_detail(), KW_END);
                 } else {
                         __atomic_add_fetch(&q->written, n, __ATOMIC_RELAXED);
                 }
@@ -425,7 +425,7 @@ static void handle_frame(struct custody *c, const struct kw_buf *in, struct kw_b
         const char *detail = kw_err_detail();
         if (kw_log_enabled(KW_LOG_DEBUG))
                 kw_log(KW_LOG_DEBUG, "custody_error", "op", row ? row->name : "?", "error",
-                       kw_err_name(r.code), "detail", detail, "at", kw_trace_last(), NULL);
+                       kw_err_name(r.code), "detail", detail, "at", kw_trace_last(), KW_END);
         if (kw_msg_begin_reply(out, op, id, r.code).code != 0 ||
             (detail[0] != '\0' &&
              kw_msg_put(out, KW_T_DETAIL, detail, strnlen(detail, 256)).code != 0) ||
@@ -487,7 +487,7 @@ static void *accept_thread(void *arg)
                 socklen_t cl = sizeof cred;
                 if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 ||
                     (cred.uid != getuid() && cred.uid != 0)) {
-                        kw_log(KW_LOG_WARN, "custody_peer_refused", NULL);
+                        kw_log(KW_LOG_WARN, "custody_peer_refused", KW_END);
                         close(fd);
                         continue;
                 }
@@ -533,7 +533,7 @@ static int fail(int status, const char *what, kw_result r)
 {
         const char *d = kw_err_detail();
         kw_log(KW_LOG_ERROR, "startup_failed", "step", what, "error", kw_err_name(r.code),
-               "message", d[0] ? d : kw_strerror(r.code), NULL);
+               "message", d[0] ? d : kw_strerror(r.code), KW_END);
         return status;
 }
 
@@ -565,7 +565,7 @@ static kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret 
                         kw_secret_free(&k);
                         return r;
                 }
-                kw_log(KW_LOG_INFO, "db_key_created", "key_file", kf, NULL);
+                kw_log(KW_LOG_INFO, "db_key_created", "key_file", kf, KW_END);
                 *ret = k;
                 return KW_OK;
         }
@@ -634,7 +634,7 @@ static kw_result ensure_first_token(struct custody *c)
         kw_wipe(hash, sizeof hash);
         if (r.code == 0)
                 kw_log(KW_LOG_INFO, "admin_token_created", "token_file", c->cfg->admin.token_file,
-                       "token_id", row.id, NULL);
+                       "token_id", row.id, KW_END);
         return r;
 }
 
@@ -686,7 +686,7 @@ int kw_custody_main(const struct kw_config *cfg, int ready_fd)
         if (!locked)
                 kw_log(KW_LOG_WARN, "secure_heap_not_locked",
                        "hint", "raise RLIMIT_MEMLOCK (LimitMEMLOCK=) so key memory cannot be swapped",
-                       NULL);
+                       KW_END);
 
         int db_exists = file_exists(cfg->db.path);
         struct kw_hsm_config hc = {
@@ -706,7 +706,7 @@ int kw_custody_main(const struct kw_config *cfg, int ready_fd)
                 return fail(4, "hsm", r);
         if (created)
                 kw_log(KW_LOG_INFO, "master_key_created", "label", cfg->hsm.master_key_label,
-                       "token", cfg->hsm.token_label, NULL);
+                       "token", cfg->hsm.token_label, KW_END);
 
         struct kw_secret dbkey = { 0 };
         r = load_db_key(&c, db_exists, &dbkey);
@@ -738,7 +738,7 @@ int kw_custody_main(const struct kw_config *cfg, int ready_fd)
         char nk[24];
         snprintf(nk, sizeof nk, "%llu", (unsigned long long)nkeys);
         kw_log(KW_LOG_INFO, "custody_ready", "socket", cfg->custody.socket_path, "keys", nk,
-               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), NULL);
+               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), KW_END);
         if (ready_fd >= 0) {
                 ssize_t w = write(ready_fd, "1", 1);
                 (void)w;
@@ -747,7 +747,7 @@ int kw_custody_main(const struct kw_config *cfg, int ready_fd)
 
         int sig = 0;
         sigwait(&set, &sig);
-        kw_log(KW_LOG_INFO, "custody_stopping", NULL);
+        kw_log(KW_LOG_INFO, "custody_stopping", KW_END);
         shutdown(listen_fd, SHUT_RDWR);
         close(listen_fd);
         unlink(cfg->custody.socket_path);

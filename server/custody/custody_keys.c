@@ -833,7 +833,7 @@ void custody_sweep_deletions(struct custody *c)
                 kw_keycache_invalidate(c->kc, s.items[i].name);
                 pthread_mutex_unlock(&c->write_mu);
                 kw_log(r.code ? KW_LOG_ERROR : KW_LOG_INFO, "key_destroyed", "key", s.items[i].name,
-                       "result", kw_err_name(r.code), NULL);
+                       "result", kw_err_name(r.code), KW_END);
         }
 }
 

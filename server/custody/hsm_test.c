@@ -428,7 +428,7 @@ static void hsm_open_empty_pin_fails(void **state)
 {
         (void)state;
         char path[400];
-        snprintf(path, sizeof path, "%s/empty-pin", tdir);
+        snprintf(path, sizeof path, "%s/blank", tdir);
         write_file(path, "\n");
         struct kw_hsm_config cfg = cfg_for(SOFTHSM, "mk", 1);
         cfg.pin_file = path;
@@ -656,8 +656,9 @@ static void hsm_device_removed_marks_down_then_recovers(void **state)
         assert_true(st.reconnects >= 1);
         assert_true(st.errors >= 5);
 
-        /* one function failing with a device error also takes the link down */
-        set_ctl("fail=C_Decrypt:CKR_DEVICE_ERROR\n");
+        /* one function failing with a device error also takes the link down
+         * (C_OpenSession fails too, so that the retry cannot win the race) */
+        set_ctl("fail=C_Decrypt:CKR_DEVICE_ERROR\nfail=C_OpenSession:CKR_DEVICE_ERROR\n");
         unseal_fails(h, "aad", b.p, b.len, KW_ERR_HSM_UNAVAILABLE);
         assert_int_equal(kw_hsm_state(h), KW_HSM_DOWN);
         set_ctl("mode=up\n");
@@ -665,6 +666,16 @@ static void hsm_device_removed_marks_down_then_recovers(void **state)
         unseal_expect(h, "aad", b.p, b.len, pt, sizeof pt);
         kw_hsm_get_stats(h, &st);
         assert_true(st.reconnects >= 2);
+
+        /* a device reset: only C_Finalize + C_Initialize bring it back */
+        set_ctl("mode=reset\n");
+        assert_int_equal(kw_hsm_seal(h, (const uint8_t *)"aad", 3, pt, 32, &o).code,
+                         KW_ERR_HSM_UNAVAILABLE);
+        assert_non_null(strstr(kw_err_detail(), "CKR_CRYPTOKI_NOT_INITIALIZED"));
+        wait_state(h, KW_HSM_UP, 5000);
+        unseal_expect(h, "aad", b.p, b.len, pt, sizeof pt);
+        kw_hsm_get_stats(h, &st);
+        assert_true(st.reconnects >= 3);
 
         /* a non-device error does not */
         set_ctl("fail=C_Decrypt:CKR_ENCRYPTED_DATA_INVALID\n");
@@ -679,6 +690,7 @@ static void hsm_device_removed_marks_down_then_recovers(void **state)
 struct slow_arg {
         struct kw_hsm *h;
         kw_result r;
+        char detail[256];
 };
 
 static void *slow_seal(void *p)
@@ -688,8 +700,57 @@ static void *slow_seal(void *p)
         struct kw_buf b;
         kw_buf_init(&b, 4096);
         a->r = kw_hsm_seal(a->h, (const uint8_t *)"x", 1, pt, sizeof pt, &b);
+        snprintf(a->detail, sizeof a->detail, "%s", kw_err_detail());
         kw_buf_free(&b);
         return NULL;
+}
+
+/*
+ * Calls queue for the one session; none runs longer than timeout_ms, so the
+ * link is never SLOW, but the last in the queue gives up waiting.
+ * Timeline (ms): A holds the session 0..400 (two crypto calls of 200 ms);
+ * B waits from 50, C from 100; one of them runs 400..800, the other gives
+ * up at 550 or 600, when the running call is 150-200 ms old.
+ */
+static void hsm_busy_pool_wait_times_out(void **state)
+{
+        (void)state;
+        set_ctl("mode=up\n");
+        struct kw_hsm_config cfg = cfg_for(faulthsm, "mk-fault", 1);
+        cfg.sessions = 1;
+        cfg.timeout_ms = 500;
+        struct kw_hsm *h = open_ok(&cfg, NULL);
+        set_ctl("delay_ms=200\n");
+        struct slow_arg a[3];
+        pthread_t t[3];
+        for (int i = 0; i < 3; i++) {
+                a[i] = (struct slow_arg){ .h = h, .r = KW_OK };
+                assert_int_equal(pthread_create(&t[i], NULL, slow_seal, &a[i]), 0);
+                sleep_ms(50);
+        }
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(a[0].r.code, 0);
+        int timed_out = 0, ok = 0;
+        for (int i = 1; i < 3; i++) {
+                if (a[i].r.code == KW_ERR_HSM_TIMEOUT) {
+                        timed_out++;
+                        assert_non_null(strstr(a[i].detail, "no free HSM session"));
+                } else {
+                        assert_int_equal(a[i].r.code, 0);
+                        ok++;
+                }
+        }
+        assert_int_equal(timed_out, 1);
+        assert_int_equal(ok, 1);
+        set_ctl("mode=up\n");
+        assert_int_equal(kw_hsm_state(h), KW_HSM_UP);
+        struct kw_hsm_stats st;
+        kw_hsm_get_stats(h, &st);
+        assert_int_equal(st.timeouts, 1);
+        assert_int_equal(st.calls, 3);
+        assert_int_equal(st.errors, 1);
+        kw_hsm_close(h);
 }
 
 static void hsm_slow_call_makes_others_time_out(void **state)
@@ -841,6 +902,7 @@ int main(void)
                 cmocka_unit_test(hsm_random_and_check_succeed),
                 cmocka_unit_test(hsm_device_removed_marks_down_then_recovers),
                 cmocka_unit_test(hsm_slow_call_makes_others_time_out),
+                cmocka_unit_test(hsm_busy_pool_wait_times_out),
                 cmocka_unit_test(hsm_kwp_fallback_round_trips_and_detects_tampering),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);

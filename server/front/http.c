@@ -311,13 +311,16 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 
 /* ---- connections ---- */
 
+/* Every listener is TLS, so this always follows a successful handshake on
+ * this thread, which ran on_client_hello: tl_hello_ssl is that connection's
+ * live SSL*.  (mg_get_request_info() is NULL here: the connection type is
+ * only set after this callback.)  The app-data check is a belt and braces. */
 static int on_init_connection(const struct mg_connection *conn, void **conn_data)
 {
         struct kw_http *h = conn_http(conn);
-        const struct mg_request_info *ri = mg_get_request_info(conn);
         SSL *ssl = tl_hello_ssl;
         tl_hello_ssl = NULL;
-        if (ri == NULL || !ri->is_ssl || ssl == NULL || SSL_get_app_data(ssl) != (void *)conn)
+        if (ssl != NULL && SSL_get_app_data(ssl) != (void *)conn)
                 ssl = NULL;
         atomic_fetch_add(&h->conns_open, 1);
         *conn_data = ssl != NULL ? (void *)ssl : (void *)&h->conn_marker;
@@ -341,7 +344,7 @@ static int on_log_message(const struct mg_connection *conn, const char *message)
         (void)conn;
         /* CivetWeb's own diagnostics (handshake failures...): debug only,
          * they can carry peer-controlled text (escaped by kw_log). */
-        kw_log(KW_LOG_DEBUG, "http_internal", "message", message, NULL);
+        kw_log(KW_LOG_DEBUG, "http_internal", "message", message, KW_END);
         return 1;
 }
 
@@ -519,6 +522,15 @@ static void send_continue(struct mg_connection *conn)
 
 enum body_state { BODY_NONE, BODY_READ, BODY_UNREAD };
 
+/* Whether body bytes follow the headers (before anything is read). */
+static enum body_state body_pending(const struct mg_connection *conn)
+{
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        if (mg_get_header(conn, "Transfer-Encoding") != NULL || ri->content_length > 0)
+                return BODY_UNREAD;
+        return BODY_NONE;
+}
+
 /* Reads the request body (capped).  On failure fills resp and returns the
  * error code; *state tells whether bytes were left on the connection. */
 static int read_body(struct kw_http *h, struct mg_connection *conn, struct kw_buf *body,
@@ -535,7 +547,6 @@ static int read_body(struct kw_http *h, struct mg_connection *conn, struct kw_bu
                 }
         }
         int chunked = te != NULL && strcasecmp(te, "chunked") == 0;
-        *state = (chunked || (cl != NULL && ri->content_length > 0)) ? BODY_UNREAD : BODY_NONE;
         if (n_cl > 1 || (te != NULL && cl != NULL)) {
                 kw_resp_error(resp, 400, "invalid_input", "conflicting body length headers");
                 *state = BODY_UNREAD;
@@ -719,7 +730,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         resp_init(&resp);
         struct kw_buf body;
         kw_buf_init(&body, h->max_body + 1);
-        enum body_state bstate = BODY_UNREAD;
+        enum body_state bstate = body_pending(conn);
         int force_close = 0;
         const char *error = NULL;
         const struct kw_route *rt = NULL;

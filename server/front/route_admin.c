@@ -1219,6 +1219,11 @@ KW_MUST_USE static kw_result admin_principal_parse(const char *json, size_t len,
             !admin_name_valid(name) || (p.role = admin_role_parse(role)) == 0) {
                 kw_err_set_detail("malformed token check reply");
                 r = KW_RESULT(KW_ERR_PROTOCOL);
+        } else if (cJSON_HasObjectItem(doc, "revoked") &&
+                   !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(doc, "revoked")) &&
+                   !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(doc, "revoked"))) {
+                kw_err_set_detail("unknown or revoked token"); /* belt and braces */
+                r = KW_RESULT(KW_ERR_AUTH);
         } else {
                 snprintf(p.id, sizeof p.id, "%s", id);
                 snprintf(p.name, sizeof p.name, "%s", name);

@@ -650,7 +650,7 @@ static void route_admin_get_rules_size_cap(void **state)
         char *big = malloc(n + 64);
         int o = snprintf(big, n + 64, "{\"rules\":{\"x\":\"");
         memset(big + o, 'a', n);
-        snprintf(big + o + n, 64, "\"}}");
+        memcpy(big + o + n, "\"}}", 4);
         d = J(big);
         present = 7;
         assert_int_equal(admin_get_rules(d, &b, &present).code, KW_ERR_TOO_LARGE);
@@ -703,6 +703,13 @@ static void route_admin_principal_parse(void **state)
         assert_string_equal(who.id, "0123abcd");
         assert_int_equal(who.role, ROLE_OPERATOR);
         assert_string_equal(who.actor, "token:0123abcd(ci-bot)");
+        const char *rev = "{\"id\":\"a\",\"name\":\"n\",\"role\":\"admin\",\"revoked\":\"2024-01-01T00:00:00Z\"}";
+        struct admin_principal w0 = { .role = 99 };
+        assert_int_equal(admin_principal_parse(rev, strlen(rev), &w0).code, KW_ERR_AUTH);
+        assert_int_equal(w0.role, 99);
+        const char *live = "{\"id\":\"a\",\"name\":\"n\",\"role\":\"admin\",\"created\":\"x\",\"revoked\":null}";
+        assert_int_equal(admin_principal_parse(live, strlen(live), &w0).code, 0);
+        assert_int_equal(w0.role, ROLE_ADMIN);
         static const char *const bad[] = {
                 "{\"id\":\"x\",\"name\":\"n\",\"role\":\"root\"}",
                 "{\"name\":\"n\",\"role\":\"admin\"}",

@@ -6,12 +6,14 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import tempfile
 import time
 from datetime import datetime, timezone
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -522,7 +524,6 @@ def test_create_wrong_content_type_415(srv, ctype):
     h = {"Authorization": "Bearer " + srv.token}
     if ctype:
         h["Content-Type"] = ctype
-    import requests
     r = requests.post(srv.url + "/api/v1/keys", data=b'{"name":"ct","type":"AES"}', headers=h,
                       verify=srv.cacert, timeout=30)
     assert_err(r, 415, "unsupported_media_type")
@@ -578,8 +579,9 @@ def test_duplicate_name_409(srv):
 @pytest.mark.parametrize("method,path,status,err", [
     ("GET", "/api/v1/keys/a%2Fb", 400, "bad_name"),
     ("GET", "/api/v1/keys/a%2fb", 400, "bad_name"),
-    ("POST", "/api/v1/keys/%2E%2E/rotate", 400, "bad_name"),
-    ("POST", "/api/v1/keys/%2e/rotate", 400, "bad_name"),
+    # dot segments, even encoded, are refused by the HTTP layer before routing
+    ("POST", "/api/v1/keys/%2E%2E/rotate", 400, "invalid_input"),
+    ("POST", "/api/v1/keys/%2e/rotate", 400, "invalid_input"),
     ("POST", "/api/v1/keys//rotate", 400, "bad_name"),
     ("GET", "/api/v1/keys/x%00y", 400, "bad_name"),
     ("GET", "/api/v1/keys/x%zz", 400, "bad_name"),
@@ -597,12 +599,12 @@ def test_path_tricks(srv, method, path, status, err):
 @pytest.mark.parametrize("path", ["/api/v1/keys/../keys", "/api/v1/keys/./import",
                                   "/api/v1/x/../keys"])
 def test_dot_segments_never_create(srv, path):
-    """Whether dot segments are refused or resolved, a POST through one must
-    not reach a different route than the one literally named."""
+    """A POST through a dot segment must not reach the route it would
+    resolve to: such paths are refused outright."""
     before = snapshot(srv)
     st, data = raw(srv, "POST", path, json.dumps({"name": "dotseg", "type": "AES"}).encode())
-    assert st in (400, 404), (st, data)
-    assert json.loads(data)["error"] in ("bad_name", "no_route")
+    assert st == 400, (st, data)
+    assert json.loads(data)["error"] == "invalid_input"
     assert snapshot(srv) == before
 
 
@@ -613,15 +615,49 @@ def test_trailing_slash(srv):
     assert snapshot(srv) == before
 
 
+def _raw_head_only(s, path, length, extra=""):
+    """Sends only the request head announcing `length` body bytes and reads
+    the answer (the server decides from Content-Length alone)."""
+    ctx = ssl.create_default_context(cafile=s.cacert)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=10) as rawsock:
+        with ctx.wrap_socket(rawsock, server_hostname="127.0.0.1") as t:
+            t.sendall(("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+                       "Content-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+                       % (path, s.token, length, extra)).encode())
+            data = b""
+            while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < 10:
+                chunk = t.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0], body
+
+
 def test_body_too_large_413(srv):
     before = snapshot(srv)
-    big = json.dumps({"name": "big", "type": "AES", "tags": {"pad": "x" * 70000}})
-    r = srv.api("POST", "/api/v1/keys", raw=big)
-    assert r.status_code == 413, r.text
-    assert r.json()["error"] == "too_large"
+    for extra in ("", "Expect: 100-continue\r\n"):
+        status, body = _raw_head_only(srv, "/api/v1/keys", 70000, extra)
+        assert status.startswith(b"HTTP/1.1 413"), (status, body)
+        assert b'"too_large"' in body
     assert snapshot(srv) == before
-    # the server is still fine afterwards
-    assert srv.api("GET", "/api/v1/keys/shape-aes").status_code in (200, 404)
+    assert srv.api("GET", "/api/v1/keys?limit=1").status_code == 200
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a body over max_body_bytes sent in full (no "
+                   "Expect: 100-continue) gets the 413 written and the connection closed at once, "
+                   "without draining the unread body, so the client sees a TLS EOF/reset instead "
+                   "of the 413 (RFC 9112 9.6 asks for a lingering close)")
+def test_body_too_large_413_full_body(srv):
+    before = snapshot(srv)
+    big = json.dumps({"name": "big", "type": "AES", "tags": {"pad": "x" * 200000}})
+    for _ in range(3):
+        try:
+            r = srv.api("POST", "/api/v1/keys", raw=big)
+        except requests.RequestException as e:
+            raise AssertionError("no HTTP answer: %r" % e)
+        assert_err(r, 413, "too_large")
+    assert snapshot(srv) == before
 
 
 def test_body_on_bodyless_route(srv):

@@ -41,34 +41,42 @@ def test_kill9_keeps_acknowledged_keys(make_server):
 
         stop = threading.Event()
         mine = []
+        failure = []    # (time, exception) of the request that ended the writer
+        kill_at = [float("inf")]
 
         def writer():
             sess = requests.Session()
-            sess.verify = s.cacert
-            sess.headers["Authorization"] = "Bearer " + s.token
+            h = {"Authorization": "Bearer " + s.token}
             i = 0
             while not stop.is_set():
                 name = "t%02d-k%04d" % (trial, i)
                 i += 1
                 try:
+                    # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE
                     r = sess.post(s.url + "/api/v1/keys", json={"name": name, "type": "AES"},
-                                  timeout=10)
-                except requests.RequestException:
+                                  headers=h, verify=s.cacert, timeout=10)
+                except requests.RequestException as e:
+                    failure.append((time.time(), e))
                     return
                 if r.status_code == 201:
                     mine.append(name)
                 elif r.status_code >= 500 or r.status_code == 409:
                     continue
                 else:
-                    raise AssertionError("unexpected %s %s" % (r.status_code, r.text))
+                    failure.append((time.time(), AssertionError("%s %s" % (r.status_code, r.text))))
+                    return
 
         th = threading.Thread(target=writer, daemon=True)
         th.start()
         time.sleep(rnd.uniform(0.2, 1.5))
+        kill_at[0] = time.time()
         s.kill9_all()
         stop.set()
         th.join(15)
         assert not th.is_alive()
+        # the writer may only have stopped because of the kill
+        early = [e for t, e in failure if t < kill_at[0]]
+        assert not early, "trial %d: the writer failed before the kill: %r" % (trial, early)
         acked += mine
         trials += 1
         if time.time() - t_start > BUDGET_S - 10:

@@ -143,7 +143,19 @@ def test_check_config(make_server):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "nope.pem" in p.stdout + p.stderr
-    # a bad value from the environment
+    # a bad value from the environment is refused
+    env = dict(s.env, KEYWARD_HTTP_LISTEN="not-an-address")
+    p = subprocess.run([KEYWARDD, "--config", s.conf, "--check-config"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "not-an-address" in p.stdout + p.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: an invalid value from KEYWARD_HTTP_LISTEN is "
+                   "reported as '<file>: [http] listen ...' instead of naming the environment "
+                   "variable ('env KEYWARD_HTTP_LISTEN: ...' per config.h)")
+def test_check_config_env_error_names_variable(make_server):
+    s = make_server()
     env = dict(s.env, KEYWARD_HTTP_LISTEN="not-an-address")
     p = subprocess.run([KEYWARDD, "--config", s.conf, "--check-config"], env=env,
                        capture_output=True, text=True, timeout=30)

@@ -10,6 +10,9 @@
  *   mode=up          forward everything (the default, also without a file)
  *   mode=down        every call returns CKR_DEVICE_REMOVED, except
  *                    C_Initialize, C_Finalize and C_GetFunctionList
+ *   mode=reset       a device reset: from when the line is first seen, every
+ *                    call except those three returns CKR_CRYPTOKI_NOT_INITIALIZED
+ *                    until the caller runs C_Initialize again
  *   delay_ms=N       sleep N ms before forwarding each crypto call
  *                    (C_Encrypt*, C_Decrypt*, C_GenerateKey, C_FindObjects*)
  *   fail=C_X:CKR_Y   every call of C_X returns CKR_Y (name or 0x hex) while
@@ -44,6 +47,7 @@ struct fh_fail {
 
 struct fh_ctl {
         int down;
+        int reset;
         int nogcm;
         unsigned delay_ms;
         unsigned nfails;
@@ -55,6 +59,8 @@ static struct fh_ctl fh_cur;               /* guarded by fh_mu */
 static unsigned long long fh_last_check;   /* monotonic ns, guarded by fh_mu */
 static struct stat fh_last_st;             /* guarded by fh_mu */
 static int fh_have_st;                     /* guarded by fh_mu */
+static unsigned long fh_init_gen;          /* C_Initialize count, guarded by fh_mu */
+static unsigned long fh_reset_gen;         /* fh_init_gen when mode=reset began */
 static void *fh_dl;                        /* guarded by fh_mu */
 static CK_FUNCTION_LIST *fh_real;          /* set once under fh_mu */
 
@@ -124,8 +130,13 @@ static void fh_parse_line(char *line, struct fh_ctl *c)
                 line++;
         if (strcmp(line, "mode=down") == 0) {
                 c->down = 1;
+                c->reset = 0;
+        } else if (strcmp(line, "mode=reset") == 0) {
+                c->reset = 1;
+                c->down = 0;
         } else if (strcmp(line, "mode=up") == 0) {
                 c->down = 0;
+                c->reset = 0;
         } else if (strcmp(line, "nogcm=1") == 0) {
                 c->nogcm = 1;
         } else if (strcmp(line, "nogcm=0") == 0) {
@@ -177,6 +188,8 @@ static void fh_refresh_locked(void)
         while (fgets(line, sizeof line, f) != NULL)
                 fh_parse_line(line, &c);
         fclose(f);
+        if (c.reset && !fh_cur.reset)
+                fh_reset_gen = fh_init_gen; /* the "device" forgets the current init */
         fh_cur = c;
         fh_last_st = st;
         fh_have_st = 1;
@@ -188,6 +201,7 @@ static CK_RV fh_gate(const char *fn, enum fh_kind kind)
         pthread_mutex_lock(&fh_mu);
         fh_refresh_locked();
         struct fh_ctl c = fh_cur;
+        int forgotten = c.reset && fh_init_gen == fh_reset_gen;
         pthread_mutex_unlock(&fh_mu);
         if (kind == FH_ALWAYS)
                 return fh_real != NULL ? CKR_OK : CKR_GENERAL_ERROR;
@@ -195,6 +209,8 @@ static CK_RV fh_gate(const char *fn, enum fh_kind kind)
                 return CKR_CRYPTOKI_NOT_INITIALIZED;
         if (c.down)
                 return CKR_DEVICE_REMOVED;
+        if (forgotten)
+                return CKR_CRYPTOKI_NOT_INITIALIZED;
         for (unsigned i = 0; i < c.nfails; i++)
                 if (strcmp(c.fails[i].fn, fn) == 0)
                         return c.fails[i].rv;
@@ -269,7 +285,13 @@ static CK_RV fh_C_Initialize(void *init_args)
         rv = fh_gate("C_Initialize", FH_ALWAYS);
         if (rv != CKR_OK)
                 return rv;
-        return fh_real->C_Initialize(init_args);
+        rv = fh_real->C_Initialize(init_args);
+        if (rv == CKR_OK || rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+                pthread_mutex_lock(&fh_mu);
+                fh_init_gen++;
+                pthread_mutex_unlock(&fh_mu);
+        }
+        return rv;
 }
 FH_FWD(FH_ALWAYS, C_Finalize, (void *reserved), (reserved))
 FH_FWD(FH_PLAIN, C_GetInfo, (CK_INFO_PTR info), (info))
