@@ -31,7 +31,7 @@ SAN_LDFLAGS = -fsanitize=address,undefined -pthread
 # start TLS against OpenSSL 3; built here with OPENSSL_API_3_0 and NO_SSL_DL.
 CW_SRC  := $(BUILD)/civetweb-src
 CW_INC  := $(CW_SRC)/include
-CW_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI -DUSE_IPV6 -DNDEBUG
+CW_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DNO_CGI -DUSE_IPV6 -DNDEBUG -DSOCKET_TIMEOUT_QUANTUM=200
 $(CW_SRC)/.stamp:
 	@mkdir -p $(BUILD)/civetweb-get
 	@if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \

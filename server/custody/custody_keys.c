@@ -332,7 +332,7 @@ static kw_result read_key_spec(const struct kw_msg *req, struct kw_key_row *row)
         if (kw_msg_has(req, KW_T_OPS))
                 KW_TRY(kw_msg_get_u32(req, KW_T_OPS, &row->ops));
         KW_TRY(check_ops(row->type, row->ops));
-        struct kw_field f;
+        struct kw_field f = { 0 };
         if (kw_msg_get(req, KW_T_TAGS, &f).code == 0)
                 KW_TRY(check_tags(&f, &row->tags_json));
         if (kw_msg_get(req, KW_T_RULES, &f).code == 0)
@@ -456,7 +456,7 @@ kw_result op_key_import(struct custody *c, const struct kw_msg *req, const struc
         struct kw_key_row row;
         memset(&row, 0, sizeof row);
         struct kw_secret mat = { 0 };
-        struct kw_field f;
+        struct kw_field f = { 0 };
         kw_result r = read_key_spec(req, &row);
         if (r.code == 0)
                 r = kw_msg_get(req, KW_T_MATERIAL, &f);
@@ -705,7 +705,7 @@ kw_result op_key_cancel_delete(struct custody *c, const struct kw_msg *req,
 static kw_result change_update(struct custody *c, const struct kw_msg *req, struct kw_key_row *row)
 {
         (void)c;
-        struct kw_field f;
+        struct kw_field f = { 0 };
         char *tags = NULL, *rules = NULL;
         uint32_t ops = row->ops;
         if (kw_msg_has(req, KW_T_OPS)) {
@@ -843,7 +843,7 @@ kw_result op_encrypt(struct custody *c, const struct kw_msg *req, const struct o
                      struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
-        struct kw_field pt, aad = { (const uint8_t *)"", 0 };
+        struct kw_field pt = { 0 }, aad = { (const uint8_t *)"", 0 };
         kw_result r = key_for_use(c, req, who, KW_KEYOP_ENCRYPT, &e);
         if (r.code == 0 && strcmp(e->row.type, "AES") != 0) {
                 kw_err_set_detail("AES-GCM needs an AES key");
@@ -887,7 +887,7 @@ kw_result op_decrypt(struct custody *c, const struct kw_msg *req, const struct o
                      struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
-        struct kw_field ct, iv, tag, aad = { (const uint8_t *)"", 0 };
+        struct kw_field ct = { 0 }, iv = { 0 }, tag = { 0 }, aad = { (const uint8_t *)"", 0 };
         uint32_t ver = 0;
         kw_result r = key_for_use(c, req, who, KW_KEYOP_DECRYPT, &e);
         if (r.code == 0 && strcmp(e->row.type, "AES") != 0) {
@@ -950,7 +950,7 @@ kw_result op_wrap(struct custody *c, const struct kw_msg *req, const struct op_c
                   struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
-        struct kw_field in;
+        struct kw_field in = { 0 };
         uint32_t alg = 0;
         kw_result r = key_for_use(c, req, who, KW_KEYOP_WRAP, &e);
         if (r.code == 0)
@@ -986,7 +986,7 @@ kw_result op_unwrap(struct custody *c, const struct kw_msg *req, const struct op
                     struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
-        struct kw_field in;
+        struct kw_field in = { 0 };
         uint32_t alg = 0, ver = 0;
         kw_result r = key_for_use(c, req, who, KW_KEYOP_UNWRAP, &e);
         if (r.code == 0)

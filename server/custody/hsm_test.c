@@ -595,7 +595,7 @@ static void hsm_seal_too_large_fails(void **state)
         kw_hsm_close(h);
 }
 
-static void hsm_random_and_check_succeed(void **state)
+static void hsm_random_check_healthy_link_succeed(void **state)
 {
         (void)state;
         struct kw_hsm_config cfg = cfg_for(SOFTHSM, "mk-seal", 1);
@@ -616,7 +616,7 @@ static void hsm_random_and_check_succeed(void **state)
 
 /* ---- availability (faulthsm) ------------------------------------------ */
 
-static void hsm_device_removed_marks_down_then_recovers(void **state)
+static void hsm_seal_device_removed_marks_down_then_recovers(void **state)
 {
         (void)state;
         set_ctl("mode=up\n");
@@ -712,7 +712,7 @@ static void *slow_seal(void *p)
  * B waits from 50, C from 100; one of them runs 400..800, the other gives
  * up at 550 or 600, when the running call is 150-200 ms old.
  */
-static void hsm_busy_pool_wait_times_out(void **state)
+static void hsm_seal_busy_pool_wait_times_out(void **state)
 {
         (void)state;
         set_ctl("mode=up\n");
@@ -753,7 +753,7 @@ static void hsm_busy_pool_wait_times_out(void **state)
         kw_hsm_close(h);
 }
 
-static void hsm_slow_call_makes_others_time_out(void **state)
+static void hsm_seal_slow_call_makes_others_time_out(void **state)
 {
         (void)state;
         set_ctl("mode=up\n");
@@ -794,7 +794,7 @@ static void hsm_slow_call_makes_others_time_out(void **state)
 
 /* ---- AES-KWP fallback (faulthsm nogcm=1) ------------------------------ */
 
-static void hsm_kwp_fallback_round_trips_and_detects_tampering(void **state)
+static void hsm_seal_kwp_fallback_round_trips_and_detects_tampering(void **state)
 {
         (void)state;
         set_ctl("nogcm=1\n");
@@ -899,11 +899,11 @@ int main(void)
                 cmocka_unit_test(hsm_unseal_tampered_blob_fails),
                 cmocka_unit_test(hsm_unseal_truncated_blob_fails),
                 cmocka_unit_test(hsm_seal_too_large_fails),
-                cmocka_unit_test(hsm_random_and_check_succeed),
-                cmocka_unit_test(hsm_device_removed_marks_down_then_recovers),
-                cmocka_unit_test(hsm_slow_call_makes_others_time_out),
-                cmocka_unit_test(hsm_busy_pool_wait_times_out),
-                cmocka_unit_test(hsm_kwp_fallback_round_trips_and_detects_tampering),
+                cmocka_unit_test(hsm_random_check_healthy_link_succeed),
+                cmocka_unit_test(hsm_seal_device_removed_marks_down_then_recovers),
+                cmocka_unit_test(hsm_seal_slow_call_makes_others_time_out),
+                cmocka_unit_test(hsm_seal_busy_pool_wait_times_out),
+                cmocka_unit_test(hsm_seal_kwp_fallback_round_trips_and_detects_tampering),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -782,7 +782,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                 force_close = 1;
 
         uint64_t us = elapsed_us(&t0);
-        const char *route = req.log_route[0] != '\0' ? req.log_route : rt ? rt->name : "none";
+        const char *route = req.log_route[0] != '\0' ? req.log_route : h->slots[slot].name;
         metrics_record(h, slot, resp.status, us);
         log_request(h, &req, route, resp.status, us, ri->remote_addr, error);
 

@@ -208,3 +208,14 @@ def test_admin_token_created_by_admin_can_manage_tokens(srv):
     r = srv.api("DELETE", "/api/v1/tokens/" + other["id"], token=adm["token"])
     assert r.status_code == 200, r.text
     assert srv.api("GET", "/api/v1/keys", token=other["token"]).status_code == 401
+
+
+def test_tokens_never_logged(srv):
+    d = new_token(srv, "admin")
+    srv.api("GET", "/api/v1/keys", token=d["token"])
+    srv.api("GET", "/api/v1/keys", token=d["token"] + "x")
+    with open(srv.log_path, "rb") as f:
+        log = f.read().decode(errors="replace")
+    assert "admin.tokens.create" in log or "token" in log   # the requests were logged
+    for secret in (d["token"], srv.token, d["token"] + "x"):
+        assert secret not in log

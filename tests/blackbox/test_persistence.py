@@ -55,7 +55,7 @@ def test_wrong_pin_fails_clearly(make_server):
     with open(os.path.join(s.dir, "softhsm", "pin"), "w") as f:
         f.write("00000000deadbeef")
     rc, out = s.run_to_exit()
-    assert rc != 0, out
+    assert rc == 4, out     # keywardd --help: 4 = HSM
     assert lines_with(out, "pin"), out
     assert "00000000deadbeef" not in out   # the PIN itself is never printed
 
@@ -67,13 +67,30 @@ def test_missing_module_named(make_server):
     assert lines_with(out, "/nonexistent/libpkcs11-missing.so"), out
 
 
+def test_module_not_a_library_named(make_server, tmp_path):
+    bogus = tmp_path / "libnot-pkcs11.so"
+    bogus.write_bytes(b"this is not an ELF file\n")
+    s = make_server(env={"KEYWARD_HSM_MODULE": str(bogus)})
+    rc, out = s.run_to_exit()
+    assert rc == 4, out
+    assert lines_with(out, str(bogus)), out
+
+
+def test_unknown_token_label_named(make_server):
+    s = make_server(env={"KEYWARD_HSM_TOKEN_LABEL": "no-such-token"})
+    rc, out = s.run_to_exit()
+    assert rc == 4, out
+    assert lines_with(out, "no-such-token"), out
+    assert not os.path.exists(os.path.join(s.dir, "keyward.db"))
+
+
 def test_missing_db_key_file(make_server):
     s = make_server().start()
     create(s, "k1")
     s.stop()
     os.unlink(os.path.join(s.dir, "keyward.db.key"))
     rc, out = s.run_to_exit()
-    assert rc != 0, out
+    assert rc == 5, out     # 5 = database
     assert lines_with(out, "key file", "missing"), out
     assert os.path.exists(os.path.join(s.dir, "keyward.db"))   # nothing was re-created
     assert not os.path.exists(os.path.join(s.dir, "keyward.db.key"))
@@ -92,7 +109,7 @@ def test_database_of_another_state(make_server):
             os.unlink(p)
     shutil.copyfile(os.path.join(b.dir, "keyward.db"), os.path.join(a.dir, "keyward.db"))
     rc, out = a.run_to_exit()
-    assert rc != 0, out
+    assert rc == 5, out
     assert lines_with(out, "database key does not match"), out
 
 
@@ -102,7 +119,7 @@ def test_missing_master_key(make_server):
     s.stop()
     s.env["KEYWARD_HSM_MASTER_KEY_LABEL"] = "keyward-master-other"
     rc, out = s.run_to_exit()
-    assert rc != 0, out
+    assert rc == 4, out
     assert lines_with(out, "master key", "missing"), out
     assert "keyward-master-other" in out
     # the old label still works: nothing was created or changed
