@@ -43,10 +43,10 @@ $(CW_SRC)/.stamp:
 	  cp -r src/src src/include ../civetweb-src/ && rm -rf src
 	@test -f $(CW_SRC)/src/civetweb.c
 	@touch $@
-$(BUILD)/obj/civetweb.o: $(CW_SRC)/.stamp
+$(BUILD)/obj/civetweb.o: $(CW_SRC)/.stamp Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -w -fPIE -fstack-protector-strong -D_FORTIFY_SOURCE=2 $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
-$(BUILD)/san/civetweb.o: $(CW_SRC)/.stamp
+$(BUILD)/san/civetweb.o: $(CW_SRC)/.stamp Makefile
 	@mkdir -p $(dir $@)
 	$(CC) -O1 -g -w -fsanitize=address,undefined -fno-omit-frame-pointer $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
 
@@ -166,7 +166,7 @@ $(BUILD)/fuzzobj/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
 	@echo "  CC-FUZZ $<"
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
-$(BUILD)/fuzzobj/civetweb.o: $(CW_SRC)/.stamp
+$(BUILD)/fuzzobj/civetweb.o: $(CW_SRC)/.stamp Makefile
 	@mkdir -p $(dir $@)
 	$(Q)$(CLANG) -O1 -g -w -fsanitize=address,undefined $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
 $(BUILD)/libkeyward-fuzz.a: $(FUZZ_OBJS) $(BUILD)/fuzzobj/civetweb.o

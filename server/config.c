@@ -1281,6 +1281,17 @@ KW_MUST_USE static kw_result env_apply_one(struct kw_config *cfg, const char *en
         KW_TRY(env_value(entry, n, k, eq + 1, &v));
         key_assign(base, k, &v);
         value_free(&v);
+        if (cfg->n_env_set_ < sizeof cfg->env_set_ / sizeof cfg->env_set_[0]) {
+                size_t i = cfg->n_env_set_++;
+                if (base == (void *)cfg)
+                        snprintf(cfg->env_set_[i].label, sizeof cfg->env_set_[i].label, "[%s] %s",
+                                 k->section, k->key);
+                else
+                        snprintf(cfg->env_set_[i].label, sizeof cfg->env_set_[i].label,
+                                 "[" CFG_STORE_SECTION ".%s] %s",
+                                 ((const struct kw_xks_store *)base)->name, k->key);
+                snprintf(cfg->env_set_[i].var, sizeof cfg->env_set_[i].var, "%.*s", (int)n, entry);
+        }
         return KW_OK;
 }
 
@@ -1335,7 +1346,19 @@ static kw_result validate_fail(const struct kw_config *cfg, int src_line, const 
         va_start(ap, fmt);
         vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
-        kw_err_set_detail("%s: %s", cfg->source ? cfg->source : "(config)", msg);
+        /* a value that came from the environment is blamed on its variable
+         * (the last one that set it wins, as in env_apply) */
+        const char *var = NULL;
+        for (size_t i = 0; i < cfg->n_env_set_; i++) {
+                size_t ll = strlen(cfg->env_set_[i].label);
+                if (strncmp(msg, cfg->env_set_[i].label, ll) == 0 &&
+                    (msg[ll] == ' ' || msg[ll] == ':' || msg[ll] == '\0'))
+                        var = cfg->env_set_[i].var;
+        }
+        if (var != NULL)
+                kw_err_set_detail("env %s: %s", var, msg);
+        else
+                kw_err_set_detail("%s: %s", cfg->source ? cfg->source : "(config)", msg);
         kw_trace(KW_ERR_CONFIG, __FILE__, src_line);
         return KW_RESULT(KW_ERR_CONFIG);
 }

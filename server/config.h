@@ -134,6 +134,14 @@ struct kw_config {
 
         struct kw_xks_store xks_stores[KW_XKS_MAX_STORES];
         size_t n_xks_stores;
+
+        /* private: which environment variable set which "[section] key", so
+         * that a validation error names the variable rather than the file */
+        struct {
+                char label[80];
+                char var[96];
+        } env_set_[32];
+        size_t n_env_set_;
 };
 
 /* Defaults for every key (as documented above). */

@@ -787,6 +787,20 @@ static void config_load_env_errors(void **state)
         }
 }
 
+static void config_load_env_invalid_value_names_the_variable(void **state)
+{
+        (void)state;
+        char *const env[] = { "KEYWARD_HSM_MODULE=/m.so", "KEYWARD_HSM_TOKEN_LABEL=t",
+                              "KEYWARD_HSM_PIN_FILE=/p", "KEYWARD_DB_PATH=/d.db",
+                              "KEYWARD_HTTP_LISTEN=not-an-address", NULL };
+        struct kw_config *c = (struct kw_config *)(uintptr_t)0x1;
+        assert_int_equal(kw_config_load(NULL, env, &c).code, KW_ERR_CONFIG);
+        assert_true(c == (struct kw_config *)(uintptr_t)0x1);
+        const char *want = "env KEYWARD_HTTP_LISTEN: [http] listen";
+        if (strncmp(kw_err_detail(), want, strlen(want)) != 0)
+                fail_msg("'%s' does not start with '%s'", kw_err_detail(), want);
+}
+
 static void config_load_env_ambiguous_store_fails(void **state)
 {
         (void)state;
@@ -1135,6 +1149,7 @@ int main(void)
                 cmocka_unit_test(config_load_env_overrides_apply),
                 cmocka_unit_test(config_load_env_overrides_file_and_stores),
                 cmocka_unit_test(config_load_env_errors),
+                cmocka_unit_test(config_load_env_invalid_value_names_the_variable),
                 cmocka_unit_test(config_load_env_ambiguous_store_fails),
                 cmocka_unit_test(config_load_env_secret_not_echoed),
                 cmocka_unit_test(config_load_null_envp_uses_environ),

@@ -708,6 +708,26 @@ static void log_request(struct kw_http *h, const struct kw_req *req, const char 
         kw_buf_free(&b);
 }
 
+/* After a 413 the client is usually still sending its body; closing at once
+ * would reset the connection and it would never read our answer (RFC 9112
+ * section 9.6).  Read and discard what follows, bounded in bytes and time,
+ * before the close. */
+#define LINGER_MAX_BYTES (4u << 20)
+#define LINGER_MAX_MS 2000
+static void linger_drain(struct mg_connection *conn)
+{
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        char sink[16384];
+        size_t total = 0;
+        while (total < LINGER_MAX_BYTES && elapsed_us(&t0) < LINGER_MAX_MS * 1000ull) {
+                int n = mg_read(conn, sink, sizeof sink);
+                if (n <= 0)
+                        break;
+                total += (size_t)n;
+        }
+}
+
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
         struct kw_http *h = cbdata;
@@ -731,7 +751,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         struct kw_buf body;
         kw_buf_init(&body, h->max_body + 1);
         enum body_state bstate = body_pending(conn);
-        int force_close = 0;
+        int force_close = 0, linger = 0;
         const char *error = NULL;
         const struct kw_route *rt = NULL;
         size_t slot = 0;
@@ -753,6 +773,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                 if (!(rt->listeners & KW_LISTENER_MAIN))
                         req.listener = KW_LISTENER_ADMIN;   /* admin route on a shared listener */
                 int code = read_body(h, conn, &body, &resp, &bstate);
+                linger = code == KW_ERR_TOO_LARGE;
                 const char *text;
                 if (code == 0 && kw_buf_cstr(&body, &text).code == 0) {
                         req.body = (const uint8_t *)text;
@@ -789,6 +810,8 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         int status = resp.status;
         kw_buf_free(&body);
         kw_buf_free(&resp.body);
+        if (linger)
+                linger_drain(conn);
         if (force_close)
                 mg_close_connection(conn);
         return status;

@@ -168,9 +168,6 @@ def test_check_config(make_server):
     assert "not-an-address" in p.stdout + p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an invalid value from KEYWARD_HTTP_LISTEN is "
-                   "reported as '<file>: [http] listen ...' instead of naming the environment "
-                   "variable ('env KEYWARD_HTTP_LISTEN: ...' per config.h)")
 def test_check_config_env_error_names_variable(make_server):
     s = make_server()
     env = dict(s.env, KEYWARD_HTTP_LISTEN="not-an-address")
