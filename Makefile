@@ -107,11 +107,15 @@ $(BUILD)/santest/%_test: %_test.c $(BUILD)/libkeyward-san.a $(BUILD)/libfaulthsm
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
 test-tools: $(BUILD)/kw-test-dbkey
 
+# Parts owned by other directories (attestation library and verifier CLI).
+-include attest/attest.mk
+
 # ---- dependencies (Debian 12, as root; idempotent) ----
 DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl libssl-dev \
             libcjson-dev libsqlcipher-dev sqlcipher libp11-kit-dev p11-kit softhsm2 \
             libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
-            python3-pytest python3-requests python3-botocore python3-cryptography
+            python3-pytest python3-requests python3-botocore python3-cryptography \
+            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
@@ -143,13 +147,13 @@ run:
 
 # ---- tests ----
 unit: $(TESTS)
-	@set -e; for t in $(TESTS); do echo "== $$t"; KW_SRCDIR=$(CURDIR) KW_BUILD=$(CURDIR)/$(BUILD) $$t; done
+	@set -e; for t in $(TESTS); do echo "== $$t"; KW_SRCDIR=$(CURDIR) KW_BUILD=$(abspath $(BUILD)) $$t; done
 unit-san: $(SAN_TESTS)
 	@set -e; for t in $(SAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
-	  KW_SRCDIR=$(CURDIR) KW_BUILD=$(CURDIR)/$(BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  KW_SRCDIR=$(CURDIR) KW_BUILD=$(abspath $(BUILD)) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1 $$t; done
 blackbox: all test-tools
-	cd tests/blackbox && KEYWARD_BUILD=$(CURDIR)/$(BUILD) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
+	cd tests/blackbox && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
 lint:
 	@tests/lint.sh
 check-hardening: $(BUILD)/keywardd

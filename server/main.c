@@ -27,23 +27,39 @@
 #define KEYWARD_VERSION "0.0.0-dev"
 #endif
 
-/* Admin routes share the main listener unless [admin] listen names another. */
-static const struct kw_route routes_shared[] = {
-        { "/api/v1/", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, kw_route_admin, "admin" },
-        { "/healthz", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, kw_route_healthz, "healthz" },
-        { "/metrics", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, kw_route_metrics, "metrics" },
-        { NULL, 0, NULL, NULL },
-};
-static const struct kw_route routes_split[] = {
-        { "/api/v1/", KW_LISTENER_ADMIN, kw_route_admin, "admin" },
-        { "/healthz", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, kw_route_healthz, "healthz" },
-        { "/metrics", KW_LISTENER_ADMIN, kw_route_metrics, "metrics" },
-        { NULL, 0, NULL, NULL },
-};
-static const struct kw_route routes_no_admin[] = {
-        { "/healthz", KW_LISTENER_MAIN, kw_route_healthz, "healthz" },
-        { NULL, 0, NULL, NULL },
-};
+/*
+ * The route table, built once at start from the configuration.  http.c
+ * matches the longest prefix; a route not allowed on a listener is "no
+ * route" there.  The admin API shares the main listener unless [admin]
+ * listen names another address.  Protocol routes (EKM, XKS, attestation)
+ * add their rows here, each only when enabled.
+ */
+#define MAX_ROUTES 32
+static struct kw_route route_table[MAX_ROUTES + 1];
+
+static void route_add(size_t *n, const char *prefix, unsigned listeners, kw_route_fn fn,
+                      const char *name)
+{
+        if (*n < MAX_ROUTES)
+                route_table[(*n)++] = (struct kw_route){ prefix, listeners, fn, name };
+}
+
+static const struct kw_route *build_routes(const struct kw_config *cfg)
+{
+        int split = cfg->admin.listen && cfg->admin.listen[0] &&
+                    strcmp(cfg->admin.listen, cfg->http.listen) != 0;
+        unsigned admin = split ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
+        unsigned both = KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
+        size_t n = 0;
+        route_add(&n, "/healthz", both, kw_route_healthz, "healthz");
+        if (cfg->admin.enable) {
+                route_add(&n, "/api/v1/", admin, kw_route_admin, "admin");
+                route_add(&n, "/metrics", admin, kw_route_metrics, "metrics");
+        }
+        /* protocol routes: on the main listener only */
+        route_table[n] = (struct kw_route){ NULL, 0, NULL, NULL };
+        return route_table;
+}
 
 static void usage(FILE *f)
 {
@@ -319,11 +335,9 @@ int main(int argc, char **argv)
         struct kw_front front = { .cfg = cfg };
         r = kw_cc_new(cfg->custody.socket_path, (unsigned)cfg->custody.connections,
                       (unsigned)cfg->custody.timeout_ms, &front.cc);
-        const struct kw_route *routes = !cfg->admin.enable ? routes_no_admin
-                                        : (cfg->admin.listen && cfg->admin.listen[0] &&
-                                           strcmp(cfg->admin.listen, cfg->http.listen) != 0)
-                                                  ? routes_split
-                                                  : routes_shared;
+        const struct kw_route *routes = build_routes(cfg);
+        int split = cfg->admin.listen && cfg->admin.listen[0] &&
+                    strcmp(cfg->admin.listen, cfg->http.listen) != 0;
         if (r.code == 0)
                 r = kw_http_start(cfg, routes, &front, &front.http);
         if (r.code != 0) {
@@ -334,9 +348,8 @@ int main(int argc, char **argv)
         }
         char url[300], admin_url[300];
         snprintf(url, sizeof url, "https://%s", cfg->http.listen);
-        snprintf(admin_url, sizeof admin_url, "https://%s",
-                 routes == routes_split ? cfg->admin.listen : cfg->http.listen);
-        kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", routes == routes_no_admin ? NULL : admin_url,
+        snprintf(admin_url, sizeof admin_url, "https://%s", split ? cfg->admin.listen : cfg->http.listen);
+        kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", cfg->admin.enable ? admin_url : NULL,
                "version", KEYWARD_VERSION, KW_END);
 
         int sig = 0;
