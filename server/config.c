@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/b64.h"
 #include "config.h"
 #include "common/buf.h"
 #include "common/secret.h"
@@ -145,6 +146,17 @@ static const struct cfg_key cfg_keys[] = {
         K_STR("aws_xks_config", xks, aws_xks_model, "Keyward XKS Proxy", 0),
         K_INT("aws_xks_config", xks, aws_xks_fleet_size, 1, 1, 10000),
         K_INT("aws_xks_config", xks, aws_xks_rate_limit, 1800, 0, 1000000),
+
+        K_BOOL("attestation", attestation, enable, false),
+        K_STR("attestation", attestation, tpm_tcti, "device:/dev/tpmrm0", 0),
+        K_STR("attestation", attestation, pcrs, "0,1,2,3,4,7,11", 0),
+        K_STR("attestation", attestation, ak_handle, "0x81000003", KF_REQUIRED),
+        K_STR("attestation", attestation, snp_device, "/dev/sev-guest", 0),
+        K_STR("attestation", attestation, tsm_report_dir, "/sys/kernel/config/tsm/report", 0),
+        K_STR("attestation", attestation, event_log,
+              "/sys/kernel/security/tpm0/binary_bios_measurements", 0),
+        K_STR("attestation", attestation, expected_values_id, "", 0),
+        K_INT("attestation", attestation, rate_limit, 10, 0, 1000000),
 };
 #define N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])
 
@@ -654,23 +666,13 @@ KW_MUST_USE static kw_result buf_put_checked(struct parser *p, struct kw_buf *b,
         return r;
 }
 
-static int hexval(int c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
 
 /* \uXXXX at the cursor (just after the backslash and 'u'): appends UTF-8. */
 KW_MUST_USE static kw_result parse_u_escape(struct parser *p, struct kw_buf *b)
 {
         uint32_t cp = 0;
         for (int i = 0; i < 4; i++) {
-                int h = hexval(peek(p));
+                int h = kw_hex_value(peek(p));
                 if (h < 0)
                         PFAIL(p, p->line, "bad escape: \\u needs exactly 4 hex digits");
                 cp = cp << 4 | (uint32_t)h;
@@ -1400,7 +1402,7 @@ static bool listen_ok(const char *s)
                 if (hl < 2 || hl > 45 || memchr(s + 1, ':', hl) == NULL)
                         return false;
                 for (size_t i = 1; i <= hl; i++)
-                        if (hexval((uint8_t)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+                        if (kw_hex_value((uint8_t)s[i]) < 0 && s[i] != ':' && s[i] != '.')
                                 return false;
                 return port_ok(close + 2);
         }
@@ -1528,6 +1530,42 @@ KW_MUST_USE static kw_result validate_tls(const struct kw_config *cfg)
         return KW_OK;
 }
 
+/* [attestation] pcrs: "N,N,..." with distinct N in 0..23 ("" = none). */
+static bool attest_pcrs_ok(const char *s)
+{
+        uint32_t seen = 0;
+        while (*s != '\0') {
+                if (*s < '0' || *s > '9')
+                        return false;
+                unsigned v = 0;
+                for (int digits = 0; *s >= '0' && *s <= '9'; s++, digits++) {
+                        if (digits == 2)
+                                return false;
+                        v = v * 10 + (unsigned)(*s - '0');
+                }
+                if (v > 23 || (seen & (1u << v)))
+                        return false;
+                seen |= 1u << v;
+                if (*s == ',' && s[1] != '\0')
+                        s++;
+                else if (*s != '\0')
+                        return false;
+        }
+        return true;
+}
+
+/* [attestation] ak_handle: "0x81" followed by 6 hex digits. */
+static bool attest_handle_ok(const char *s)
+{
+        if (strlen(s) != 10 || strncmp(s, "0x81", 4) != 0)
+                return false;
+        for (size_t i = 4; i < 10; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f') ||
+                      (s[i] >= 'A' && s[i] <= 'F')))
+                        return false;
+        return true;
+}
+
 kw_result kw_config_validate(const struct kw_config *cfg)
 {
         KW_ENSURE(cfg != NULL, KW_ERR_INPUT);
@@ -1581,6 +1619,11 @@ kw_result kw_config_validate(const struct kw_config *cfg)
                 };
                 KW_TRY(validate_xks(cfg, &x));
         }
+        if (!attest_pcrs_ok(cfg->attestation.pcrs))
+                VFAIL(cfg, "[attestation] pcrs: must be a comma-separated list of distinct PCR "
+                           "numbers 0-23, e.g. \"0,1,2,3,4,7,11\"");
+        if (!attest_handle_ok(cfg->attestation.ak_handle))
+                VFAIL(cfg, "[attestation] ak_handle: must be a persistent handle 0x81000000-0x81FFFFFF");
         KW_ENSURE(cfg->n_xks_stores <= KW_XKS_MAX_STORES, KW_ERR_INTERNAL);
         for (size_t i = 0; i < cfg->n_xks_stores; i++) {
                 const struct kw_xks_store *s = &cfg->xks_stores[i];

@@ -132,6 +132,18 @@ struct kw_config {
                 int64_t aws_xks_rate_limit;          /* per prefix, requests/s; 1800   */
         } xks;
 
+        struct {                     /* [attestation] (docs/attestation.md)           */
+                bool enable;         /* false: GET /attestation on the main listener  */
+                char *tpm_tcti;      /* "device:/dev/tpmrm0"; "swtpm:host=..,port=.."; "" = no TPM */
+                char *pcrs;          /* "0,1,2,3,4,7,11" (sha256 bank, quote order)   */
+                char *ak_handle;     /* "0x81000003": persistent AK (created if absent) */
+                char *snp_device;    /* "/dev/sev-guest"; "" = none                   */
+                char *tsm_report_dir;/* "/sys/kernel/config/tsm/report"; "" = none     */
+                char *event_log;     /* TCG boot event log; "" = none                 */
+                char *expected_values_id; /* id of the image's expected-values document */
+                int64_t rate_limit;  /* requests/s, 10; 0 = none                      */
+        } attestation;
+
         struct kw_xks_store xks_stores[KW_XKS_MAX_STORES];
         size_t n_xks_stores;
 

@@ -239,3 +239,14 @@ kw_result kw_hex_encode(const uint8_t *in, size_t n, struct kw_buf *out)
         out->len += 2 * n;
         return KW_OK;
 }
+
+int kw_hex_value(int c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}

@@ -30,5 +30,8 @@ KW_MUST_USE kw_result kw_b64_decode_secret(const char *in, size_t n, struct kw_s
 KW_MUST_USE kw_result kw_b64url_decode_secret(const char *in, size_t n, struct kw_secret *ret);
 
 KW_MUST_USE kw_result kw_hex_encode(const uint8_t *in, size_t n, struct kw_buf *out);
+/* Value of one hex digit (either case), or -1.  Not constant-time: for
+ * encodings of public data (URLs, JSON escapes, config), not secrets. */
+int kw_hex_value(int c);
 
 #endif

@@ -42,6 +42,12 @@ uint32_t kw_tag_max(uint8_t tag)
         case KW_T_XKS_STORE:
                 return 128;
         case KW_T_EKM_CN: case KW_T_REQUEST_ID: return 256;
+        case KW_T_SIGV4_AKID: return 128;
+        case KW_T_SIGV4_STS: return 512;
+        case KW_T_SIGV4_SIG: return 32;
+        case KW_T_XKS_PREFIX: return 128;
+        case KW_T_XKS_REGION: return 64;
+        case KW_T_XKS_VERIFY: return 4;
         default: return 0;
         }
 }

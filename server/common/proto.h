@@ -47,6 +47,16 @@ enum kw_op {
         KW_OP_TOKEN_CREATE = 41, /* R TOKEN_NAME ROLE ACTOR -> JSON {id,name,role,token} */
         KW_OP_TOKEN_LIST = 42,   /* -> JSON {tokens:[...]}                            */
         KW_OP_TOKEN_REVOKE = 43, /* R TOKEN_ID ACTOR -> JSON token                    */
+        /* AWS XKS (docs/xks.md).  Any request may also carry the SigV4 fields
+         * (SIGV4_AKID SIGV4_STS SIGV4_SIG + XKS_STORE): custody then verifies
+         * the signature FIRST and answers KW_ERR_AUTH before anything else. */
+        KW_OP_XKS_AUTH = 50,     /* R XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG -> -  */
+        KW_OP_XKS_STORES = 51,   /* -> JSON {gen, stores:[{name,uri_prefix,region,service,source,access_key_ids}]} (no secrets) */
+        KW_OP_XKS_STORE_CREATE = 52, /* R XKS_STORE XKS_PREFIX ACTOR; O XKS_REGION -> JSON import file + store */
+        KW_OP_XKS_CRED_ROTATE = 53,  /* R XKS_STORE ACTOR -> JSON import file (new pair; at most 2 kept) */
+        KW_OP_XKS_CRED_DELETE = 54,  /* R XKS_STORE SIGV4_AKID ACTOR -> JSON store        */
+        KW_OP_XKS_STORE_DELETE = 55, /* R XKS_STORE ACTOR -> JSON {deleted}               */
+        KW_OP_XKS_IMPORT_FILE = 56,  /* R XKS_STORE ACTOR -> JSON import file (newest pair) */
         KW_OP_MAX = 64
 };
 
@@ -90,7 +100,14 @@ enum kw_tag {
         KW_T_XKS_STORE = 36,    /* the XKS URI prefix / key store name (<= 128)     */
         KW_T_EKM_CN = 37,       /* the client certificate's CN (<= 256)             */
         KW_T_REQUEST_ID = 38,   /* protocol correlation id, for audit/log (<= 256)  */
-        KW_T_MAX = 40
+        /* AWS XKS SigV4 (checked in custody, which holds the secrets) */
+        KW_T_SIGV4_AKID = 40,   /* access key id of the Credential scope (<= 128)   */
+        KW_T_SIGV4_STS = 41,    /* the string to sign, built by the front (<= 512)  */
+        KW_T_SIGV4_SIG = 42,    /* the request's signature, 32 raw bytes            */
+        KW_T_XKS_PREFIX = 43,   /* store URI prefix, "" or "/..." (<= 128)          */
+        KW_T_XKS_REGION = 44,   /* store SigV4 region (<= 64)                       */
+        KW_T_XKS_VERIFY = 45,   /* u32 1: ENCRYPT also decrypts its output before answering (XKS CDIV) */
+        KW_T_MAX = 48
 };
 
 enum kw_keyop {

@@ -19,6 +19,7 @@
 
 #include "../common/b64.h"
 #include "../common/log.h"
+#include "../common/names.h"
 #include "../common/secret.h"
 #include "crypto.h"
 #include "custody.h"
@@ -30,19 +31,7 @@
 
 /* ---------------------------------------------------------------- helpers */
 
-int valid_name(const char *s)
-{
-        size_t n = strlen(s);
-        if (n == 0 || n > 64)
-                return 0;
-        for (size_t i = 0; i < n; i++) {
-                char ch = s[i];
-                if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
-                        return 0;
-        }
-        return 1;
-}
+int valid_name(const char *s) { return kw_name_valid(s); }
 
 void format_time(int64_t t, char out[32])
 {

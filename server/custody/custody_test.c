@@ -344,6 +344,7 @@ static void custody_create_errors_change_nothing(void **state)
         assert_int_equal(create_key("x", "RSA", 1024, 0, NULL), KW_ERR_BAD_FIELD);
         assert_int_equal(create_key("x", "EC", 256, 0, NULL), KW_ERR_BAD_FIELD);
         assert_int_equal(create_key("a b", "AES", 256, 0, NULL), KW_ERR_BAD_NAME);
+        assert_int_equal(create_key("..", "AES", 256, 0, NULL), KW_ERR_BAD_NAME);
         assert_int_equal(create_key("x", "RSA", 2048, KW_KEYOP_ENCRYPT, NULL), KW_ERR_BAD_FIELD);
         assert_int_equal(create_key("x", "AES", 256, 0, "{\"xks\":{\"nope\":[]}}"), KW_ERR_BAD_FIELD);
         cJSON *after = get_json(KW_OP_STATUS, NULL);

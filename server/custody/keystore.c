@@ -45,6 +45,7 @@
 #include <openssl/evp.h>
 #include <sqlite3.h>
 
+#include "../common/names.h"
 #include "keystore.h"
 
 #define KS_DB_KEY_LEN 32
@@ -288,21 +289,7 @@ static int64_t now_ms(void)
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int valid_name(const char *s)
-{
-        if (s == NULL)
-                return 0;
-        size_t n = 0;
-        for (; s[n] != '\0'; n++) {
-                char c = s[n];
-                if (n >= 64)
-                        return 0;
-                if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                      c == '.' || c == '_' || c == '-'))
-                        return 0;
-        }
-        return n >= 1;
-}
+static int valid_name(const char *s) { return s != NULL && kw_name_valid(s); }
 
 static int valid_id(const char *s)
 {

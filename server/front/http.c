@@ -55,6 +55,7 @@
 
 #include <civetweb.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pkcs12.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -110,6 +111,8 @@ struct kw_http {
         _Atomic uint64_t conns_refused;
         char conn_marker;                       /* user data of a connection without SSL* */
         char tls_error[256];
+        unsigned char tls_spki_sha256[32];      /* of the loaded certificate (attestation) */
+        int tls_spki_set;
 };
 
 /* ---- small helpers ---- */
@@ -281,6 +284,19 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
                 tls_fail(h, "the TLS private key does not match the certificate", NULL);
                 return -1;
         }
+        /* SHA-256 of the certificate's SubjectPublicKeyInfo, for the attestation binding */
+        X509 *leaf = SSL_CTX_get0_certificate(ctx);
+        unsigned char *spki = NULL;
+        int spki_len = leaf != NULL ? i2d_X509_PUBKEY(X509_get_X509_PUBKEY(leaf), &spki) : -1;
+        unsigned int md_len = 0;
+        if (spki_len <= 0 || EVP_Digest(spki, (size_t)spki_len, h->tls_spki_sha256, &md_len,
+                                        EVP_sha256(), NULL) != 1 || md_len != 32) {
+                OPENSSL_free(spki);
+                tls_fail(h, "cannot hash the TLS certificate's public key", NULL);
+                return -1;
+        }
+        OPENSSL_free(spki);
+        h->tls_spki_set = 1;
 
         static const unsigned char sid_ctx[] = "keyward-front";
         SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
@@ -861,6 +877,14 @@ static kw_result put_label(struct kw_buf *b, const char *s)
                         KW_TRY(kw_buf_put(b, s, 1));
         }
         return KW_OK;
+}
+
+int kw_http_tls_spki_sha256(const struct kw_http *h, unsigned char out[32])
+{
+        if (h == NULL || !h->tls_spki_set)
+                return -1;
+        memcpy(out, h->tls_spki_sha256, 32);
+        return 0;
 }
 
 kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)

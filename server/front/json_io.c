@@ -25,6 +25,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/secret.h"
+#include "../common/b64.h"
 #include "json_io.h"
 
 /* cJSON's own recursion limit; a deeper max_depth would never be reached. */
@@ -116,16 +117,6 @@ static int scan_literal(struct jscan *s, const char *lit)
         return 1;
 }
 
-static int hexval(int c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
 
 /* Reads "XXXX" (after "\u"); -1 when not four hex digits. */
 static long scan_hex4(struct jscan *s)
@@ -134,7 +125,7 @@ static long scan_hex4(struct jscan *s)
                 return -1;
         long v = 0;
         for (int i = 0; i < 4; i++) {
-                int h = hexval(s->p[s->off + (size_t)i]);
+                int h = kw_hex_value(s->p[s->off + (size_t)i]);
                 if (h < 0)
                         return -1;
                 v = v << 4 | h;

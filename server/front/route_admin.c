@@ -25,6 +25,7 @@
 #include <openssl/x509.h>
 
 #include "../common/b64.h"
+#include "../common/names.h"
 #include "../common/proto.h"
 #include "../common/secret.h"
 #include "front.h"
@@ -137,27 +138,9 @@ static int admin_name_char(unsigned char c)
 }
 
 /* Key names, token names and ids: [A-Za-z0-9._-]{1,64}, and not "." or "..". */
-static int admin_name_valid(const char *s)
-{
-        size_t n = strlen(s);
-        if (n == 0 || n > ADMIN_NAME_MAX || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-                return 0;
-        for (size_t i = 0; i < n; i++)
-                if (!admin_name_char((unsigned char)s[i]))
-                        return 0;
-        return 1;
-}
+static int admin_name_valid(const char *s) { return kw_name_valid(s); }
 
-static int admin_hexval(unsigned char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
+static int admin_hexval(unsigned char c) { return kw_hex_value(c); }
 
 /*
  * Splits the part of path after "/api/v1/" into percent-decoded segments.
