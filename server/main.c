@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@
 #include "config.h"
 #include "custody/custody.h"
 #include "front/front.h"
+#include "front/route_ekm.h"
+#include "front/route_attest.h"
 
 #ifndef KEYWARD_VERSION
 #define KEYWARD_VERSION "0.0.0-dev"
@@ -57,6 +60,10 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
                 route_add(&n, "/metrics", admin, kw_route_metrics, "metrics");
         }
         /* protocol routes: on the main listener only */
+        if (cfg->ekm.azure_ekm_enable)
+                route_add(&n, KW_EKM_ROUTE_PREFIX, KW_LISTENER_MAIN, kw_route_ekm, "ekm");
+        if (cfg->attestation.enable)
+                route_add(&n, "/attestation", KW_LISTENER_MAIN, kw_route_attest, "attestation");
         route_table[n] = (struct kw_route){ NULL, 0, NULL, NULL };
         return route_table;
 }
@@ -123,6 +130,34 @@ static int mkdir_parent(const char *path)
         }
         if (mkdir(dir, 0700) != 0 && errno != EEXIST)
                 return -1;
+        return 0;
+}
+
+/* When the custody process will drop to [custody] user, the directories it
+ * writes (socket, database) must be its own. */
+static int give_dirs_to_custody_user(const struct kw_config *cfg)
+{
+        if (geteuid() != 0 || cfg->custody.user == NULL || cfg->custody.user[0] == '\0')
+                return 0;
+        struct passwd *pw = getpwnam(cfg->custody.user);
+        if (pw == NULL) {
+                fprintf(stderr, "keywardd: [custody] user '%s' does not exist\n", cfg->custody.user);
+                return -1;
+        }
+        const char *paths[] = { cfg->custody.socket_path, cfg->db.path };
+        for (size_t i = 0; i < 2; i++) {
+                char dir[PATH_MAX];
+                snprintf(dir, sizeof dir, "%s", paths[i]);
+                char *slash = strrchr(dir, '/');
+                if (slash == NULL || slash == dir)
+                        continue;
+                *slash = '\0';
+                if (chown(dir, pw->pw_uid, pw->pw_gid) != 0) {
+                        fprintf(stderr, "keywardd: cannot give %s to '%s': %s\n", dir,
+                                cfg->custody.user, strerror(errno));
+                        return -1;
+                }
+        }
         return 0;
 }
 
@@ -298,6 +333,11 @@ int main(int argc, char **argv)
                 kw_config_free(cfg);
                 return 2;
         }
+        if (cfg->ekm.azure_ekm_enable && kw_route_ekm_setup(cfg).code != 0) {
+                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
+                kw_config_free(cfg);
+                return 2;
+        }
         if (check_only) {
                 printf("keywardd: configuration OK (%s)\n", cfg->source);
                 kw_config_free(cfg);
@@ -322,6 +362,8 @@ int main(int argc, char **argv)
                         cfg->custody.socket_path, cfg->db.path, strerror(errno));
                 return 3;
         }
+        if (give_dirs_to_custody_user(cfg) != 0)
+                return 3;
         int rc = custody_spawn(60000);
         if (rc != 0) {
                 fprintf(stderr, "keywardd: the custody process failed to start (exit %d); see the "

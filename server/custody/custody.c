@@ -5,6 +5,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -527,7 +529,7 @@ static int fail(int status, const char *what, kw_result r)
 }
 
 /* The database key: unsealed from key_file, or made and sealed on first start. */
-static kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret)
+kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret)
 {
         const struct kw_config *cfg = c->cfg;
         const char *kf = cfg->db.key_file;
@@ -650,6 +652,25 @@ static kw_result open_socket(const char *path)
         return KW_OK;
 }
 
+/* Started as root with [custody] user set: become that user before anything
+ * is opened, so the HSM session, the database and the keys all belong to it. */
+static kw_result drop_privileges(const char *user)
+{
+        if (user == NULL || user[0] == '\0' || geteuid() != 0)
+                return KW_OK;
+        struct passwd *pw = getpwnam(user);
+        if (pw == NULL) {
+                kw_err_set_detail("[custody] user '%s' does not exist", user);
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0 ||
+            setuid(0) == 0) {
+                kw_err_set_detail("cannot drop privileges to '%s': %s", user, strerror(errno));
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        return KW_OK;
+}
+
 int kw_custody_main(const struct kw_config *cfg, int ready_fd)
 {
         static struct custody c;
@@ -667,7 +688,11 @@ int kw_custody_main(const struct kw_config *cfg, int ready_fd)
         signal(SIGPIPE, SIG_IGN);
 
         int locked = 0;
-        kw_result r = kw_secret_harden_process();
+        kw_result r = drop_privileges(cfg->custody.user);
+        if (r.code != 0)
+                return fail(3, "privileges", r);
+        /* after the drop: setuid makes the process dumpable again */
+        r = kw_secret_harden_process();
         if (r.code == 0)
                 r = kw_secret_init((size_t)cfg->db.secure_heap_bytes, &locked);
         if (r.code != 0)

@@ -66,3 +66,39 @@ def test_front_holds_no_database_or_hsm(server):
     assert db not in fds(front)
     assert "libsofthsm2" in maps(custody)
     assert "libsofthsm2" not in maps(front)
+
+
+def test_custody_drops_to_configured_user(make_server):
+    """Started as root with [custody] user, the custody process runs as that
+    user (and still works); the front keeps its own identity."""
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root to change users")
+    import pwd
+    s = make_server(env={"KEYWARD_CUSTODY_USER": "nobody"})
+    nobody = pwd.getpwnam("nobody")
+    # the state the custody process owns: database dir, HSM token, PIN file
+    os.chmod(s.dir, 0o755)
+    for root, dirs, files in os.walk(s.dir):
+        for n in dirs + files:
+            os.chown(os.path.join(root, n), nobody.pw_uid, nobody.pw_gid)
+    os.chown(s.dir, nobody.pw_uid, nobody.pw_gid)
+    s.start()
+    cpid = s.custody_pid()
+    with open("/proc/%d/status" % cpid) as f:
+        uid_line = [l for l in f.read().splitlines() if l.startswith("Uid:")][0]
+    assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4, uid_line
+    assert os.stat(s.proc.pid and "/proc/%d" % s.proc.pid).st_uid == 0
+    r = s.api("POST", "/api/v1/keys", {"name": "as-nobody", "type": "AES", "size": 256})
+    assert r.status_code == 201, r.text
+    assert os.stat(os.path.join(s.dir, "keyward.db")).st_uid == nobody.pw_uid
+
+
+def test_custody_user_unknown_is_a_clear_error(make_server):
+    import pytest
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    s = make_server(env={"KEYWARD_CUSTODY_USER": "no-such-user-kw"})
+    code, out = s.run_to_exit()
+    assert code != 0
+    assert "no-such-user-kw" in out and "does not exist" in out
