@@ -1,5 +1,5 @@
 /*
- * collect_int.h - private to attest/collect/*.c.
+ * collect_int.h - private to the collector sources of attest/collect.
  */
 #ifndef KW_ATTEST_COLLECT_INT_H
 #define KW_ATTEST_COLLECT_INT_H

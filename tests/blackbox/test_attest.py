@@ -1,0 +1,278 @@
+"""Attestation end to end: keywardd quoting with a real TPM 2.0 (swtpm, one
+per test on free loopback ports), verified by keyward-attest (mbedTLS) and,
+independently, by tpm2-tools' tpm2_checkquote; negative cases: bad nonce,
+a PCR extended after the policy was made, another AK, and a replay of the
+evidence by a server with the same or another TLS key."""
+import base64
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from conftest import BUILD
+
+ATTEST = os.path.join(BUILD, "keyward-attest")
+
+
+def two_free_ports():
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("127.0.0.1", 0))
+            p = a.getsockname()[1]
+            if p >= 65535:
+                continue
+            with socket.socket() as b:
+                try:
+                    b.bind(("127.0.0.1", p + 1))
+                except OSError:
+                    continue
+            return p
+    raise AssertionError("no two adjacent free ports")
+
+
+class Swtpm:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="kw-swtpm-")
+        self.port = two_free_ports()
+        self.log = open(os.path.join(self.dir, "swtpm.log"), "wb")
+        self.proc = subprocess.Popen(
+            ["swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + self.dir,
+             "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % self.port,
+             "--ctrl", "type=tcp,port=%d,bindaddr=127.0.0.1" % (self.port + 1),
+             "--flags", "not-need-init,startup-clear"], stdout=self.log, stderr=self.log)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("swtpm did not start")
+
+    @property
+    def tcti(self):
+        return "swtpm:host=127.0.0.1,port=%d" % self.port
+
+    def tool(self, *args):
+        return subprocess.run(list(args) + ["-T", self.tcti], capture_output=True, text=True, timeout=30)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def swtpm():
+    t = Swtpm()
+    yield t
+    t.stop()
+
+
+def attest_env(tpm, ak="0x81010002", rate="100"):
+    return {"KEYWARD_ATTESTATION_ENABLE": "true",
+            "KEYWARD_ATTESTATION_TPM_TCTI": tpm.tcti,
+            "KEYWARD_ATTESTATION_PCRS": "0,1,2,3,4,7,11",
+            "KEYWARD_ATTESTATION_AK_HANDLE": ak,
+            "KEYWARD_ATTESTATION_SNP_DEVICE": "",
+            "KEYWARD_ATTESTATION_TSM_REPORT_DIR": "",
+            "KEYWARD_ATTESTATION_EVENT_LOG": "",
+            "KEYWARD_ATTESTATION_RATE_LIMIT": rate}
+
+
+def url_of(s):
+    # the certificate names DNS:localhost (mbedTLS 2.28 does not match IP SANs)
+    return "https://localhost:%d" % s.port
+
+
+def attest(*args, timeout=60):
+    return subprocess.run([ATTEST] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def spki_sha256(cert_pem_path):
+    with open(cert_pem_path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    der = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).digest()
+
+
+def binding(nonce, spki):
+    return hashlib.sha256(b"KEYWARD-ATTEST-v1\0" + nonce + spki).digest()
+
+
+def make_policy(s, tmp):
+    p = attest("policy-from", url_of(s), "--ca", s.cacert)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "TRUST ON FIRST USE" in p.stderr
+    pol = json.loads(p.stdout)
+    assert pol["tofu"] is True and "TRUST ON FIRST USE" in pol["comment"]
+    path = os.path.join(tmp, "policy.json")
+    with open(path, "w") as f:
+        f.write(p.stdout)
+    return path, pol
+
+
+def test_attest_swtpm_quote_verifies_end_to_end(make_server, swtpm, tmp_path):
+    s = make_server(env=attest_env(swtpm)).start()
+    nonce = os.urandom(32)
+    r = requests.get(s.url + "/attestation", params={"nonce": nonce.hex()}, verify=s.cacert, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.headers.get("Cache-Control") == "no-store"
+    ev = r.json()
+    assert ev["version"] == 1 and ev["nonce"] == nonce.hex()
+    spki = spki_sha256(s.cacert)
+    assert ev["tls_spki_sha256"] == spki.hex()
+    assert "absent" in ev["snp"] and "absent" in ev["azure"]
+    assert sorted(int(k) for k in ev["tpm"]["pcrs"]) == [0, 1, 2, 3, 4, 7, 11]
+
+    # independent check: tpm2-tools verifies signature, nonce (qualification) and PCR digest
+    d = str(tmp_path)
+    for name in ("ak_public", "quote", "signature"):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(base64.b64decode(ev["tpm"][name]))
+    with open(os.path.join(d, "pcrs"), "wb") as f:   # tpm2_pcrread -o layout: values in selection order
+        for i in (0, 1, 2, 3, 4, 7, 11):
+            f.write(bytes.fromhex(ev["tpm"]["pcrs"][str(i)]))
+    cq = ["tpm2_checkquote", "-u", os.path.join(d, "ak_public"), "-m", os.path.join(d, "quote"),
+          "-s", os.path.join(d, "signature"), "-g", "sha256"]
+    ok = subprocess.run(cq + ["-q", binding(nonce, spki).hex()], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = subprocess.run(cq + ["-q", binding(os.urandom(32), spki).hex()], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode != 0
+
+    # our verifier: TOFU policy, then verification with a fresh nonce
+    pol_path, pol = make_policy(s, d)
+    assert pol["require"]["tpm"] is True and len(pol["tpm"]["ak_sha256"]) == 64
+    v = attest("verify", url_of(s), "--policy", pol_path, "--ca", s.cacert)
+    assert v.returncode == 0, v.stdout + v.stderr
+    for check in ("evidence.nonce", "tpm.ak_attributes", "tpm.signature", "tpm.extra_data",
+                  "tpm.pcr_digest", "tpm.pcrs_policy", "tpm.ak_pinned"):
+        assert check in v.stdout
+    j = attest("verify", url_of(s), "--policy", pol_path, "--ca", s.cacert, "--json")
+    assert j.returncode == 0
+    res = json.loads(j.stdout)
+    assert res["ok"] is True
+    assert {c["name"]: c["status"] for c in res["checks"]}["tpm.signature"] == "pass"
+
+    # a PCR extended after the policy was made
+    ext = swtpm.tool("tpm2_pcrextend", "7:sha256=" + "ab" * 32)
+    assert ext.returncode == 0, ext.stderr
+    v = attest("verify", url_of(s), "--policy", pol_path, "--ca", s.cacert)
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert "tpm.pcrs_policy" in v.stderr and "tpm.signature" not in v.stderr
+
+    # a TLS certificate the verifier does not trust: exit 2 (TLS), not 1
+    other = attest("verify", url_of(s), "--policy", pol_path, "--ca", pol_path)
+    assert other.returncode == 2
+
+
+def test_attest_nonce_must_be_64_hex(make_server, swtpm):
+    s = make_server(env=attest_env(swtpm)).start()
+    for bad in ("", "00", "zz" * 32, "0" * 63, "0" * 66):
+        r = requests.get(s.url + "/attestation", params={"nonce": bad}, verify=s.cacert, timeout=30)
+        assert r.status_code == 400, bad
+        assert r.json()["error"] == "bad_nonce"
+    r = requests.post(s.url + "/attestation?nonce=" + "0" * 64, verify=s.cacert, timeout=30)
+    assert r.status_code == 405
+
+
+def test_attest_another_ak_is_rejected(make_server, swtpm, tmp_path):
+    s1 = make_server(env=attest_env(swtpm, ak="0x81010002")).start()
+    pol_path, _ = make_policy(s1, str(tmp_path))
+    s1.stop()
+    s2 = make_server(env=attest_env(swtpm, ak="0x81010003")).start()
+    v = attest("verify", url_of(s2), "--policy", pol_path, "--ca", s2.cacert)
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert "tpm.ak_pinned" in v.stderr
+    assert "tpm.signature" not in v.stderr and "tpm.pcrs_policy" not in v.stderr
+
+
+class _Replay(http.server.BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *a):
+        pass
+
+
+def replay_server(body, cert, key):
+    _Replay.body = body
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Replay)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_attest_replayed_evidence_is_rejected(make_server, swtpm, tmp_path):
+    d = str(tmp_path)
+    s = make_server(env=attest_env(swtpm)).start()
+    pol_path, _ = make_policy(s, d)
+    saved = os.path.join(d, "evidence.json")
+    v = attest("verify", url_of(s), "--policy", pol_path, "--ca", s.cacert, "--save", saved)
+    assert v.returncode == 0, v.stdout + v.stderr
+    show = attest("show", saved)
+    assert show.returncode == 0 and "PCR  7" in show.stdout and "snp: absent" in show.stdout
+    with open(saved, "rb") as f:
+        body = f.read()
+
+    # the same TLS key (a copy of the server's): the evidence answers another nonce
+    same = replay_server(body, s.cacert, os.path.join(s.dir, "tls", "key.pem"))
+    try:
+        v = attest("verify", "https://localhost:%d" % same.server_address[1], "--policy", pol_path,
+                   "--ca", s.cacert)
+    finally:
+        same.shutdown()
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert "evidence.nonce" in v.stderr and "tpm.extra_data" in v.stderr
+
+    # another TLS key: the binding names the first server's key
+    cert, key = os.path.join(d, "other.pem"), os.path.join(d, "other.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=30)
+    other = replay_server(body, cert, key)
+    try:
+        v = attest("verify", "https://localhost:%d" % other.server_address[1], "--policy", pol_path,
+                   "--ca", cert)
+    finally:
+        other.shutdown()
+    assert v.returncode == 1, v.stdout + v.stderr
+    assert "evidence.tls_key" in v.stderr and "tpm.extra_data" in v.stderr
+
+
+def test_attest_rate_limited_and_disabled_by_default(make_server, swtpm):
+    s = make_server(env=attest_env(swtpm, rate="1")).start()
+    codes = [requests.get(s.url + "/attestation", params={"nonce": os.urandom(32).hex()},
+                          verify=s.cacert, timeout=30).status_code for _ in range(4)]
+    assert 429 in codes and codes[0] == 200
+    plain = make_server().start()
+    r = requests.get(plain.url + "/attestation", params={"nonce": "0" * 64}, verify=plain.cacert, timeout=30)
+    assert r.status_code == 404
