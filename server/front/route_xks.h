@@ -1,0 +1,32 @@
+/*
+ * route_xks.h - the AWS KMS External Key Store (XKS) proxy API v1
+ * (docs/xks.md; our notes: /work/shared/specs/aws-xks.md).
+ */
+#ifndef KW_ROUTE_XKS_H
+#define KW_ROUTE_XKS_H
+
+#include "../common/result.h"
+#include "../config.h"
+#include "http.h"
+
+/* The catch-all route "/" (lowest priority: http.c matches the longest
+ * prefix): XKS paths ("...<prefix>/kms/xks/...") are served or answered with
+ * XKS errors; any other path gets the generic 404 {"error":"no_route"}.
+ * ctx is a struct kw_front *. */
+void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx);
+
+/* Once, before the listener starts: the settings the route reads (fleet,
+ * vendor, rate limit, per-store mTLS subjects) and the configured stores as
+ * the first route table (the custody's list, which adds the stores created
+ * through the admin API, replaces it on first use).  KW_ERR_CONFIG when a
+ * store asks for a client CA this listener cannot check. */
+KW_MUST_USE kw_result kw_route_xks_setup(const struct kw_config *cfg);
+
+/* The stores changed (admin API): the next XKS request reloads the table. */
+void kw_xks_stores_changed(void);
+
+/* The front keeps no SigV4 secret: wipes and frees the secret access keys
+ * of cfg (the custody process reads them from the file itself). */
+void kw_xks_wipe_config_secrets(struct kw_config *cfg);
+
+#endif
