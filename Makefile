@@ -9,7 +9,7 @@ CC      ?= gcc
 Q       ?= @
 CLANG   ?= clang
 BUILD   := build
-PKGS    := openssl libcjson sqlcipher p11-kit-1
+PKGS    := openssl libcjson sqlcipher p11-kit-1 tss2-esys tss2-mu tss2-tctildr
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -51,7 +51,7 @@ $(BUILD)/san/civetweb.o: $(CW_SRC)/.stamp Makefile
 	$(CC) -O1 -g -w -fsanitize=address,undefined -fno-omit-frame-pointer $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
 
 # ---- sources ----
-LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*.c server/front/*.c)) server/config.c
+LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*.c server/front/*.c attest/collect/*.c)) server/config.c
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 TEST_SRCS := $(wildcard server/*_test.c server/*/*_test.c)
@@ -194,6 +194,33 @@ test:
 	@$(MAKE) --no-print-directory test-suites
 test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
 	@echo "make test: all suites passed"
+
+# ---- benchmark (issue 6; tests/bench/): `make bench` writes BENCHMARKS.md ----
+# Not part of `make test`: a benchmark never fails on a number.  Bench-only
+# Debian packages are installed by bench-deps (as root), not by deps.
+BENCH_PKGS  := nginx-light linux-perf eatmydata
+BENCH_TOOLS := $(BUILD)/bench/kw-loadgen $(BUILD)/bench/kw-cryptocost $(BUILD)/bench/kw-bench-populate
+BENCH_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE $(shell pkg-config --cflags openssl)
+$(BUILD)/bench/kw-loadgen: tests/bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) $< $(LDHARD) $(shell pkg-config --libs openssl) -o $@
+$(BUILD)/bench/kw-cryptocost: tests/bench/cryptocost.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) $< $(LDHARD) $(shell pkg-config --libs openssl) -o $@
+$(BUILD)/bench/kw-bench-populate: tests/bench/populate.c $(BUILD)/libkeyward.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -o $@
+.PHONY: bench bench-deps bench-tools
+bench-tools: $(BENCH_TOOLS)
+bench-deps:
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then echo "installing (bench only):" $$missing; apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+bench: bench-deps
+	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
+	@$(MAKE) --no-print-directory all bench-tools
+	KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/bench.py --out BENCHMARKS.md
+# ---- end of benchmark block ----
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/fuzzobj $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/*.so

@@ -135,6 +135,7 @@ static const struct cfg_key cfg_keys[] = {
         K_LIST("azure_ekm_config", ekm, azure_ekm_client_cns),
         K_STR("azure_ekm_config", ekm, azure_ekm_client_ca_file, "", 0),
         K_INT("azure_ekm_config", ekm, azure_ekm_rate_limit, 0, 0, 1000000),
+        K_STR("azure_ekm_config", ekm, azure_ekm_public_host, "", 0),
 
         K_BOOL("aws_xks_config", xks, aws_xks_enable, false),
         K_STR("aws_xks_config", xks, aws_xks_region, "us-east-1", 0),
@@ -1606,6 +1607,11 @@ kw_result kw_config_validate(const struct kw_config *cfg)
         if (!ekm_prefix_ok(cfg->ekm.azure_ekm_path_prefix))
                 VFAIL(cfg, "[azure_ekm_config] azure_ekm_path_prefix: must be \"\" or at most 64 "
                            "characters of A-Za-z0-9/- without a leading, trailing or double '/'");
+        if (!empty(cfg->ekm.azure_ekm_public_host) &&
+            (strlen(cfg->ekm.azure_ekm_public_host) > 255 ||
+             !charset_ok(cfg->ekm.azure_ekm_public_host, ".-:[]")))
+                VFAIL(cfg, "[azure_ekm_config] azure_ekm_public_host: must be \"\" or host[:port] "
+                           "(at most 255 characters of A-Za-z0-9.-:[])");
         for (size_t i = 0; i < cfg->ekm.azure_ekm_client_cns.n; i++)
                 if (empty(cfg->ekm.azure_ekm_client_cns.v[i]))
                         VFAIL(cfg, "[azure_ekm_config] azure_ekm_client_cns: empty name in the list");

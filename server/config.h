@@ -117,6 +117,8 @@ struct kw_config {
                 struct kw_strlist azure_ekm_client_cns;
                 char *azure_ekm_client_ca_file;      /* ours: EKM-specific CA          */
                 int64_t azure_ekm_rate_limit;        /* requests/s, 0 = none           */
+                char *azure_ekm_public_host;         /* ours: host[:port] Azure reaches,
+                                                        for the key URLs ("" = [http] listen) */
         } ekm;
 
         struct {                     /* [aws_xks_config] (Cosmian names kept)         */

@@ -25,6 +25,7 @@
 #include "front/front.h"
 #include "front/route_ekm.h"
 #include "front/route_attest.h"
+#include "front/route_xks.h"
 
 #ifndef KEYWARD_VERSION
 #define KEYWARD_VERSION "0.0.0-dev"
@@ -64,6 +65,10 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
                 route_add(&n, KW_EKM_ROUTE_PREFIX, KW_LISTENER_MAIN, kw_route_ekm, "ekm");
         if (cfg->attestation.enable)
                 route_add(&n, "/attestation", KW_LISTENER_MAIN, kw_route_attest, "attestation");
+        /* AWS XKS: the catch-all "/" (lowest priority: the longest prefix
+         * wins), because key stores have arbitrary URI prefixes and the admin
+         * API creates new ones at run time; non-XKS paths get the generic 404 */
+        route_add(&n, "/", KW_LISTENER_MAIN, kw_route_xks, "xks");
         route_table[n] = (struct kw_route){ NULL, 0, NULL, NULL };
         return route_table;
 }
@@ -338,6 +343,11 @@ int main(int argc, char **argv)
                 kw_config_free(cfg);
                 return 2;
         }
+        if (kw_route_xks_setup(cfg).code != 0) {
+                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
+                kw_config_free(cfg);
+                return 2;
+        }
         if (check_only) {
                 printf("keywardd: configuration OK (%s)\n", cfg->source);
                 kw_config_free(cfg);
@@ -370,6 +380,9 @@ int main(int argc, char **argv)
                                 "log line above\n", rc);
                 return rc;
         }
+        /* the SigV4 secrets are the custody's (it reads them from the file,
+         * also when restarted): none stays in the network-facing process */
+        kw_xks_wipe_config_secrets(cfg);
         pthread_t sup;
         pthread_create(&sup, NULL, custody_supervisor, NULL);
         pthread_detach(sup);

@@ -47,7 +47,7 @@ uint32_t kw_tag_max(uint8_t tag)
         case KW_T_SIGV4_SIG: return 32;
         case KW_T_XKS_PREFIX: return 128;
         case KW_T_XKS_REGION: return 64;
-        case KW_T_XKS_VERIFY: return 4;
+        case KW_T_XKS_FLAGS: return 4;
         default: return 0;
         }
 }

@@ -37,7 +37,7 @@ enum kw_op {
         KW_OP_KEY_SCHEDULE_DELETE = 16, /* R NAME ACTOR; O WAIT_SECONDS -> JSON key   */
         KW_OP_KEY_CANCEL_DELETE = 17,   /* R NAME ACTOR -> JSON key                    */
         KW_OP_KEY_UPDATE = 18,   /* R NAME ACTOR; O TAGS RULES OPS -> JSON key        */
-        KW_OP_ENCRYPT = 20,      /* AES-GCM. R NAME DATA; O AAD; caller -> CT IV TAG VERSION */
+        KW_OP_ENCRYPT = 20,      /* AES-GCM. R NAME DATA; O AAD XKS_FLAGS; caller -> CT IV TAG VERSION */
         KW_OP_DECRYPT = 21,      /* R NAME CT IV TAG VERSION; O AAD; caller -> DATA   */
         KW_OP_WRAP = 22,         /* R NAME ALG DATA; caller -> DATA VERSION            */
         KW_OP_UNWRAP = 23,       /* R NAME ALG DATA; O VERSION; caller -> DATA VERSION */
@@ -106,7 +106,7 @@ enum kw_tag {
         KW_T_SIGV4_SIG = 42,    /* the request's signature, 32 raw bytes            */
         KW_T_XKS_PREFIX = 43,   /* store URI prefix, "" or "/..." (<= 128)          */
         KW_T_XKS_REGION = 44,   /* store SigV4 region (<= 64)                       */
-        KW_T_XKS_VERIFY = 45,   /* u32 1: ENCRYPT also decrypts its output before answering (XKS CDIV) */
+        KW_T_XKS_FLAGS = 45,    /* u32 KW_XKS_F_* for ENCRYPT (see xks_aad.h)        */
         KW_T_MAX = 48
 };
 

@@ -641,3 +641,55 @@ int ctl_cmd_token_revoke(struct ctl *c, const struct ctl_args *a)
 {
         return ctl_simple(c, "DELETE", "tokens", a->pos[0], NULL, NULL);
 }
+
+/* ---- AWS XKS key stores (docs/xks.md) ----------------------------------------- */
+
+int ctl_cmd_xks_list(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_simple(c, "GET", "xks/stores", NULL, NULL, NULL);
+}
+
+int ctl_cmd_xks_create(struct ctl *c, const struct ctl_args *a)
+{
+        const char *prefix = ctl_args_get(a, "uri-prefix"), *region = ctl_args_get(a, "region");
+        if (prefix == NULL) {
+                ctl_err("--uri-prefix is required (\"\" for none)");
+                return CTL_USAGE;
+        }
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "name", a->pos[0]);
+        cJSON_AddStringToObject(doc, "uri_prefix", prefix);
+        if (region != NULL)
+                cJSON_AddStringToObject(doc, "region", region);
+        if (!c->json)
+                fprintf(stderr, "keywardctl: the reply holds a SigV4 secret: keep it safe\n");
+        return ctl_simple(c, "POST", "xks/stores", NULL, NULL, doc);
+}
+
+int ctl_cmd_xks_rotate(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "POST", "xks/stores", a->pos[0], "rotate", NULL);
+}
+
+int ctl_cmd_xks_import_file(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "GET", "xks/stores", a->pos[0], "import-file", NULL);
+}
+
+int ctl_cmd_xks_delete_credential(struct ctl *c, const struct ctl_args *a)
+{
+        const char *akid = ctl_args_get(a, "access-key-id");
+        if (akid == NULL) {
+                ctl_err("--access-key-id is required");
+                return CTL_USAGE;
+        }
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "access_key_id", akid);
+        return ctl_simple(c, "POST", "xks/stores", a->pos[0], "delete-credential", doc);
+}
+
+int ctl_cmd_xks_delete(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "DELETE", "xks/stores", a->pos[0], NULL, NULL);
+}

@@ -138,5 +138,11 @@ int ctl_cmd_audit_verify(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_token_create(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_token_revoke(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_xks_list(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_xks_create(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_xks_rotate(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_xks_import_file(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_xks_delete_credential(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_xks_delete(struct ctl *c, const struct ctl_args *a);
 
 #endif

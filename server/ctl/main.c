@@ -93,6 +93,16 @@ static const struct ctl_opt o_token[] = {
         { NULL, 0, NULL },
 };
 
+static const struct ctl_opt o_xks_create[] = {
+        { "uri-prefix", 1, "URI prefix: \"\" or /a/b (required)" },
+        { "region", 1, "SigV4 region (default us-east-1)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_xks_cred[] = {
+        { "access-key-id", 1, "the access key id to delete (required)" },
+        { NULL, 0, NULL },
+};
+
 static const struct ctl_command ctl_commands[] = {
         { NULL, "status", "", 0, "show the server's status", o_none, ctl_cmd_status },
         { "key", "create", "NAME", 1, "create a key", o_create, ctl_cmd_key_create },
@@ -118,6 +128,17 @@ static const struct ctl_command ctl_commands[] = {
           ctl_cmd_token_create },
         { "token", "list", "", 0, "list API tokens", o_none, ctl_cmd_token_list },
         { "token", "revoke", "ID", 1, "revoke an API token", o_none, ctl_cmd_token_revoke },
+        { "xks", "list", "", 0, "list AWS XKS key stores", o_none, ctl_cmd_xks_list },
+        { "xks", "create", "NAME", 1, "create an XKS key store (prints its console import file)",
+          o_xks_create, ctl_cmd_xks_create },
+        { "xks", "rotate", "NAME", 1, "new SigV4 credential (two stay active)", o_none,
+          ctl_cmd_xks_rotate },
+        { "xks", "import-file", "NAME", 1, "the AWS console import file (newest credential)",
+          o_none, ctl_cmd_xks_import_file },
+        { "xks", "delete-credential", "NAME", 1, "delete one SigV4 credential", o_xks_cred,
+          ctl_cmd_xks_delete_credential },
+        { "xks", "delete", "NAME", 1, "delete an XKS key store created through the API", o_none,
+          ctl_cmd_xks_delete },
         { NULL, NULL, NULL, 0, NULL, NULL, NULL },
 };
 

@@ -349,6 +349,13 @@ static const struct op_row op_table[] = {
         { KW_OP_TOKEN_CREATE, "token.create", op_token_create },
         { KW_OP_TOKEN_LIST, "token.list", op_token_list },
         { KW_OP_TOKEN_REVOKE, "token.revoke", op_token_revoke },
+        { KW_OP_XKS_AUTH, "xks.auth", op_xks_auth },
+        { KW_OP_XKS_STORES, "xks.stores", op_xks_stores },
+        { KW_OP_XKS_STORE_CREATE, "xks.store.create", op_xks_store_create },
+        { KW_OP_XKS_CRED_ROTATE, "xks.credential.rotate", op_xks_cred_rotate },
+        { KW_OP_XKS_CRED_DELETE, "xks.credential.delete", op_xks_cred_delete },
+        { KW_OP_XKS_STORE_DELETE, "xks.store.delete", op_xks_store_delete },
+        { KW_OP_XKS_IMPORT_FILE, "xks.import_file", op_xks_import_file },
 };
 
 static const struct op_row *op_find(uint8_t op)
@@ -400,6 +407,10 @@ static void handle_frame(struct custody *c, const struct kw_buf *in, struct kw_b
                 r = KW_RESULT(KW_ERR_PROTOCOL);
         if (r.code == 0)
                 r = caller_from_msg(&req, &who);
+        /* XKS: a request that carries SigV4 fields is authenticated before
+         * anything else is looked at (docs/xks.md, order of checks) */
+        if (r.code == 0 && kw_msg_has(&req, KW_T_SIGV4_STS))
+                r = custody_xks_auth(c, &req);
         if (r.code == 0)
                 r = kw_msg_begin_reply(out, req.op, req.id, 0);
         if (r.code == 0)
@@ -735,6 +746,8 @@ int kw_custody_main(const struct kw_config *cfg, int ready_fd)
                 r = audit_queue_new(c.ks, (unsigned)cfg->db.audit_flush_ms, &c.aq);
         if (r.code == 0)
                 r = ensure_first_token(&c);
+        if (r.code == 0)
+                r = custody_xks_init(&c);
         if (r.code != 0)
                 return fail(5, "initialisation", r);
         r = open_socket(cfg->custody.socket_path);

@@ -20,6 +20,7 @@
 #include "rules.h"
 
 struct audit_queue;
+struct xks_state;
 
 struct custody {
         const struct kw_config *cfg;
@@ -30,6 +31,7 @@ struct custody {
         pthread_mutex_t write_mu;     /* serialises key mutations            */
         uint64_t gen;                 /* bumped by every key mutation        */
         uint64_t requests, failures, material_loads;  /* atomics          */
+        struct xks_state *xks;        /* XKS stores and SigV4 secrets (custody_xks.c) */
 };
 
 /* What a request says about its caller (strings point into the request). */
@@ -67,6 +69,19 @@ kw_result op_status(struct custody *, const struct kw_msg *, const struct op_cal
 kw_result op_stats(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
 kw_result op_health(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
 
+/* AWS XKS (custody_xks.c). */
+KW_MUST_USE kw_result custody_xks_init(struct custody *c);
+/* Verifies the SigV4 fields of req (XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG):
+ * KW_OK or KW_ERR_AUTH (detail says why, never a secret). */
+KW_MUST_USE kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req);
+kw_result op_xks_auth(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_xks_stores(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_xks_store_create(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_xks_cred_rotate(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_xks_cred_delete(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_xks_store_delete(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_xks_import_file(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+
 /* Key-use audit rows are queued and written in batches (group commit);
  * admin actions are written in the same transaction as their change. */
 KW_MUST_USE kw_result audit_queue_new(struct kw_keystore *ks, unsigned flush_ms, struct audit_queue **ret);
@@ -83,5 +98,16 @@ int valid_name(const char *s);                                        /* [A-Za-z
 
 /* Sweeper: destroys keys whose deletion time has passed. */
 void custody_sweep_deletions(struct custody *c);
+
+/* Shared with tests/bench/populate.c, which fills a key store exactly as
+ * the custody process does (c needs only cfg and hsm set):
+ * seal_material (custody_keys.c) seals a key version's material under the
+ * HSM master key, bound to row->id and version, appending the blob to blob;
+ * load_db_key (custody.c) unseals the database key from [db] key_file
+ * (creating it when db_exists is 0 and the file is absent); *ret is a
+ * secret owned by the caller. */
+KW_MUST_USE kw_result seal_material(struct custody *c, const struct kw_key_row *row, uint32_t version,
+                                    const struct kw_secret *material, struct kw_buf *blob);
+KW_MUST_USE kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret);
 
 #endif

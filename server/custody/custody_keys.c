@@ -18,6 +18,7 @@
 
 #include "../common/b64.h"
 #include "../common/log.h"
+#include "../common/xks_aad.h"
 #include "crypto.h"
 #include "custody_int.h"
 
@@ -133,6 +134,21 @@ static kw_result state_allows_use(const struct kw_key_row *row)
         KW_BAIL(KW_ERR_NOT_FOUND);   /* destroyed keys do not exist for their users */
 }
 
+/* XKS key store isolation (docs/xks.md): an XKS caller reaches a key only
+ * through a store the key's rules assign it to (xks.key_stores); any other
+ * key does not exist for it. */
+static kw_result xks_store_allows(const struct kw_ckey *e, const struct op_caller *who)
+{
+        if (who->ctx.kind != KW_CALLER_XKS)
+                return KW_OK;
+        if (!kw_rules_in_store(e->rules, who->ctx.store)) {
+                kw_err_set_detail("key %s is not in XKS key store %s", e->row.name,
+                                  who->ctx.store ? who->ctx.store : "(none)");
+                KW_BAIL(KW_ERR_NOT_FOUND);
+        }
+        return KW_OK;
+}
+
 /* Lookup, state, rules and operation checks in the protocol order. */
 static kw_result key_for_use(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
                              uint32_t keyop, struct kw_ckey **ret)
@@ -142,7 +158,9 @@ static kw_result key_for_use(struct custody *c, const struct kw_msg *req, const 
         KW_ENSURE(valid_name(name), KW_ERR_BAD_NAME);
         struct kw_ckey *e;
         KW_TRY(key_acquire(c, name, &e));
-        kw_result r = state_allows_use(&e->row);
+        kw_result r = xks_store_allows(e, who);
+        if (r.code == 0)
+                r = state_allows_use(&e->row);
         const char *rule = NULL;
         if (r.code == 0) {
                 r = kw_rules_check(e->rules, &who->ctx, &rule);
@@ -344,9 +362,10 @@ static kw_result read_key_spec(const struct kw_msg *req, struct kw_key_row *row)
         return KW_OK;
 }
 
-/* Seals the material (AES bytes or RSA PKCS#8) of version for row. */
-static kw_result seal_material(struct custody *c, const struct kw_key_row *row, uint32_t version,
-                               const struct kw_secret *material, struct kw_buf *blob)
+/* Seals the material (AES bytes or RSA PKCS#8) of version for row (also used by
+ * tests/bench/populate.c, through custody_int.h). */
+kw_result seal_material(struct custody *c, const struct kw_key_row *row, uint32_t version,
+                        const struct kw_secret *material, struct kw_buf *blob)
 {
         uint8_t aad[64];
         size_t aad_len;
@@ -506,13 +525,42 @@ kw_result op_key_import(struct custody *c, const struct kw_msg *req, const struc
 kw_result op_key_get(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
                      struct kw_buf *reply)
 {
-        (void)who;
         char name[65];
         KW_TRY(kw_msg_get_str(req, KW_T_NAME, name, sizeof name));
         KW_ENSURE(valid_name(name), KW_ERR_BAD_NAME);
         struct kw_ckey *e;
         KW_TRY(key_acquire(c, name, &e));
-        kw_result r = reply_key(reply, &e->row, e->pub);
+        kw_result r = KW_OK;
+        if (who->ctx.kind == KW_CALLER_XKS) {
+                /* XKS metadata: store (404), destroyed (404), pending deletion
+                 * (state), then the key's rules; a disabled key still answers
+                 * (keyStatus DISABLED) */
+                const char *rule = NULL;
+                r = xks_store_allows(e, who);
+                if (r.code == 0 && strcmp(e->row.state, "destroyed") == 0)
+                        r = KW_RESULT(KW_ERR_NOT_FOUND);
+                if (r.code == 0 && strcmp(e->row.state, "pending_deletion") == 0)
+                        r = KW_RESULT(KW_ERR_KEY_PENDING_DELETION);
+                if (r.code == 0) {
+                        r = kw_rules_check(e->rules, &who->ctx, &rule);
+                        if (r.code != 0)
+                                kw_err_set_detail("denied by rule %s", rule);
+                }
+                if (r.code != 0)
+                        audit_push(c->aq, who, "key.metadata", name, r.code, kw_err_detail());
+        } else if (who->ctx.kind != KW_CALLER_ADMIN) {
+                /* a protocol caller (EKM metadata): the use checks, in the
+                 * use order, so that it sees what a wrap would see */
+                const char *rule = NULL;
+                r = state_allows_use(&e->row);
+                if (r.code == 0) {
+                        r = kw_rules_check(e->rules, &who->ctx, &rule);
+                        if (r.code != 0)
+                                kw_err_set_detail("denied by rule %s", rule);
+                }
+        }
+        if (r.code == 0)
+                r = reply_key(reply, &e->row, e->pub);
         kw_keycache_release(c->kc, e);
         return r;
 }
@@ -849,12 +897,34 @@ kw_result op_encrypt(struct custody *c, const struct kw_msg *req, const struct o
                 kw_err_set_detail("AES-GCM needs an AES key");
                 r = KW_RESULT(KW_ERR_OP_NOT_ALLOWED);
         }
+        /* XKS CDIV: the output is checked by a decrypt before it is returned,
+         * so the key must allow decrypt too (usage, before any crypto) */
+        uint32_t flags = 0;
+        if (r.code == 0 && kw_msg_has(req, KW_T_XKS_FLAGS))
+                r = kw_msg_get_u32(req, KW_T_XKS_FLAGS, &flags);
+        uint32_t verify = flags & KW_XKS_F_VERIFY;
+        if (r.code == 0 && verify && !(e->row.ops & KW_KEYOP_DECRYPT)) {
+                kw_err_set_detail("key %s does not allow decrypt, which the integrity check needs",
+                                  e->row.name);
+                r = KW_RESULT(KW_ERR_OP_NOT_ALLOWED);
+        }
         if (r.code == 0)
                 r = kw_msg_get(req, KW_T_DATA, &pt);
         if (r.code == 0 && kw_msg_has(req, KW_T_AAD))
                 r = kw_msg_get(req, KW_T_AAD, &aad);
         const struct kw_ckey_material *m = NULL;
         uint32_t ver = e ? e->row.current_version : 0;
+        /* XKS: the AAD fed to AES-GCM binds the ciphertextMetadata of the
+         * version used (xks_aad.h) */
+        struct kw_buf bound;
+        kw_buf_init(&bound, KW_XKS_AAD_MAX + 2 + 1 + 16);
+        if (r.code == 0 && (flags & KW_XKS_F_BIND)) {
+                char md[16];
+                size_t mdn = kw_xks_md_format(ver, md);
+                r = kw_xks_aad_bind(aad.p, aad.len, (const uint8_t *)md, mdn, &bound);
+                if (r.code == 0)
+                        aad = (struct kw_field){ bound.p, (uint32_t)bound.len };
+        }
         if (r.code == 0)
                 r = kw_ckey_material(e, ver, material_loader, c, &m);
         uint8_t iv[12], tag[16];
@@ -867,10 +937,26 @@ kw_result op_encrypt(struct custody *c, const struct kw_msg *req, const struct o
         if (r.code == 0)
                 r = kw_aes_gcm_encrypt(m->aes.p, m->aes.len, iv, 12, aad.p, aad.len, pt.p, pt.len,
                                        ct.p, tag, 16);
-        if (r.code == 0) {
+        if (r.code == 0)
                 ct.len = pt.len;
-                r = kw_msg_put(reply, KW_T_CT, ct.p, ct.len);
+        if (r.code == 0 && verify) {
+                struct kw_buf chk;
+                kw_buf_init(&chk, 65536);
+                r = kw_buf_reserve(&chk, pt.len);
+                if (r.code == 0)
+                        r = kw_aes_gcm_decrypt(m->aes.p, m->aes.len, iv, 12, aad.p, aad.len, ct.p,
+                                               ct.len, tag, 16, chk.p);
+                if (r.code == 0 && pt.len != 0 && !kw_ct_equal(chk.p, pt.p, pt.len))
+                        r = KW_RESULT(KW_ERR_CRYPTO);
+                if (r.code != 0) {
+                        kw_err_set_detail("the ciphertext did not decrypt back to the plaintext");
+                        r = KW_RESULT(KW_ERR_CRYPTO);
+                }
+                chk.len = pt.len;
+                kw_buf_free(&chk);
         }
+        if (r.code == 0)
+                r = kw_msg_put(reply, KW_T_CT, ct.p, ct.len);
         if (r.code == 0)
                 r = kw_msg_put(reply, KW_T_IV, iv, 12);
         if (r.code == 0)
@@ -878,6 +964,7 @@ kw_result op_encrypt(struct custody *c, const struct kw_msg *req, const struct o
         if (r.code == 0)
                 r = kw_msg_put_u32(reply, KW_T_VERSION, ver);
         kw_buf_free(&ct);
+        kw_buf_free(&bound);
         kw_keycache_release(c->kc, e);
         use_audit(c, who, "key.encrypt", req, r);
         return r;

@@ -150,8 +150,11 @@ static int encrypt(const char *name, const char *pt, const char *aad, const char
         if (aad)
                 kw_cc_put_str(&c, KW_T_AAD, aad);
         if (principal) {
+                /* an XKS caller of the store "s1" (docs/xks.md: keys must be
+                 * assigned to a store to be reachable through it) */
                 kw_cc_put_u32(&c, KW_T_CALLER, KW_CALLER_XKS);
                 kw_cc_put_str(&c, KW_T_XKS_PRINCIPAL, principal);
+                kw_cc_put_str(&c, KW_T_XKS_STORE, "s1");
         }
         int code = kw_cc_invoke(&c).code;
         if (code == 0) {
@@ -297,7 +300,8 @@ static void custody_rotation_keeps_old_versions(void **state)
 static void custody_state_checks_come_before_rules_and_usage(void **state)
 {
         (void)state;
-        const char *rules = "{\"xks\":{\"principals\":[\"arn:aws:iam::1:role/ok-*\"]}}";
+        const char *rules = "{\"xks\":{\"principals\":[\"arn:aws:iam::1:role/ok-*\"],"
+                            "\"key_stores\":[\"s1\"]}}";
         assert_int_equal(create_key("st1", "AES", 256, KW_KEYOP_DECRYPT, rules), 0);
         struct ct x;
         /* usage: the key allows decrypt only */
@@ -315,6 +319,22 @@ static void custody_state_checks_come_before_rules_and_usage(void **state)
         cJSON_Delete(k);
         assert_int_equal(simple(KW_OP_KEY_SET_STATE, "st1", "enabled"), 0);
         assert_int_equal(encrypt("st1", "p", NULL, "arn:aws:iam::1:role/ok-a", &x), KW_ERR_OP_NOT_ALLOWED);
+}
+
+/* XKS store isolation: a key is reachable through a store only when its
+ * rules list the store; otherwise it does not exist for that caller. */
+static void custody_xks_store_isolation(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("iso-none", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("iso-s1", "AES", 256, 0, "{\"xks\":{\"key_stores\":[\"s1\"]}}"), 0);
+        assert_int_equal(create_key("iso-s2", "AES", 256, 0, "{\"xks\":{\"key_stores\":[\"s2\"]}}"), 0);
+        struct ct x;
+        assert_int_equal(encrypt("iso-none", "p", NULL, "arn:a", &x), KW_ERR_NOT_FOUND);
+        assert_int_equal(encrypt("iso-s2", "p", NULL, "arn:a", &x), KW_ERR_NOT_FOUND);
+        assert_int_equal(encrypt("iso-s1", "p", NULL, "arn:a", &x), 0);
+        /* admin callers are not subject to stores */
+        assert_int_equal(encrypt("iso-none", "p", NULL, NULL, &x), 0);
 }
 
 static void custody_deletion_schedule_and_cancel(void **state)
@@ -553,6 +573,7 @@ int main(void)
                 cmocka_unit_test(custody_encrypt_decrypt_binds_aad),
                 cmocka_unit_test(custody_rotation_keeps_old_versions),
                 cmocka_unit_test(custody_state_checks_come_before_rules_and_usage),
+                cmocka_unit_test(custody_xks_store_isolation),
                 cmocka_unit_test(custody_deletion_schedule_and_cancel),
                 cmocka_unit_test(custody_create_errors_change_nothing),
                 cmocka_unit_test(custody_aes_wrap_unwrap),

@@ -122,6 +122,20 @@ static const char *const ks_migrations[] = {
         " revoked INTEGER NOT NULL DEFAULT 0);"
         "CREATE TABLE meta (k TEXT PRIMARY KEY NOT NULL, v TEXT);"
         "INSERT INTO meta (k, v) VALUES ('format', 'keyward');",
+        /* 1 -> 2: AWS XKS key stores created through the admin API, and
+         * their SigV4 credentials (secrets: inside the encrypted file only) */
+        "CREATE TABLE xks_stores ("
+        " name TEXT PRIMARY KEY NOT NULL,"
+        " uri_prefix TEXT UNIQUE NOT NULL,"
+        " region TEXT NOT NULL,"
+        " created INTEGER NOT NULL);"
+        "CREATE TABLE xks_credentials ("
+        " akid TEXT PRIMARY KEY NOT NULL,"
+        " store TEXT NOT NULL REFERENCES xks_stores(name),"
+        " secret TEXT NOT NULL,"
+        " created INTEGER NOT NULL,"
+        " seq INTEGER NOT NULL);"
+        "CREATE INDEX xks_credentials_store ON xks_credentials(store, seq);",
 };
 _Static_assert(sizeof ks_migrations / sizeof ks_migrations[0] == KW_SCHEMA_VERSION,
                "one migration step per schema version");
@@ -1641,6 +1655,209 @@ kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret)
         KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
         ks_lock(ks);
         kw_result r = ks_count(ks, "SELECT count(*) FROM tokens WHERE revoked = 0", ret);
+        ks_unlock(ks);
+        return r;
+}
+
+/* ------------------------------------------------------------ xks stores */
+
+static kw_result xks_cred_insert(struct kw_keystore *ks, const struct kw_xks_cred_row *c)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks,
+                          "INSERT INTO xks_credentials (akid, store, secret, created, seq)"
+                          " VALUES (?1, ?2, ?3, ?4,"
+                          " (SELECT coalesce(max(seq), 0) + 1 FROM xks_credentials))",
+                          &st));
+        KW_TRY(bind_text(ks, st, 1, c->akid));
+        KW_TRY(bind_text(ks, st, 2, c->store));
+        KW_TRY(bind_text(ks, st, 3, c->secret));
+        KW_TRY(bind_i64(ks, st, 4, c->created != 0 ? c->created : now_s()));
+        return ks_step_done(ks, st, "xks credential insert");
+}
+
+static kw_result xks_store_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
+                                     const struct kw_xks_store_row *s,
+                                     const struct kw_xks_cred_row *c,
+                                     const struct kw_audit_entry *audit)
+{
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks,
+                                  "INSERT INTO xks_stores (name, uri_prefix, region, created)"
+                                  " VALUES (?1, ?2, ?3, ?4)",
+                                  &st));
+                KW_TRY(bind_text(ks, st, 1, s->name));
+                KW_TRY(bind_text(ks, st, 2, s->uri_prefix));
+                KW_TRY(bind_text(ks, st, 3, s->region));
+                KW_TRY(bind_i64(ks, st, 4, s->created != 0 ? s->created : now_s()));
+                KW_TRY(ks_step_done(ks, st, "xks store insert"));
+        }
+        KW_TRY(xks_cred_insert(ks, c));
+        struct kw_audit_entry def;
+        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.store.create", NULL, s->name));
+}
+
+kw_result kw_keystore_xks_store_insert(struct kw_keystore *ks, const struct kw_xks_store_row *store,
+                                       const struct kw_xks_cred_row *cred,
+                                       const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && store != NULL && cred != NULL, KW_ERR_INPUT);
+        KW_ENSURE(strcmp(store->name, cred->store) == 0, KW_ERR_INPUT);
+        KW_TRY(check_audit_entry(audit));
+        kw_result r = KS_RUN_TX(ks, tx, xks_store_insert_tx(ks, tx, store, cred, audit));
+        if (r.code == KW_ERR_EXISTS)
+                kw_err_set_detail("an XKS key store with this name or URI prefix exists");
+        return r;
+}
+
+static kw_result xks_store_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *name,
+                                     const struct kw_audit_entry *audit)
+{
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks, "DELETE FROM xks_credentials WHERE store = ?1", &st));
+                KW_TRY(bind_text(ks, st, 1, name));
+                KW_TRY(ks_step_done(ks, st, "xks credential delete"));
+        }
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "DELETE FROM xks_stores WHERE name = ?1", &st));
+        KW_TRY(bind_text(ks, st, 1, name));
+        KW_TRY(ks_step_done(ks, st, "xks store delete"));
+        if (sqlite3_changes(ks->db) != 1) {
+                kw_err_set_detail("no XKS key store named %s (created through the API)", name);
+                KW_BAIL(KW_ERR_NOT_FOUND);
+        }
+        struct kw_audit_entry def;
+        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.store.delete", NULL, name));
+}
+
+kw_result kw_keystore_xks_store_delete(struct kw_keystore *ks, const char *name,
+                                       const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && name != NULL, KW_ERR_INPUT);
+        KW_TRY(check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, xks_store_delete_tx(ks, tx, name, audit));
+}
+
+static kw_result xks_cred_add_tx(struct kw_keystore *ks, struct ks_tx *tx,
+                                 const struct kw_xks_cred_row *c, unsigned keep,
+                                 const struct kw_audit_entry *audit)
+{
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks, "SELECT 1 FROM xks_stores WHERE name = ?1", &st));
+                KW_TRY(bind_text(ks, st, 1, c->store));
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "xks store lookup", &row));
+                if (!row) {
+                        kw_err_set_detail("no XKS key store named %s (created through the API)",
+                                          c->store);
+                        KW_BAIL(KW_ERR_NOT_FOUND);
+                }
+        }
+        KW_TRY(xks_cred_insert(ks, c));
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks,
+                          "DELETE FROM xks_credentials WHERE store = ?1 AND akid NOT IN"
+                          " (SELECT akid FROM xks_credentials WHERE store = ?1"
+                          "  ORDER BY seq DESC LIMIT ?2)",
+                          &st));
+        KW_TRY(bind_text(ks, st, 1, c->store));
+        KW_TRY(bind_i64(ks, st, 2, keep));
+        KW_TRY(ks_step_done(ks, st, "xks credential prune"));
+        struct kw_audit_entry def;
+        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.credential.create", NULL, c->store));
+}
+
+kw_result kw_keystore_xks_cred_add(struct kw_keystore *ks, const struct kw_xks_cred_row *cred,
+                                   unsigned keep, const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && cred != NULL && keep >= 1, KW_ERR_INPUT);
+        KW_TRY(check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, xks_cred_add_tx(ks, tx, cred, keep, audit));
+}
+
+static kw_result xks_cred_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *store,
+                                    const char *akid, const struct kw_audit_entry *audit)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "DELETE FROM xks_credentials WHERE store = ?1 AND akid = ?2", &st));
+        KW_TRY(bind_text(ks, st, 1, store));
+        KW_TRY(bind_text(ks, st, 2, akid));
+        KW_TRY(ks_step_done(ks, st, "xks credential delete"));
+        if (sqlite3_changes(ks->db) != 1) {
+                kw_err_set_detail("store %s has no credential %s", store, akid);
+                KW_BAIL(KW_ERR_NOT_FOUND);
+        }
+        struct kw_audit_entry def;
+        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.credential.delete", NULL, store));
+}
+
+kw_result kw_keystore_xks_cred_delete(struct kw_keystore *ks, const char *store, const char *akid,
+                                      const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && store != NULL && akid != NULL, KW_ERR_INPUT);
+        KW_TRY(check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, xks_cred_delete_tx(ks, tx, store, akid, audit));
+}
+
+static kw_result xks_list_locked(struct kw_keystore *ks,
+                                 int (*store_cb)(const struct kw_xks_store_row *, void *),
+                                 int (*cred_cb)(const struct kw_xks_cred_row *, void *), void *arg)
+{
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks, "SELECT name, uri_prefix, region, created FROM xks_stores"
+                                      " ORDER BY name", &st));
+                for (;;) {
+                        int row = 0;
+                        KW_TRY(ks_step_row(ks, st, "xks store list", &row));
+                        if (!row)
+                                break;
+                        struct kw_xks_store_row s;
+                        memset(&s, 0, sizeof s);
+                        KW_TRY(col_text(st, 0, s.name, sizeof s.name));
+                        KW_TRY(col_text(st, 1, s.uri_prefix, sizeof s.uri_prefix));
+                        KW_TRY(col_text(st, 2, s.region, sizeof s.region));
+                        s.created = sqlite3_column_int64(st, 3);
+                        if (store_cb != NULL && store_cb(&s, arg) != 0)
+                                break;
+                }
+        }
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "SELECT store, akid, secret, created FROM xks_credentials"
+                              " ORDER BY store, seq", &st));
+        for (;;) {
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "xks credential list", &row));
+                if (!row)
+                        break;
+                struct kw_xks_cred_row c;
+                memset(&c, 0, sizeof c);
+                kw_result r = col_text(st, 0, c.store, sizeof c.store);
+                if (kw_ok(r))
+                        r = col_text(st, 1, c.akid, sizeof c.akid);
+                if (kw_ok(r))
+                        r = col_text(st, 2, c.secret, sizeof c.secret);
+                c.created = sqlite3_column_int64(st, 3);
+                int stop = kw_ok(r) && cred_cb != NULL ? cred_cb(&c, arg) : 0;
+                kw_wipe(&c, sizeof c);
+                KW_TRY(r);
+                if (stop)
+                        break;
+        }
+        return KW_OK;
+}
+
+kw_result kw_keystore_xks_list(struct kw_keystore *ks,
+                               int (*store_cb)(const struct kw_xks_store_row *row, void *arg),
+                               int (*cred_cb)(const struct kw_xks_cred_row *row, void *arg),
+                               void *arg)
+{
+        KW_ENSURE(ks != NULL, KW_ERR_INPUT);
+        ks_lock(ks);
+        kw_result r = xks_list_locked(ks, store_cb, cred_cb, arg);
         ks_unlock(ks);
         return r;
 }

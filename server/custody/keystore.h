@@ -24,7 +24,7 @@
 #include "../common/result.h"
 #include "../common/secret.h"
 
-#define KW_SCHEMA_VERSION 1
+#define KW_SCHEMA_VERSION 2
 
 struct kw_keystore;
 
@@ -160,5 +160,44 @@ KW_MUST_USE kw_result kw_keystore_token_list(struct kw_keystore *ks,
 KW_MUST_USE kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
                                                const struct kw_audit_entry *audit);
 KW_MUST_USE kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret);
+
+/* AWS XKS key stores created through the admin API (schema 2).  The SigV4
+ * secret access keys live in the encrypted database only; rows handed to
+ * callbacks are wiped after each call. */
+struct kw_xks_store_row {
+        char name[33];               /* [A-Za-z0-9_-]{1,32}                           */
+        char uri_prefix[129];        /* "" or "/..."                                  */
+        char region[65];
+        int64_t created;
+};
+struct kw_xks_cred_row {
+        char store[33];
+        char akid[33];               /* [A-Z2-7]{20,30}                               */
+        char secret[65];             /* secret: 43..64 of [A-Za-z0-9+/=]              */
+        int64_t created;
+};
+/* Inserts a store with its first credential; KW_ERR_EXISTS when the name or
+ * the prefix is taken. */
+KW_MUST_USE kw_result kw_keystore_xks_store_insert(struct kw_keystore *ks,
+                                                   const struct kw_xks_store_row *store,
+                                                   const struct kw_xks_cred_row *cred,
+                                                   const struct kw_audit_entry *audit);
+/* Deletes a store and its credentials; KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_xks_store_delete(struct kw_keystore *ks, const char *name,
+                                                   const struct kw_audit_entry *audit);
+/* Adds a credential to a store and deletes its oldest ones beyond keep. */
+KW_MUST_USE kw_result kw_keystore_xks_cred_add(struct kw_keystore *ks,
+                                               const struct kw_xks_cred_row *cred, unsigned keep,
+                                               const struct kw_audit_entry *audit);
+/* Deletes one credential of a store; KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_xks_cred_delete(struct kw_keystore *ks, const char *store,
+                                                  const char *akid,
+                                                  const struct kw_audit_entry *audit);
+/* Every store (name order), then every credential (by store, oldest
+ * first).  A callback returning non-zero stops its walk. */
+KW_MUST_USE kw_result kw_keystore_xks_list(struct kw_keystore *ks,
+                                           int (*store_cb)(const struct kw_xks_store_row *row, void *arg),
+                                           int (*cred_cb)(const struct kw_xks_cred_row *row, void *arg),
+                                           void *arg);
 
 #endif

@@ -388,7 +388,9 @@ static void keystore_open_newer_schema_fails_db_version(void **state)
         snprintf(sup, sizeof sup, "up to %d", KW_SCHEMA_VERSION);
         assert_non_null(strstr(kw_err_detail(), sup));
         assert_int_equal(raw_user_version(f->path), 99); /* untouched */
-        raw_exec(f->path, "PRAGMA user_version=1");
+        char back[48];
+        snprintf(back, sizeof back, "PRAGMA user_version=%d", KW_SCHEMA_VERSION);
+        raw_exec(f->path, back);
         ks_open_ok(f);
 }
 
@@ -1315,10 +1317,85 @@ static void keystore_durability_sigkill_loses_no_acknowledged_write(void **state
         ks_open_ok(f);
 }
 
+/* ---- XKS stores (schema 2) ---- */
+
+struct xks_seen {
+        int stores, creds;
+        char akids[8][33];
+        char secrets[8][65];
+};
+
+static int xks_store_cb(const struct kw_xks_store_row *row, void *arg)
+{
+        (void)row;
+        ((struct xks_seen *)arg)->stores++;
+        return 0;
+}
+
+static int xks_cred_cb(const struct kw_xks_cred_row *row, void *arg)
+{
+        struct xks_seen *s = arg;
+        if (s->creds < 8) {
+                snprintf(s->akids[s->creds], sizeof s->akids[0], "%s", row->akid);
+                snprintf(s->secrets[s->creds], sizeof s->secrets[0], "%s", row->secret);
+        }
+        s->creds++;
+        return 0;
+}
+
+static struct kw_xks_cred_row xks_cred(const char *store, const char *akid)
+{
+        struct kw_xks_cred_row c;
+        memset(&c, 0, sizeof c);
+        snprintf(c.store, sizeof c.store, "%s", store);
+        snprintf(c.akid, sizeof c.akid, "%s", akid);
+        snprintf(c.secret, sizeof c.secret, "secret-of-%s-0123456789012345678901234567", akid);
+        return c;
+}
+
+static void keystore_xks_store_insert_rotate_prune_delete(void **state)
+{
+        struct fx *f = *state;
+        struct kw_xks_store_row st = { .name = "s1", .uri_prefix = "/s1", .region = "us-east-1" };
+        struct kw_xks_cred_row c1 = xks_cred("s1", "AAAAAAAAAAAAAAAAAAA1");
+        assert_int_equal(kw_keystore_xks_store_insert(f->ks, &st, &c1, NULL).code, 0);
+        /* name or prefix taken: exists, nothing changed */
+        struct kw_xks_cred_row c9 = xks_cred("s1", "AAAAAAAAAAAAAAAAAAA9");
+        assert_int_equal(kw_keystore_xks_store_insert(f->ks, &st, &c9, NULL).code, KW_ERR_EXISTS);
+        struct kw_xks_store_row st2 = { .name = "s2", .uri_prefix = "/s1", .region = "us-east-1" };
+        struct kw_xks_cred_row c92 = xks_cred("s2", "AAAAAAAAAAAAAAAAAAA9");
+        assert_int_equal(kw_keystore_xks_store_insert(f->ks, &st2, &c92, NULL).code, KW_ERR_EXISTS);
+        struct xks_seen seen = { 0 };
+        assert_int_equal(kw_keystore_xks_list(f->ks, xks_store_cb, xks_cred_cb, &seen).code, 0);
+        assert_int_equal(seen.stores, 1);
+        assert_int_equal(seen.creds, 1);
+        /* two rotations with keep = 2: the first credential is gone */
+        struct kw_xks_cred_row c2 = xks_cred("s1", "AAAAAAAAAAAAAAAAAAA2"), c3 = xks_cred("s1", "AAAAAAAAAAAAAAAAAAA3");
+        assert_int_equal(kw_keystore_xks_cred_add(f->ks, &c2, 2, NULL).code, 0);
+        assert_int_equal(kw_keystore_xks_cred_add(f->ks, &c3, 2, NULL).code, 0);
+        struct kw_xks_cred_row cx = xks_cred("nostore", "AAAAAAAAAAAAAAAAAAA4");
+        assert_int_equal(kw_keystore_xks_cred_add(f->ks, &cx, 2, NULL).code, KW_ERR_NOT_FOUND);
+        ks_reopen(f);   /* persisted, inside the encrypted file */
+        memset(&seen, 0, sizeof seen);
+        assert_int_equal(kw_keystore_xks_list(f->ks, xks_store_cb, xks_cred_cb, &seen).code, 0);
+        assert_int_equal(seen.creds, 2);
+        assert_string_equal(seen.akids[0], c2.akid);
+        assert_string_equal(seen.akids[1], c3.akid);
+        assert_string_equal(seen.secrets[1], c3.secret);
+        assert_int_equal(kw_keystore_xks_cred_delete(f->ks, "s1", c1.akid, NULL).code, KW_ERR_NOT_FOUND);
+        assert_int_equal(kw_keystore_xks_cred_delete(f->ks, "s1", c2.akid, NULL).code, 0);
+        assert_int_equal(kw_keystore_xks_store_delete(f->ks, "s2", NULL).code, KW_ERR_NOT_FOUND);
+        assert_int_equal(kw_keystore_xks_store_delete(f->ks, "s1", NULL).code, 0);
+        memset(&seen, 0, sizeof seen);
+        assert_int_equal(kw_keystore_xks_list(f->ks, xks_store_cb, xks_cred_cb, &seen).code, 0);
+        assert_int_equal(seen.stores + seen.creds, 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+                T(keystore_xks_store_insert_rotate_prune_delete),
                 T(keystore_open_new_file_creates_schema_private),
                 T(keystore_open_reopen_keeps_rows_and_chain),
                 T(keystore_open_wrong_key_fails_key_mismatch),

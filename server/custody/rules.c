@@ -206,3 +206,10 @@ kw_result kw_rules_check(const struct kw_rules *r, const struct kw_caller_ctx *c
         }
         return KW_OK;
 }
+
+int kw_rules_in_store(const struct kw_rules *r, const char *store)
+{
+        if (r == NULL || store == NULL || !r->present[R_STORES])
+                return 0;
+        return list_allows(r, R_STORES, store);
+}

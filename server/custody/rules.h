@@ -46,6 +46,10 @@ void kw_rules_free(struct kw_rules *r);
  * of the list that denied (e.g. "xks.principals"), static storage. */
 KW_MUST_USE kw_result kw_rules_check(const struct kw_rules *r, const struct kw_caller_ctx *c,
                                      const char **ret_rule);
+/* XKS key store isolation (docs/xks.md): 1 when the rules list
+ * xks.key_stores and one entry matches store; 0 otherwise, so a key with no
+ * key_stores list belongs to no XKS store. */
+int kw_rules_in_store(const struct kw_rules *r, const char *store);
 /* '*'-only glob, iterative (no backtracking blow-up). 1 match, 0 not. */
 int kw_glob_match(const char *pattern, const char *s);
 

@@ -414,6 +414,18 @@ const char *kw_req_header(const struct kw_req *req, const char *name)
         return mg_get_header(req->conn_, name);
 }
 
+int kw_req_header_at(const struct kw_req *req, int i, const char **ret_name, const char **ret_value)
+{
+        if (req == NULL || req->conn_ == NULL || i < 0)
+                return -1;
+        const struct mg_request_info *ri = mg_get_request_info(req->conn_);
+        if (ri == NULL || i >= ri->num_headers)
+                return -1;
+        *ret_name = ri->http_headers[i].name;
+        *ret_value = ri->http_headers[i].value;
+        return 0;
+}
+
 int kw_req_query(const struct kw_req *req, const char *name, char *out, size_t outsz)
 {
         if (req == NULL || req->query == NULL || name == NULL || out == NULL || outsz == 0)

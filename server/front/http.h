@@ -45,6 +45,9 @@ struct kw_req {
 
 /* Case-insensitive header lookup; NULL when absent. */
 const char *kw_req_header(const struct kw_req *req, const char *name);
+/* The i-th request header, in received order (repeated names are separate
+ * entries): 0 with *ret_name and *ret_value set, or -1 past the last one. */
+int kw_req_header_at(const struct kw_req *req, int i, const char **ret_name, const char **ret_value);
 /* Value of a query parameter (URL-decoded into out); 0 when found, -1 otherwise. */
 int kw_req_query(const struct kw_req *req, const char *name, char *out, size_t outsz);
 

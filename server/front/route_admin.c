@@ -30,6 +30,8 @@
 #include "../common/secret.h"
 #include "front.h"
 #include "json_io.h"
+#include "route_xks.h"
+#include "route_ekm.h"
 
 #ifndef KEYWARD_VERSION
 #define KEYWARD_VERSION "0.1.0"
@@ -947,12 +949,34 @@ KW_MUST_USE static kw_result admin_keys_import(struct admin_call *a)
         return r;
 }
 
+/* With EKM enabled and an EKM-addressable key name ([A-Za-z0-9-]{1,64}),
+ * the key document gets "ekm_url": the URL to register in Azure
+ * (docs/ekm.md).  The custody document is an object: its closing brace is
+ * reopened. */
+KW_MUST_USE static kw_result admin_add_ekm_url(struct admin_call *a)
+{
+        const struct kw_config *cfg = a->front->cfg;
+        struct kw_buf *b = &a->resp->body;
+        char url[512];
+        if (cfg == NULL || !cfg->ekm.azure_ekm_enable || b->len < 3 || b->p[b->len - 1] != '}' ||
+            kw_ekm_key_url(cfg, a->param, url, sizeof url).code != 0)
+                return KW_OK;
+        b->len--;
+        kw_result r = kw_buf_put_str(b, ",\"ekm_url\":\"");
+        if (r.code == 0)
+                r = kw_buf_put_json_escaped(b, url, strlen(url));
+        if (r.code == 0)
+                r = kw_buf_put_str(b, "\"}");
+        return r;
+}
+
 KW_MUST_USE static kw_result admin_keys_get(struct admin_call *a)
 {
         struct kw_cc_call c;
         kw_cc_begin(a->front->cc, KW_OP_KEY_GET, &c);
         kw_cc_put_str(&c, KW_T_NAME, a->param);
-        return admin_invoke(a, &c, 200);
+        KW_TRY(admin_invoke(a, &c, 200));
+        return admin_add_ekm_url(a);
 }
 
 static const char *const admin_f_update[] = { "operations", "tags", "rules", NULL };
@@ -1121,6 +1145,82 @@ KW_MUST_USE static kw_result admin_tokens_revoke(struct admin_call *a)
 }
 
 /* Literal rows come before "*" rows so that POST keys/import is the import. */
+/* ---- AWS XKS key stores (docs/xks.md) ----------------------------------------- */
+
+KW_MUST_USE static kw_result admin_xks_list(struct admin_call *a)
+{
+        struct kw_cc_call c;
+        kw_cc_begin(a->front->cc, KW_OP_XKS_STORES, &c);
+        return admin_invoke(a, &c, 200);
+}
+
+static const char *const admin_f_xks_store[] = { "name", "uri_prefix", "region", NULL };
+
+/* The answer carries a new secret access key (the console import file):
+ * the response buffer is wiped when freed, nothing is logged. */
+KW_MUST_USE static kw_result admin_xks_create(struct admin_call *a)
+{
+        const char *name = NULL, *prefix = NULL, *region = NULL;
+        KW_TRY(admin_check_fields(a->body, admin_f_xks_store));
+        KW_TRY(admin_get_name(a->body, "name", &name));
+        KW_TRY(kw_json_get_str(a->body, "uri_prefix", 1, 1, 128, &prefix));
+        KW_TRY(kw_json_get_str(a->body, "region", 0, 0, 64, &region));
+        struct kw_cc_call c;
+        kw_cc_begin(a->front->cc, KW_OP_XKS_STORE_CREATE, &c);
+        kw_cc_put_str(&c, KW_T_XKS_STORE, name);
+        kw_cc_put_str(&c, KW_T_XKS_PREFIX, prefix);
+        if (region != NULL)
+                kw_cc_put_str(&c, KW_T_XKS_REGION, region);
+        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
+        kw_result r = admin_invoke(a, &c, 201);
+        kw_xks_stores_changed();
+        return r;
+}
+
+KW_MUST_USE static kw_result admin_xks_store_op(struct admin_call *a, uint8_t op, int status)
+{
+        struct kw_cc_call c;
+        kw_cc_begin(a->front->cc, op, &c);
+        kw_cc_put_str(&c, KW_T_XKS_STORE, a->param);
+        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
+        kw_result r = admin_invoke(a, &c, status);
+        if (op != KW_OP_XKS_IMPORT_FILE)
+                kw_xks_stores_changed();
+        return r;
+}
+
+KW_MUST_USE static kw_result admin_xks_rotate(struct admin_call *a)
+{
+        return admin_xks_store_op(a, KW_OP_XKS_CRED_ROTATE, 200);
+}
+
+KW_MUST_USE static kw_result admin_xks_import_file(struct admin_call *a)
+{
+        return admin_xks_store_op(a, KW_OP_XKS_IMPORT_FILE, 200);
+}
+
+KW_MUST_USE static kw_result admin_xks_delete(struct admin_call *a)
+{
+        return admin_xks_store_op(a, KW_OP_XKS_STORE_DELETE, 200);
+}
+
+static const char *const admin_f_xks_cred[] = { "access_key_id", NULL };
+
+KW_MUST_USE static kw_result admin_xks_delete_cred(struct admin_call *a)
+{
+        const char *akid = NULL;
+        KW_TRY(admin_check_fields(a->body, admin_f_xks_cred));
+        KW_TRY(kw_json_get_str(a->body, "access_key_id", 1, 0, 128, &akid));
+        struct kw_cc_call c;
+        kw_cc_begin(a->front->cc, KW_OP_XKS_CRED_DELETE, &c);
+        kw_cc_put_str(&c, KW_T_XKS_STORE, a->param);
+        kw_cc_put_str(&c, KW_T_SIGV4_AKID, akid);
+        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
+        kw_result r = admin_invoke(a, &c, 200);
+        kw_xks_stores_changed();
+        return r;
+}
+
 static const struct admin_route admin_routes[] = {
         { "GET", "status", ROLES_READ, BODY_NONE, 0, NULL, "admin.status", admin_status },
         { "GET", "keys", ROLES_READ, BODY_NONE, 0, admin_q_keys, "admin.keys.list",
@@ -1150,6 +1250,17 @@ static const struct admin_route admin_routes[] = {
           admin_tokens_list },
         { "POST", "tokens", ROLES_ADMIN, BODY_REQUIRED, 0, NULL, "admin.tokens.create",
           admin_tokens_create },
+        { "GET", "xks/stores", ROLES_READ, BODY_NONE, 0, NULL, "admin.xks.list", admin_xks_list },
+        { "POST", "xks/stores", ROLES_ADMIN, BODY_REQUIRED, 0, NULL, "admin.xks.create",
+          admin_xks_create },
+        { "DELETE", "xks/stores/*", ROLES_ADMIN, BODY_NONE, 0, NULL, "admin.xks.delete",
+          admin_xks_delete },
+        { "POST", "xks/stores/*/rotate", ROLES_ADMIN, BODY_NONE, 0, NULL, "admin.xks.rotate",
+          admin_xks_rotate },
+        { "GET", "xks/stores/*/import-file", ROLES_ADMIN, BODY_NONE, 0, NULL,
+          "admin.xks.import_file", admin_xks_import_file },
+        { "POST", "xks/stores/*/delete-credential", ROLES_ADMIN, BODY_REQUIRED, 0, NULL,
+          "admin.xks.delete_credential", admin_xks_delete_cred },
         { "DELETE", "tokens/*", ROLES_ADMIN, BODY_NONE, 0, NULL, "admin.tokens.revoke",
           admin_tokens_revoke },
         { NULL, NULL, 0, BODY_NONE, 0, NULL, NULL, NULL },
