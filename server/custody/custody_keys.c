@@ -1069,12 +1069,32 @@ kw_result op_wrap(struct custody *c, const struct kw_msg *req, const struct op_c
         return r;
 }
 
+/* One unwrap attempt with the material of version ver. */
+static kw_result unwrap_with(struct custody *c, struct kw_ckey *e, uint32_t alg, uint32_t ver,
+                             const struct kw_field *in, struct kw_secret *ret)
+{
+        const struct kw_ckey_material *m = NULL;
+        KW_TRY(kw_ckey_material(e, ver, material_loader, c, &m));
+        if (alg == KW_ALG_A256KW)
+                return kw_aes_kw_unwrap(m->aes.p, m->aes.len, in->p, in->len, ret);
+        if (alg == KW_ALG_A256KWP)
+                return kw_aes_kwp_unwrap(m->aes.p, m->aes.len, in->p, in->len, ret);
+        return kw_rsa_oaep_decrypt(m->pkey, oaep_md(alg), in->p, in->len, ret);
+}
+
+/*
+ * Unwrap with the version the caller names, or, when it names none (EKM:
+ * wrapped keys carry no version), with each version from the current one
+ * down until one authenticates, so that values wrapped before a rotation
+ * still unwrap.  A failure tries every version, whatever the input, and
+ * answers KW_ERR_DECRYPT like any single failed unwrap.
+ */
 kw_result op_unwrap(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
                     struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
         struct kw_field in = { 0 };
-        uint32_t alg = 0, ver = 0;
+        uint32_t alg = 0, ver = 0, lowest = 0;
         kw_result r = key_for_use(c, req, who, KW_KEYOP_UNWRAP, &e);
         if (r.code == 0)
                 r = kw_msg_get_u32(req, KW_T_ALG, &alg);
@@ -1084,22 +1104,22 @@ kw_result op_unwrap(struct custody *c, const struct kw_msg *req, const struct op
                 r = kw_msg_get(req, KW_T_DATA, &in);
         if (r.code == 0) {
                 ver = e->row.current_version;
-                if (kw_msg_has(req, KW_T_VERSION))
+                lowest = 1;
+                if (kw_msg_has(req, KW_T_VERSION)) {
                         r = kw_msg_get_u32(req, KW_T_VERSION, &ver);
+                        lowest = ver;
+                }
                 if (r.code == 0 && (ver < 1 || ver > e->row.current_version))
                         r = KW_RESULT(KW_ERR_DECRYPT);
         }
-        const struct kw_ckey_material *m = NULL;
-        if (r.code == 0)
-                r = kw_ckey_material(e, ver, material_loader, c, &m);
         struct kw_secret out = { 0 };
         if (r.code == 0) {
-                if (alg == KW_ALG_A256KW)
-                        r = kw_aes_kw_unwrap(m->aes.p, m->aes.len, in.p, in.len, &out);
-                else if (alg == KW_ALG_A256KWP)
-                        r = kw_aes_kwp_unwrap(m->aes.p, m->aes.len, in.p, in.len, &out);
-                else
-                        r = kw_rsa_oaep_decrypt(m->pkey, oaep_md(alg), in.p, in.len, &out);
+                for (;;) {
+                        r = unwrap_with(c, e, alg, ver, &in, &out);
+                        if (r.code != KW_ERR_DECRYPT || ver == lowest)
+                                break;
+                        ver--;
+                }
         }
         if (r.code == 0)
                 r = kw_msg_put(reply, KW_T_DATA, out.p, out.len);

@@ -466,6 +466,33 @@ static void custody_rsa_rotation_new_pair_old_still_unwraps(void **state)
         assert_memory_equal(u, in, 32);
         assert_int_equal(unwrap_version("rsarot", KW_ALG_RSA_OAEP_256, 3, w1, wl1, u, &ul),
                          KW_ERR_DECRYPT);
+        /* with no version named (EKM), values wrapped before the rotation still unwrap */
+        memset(u, 0, sizeof u);
+        assert_int_equal(wrap(KW_OP_UNWRAP, "rsarot", KW_ALG_RSA_OAEP_256, w1, wl1, u, &ul), 0);
+        assert_memory_equal(u, in, 32);
+        w1[10] ^= 1;
+        assert_int_equal(wrap(KW_OP_UNWRAP, "rsarot", KW_ALG_RSA_OAEP_256, w1, wl1, u, &ul),
+                         KW_ERR_DECRYPT);
+}
+
+static void custody_aes_unwrap_after_rotation_tries_older_versions(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("kwrot", "AES", 256, 0, NULL), 0);
+        uint8_t in[32], w[48], u[48];
+        size_t wl, ul;
+        RAND_bytes(in, sizeof in);
+        assert_int_equal(wrap(KW_OP_WRAP, "kwrot", KW_ALG_A256KWP, in, 32, w, &wl), 0);
+        assert_int_equal(simple(KW_OP_KEY_ROTATE, "kwrot", NULL), 0);
+        assert_int_equal(simple(KW_OP_KEY_ROTATE, "kwrot", NULL), 0);
+        assert_int_equal(wrap(KW_OP_UNWRAP, "kwrot", KW_ALG_A256KWP, w, wl, u, &ul), 0);
+        assert_int_equal(ul, 32);
+        assert_memory_equal(u, in, 32);
+        /* named version: only that one */
+        assert_int_equal(unwrap_version("kwrot", KW_ALG_A256KWP, 3, w, wl, u, &ul), KW_ERR_DECRYPT);
+        assert_int_equal(unwrap_version("kwrot", KW_ALG_A256KWP, 1, w, wl, u, &ul), 0);
+        w[0] ^= 1;
+        assert_int_equal(wrap(KW_OP_UNWRAP, "kwrot", KW_ALG_A256KWP, w, wl, u, &ul), KW_ERR_DECRYPT);
 }
 
 static void custody_import_aes_interoperates(void **state)
@@ -579,6 +606,7 @@ int main(void)
                 cmocka_unit_test(custody_aes_wrap_unwrap),
                 cmocka_unit_test(custody_rsa_oaep_wrap_unwrap),
                 cmocka_unit_test(custody_rsa_rotation_new_pair_old_still_unwraps),
+                cmocka_unit_test(custody_aes_unwrap_after_rotation_tries_older_versions),
                 cmocka_unit_test(custody_import_aes_interoperates),
                 cmocka_unit_test(custody_first_token_is_admin),
                 cmocka_unit_test(custody_audit_records_use_and_verifies),

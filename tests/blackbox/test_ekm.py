@@ -687,3 +687,27 @@ def test_ekm_disabled_has_no_route(server):
     r = requests.post(server.url + "/azureekm/info" + API, json={"request_context": CTX},
                       verify=server.cacert, timeout=10)
     assert r.status_code == 404
+
+
+def test_keyward_rotation_keeps_old_wrapped_values_unwrapping(env):
+    """A Keyward-side rotation of an EKM key: new wraps use the new version,
+    values wrapped before it still unwrap (EKM values carry no version), and
+    a bad value still fails like any failed unwrap."""
+    s, ok = env["s"], env["ok"]
+    name = "rot-ekm-" + os.urandom(3).hex()
+    env["admin"]("POST", "/api/v1/keys", {"name": name, "type": "AES", "size": 256,
+                                          "operations": ["wrap", "unwrap"]})
+    dek = os.urandom(32)
+    w1 = ok.wrap(name, "A256KWP", dek)
+    assert w1.status_code == 200, w1.text
+    env["admin"]("POST", "/api/v1/keys/%s/rotate" % name)
+    w2 = ok.wrap(name, "A256KWP", dek)
+    assert w2.status_code == 200, w2.text
+    assert w2.json()["value"] != w1.json()["value"]
+    for w in (w1, w2):
+        u = ok.unwrap(name, "A256KWP", w.json()["value"])
+        assert u.status_code == 200, u.text
+        assert unb64u(u.json()["value"]) == dek
+    bad = bytearray(unb64u(w1.json()["value"]))
+    bad[0] ^= 1
+    assert_ekm_err(ok.unwrap(name, "A256KWP", bytes(bad)), 400, "InvalidRequest")
