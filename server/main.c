@@ -42,10 +42,10 @@
 static struct kw_route route_table[MAX_ROUTES + 1];
 
 static void route_add(size_t *n, const char *prefix, unsigned listeners, kw_route_fn fn,
-                      const char *name)
+                      const char *name, kw_route_error_fn error)
 {
         if (*n < MAX_ROUTES)
-                route_table[(*n)++] = (struct kw_route){ prefix, listeners, fn, name };
+                route_table[(*n)++] = (struct kw_route){ prefix, listeners, fn, name, error };
 }
 
 static const struct kw_route *build_routes(const struct kw_config *cfg)
@@ -55,21 +55,23 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
         unsigned admin = split ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
         unsigned both = KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
         size_t n = 0;
-        route_add(&n, "/healthz", both, kw_route_healthz, "healthz");
+        route_add(&n, "/healthz", both, kw_route_healthz, "healthz", NULL);
         if (cfg->admin.enable) {
-                route_add(&n, "/api/v1/", admin, kw_route_admin, "admin");
-                route_add(&n, "/metrics", admin, kw_route_metrics, "metrics");
+                route_add(&n, "/api/v1/", admin, kw_route_admin, "admin", NULL);
+                route_add(&n, "/metrics", admin, kw_route_metrics, "metrics", NULL);
         }
         /* protocol routes: on the main listener only */
         if (cfg->ekm.azure_ekm_enable)
-                route_add(&n, KW_EKM_ROUTE_PREFIX, KW_LISTENER_MAIN, kw_route_ekm, "ekm");
+                route_add(&n, KW_EKM_ROUTE_PREFIX, KW_LISTENER_MAIN, kw_route_ekm, "ekm",
+                          kw_route_ekm_error);
         if (cfg->attestation.enable)
-                route_add(&n, "/attestation", KW_LISTENER_MAIN, kw_route_attest, "attestation");
+                route_add(&n, "/attestation", KW_LISTENER_MAIN, kw_route_attest, "attestation",
+                          NULL);
         /* AWS XKS: the catch-all "/" (lowest priority: the longest prefix
          * wins), because key stores have arbitrary URI prefixes and the admin
          * API creates new ones at run time; non-XKS paths get the generic 404 */
-        route_add(&n, "/", KW_LISTENER_MAIN, kw_route_xks, "xks");
-        route_table[n] = (struct kw_route){ NULL, 0, NULL, NULL };
+        route_add(&n, "/", KW_LISTENER_MAIN, kw_route_xks, "xks", kw_route_xks_error);
+        route_table[n] = (struct kw_route){ NULL, 0, NULL, NULL, NULL };
         return route_table;
 }
 

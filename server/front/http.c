@@ -821,6 +821,10 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                          * no longer trustworthy, so the connection ends here */
                         error = kw_err_name(code != 0 ? code : KW_ERR_NOMEM);
                         force_close = 1;
+                        if (rt->error != NULL && code != 0 && resp.status < 500) {
+                                resp.extra_headers[0] = '\0';
+                                rt->error(&req, &resp, code);   /* the protocol's own shape */
+                        }
                 }
         }
         if (bstate == BODY_UNREAD)

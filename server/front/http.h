@@ -59,12 +59,18 @@ struct kw_resp {
 };
 
 typedef void (*kw_route_fn)(struct kw_req *req, struct kw_resp *resp, void *ctx);
+/* Formats, in the route's protocol, an error that http.c answers itself on
+ * that route before the handler runs: KW_ERR_TOO_LARGE (body over [http]
+ * max_body_bytes) or an input-class code (malformed body framing).  It sets
+ * resp->status and the body; NULL: http.c's own {"error","message"}. */
+typedef void (*kw_route_error_fn)(struct kw_req *req, struct kw_resp *resp, int code);
 
 struct kw_route {
         const char *prefix;        /* matched against the start of the path        */
         unsigned listeners;        /* mask of enum kw_listener                     */
         kw_route_fn fn;
         const char *name;          /* metrics/log label when the handler sets none */
+        kw_route_error_fn error;   /* optional, see above                          */
 };
 
 /* Starts the listeners of cfg ([http], [tls], [admin]).  routes ends with

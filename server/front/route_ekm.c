@@ -754,3 +754,10 @@ kw_result kw_ekm_key_url(const struct kw_config *cfg, const char *name, char *ou
                  prefix, name);
         return KW_OK;
 }
+
+void kw_route_ekm_error(struct kw_req *req, struct kw_resp *resp, int code)
+{
+        kw_err_set_detail("%s", code == KW_ERR_TOO_LARGE ? "request body too large"
+                                                         : "malformed request body");
+        ekm_fail(req, resp, code == KW_ERR_TOO_LARGE ? KW_ERR_BAD_LENGTH : code, EKM_OP_NONE, 0);
+}

@@ -35,6 +35,9 @@ KW_MUST_USE kw_result kw_route_ekm_setup(const struct kw_config *cfg);
 
 /* The route handler (ctx is a struct kw_front *). */
 void kw_route_ekm(struct kw_req *req, struct kw_resp *resp, void *ctx);
+/* http.c's own refusals on EKM paths (body too large, bad framing) as
+ * {"code":"InvalidRequest",...} (kw_route_error_fn). */
+void kw_route_ekm_error(struct kw_req *req, struct kw_resp *resp, int code);
 
 /* 1 when name can be addressed over EKM: 1..64 characters of [A-Za-z0-9-]. */
 int kw_ekm_key_name_valid(const char *name);

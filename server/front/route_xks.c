@@ -975,3 +975,19 @@ void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx)
         if (x.op == XKS_ENCRYPT || x.op == XKS_DECRYPT)
                 kw_wipe((void *)(uintptr_t)req->body, req->body_len);
 }
+
+void kw_route_xks_error(struct kw_req *req, struct kw_resp *resp, int code)
+{
+        if (req->path == NULL || strstr(req->path, "/kms/xks/") == NULL) {
+                /* the catch-all route also sees paths that are not XKS at all */
+                if (code == KW_ERR_TOO_LARGE)
+                        kw_resp_error(resp, 413, "too_large", "request body too large");
+                return;
+        }
+        struct xks_call x;
+        memset(&x, 0, sizeof x);
+        x.req = req;
+        x.resp = resp;
+        resp->extra_headers[0] = '\0';
+        xks_fail(&x, code == KW_ERR_TOO_LARGE ? KW_ERR_UNSUPPORTED : code, NULL);
+}

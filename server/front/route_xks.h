@@ -14,6 +14,11 @@
  * XKS errors; any other path gets the generic 404 {"error":"no_route"}.
  * ctx is a struct kw_front *. */
 void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx);
+/* http.c's own refusals on XKS paths in the XKS shape (kw_route_error_fn):
+ * a body over [http] max_body_bytes can only hold values beyond our
+ * documented maximum -> 501 UnsupportedOperationException; bad framing ->
+ * 400 ValidationException. */
+void kw_route_xks_error(struct kw_req *req, struct kw_resp *resp, int code);
 
 /* Once, before the listener starts: the settings the route reads (fleet,
  * vendor, rate limit, per-store mTLS subjects) and the configured stores as

@@ -711,3 +711,13 @@ def test_keyward_rotation_keeps_old_wrapped_values_unwrapping(env):
     bad = bytearray(unb64u(w1.json()["value"]))
     bad[0] ^= 1
     assert_ekm_err(ok.unwrap(name, "A256KWP", bytes(bad)), 400, "InvalidRequest")
+
+
+def test_body_over_the_http_cap_is_an_ekm_error(env):
+    """http.c refuses a body over [http] max_body_bytes before the route
+    runs; the answer is still Microsoft's {code, message}."""
+    ok = env["ok"]
+    r = ok.post("/aes-1/wrapkey", {"request_context": CTX, "alg": "A256KWP",
+                                   "value": "A" * 70000})
+    assert_ekm_err(r, 400, "InvalidRequest")
+    assert ok.post("/info").status_code == 200

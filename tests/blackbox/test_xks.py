@@ -565,3 +565,14 @@ def test_cli_xks_commands(make_server):
         401, "AuthenticationFailedException")
     assert s.ctl("xks", "delete", "b").returncode != 0      # configured in the file
     s.ctl("xks", "delete", "cli", check=True)
+
+
+def test_body_over_the_http_cap_is_an_xks_error(env):
+    """A body larger than [http] max_body_bytes never reaches the route, but
+    the answer still has the XKS shape: such a body can only carry values
+    beyond our documented maximum (501 UnsupportedOperationException)."""
+    s, x, _ = env
+    r = x.enc("/a", "k1", os.urandom(60000))
+    err(r, 501, "UnsupportedOperationException")
+    # and the server goes on serving on a new connection
+    assert x.meta("/a", "k1").status_code == 200
