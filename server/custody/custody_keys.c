@@ -159,10 +159,20 @@ static kw_result key_for_use(struct custody *c, const struct kw_msg *req, const 
         struct kw_ckey *e;
         KW_TRY(key_acquire(c, name, &e));
         kw_result r = xks_store_allows(e, who);
+        /* XKS: state (400 InvalidState) comes before secondary authorization
+         * (403), as the XKS order of checks says.  EKM: a key whose rules hide
+         * it from this caller must not exist for it (404), so the rules come
+         * first and its state is never revealed. */
+        int rules_first = who->ctx.kind == KW_CALLER_EKM;
+        const char *rule = NULL;
+        if (r.code == 0 && rules_first) {
+                r = kw_rules_check(e->rules, &who->ctx, &rule);
+                if (r.code != 0)
+                        kw_err_set_detail("denied by rule %s", rule);
+        }
         if (r.code == 0)
                 r = state_allows_use(&e->row);
-        const char *rule = NULL;
-        if (r.code == 0) {
+        if (r.code == 0 && !rules_first) {
                 r = kw_rules_check(e->rules, &who->ctx, &rule);
                 if (r.code != 0)
                         kw_err_set_detail("denied by rule %s", rule);
@@ -550,14 +560,14 @@ kw_result op_key_get(struct custody *c, const struct kw_msg *req, const struct o
                         audit_push(c->aq, who, "key.metadata", name, r.code, kw_err_detail());
         } else if (who->ctx.kind != KW_CALLER_ADMIN) {
                 /* a protocol caller (EKM metadata): the use checks, in the
-                 * use order, so that it sees what a wrap would see */
+                 * EKM use order (rules, then state), so that it sees what a
+                 * wrap would see */
                 const char *rule = NULL;
-                r = state_allows_use(&e->row);
-                if (r.code == 0) {
-                        r = kw_rules_check(e->rules, &who->ctx, &rule);
-                        if (r.code != 0)
-                                kw_err_set_detail("denied by rule %s", rule);
-                }
+                r = kw_rules_check(e->rules, &who->ctx, &rule);
+                if (r.code != 0)
+                        kw_err_set_detail("denied by rule %s", rule);
+                if (r.code == 0)
+                        r = state_allows_use(&e->row);
         }
         if (r.code == 0)
                 r = reply_key(reply, &e->row, e->pub);

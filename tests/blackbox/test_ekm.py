@@ -721,3 +721,18 @@ def test_body_over_the_http_cap_is_an_ekm_error(env):
                                    "value": "A" * 70000})
     assert_ekm_err(r, 400, "InvalidRequest")
     assert ok.post("/info").status_code == 200
+
+
+def test_hidden_key_is_not_found_even_when_disabled(env):
+    """Rules come before state for EKM callers: a key hidden by its rules
+    does not exist for the caller, whatever its state."""
+    s, ok = env["s"], env["ok"]
+    name = "hidden-dis-" + os.urandom(3).hex()
+    env["admin"]("POST", "/api/v1/keys", {
+        "name": name, "type": "AES", "size": 256, "operations": ["wrap", "unwrap"],
+        "rules": {"ekm": {"client_cns": ["someone-else.managedhsmclient.azure.net"]}}})
+    env["admin"]("POST", "/api/v1/keys/%s/disable" % name)
+    assert_ekm_err(ok.post("/%s/metadata" % name), 404, "KeyNotFound")
+    assert_ekm_err(ok.wrap(name, "A256KW", os.urandom(32)), 404, "KeyNotFound")
+    # a disabled key the caller may see is KeyDisabled
+    assert_ekm_err(ok.post("/aes-disabled/metadata"), 403, "KeyDisabled")
