@@ -1,13 +1,18 @@
 """kill -9 durability: a key whose create was acknowledged (201) survives a
-power-cut-like SIGKILL of both processes, and the audit chain stays intact."""
+power-cut-like SIGKILL of both processes at a random moment of a write
+workload, the database opens cleanly after each kill and the audit chain
+stays intact.  KEYWARD_KILL_TRIALS trials (200 by default; `make soak` runs
+more), each killing 50-400 ms into the writes."""
+import os
 import random
+import signal
 import threading
 import time
 
 import requests
 
-TRIALS = 15
-BUDGET_S = 90
+TRIALS = int(os.environ.get("KEYWARD_KILL_TRIALS", "200"))
+FULL_CHECK_EVERY = 25     # the whole key list and the audit chain, every N trials
 
 
 def all_names(s):
@@ -23,33 +28,89 @@ def all_names(s):
             return out
 
 
+def start_fast(s, timeout=30):
+    """Starts keywardd and polls /healthz every 10 ms (start-up is ~70 ms)."""
+    s.start(wait=False)
+    sess = requests.Session()
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if s.proc.poll() is not None:
+            raise AssertionError("keywardd exited with %s:\n%s" % (s.proc.returncode, s.logs()))
+        try:
+            if sess.get(s.url + "/healthz", verify=s.cacert, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.01)
+    raise AssertionError("keywardd not ready in %ss:\n%s" % (timeout, s.logs()))
+
+
+def custody_state(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return [l for l in f if l.startswith("State:")][0].split()[1]
+    except (OSError, IndexError):
+        return None
+
+
+def kill9_both(s):
+    """SIGKILL of both processes at once, as a power cut would.  Done when the
+    front is reaped and the custody is gone or a zombie (a zombie holds no
+    file, lock or memory any more; init reaps orphans only every few seconds
+    in some containers, which conftest's kill9_all waits for)."""
+    cpid = s.custody_pid()
+    os.kill(s.proc.pid, signal.SIGKILL)
+    if cpid:
+        try:
+            os.kill(cpid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    s.proc.wait(timeout=10)
+    s.proc = None
+    s.log.close()
+    deadline = time.time() + 10
+    while cpid and custody_state(cpid) not in (None, "Z"):
+        assert time.time() < deadline, "custody %d survived SIGKILL" % cpid
+        time.sleep(0.002)
+
+
 def test_kill9_keeps_acknowledged_keys(make_server):
     s = make_server()
-    rnd = random.Random(20240601)
+    seed = int(os.environ.get("KEYWARD_KILL_SEED", "20240601"))
+    rnd = random.Random(seed)
     acked = []          # every name whose create got 201, over all trials
+    last = []           # those of the previous trial
     t_start = time.time()
-    trials = 0
     for trial in range(TRIALS):
-        s.start()
-        # after the restart: everything acknowledged so far is there
-        present = all_names(s)
-        missing = [n for n in acked if n not in present]
-        assert not missing, "trial %d: lost acknowledged keys %s\n%s" % (trial, missing[:10],
-                                                                         s.logs())
-        v = s.api("POST", "/api/v1/audit/verify").json()
-        assert v["ok"] is True, v
+        start_fast(s)
+        # after the restart: what the previous trial acknowledged is there (all
+        # of it every FULL_CHECK_EVERY trials), each readable, and the chain holds
+        if trial % FULL_CHECK_EVERY == 0:
+            present = all_names(s)
+            missing = [n for n in acked if n not in present]
+            v = s.api("POST", "/api/v1/audit/verify").json()
+            assert v["ok"] is True, (trial, v)
+        else:
+            sess = requests.Session()     # keep-alive: one handshake for the reads
+            h = {"Authorization": "Bearer " + s.token}
+            missing = [n for n in last if sess.get(s.url + "/api/v1/keys/" + n, headers=h,
+                                                   verify=s.cacert, timeout=10).status_code != 200]
+            sess.close()
+        assert not missing, "trial %d (seed %d): lost acknowledged keys %s\n%s" % (
+            trial, seed, missing[:10], s.logs())
 
         stop = threading.Event()
         mine = []
         failure = []    # (time, exception) of the request that ended the writer
-        kill_at = [float("inf")]
+        started = threading.Event()
 
         def writer():
             sess = requests.Session()
             h = {"Authorization": "Bearer " + s.token}
             i = 0
+            started.set()
             while not stop.is_set():
-                name = "t%02d-k%04d" % (trial, i)
+                name = "t%03d-k%04d" % (trial, i)
                 i += 1
                 try:
                     # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE
@@ -68,29 +129,28 @@ def test_kill9_keeps_acknowledged_keys(make_server):
 
         th = threading.Thread(target=writer, daemon=True)
         th.start()
-        time.sleep(rnd.uniform(0.2, 1.5))
-        kill_at[0] = time.time()
-        s.kill9_all()
+        started.wait(5)
+        time.sleep(rnd.uniform(0.05, 0.4))
+        kill_at = time.time()
+        kill9_both(s)
         stop.set()
         th.join(15)
         assert not th.is_alive()
         # the writer may only have stopped because of the kill
-        early = [e for t, e in failure if t < kill_at[0]]
+        early = [e for t, e in failure if t < kill_at]
         assert not early, "trial %d: the writer failed before the kill: %r" % (trial, early)
         acked += mine
-        trials += 1
-        if time.time() - t_start > BUDGET_S - 10:
-            break
+        last = mine
 
-    s.start()
+    start_fast(s)
     present = all_names(s)
     missing = [n for n in acked if n not in present]
     assert not missing, "lost acknowledged keys %s" % missing[:10]
     # GET each of the last trial's keys (the list and the single read agree)
-    for n in [n for n in acked if n.startswith("t%02d-" % (trials - 1))]:
+    for n in last:
         g = s.api("GET", "/api/v1/keys/" + n)
         assert g.status_code == 200 and g.json()["state"] == "enabled", g.text
     v = s.api("POST", "/api/v1/audit/verify").json()
     assert v["ok"] is True, v
-    assert trials >= 10, "only %d trials in the time budget" % trials
-    assert len(acked) > trials, "the writer hardly wrote anything: %d keys" % len(acked)
+    assert len(acked) > TRIALS, "the writer hardly wrote anything: %d keys" % len(acked)
+    print("%d trials, %d acknowledged keys, %.1f s" % (TRIALS, len(acked), time.time() - t_start))

@@ -123,3 +123,70 @@ def test_hsm_slow_times_out(make_server):
     assert [n for n in now if n != "slow-first"] == sorted(before + ["after-slow"])
     assert s.api("GET", "/api/v1/keys/before").json()["current_version"] == 1
     assert s.proc.poll() is None
+
+
+# ---- the protocol data paths (issue 6): a key that is not in the custody's
+# cache needs the HSM to unseal it; an outage there answers each protocol's
+# documented error fast, and the same custody serves again once the HSM is back.
+
+def _fresh_custody_with_keys(make_server, tmp_path, **kw):
+    from ekm_certs import make_pki
+    from test_ekm import ALLOWED_CN, OTHER_CN, ekm_env
+    from test_xks import TOML
+    pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
+    s = make_server(env=ekm_env(pki, **kw), extra_toml=TOML, faulthsm=True).start()
+    r = s.api("POST", "/api/v1/keys", {"name": "dp-1", "type": "AES",
+                                       "rules": {"xks": {"key_stores": ["default"]}}})
+    assert r.status_code == 201, r.text
+    s.stop()          # a fresh custody: nothing unsealed in its cache
+    s.start()
+    return s, pki
+
+
+def _ekm_wrap(s, pki):
+    import base64
+    import os
+    from test_ekm import API, CTX, PREFIX
+    body = {"request_context": CTX, "alg": "A256KW",
+            "value": base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()}
+    return requests.post(s.url + "/azureekm/%s/dp-1/wrapkey%s" % (PREFIX, API), json=body,
+                         cert=pki["allowed"], verify=s.cacert, timeout=30)
+
+
+def _xks_enc(s):
+    from test_xks import Xks
+    return Xks(s).enc("/a", "dp-1", b"data path plaintext")
+
+
+def _recovers(s, call, within=10):
+    deadline = time.time() + within
+    while time.time() < deadline:
+        r = call()
+        if r.status_code == 200:
+            return r
+        time.sleep(0.2)
+    raise AssertionError("no recovery: %s %s\n%s" % (r.status_code, r.text, s.logs()))
+
+
+def test_hsm_down_on_protocol_data_paths(make_server, tmp_path):
+    from test_xks import err as xks_err
+    s, pki = _fresh_custody_with_keys(make_server, tmp_path)
+    before = names(s)
+    s.hsm("mode=down")
+    time.sleep(0.2)
+    for _ in range(2):
+        t0 = time.time()
+        r = _ekm_wrap(s, pki)
+        assert time.time() - t0 < 3
+        assert r.status_code == 502 and r.json() == {"code": "BadGateway", "message": r.json()["message"]}, r.text
+        t0 = time.time()
+        r = _xks_enc(s)
+        assert time.time() - t0 < 3
+        xks_err(r, 503, "DependencyTimeoutException")
+    assert names(s) == before
+    s.hsm("mode=up")
+    _recovers(s, lambda: _ekm_wrap(s, pki))
+    _recovers(s, lambda: _xks_enc(s))
+    assert s.proc.poll() is None       # no restart happened
+    assert s.api("POST", "/api/v1/audit/verify").json()["ok"] is True
+

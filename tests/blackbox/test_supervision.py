@@ -102,3 +102,94 @@ def test_custody_user_unknown_is_a_clear_error(make_server):
     code, out = s.run_to_exit()
     assert code != 0
     assert "no-such-user-kw" in out and "does not exist" in out
+
+
+def test_custody_killed_protocols_answer_503_then_recover(make_server, tmp_path):
+    """kill -9 of the custody process while EKM and XKS clients keep calling:
+    every answer is either a success or the protocol's documented 503 (EKM
+    ServiceUnavailable with Retry-After, XKS DependencyTimeoutException), the
+    restarted custody serves both again, and the front never went away.
+    Repeated kills so that the restart window is actually hit."""
+    import base64
+    import threading
+    import requests
+    from ekm_certs import make_pki
+    from test_ekm import ALLOWED_CN, API, CTX, OTHER_CN, PREFIX, ekm_env
+    from test_xks import TOML, Xks
+    from test_xks import err as xks_err
+    pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
+    s = make_server(env=ekm_env(pki), extra_toml=TOML).start()
+    r = s.api("POST", "/api/v1/keys", {"name": "sup-1", "type": "AES",
+                                       "rules": {"xks": {"key_stores": ["default"]}}})
+    assert r.status_code == 201, r.text
+    keys_before = s.api("GET", "/api/v1/keys?limit=1000").json()["keys"]
+    x = Xks(s)
+    ekm = requests.Session()
+    body = {"request_context": CTX, "alg": "A256KW",
+            "value": base64.urlsafe_b64encode(bytes(32)).rstrip(b"=").decode()}
+
+    def ekm_wrap():
+        return ekm.post(s.url + "/azureekm/%s/sup-1/wrapkey%s" % (PREFIX, API), json=body,
+                        cert=pki["allowed"], verify=s.cacert, timeout=30)
+
+    def xks_enc():
+        return x.enc("/a", "sup-1", b"supervised")
+
+    assert ekm_wrap().status_code == 200 and xks_enc().status_code == 200
+    seen = {"ekm": 0, "xks": 0}
+    bad = []
+    stop = threading.Event()
+
+    def client(name, call):
+        while not stop.is_set():
+            r = call()
+            if r.status_code == 200:
+                continue
+            try:
+                if name == "ekm":
+                    assert r.status_code == 503 and r.json()["code"] == "ServiceUnavailable", r.text
+                    assert int(r.headers["Retry-After"]) >= 1
+                else:
+                    xks_err(r, 503, "DependencyTimeoutException")
+                seen[name] += 1
+            except AssertionError as e:
+                bad.append((name, str(e)))
+                return
+
+    threads = [threading.Thread(target=client, args=a) for a in (("ekm", ekm_wrap), ("xks", xks_enc))]
+    for t in threads:
+        t.start()
+    front = s.proc.pid
+    try:
+        for _ in range(5):
+            old = s.custody_pid()
+            assert old
+            os.kill(old, signal.SIGKILL)
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                new = s.custody_pid()
+                if new and new != old:
+                    break
+                time.sleep(0.01)
+            assert new and new != old
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not bad, bad
+    # recovered: both protocols served by the restarted custody, nothing changed
+    for call in (ekm_wrap, xks_enc):
+        deadline = time.time() + 20
+        while True:
+            r = call()
+            if r.status_code == 200 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200, r.text
+    assert s.proc.poll() is None and s.proc.pid == front
+    assert s.api("GET", "/api/v1/keys?limit=1000").json()["keys"] == keys_before
+    assert s.api("POST", "/api/v1/audit/verify").json()["ok"] is True
+    print("503 answers seen during the restarts:", seen)
+    # with two clients calling in a loop across five restarts the window is hit
+    assert seen["ekm"] + seen["xks"] > 0, seen
