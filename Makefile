@@ -115,7 +115,7 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             libcjson-dev libsqlcipher-dev sqlcipher libp11-kit-dev p11-kit softhsm2 \
             libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
             python3-pytest python3-requests python3-botocore python3-cryptography \
-            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev
+            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
@@ -221,6 +221,18 @@ bench: bench-deps
 	@$(MAKE) --no-print-directory all bench-tools
 	KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/bench/bench.py --out BENCHMARKS.md
 # ---- end of benchmark block ----
+
+# ---- soak (issue 6; tests/soak/): not part of `make test` ----
+# Mixed admin + EKM + XKS load for SOAK_SECONDS with RSS and fd checks of both
+# processes, then the kill -9 durability test with SOAK_KILL_TRIALS trials.
+SOAK_SECONDS     ?= 600
+SOAK_KILL_TRIALS ?= 1000
+.PHONY: soak
+soak: all test-tools
+	SOAK_SECONDS=$(SOAK_SECONDS) KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/soak/soak.py
+	cd tests/blackbox && KEYWARD_KILL_TRIALS=$(SOAK_KILL_TRIALS) KEYWARD_BUILD=$(abspath $(BUILD)) \
+	  /usr/bin/python3 -m pytest -q -x -p no:cacheprovider test_durability.py
+# ---- end of soak block ----
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/fuzzobj $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/*.so

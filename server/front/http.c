@@ -260,9 +260,13 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
                 tls_fail(h, "cannot set the TLS versions", NULL);
                 return -1;
         }
+        /* CLEANSE_PLAINTEXT: OpenSSL decrypts records in place in its read
+         * buffer and would keep the last one (a token, key material, a
+         * plaintext) there until overwritten (tests/blackbox/test_secrets.py) */
         SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                          SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                         SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION);
+                                         SSL_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION |
+                                         SSL_OP_CLEANSE_PLAINTEXT);
         const char *c12 = nonempty(cfg->tls.ciphers_tls12) ? cfg->tls.ciphers_tls12 : DEFAULT_TLS12_CIPHERS;
         if (SSL_CTX_set_cipher_list(ctx, c12) != 1) {
                 tls_fail(h, "invalid [tls] ciphers_tls12", NULL);
@@ -756,6 +760,19 @@ static void linger_drain(struct mg_connection *conn)
         }
 }
 
+/* CivetWeb parses a request in place in its per-worker connection buffer and
+ * leaves it there until a later request overwrites it: wipe the bearer token
+ * (the value points into that buffer) once the request is answered. */
+static void wipe_conn_credentials(struct mg_connection *conn)
+{
+        const struct mg_request_info *ri = mg_get_request_info(conn);
+        for (int i = 0; ri != NULL && i < ri->num_headers; i++) {
+                const char *n = ri->http_headers[i].name, *v = ri->http_headers[i].value;
+                if (n != NULL && v != NULL && strcasecmp(n, "Authorization") == 0)
+                        OPENSSL_cleanse((char *)(uintptr_t)v, strlen(v));
+        }
+}
+
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
         struct kw_http *h = cbdata;
@@ -840,6 +857,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         log_request(h, &req, route, resp.status, us, ri->remote_addr, error);
 
         int status = resp.status;
+        wipe_conn_credentials(conn);
         kw_buf_free(&body);
         kw_buf_free(&resp.body);
         if (linger)

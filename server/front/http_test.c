@@ -298,13 +298,23 @@ static void r_err(struct kw_req *req, struct kw_resp *resp, void *ctx)
         snprintf(req->log_error, sizeof req->log_error, "forbidden");
 }
 
+/* A protocol's own shape for http.c's refusals on its route. */
+static void r_proto_error(struct kw_req *req, struct kw_resp *resp, int code)
+{
+        (void)req;
+        resp->status = code == KW_ERR_TOO_LARGE ? 501 : 400;
+        kw_buf_reset(&resp->body);
+        kw_ignore(kw_buf_put_str(&resp->body, "{\"proto\":\"too big\"}"));
+}
+
 static const struct kw_route routes[] = {
-        { "/v1/", KW_LISTENER_MAIN, r_v1, "v1" },
-        { "/v1/keys", KW_LISTENER_MAIN, r_keys, "v1.keys" },
-        { "/admin/", KW_LISTENER_ADMIN, r_admin, "admin" },
-        { "/broken", KW_LISTENER_MAIN, r_broken, "broken" },
-        { "/err", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_err, "err" },
-        { NULL, 0, NULL, NULL },
+        { "/v1/", KW_LISTENER_MAIN, r_v1, "v1", NULL },
+        { "/v1/keys", KW_LISTENER_MAIN, r_keys, "v1.keys", NULL },
+        { "/admin/", KW_LISTENER_ADMIN, r_admin, "admin", NULL },
+        { "/broken", KW_LISTENER_MAIN, r_broken, "broken", NULL },
+        { "/err", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_err, "err", NULL },
+        { "/proto/", KW_LISTENER_MAIN, r_v1, "proto", r_proto_error },
+        { NULL, 0, NULL, NULL, NULL },
 };
 
 /* ---- server fixture ---- */
@@ -801,6 +811,17 @@ static void http_body_limits_enforced(void **state)
         assert_int_equal(r.status, 413);
         assert_string_equal(jstr(&r, "error"), "too_large");
         assert_true(has_header(&r, "Connection: close"));
+        assert_true(cli_at_eof(&c));
+        hresp_free(&r);
+        cli_close(&c);
+
+        /* over the cap on a route with its own error shape */
+        assert_true(cli_open(&c, s.port, TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL));
+        n = snprintf(req, sizeof req, "POST /proto/x HTTP/1.1\r\nHost: l\r\nContent-Length: 1000000\r\n\r\n");
+        cli_send(&c, req, (size_t)n);
+        assert_true(cli_read(&c, &r));
+        assert_int_equal(r.status, 501);
+        assert_string_equal(jstr(&r, "proto"), "too big");
         assert_true(cli_at_eof(&c));
         hresp_free(&r);
         cli_close(&c);

@@ -298,6 +298,7 @@ static struct xks_err xks_error_of(int code)
                 return (struct xks_err){ 501, "UnsupportedOperationException",
                                          "a value exceeds what this proxy supports" };
         case KW_ERR_HSM_TIMEOUT:
+        case KW_ERR_HSM_UNAVAILABLE:   /* unreachable HSM: retryable, like a slow one */
         case KW_ERR_CUSTODY_DOWN:
         case KW_ERR_SEALED:
                 return (struct xks_err){ 503, "DependencyTimeoutException",
