@@ -115,7 +115,7 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             libcjson-dev libsqlcipher-dev sqlcipher libp11-kit-dev p11-kit softhsm2 \
             libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
             python3-pytest python3-requests python3-botocore python3-cryptography \
-            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb
+            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
