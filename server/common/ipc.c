@@ -6,6 +6,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "ipc.h"
 
 uint32_t kw_tag_max(uint8_t tag)
@@ -217,43 +219,95 @@ static int64_t now_ms(void)
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static kw_result read_full(int fd, uint8_t *p, size_t n, int64_t deadline)
+/* Waits until fd is readable.  poll() rather than a blocking recv(): a
+ * thread asleep in recv() on a unix stream socket is woken each time the peer
+ * consumes what this side sent (unix_write_space wakes every sleeper on the
+ * socket), while poll() waiting for POLLIN filters those wake-ups out; that
+ * was one extra context switch per request in the custody process. */
+static kw_result wait_readable(int fd, int64_t deadline)
 {
-        size_t off = 0;
-        while (off < n) {
+        for (;;) {
+                int wait = -1;
                 if (deadline >= 0) {
                         int64_t left = deadline - now_ms();
-                        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-                        int pr = left > 0 ? poll(&pfd, 1, (int)left) : 0;
-                        if (pr < 0 && errno == EINTR)
-                                continue;
-                        if (pr <= 0) {
-                                kw_err_set_detail("timeout");
-                                KW_BAIL(KW_ERR_CUSTODY_DOWN);
-                        }
+                        wait = left > 0 ? (int)left : 0;
                 }
-                ssize_t got = recv(fd, p + off, n - off, 0);
-                if (got < 0 && errno == EINTR)
+                struct pollfd pfd = { .fd = fd, .events = POLLIN };
+                int pr = poll(&pfd, 1, wait);
+                if (pr < 0 && errno == EINTR)
                         continue;
-                if (got <= 0) {
-                        kw_err_set_detail("recv: %s", got < 0 ? strerror(errno) : "closed");
+                if (pr < 0) {
+                        kw_err_set_detail("poll: %s", strerror(errno));
                         KW_BAIL(KW_ERR_CUSTODY_DOWN);
                 }
-                off += (size_t)got;
+                if (pr == 0) {
+                        kw_err_set_detail("timeout");
+                        KW_BAIL(KW_ERR_CUSTODY_DOWN);
+                }
+                return KW_OK;
         }
-        return KW_OK;
 }
+
+/* Frames on a custody stream strictly alternate (one request, then its
+ * reply), so the peer never has more than one frame in flight: one recv()
+ * into a buffer with room for a typical frame reads the length and the
+ * payload at once (it was poll+recv(4)+poll+recv(n)).  Bytes past the end of
+ * the frame mean the peer broke that rule: KW_ERR_PROTOCOL. */
+#define IPC_FIRST_READ 4096u
 
 kw_result kw_ipc_recv(int fd, struct kw_buf *b, int timeout_ms)
 {
         int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-        uint8_t hdr[4];
         kw_buf_reset(b);
-        KW_TRY(read_full(fd, hdr, 4, deadline));
-        uint32_t n = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-        KW_ENSURE(n >= 8 && n <= KW_IPC_MAX_FRAME, KW_ERR_PROTOCOL);
-        KW_TRY(kw_buf_reserve(b, n));
-        KW_TRY(read_full(fd, b->p, n, deadline));
-        b->len = n;
+        KW_TRY(kw_buf_reserve(b, IPC_FIRST_READ));
+        size_t off = 0, want = 0; /* want: whole frame incl. length, once known */
+        kw_result r = KW_OK;
+        for (;;) {
+                r = wait_readable(fd, deadline);
+                if (r.code != 0)
+                        break;
+                /* room: up to the frame's end once known, else what the buffer holds */
+                size_t room = (want ? want : b->cap_alloc - 1) - off;
+                ssize_t got = recv(fd, b->p + off, room, MSG_DONTWAIT);
+                if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+                        continue;
+                if (got <= 0) {
+                        kw_err_set_detail("recv: %s", got < 0 ? strerror(errno) : "closed");
+                        r = KW_RESULT(KW_ERR_CUSTODY_DOWN);
+                        break;
+                }
+                off += (size_t)got;
+                if (want == 0 && off >= 4) {
+                        uint32_t n = (uint32_t)b->p[0] << 24 | (uint32_t)b->p[1] << 16 |
+                                     (uint32_t)b->p[2] << 8 | b->p[3];
+                        if (n < 8 || n > KW_IPC_MAX_FRAME) {
+                                r = KW_RESULT(KW_ERR_PROTOCOL);
+                                break;
+                        }
+                        want = (size_t)n + 4;
+                        if (off > want) {
+                                kw_err_set_detail("bytes after the frame");
+                                r = KW_RESULT(KW_ERR_PROTOCOL);
+                                break;
+                        }
+                        if (want + 1 > b->cap_alloc) {
+                                b->len = off;   /* keep what was read while growing */
+                                r = kw_buf_reserve(b, want - off);
+                                b->len = 0;
+                                if (r.code != 0)
+                                        break;
+                        }
+                }
+                if (want != 0 && off == want)
+                        break;
+        }
+        if (r.code != 0) {
+                b->len = off;
+                kw_buf_reset(b);   /* wipe a partial frame */
+                return r;
+        }
+        memmove(b->p, b->p + 4, want - 4);
+        OPENSSL_cleanse(b->p + want - 4, 4);
+        b->len = want - 4;
         return KW_OK;
 }

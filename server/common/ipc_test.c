@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -129,6 +130,56 @@ static void ipc_reply_code_and_socket_roundtrip(void **state)
         kw_buf_free(&in);
 }
 
+/* A frame split across writes is assembled; a frame larger than the first
+ * read grows the buffer; bytes beyond one frame break the alternation rule. */
+static void ipc_recv_split_large_and_extra_bytes(void **state)
+{
+        (void)state;
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        struct kw_buf b, in;
+        kw_buf_init(&b, KW_IPC_MAX_FRAME + 4);
+        kw_buf_init(&in, KW_IPC_MAX_FRAME + 4);
+        static uint8_t big[20000];
+        for (size_t i = 0; i < sizeof big; i++)
+                big[i] = (uint8_t)(i * 7);
+        assert_int_equal(kw_msg_begin_request(&b, KW_OP_KEY_GET, 9).code, 0);
+        assert_int_equal(kw_msg_put(&b, KW_T_DATA, big, sizeof big).code, 0);
+        assert_int_equal(kw_msg_end(&b).code, 0);
+        /* split: 2 bytes of the length, then the rest */
+        assert_int_equal(write(sv[0], b.p, 2), 2);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                usleep(20000);
+                _exit(write(sv[0], b.p + 2, b.len - 2) == (ssize_t)(b.len - 2) ? 0 : 1);
+        }
+        assert_int_equal(kw_ipc_recv(sv[1], &in, 5000).code, 0);
+        assert_int_equal(in.len, b.len - 4);
+        assert_memory_equal(in.p, b.p + 4, in.len);
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_int_equal(st, 0);
+        struct kw_msg m;
+        assert_int_equal(kw_msg_parse(in.p, in.len, 0, &m).code, 0);
+        struct kw_field f;
+        assert_int_equal(kw_msg_get(&m, KW_T_DATA, &f).code, 0);
+        assert_int_equal(f.len, sizeof big);
+        assert_memory_equal(f.p, big, sizeof big);
+        /* two small frames at once: the second one's bytes are a protocol error */
+        kw_buf_reset(&b);
+        assert_int_equal(kw_msg_begin_request(&b, KW_OP_KEY_GET, 10).code, 0);
+        assert_int_equal(kw_msg_end(&b).code, 0);
+        assert_int_equal(kw_ipc_send(sv[0], &b).code, 0);
+        assert_int_equal(kw_ipc_send(sv[0], &b).code, 0);
+        assert_int_equal(kw_ipc_recv(sv[1], &in, 1000).code, KW_ERR_PROTOCOL);
+        assert_int_equal(in.len, 0);
+        close(sv[0]);
+        close(sv[1]);
+        kw_buf_free(&b);
+        kw_buf_free(&in);
+}
+
 static void ipc_recv_rejects_oversized_frame(void **state)
 {
         (void)state;
@@ -153,6 +204,7 @@ int main(void)
                 cmocka_unit_test(ipc_msg_duplicate_tag_rejected),
                 cmocka_unit_test(ipc_msg_put_over_field_max_fails_unchanged),
                 cmocka_unit_test(ipc_reply_code_and_socket_roundtrip),
+                cmocka_unit_test(ipc_recv_split_large_and_extra_bytes),
                 cmocka_unit_test(ipc_recv_rejects_oversized_frame),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

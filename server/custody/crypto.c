@@ -125,6 +125,51 @@ kw_result kw_random(uint8_t *buf, size_t n)
         return KW_OK;
 }
 
+/* ---- nonces ----
+ * A 12-byte RAND_bytes call costs about as much as the AES-GCM operation it
+ * feeds (OpenSSL 3's DRBG: locks, reseed checks, a fork-id system call), and
+ * every XKS encrypt needs one.  Nonces are public and only have to be
+ * unpredictable-and-unique, so each thread draws them from its own pool of
+ * DRBG output, refilled NONCE_POOL bytes at a time; a byte is wiped as it is
+ * handed out and never handed out twice.  A fork() empties every pool (the
+ * child must not repeat its parent's nonces). */
+#define NONCE_POOL 1024
+
+static unsigned nonce_fork_gen;
+static pthread_once_t nonce_once = PTHREAD_ONCE_INIT;
+
+static void nonce_on_fork(void) { __atomic_add_fetch(&nonce_fork_gen, 1, __ATOMIC_RELAXED); }
+static void nonce_init(void) { pthread_atfork(NULL, NULL, nonce_on_fork); }
+
+struct nonce_pool {
+        uint8_t b[NONCE_POOL];
+        size_t used;          /* bytes handed out (wiped); NONCE_POOL when empty */
+        unsigned gen;
+};
+static __thread struct nonce_pool nonce_tls = { .used = NONCE_POOL };
+
+kw_result kw_random_nonce(uint8_t *buf, size_t n)
+{
+        KW_ENSURE(n <= NONCE_POOL, KW_ERR_BAD_LENGTH);
+        pthread_once(&nonce_once, nonce_init);
+        struct nonce_pool *p = &nonce_tls;
+        unsigned gen = __atomic_load_n(&nonce_fork_gen, __ATOMIC_RELAXED);
+        if (p->gen != gen || NONCE_POOL - p->used < n) {
+                kw_wipe(p->b, sizeof p->b);
+                p->used = NONCE_POOL;
+                if (RAND_bytes(p->b, NONCE_POOL) != 1) {
+                        kw_wipe(p->b, sizeof p->b);
+                        OSSL_BAIL(KW_ERR_RANDOM, "RAND_bytes");
+                }
+                p->used = 0;
+                p->gen = gen;
+        }
+        memcpy(buf, p->b + p->used, n);
+        kw_wipe(p->b + p->used, n);
+        p->used += n;
+        return KW_OK;
+}
+
 /* ---- AES-GCM ---- */
 
 static kw_result gcm_check(size_t key_len, size_t iv_len, size_t aad_len, size_t text_len,

@@ -20,6 +20,9 @@
 typedef struct evp_pkey_st EVP_PKEY;
 
 KW_MUST_USE kw_result kw_random(uint8_t *buf, size_t n);
+/* n <= 1024 bytes for a public nonce (an AES-GCM IV): from a per-thread pool
+ * of DRBG output, each byte used once.  Never for keys or other secrets. */
+KW_MUST_USE kw_result kw_random_nonce(uint8_t *buf, size_t n);
 
 /* AES-GCM with a 128/192/256-bit key; iv_len >= 1 (12 in production);
  * tag_len 4..16.  ct has pt_len bytes. */

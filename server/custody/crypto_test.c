@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <pthread.h>
@@ -580,6 +582,41 @@ static void crypto_random_fills_buffer(void **state)
 }
 
 /* ---- AES-GCM ---- */
+
+static int cmp12(const void *a, const void *b) { return memcmp(a, b, 12); }
+
+/* Nonces from the per-thread pool: never repeated across many refills, never
+ * repeated by a forked child, and over-long requests refused. */
+static void crypto_random_nonce_unique_across_refills_and_fork(void **state)
+{
+        (void)state;
+        enum { N = 5000 };   /* ~59 pool refills of 1024 bytes */
+        static uint8_t seen[N + 1][12];
+        for (size_t i = 0; i < N; i++)
+                assert_int_equal(kw_random_nonce(seen[i], 12).code, 0);
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                uint8_t c[12];
+                _exit(kw_random_nonce(c, 12).code == 0 && write(fds[1], c, 12) == 12 ? 0 : 1);
+        }
+        assert_int_equal(read(fds[0], seen[N], 12), 12);
+        int st;
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_int_equal(st, 0);
+        close(fds[0]);
+        close(fds[1]);
+        uint8_t mine[12];
+        assert_int_equal(kw_random_nonce(mine, 12).code, 0);
+        assert_memory_not_equal(mine, seen[N], 12);   /* parent and child differ */
+        qsort(seen, N + 1, 12, cmp12);
+        for (size_t i = 1; i <= N; i++)
+                assert_memory_not_equal(seen[i - 1], seen[i], 12);
+        uint8_t big[1025];
+        assert_int_equal(kw_random_nonce(big, sizeof big).code, KW_ERR_BAD_LENGTH);
+}
 
 static void crypto_aes_gcm_roundtrip_sizes_match(void **state)
 {
@@ -1192,6 +1229,7 @@ int main(void)
                 cmocka_unit_test(crypto_sha256_known_answers_match),
                 cmocka_unit_test(crypto_ct_equal_detects_any_difference),
                 cmocka_unit_test(crypto_random_fills_buffer),
+                cmocka_unit_test(crypto_random_nonce_unique_across_refills_and_fork),
                 cmocka_unit_test(crypto_aes_gcm_roundtrip_sizes_match),
                 cmocka_unit_test(crypto_aes_gcm_encrypt_bad_lengths_fail_unchanged),
                 cmocka_unit_test(crypto_aes_gcm_decrypt_tampered_fails_unchanged),

@@ -941,7 +941,7 @@ kw_result op_encrypt(struct custody *c, const struct kw_msg *req, const struct o
         struct kw_buf ct;
         kw_buf_init(&ct, 65536);
         if (r.code == 0)
-                r = kw_random(iv, sizeof iv);
+                r = kw_random_nonce(iv, sizeof iv);
         if (r.code == 0)
                 r = kw_buf_reserve(&ct, pt.len);
         if (r.code == 0)

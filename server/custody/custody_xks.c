@@ -6,9 +6,10 @@
  * Privilege separation (docs/xks.md): the SigV4 secret access keys are
  * credentials, so only this process holds them (in secure memory).  The
  * front sends the string to sign it built and the signature it received;
- * here the signing key is derived (HMAC chain, cached per (key id, day,
- * region, service) in secure memory) and the signature compared in
- * constant time.  The request time is checked again against this
+ * here the signing key is derived (HMAC chain) and kept, per (key id, day,
+ * region, service), only as an HMAC context keyed with it (OpenSSL's heap
+ * in this process; wiped when freed), which is duplicated per request; the
+ * signature is compared in constant time.  The request time is checked again against this
  * process's clock, so a front cannot replay an old string to sign.
  */
 #include <pthread.h>
@@ -18,6 +19,7 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "../common/b64.h"
 #include "../common/log.h"
@@ -56,7 +58,7 @@ struct xks_kentry {
         char service[65];
         uint64_t gen;
         uint64_t used;
-        struct kw_secret key;        /* 32 bytes */
+        EVP_MAC_CTX *mac;            /* HMAC keyed with the signing key      */
 };
 
 struct xks_state {
@@ -208,40 +210,53 @@ kw_result custody_xks_init(struct custody *c)
 
 /* ------------------------------------------------------------ signatures */
 
-/* The signing key for (cred, scope): from the cache or derived.  Called
- * with the table read-locked. */
-static kw_result signing_key(struct xks_state *x, const struct xks_cred *cred,
-                             const struct kw_sigv4_scope *sc, uint8_t ret_key[32])
+/* A copy of the HMAC context keyed with the signing key for (cred, scope),
+ * from the cache or derived and cached; the caller finishes it with
+ * kw_sigv4_mac_finish.  Called with the table read-locked. */
+static kw_result signing_mac(struct xks_state *x, const struct xks_cred *cred,
+                             const struct kw_sigv4_scope *sc, EVP_MAC_CTX **ret)
 {
         pthread_mutex_lock(&x->kmu);
         struct xks_kentry *victim = &x->kc[0];
         for (size_t i = 0; i < XKS_KCACHE; i++) {
                 struct xks_kentry *e = &x->kc[i];
-                if (e->key.p != NULL && e->gen == x->gen && strcmp(e->akid, cred->akid) == 0 &&
+                if (e->mac != NULL && e->gen == x->gen && strcmp(e->akid, cred->akid) == 0 &&
                     strcmp(e->date, sc->date) == 0 && strcmp(e->region, sc->region) == 0 &&
                     strcmp(e->service, sc->service) == 0) {
-                        memcpy(ret_key, e->key.p, 32);
+                        *ret = EVP_MAC_CTX_dup(e->mac);   /* dups serialised by kmu */
                         e->used = ++x->tick;
                         pthread_mutex_unlock(&x->kmu);
+                        KW_ENSURE(*ret != NULL, KW_ERR_NOMEM);
                         return KW_OK;
                 }
-                if (e->key.p == NULL || e->gen != x->gen)
-                        victim = e->key.p == NULL || victim->key.p != NULL ? e : victim;
-                else if (victim->key.p != NULL && victim->gen == x->gen && e->used < victim->used)
+                if (e->mac == NULL || e->gen != x->gen)
+                        victim = e->mac == NULL || victim->mac != NULL ? e : victim;
+                else if (victim->mac != NULL && victim->gen == x->gen && e->used < victim->used)
                         victim = e;
         }
+        uint8_t key[32];
+        EVP_MAC_CTX *m = NULL;
         kw_result r = kw_sigv4_signing_key(cred->secret.p, cred->secret.len, sc->date, sc->region,
-                                           sc->service, ret_key);
+                                           sc->service, key);
+        if (r.code == 0)
+                r = kw_sigv4_mac_new(key, &m);
+        kw_wipe(key, sizeof key);
         if (r.code == 0) {
-                kw_secret_free(&victim->key);
-                if (kw_secret_dup(ret_key, 32, &victim->key).code == 0) {
-                        snprintf(victim->akid, sizeof victim->akid, "%s", cred->akid);
-                        snprintf(victim->date, sizeof victim->date, "%s", sc->date);
-                        snprintf(victim->region, sizeof victim->region, "%s", sc->region);
-                        snprintf(victim->service, sizeof victim->service, "%s", sc->service);
-                        victim->gen = x->gen;
-                        victim->used = ++x->tick;
-                }
+                *ret = EVP_MAC_CTX_dup(m);
+                if (*ret == NULL)
+                        r = KW_RESULT(KW_ERR_NOMEM);
+        }
+        if (r.code == 0) {
+                EVP_MAC_CTX_free(victim->mac);
+                victim->mac = m;
+                snprintf(victim->akid, sizeof victim->akid, "%s", cred->akid);
+                snprintf(victim->date, sizeof victim->date, "%s", sc->date);
+                snprintf(victim->region, sizeof victim->region, "%s", sc->region);
+                snprintf(victim->service, sizeof victim->service, "%s", sc->service);
+                victim->gen = x->gen;
+                victim->used = ++x->tick;
+        } else {
+                EVP_MAC_CTX_free(m);
         }
         pthread_mutex_unlock(&x->kmu);
         return r;
@@ -277,13 +292,13 @@ kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req)
                 kw_err_set_detail("credential scope names another region or service");
                 r = KW_RESULT(KW_ERR_AUTH);
         }
-        uint8_t key[32], mac[32];
+        uint8_t mac[32];
+        EVP_MAC_CTX *m = NULL;
         if (r.code == 0)
-                r = signing_key(x, cred, &sc, key);
+                r = signing_mac(x, cred, &sc, &m);
         pthread_rwlock_unlock(&x->mu);
         if (r.code == 0)
-                r = kw_sigv4_signature(key, (const char *)sts.p, sts.len, mac);
-        kw_wipe(key, sizeof key);
+                r = kw_sigv4_mac_finish(m, (const char *)sts.p, sts.len, mac);
         if (r.code == 0 && CRYPTO_memcmp(mac, sig.p, 32) != 0) { /* lint: allow (constant time) */
                 kw_err_set_detail("signature mismatch");
                 r = KW_RESULT(KW_ERR_AUTH);

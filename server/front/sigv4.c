@@ -6,11 +6,12 @@
  * partial results.  Untrusted input (the Authorization header, path, query,
  * header values) is read by length, never past its end.
  */
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "../common/secret.h"
 #include "sigv4.h"
@@ -20,6 +21,36 @@
 #define SIGV4_SECRET_MAX 256
 
 static const char hexd[] = "0123456789abcdef";
+
+/* ---- algorithms, fetched once ----
+ * EVP_sha256() and HMAC() look the implementation up in the provider store
+ * on every call; with two digests and an HMAC per XKS request that lookup
+ * was a visible share of the request's CPU time. */
+
+static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
+static EVP_MD *alg_sha256;   /* live as long as the process */
+static EVP_MAC *alg_hmac;
+
+static void algs_fetch(void)
+{
+        alg_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        alg_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+}
+
+static int algs(void)
+{
+        pthread_once(&algs_once, algs_fetch);
+        return alg_sha256 != NULL && alg_hmac != NULL;
+}
+
+KW_MUST_USE static kw_result sha256(const void *p, size_t n, uint8_t out[32])
+{
+        unsigned len = 0;
+        if (!algs() || EVP_Digest(n ? p : (const void *)"", n, out, &len, alg_sha256, NULL) != 1 ||
+            len != 32)
+                KW_BAIL(KW_ERR_CRYPTO);
+        return KW_OK;
+}
 
 /* ---- bounded writer ---- */
 
@@ -492,10 +523,7 @@ kw_result kw_sigv4_canonical_request(const struct kw_sigv4_request *req,
         }
         sw_ch(&w, '\n');
         uint8_t h[32];
-        unsigned hl = 0;
-        if (EVP_Digest(req->body_len ? (const void *)req->body : (const void *)"", req->body_len, h,
-                       &hl, EVP_sha256(), NULL) != 1)
-                KW_BAIL(KW_ERR_CRYPTO);
+        KW_TRY(sha256(req->body, req->body_len, h));
         sw_hex(&w, h, sizeof h);
         if (w.overflow) {
                 out[0] = '\0';
@@ -557,9 +585,7 @@ kw_result kw_sigv4_string_to_sign(const struct kw_sigv4_request *req,
         size_t clen = 0;
         KW_TRY(kw_sigv4_canonical_request(req, auth, creq, sizeof creq, &clen));
         uint8_t h[32];
-        unsigned hl = 0;
-        if (EVP_Digest(creq, clen, h, &hl, EVP_sha256(), NULL) != 1)
-                KW_BAIL(KW_ERR_CRYPTO);
+        KW_TRY(sha256(creq, clen, h));
         struct sw w = { out, 0, outsz, 0 };
         sw_str(&w, KW_SIGV4_ALG "\n");
         sw_put(&w, date->value, 16);
@@ -631,13 +657,29 @@ kw_result kw_sigv4_sts_parse(const char *sts, size_t len, struct kw_sigv4_scope 
 
 /* ---- HMAC chain ---- */
 
+static kw_result mac_keyed(const uint8_t *key, size_t klen, EVP_MAC_CTX **ret)
+{
+        KW_ENSURE(algs(), KW_ERR_CRYPTO);
+        EVP_MAC_CTX *m = EVP_MAC_CTX_new(alg_hmac);
+        KW_ENSURE(m != NULL, KW_ERR_NOMEM);
+        OSSL_PARAM params[] = {
+                OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                OSSL_PARAM_construct_end(),
+        };
+        if (EVP_MAC_init(m, key, klen, params) != 1) {
+                EVP_MAC_CTX_free(m);
+                KW_BAIL(KW_ERR_CRYPTO);
+        }
+        *ret = m;
+        return KW_OK;
+}
+
 KW_MUST_USE static kw_result hmac(const uint8_t *key, size_t klen, const void *msg, size_t n,
                                   uint8_t out[32])
 {
-        unsigned olen = 0;
-        if (HMAC(EVP_sha256(), key, (int)klen, msg, n, out, &olen) == NULL || olen != 32)
-                KW_BAIL(KW_ERR_CRYPTO);
-        return KW_OK;
+        EVP_MAC_CTX *m = NULL;
+        KW_TRY(mac_keyed(key, klen, &m));
+        return kw_sigv4_mac_finish(m, msg, n, out);
 }
 
 kw_result kw_sigv4_signing_key(const uint8_t *secret, size_t secret_len, const char *date,
@@ -666,4 +708,19 @@ kw_result kw_sigv4_signing_key(const uint8_t *secret, size_t secret_len, const c
 kw_result kw_sigv4_signature(const uint8_t key[32], const char *sts, size_t len, uint8_t ret_sig[32])
 {
         return hmac(key, 32, sts, len, ret_sig);
+}
+
+kw_result kw_sigv4_mac_new(const uint8_t key[32], EVP_MAC_CTX **ret)
+{
+        return mac_keyed(key, 32, ret);
+}
+
+kw_result kw_sigv4_mac_finish(EVP_MAC_CTX *m, const char *sts, size_t len, uint8_t ret_sig[32])
+{
+        size_t olen = 0;
+        int ok = EVP_MAC_update(m, (const unsigned char *)sts, len) == 1 &&
+                 EVP_MAC_final(m, ret_sig, &olen, 32) == 1 && olen == 32;
+        EVP_MAC_CTX_free(m);
+        KW_ENSURE(ok, KW_ERR_CRYPTO);
+        return KW_OK;
 }

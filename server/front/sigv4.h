@@ -18,6 +18,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "../common/result.h"
 
 #define KW_SIGV4_ALG "AWS4-HMAC-SHA256"
@@ -111,6 +113,15 @@ KW_MUST_USE kw_result kw_sigv4_signing_key(const uint8_t *secret, size_t secret_
 /* HMAC-SHA256(key, sts). */
 KW_MUST_USE kw_result kw_sigv4_signature(const uint8_t key[32], const char *sts, size_t len,
                                          uint8_t ret_sig[32]);
+
+/* The same HMAC, keyed once and reused: kw_sigv4_mac_new keys an HMAC-SHA256
+ * context with a signing key (free it with EVP_MAC_CTX_free, which wipes
+ * it); per signature, EVP_MAC_CTX_dup that context (callers serialise dups
+ * of one context) and pass the copy to kw_sigv4_mac_finish, which computes
+ * HMAC(key, sts) and frees the copy in every case. */
+KW_MUST_USE kw_result kw_sigv4_mac_new(const uint8_t key[32], EVP_MAC_CTX **ret);
+KW_MUST_USE kw_result kw_sigv4_mac_finish(EVP_MAC_CTX *m, const char *sts, size_t len,
+                                          uint8_t ret_sig[32]);
 
 /* "yyyymmddThhmmssZ" -> UTC seconds; -1 when malformed. */
 time_t kw_sigv4_parse_amz_date(const char *s, size_t n);

@@ -163,6 +163,18 @@ static int verifies(const struct kw_sigv4_request *rq, const struct kw_sigv4_aut
                                  auth->service, key).code != 0 ||
             kw_sigv4_signature(key, sts, n, sig).code != 0)
                 return 0;
+        /* the keyed context the custody process caches gives the same
+         * signature, every time it is duplicated */
+        EVP_MAC_CTX *keyed = NULL;
+        assert_int_equal(kw_sigv4_mac_new(key, &keyed).code, 0);
+        for (int i = 0; i < 2; i++) {
+                uint8_t again[32];
+                EVP_MAC_CTX *m = EVP_MAC_CTX_dup(keyed);
+                assert_non_null(m);
+                assert_int_equal(kw_sigv4_mac_finish(m, sts, n, again).code, 0);
+                assert_memory_equal(again, sig, 32);
+        }
+        EVP_MAC_CTX_free(keyed);
         return CRYPTO_memcmp(sig, auth->signature, 32) == 0; /* lint: allow (constant time) */
 }
 
