@@ -55,10 +55,12 @@ KW_MUST_USE kw_result kw_msg_get_str(const struct kw_msg *m, uint8_t tag, char *
 /* Writes a whole frame (built with kw_msg_end).  Handles EINTR and short writes. */
 KW_MUST_USE kw_result kw_ipc_send(int fd, const struct kw_buf *frame);
 /* Reads one frame into b (reset first); payload at b->p, length b->len.
- * timeout_ms < 0 waits forever.  EOF, a socket error or the timeout:
- * KW_ERR_CUSTODY_DOWN (detail "timeout" for the latter); a frame length out
- * of bounds: KW_ERR_PROTOCOL.  After any failure the stream may be out of
- * step: close the socket. */
+ * The stream must carry one frame at a time (request, reply, request...):
+ * the frame is read with as few recv() calls as possible, and bytes past its
+ * end are KW_ERR_PROTOCOL.  timeout_ms < 0 waits forever.  EOF, a socket
+ * error or the timeout: KW_ERR_CUSTODY_DOWN (detail "timeout" for the
+ * latter); a frame length out of bounds: KW_ERR_PROTOCOL.  After any failure
+ * the stream may be out of step: close the socket. */
 KW_MUST_USE kw_result kw_ipc_recv(int fd, struct kw_buf *b, int timeout_ms);
 
 #endif

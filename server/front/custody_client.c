@@ -119,13 +119,44 @@ static void cc_release(struct kw_cc *cc, int slot)
         pthread_mutex_unlock(&cc->mu);
 }
 
+/* Each thread keeps the buffers of its last call (wiped) for the next one:
+ * allocating, growing and freeing them per call showed in profiles.  A call
+ * begun while another is open on the same thread gets fresh buffers. */
+#define CC_SPARE_MAX (64u * 1024u)   /* larger buffers (big imports) are not kept */
+
+struct cc_spare {
+        struct kw_buf req, rbuf;
+        int have;
+};
+static __thread struct cc_spare cc_spare;
+static pthread_key_t cc_spare_key;
+static pthread_once_t cc_spare_once = PTHREAD_ONCE_INIT;
+
+static void cc_spare_free(void *p)
+{
+        struct cc_spare *sp = p;
+        if (sp->have) {
+                kw_buf_free(&sp->req);
+                kw_buf_free(&sp->rbuf);
+                sp->have = 0;
+        }
+}
+
+static void cc_spare_init(void) { (void)pthread_key_create(&cc_spare_key, cc_spare_free); }
+
 void kw_cc_begin(struct kw_cc *cc, uint8_t op, struct kw_cc_call *c)
 {
         memset(c, 0, sizeof *c);
         c->cc = cc;
         c->slot = -1;
-        kw_buf_init(&c->req, KW_IPC_MAX_FRAME + 4);
-        kw_buf_init(&c->rbuf, KW_IPC_MAX_FRAME + 4);
+        if (cc_spare.have) {
+                c->req = cc_spare.req;
+                c->rbuf = cc_spare.rbuf;
+                cc_spare.have = 0;
+        } else {
+                kw_buf_init(&c->req, KW_IPC_MAX_FRAME + 4);
+                kw_buf_init(&c->rbuf, KW_IPC_MAX_FRAME + 4);
+        }
         uint32_t id = __atomic_add_fetch(&cc->next_id, 1, __ATOMIC_RELAXED);
         c->build = kw_msg_begin_request(&c->req, op, id);
 }
@@ -222,8 +253,20 @@ void kw_cc_end(struct kw_cc_call *c)
         if (c->slot >= 0)
                 cc_release(c->cc, c->slot);
         c->slot = -1;
-        kw_buf_free(&c->req);
-        kw_buf_free(&c->rbuf);
+        kw_buf_reset(&c->req);    /* wipes what was used */
+        kw_buf_reset(&c->rbuf);
+        if (!cc_spare.have && c->req.cap_alloc <= CC_SPARE_MAX && c->rbuf.cap_alloc <= CC_SPARE_MAX) {
+                pthread_once(&cc_spare_once, cc_spare_init);
+                cc_spare.req = c->req;
+                cc_spare.rbuf = c->rbuf;
+                cc_spare.have = 1;
+                (void)pthread_setspecific(cc_spare_key, &cc_spare);   /* freed at thread exit */
+        } else {
+                kw_buf_free(&c->req);
+                kw_buf_free(&c->rbuf);
+        }
+        kw_buf_init(&c->req, KW_IPC_MAX_FRAME + 4);
+        kw_buf_init(&c->rbuf, KW_IPC_MAX_FRAME + 4);
         memset(&c->reply, 0, sizeof c->reply);
 }
 
