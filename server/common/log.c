@@ -1,4 +1,5 @@
 /* log.c - JSON log lines. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,45 +31,94 @@ int kw_log_level_parse(const char *s)
 
 int kw_log_enabled(enum kw_log_level lvl) { return lvl >= log_min; }
 
+/* Per thread: the current second already formatted, and the line buffer of
+ * the last line, kept for the next one.  Per request line this saves
+ * gmtime_r (which takes glibc's time-zone lock), a printf and the buffer's
+ * allocations. */
+struct log_tl {
+        time_t sec;
+        int stamp_len;           /* 0: not formatted yet */
+        char stamp[40];          /* "YYYY-MM-DDTHH:MM:SS" */
+        struct kw_buf line;
+        int registered;
+};
+static __thread struct log_tl log_tl;
+static pthread_key_t log_key;
+static pthread_once_t log_once = PTHREAD_ONCE_INIT;
+
+static void log_tl_free(void *p) { kw_buf_free(&((struct log_tl *)p)->line); }
+static void log_key_init(void) { (void)pthread_key_create(&log_key, log_tl_free); }
+
+/* The thread's line buffer, empty, with room for max bytes. */
+static struct kw_buf *line_buf(size_t max)
+{
+        struct log_tl *t = &log_tl;
+        if (!t->registered) {
+                pthread_once(&log_once, log_key_init);
+                (void)pthread_setspecific(log_key, t);   /* frees the buffer at thread exit */
+                t->registered = 1;
+        }
+        kw_buf_reset(&t->line);
+        t->line.max = max;
+        return &t->line;
+}
+
 static kw_result log_head(struct kw_buf *b, enum kw_log_level lvl)
 {
         struct timespec ts;
-        struct tm tm;
         clock_gettime(CLOCK_REALTIME, &ts);
-        gmtime_r(&ts.tv_sec, &tm);
-        return kw_buf_printf(b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"proc\":\"%s\"",
-                             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                             tm.tm_sec, ts.tv_nsec / 1000000, level_names[lvl], log_proc);
+        struct log_tl *t = &log_tl;
+        if (t->stamp_len == 0 || t->sec != ts.tv_sec) {
+                struct tm tm;
+                gmtime_r(&ts.tv_sec, &tm);
+                int n = snprintf(t->stamp, sizeof t->stamp, "%04d-%02d-%02dT%02d:%02d:%02d",
+                                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                                 tm.tm_sec);
+                t->stamp_len = n > 0 && (size_t)n < sizeof t->stamp ? n : 0;
+                t->sec = ts.tv_sec;
+        }
+        long ms = ts.tv_nsec / 1000000;
+        const char frac[] = { '.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                              'Z', '"' };
+        KW_TRY(kw_buf_put_str(b, "{\"ts\":\""));
+        KW_TRY(kw_buf_put(b, t->stamp, (size_t)t->stamp_len));
+        KW_TRY(kw_buf_put(b, frac, sizeof frac));
+        KW_TRY(kw_buf_put_str(b, ",\"level\":\""));
+        KW_TRY(kw_buf_put_str(b, level_names[lvl]));
+        KW_TRY(kw_buf_put_str(b, "\",\"proc\":\""));
+        KW_TRY(kw_buf_put_str(b, log_proc));
+        return kw_buf_put(b, "\"", 1);
 }
 
-static void log_emit(struct kw_buf *b)
+/* ok: every field went in.  A field that did not fit leaves the line cut
+ * mid-field: then, or when the closing brace does not fit, the line becomes
+ * the standard fields and "truncated":true, still valid JSON. */
+static void log_emit(struct kw_buf *b, int ok)
 {
-        if (kw_buf_put(b, "}\n", 2).code != 0) {
-                /* over the line cap: cut the line, keep it valid JSON */
+        if (!ok || kw_buf_put(b, "}\n", 2).code != 0) {
                 static const char cut[] = "\"truncated\":true}\n";
-                b->len = 0;
+                kw_buf_reset(b);
                 kw_ignore(log_head(b, KW_LOG_WARN));
                 kw_ignore(kw_buf_put(b, ",", 1));
                 kw_ignore(kw_buf_put(b, cut, sizeof cut - 1));
         }
         ssize_t n = write(STDERR_FILENO, b->p, b->len);
         (void)n;
-        kw_buf_free(b);
+        kw_buf_reset(b);
 }
 
 void kw_log(enum kw_log_level lvl, const char *event, ...)
 {
         if (lvl < log_min)
                 return;
-        struct kw_buf b;
-        kw_buf_init(&b, 8192);
-        kw_result r = log_head(&b, lvl);
+        struct kw_buf *b = line_buf(8192);
+        kw_result r = log_head(b, lvl);
         if (r.code == 0)
-                r = kw_buf_put_str(&b, ",\"event\":\"");
+                r = kw_buf_put_str(b, ",\"event\":\"");
         if (r.code == 0)
-                r = kw_buf_put_json_escaped(&b, event, strlen(event));
+                r = kw_buf_put_json_escaped(b, event, strlen(event));
         if (r.code == 0)
-                r = kw_buf_put(&b, "\"", 1);
+                r = kw_buf_put(b, "\"", 1);
         va_list ap;
         va_start(ap, event);
         for (;;) {
@@ -76,30 +126,29 @@ void kw_log(enum kw_log_level lvl, const char *event, ...)
                 if (k == NULL || r.code != 0)
                         break;
                 const char *v = va_arg(ap, const char *);
-                r = kw_buf_put_str(&b, ",\"");
+                r = kw_buf_put_str(b, ",\"");
                 if (r.code == 0)
-                        r = kw_buf_put_json_escaped(&b, k, strlen(k));
+                        r = kw_buf_put_json_escaped(b, k, strlen(k));
                 if (r.code == 0 && v == NULL) {
-                        r = kw_buf_put_str(&b, "\":null");
+                        r = kw_buf_put_str(b, "\":null");
                 } else if (r.code == 0) {
-                        r = kw_buf_put_str(&b, "\":\"");
+                        r = kw_buf_put_str(b, "\":\"");
                         if (r.code == 0)
-                                r = kw_buf_put_json_escaped(&b, v, strlen(v));
+                                r = kw_buf_put_json_escaped(b, v, strlen(v));
                         if (r.code == 0)
-                                r = kw_buf_put(&b, "\"", 1);
+                                r = kw_buf_put(b, "\"", 1);
                 }
         }
         va_end(ap);
-        log_emit(&b);
+        log_emit(b, r.code == 0);
 }
 
 void kw_log_raw(enum kw_log_level lvl, const char *fields_json)
 {
         if (lvl < log_min)
                 return;
-        struct kw_buf b;
-        kw_buf_init(&b, 16384);
-        if (log_head(&b, lvl).code == 0 && kw_buf_put(&b, ",", 1).code == 0)
-                kw_ignore(kw_buf_put_str(&b, fields_json));
-        log_emit(&b);
+        struct kw_buf *b = line_buf(16384);
+        int ok = log_head(b, lvl).code == 0 && kw_buf_put(b, ",", 1).code == 0 &&
+                 kw_buf_put_str(b, fields_json).code == 0;
+        log_emit(b, ok);
 }
