@@ -137,6 +137,19 @@ static kw_result add_cred(struct xks_state *x, const char *store, const char *ak
         return KW_OK;
 }
 
+/* Frees every cached keyed HMAC context: after any change to stores or
+ * credentials, so a removed credential's signing keys do not linger.  No
+ * signature check can be running: the caller holds the table's write lock. */
+static void drop_signing_keys(struct xks_state *x)
+{
+        pthread_mutex_lock(&x->kmu);
+        for (size_t i = 0; i < XKS_KCACHE; i++) {
+                EVP_MAC_CTX_free(x->kc[i].mac);
+                memset(&x->kc[i], 0, sizeof x->kc[i]);
+        }
+        pthread_mutex_unlock(&x->kmu);
+}
+
 static void clear_table(struct xks_state *x)
 {
         for (size_t i = 0; i < x->n_creds; i++)
@@ -189,6 +202,7 @@ static kw_result load_table(struct custody *c, struct xks_state *x)
         KW_TRY(kw_keystore_xks_list(c->ks, load_store_cb, load_cred_cb, &l));
         KW_TRY(l.r);
         x->gen++;
+        drop_signing_keys(x);
         return KW_OK;
 }
 
