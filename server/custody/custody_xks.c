@@ -56,9 +56,8 @@ struct xks_kentry {
         char date[9];
         char region[65];
         char service[65];
-        uint64_t gen;
         uint64_t used;
-        EVP_MAC_CTX *mac;            /* HMAC keyed with the signing key      */
+        EVP_MAC_CTX *mac;            /* HMAC keyed with the signing key; NULL: free slot */
 };
 
 struct xks_state {
@@ -234,7 +233,7 @@ static kw_result signing_mac(struct xks_state *x, const struct xks_cred *cred,
         struct xks_kentry *victim = &x->kc[0];
         for (size_t i = 0; i < XKS_KCACHE; i++) {
                 struct xks_kentry *e = &x->kc[i];
-                if (e->mac != NULL && e->gen == x->gen && strcmp(e->akid, cred->akid) == 0 &&
+                if (e->mac != NULL && strcmp(e->akid, cred->akid) == 0 &&
                     strcmp(e->date, sc->date) == 0 && strcmp(e->region, sc->region) == 0 &&
                     strcmp(e->service, sc->service) == 0) {
                         *ret = EVP_MAC_CTX_dup(e->mac);   /* dups serialised by kmu */
@@ -243,9 +242,9 @@ static kw_result signing_mac(struct xks_state *x, const struct xks_cred *cred,
                         KW_ENSURE(*ret != NULL, KW_ERR_NOMEM);
                         return KW_OK;
                 }
-                if (e->mac == NULL || e->gen != x->gen)
-                        victim = e->mac == NULL || victim->mac != NULL ? e : victim;
-                else if (victim->mac != NULL && victim->gen == x->gen && e->used < victim->used)
+                /* a free slot, else the least recently used (the cache is
+                 * emptied whenever credentials change: drop_signing_keys) */
+                if (victim->mac != NULL && (e->mac == NULL || e->used < victim->used))
                         victim = e;
         }
         uint8_t key[32];
@@ -267,7 +266,6 @@ static kw_result signing_mac(struct xks_state *x, const struct xks_cred *cred,
                 snprintf(victim->date, sizeof victim->date, "%s", sc->date);
                 snprintf(victim->region, sizeof victim->region, "%s", sc->region);
                 snprintf(victim->service, sizeof victim->service, "%s", sc->service);
-                victim->gen = x->gen;
                 victim->used = ++x->tick;
         } else {
                 EVP_MAC_CTX_free(m);

@@ -453,24 +453,39 @@ int kw_req_query(const struct kw_req *req, const char *name, char *out, size_t o
         return found ? 0 : -1;
 }
 
-void kw_resp_error(struct kw_resp *resp, int status, const char *name, const char *msg)
+void kw_resp_json_pair(struct kw_resp *resp, const char *k1, const char *v1, const char *k2,
+                       const char *v2, const char *fallback)
 {
-        resp->status = status;
-        resp->content_type = "application/json";
         kw_buf_reset(&resp->body);
-        kw_result r = kw_buf_put_str(&resp->body, "{\"error\":\"");
+        kw_result r = kw_buf_put_str(&resp->body, "{\"");
         if (r.code == 0)
-                r = kw_buf_put_json_escaped(&resp->body, name, strlen(name));
+                r = kw_buf_put_str(&resp->body, k1);
         if (r.code == 0)
-                r = kw_buf_put_str(&resp->body, "\",\"message\":\"");
+                r = kw_buf_put_str(&resp->body, "\":\"");
         if (r.code == 0)
-                r = kw_buf_put_json_escaped(&resp->body, msg, strlen(msg));
+                r = kw_buf_put_json_escaped(&resp->body, v1, strlen(v1));
+        if (r.code == 0)
+                r = kw_buf_put_str(&resp->body, "\",\"");
+        if (r.code == 0)
+                r = kw_buf_put_str(&resp->body, k2);
+        if (r.code == 0)
+                r = kw_buf_put_str(&resp->body, "\":\"");
+        if (r.code == 0)
+                r = kw_buf_put_json_escaped(&resp->body, v2, strlen(v2));
         if (r.code == 0)
                 r = kw_buf_put_str(&resp->body, "\"}");
         if (r.code != 0) {
                 kw_buf_reset(&resp->body);
-                kw_ignore(kw_buf_put_str(&resp->body, "{\"error\":\"internal\",\"message\":\"\"}"));
+                kw_ignore(kw_buf_put_str(&resp->body, fallback));
         }
+}
+
+void kw_resp_error(struct kw_resp *resp, int status, const char *name, const char *msg)
+{
+        resp->status = status;
+        resp->content_type = "application/json";
+        kw_resp_json_pair(resp, "error", name, "message", msg,
+                          "{\"error\":\"internal\",\"message\":\"\"}");
 }
 
 static void resp_init(struct kw_resp *resp)

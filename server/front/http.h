@@ -88,6 +88,11 @@ KW_MUST_USE kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out);
  * start (the attestation binding).  0 and out filled, or -1 (no TLS yet). */
 int kw_http_tls_spki_sha256(const struct kw_http *h, unsigned char out[32]);
 
+/* The body {"<k1>":"<v1>","<k2>":"<v2>"} (values JSON-escaped, keys taken
+ * as they are); fallback, a fixed body, when it does not fit.  The error
+ * shapes of the admin API and of EKM. */
+void kw_resp_json_pair(struct kw_resp *resp, const char *k1, const char *v1, const char *k2,
+                       const char *v2, const char *fallback);
 /* Helper for handlers: a JSON error body {"error":"<name>","message":"<msg>"}. */
 void kw_resp_error(struct kw_resp *resp, int status, const char *name, const char *msg);
 

@@ -213,20 +213,8 @@ static void ekm_fail(struct kw_req *req, struct kw_resp *resp, int code, enum ek
         if (e.retry)
                 snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: %u\r\n",
                          retry_after ? retry_after : EKM_RETRY_AFTER_S);
-        kw_buf_reset(&resp->body);
-        kw_result r = kw_buf_put_str(&resp->body, "{\"code\":\"");
-        if (r.code == 0)
-                r = kw_buf_put_str(&resp->body, e.code);
-        if (r.code == 0)
-                r = kw_buf_put_str(&resp->body, "\",\"message\":\"");
-        if (r.code == 0)
-                r = kw_buf_put_json_escaped(&resp->body, msg, strlen(msg));
-        if (r.code == 0)
-                r = kw_buf_put_str(&resp->body, "\"}");
-        if (r.code != 0) {
-                kw_buf_reset(&resp->body);
-                kw_ignore(kw_buf_put_str(&resp->body, "{\"code\":\"InternalError\",\"message\":\"\"}"));
-        }
+        kw_resp_json_pair(resp, "code", e.code, "message", msg,
+                          "{\"code\":\"InternalError\",\"message\":\"\"}");
         snprintf(req->log_error, sizeof req->log_error, "%s", kw_err_name(code));
 }
 

@@ -13,6 +13,7 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 
+#include "../common/b64.h"
 #include "../common/secret.h"
 #include "sigv4.h"
 
@@ -100,17 +101,6 @@ static void sw_uri_encode(struct sw *w, const uint8_t *s, size_t n)
                         sw_put(w, x, 3);
                 }
         }
-}
-
-static int hexval(unsigned char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
 }
 
 /* ---- Authorization header ---- */
@@ -234,7 +224,7 @@ KW_MUST_USE static kw_result parse_signature(const char *v, size_t n, struct kw_
                 KW_BAIL(KW_ERR_AUTH);
         }
         for (size_t i = 0; i < 32; i++) {
-                int hi = hexval((unsigned char)v[2 * i]), lo = hexval((unsigned char)v[2 * i + 1]);
+                int hi = kw_hex_value((unsigned char)v[2 * i]), lo = kw_hex_value((unsigned char)v[2 * i + 1]);
                 if (hi < 0 || lo < 0 || (v[2 * i] >= 'A' && v[2 * i] <= 'F') ||
                     (v[2 * i + 1] >= 'A' && v[2 * i + 1] <= 'F')) {
                         kw_err_set_detail("Signature is 64 lower-case hex digits");
@@ -367,8 +357,8 @@ KW_MUST_USE static kw_result query_component(struct sw *w, const char *s, size_t
         for (size_t i = 0; i < n; i++) {
                 uint8_t c = (uint8_t)s[i];
                 if (c == '%') {
-                        int hi = n - i >= 3 ? hexval((unsigned char)s[i + 1]) : -1;
-                        int lo = hi < 0 ? -1 : hexval((unsigned char)s[i + 2]);
+                        int hi = n - i >= 3 ? kw_hex_value((unsigned char)s[i + 1]) : -1;
+                        int lo = hi < 0 ? -1 : kw_hex_value((unsigned char)s[i + 2]);
                         if (lo < 0) {
                                 kw_err_set_detail("bad percent-encoding in the query");
                                 KW_BAIL(KW_ERR_AUTH);
@@ -623,7 +613,7 @@ kw_result kw_sigv4_sts_parse(const char *sts, size_t len, struct kw_sigv4_scope 
                 KW_BAIL(KW_ERR_AUTH);
         }
         for (size_t i = 0; i < 64; i++) {
-                if (hexval((unsigned char)hash[i]) < 0 || (hash[i] >= 'A' && hash[i] <= 'F')) {
+                if (kw_hex_value((unsigned char)hash[i]) < 0 || (hash[i] >= 'A' && hash[i] <= 'F')) {
                         kw_err_set_detail("malformed string to sign");
                         KW_BAIL(KW_ERR_AUTH);
                 }
