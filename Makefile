@@ -9,7 +9,7 @@ CC      ?= gcc
 Q       ?= @
 CLANG   ?= clang
 BUILD   := build
-PKGS    := openssl libcjson sqlcipher p11-kit-1 tss2-esys tss2-mu tss2-tctildr
+PKGS    := openssl libcjson sqlcipher p11-kit-1 tss2-esys tss2-mu tss2-tctildr libseccomp
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -103,7 +103,7 @@ $(BUILD)/santest/%_test: %_test.c $(BUILD)/libkeyward-san.a $(BUILD)/libfaulthsm
 	@echo "  TEST-SAN $@"
 	$(Q)$(CC) $(SAN_CFLAGS) $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
 
-.PHONY: all deps deps-check run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
+.PHONY: all deps deps-check users run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
 test-tools: $(BUILD)/kw-test-dbkey
 
@@ -115,7 +115,8 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             libcjson-dev libsqlcipher-dev sqlcipher libp11-kit-dev p11-kit softhsm2 \
             libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
             python3-pytest python3-requests python3-botocore python3-cryptography \
-            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils
+            libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
+            libseccomp-dev passwd
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
@@ -129,6 +130,17 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 	@echo "dependencies: ok"
 
+# The two system users of the privilege-separated layout (docs/threat-model.md):
+# keyward-custody owns the key store, the HSM PIN and token files; keyward-front
+# runs the network front.  Created when keywardd will be started as root.
+KW_USERS := keyward-custody keyward-front
+users:
+	@if [ "$$(id -u)" = 0 ]; then for u in $(KW_USERS); do \
+	  id -u $$u >/dev/null 2>&1 || { useradd --system --no-create-home --home-dir /nonexistent \
+	    --shell /usr/sbin/nologin --user-group $$u && echo "created system user $$u"; }; done; \
+	  if getent group tss >/dev/null && ! id -nG keyward-custody | grep -qw tss; then \
+	    usermod -a -G tss keyward-custody; fi; fi
+
 deps-check:
 	@for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || exit 1; done; \
 	grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/
@@ -136,7 +148,7 @@ deps-check:
 # ---- run a development instance under ./var ----
 run:
 	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory users all
 	@tests/devstate.sh ./var 9998
 	@echo; echo "Keyward (development state in ./var) on https://127.0.0.1:9998"; \
 	echo "  admin token: ./var/admin.token (written on first start); TLS certificate: ./var/tls/cert.pem"; \
@@ -191,7 +203,7 @@ fuzz: $(FUZZERS)
 # Re-entered after deps so that pkg-config flags are read with the packages present.
 test:
 	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
-	@$(MAKE) --no-print-directory test-suites
+	@$(MAKE) --no-print-directory users test-suites
 test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
 	@echo "make test: all suites passed"
 

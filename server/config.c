@@ -114,9 +114,13 @@ static const struct cfg_key cfg_keys[] = {
         K_INT("hsm", hsm, retry_interval_ms, 1000, 1, 600000),
 
         K_STR("custody", custody, socket_path, "/run/keyward/custody.sock", KF_REQUIRED),
-        K_STR("custody", custody, user, "", 0),
+        K_STR("custody", custody, user, "keyward-custody", 0),
         K_INT("custody", custody, connections, 16, 1, 1024),
         K_INT("custody", custody, timeout_ms, 5000, 1, 600000),
+
+        K_STR("front", front, user, "keyward-front", 0),
+
+        K_STR("sandbox", sandbox, seccomp, "enforce", KF_REQUIRED),
 
         K_BOOL("admin", admin, enable, true),
         K_STR("admin", admin, listen, "", 0),
@@ -147,6 +151,7 @@ static const struct cfg_key cfg_keys[] = {
         K_STR("aws_xks_config", xks, aws_xks_model, "Keyward XKS Proxy", 0),
         K_INT("aws_xks_config", xks, aws_xks_fleet_size, 1, 1, 10000),
         K_INT("aws_xks_config", xks, aws_xks_rate_limit, 1800, 0, 1000000),
+        K_INT("aws_xks_config", xks, aws_xks_unauthenticated_rate_limit, 20, 0, 1000000),
 
         K_BOOL("attestation", attestation, enable, false),
         K_STR("attestation", attestation, tpm_tcti, "device:/dev/tpmrm0", 0),
@@ -397,6 +402,25 @@ kw_result kw_config_defaults(struct kw_config **ret)
 fail:
         kw_config_free(c);
         return r;
+}
+
+static void wipe_in_place(char *s)
+{
+        if (s != NULL)
+                kw_wipe(s, strlen(s));
+}
+
+void kw_config_wipe_secrets(struct kw_config *cfg)
+{
+        if (cfg == NULL)
+                return;
+        for (size_t i = 0; i < N_KEYS; i++)
+                if (cfg_keys[i].type == KT_STR && (cfg_keys[i].flags & KF_SECRET))
+                        wipe_in_place(*key_str(cfg, &cfg_keys[i]));
+        for (size_t j = 0; j < cfg->n_xks_stores; j++)
+                for (size_t i = 0; i < sizeof store_keys / sizeof store_keys[0]; i++)
+                        if (store_keys[i].type == KT_STR && (store_keys[i].flags & KF_SECRET))
+                                wipe_in_place(*key_str(&cfg->xks_stores[j], &store_keys[i]));
 }
 
 void kw_config_free(struct kw_config *cfg)
@@ -1598,6 +1622,11 @@ kw_result kw_config_validate(const struct kw_config *cfg)
         KW_TRY(validate_tls(cfg));
         if (strlen(cfg->custody.socket_path) > 107)
                 VFAIL(cfg, "[custody] socket_path: too long for a Unix socket (max 107 bytes)");
+        if (strcmp(cfg->sandbox.seccomp, "enforce") != 0 && strcmp(cfg->sandbox.seccomp, "log") != 0)
+                VFAIL(cfg, "[sandbox] seccomp: \"enforce\" or \"log\"");
+        if (!empty(cfg->custody.user) && strcmp(cfg->custody.user, cfg->front.user) == 0)
+                VFAIL(cfg, "[front] user and [custody] user must differ: the front must not be able "
+                           "to read the key store");
         static const char *const levels[] = { "debug", "info", "warn", "error" };
         bool level_ok = false;
         for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++)

@@ -90,10 +90,20 @@ struct kw_config {
 
         struct {                     /* [custody]                                     */
                 char *socket_path;   /* "/run/keyward/custody.sock"                   */
-                char *user;          /* drop to this user when started as root ("")   */
+                char *user;          /* started as root: the custody process's user,
+                                        "keyward-custody" (owns the key store, PIN)   */
                 int64_t connections; /* front->custody connections, 16                */
                 int64_t timeout_ms;  /* per call, 5000                                */
         } custody;
+
+        struct {                     /* [front]                                       */
+                char *user;          /* started as root: the network front's user,
+                                        "keyward-front" (reads its TLS key, config)   */
+        } front;
+
+        struct {                     /* [sandbox]                                     */
+                char *seccomp;       /* "enforce" (default) or "log"                  */
+        } sandbox;
 
         struct {                     /* [admin]                                       */
                 bool enable;         /* true                                          */
@@ -131,7 +141,9 @@ struct kw_config {
                 char *aws_xks_vendor;                /* ours: health xksProxyVendor    */
                 char *aws_xks_model;
                 int64_t aws_xks_fleet_size;
-                int64_t aws_xks_rate_limit;          /* per prefix, requests/s; 1800   */
+                int64_t aws_xks_rate_limit;          /* per store, authenticated requests/s; 1800 */
+                int64_t aws_xks_unauthenticated_rate_limit; /* per client address, requests/s
+                                                        that fail authentication; 20 (0 = none) */
         } xks;
 
         struct {                     /* [attestation] (docs/attestation.md)           */
@@ -171,5 +183,9 @@ KW_MUST_USE kw_result kw_config_parse(const char *name, const char *text, size_t
  * pairs...).  Does not touch the file system. */
 KW_MUST_USE kw_result kw_config_validate(const struct kw_config *cfg);
 void kw_config_free(struct kw_config *cfg);
+/* Overwrites every secret value (tls_p12_password, the SigV4 secret access
+ * keys) with NULs where it lies, leaving "": for the processes that must
+ * not keep them (the parent at once, the front once TLS is loaded). */
+void kw_config_wipe_secrets(struct kw_config *cfg);
 
 #endif

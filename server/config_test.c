@@ -138,7 +138,9 @@ static void config_defaults_match_header(void **state)
         assert_int_equal(c->hsm.timeout_ms, 2000);
         assert_int_equal(c->hsm.retry_interval_ms, 1000);
         assert_string_equal(c->custody.socket_path, "/run/keyward/custody.sock");
-        assert_string_equal(c->custody.user, "");
+        assert_string_equal(c->custody.user, "keyward-custody");
+        assert_string_equal(c->front.user, "keyward-front");
+        assert_string_equal(c->sandbox.seccomp, "enforce");
         assert_int_equal(c->custody.connections, 16);
         assert_int_equal(c->custody.timeout_ms, 5000);
         assert_true(c->admin.enable);
@@ -167,6 +169,7 @@ static void config_defaults_match_header(void **state)
         assert_string_equal(c->xks.aws_xks_model, "Keyward XKS Proxy");
         assert_int_equal(c->xks.aws_xks_fleet_size, 1);
         assert_int_equal(c->xks.aws_xks_rate_limit, 1800);
+        assert_int_equal(c->xks.aws_xks_unauthenticated_rate_limit, 20);
         assert_int_equal(c->n_xks_stores, 0);
         kw_config_free(c);
 }

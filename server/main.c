@@ -1,35 +1,56 @@
 /*
- * main.c - keywardd start-up: configuration, the custody process (a fresh
- * exec of this binary with --custody, so it shares no memory with the
- * network side), the HTTPS front, signals, and custody supervision.
+ * main.c - keywardd: three processes, as OpenSSH separates privileges
+ * (docs/threat-model.md).
+ *
+ *   parent   (this process; root on the appliance) reads the configuration,
+ *            prepares the socket directory, starts the custody process and
+ *            the front under their own users, tells the custody process
+ *            which pid is the front, and restarts either when it dies.  It
+ *            keeps no secret (they are wiped from its configuration at once)
+ *            and reads nothing from the network.
+ *   custody  (keywardd --custody, [custody] user): the key store, the HSM,
+ *            the keys; custody/custody_start.c.
+ *   front    (keywardd --front, [front] user): TLS, HTTP, the protocols;
+ *            binds its listeners and loads its TLS key, then drops every
+ *            privilege and enters its seccomp sandbox.
+ * Both children are a fresh exec of this binary: they share no memory with
+ * the parent or each other, and each gets its own address-space layout.
+ * Started by another user than root, all three run as that user (said once
+ * at start-up): the sandboxes still apply, the separate users do not.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
-#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/sandbox.h"
 #include "config.h"
 #include "custody/custody.h"
 #include "front/front.h"
-#include "front/route_ekm.h"
 #include "front/route_attest.h"
+#include "front/route_ekm.h"
 #include "front/route_xks.h"
 
 #ifndef KEYWARD_VERSION
 #define KEYWARD_VERSION "0.0.0-dev"
 #endif
+
+#define START_WAIT_MS 60000
+#define STOP_WAIT_MS 10000
+#define BACKOFF_MAX_MS 5000
 
 /*
  * The route table, built once at start from the configuration.  http.c
@@ -48,11 +69,15 @@ static void route_add(size_t *n, const char *prefix, unsigned listeners, kw_rout
                 route_table[(*n)++] = (struct kw_route){ prefix, listeners, fn, name, error };
 }
 
+static int admin_split(const struct kw_config *cfg)
+{
+        return cfg->admin.listen && cfg->admin.listen[0] &&
+               strcmp(cfg->admin.listen, cfg->http.listen) != 0;
+}
+
 static const struct kw_route *build_routes(const struct kw_config *cfg)
 {
-        int split = cfg->admin.listen && cfg->admin.listen[0] &&
-                    strcmp(cfg->admin.listen, cfg->http.listen) != 0;
-        unsigned admin = split ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
+        unsigned admin = admin_split(cfg) ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
         unsigned both = KW_LISTENER_MAIN | KW_LISTENER_ADMIN;
         size_t n = 0;
         route_add(&n, "/healthz", both, kw_route_healthz, "healthz", NULL);
@@ -78,11 +103,14 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
 static void usage(FILE *f)
 {
         fprintf(f,
-                "usage: keywardd [--config FILE] [--check-config]\n"
+                "usage: keywardd [--config FILE] [--check-config | --recover-admin]\n"
                 "       keywardd --version | --help\n"
                 "\n"
                 "  --config FILE     configuration (default " KW_CONFIG_DEFAULT_PATH ")\n"
                 "  --check-config    validate the configuration and the files it names, then exit\n"
+                "  --recover-admin   create a new admin token in [admin] token_file (audited as\n"
+                "                    console:<user>), for when no admin token is left; run it as\n"
+                "                    root on the appliance console\n"
                 "\n"
                 "Every setting can be overridden with KEYWARD_<SECTION>_<KEY> (see docs/config.md).\n"
                 "Exit status: 0 ok, 2 usage or configuration, 3 files/network, 4 HSM, 5 database.\n");
@@ -120,87 +148,150 @@ static int check_files(const struct kw_config *cfg)
         return bad;
 }
 
-static int mkdir_parent(const char *path)
+/* The directory part of path ("." when none). */
+static void dir_of(const char *path, char out[PATH_MAX])
+{
+        snprintf(out, PATH_MAX, "%s", path);
+        char *slash = strrchr(out, '/');
+        if (slash == out)
+                slash[1] = '\0';
+        else if (slash != NULL)
+                *slash = '\0';
+        else
+                snprintf(out, PATH_MAX, ".");
+}
+
+/* The database lives in a directory that must exist (on the appliance, the
+ * mounted data volume): creating it here would put the key store on the
+ * wrong file system when the volume is not mounted. */
+static int check_db_dir(const struct kw_config *cfg)
 {
         char dir[PATH_MAX];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || slash == dir)
-                return 0;
-        *slash = '\0';
-        for (char *p = dir + 1; *p; p++) {
-                if (*p != '/')
-                        continue;
-                *p = '\0';
-                mkdir(dir, 0755);
-                *p = '/';
-        }
-        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        dir_of(cfg->db.path, dir);
+        struct stat st;
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                fprintf(stderr, "keywardd: [db] path: the directory %s does not exist (is the data "
+                                "volume mounted?): create it, owned by the custody user, mode 0700\n",
+                        dir);
                 return -1;
+        }
         return 0;
 }
 
-/* When the custody process will drop to [custody] user, the directories it
- * writes (socket, database) must be its own. */
-static int give_dirs_to_custody_user(const struct kw_config *cfg)
+/*
+ * The socket's directory, made when missing (a runtime directory such as
+ * /run/keyward): with separate users, owner custody, group the front's, mode
+ * 0750, so that only the front can reach the socket; unprivileged, 0700.
+ */
+static int prepare_socket_dir(const struct kw_config *cfg, const struct kw_identity *custody,
+                              const struct kw_identity *front)
 {
-        if (geteuid() != 0 || cfg->custody.user == NULL || cfg->custody.user[0] == '\0')
-                return 0;
-        struct passwd *pw = getpwnam(cfg->custody.user);
-        if (pw == NULL) {
-                fprintf(stderr, "keywardd: [custody] user '%s' does not exist\n", cfg->custody.user);
+        char dir[PATH_MAX];
+        dir_of(cfg->custody.socket_path, dir);
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+                fprintf(stderr, "keywardd: [custody] socket_path: cannot create %s: %s\n", dir,
+                        strerror(errno));
                 return -1;
         }
-        const char *paths[] = { cfg->custody.socket_path, cfg->db.path };
-        for (size_t i = 0; i < 2; i++) {
-                char dir[PATH_MAX];
-                snprintf(dir, sizeof dir, "%s", paths[i]);
-                char *slash = strrchr(dir, '/');
-                if (slash == NULL || slash == dir)
+        if (custody->change && (chown(dir, custody->uid, front->gid) != 0 || chmod(dir, 0750) != 0)) {
+                fprintf(stderr, "keywardd: cannot give %s to %s:%s: %s\n", dir, custody->name,
+                        front->name, strerror(errno));
+                return -1;
+        }
+        return 0;
+}
+
+/* With separate users: what only the custody user may read is not readable
+ * by the front's user (owner, group or others bits). */
+static int check_not_front_readable(const struct kw_config *cfg, const struct kw_identity *front)
+{
+        if (!front->change)
+                return 0;
+        gid_t groups[64];
+        int ng = 64;
+        if (getgrouplist(front->name, front->gid, groups, &ng) < 0)
+                ng = 0;
+        const char *paths[] = { cfg->hsm.pin_file, cfg->db.key_file, cfg->db.path };
+        const char *what[] = { "[hsm] pin_file", "[db] key_file", "[db] path" };
+        int bad = 0;
+        for (size_t i = 0; i < 3; i++) {
+                struct stat st;
+                if (paths[i] == NULL || stat(paths[i], &st) != 0)
                         continue;
-                *slash = '\0';
-                if (chown(dir, pw->pw_uid, pw->pw_gid) != 0) {
-                        fprintf(stderr, "keywardd: cannot give %s to '%s': %s\n", dir,
-                                cfg->custody.user, strerror(errno));
-                        return -1;
+                int in_group = 0;
+                for (int g = 0; g < ng; g++)
+                        in_group |= groups[g] == st.st_gid;
+                int readable = (st.st_uid == front->uid && (st.st_mode & S_IRUSR)) ||
+                               (in_group && (st.st_mode & S_IRGRP)) || (st.st_mode & S_IROTH);
+                if (readable) {
+                        fprintf(stderr, "keywardd: %s %s is readable by the front's user %s: give it "
+                                        "to the custody user alone (chown %s, chmod 0600)\n",
+                                what[i], paths[i], front->name, cfg->custody.user);
+                        bad = 1;
                 }
         }
-        return 0;
+        return bad;
 }
 
-/* ------------------------------------------------------ custody process */
+/* ------------------------------------------------------------ children */
 
 static const char *config_path;
-static pid_t custody_pid = -1;
-static volatile int stopping;
-static pthread_mutex_t custody_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* Starts the custody process and waits until its socket is ready.
- * Returns 0, or the custody's exit status when it failed to start. */
-static int custody_spawn(int wait_ms)
+struct child {
+        const char *role;     /* "custody" | "front" */
+        pid_t pid;
+        int control_fd;       /* custody: the write end of its control pipe */
+};
+
+static struct child custody_child = { "custody", -1, -1 };
+static struct child front_child = { "front", -1, -1 };
+
+/*
+ * Starts a child (a fresh exec of this binary in role) and waits until it
+ * says it is ready.  Returns 0, or the child's exit status when it failed
+ * to start (5 when it gave none).
+ */
+static int child_spawn(struct child *ch, int wait_ms)
 {
-        int pfd[2];
-        if (pipe2(pfd, O_CLOEXEC) != 0)
+        int ready[2], ctl[2] = { -1, -1 };
+        if (pipe2(ready, O_CLOEXEC) != 0)
                 return 3;
-        char fdbuf[16];   /* formatted before fork: the child only execs */
-        snprintf(fdbuf, sizeof fdbuf, "%d", pfd[1]);
+        int is_custody = strcmp(ch->role, "custody") == 0;
+        if (is_custody && pipe2(ctl, O_CLOEXEC) != 0) {
+                close(ready[0]);
+                close(ready[1]);
+                return 3;
+        }
+        char rfd[16], cfd[16];   /* formatted before fork: the child only execs */
+        snprintf(rfd, sizeof rfd, "%d", ready[1]);
+        snprintf(cfd, sizeof cfd, "%d", ctl[0]);
         pid_t pid = fork();
         if (pid < 0) {
-                close(pfd[0]);
-                close(pfd[1]);
+                close(ready[0]);
+                close(ready[1]);
+                if (ctl[0] >= 0) {
+                        close(ctl[0]);
+                        close(ctl[1]);
+                }
                 return 3;
         }
         if (pid == 0) {
-                fcntl(pfd[1], F_SETFD, 0);   /* keep the ready pipe across exec */
+                fcntl(ready[1], F_SETFD, 0);   /* kept across exec */
+                if (ctl[0] >= 0)
+                        fcntl(ctl[0], F_SETFD, 0);
                 sigset_t none;
                 sigemptyset(&none);
                 sigprocmask(SIG_SETMASK, &none, NULL);
-                char *argv[8];
+                char *argv[10];
                 int n = 0;
-                argv[n++] = "keywardd-custody";
-                argv[n++] = "--custody";
+                argv[n++] = is_custody ? "keywardd-custody" : "keywardd-front";
+                argv[n++] = is_custody ? "--custody" : "--front";
                 argv[n++] = "--ready-fd";
-                argv[n++] = fdbuf;
+                argv[n++] = rfd;
+                if (is_custody) {
+                        argv[n++] = "--control-fd";
+                        argv[n++] = cfd;
+                }
                 if (config_path != NULL) {
                         argv[n++] = "--config";
                         argv[n++] = (char *)config_path;
@@ -209,116 +300,266 @@ static int custody_spawn(int wait_ms)
                 execv("/proc/self/exe", argv);
                 _exit(3);
         }
-        close(pfd[1]);
-        struct pollfd p = { .fd = pfd[0], .events = POLLIN };
+        close(ready[1]);
+        if (ctl[0] >= 0)
+                close(ctl[0]);
+        struct pollfd p = { .fd = ready[0], .events = POLLIN };
         char b = 0;
         int pr;
         do
                 pr = poll(&p, 1, wait_ms);
         while (pr < 0 && errno == EINTR);
-        ssize_t got = pr > 0 ? read(pfd[0], &b, 1) : 0;
-        close(pfd[0]);
+        ssize_t got = pr > 0 ? read(ready[0], &b, 1) : 0;
+        close(ready[0]);
         if (got == 1) {
-                custody_pid = pid;
+                ch->pid = pid;
+                if (ch->control_fd >= 0)
+                        close(ch->control_fd);
+                ch->control_fd = ctl[1];
                 return 0;
         }
+        if (ctl[1] >= 0)
+                close(ctl[1]);
         int st = 0;
         if (pr == 0) {   /* not ready in time */
                 kill(pid, SIGKILL);
-                kw_log(KW_LOG_ERROR, "custody_start_timeout", KW_END);
+                kw_log(KW_LOG_ERROR, "start_timeout", "process", ch->role, KW_END);
         }
         waitpid(pid, &st, 0);
         return WIFEXITED(st) && WEXITSTATUS(st) != 0 ? WEXITSTATUS(st) : 5;
 }
 
-/* Restarts the custody process when it dies; the front answers 503
- * (custody_down) meanwhile. */
-static void *custody_supervisor(void *arg)
+/* Tells the custody process which process is the front (custody.c refuses
+ * every other peer). */
+static void tell_custody_front(const struct kw_identity *front)
 {
-        (void)arg;
-        unsigned backoff_ms = 100;
-        for (;;) {
-                int st;
-                pid_t pid = waitpid(-1, &st, 0);
-                if (pid < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        sleep(1);
-                        continue;
-                }
-                pthread_mutex_lock(&custody_mu);
-                if (pid != custody_pid || stopping) {
-                        pthread_mutex_unlock(&custody_mu);
-                        continue;
-                }
-                custody_pid = -1;
-                char how[48];
-                if (WIFSIGNALED(st))
-                        snprintf(how, sizeof how, "signal %d", WTERMSIG(st));
-                else
-                        snprintf(how, sizeof how, "exit %d", WEXITSTATUS(st));
-                kw_log(KW_LOG_ERROR, "custody_died", "how", how, KW_END);
-                for (;;) {
-                        struct timespec ts = { backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L };
-                        nanosleep(&ts, NULL);
-                        if (stopping)
-                                break;
-                        int rc = custody_spawn(60000);
-                        if (rc == 0) {
-                                kw_log(KW_LOG_INFO, "custody_restarted", KW_END);
-                                backoff_ms = 100;
-                                break;
-                        }
-                        backoff_ms = backoff_ms < 5000 ? backoff_ms * 2 : 5000;
-                }
-                pthread_mutex_unlock(&custody_mu);
-        }
-        return NULL;
+        if (custody_child.control_fd < 0 || front_child.pid <= 0)
+                return;
+        char line[64];
+        int n = snprintf(line, sizeof line, "front %ld %lu\n", (long)front_child.pid,
+                         (unsigned long)front->uid);
+        ssize_t w = write(custody_child.control_fd, line, (size_t)n);
+        (void)w;
 }
 
-static void custody_stop(void)
+static void child_stop(struct child *ch)
 {
-        pthread_mutex_lock(&custody_mu);
-        stopping = 1;
-        pid_t pid = custody_pid;
-        pthread_mutex_unlock(&custody_mu);
-        if (pid > 0) {
-                kill(pid, SIGTERM);
-                for (int i = 0; i < 100; i++) {   /* up to 10 s for the audit flush */
-                        if (kill(pid, 0) != 0)
-                                break;
-                        usleep(100000);
+        if (ch->pid <= 0)
+                return;
+        kill(ch->pid, SIGTERM);
+        for (int i = 0; i < STOP_WAIT_MS / 50; i++) {
+                if (waitpid(ch->pid, NULL, WNOHANG) == ch->pid) {
+                        ch->pid = -1;
+                        return;
                 }
-                kill(pid, SIGKILL);
+                struct timespec ts = { 0, 50 * 1000000L };
+                nanosleep(&ts, NULL);
         }
+        kill(ch->pid, SIGKILL);
+        waitpid(ch->pid, NULL, 0);
+        ch->pid = -1;
+}
+
+static void describe_exit(int st, char out[48])
+{
+        if (WIFSIGNALED(st))
+                snprintf(out, 48, "signal %d%s", WTERMSIG(st),
+                         WTERMSIG(st) == SIGSYS ? " (a system call outside its sandbox)" : "");
+        else
+                snprintf(out, 48, "exit %d", WEXITSTATUS(st));
+}
+
+/* Restarts ch until it runs (the other keeps serving: the front answers
+ * 503 while the custody process is away). */
+static void child_restart(struct child *ch, const struct kw_identity *front, const sigset_t *sigs)
+{
+        unsigned backoff_ms = 100;
+        for (;;) {
+                struct timespec ts = { backoff_ms / 1000, (long)(backoff_ms % 1000) * 1000000L };
+                siginfo_t si;
+                int sig = sigtimedwait(sigs, &si, &ts);
+                if (sig == SIGTERM || sig == SIGINT) {
+                        raise(sig);   /* handled by the main loop */
+                        return;
+                }
+                int rc = child_spawn(ch, START_WAIT_MS);
+                if (rc == 0) {
+                        kw_log(KW_LOG_INFO, "process_restarted", "process", ch->role, KW_END);
+                        tell_custody_front(front);
+                        return;
+                }
+                backoff_ms = backoff_ms < BACKOFF_MAX_MS ? backoff_ms * 2 : BACKOFF_MAX_MS;
+        }
+}
+
+/* The parent: start both, restart whichever dies, stop both on a signal. */
+static int supervise(const struct kw_config *cfg, const struct kw_identity *front)
+{
+        sigset_t sigs;
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGTERM);
+        sigaddset(&sigs, SIGINT);
+        sigaddset(&sigs, SIGHUP);
+        sigaddset(&sigs, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &sigs, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        int rc = child_spawn(&custody_child, START_WAIT_MS);
+        if (rc != 0) {
+                fprintf(stderr, "keywardd: the custody process failed to start (exit %d); see the "
+                                "log line above\n", rc);
+                return rc;
+        }
+        rc = child_spawn(&front_child, START_WAIT_MS);
+        if (rc != 0) {
+                fprintf(stderr, "keywardd: the front failed to start (exit %d); see the log line "
+                                "above\n", rc);
+                child_stop(&custody_child);
+                return rc;
+        }
+        tell_custody_front(front);
+        char url[300];
+        snprintf(url, sizeof url, "https://%s", cfg->http.listen);
+        kw_log(KW_LOG_INFO, "started", "url", url, "front_user", front->name,
+               "custody_user", cfg->custody.user, KW_END);
+        for (;;) {
+                siginfo_t si;
+                int sig = sigwaitinfo(&sigs, &si);
+                if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+                        break;
+                if (sig != SIGCHLD)
+                        continue;
+                int st;
+                pid_t pid;
+                while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+                        struct child *ch = pid == custody_child.pid ? &custody_child
+                                         : pid == front_child.pid   ? &front_child
+                                                                    : NULL;
+                        if (ch == NULL)
+                                continue;
+                        ch->pid = -1;
+                        char how[48];
+                        describe_exit(st, how);
+                        kw_log(KW_LOG_ERROR, "process_died", "process", ch->role, "how", how, KW_END);
+                        child_restart(ch, front, &sigs);
+                }
+        }
+        kw_log(KW_LOG_INFO, "stopping", KW_END);
+        child_stop(&front_child);     /* finishes its requests */
+        child_stop(&custody_child);   /* flushes the audit queue */
+        return 0;
+}
+
+/* ------------------------------------------------------------ the front */
+
+static int front_main(struct kw_config *cfg, int ready_fd)
+{
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "front");
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        struct kw_identity me;
+        kw_result r = kw_identity_resolve(cfg->front.user, &me);
+        if (r.code != 0) {
+                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
+                return 2;
+        }
+        kw_caps_drop_bounding();   /* before any thread exists */
+        if ((cfg->ekm.azure_ekm_enable && kw_route_ekm_setup(cfg).code != 0) ||
+            kw_route_xks_setup(cfg).code != 0) {
+                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
+                return 2;
+        }
+        kw_route_attest_setup(cfg);
+        struct kw_front front = { .cfg = cfg };
+        r = kw_cc_new(cfg->custody.socket_path, (unsigned)cfg->custody.connections,
+                      (unsigned)cfg->custody.timeout_ms, &front.cc);
+        /* the listeners and the TLS key, with the privileges they may need */
+        if (r.code == 0)
+                r = kw_http_start(cfg, build_routes(cfg), &front, &front.http);
+        if (r.code != 0) {
+                kw_log(KW_LOG_ERROR, "startup_failed", "step", "https", "error", kw_err_name(r.code),
+                       "message", kw_err_detail()[0] ? kw_err_detail() : kw_strerror(r.code), KW_END);
+                return 3;
+        }
+        kw_config_wipe_secrets(cfg);   /* the TLS key is loaded; SigV4 keys are custody's */
+        r = kw_privs_drop(&me);
+        if (r.code == 0)
+                r = kw_process_harden();
+        if (r.code == 0)
+                r = kw_sandbox_enter(KW_SANDBOX_FRONT,
+                                     (enum kw_sandbox_mode)kw_sandbox_mode_parse(cfg->sandbox.seccomp));
+        if (r.code != 0) {
+                kw_log(KW_LOG_ERROR, "startup_failed", "step", "sandbox", "error", kw_err_name(r.code),
+                       "message", kw_err_detail(), KW_END);
+                kw_http_stop(front.http);
+                return 3;
+        }
+        char url[300], admin_url[300];
+        snprintf(url, sizeof url, "https://%s", cfg->http.listen);
+        snprintf(admin_url, sizeof admin_url, "https://%s",
+                 admin_split(cfg) ? cfg->admin.listen : cfg->http.listen);
+        kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", cfg->admin.enable ? admin_url : NULL,
+               "version", KEYWARD_VERSION, "user", me.name, "sandbox", cfg->sandbox.seccomp, KW_END);
+        if (ready_fd >= 0) {
+                ssize_t w = write(ready_fd, "1", 1);
+                (void)w;
+                close(ready_fd);
+        }
+        int sig = 0;
+        sigwait(&set, &sig);
+        kw_http_stop(front.http);
+        kw_cc_free(front.cc);
+        return 0;
 }
 
 /* ------------------------------------------------------------------ main */
+
+static void console_user(char out[96])
+{
+        uid_t uid = getuid();
+        struct passwd *pw = getpwuid(uid);
+        const char *sudo = getenv("SUDO_USER");
+        snprintf(out, 96, "uid=%u(%s)%s%s", (unsigned)uid, pw ? pw->pw_name : "?",
+                 sudo && sudo[0] ? " sudo_user=" : "", sudo && sudo[0] ? sudo : "");
+}
 
 int main(int argc, char **argv)
 {
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'k' },
+                { "recover-admin", no_argument, NULL, 'R' },
                 { "custody", no_argument, NULL, 'C' },
+                { "front", no_argument, NULL, 'F' },
                 { "ready-fd", required_argument, NULL, 'r' },
+                { "control-fd", required_argument, NULL, 'x' },
                 { "version", no_argument, NULL, 'V' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
-        int check_only = 0, custody = 0, ready_fd = -1, o;
+        int check_only = 0, recover = 0, custody = 0, front = 0, ready_fd = -1, control_fd = -1, o;
         while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
                 switch (o) {
                 case 'c': config_path = optarg; break;
                 case 'k': check_only = 1; break;
+                case 'R': recover = 1; break;
                 case 'C': custody = 1; break;
+                case 'F': front = 1; break;
                 case 'r': ready_fd = atoi(optarg); break;
+                case 'x': control_fd = atoi(optarg); break;
                 case 'V': printf("keywardd %s\n", KEYWARD_VERSION); return 0;
                 case 'h': usage(stdout); return 0;
                 default: usage(stderr); return 2;
                 }
         }
-        if (optind != argc) {
+        if (optind != argc || check_only + recover + custody + front > 1) {
                 usage(stderr);
                 return 2;
         }
@@ -331,90 +572,56 @@ int main(int argc, char **argv)
                 fprintf(stderr, "keywardd: %s\n", kw_err_detail()[0] ? kw_err_detail() : kw_strerror(r.code));
                 return 2;
         }
+        int rc;
         if (custody) {
-                int rc = kw_custody_main(cfg, ready_fd);
-                kw_config_free(cfg);
-                return rc;
+                /* no peer until the parent names the front */
+                struct kw_custody_start st = { .ready_fd = ready_fd, .control_fd = control_fd,
+                                               .front_pid = 0, .front_uid = (uid_t)-1 };
+                rc = kw_custody_main(cfg, &st);
+        } else if (front) {
+                rc = front_main(cfg, ready_fd);
+        } else if (recover) {
+                char who[96];
+                console_user(who);
+                rc = kw_custody_recover_admin(cfg, who);
+        } else {
+                /* the parent keeps no secret */
+                kw_config_wipe_secrets(cfg);
+                rc = 0;
+                if (check_files(cfg) != 0 || check_db_dir(cfg) != 0 ||
+                    (cfg->ekm.azure_ekm_enable && kw_route_ekm_setup(cfg).code != 0) ||
+                    kw_route_xks_setup(cfg).code != 0) {
+                        if (kw_err_detail()[0] != '\0')
+                                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
+                        rc = 2;
+                }
+                struct kw_identity cid, fid;
+                if (rc == 0 && (kw_identity_resolve(cfg->custody.user, &cid).code != 0 ||
+                                kw_identity_resolve(cfg->front.user, &fid).code != 0)) {
+                        fprintf(stderr, "keywardd: %s\n", kw_err_detail());
+                        rc = 2;
+                }
+                if (rc == 0 && check_not_front_readable(cfg, &fid) != 0)
+                        rc = 2;
+                if (rc == 0 && check_only) {
+                        printf("keywardd: configuration OK (%s)\n", cfg->source);
+                } else if (rc == 0) {
+                        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "parent");
+                        if (!cid.change)
+                                kw_log(KW_LOG_WARN, "single_user",
+                                       "message", "not started as root: the front and the custody "
+                                                  "process both run as this user, so the front's "
+                                                  "sandbox is what keeps it from the key store's "
+                                                  "files; start as root for separate users",
+                                       "user", cid.name, KW_END);
+                        if (cfg->ekm.azure_ekm_disable_client_auth)
+                                kw_log(KW_LOG_WARN, "insecure_setting",
+                                       "message", "azure_ekm_disable_client_auth is set: EKM "
+                                                  "requests are NOT authenticated; use this for "
+                                                  "tests only", KW_END);
+                        rc = prepare_socket_dir(cfg, &cid, &fid) != 0 ? 3 : supervise(cfg, &fid);
+                }
         }
-        if (check_files(cfg) != 0) {
-                kw_config_free(cfg);
-                return 2;
-        }
-        if (cfg->ekm.azure_ekm_enable && kw_route_ekm_setup(cfg).code != 0) {
-                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
-                kw_config_free(cfg);
-                return 2;
-        }
-        if (kw_route_xks_setup(cfg).code != 0) {
-                fprintf(stderr, "keywardd: %s\n", kw_err_detail());
-                kw_config_free(cfg);
-                return 2;
-        }
-        if (check_only) {
-                printf("keywardd: configuration OK (%s)\n", cfg->source);
-                kw_config_free(cfg);
-                return 0;
-        }
-        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "front");
-        if (cfg->ekm.azure_ekm_disable_client_auth)
-                kw_log(KW_LOG_WARN, "insecure_setting",
-                       "message", "azure_ekm_disable_client_auth is set: EKM requests are NOT "
-                                  "authenticated; use this for tests only", KW_END);
-
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGHUP);
-        pthread_sigmask(SIG_BLOCK, &set, NULL);
-        signal(SIGPIPE, SIG_IGN);
-
-        if (mkdir_parent(cfg->custody.socket_path) != 0 || mkdir_parent(cfg->db.path) != 0) {
-                fprintf(stderr, "keywardd: cannot create the directories of %s / %s: %s\n",
-                        cfg->custody.socket_path, cfg->db.path, strerror(errno));
-                return 3;
-        }
-        if (give_dirs_to_custody_user(cfg) != 0)
-                return 3;
-        int rc = custody_spawn(60000);
-        if (rc != 0) {
-                fprintf(stderr, "keywardd: the custody process failed to start (exit %d); see the "
-                                "log line above\n", rc);
-                return rc;
-        }
-        /* the SigV4 secrets are the custody's (it reads them from the file,
-         * also when restarted): none stays in the network-facing process */
-        kw_xks_wipe_config_secrets(cfg);
-        pthread_t sup;
-        pthread_create(&sup, NULL, custody_supervisor, NULL);
-        pthread_detach(sup);
-
-        struct kw_front front = { .cfg = cfg };
-        r = kw_cc_new(cfg->custody.socket_path, (unsigned)cfg->custody.connections,
-                      (unsigned)cfg->custody.timeout_ms, &front.cc);
-        const struct kw_route *routes = build_routes(cfg);
-        int split = cfg->admin.listen && cfg->admin.listen[0] &&
-                    strcmp(cfg->admin.listen, cfg->http.listen) != 0;
-        if (r.code == 0)
-                r = kw_http_start(cfg, routes, &front, &front.http);
-        if (r.code != 0) {
-                fprintf(stderr, "keywardd: cannot start HTTPS: %s\n",
-                        kw_err_detail()[0] ? kw_err_detail() : kw_strerror(r.code));
-                custody_stop();
-                return 3;
-        }
-        char url[300], admin_url[300];
-        snprintf(url, sizeof url, "https://%s", cfg->http.listen);
-        snprintf(admin_url, sizeof admin_url, "https://%s", split ? cfg->admin.listen : cfg->http.listen);
-        kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", cfg->admin.enable ? admin_url : NULL,
-               "version", KEYWARD_VERSION, KW_END);
-
-        int sig = 0;
-        sigwait(&set, &sig);
-        kw_log(KW_LOG_INFO, "stopping", KW_END);
-        kw_http_stop(front.http);
-        custody_stop();
-        kw_cc_free(front.cc);
         kw_config_free(cfg);
-        return 0;
+        return rc;
 }

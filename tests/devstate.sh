@@ -49,3 +49,17 @@ token_file = "$dir/admin.token"
 level = "info"
 TOML
 fi
+
+# Started as root, keywardd runs its custody process as keyward-custody and
+# its front as keyward-front (make users): the key store's directory, the
+# HSM token and its PIN belong to the custody user alone; the state
+# directory can be traversed (the front reaches the custody socket under it)
+# but not listed.  The TLS key and the configuration are read by the front
+# before it drops root.
+if [ "$(id -u)" = 0 ] && id -u keyward-custody >/dev/null 2>&1 && id -u keyward-front >/dev/null 2>&1; then
+  chown keyward-custody: "$dir"
+  chmod 0711 "$dir"
+  chown -R keyward-custody: "$dir/softhsm"
+  chown root:root "$dir/keyward.toml" "$dir/tls" "$dir/tls/cert.pem" "$dir/tls/key.pem"
+  chmod 0644 "$dir/keyward.toml" "$dir/tls/cert.pem"
+fi

@@ -9,7 +9,7 @@
 #include <openssl/evp.h>
 
 #include "common/b64.h"
-#include "front/json_io.h"
+#include "common/json_io.h"
 #include "collect_int.h"
 
 #define BIND_LABEL "KEYWARD-ATTEST-v1" /* followed by its NUL in the hash */

@@ -18,38 +18,33 @@ uint32_t kw_tag_max(uint8_t tag)
         case KW_T_NAME: return 64;
         case KW_T_KEY_TYPE: return 8;
         case KW_T_KEY_SIZE: case KW_T_OPS: case KW_T_WAIT_SECONDS: case KW_T_LIMIT:
-        case KW_T_VERSION: case KW_T_ALG: case KW_T_CALLER:
+        case KW_T_VERSION: case KW_T_ALG: case KW_T_CALLER: case KW_T_MATERIAL_FORMAT:
                 return 4;
         case KW_T_SEQ: return 8;
         case KW_T_TAGS: return 8192;
         case KW_T_RULES: return 16384;
-        case KW_T_ACTOR: return 256;
-        case KW_T_MATERIAL: return 8192;
+        case KW_T_MATERIAL: return 24u * 1024u;
         case KW_T_STATE: return 32;
         case KW_T_CURSOR: return 128;
         case KW_T_TAG: return 256;
         case KW_T_NAME_PREFIX: return 64;
         case KW_T_DATA: return 65536;
-        case KW_T_AAD: return 16384;
-        case KW_T_IV: return 16;
-        case KW_T_AUTH_TAG: return 16;
-        case KW_T_CT: return 65536;
         case KW_T_ACTION: return 64;
-        case KW_T_TOKEN_HASH: return 32;
         case KW_T_TOKEN_NAME: return 64;
         case KW_T_ROLE: return 16;
         case KW_T_TOKEN_ID: return 64;
-        case KW_T_XKS_PRINCIPAL: return 2048;
-        case KW_T_XKS_OPERATION: case KW_T_XKS_VIA: case KW_T_XKS_VPC: case KW_T_XKS_VPCE:
-        case KW_T_XKS_STORE:
-                return 128;
+        case KW_T_TOKEN: return 512;
+        case KW_T_XKS_STORE: return 128;
         case KW_T_EKM_CN: case KW_T_REQUEST_ID: return 256;
+        case KW_T_EKM_PREFIX: return 64;
         case KW_T_SIGV4_AKID: return 128;
         case KW_T_SIGV4_STS: return 512;
         case KW_T_SIGV4_SIG: return 32;
+        case KW_T_SIGV4_CREQ: return 16384;
+        case KW_T_BODY: return 512u * 1024u;
         case KW_T_XKS_PREFIX: return 128;
         case KW_T_XKS_REGION: return 64;
-        case KW_T_XKS_FLAGS: return 4;
+        case KW_T_NONCE: return 32;
         default: return 0;
         }
 }

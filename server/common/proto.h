@@ -1,6 +1,6 @@
 /*
  * proto.h - the fixed request table between the front and the custody
- * process (version 1).
+ * process (version 2).
  *
  * Transport: a SOCK_STREAM Unix socket.  Frame = u32be length | payload,
  * length <= KW_IPC_MAX_FRAME.
@@ -11,54 +11,83 @@
  * Integers inside fields are big-endian u32 (or u64 where noted).  Strings
  * are UTF-8 without NUL.  Every field has a maximum length (kw_tag_max).
  *
- * The table below is the whole contract: for each op, the fields it takes
- * (R required, O optional) and the fields of a successful reply.  A failed
- * reply carries code < 0 and optionally KW_T_DETAIL (non-secret text).
+ * Who may ask (privilege separation, docs/threat-model.md).  Every request
+ * names its caller class (KW_T_CALLER, required: there is no default) and
+ * carries that class's proof, which the custody process verifies itself:
+ *   PUBLIC  no proof; only the ops marked P below (liveness, counters, the
+ *           XKS routing table, attestation evidence: nothing secret).
+ *   ADMIN   KW_T_TOKEN, the bearer token as received; custody hashes it and
+ *           looks it up; the token's role must be one the op allows.
+ *   XKS     the SigV4 parts (XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG
+ *           SIGV4_CREQ BODY): custody checks the signature over the string
+ *           to sign, that the string to sign hashes this canonical request,
+ *           and that the canonical request is a POST of exactly this body to
+ *           this store's path; then it parses the body itself.
+ *   EKM     KW_T_EKM_CN (+ KW_T_EKM_PREFIX): the verified client
+ *           certificate's subject, asserted by the front; custody accepts
+ *           only a CN of [azure_ekm_config] azure_ekm_client_cns, and a key
+ *           only when its rules name that CN (or the EKM path prefix).
+ * The audit actor is always what custody verified ("token:<id>(<name>)",
+ * "xks:<store>:<akid>", "ekm:<cn>"), never a string the front sends.
+ *
+ * The table below is the whole contract: for each op, who may send it
+ * (P public, A admin with the roles given, X xks, E ekm), the fields it
+ * takes (R required, O optional) and the fields of a successful reply.  A
+ * failed reply carries code < 0 and optionally KW_T_DETAIL (non-secret
+ * text) and KW_T_REQUEST_ID.
  */
 #ifndef KW_PROTO_H
 #define KW_PROTO_H
 
 #include <stdint.h>
 
-#define KW_PROTO_VERSION 1
+#define KW_PROTO_VERSION 2
 #define KW_IPC_MAX_FRAME (1024u * 1024u)
 
 enum kw_op {
-        KW_OP_PING = 1,          /* -> -                                            */
-        KW_OP_STATUS = 2,        /* -> JSON {state, keys, hsm, cache, ...}          */
-        KW_OP_STATS = 3,         /* -> JSON counters (hsm calls, cache hits, ...)    */
-        KW_OP_HEALTH = 4,        /* deep check: HSM seal/unseal + DB read -> JSON    */
-        KW_OP_KEY_CREATE = 10,   /* R NAME KEY_TYPE KEY_SIZE; O OPS TAGS RULES; R ACTOR -> JSON key */
-        KW_OP_KEY_IMPORT = 11,   /* as CREATE + R MATERIAL (AES raw / RSA PKCS#8 DER)  -> JSON key */
-        KW_OP_KEY_GET = 12,      /* R NAME -> JSON key                                */
-        KW_OP_KEY_LIST = 13,     /* O LIMIT CURSOR STATE KEY_TYPE TAG NAME_PREFIX -> JSON {keys,next} */
-        KW_OP_KEY_SET_STATE = 14,/* R NAME STATE("enabled"|"disabled") ACTOR -> JSON key */
-        KW_OP_KEY_ROTATE = 15,   /* R NAME ACTOR -> JSON key                          */
-        KW_OP_KEY_SCHEDULE_DELETE = 16, /* R NAME ACTOR; O WAIT_SECONDS -> JSON key   */
-        KW_OP_KEY_CANCEL_DELETE = 17,   /* R NAME ACTOR -> JSON key                    */
-        KW_OP_KEY_UPDATE = 18,   /* R NAME ACTOR; O TAGS RULES OPS -> JSON key        */
-        KW_OP_ENCRYPT = 20,      /* AES-GCM. R NAME DATA; O AAD XKS_FLAGS; caller -> CT IV TAG VERSION */
-        KW_OP_DECRYPT = 21,      /* R NAME CT IV TAG VERSION; O AAD; caller -> DATA   */
-        KW_OP_WRAP = 22,         /* R NAME ALG DATA; caller -> DATA VERSION            */
-        KW_OP_UNWRAP = 23,       /* R NAME ALG DATA; O VERSION; caller -> DATA VERSION */
-        KW_OP_AUDIT_QUERY = 30,  /* O LIMIT SEQ NAME ACTION -> JSON {events,next}     */
-        KW_OP_AUDIT_VERIFY = 31, /* -> JSON {ok, rows, first_bad_seq?}                */
-        KW_OP_TOKEN_CHECK = 40,  /* R TOKEN_HASH -> JSON {id,name,role}               */
-        KW_OP_TOKEN_CREATE = 41, /* R TOKEN_NAME ROLE ACTOR -> JSON {id,name,role,token} */
-        KW_OP_TOKEN_LIST = 42,   /* -> JSON {tokens:[...]}                            */
-        KW_OP_TOKEN_REVOKE = 43, /* R TOKEN_ID ACTOR -> JSON token                    */
-        /* AWS XKS (docs/xks.md).  Any request may also carry the SigV4 fields
-         * (SIGV4_AKID SIGV4_STS SIGV4_SIG + XKS_STORE): custody then verifies
-         * the signature FIRST and answers KW_ERR_AUTH before anything else. */
-        KW_OP_XKS_AUTH = 50,     /* R XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG -> -  */
-        KW_OP_XKS_STORES = 51,   /* -> JSON {gen, stores:[{name,uri_prefix,region,service,source,access_key_ids}]} (no secrets) */
-        KW_OP_XKS_STORE_CREATE = 52, /* R XKS_STORE XKS_PREFIX ACTOR; O XKS_REGION -> JSON import file + store */
-        KW_OP_XKS_CRED_ROTATE = 53,  /* R XKS_STORE ACTOR -> JSON import file (new pair; at most 2 kept) */
-        KW_OP_XKS_CRED_DELETE = 54,  /* R XKS_STORE SIGV4_AKID ACTOR -> JSON store        */
-        KW_OP_XKS_STORE_DELETE = 55, /* R XKS_STORE ACTOR -> JSON {deleted}               */
-        KW_OP_XKS_IMPORT_FILE = 56,  /* R XKS_STORE ACTOR -> JSON import file (newest pair) */
+        KW_OP_PING = 1,          /* P A*  -> -                                         */
+        KW_OP_STATUS = 2,        /* A*    -> JSON {state, keys, hsm, cache, ...}        */
+        KW_OP_STATS = 3,         /* P A*  -> JSON counters (hsm calls, cache hits, ...)  */
+        KW_OP_KEY_CREATE = 10,   /* A ko  R NAME KEY_TYPE KEY_SIZE; O OPS TAGS RULES -> JSON key */
+        KW_OP_KEY_IMPORT = 11,   /* A ko  R NAME KEY_TYPE MATERIAL MATERIAL_FORMAT; O OPS TAGS
+                                  *       RULES -> JSON key.  MATERIAL is the client's text as
+                                  *       received (base64 / PEM): custody decodes it, never
+                                  *       the front */
+        KW_OP_KEY_GET = 12,      /* A* E  R NAME -> JSON key                            */
+        KW_OP_KEY_LIST = 13,     /* A*    O LIMIT CURSOR STATE KEY_TYPE TAG NAME_PREFIX -> JSON {keys,next} */
+        KW_OP_KEY_SET_STATE = 14,/* A ko  R NAME STATE("enabled"|"disabled") -> JSON key */
+        KW_OP_KEY_ROTATE = 15,   /* A ko  R NAME -> JSON key                            */
+        KW_OP_KEY_SCHEDULE_DELETE = 16, /* A ko  R NAME; O WAIT_SECONDS -> JSON key     */
+        KW_OP_KEY_CANCEL_DELETE = 17,   /* A ko  R NAME -> JSON key                     */
+        KW_OP_KEY_UPDATE = 18,   /* A ko  R NAME; O TAGS RULES OPS -> JSON key          */
+        KW_OP_WRAP = 22,         /* E     R NAME ALG DATA -> DATA VERSION               */
+        KW_OP_UNWRAP = 23,       /* E     R NAME ALG DATA; O VERSION -> DATA VERSION    */
+        KW_OP_AUDIT_QUERY = 30,  /* A*    O LIMIT SEQ NAME ACTION -> JSON {events,next} */
+        KW_OP_AUDIT_VERIFY = 31, /* A*    -> JSON {ok, rows, first_bad_seq?}            */
+        KW_OP_TOKEN_CHECK = 40,  /* A*    -> JSON {id,name,role}: the caller's own token */
+        KW_OP_TOKEN_CREATE = 41, /* A a   R TOKEN_NAME ROLE -> JSON {id,name,role,token} */
+        KW_OP_TOKEN_LIST = 42,   /* A a   -> JSON {tokens:[...]}                        */
+        KW_OP_TOKEN_REVOKE = 43, /* A a   R TOKEN_ID -> JSON token; the last active
+                                  *       admin token cannot be revoked (KW_ERR_BAD_STATE) */
+        /* AWS XKS (docs/xks.md) */
+        KW_OP_XKS = 50,          /* X     (the SigV4 parts above) -> JSON, the XKS
+                                  *       response body; REQUEST_ID (kmsRequestId) also on
+                                  *       failure.  Custody routes on the signed path:
+                                  *       health, metadata, encrypt, decrypt */
+        KW_OP_XKS_STORES = 51,   /* P A*  -> JSON {gen, stores:[{name,uri_prefix,region,service,source,access_key_ids}]} (no secrets) */
+        KW_OP_XKS_STORE_CREATE = 52, /* A a  R XKS_STORE XKS_PREFIX; O XKS_REGION -> JSON import file + store */
+        KW_OP_XKS_CRED_ROTATE = 53,  /* A a  R XKS_STORE -> JSON import file (new pair; at most 2 kept) */
+        KW_OP_XKS_CRED_DELETE = 54,  /* A a  R XKS_STORE SIGV4_AKID -> JSON store        */
+        KW_OP_XKS_STORE_DELETE = 55, /* A a  R XKS_STORE -> JSON {deleted}               */
+        KW_OP_XKS_IMPORT_FILE = 56,  /* A a  R XKS_STORE -> JSON import file (newest pair) */
+        /* attestation (docs/attestation.md): collected here, where the TPM and
+         * /dev/sev-guest are, bound to the TLS key custody reads from the
+         * configured certificate itself */
+        KW_OP_ATTEST = 60,       /* P     R NONCE -> JSON evidence                      */
         KW_OP_MAX = 64
 };
+/* Roles in the table: A* any role (auditor, operator, admin); A ko operator
+ * or admin; A a admin only.  The table itself is op_table in custody.c. */
 
 enum kw_tag {
         KW_T_DETAIL = 1,        /* reply: error detail text (<= 256)               */
@@ -69,8 +98,7 @@ enum kw_tag {
         KW_T_OPS = 6,           /* u32 mask of KW_KEYOP_*                           */
         KW_T_TAGS = 7,          /* JSON object of string->string (<= 8 KiB)         */
         KW_T_RULES = 8,         /* JSON rules document (<= 16 KiB), see rules.h     */
-        KW_T_ACTOR = 9,         /* who asks, for the audit: "token:<id>", "xks:<akid>", "ekm:<cn>" (<= 256) */
-        KW_T_MATERIAL = 10,     /* secret key material to import (<= 8 KiB)         */
+        KW_T_MATERIAL = 10,     /* key material to import, as the client sent it (<= 24 KiB) */
         KW_T_STATE = 11,        /* "enabled" | "disabled" | filter value            */
         KW_T_WAIT_SECONDS = 12, /* u32                                              */
         KW_T_LIMIT = 13,        /* u32, 1..1000                                     */
@@ -78,36 +106,38 @@ enum kw_tag {
         KW_T_TAG = 15,          /* list filter "k=v" (<= 256)                       */
         KW_T_NAME_PREFIX = 16,  /* list filter (<= 64)                              */
         KW_T_DATA = 17,         /* plaintext / input / output bytes (<= 64 KiB)     */
-        KW_T_AAD = 18,          /* AES-GCM associated data (<= 16 KiB)              */
-        KW_T_IV = 19,           /* 12 bytes                                         */
-        KW_T_AUTH_TAG = 20,     /* 16 bytes                                         */
-        KW_T_CT = 21,           /* ciphertext (<= 64 KiB)                           */
         KW_T_VERSION = 22,      /* u32 key version                                  */
         KW_T_ALG = 23,          /* u32 enum kw_alg                                  */
         KW_T_SEQ = 24,          /* u64 audit sequence (query: events after it)      */
         KW_T_ACTION = 25,       /* audit action filter (<= 64)                      */
-        KW_T_TOKEN_HASH = 26,   /* SHA-256 of a bearer token, 32 bytes              */
         KW_T_TOKEN_NAME = 27,   /* [A-Za-z0-9._-]{1,64}                             */
         KW_T_ROLE = 28,         /* "admin" | "operator" | "auditor"                 */
         KW_T_TOKEN_ID = 29,     /* token id (<= 64)                                 */
-        /* caller context: evaluated against the key's rules in custody */
-        KW_T_CALLER = 30,       /* u32 enum kw_caller                               */
-        KW_T_XKS_PRINCIPAL = 31,/* awsPrincipalArn (<= 2048)                        */
-        KW_T_XKS_OPERATION = 32,/* kmsOperation (<= 128)                            */
-        KW_T_XKS_VIA = 33,      /* kmsViaService (<= 128)                           */
-        KW_T_XKS_VPC = 34,      /* awsSourceVpc (<= 128)                            */
-        KW_T_XKS_VPCE = 35,     /* awsSourceVpce (<= 128)                           */
-        KW_T_XKS_STORE = 36,    /* the XKS URI prefix / key store name (<= 128)     */
-        KW_T_EKM_CN = 37,       /* the client certificate's CN (<= 256)             */
+        /* the caller and its proof (see the top of this file) */
+        KW_T_CALLER = 30,       /* u32 enum kw_caller, required on every request    */
+        KW_T_TOKEN = 31,        /* ADMIN: the bearer token as received (<= 512)     */
+        KW_T_EKM_CN = 37,       /* EKM: the verified client certificate's CN (<= 256) */
+        KW_T_EKM_PREFIX = 39,   /* EKM: the configured path prefix the request used (<= 64) */
         KW_T_REQUEST_ID = 38,   /* protocol correlation id, for audit/log (<= 256)  */
         /* AWS XKS SigV4 (checked in custody, which holds the secrets) */
+        KW_T_XKS_STORE = 36,    /* the XKS key store name (<= 128)                  */
         KW_T_SIGV4_AKID = 40,   /* access key id of the Credential scope (<= 128)   */
         KW_T_SIGV4_STS = 41,    /* the string to sign, built by the front (<= 512)  */
         KW_T_SIGV4_SIG = 42,    /* the request's signature, 32 raw bytes            */
         KW_T_XKS_PREFIX = 43,   /* store URI prefix, "" or "/..." (<= 128)          */
         KW_T_XKS_REGION = 44,   /* store SigV4 region (<= 64)                       */
-        KW_T_XKS_FLAGS = 45,    /* u32 KW_XKS_F_* for ENCRYPT (see xks_aad.h)        */
-        KW_T_MAX = 48
+        KW_T_SIGV4_CREQ = 45,   /* the canonical request the front built (<= 16 KiB) */
+        KW_T_BODY = 46,         /* the HTTP request body as received (<= 512 KiB)   */
+        KW_T_MATERIAL_FORMAT = 47, /* u32 enum kw_material_format                   */
+        KW_T_NONCE = 48,        /* attestation nonce, 32 bytes                      */
+        KW_T_MAX = 64
+};
+
+/* How KW_T_MATERIAL is encoded (the admin API's import fields). */
+enum kw_material_format {
+        KW_MATERIAL_AES_B64 = 1,      /* "material": base64 of 32 raw bytes          */
+        KW_MATERIAL_PKCS8_B64 = 2,    /* "pkcs8": base64 of PKCS#8 DER (RSA)         */
+        KW_MATERIAL_PEM = 3,          /* "pem": an unencrypted PEM private key (RSA) */
 };
 
 enum kw_keyop {
@@ -129,6 +159,7 @@ enum kw_caller {
         KW_CALLER_ADMIN = 1,
         KW_CALLER_XKS = 2,
         KW_CALLER_EKM = 3,
+        KW_CALLER_PUBLIC = 4,
 };
 
 /* Maximum length of a field's value; 0 for an unknown tag. */

@@ -23,6 +23,7 @@
 #include <openssl/encoder.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -508,6 +509,39 @@ kw_result kw_rsa_from_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **ret)
         }
         *ret = pkey;
         return KW_OK;
+}
+
+static int pem_no_password(char *buf, int size, int rwflag, void *u)
+{
+        (void)buf, (void)size, (void)rwflag, (void)u;
+        return -1; /* an encrypted PEM is refused, never prompted for */
+}
+
+kw_result kw_rsa_from_pem(const char *pem, size_t len, EVP_PKEY **ret)
+{
+        KW_ENSURE(len <= INT_MAX, KW_ERR_BAD_FIELD);
+        /* OpenSSL 3 decodes a private key's base64 into its secure heap */
+        BIO *bio = BIO_new_mem_buf(pem, (int)len);
+        KW_ENSURE(bio != NULL, KW_ERR_NOMEM);
+        EVP_PKEY *pk = PEM_read_bio_PrivateKey(bio, NULL, pem_no_password, NULL);
+        BIO_free(bio);
+        if (pk == NULL) {
+                kw_err_set_detail("'pem' is not an unencrypted private key");
+                OSSL_BAIL(KW_ERR_BAD_FIELD, "PEM_read_bio_PrivateKey");
+        }
+        if (!EVP_PKEY_is_a(pk, "RSA")) {
+                EVP_PKEY_free(pk);
+                kw_err_set_detail("the key is not an RSA private key");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        /* through PKCS#8 so that the import policy and checks are one */
+        struct kw_secret der = { 0 };
+        kw_result r = kw_rsa_to_pkcs8(pk, &der);
+        EVP_PKEY_free(pk);
+        if (r.code == 0)
+                r = kw_rsa_from_pkcs8(der.p, der.len, ret);
+        kw_secret_free(&der);
+        return r;
 }
 
 kw_result kw_rsa_public_der(EVP_PKEY *pkey, struct kw_buf *out)

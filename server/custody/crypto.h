@@ -56,6 +56,9 @@ KW_MUST_USE kw_result kw_rsa_generate(unsigned bits, EVP_PKEY **ret);
  * with e = 65537 are accepted on import (KW_ERR_BAD_FIELD otherwise). */
 KW_MUST_USE kw_result kw_rsa_to_pkcs8(EVP_PKEY *pkey, struct kw_secret *ret);
 KW_MUST_USE kw_result kw_rsa_from_pkcs8(const uint8_t *der, size_t len, EVP_PKEY **ret);
+/* An unencrypted PEM private key ("PRIVATE KEY" or "RSA PRIVATE KEY"), with
+ * the same checks as kw_rsa_from_pkcs8.  Encrypted PEM: KW_ERR_BAD_FIELD. */
+KW_MUST_USE kw_result kw_rsa_from_pem(const char *pem, size_t len, EVP_PKEY **ret);
 /* SubjectPublicKeyInfo DER of the public half, appended to out. */
 KW_MUST_USE kw_result kw_rsa_public_der(EVP_PKEY *pkey, struct kw_buf *out);
 /* Unsigned big-endian modulus and exponent, appended to n and e. */

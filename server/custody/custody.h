@@ -8,12 +8,36 @@
 
 #include "../config.h"
 
+#include <sys/types.h>
+
+#include "../common/result.h"
+
+struct kw_custody_start {
+        int ready_fd;         /* one byte is written to it once serving; -1: none     */
+        int control_fd;       /* the parent's "front <pid> <uid>\n" lines; -1: none  */
+        pid_t front_pid;      /* the process allowed to connect until told otherwise */
+        uid_t front_uid;      /* and its user                                        */
+};
+
 /*
- * Runs the custody process until SIGTERM/SIGINT.  Start-up failures (HSM,
- * database key, database) are logged as one actionable line and returned as
- * a non-zero exit status: 3 configuration/file, 4 HSM, 5 database.  When
- * ready_fd >= 0, one byte is written to it once the socket accepts requests.
+ * Runs the custody process until SIGTERM/SIGINT: as [custody] user when
+ * started as root (sandbox.h), serving only the front (st).  Start-up
+ * failures (users, HSM, database key, database) are logged as one
+ * actionable line and returned as a non-zero exit status: 2 users,
+ * 3 configuration/file/sandbox, 4 HSM, 5 database.
  */
-int kw_custody_main(const struct kw_config *cfg, int ready_fd);
+int kw_custody_main(const struct kw_config *cfg, const struct kw_custody_start *st);
+
+/*
+ * keywardd --recover-admin: opens the key store as the custody process
+ * does, creates a new admin token in [admin] token_file, audited as
+ * "console:<console_user>".  0, or the exit status of kw_custody_main.
+ */
+int kw_custody_recover_admin(const struct kw_config *cfg, const char *console_user);
+
+/* Attestation (custody_attest.c): reads the server certificate and sets up
+ * the evidence collector; called before privileges are dropped.  Failures
+ * only make attestation unavailable (logged). */
+KW_MUST_USE kw_result kw_custody_attest_prepare(const struct kw_config *cfg);
 
 #endif

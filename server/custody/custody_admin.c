@@ -19,7 +19,7 @@ static const char *hsm_state_name(enum kw_hsm_state s)
         return s == KW_HSM_UP ? "up" : s == KW_HSM_DOWN ? "down" : "slow";
 }
 
-kw_result op_status(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_status(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                     struct kw_buf *reply)
 {
         (void)req;
@@ -47,7 +47,7 @@ kw_result op_status(struct custody *c, const struct kw_msg *req, const struct op
         return reply_json(reply, d);
 }
 
-kw_result op_stats(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_stats(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                    struct kw_buf *reply)
 {
         (void)req;
@@ -71,22 +71,6 @@ kw_result op_stats(struct custody *c, const struct kw_msg *req, const struct op_
         cJSON_AddNumberToObject(d, "key_cache_entries", (double)cs.entries);
         cJSON_AddNumberToObject(d, "key_unseals_total", (double)__atomic_load_n(&c->material_loads, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "audit_pending", (double)audit_pending(c->aq));
-        return reply_json(reply, d);
-}
-
-kw_result op_health(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
-                    struct kw_buf *reply)
-{
-        (void)req;
-        (void)who;
-        uint64_t us = 0, nkeys = 0;
-        KW_TRY(kw_hsm_check(c->hsm, &us));
-        KW_TRY(kw_keystore_key_count(c->ks, &nkeys));
-        cJSON *d = cJSON_CreateObject();
-        KW_ENSURE(d != NULL, KW_ERR_NOMEM);
-        cJSON_AddStringToObject(d, "hsm", "ok");
-        cJSON_AddNumberToObject(d, "hsm_us", (double)us);
-        cJSON_AddStringToObject(d, "db", "ok");
         return reply_json(reply, d);
 }
 
@@ -118,7 +102,7 @@ static int audit_cb(const struct kw_audit_row *row, void *arg)
         return 0;
 }
 
-kw_result op_audit_query(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_audit_query(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                          struct kw_buf *reply)
 {
         (void)who;
@@ -159,7 +143,7 @@ kw_result op_audit_query(struct custody *c, const struct kw_msg *req, const stru
         return reply_json(reply, d);
 }
 
-kw_result op_audit_verify(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_audit_verify(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                           struct kw_buf *reply)
 {
         (void)req;
@@ -198,22 +182,24 @@ static cJSON *token_doc(const struct kw_token_row *t)
         return d;
 }
 
-kw_result op_token_check(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+/* The caller's own token, as authenticate() verified it: the front learns
+ * the role (for its early 403) and the id (for its log line). */
+kw_result op_token_check(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                          struct kw_buf *reply)
 {
-        (void)who;
-        struct kw_field h;
-        KW_TRY(kw_msg_get(req, KW_T_TOKEN_HASH, &h));
-        KW_ENSURE(h.len == 32, KW_ERR_BAD_FIELD);
-        struct kw_token_row t;
-        kw_result r = kw_keystore_token_find(c->ks, h.p, &t);
-        if (r.code == KW_ERR_NOT_FOUND)
-                KW_BAIL(KW_ERR_AUTH);
-        KW_TRY(r);
-        return reply_json(reply, token_doc(&t));
+        (void)c;
+        (void)req;
+        cJSON *d = cJSON_CreateObject();
+        KW_ENSURE(d != NULL, KW_ERR_NOMEM);
+        cJSON_AddStringToObject(d, "id", who->token_id);
+        cJSON_AddStringToObject(d, "name", who->token_name);
+        cJSON_AddStringToObject(d, "role", who->role == ROLE_ADMIN      ? "admin"
+                                           : who->role == ROLE_OPERATOR ? "operator"
+                                                                        : "auditor");
+        return reply_json(reply, d);
 }
 
-kw_result op_token_create(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_token_create(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                           struct kw_buf *reply)
 {
         struct kw_token_row t;
@@ -274,7 +260,7 @@ static int token_list_cb(const struct kw_token_row *row, void *arg)
         return 0;
 }
 
-kw_result op_token_list(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_token_list(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {
         (void)req;
@@ -295,7 +281,7 @@ kw_result op_token_list(struct custody *c, const struct kw_msg *req, const struc
         return reply_json(reply, d);
 }
 
-kw_result op_token_revoke(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_token_revoke(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                           struct kw_buf *reply)
 {
         char id[65];

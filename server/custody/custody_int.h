@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <cJSON.h>
 
@@ -32,55 +33,106 @@ struct custody {
         uint64_t gen;                 /* bumped by every key mutation        */
         uint64_t requests, failures, material_loads;  /* atomics          */
         struct xks_state *xks;        /* XKS stores and SigV4 secrets (custody_xks.c) */
+        int listen_fd;                /* the socket the front connects to           */
 };
 
-/* What a request says about its caller (strings point into the request). */
+/* Serving (custody.c): accepts connections from the front only (pid and uid
+ * as custody_allow_front last said), one thread per connection. */
+KW_MUST_USE kw_result custody_serve(struct custody *c);
+void custody_allow_front(pid_t pid, uid_t uid);
+
+/* Admin roles, as bits (the op table says which may send an op). */
+enum custody_role {
+        ROLE_AUDITOR = 1u << 0,
+        ROLE_OPERATOR = 1u << 1,
+        ROLE_ADMIN = 1u << 2,
+};
+
+/* The caller of a request as custody verified it (custody.c,
+ * authenticate()); nothing here is taken from the front on trust except
+ * what the class's proof is (the EKM client CN, see proto.h). */
 struct op_caller {
-        struct kw_caller_ctx ctx;
-        char actor[257];
-        char request_id[257];
-        char principal[2049], operation[129], via[129], vpc[129], vpce[129], store[129], cn[257];
+        struct kw_caller_ctx ctx;     /* kind, and for XKS the requestMetadata
+                                         (set by the XKS request parser)        */
+        char actor[257];              /* the audit actor                        */
+        char request_id[257];         /* protocol correlation id, or ""         */
+        unsigned role;                /* ADMIN: the token's role bit            */
+        char token_id[65], token_name[65];
+        char store[33], akid[129];    /* XKS: verified store and access key id  */
+        char cn[257];                 /* EKM: the client certificate's CN       */
+        char ekm_path[80];            /* EKM: "/azureekm[/<prefix>]"           */
 };
 
-typedef kw_result (*op_fn)(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+typedef kw_result (*op_fn)(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                            struct kw_buf *reply);
 
 /* Handlers (custody_keys.c, custody_admin.c). */
-kw_result op_key_create(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_import(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_get(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_list(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_set_state(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_rotate(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_schedule_delete(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_cancel_delete(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_key_update(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_encrypt(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_decrypt(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_wrap(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_unwrap(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_audit_query(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_audit_verify(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_token_check(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_token_create(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_token_list(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_token_revoke(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_status(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_stats(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_health(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+kw_result op_key_create(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_import(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_get(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_set_state(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_rotate(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_schedule_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_cancel_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_update(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_wrap(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_unwrap(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_audit_query(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_audit_verify(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_token_check(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_token_create(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_token_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_token_revoke(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_status(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_stats(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_attest(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 
-/* AWS XKS (custody_xks.c). */
+/* AWS XKS (custody_xks.c: stores, credentials, signatures; xks_request.c:
+ * the requests themselves). */
 KW_MUST_USE kw_result custody_xks_init(struct custody *c);
-/* Verifies the SigV4 fields of req (XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG):
- * KW_OK or KW_ERR_AUTH (detail says why, never a secret). */
-KW_MUST_USE kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req);
-kw_result op_xks_auth(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_xks_stores(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_xks_store_create(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_xks_cred_rotate(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_xks_cred_delete(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_xks_store_delete(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
-kw_result op_xks_import_file(struct custody *, const struct kw_msg *, const struct op_caller *, struct kw_buf *);
+/* Verifies the XKS proof of req (proto.h): the signature over the string to
+ * sign with the store's credential, the string to sign over the canonical
+ * request, the canonical request over BODY and a POST to the store's path;
+ * then charges the store's rate budget.  Fills who (store, akid, actor).
+ * KW_ERR_AUTH (detail says why, never a secret) or KW_ERR_OVERLOAD. */
+KW_MUST_USE kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req,
+                                       struct op_caller *who);
+/* The URI prefix of a verified store (copied into out, >= 129 bytes). */
+void custody_xks_store_prefix(struct custody *c, const char *store, char *out, size_t outsz);
+kw_result op_xks(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_xks_stores(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_xks_store_create(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_xks_cred_rotate(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_xks_cred_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_xks_store_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_xks_import_file(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+
+/* Key use for the protocols (custody_keys.c): the lookup, state, rules and
+ * usage checks in the protocol order, then AES-GCM.  name is the key name;
+ * *ret_version is the version used (encrypt: the current one). */
+KW_MUST_USE kw_result custody_key_gcm_encrypt(struct custody *c, const struct op_caller *who,
+                                              const char *name, const uint8_t *pt, size_t pt_len,
+                                              const uint8_t *caller_aad, size_t aad_len,
+                                              int verify, struct kw_buf *ret_ct,
+                                              uint8_t ret_iv[12], uint8_t ret_tag[16],
+                                              uint32_t *ret_version);
+/* version 0 (metadata not ours) still runs the key checks, then fails with
+ * KW_ERR_DECRYPT.  ret_pt receives ct_len bytes (wiped when freed). */
+KW_MUST_USE kw_result custody_key_gcm_decrypt(struct custody *c, const struct op_caller *who,
+                                              const char *name, uint32_t version,
+                                              const uint8_t *ct, size_t ct_len, const uint8_t *iv,
+                                              size_t iv_len, const uint8_t *tag, size_t tag_len,
+                                              const uint8_t *caller_aad, size_t aad_len,
+                                              const uint8_t *md, size_t md_len,
+                                              struct kw_buf *ret_pt);
+/* XKS metadata: the key's document fields the XKS answer needs. */
+struct custody_key_info {
+        char type[9], state[33];
+        uint32_t size, ops;
+};
+KW_MUST_USE kw_result custody_key_xks_metadata(struct custody *c, const struct op_caller *who,
+                                               const char *name, struct custody_key_info *ret);
 
 /* Key-use audit rows are queued and written in batches (group commit);
  * admin actions are written in the same transaction as their change. */

@@ -18,9 +18,9 @@
 
 #include "../common/b64.h"
 #include "../common/log.h"
-#include "../common/xks_aad.h"
 #include "crypto.h"
 #include "custody_int.h"
+#include "xks_format.h"
 
 #define KEY_AAD_PREFIX "keyward.key.v1"
 #define MAX_VERSIONS 10000
@@ -150,11 +150,9 @@ static kw_result xks_store_allows(const struct kw_ckey *e, const struct op_calle
 }
 
 /* Lookup, state, rules and operation checks in the protocol order. */
-static kw_result key_for_use(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+static kw_result key_for_use(struct custody *c, const char *name, const struct op_caller *who,
                              uint32_t keyop, struct kw_ckey **ret)
 {
-        char name[65];
-        KW_TRY(kw_msg_get_str(req, KW_T_NAME, name, sizeof name));
         KW_ENSURE(valid_name(name), KW_ERR_BAD_NAME);
         struct kw_ckey *e;
         KW_TRY(key_acquire(c, name, &e));
@@ -191,10 +189,8 @@ static kw_result key_for_use(struct custody *c, const struct kw_msg *req, const 
 }
 
 static void use_audit(struct custody *c, const struct op_caller *who, const char *action,
-                      const struct kw_msg *req, kw_result r)
+                      const char *name, kw_result r)
 {
-        char name[65] = "";
-        kw_ignore(kw_msg_get_str(req, KW_T_NAME, name, sizeof name));
         audit_push(c->aq, who, action, name, r.code, r.code ? kw_err_detail() : NULL);
 }
 
@@ -340,8 +336,9 @@ static kw_result new_key_id(char out[33])
         return KW_OK;
 }
 
-/* Reads the common create/import fields into row (tags/rules heap strings). */
-static kw_result read_key_spec(const struct kw_msg *req, struct kw_key_row *row)
+/* Reads the common create/import fields into row (tags/rules heap strings).
+ * An import names no size: it is the material's (checked after decoding). */
+static kw_result read_key_spec(const struct kw_msg *req, struct kw_key_row *row, int import)
 {
         KW_TRY(kw_msg_get_str(req, KW_T_NAME, row->name, sizeof row->name));
         if (!valid_name(row->name)) {
@@ -349,8 +346,11 @@ static kw_result read_key_spec(const struct kw_msg *req, struct kw_key_row *row)
                 KW_BAIL(KW_ERR_BAD_NAME);
         }
         KW_TRY(kw_msg_get_str(req, KW_T_KEY_TYPE, row->type, sizeof row->type));
-        KW_TRY(kw_msg_get_u32(req, KW_T_KEY_SIZE, &row->size));
         int aes = strcmp(row->type, "AES") == 0, rsa = strcmp(row->type, "RSA") == 0;
+        if (import)
+                row->size = aes ? 256 : 2048;   /* RSA: replaced by the key's own size */
+        else
+                KW_TRY(kw_msg_get_u32(req, KW_T_KEY_SIZE, &row->size));
         if (!(aes && row->size == 256) &&
             !(rsa && (row->size == 2048 || row->size == 3072 || row->size == 4096))) {
                 kw_err_set_detail("supported keys: AES 256, RSA 2048/3072/4096");
@@ -447,7 +447,7 @@ static void row_stamp_new(struct kw_key_row *row)
         row->delete_at = 0;
 }
 
-kw_result op_key_create(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_key_create(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {
         struct kw_key_row row;
@@ -455,7 +455,7 @@ kw_result op_key_create(struct custody *c, const struct kw_msg *req, const struc
         struct kw_secret mat = { 0 };
         struct kw_buf pub;
         kw_buf_init(&pub, 4096);
-        kw_result r = read_key_spec(req, &row);
+        kw_result r = read_key_spec(req, &row, 0);
         if (r.code == 0)
                 r = new_key_id(row.id);
         if (r.code == 0)
@@ -479,34 +479,69 @@ kw_result op_key_create(struct custody *c, const struct kw_msg *req, const struc
         return r;
 }
 
-kw_result op_key_import(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+/* The material of an import, as the client sent it (KW_T_MATERIAL in
+ * KW_T_MATERIAL_FORMAT): decoded here, never in the front, into secret
+ * memory.  AES: 32 bytes; RSA: the key, with its size set in row. */
+static kw_result decode_import(const struct kw_msg *req, struct kw_key_row *row,
+                               struct kw_secret *ret_aes, EVP_PKEY **ret_rsa)
+{
+        struct kw_field f = { 0 };
+        uint32_t fmt = 0;
+        KW_TRY(kw_msg_get(req, KW_T_MATERIAL, &f));
+        KW_TRY(kw_msg_get_u32(req, KW_T_MATERIAL_FORMAT, &fmt));
+        int aes = strcmp(row->type, "AES") == 0;
+        if (aes != (fmt == KW_MATERIAL_AES_B64) ||
+            (fmt != KW_MATERIAL_AES_B64 && fmt != KW_MATERIAL_PKCS8_B64 && fmt != KW_MATERIAL_PEM)) {
+                kw_err_set_detail(aes ? "an AES import takes 'material' only"
+                                      : "an RSA import takes exactly one of 'pkcs8' or 'pem'");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        if (fmt == KW_MATERIAL_PEM)
+                KW_TRY(kw_rsa_from_pem((const char *)f.p, f.len, ret_rsa));
+        else {
+                struct kw_secret raw = { 0 };
+                if (kw_b64_decode_secret((const char *)f.p, f.len, &raw).code != 0) {
+                        kw_err_set_detail("'%s' is not valid base64", aes ? "material" : "pkcs8");
+                        KW_BAIL(KW_ERR_BAD_ENCODING);
+                }
+                if (aes && raw.len != 32) {
+                        kw_secret_free(&raw);
+                        kw_err_set_detail("'material' must decode to 32 bytes");
+                        KW_BAIL(KW_ERR_BAD_LENGTH);
+                }
+                if (aes) {
+                        *ret_aes = raw;
+                        return KW_OK;
+                }
+                kw_result r = kw_rsa_from_pkcs8(raw.p, raw.len, ret_rsa);
+                kw_secret_free(&raw);
+                if (r.code != 0 && r.code != KW_ERR_BAD_FIELD)
+                        return r;
+                if (r.code != 0) {
+                        char why[200];
+                        snprintf(why, sizeof why, "%s", kw_err_detail());
+                        kw_err_set_detail("'pkcs8': %s", why);
+                        return r;
+                }
+        }
+        row->size = kw_rsa_bits(*ret_rsa);
+        return KW_OK;
+}
+
+kw_result op_key_import(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {
         struct kw_key_row row;
         memset(&row, 0, sizeof row);
         struct kw_secret mat = { 0 };
-        struct kw_field f = { 0 };
-        kw_result r = read_key_spec(req, &row);
+        EVP_PKEY *pk = NULL;
+        kw_result r = read_key_spec(req, &row, 1);
         if (r.code == 0)
-                r = kw_msg_get(req, KW_T_MATERIAL, &f);
-        if (r.code == 0 && strcmp(row.type, "AES") == 0) {
-                if (f.len != row.size / 8) {
-                        kw_err_set_detail("AES-256 key material must be exactly 32 bytes");
-                        r = KW_RESULT(KW_ERR_BAD_FIELD);
-                } else {
-                        r = kw_secret_dup(f.p, f.len, &mat);
-                }
-        } else if (r.code == 0) {
-                EVP_PKEY *pk = NULL;
+                r = decode_import(req, &row, &mat, &pk);
+        if (r.code == 0 && pk != NULL) {
                 struct kw_buf pub;
                 kw_buf_init(&pub, 4096);
-                r = kw_rsa_from_pkcs8(f.p, f.len, &pk);
-                if (r.code == 0 && kw_rsa_bits(pk) != row.size) {
-                        kw_err_set_detail("the RSA key has %u bits, not %u", kw_rsa_bits(pk), row.size);
-                        r = KW_RESULT(KW_ERR_BAD_FIELD);
-                }
-                if (r.code == 0)
-                        r = kw_rsa_to_pkcs8(pk, &mat);
+                r = kw_rsa_to_pkcs8(pk, &mat);
                 if (r.code == 0)
                         r = kw_rsa_public_der(pk, &pub);
                 if (r.code == 0) {
@@ -517,9 +552,9 @@ kw_result op_key_import(struct custody *c, const struct kw_msg *req, const struc
                                 row.public_der_len = pub.len;
                         }
                 }
-                kw_pkey_free(pk);
                 kw_buf_free(&pub);
         }
+        kw_pkey_free(pk);
         if (r.code == 0)
                 r = new_key_id(row.id);
         row_stamp_new(&row);
@@ -532,7 +567,7 @@ kw_result op_key_import(struct custody *c, const struct kw_msg *req, const struc
         return r;
 }
 
-kw_result op_key_get(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_key_get(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                      struct kw_buf *reply)
 {
         char name[65];
@@ -541,24 +576,7 @@ kw_result op_key_get(struct custody *c, const struct kw_msg *req, const struct o
         struct kw_ckey *e;
         KW_TRY(key_acquire(c, name, &e));
         kw_result r = KW_OK;
-        if (who->ctx.kind == KW_CALLER_XKS) {
-                /* XKS metadata: store (404), destroyed (404), pending deletion
-                 * (state), then the key's rules; a disabled key still answers
-                 * (keyStatus DISABLED) */
-                const char *rule = NULL;
-                r = xks_store_allows(e, who);
-                if (r.code == 0 && strcmp(e->row.state, "destroyed") == 0)
-                        r = KW_RESULT(KW_ERR_NOT_FOUND);
-                if (r.code == 0 && strcmp(e->row.state, "pending_deletion") == 0)
-                        r = KW_RESULT(KW_ERR_KEY_PENDING_DELETION);
-                if (r.code == 0) {
-                        r = kw_rules_check(e->rules, &who->ctx, &rule);
-                        if (r.code != 0)
-                                kw_err_set_detail("denied by rule %s", rule);
-                }
-                if (r.code != 0)
-                        audit_push(c->aq, who, "key.metadata", name, r.code, kw_err_detail());
-        } else if (who->ctx.kind != KW_CALLER_ADMIN) {
+        if (who->ctx.kind != KW_CALLER_ADMIN) {
                 /* a protocol caller (EKM metadata): the use checks, in the
                  * EKM use order (rules, then state), so that it sees what a
                  * wrap would see */
@@ -571,6 +589,45 @@ kw_result op_key_get(struct custody *c, const struct kw_msg *req, const struct o
         }
         if (r.code == 0)
                 r = reply_key(reply, &e->row, e->pub);
+        kw_keycache_release(c->kc, e);
+        return r;
+}
+
+kw_result custody_key_xks_metadata(struct custody *c, const struct op_caller *who, const char *name,
+                                   struct custody_key_info *ret)
+{
+        /* XKS metadata: store (404), destroyed (404), pending deletion
+         * (state), then the key's rules; a disabled key still answers
+         * (keyStatus DISABLED) */
+        KW_ENSURE(valid_name(name), KW_ERR_NOT_FOUND);
+        struct kw_ckey *e;
+        kw_result r = key_acquire(c, name, &e);
+        if (r.code != 0) {
+                audit_push(c->aq, who, "key.metadata", name, r.code, kw_err_detail());
+                return r;
+        }
+        const char *rule = NULL;
+        r = xks_store_allows(e, who);
+        if (r.code == 0 && strcmp(e->row.state, "destroyed") == 0)
+                r = KW_RESULT(KW_ERR_NOT_FOUND);
+        if (r.code == 0 && strcmp(e->row.state, "pending_deletion") == 0)
+                r = KW_RESULT(KW_ERR_KEY_PENDING_DELETION);
+        if (r.code == 0) {
+                r = kw_rules_check(e->rules, &who->ctx, &rule);
+                if (r.code != 0)
+                        kw_err_set_detail("denied by rule %s", rule);
+        }
+        if (r.code == 0) {
+                struct custody_key_info k;
+                memset(&k, 0, sizeof k);
+                snprintf(k.type, sizeof k.type, "%s", e->row.type);
+                snprintf(k.state, sizeof k.state, "%s", e->row.state);
+                k.size = e->row.size;
+                k.ops = e->row.ops;
+                *ret = k;
+        } else {
+                audit_push(c->aq, who, "key.metadata", name, r.code, kw_err_detail());
+        }
         kw_keycache_release(c->kc, e);
         return r;
 }
@@ -589,7 +646,7 @@ static int list_cb(const struct kw_key_row *row, void *arg)
         return 0;
 }
 
-kw_result op_key_list(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_key_list(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                       struct kw_buf *reply)
 {
         (void)who;
@@ -706,7 +763,7 @@ static kw_result change_state(struct custody *c, const struct kw_msg *req, struc
         return KW_OK;
 }
 
-kw_result op_key_set_state(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_key_set_state(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                            struct kw_buf *reply)
 {
         char want[33] = "";
@@ -735,7 +792,7 @@ static kw_result change_schedule(struct custody *c, const struct kw_msg *req, st
 }
 
 kw_result op_key_schedule_delete(struct custody *c, const struct kw_msg *req,
-                                 const struct op_caller *who, struct kw_buf *reply)
+                                 struct op_caller *who, struct kw_buf *reply)
 {
         return mutate_key(c, req, who, "key.schedule_deletion", change_schedule, reply);
 }
@@ -755,7 +812,7 @@ static kw_result change_cancel(struct custody *c, const struct kw_msg *req, stru
 }
 
 kw_result op_key_cancel_delete(struct custody *c, const struct kw_msg *req,
-                               const struct op_caller *who, struct kw_buf *reply)
+                               struct op_caller *who, struct kw_buf *reply)
 {
         return mutate_key(c, req, who, "key.cancel_deletion", change_cancel, reply);
 }
@@ -791,13 +848,13 @@ static kw_result change_update(struct custody *c, const struct kw_msg *req, stru
         return KW_OK;
 }
 
-kw_result op_key_update(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_key_update(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {
         return mutate_key(c, req, who, "key.update", change_update, reply);
 }
 
-kw_result op_key_rotate(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_key_rotate(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {
         char name[65] = "";
@@ -897,132 +954,108 @@ void custody_sweep_deletions(struct custody *c)
 
 /* ------------------------------------------------------------------ use */
 
-kw_result op_encrypt(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
-                     struct kw_buf *reply)
+kw_result custody_key_gcm_encrypt(struct custody *c, const struct op_caller *who, const char *name,
+                                  const uint8_t *pt, size_t pt_len, const uint8_t *caller_aad,
+                                  size_t aad_len, int verify, struct kw_buf *ret_ct,
+                                  uint8_t ret_iv[12], uint8_t ret_tag[16], uint32_t *ret_version)
 {
         struct kw_ckey *e = NULL;
-        struct kw_field pt = { 0 }, aad = { (const uint8_t *)"", 0 };
-        kw_result r = key_for_use(c, req, who, KW_KEYOP_ENCRYPT, &e);
+        kw_result r = key_for_use(c, name, who, KW_KEYOP_ENCRYPT, &e);
         if (r.code == 0 && strcmp(e->row.type, "AES") != 0) {
                 kw_err_set_detail("AES-GCM needs an AES key");
                 r = KW_RESULT(KW_ERR_OP_NOT_ALLOWED);
         }
         /* XKS CDIV: the output is checked by a decrypt before it is returned,
          * so the key must allow decrypt too (usage, before any crypto) */
-        uint32_t flags = 0;
-        if (r.code == 0 && kw_msg_has(req, KW_T_XKS_FLAGS))
-                r = kw_msg_get_u32(req, KW_T_XKS_FLAGS, &flags);
-        uint32_t verify = flags & KW_XKS_F_VERIFY;
         if (r.code == 0 && verify && !(e->row.ops & KW_KEYOP_DECRYPT)) {
                 kw_err_set_detail("key %s does not allow decrypt, which the integrity check needs",
                                   e->row.name);
                 r = KW_RESULT(KW_ERR_OP_NOT_ALLOWED);
         }
-        if (r.code == 0)
-                r = kw_msg_get(req, KW_T_DATA, &pt);
-        if (r.code == 0 && kw_msg_has(req, KW_T_AAD))
-                r = kw_msg_get(req, KW_T_AAD, &aad);
         const struct kw_ckey_material *m = NULL;
         uint32_t ver = e ? e->row.current_version : 0;
-        /* XKS: the AAD fed to AES-GCM binds the ciphertextMetadata of the
-         * version used (xks_aad.h) */
+        /* the AAD fed to AES-GCM binds the ciphertextMetadata of the version
+         * used (xks_format.h) */
         struct kw_buf bound;
         kw_buf_init(&bound, KW_XKS_AAD_MAX + 2 + 1 + 16);
-        if (r.code == 0 && (flags & KW_XKS_F_BIND)) {
+        if (r.code == 0) {
                 char md[16];
                 size_t mdn = kw_xks_md_format(ver, md);
-                r = kw_xks_aad_bind(aad.p, aad.len, (const uint8_t *)md, mdn, &bound);
-                if (r.code == 0)
-                        aad = (struct kw_field){ bound.p, (uint32_t)bound.len };
+                r = kw_xks_aad_bind(caller_aad, aad_len, (const uint8_t *)md, mdn, &bound);
         }
         if (r.code == 0)
                 r = kw_ckey_material(e, ver, material_loader, c, &m);
         uint8_t iv[12], tag[16];
-        struct kw_buf ct;
-        kw_buf_init(&ct, 65536);
         if (r.code == 0)
                 r = kw_random_nonce(iv, sizeof iv);
         if (r.code == 0)
-                r = kw_buf_reserve(&ct, pt.len);
+                r = kw_buf_reserve(ret_ct, pt_len);
         if (r.code == 0)
-                r = kw_aes_gcm_encrypt(m->aes.p, m->aes.len, iv, 12, aad.p, aad.len, pt.p, pt.len,
-                                       ct.p, tag, 16);
+                r = kw_aes_gcm_encrypt(m->aes.p, m->aes.len, iv, 12, bound.p, bound.len, pt, pt_len,
+                                       ret_ct->p, tag, 16);
         if (r.code == 0)
-                ct.len = pt.len;
+                ret_ct->len = pt_len;
         if (r.code == 0 && verify) {
                 struct kw_buf chk;
                 kw_buf_init(&chk, 65536);
-                r = kw_buf_reserve(&chk, pt.len);
+                r = kw_buf_reserve(&chk, pt_len);
                 if (r.code == 0)
-                        r = kw_aes_gcm_decrypt(m->aes.p, m->aes.len, iv, 12, aad.p, aad.len, ct.p,
-                                               ct.len, tag, 16, chk.p);
-                if (r.code == 0 && pt.len != 0 && !kw_ct_equal(chk.p, pt.p, pt.len))
+                        r = kw_aes_gcm_decrypt(m->aes.p, m->aes.len, iv, 12, bound.p, bound.len,
+                                               ret_ct->p, pt_len, tag, 16, chk.p);
+                if (r.code == 0 && pt_len != 0 && !kw_ct_equal(chk.p, pt, pt_len))
                         r = KW_RESULT(KW_ERR_CRYPTO);
                 if (r.code != 0) {
                         kw_err_set_detail("the ciphertext did not decrypt back to the plaintext");
                         r = KW_RESULT(KW_ERR_CRYPTO);
                 }
-                chk.len = pt.len;
+                chk.len = pt_len;
                 kw_buf_free(&chk);
         }
-        if (r.code == 0)
-                r = kw_msg_put(reply, KW_T_CT, ct.p, ct.len);
-        if (r.code == 0)
-                r = kw_msg_put(reply, KW_T_IV, iv, 12);
-        if (r.code == 0)
-                r = kw_msg_put(reply, KW_T_AUTH_TAG, tag, 16);
-        if (r.code == 0)
-                r = kw_msg_put_u32(reply, KW_T_VERSION, ver);
-        kw_buf_free(&ct);
+        if (r.code == 0) {
+                memcpy(ret_iv, iv, 12);
+                memcpy(ret_tag, tag, 16);
+                *ret_version = ver;
+        }
         kw_buf_free(&bound);
         kw_keycache_release(c->kc, e);
-        use_audit(c, who, "key.encrypt", req, r);
+        use_audit(c, who, "key.encrypt", name, r);
         return r;
 }
 
-kw_result op_decrypt(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
-                     struct kw_buf *reply)
+kw_result custody_key_gcm_decrypt(struct custody *c, const struct op_caller *who, const char *name,
+                                  uint32_t ver, const uint8_t *ct, size_t ct_len,
+                                  const uint8_t *iv, size_t iv_len, const uint8_t *tag,
+                                  size_t tag_len, const uint8_t *caller_aad, size_t aad_len,
+                                  const uint8_t *md, size_t md_len, struct kw_buf *ret_pt)
 {
         struct kw_ckey *e = NULL;
-        struct kw_field ct = { 0 }, iv = { 0 }, tag = { 0 }, aad = { (const uint8_t *)"", 0 };
-        uint32_t ver = 0;
-        kw_result r = key_for_use(c, req, who, KW_KEYOP_DECRYPT, &e);
+        kw_result r = key_for_use(c, name, who, KW_KEYOP_DECRYPT, &e);
         if (r.code == 0 && strcmp(e->row.type, "AES") != 0) {
                 kw_err_set_detail("AES-GCM needs an AES key");
                 r = KW_RESULT(KW_ERR_OP_NOT_ALLOWED);
         }
-        if (r.code == 0)
-                r = kw_msg_get(req, KW_T_CT, &ct);
-        if (r.code == 0)
-                r = kw_msg_get(req, KW_T_IV, &iv);
-        if (r.code == 0)
-                r = kw_msg_get(req, KW_T_AUTH_TAG, &tag);
-        if (r.code == 0)
-                r = kw_msg_get_u32(req, KW_T_VERSION, &ver);
-        if (r.code == 0 && kw_msg_has(req, KW_T_AAD))
-                r = kw_msg_get(req, KW_T_AAD, &aad);
-        if (r.code == 0 && (iv.len != 12 || tag.len != 16))
+        if (r.code == 0 && (iv_len != 12 || tag_len != 16))
                 r = KW_RESULT(KW_ERR_DECRYPT);
         /* a version this key never had cannot have produced the ciphertext */
         if (r.code == 0 && (ver < 1 || ver > e->row.current_version))
                 r = KW_RESULT(KW_ERR_DECRYPT);
+        struct kw_buf bound;
+        kw_buf_init(&bound, KW_XKS_AAD_MAX + 2 + 1 + 256);
+        if (r.code == 0 && kw_xks_aad_bind(caller_aad, aad_len, md, md_len, &bound).code != 0)
+                r = KW_RESULT(KW_ERR_DECRYPT);
         const struct kw_ckey_material *m = NULL;
         if (r.code == 0)
                 r = kw_ckey_material(e, ver, material_loader, c, &m);
-        struct kw_buf pt;
-        kw_buf_init(&pt, 65536);
         if (r.code == 0)
-                r = kw_buf_reserve(&pt, ct.len);
+                r = kw_buf_reserve(ret_pt, ct_len);
         if (r.code == 0)
-                r = kw_aes_gcm_decrypt(m->aes.p, m->aes.len, iv.p, iv.len, aad.p, aad.len, ct.p,
-                                       ct.len, tag.p, tag.len, pt.p);
-        if (r.code == 0) {
-                pt.len = ct.len;
-                r = kw_msg_put(reply, KW_T_DATA, pt.p, pt.len);
-        }
-        kw_buf_free(&pt);
+                r = kw_aes_gcm_decrypt(m->aes.p, m->aes.len, iv, iv_len, bound.p, bound.len, ct,
+                                       ct_len, tag, tag_len, ret_pt->p);
+        if (r.code == 0)
+                ret_pt->len = ct_len;
+        kw_buf_free(&bound);
         kw_keycache_release(c->kc, e);
-        use_audit(c, who, "key.decrypt", req, r);
+        use_audit(c, who, "key.decrypt", name, r);
         return r;
 }
 
@@ -1043,13 +1076,16 @@ static kw_result check_alg(const struct kw_ckey *e, uint32_t alg)
         return KW_OK;
 }
 
-kw_result op_wrap(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_wrap(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                   struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
         struct kw_field in = { 0 };
         uint32_t alg = 0;
-        kw_result r = key_for_use(c, req, who, KW_KEYOP_WRAP, &e);
+        char name[65] = "";
+        kw_result r = kw_msg_get_str(req, KW_T_NAME, name, sizeof name);
+        if (r.code == 0)
+                r = key_for_use(c, name, who, KW_KEYOP_WRAP, &e);
         if (r.code == 0)
                 r = kw_msg_get_u32(req, KW_T_ALG, &alg);
         if (r.code == 0)
@@ -1075,7 +1111,7 @@ kw_result op_wrap(struct custody *c, const struct kw_msg *req, const struct op_c
                 r = kw_msg_put_u32(reply, KW_T_VERSION, ver);
         kw_buf_free(&out);
         kw_keycache_release(c->kc, e);
-        use_audit(c, who, "key.wrap", req, r);
+        use_audit(c, who, "key.wrap", name, r);
         return r;
 }
 
@@ -1099,13 +1135,16 @@ static kw_result unwrap_with(struct custody *c, struct kw_ckey *e, uint32_t alg,
  * still unwrap.  A failure tries every version, whatever the input, and
  * answers KW_ERR_DECRYPT like any single failed unwrap.
  */
-kw_result op_unwrap(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_unwrap(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                     struct kw_buf *reply)
 {
         struct kw_ckey *e = NULL;
         struct kw_field in = { 0 };
         uint32_t alg = 0, ver = 0, lowest = 0;
-        kw_result r = key_for_use(c, req, who, KW_KEYOP_UNWRAP, &e);
+        char name[65] = "";
+        kw_result r = kw_msg_get_str(req, KW_T_NAME, name, sizeof name);
+        if (r.code == 0)
+                r = key_for_use(c, name, who, KW_KEYOP_UNWRAP, &e);
         if (r.code == 0)
                 r = kw_msg_get_u32(req, KW_T_ALG, &alg);
         if (r.code == 0)
@@ -1137,6 +1176,6 @@ kw_result op_unwrap(struct custody *c, const struct kw_msg *req, const struct op
                 r = kw_msg_put_u32(reply, KW_T_VERSION, ver);
         kw_secret_free(&out);
         kw_keycache_release(c->kc, e);
-        use_audit(c, who, "key.unwrap", req, r);
+        use_audit(c, who, "key.unwrap", name, r);
         return r;
 }

@@ -1,9 +1,16 @@
 /*
  * custody_test.c - the custody process end to end: a real SoftHSM2 token in
  * a temp dir, a real SQLCipher file, the real socket protocol through the
- * front's client.  Covers what the protocols will rely on: the order of
- * checks, AES-GCM with bound AAD, rotation, wrap/unwrap, rules, tokens,
- * audit, restart persistence.
+ * front's client.  This test process plays the front (the custody process
+ * is told its pid) and, for XKS, AWS KMS: it signs requests with SigV4.
+ *
+ * Two kinds of cases.  What the protocols rely on: the order of checks,
+ * AES-GCM with bound AAD, rotation, wrap/unwrap, rules, tokens, audit,
+ * restart persistence.  And what a compromised front can make custody do
+ * (issue 10, finding 2): nothing without a caller class and its proof, no
+ * op outside its class, no admin op above the token's role, no XKS
+ * operation other than the one AWS signed, no key that is not opted into
+ * the caller's protocol, no actor of its own choosing in the audit.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -13,7 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -21,38 +31,39 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include "common/b64.h"
 #include "common/secret.h"
 #include "config.h"
 #include "custody/crypto.h"
 #include "custody/custody.h"
+#include "custody/sigv4_key.h"
 #include "front/custody_client.h"
+#include "front/sigv4.h"
+
+#define AKID "AKIDCUSTODYTESTAAAAB"
+#define SECRET "c2VjcmV0LWZvci10aGUtY3VzdG9keS10ZXN0cy0xMjM0NTY3OA=="
+#define AKID2 "AKIDCUSTODYTESTAAAAC"
+#define SECRET2 "YW5vdGhlci1zZWNyZXQtZm9yLXN0b3JlLXMyLTEyMzQ1Njc4OQ=="
+#define EKM_CN "mhsm.ekm.example"
 
 static char dir[256];
 static struct kw_config *cfg;
 static pid_t child = -1;
 static struct kw_cc *cc;
-
-static void set(char **field, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set(char **field, const char *fmt, ...)
-{
-        char buf[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(buf, sizeof buf, fmt, ap);
-        va_end(ap);
-        free(*field);
-        *field = strdup(buf);
-}
+static char admin_token[128];
 
 static void start_custody(void)
 {
         int pfd[2];
         assert_int_equal(pipe(pfd), 0);
+        pid_t me = getpid();
         child = fork();
         assert_true(child >= 0);
         if (child == 0) {
                 close(pfd[0]);
-                _exit(kw_custody_main(cfg, pfd[1]));
+                struct kw_custody_start st = { .ready_fd = pfd[1], .control_fd = -1,
+                                               .front_pid = me, .front_uid = getuid() };
+                _exit(kw_custody_main(cfg, &st));
         }
         close(pfd[1]);
         char b;
@@ -83,23 +94,47 @@ static int setup(void **state)
         snprintf(cmd, sizeof cmd, "%s/tests/softhsm-init.sh %s/hsm kwtest 4321", src, dir);
         if (system(cmd) != 0)
                 return -1;
+        /* started as root, the custody process becomes keyward-custody
+         * (make users): its state is that user's, as tests/devstate.sh does */
+        snprintf(cmd, sizeof cmd, "[ \"$(id -u)\" != 0 ] || { chown -R keyward-custody: %s && "
+                                  "chmod 0711 %s; }", dir, dir);
+        if (system(cmd) != 0)
+                return -1;
         snprintf(cmd, sizeof cmd, "%s/hsm/softhsm2.conf", dir);
         setenv("SOFTHSM2_CONF", cmd, 1);
-        if (kw_config_defaults(&cfg).code != 0)
+        char toml[4096];
+        int n = snprintf(toml, sizeof toml,
+                         "[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"kwtest\"\n"
+                         "pin_file = \"%s/hsm/pin\"\n"
+                         "[db]\npath = \"%s/k.db\"\nkey_file = \"%s/k.db.key\"\n"
+                         "deletion_min_wait_seconds = 1\naudit_flush_ms = 10\n"
+                         "secure_heap_bytes = 1048576\n"
+                         "[custody]\nsocket_path = \"%s/c.sock\"\n"
+                         "[admin]\ntoken_file = \"%s/admin.token\"\n"
+                         "[log]\nlevel = \"error\"\n"
+                         "[azure_ekm_config]\nazure_ekm_enable = true\n"
+                         "azure_ekm_client_cns = [\"" EKM_CN "\"]\n"
+                         "[aws_xks_config]\naws_xks_enable = true\n"
+                         "aws_xks_sigv4_access_key_id = \"" AKID "\"\n"
+                         "aws_xks_sigv4_secret_access_key = \"" SECRET "\"\n"
+                         "[aws_xks_store.s2]\nuri_prefix = \"/s2\"\n"
+                         "access_key_id = \"" AKID2 "\"\nsecret_access_key = \"" SECRET2 "\"\n",
+                         dir, dir, dir, dir, dir);
+        if (kw_config_defaults(&cfg).code != 0 ||
+            kw_config_parse("custody_test", toml, (size_t)n, cfg).code != 0 ||
+            kw_config_validate(cfg).code != 0) {
+                fprintf(stderr, "config: %s\n", kw_err_detail());
                 return -1;
-        set(&cfg->hsm.module, "/usr/lib/softhsm/libsofthsm2.so");
-        set(&cfg->hsm.token_label, "kwtest");
-        set(&cfg->hsm.pin_file, "%s/hsm/pin", dir);
-        set(&cfg->db.path, "%s/k.db", dir);
-        set(&cfg->db.key_file, "%s/k.db.key", dir);
-        set(&cfg->custody.socket_path, "%s/c.sock", dir);
-        set(&cfg->admin.token_file, "%s/admin.token", dir);
-        set(&cfg->log.level, "error");
-        cfg->db.deletion_min_wait_seconds = 1;
-        cfg->db.audit_flush_ms = 10;
+        }
         int locked;
         kw_ignore(kw_secret_init(1 << 20, &locked));
         start_custody();
+        snprintf(cmd, sizeof cmd, "%s/admin.token", dir);
+        FILE *f = fopen(cmd, "r");
+        if (f == NULL || fgets(admin_token, sizeof admin_token, f) == NULL)
+                return -1;
+        fclose(f);
+        admin_token[strcspn(admin_token, "\n")] = 0;
         return 0;
 }
 
@@ -114,13 +149,34 @@ static int teardown(void **state)
         return system(cmd);
 }
 
-/* ------------------------------------------------------------- helpers */
+/* ------------------------------------------------------------- callers */
+
+static void begin_as(uint8_t op, const char *token, struct kw_cc_call *c)
+{
+        kw_cc_begin(cc, op, KW_CALLER_ADMIN, c);
+        kw_cc_put_str(c, KW_T_TOKEN, token);
+}
+
+static void begin_admin(uint8_t op, struct kw_cc_call *c) { begin_as(op, admin_token, c); }
+
+static void begin_ekm(uint8_t op, const char *cn, struct kw_cc_call *c)
+{
+        kw_cc_begin(cc, op, KW_CALLER_EKM, c);
+        kw_cc_put_str(c, KW_T_EKM_CN, cn);
+}
+
+static int finish(struct kw_cc_call *c)
+{
+        int code = kw_cc_invoke(c).code;
+        kw_cc_end(c);
+        return code;
+}
 
 static int create_key(const char *name, const char *type, uint32_t size, uint32_t ops,
                       const char *rules)
 {
         struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_KEY_CREATE, &c);
+        begin_admin(KW_OP_KEY_CREATE, &c);
         kw_cc_put_str(&c, KW_T_NAME, name);
         kw_cc_put_str(&c, KW_T_KEY_TYPE, type);
         kw_cc_put_u32(&c, KW_T_KEY_SIZE, size);
@@ -128,94 +184,243 @@ static int create_key(const char *name, const char *type, uint32_t size, uint32_
                 kw_cc_put_u32(&c, KW_T_OPS, ops);
         if (rules)
                 kw_cc_put_str(&c, KW_T_RULES, rules);
-        kw_cc_put_str(&c, KW_T_ACTOR, "test");
-        int code = kw_cc_invoke(&c).code;
-        kw_cc_end(&c);
-        return code;
-}
-
-struct ct {
-        uint8_t ct[256], iv[12], tag[16];
-        size_t len;
-        uint32_t version;
-};
-
-static int encrypt(const char *name, const char *pt, const char *aad, const char *principal,
-                   struct ct *out)
-{
-        struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_ENCRYPT, &c);
-        kw_cc_put_str(&c, KW_T_NAME, name);
-        kw_cc_put_str(&c, KW_T_DATA, pt);
-        if (aad)
-                kw_cc_put_str(&c, KW_T_AAD, aad);
-        if (principal) {
-                /* an XKS caller of the store "s1" (docs/xks.md: keys must be
-                 * assigned to a store to be reachable through it) */
-                kw_cc_put_u32(&c, KW_T_CALLER, KW_CALLER_XKS);
-                kw_cc_put_str(&c, KW_T_XKS_PRINCIPAL, principal);
-                kw_cc_put_str(&c, KW_T_XKS_STORE, "s1");
-        }
-        int code = kw_cc_invoke(&c).code;
-        if (code == 0) {
-                struct kw_field f;
-                assert_int_equal(kw_msg_get(&c.reply, KW_T_CT, &f).code, 0);
-                assert_int_equal(f.len, strlen(pt));
-                memcpy(out->ct, f.p, f.len);
-                out->len = f.len;
-                assert_int_equal(kw_msg_get(&c.reply, KW_T_IV, &f).code, 0);
-                assert_int_equal(f.len, 12);
-                memcpy(out->iv, f.p, 12);
-                assert_int_equal(kw_msg_get(&c.reply, KW_T_AUTH_TAG, &f).code, 0);
-                assert_int_equal(f.len, 16);
-                memcpy(out->tag, f.p, 16);
-                assert_int_equal(kw_msg_get_u32(&c.reply, KW_T_VERSION, &out->version).code, 0);
-        }
-        kw_cc_end(&c);
-        return code;
-}
-
-static int decrypt(const char *name, const struct ct *in, const char *aad, char *out, size_t outsz)
-{
-        struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_DECRYPT, &c);
-        kw_cc_put_str(&c, KW_T_NAME, name);
-        kw_cc_put(&c, KW_T_CT, in->ct, in->len);
-        kw_cc_put(&c, KW_T_IV, in->iv, 12);
-        kw_cc_put(&c, KW_T_AUTH_TAG, in->tag, 16);
-        kw_cc_put_u32(&c, KW_T_VERSION, in->version);
-        if (aad)
-                kw_cc_put_str(&c, KW_T_AAD, aad);
-        int code = kw_cc_invoke(&c).code;
-        if (code == 0) {
-                struct kw_field f;
-                assert_int_equal(kw_msg_get(&c.reply, KW_T_DATA, &f).code, 0);
-                assert_true(f.len < outsz);
-                memcpy(out, f.p, f.len);
-                out[f.len] = 0;
-        }
-        kw_cc_end(&c);
-        return code;
+        return finish(&c);
 }
 
 static int simple(uint8_t op, const char *name, const char *state)
 {
         struct kw_cc_call c;
-        kw_cc_begin(cc, op, &c);
+        begin_admin(op, &c);
         kw_cc_put_str(&c, KW_T_NAME, name);
         if (state)
                 kw_cc_put_str(&c, KW_T_STATE, state);
-        kw_cc_put_str(&c, KW_T_ACTOR, "test");
+        return finish(&c);
+}
+
+static cJSON *get_json(uint8_t op, const char *name)
+{
+        struct kw_cc_call c;
+        begin_admin(op, &c);
+        if (name)
+                kw_cc_put_str(&c, KW_T_NAME, name);
+        assert_int_equal(kw_cc_invoke(&c).code, 0);
+        const char *j;
+        size_t n;
+        assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
+        cJSON *v = cJSON_ParseWithLength(j, n);
+        kw_cc_end(&c);
+        assert_non_null(v);
+        return v;
+}
+
+/* The newest audit row's actor for an action, or "" (a static buffer). */
+static const char *last_actor(const char *action)
+{
+        static char actor[300];
+        actor[0] = '\0';
+        struct kw_cc_call c;
+        begin_admin(KW_OP_AUDIT_QUERY, &c);
+        kw_cc_put_str(&c, KW_T_ACTION, action);
+        kw_cc_put_u32(&c, KW_T_LIMIT, 1000);
+        assert_int_equal(kw_cc_invoke(&c).code, 0);
+        const char *j;
+        size_t n;
+        assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
+        cJSON *v = cJSON_ParseWithLength(j, n);
+        kw_cc_end(&c);
+        cJSON *ev = cJSON_GetObjectItem(v, "events");
+        int k = cJSON_GetArraySize(ev);
+        if (k > 0)
+                snprintf(actor, sizeof actor, "%s",
+                         cJSON_GetObjectItem(cJSON_GetArrayItem(ev, k - 1), "actor")->valuestring);
+        cJSON_Delete(v);
+        return actor;
+}
+
+/* ---- XKS: this test signs as AWS KMS would ---- */
+
+struct xks_creds {
+        const char *store, *prefix, *akid, *secret;
+};
+static const struct xks_creds S_DEFAULT = { "default", "", AKID, SECRET };
+static const struct xks_creds S_TWO = { "s2", "/s2", AKID2, SECRET2 };
+
+/* What a tampering front may change after AWS signed. */
+enum tamper { T_NONE, T_BODY, T_CREQ, T_STORE, T_SIG };
+
+/* POSTs body to <prefix>/kms/xks/v1/<tail> as a signed XKS request.  The
+ * reply's JSON goes to out (when not NULL, NUL-terminated). */
+static int xks_call(const struct xks_creds *cr, const char *tail, const char *body,
+                    enum tamper t, char *out, size_t outsz)
+{
+        char path[300], date[20], day[9];
+        snprintf(path, sizeof path, "%s/kms/xks/v1/%s", cr->prefix, tail);
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(date, sizeof date, "%Y%m%dT%H%M%SZ", &tm);
+        memcpy(day, date, 8);
+        day[8] = '\0';
+        struct kw_sigv4_header h[3] = {
+                { "Content-Type", 12, "application/json", 16 },
+                { "Host", 4, "127.0.0.1", 9 },
+                { "X-Amz-Date", 10, date, strlen(date) },
+        };
+        struct kw_sigv4_request rq = { .method = "POST", .path = path, .headers = h,
+                                       .n_headers = 3, .body = (const uint8_t *)body,
+                                       .body_len = strlen(body) };
+        struct kw_sigv4_auth auth;
+        memset(&auth, 0, sizeof auth);
+        snprintf(auth.akid, sizeof auth.akid, "%s", cr->akid);
+        memcpy(auth.date, day, 9);
+        snprintf(auth.region, sizeof auth.region, "us-east-1");
+        snprintf(auth.service, sizeof auth.service, "kms-xks-proxy");
+        auth.n_signed = 3;
+        snprintf(auth.signed_headers[0], sizeof auth.signed_headers[0], "content-type");
+        snprintf(auth.signed_headers[1], sizeof auth.signed_headers[1], "host");
+        snprintf(auth.signed_headers[2], sizeof auth.signed_headers[2], "x-amz-date");
+        static struct kw_sigv4_signed sig;
+        assert_int_equal(kw_sigv4_string_to_sign(&rq, &auth, &sig).code, 0);
+        uint8_t key[32], mac[32];
+        assert_int_equal(kw_sigv4_signing_key((const uint8_t *)cr->secret, strlen(cr->secret), day,
+                                              "us-east-1", "kms-xks-proxy", key).code, 0);
+        assert_int_equal(kw_sigv4_signature(key, sig.sts, sig.sts_len, mac).code, 0);
+        const char *sent_body = body;
+        char other[64];
+        if (t == T_BODY)
+                sent_body = "{\"requestMetadata\":{}}";
+        if (t == T_CREQ)
+                sig.creq[sig.creq_len - 70] ^= 1;   /* a signed header value */
+        if (t == T_SIG)
+                mac[0] ^= 1;
+        snprintf(other, sizeof other, "%s", t == T_STORE ? "s2" : cr->store);
+        struct kw_cc_call c;
+        kw_cc_begin(cc, KW_OP_XKS, KW_CALLER_XKS, &c);
+        kw_cc_put_str(&c, KW_T_XKS_STORE, other);
+        kw_cc_put_str(&c, KW_T_SIGV4_AKID, cr->akid);
+        kw_cc_put(&c, KW_T_SIGV4_STS, sig.sts, sig.sts_len);
+        kw_cc_put(&c, KW_T_SIGV4_SIG, mac, 32);
+        kw_cc_put(&c, KW_T_SIGV4_CREQ, sig.creq, sig.creq_len);
+        kw_cc_put(&c, KW_T_BODY, sent_body, strlen(sent_body));
         int code = kw_cc_invoke(&c).code;
+        if (code == 0 && out != NULL) {
+                const char *j;
+                size_t n;
+                assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
+                assert_true(n < outsz);
+                memcpy(out, j, n);
+                out[n] = '\0';
+        }
         kw_cc_end(&c);
         return code;
 }
 
-static int wrap(uint8_t op, const char *name, uint32_t alg, const uint8_t *in, size_t n,
-                uint8_t *out, size_t *outlen)
+static void b64(const void *p, size_t n, char *out, size_t outsz)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, outsz - 1);
+        assert_int_equal(kw_b64_encode(p, n, &b).code, 0);
+        memcpy(out, b.p, b.len);
+        out[b.len] = '\0';
+        kw_buf_free(&b);
+}
+
+/* A ciphertext as XKS carries it (base64 members). */
+struct ct {
+        char ct[128], iv[32], tag[32], md[32];
+};
+
+static const char *meta(const char *op, const char *principal)
+{
+        static char m[512];
+        snprintf(m, sizeof m,
+                 "\"requestMetadata\":{\"kmsRequestId\":\"req-1\",\"kmsOperation\":\"%s\","
+                 "\"awsPrincipalArn\":\"%s\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:1:key/k\"}",
+                 op, principal ? principal : "arn:aws:iam::1:role/ok-a");
+        return m;
+}
+
+static const char *member(const cJSON *v, const char *name)
+{
+        const cJSON *m = cJSON_GetObjectItem(v, name);
+        assert_true(cJSON_IsString(m));
+        return m->valuestring;
+}
+
+static int encrypt_via(const struct xks_creds *cr, const char *name, const char *pt,
+                       const char *aad, const char *principal, struct ct *out)
+{
+        char body[2048], p64[256], a64[256] = "", tail[200], reply[4096];
+        b64(pt, strlen(pt), p64, sizeof p64);
+        if (aad)
+                b64(aad, strlen(aad), a64, sizeof a64);
+        snprintf(body, sizeof body,
+                 "{%s,\"plaintext\":\"%s\",\"encryptionAlgorithm\":\"AES_GCM\"%s%s%s}",
+                 meta("Encrypt", principal), p64, aad ? ",\"additionalAuthenticatedData\":\"" : "",
+                 a64, aad ? "\"" : "");
+        snprintf(tail, sizeof tail, "keys/%s/encrypt", name);
+        int code = xks_call(cr, tail, body, T_NONE, reply, sizeof reply);
+        if (code == 0) {
+                cJSON *v = cJSON_Parse(reply);
+                assert_non_null(v);
+                snprintf(out->ct, sizeof out->ct, "%s", member(v, "ciphertext"));
+                snprintf(out->iv, sizeof out->iv, "%s", member(v, "initializationVector"));
+                snprintf(out->tag, sizeof out->tag, "%s", member(v, "authenticationTag"));
+                snprintf(out->md, sizeof out->md, "%s", member(v, "ciphertextMetadata"));
+                cJSON_Delete(v);
+        }
+        return code;
+}
+
+static int encrypt(const char *name, const char *pt, const char *aad, const char *principal,
+                   struct ct *out)
+{
+        return encrypt_via(&S_DEFAULT, name, pt, aad, principal, out);
+}
+
+static int decrypt(const char *name, const struct ct *in, const char *aad, char *out, size_t outsz)
+{
+        char body[2048], a64[256] = "", tail[200], reply[4096];
+        if (aad)
+                b64(aad, strlen(aad), a64, sizeof a64);
+        snprintf(body, sizeof body,
+                 "{%s,\"ciphertext\":\"%s\",\"encryptionAlgorithm\":\"AES_GCM\","
+                 "\"initializationVector\":\"%s\",\"authenticationTag\":\"%s\","
+                 "\"ciphertextMetadata\":\"%s\"%s%s%s}",
+                 meta("Decrypt", NULL), in->ct, in->iv, in->tag, in->md,
+                 aad ? ",\"additionalAuthenticatedData\":\"" : "", a64, aad ? "\"" : "");
+        snprintf(tail, sizeof tail, "keys/%s/decrypt", name);
+        int code = xks_call(&S_DEFAULT, tail, body, T_NONE, reply, sizeof reply);
+        if (code == 0) {
+                cJSON *v = cJSON_Parse(reply);
+                struct kw_buf b;
+                kw_buf_init(&b, outsz - 1);
+                const char *p = member(v, "plaintext");
+                assert_int_equal(kw_b64_decode(p, strlen(p), &b).code, 0);
+                memcpy(out, b.p ? b.p : (const uint8_t *)"", b.len);
+                out[b.len] = '\0';
+                kw_buf_free(&b);
+                cJSON_Delete(v);
+        }
+        return code;
+}
+
+/* One byte of a base64 member flipped (decoded, changed, encoded). */
+static void flip(char *b64s, size_t cap, size_t at)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, 256);
+        assert_int_equal(kw_b64_decode(b64s, strlen(b64s), &b).code, 0);
+        b.p[at] ^= 1;
+        b64(b.p, b.len, b64s, cap);
+        kw_buf_free(&b);
+}
+
+static int wrap_as(const char *cn, uint8_t op, const char *name, uint32_t alg, const uint8_t *in,
+                   size_t n, uint8_t *out, size_t *outlen)
 {
         struct kw_cc_call c;
-        kw_cc_begin(cc, op, &c);
+        begin_ekm(op, cn, &c);
         kw_cc_put_str(&c, KW_T_NAME, name);
         kw_cc_put_u32(&c, KW_T_ALG, alg);
         kw_cc_put(&c, KW_T_DATA, in, n);
@@ -230,64 +435,57 @@ static int wrap(uint8_t op, const char *name, uint32_t alg, const uint8_t *in, s
         return code;
 }
 
-static cJSON *get_json(uint8_t op, const char *name)
+static int wrap(uint8_t op, const char *name, uint32_t alg, const uint8_t *in, size_t n,
+                uint8_t *out, size_t *outlen)
 {
-        struct kw_cc_call c;
-        kw_cc_begin(cc, op, &c);
-        if (name)
-                kw_cc_put_str(&c, KW_T_NAME, name);
-        assert_int_equal(kw_cc_invoke(&c).code, 0);
-        const char *j;
-        size_t n;
-        assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
-        cJSON *v = cJSON_ParseWithLength(j, n);
-        kw_cc_end(&c);
-        assert_non_null(v);
-        return v;
+        return wrap_as(EKM_CN, op, name, alg, in, n, out, outlen);
 }
+
+#define EKM_RULES "{\"ekm\":{\"client_cns\":[\"" EKM_CN "\"]}}"
+#define XKS_RULES "{\"xks\":{\"key_stores\":[\"default\"]}}"
 
 /* --------------------------------------------------------------- cases */
 
 static void custody_encrypt_decrypt_binds_aad(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("gcm1", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("gcm1", "AES", 256, 0, XKS_RULES), 0);
         struct ct x;
         char out[256];
         assert_int_equal(encrypt("gcm1", "secret payload", "aad-1", NULL, &x), 0);
-        assert_int_equal(x.version, 1);
+        assert_string_equal(x.md, "a3d2MTox");   /* "kwv1:1" */
         assert_int_equal(decrypt("gcm1", &x, "aad-1", out, sizeof out), 0);
         assert_string_equal(out, "secret payload");
         assert_int_equal(decrypt("gcm1", &x, "aad-2", out, sizeof out), KW_ERR_DECRYPT);
         assert_int_equal(decrypt("gcm1", &x, NULL, out, sizeof out), KW_ERR_DECRYPT);
         struct ct t = x;
-        t.ct[0] ^= 1;
+        flip(t.ct, sizeof t.ct, 0);
         assert_int_equal(decrypt("gcm1", &t, "aad-1", out, sizeof out), KW_ERR_DECRYPT);
         t = x;
-        t.tag[15] ^= 0x80;
+        flip(t.tag, sizeof t.tag, 15);
         assert_int_equal(decrypt("gcm1", &t, "aad-1", out, sizeof out), KW_ERR_DECRYPT);
         t = x;
-        t.iv[0] ^= 1;
+        flip(t.iv, sizeof t.iv, 0);
         assert_int_equal(decrypt("gcm1", &t, "aad-1", out, sizeof out), KW_ERR_DECRYPT);
         t = x;
-        t.version = 2;
+        snprintf(t.md, sizeof t.md, "a3d2MToy");   /* "kwv1:2" */
         assert_int_equal(decrypt("gcm1", &t, "aad-1", out, sizeof out), KW_ERR_DECRYPT);
         /* two encryptions of the same plaintext differ (random IV) */
         struct ct y;
         assert_int_equal(encrypt("gcm1", "secret payload", "aad-1", NULL, &y), 0);
-        assert_memory_not_equal(x.iv, y.iv, 12);
+        assert_string_not_equal(x.iv, y.iv);
 }
 
 static void custody_rotation_keeps_old_versions(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("rot1", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("rot1", "AES", 256, 0, XKS_RULES), 0);
         struct ct v1, v2;
         char out[64];
         assert_int_equal(encrypt("rot1", "one", NULL, NULL, &v1), 0);
         assert_int_equal(simple(KW_OP_KEY_ROTATE, "rot1", NULL), 0);
         assert_int_equal(encrypt("rot1", "two", NULL, NULL, &v2), 0);
-        assert_int_equal(v2.version, 2);
+        assert_string_equal(v2.md, "a3d2MToy");
         assert_int_equal(decrypt("rot1", &v1, NULL, out, sizeof out), 0);
         assert_string_equal(out, "one");
         assert_int_equal(decrypt("rot1", &v2, NULL, out, sizeof out), 0);
@@ -301,7 +499,7 @@ static void custody_state_checks_come_before_rules_and_usage(void **state)
 {
         (void)state;
         const char *rules = "{\"xks\":{\"principals\":[\"arn:aws:iam::1:role/ok-*\"],"
-                            "\"key_stores\":[\"s1\"]}}";
+                            "\"key_stores\":[\"default\"]}}";
         assert_int_equal(create_key("st1", "AES", 256, KW_KEYOP_DECRYPT, rules), 0);
         struct ct x;
         /* usage: the key allows decrypt only */
@@ -312,11 +510,13 @@ static void custody_state_checks_come_before_rules_and_usage(void **state)
         /* state comes before rules */
         assert_int_equal(encrypt("st1", "p", NULL, "arn:aws:iam::2:role/ok-a", &x), KW_ERR_KEY_DISABLED);
         assert_int_equal(encrypt("nope", "p", NULL, NULL, &x), KW_ERR_NOT_FOUND);
-        assert_int_equal(encrypt("bad/name", "p", NULL, NULL, &x), KW_ERR_BAD_NAME);
         /* metadata still answers for a disabled key */
-        cJSON *k = get_json(KW_OP_KEY_GET, "st1");
-        assert_string_equal(cJSON_GetObjectItem(k, "state")->valuestring, "disabled");
-        cJSON_Delete(k);
+        char reply[512];
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/st1/metadata",
+                                  "{\"requestMetadata\":{\"kmsRequestId\":\"m\",\"kmsOperation\":"
+                                  "\"DescribeKey\",\"awsPrincipalArn\":\"arn:aws:iam::1:role/ok-a\"}}",
+                                  T_NONE, reply, sizeof reply), 0);
+        assert_non_null(strstr(reply, "\"keyStatus\":\"DISABLED\""));
         assert_int_equal(simple(KW_OP_KEY_SET_STATE, "st1", "enabled"), 0);
         assert_int_equal(encrypt("st1", "p", NULL, "arn:aws:iam::1:role/ok-a", &x), KW_ERR_OP_NOT_ALLOWED);
 }
@@ -327,20 +527,20 @@ static void custody_xks_store_isolation(void **state)
 {
         (void)state;
         assert_int_equal(create_key("iso-none", "AES", 256, 0, NULL), 0);
-        assert_int_equal(create_key("iso-s1", "AES", 256, 0, "{\"xks\":{\"key_stores\":[\"s1\"]}}"), 0);
+        assert_int_equal(create_key("iso-d", "AES", 256, 0, XKS_RULES), 0);
         assert_int_equal(create_key("iso-s2", "AES", 256, 0, "{\"xks\":{\"key_stores\":[\"s2\"]}}"), 0);
         struct ct x;
-        assert_int_equal(encrypt("iso-none", "p", NULL, "arn:a", &x), KW_ERR_NOT_FOUND);
-        assert_int_equal(encrypt("iso-s2", "p", NULL, "arn:a", &x), KW_ERR_NOT_FOUND);
-        assert_int_equal(encrypt("iso-s1", "p", NULL, "arn:a", &x), 0);
-        /* admin callers are not subject to stores */
-        assert_int_equal(encrypt("iso-none", "p", NULL, NULL, &x), 0);
+        assert_int_equal(encrypt("iso-none", "p", NULL, NULL, &x), KW_ERR_NOT_FOUND);
+        assert_int_equal(encrypt("iso-s2", "p", NULL, NULL, &x), KW_ERR_NOT_FOUND);
+        assert_int_equal(encrypt("iso-d", "p", NULL, NULL, &x), 0);
+        assert_int_equal(encrypt_via(&S_TWO, "iso-s2", "p", NULL, NULL, &x), 0);
+        assert_int_equal(encrypt_via(&S_TWO, "iso-d", "p", NULL, NULL, &x), KW_ERR_NOT_FOUND);
 }
 
 static void custody_deletion_schedule_and_cancel(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("del1", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("del1", "AES", 256, 0, XKS_RULES), 0);
         assert_int_equal(simple(KW_OP_KEY_CANCEL_DELETE, "del1", NULL), KW_ERR_BAD_STATE);
         assert_int_equal(simple(KW_OP_KEY_SCHEDULE_DELETE, "del1", NULL), 0);
         struct ct x;
@@ -375,7 +575,7 @@ static void custody_create_errors_change_nothing(void **state)
 static void custody_aes_wrap_unwrap(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("kw1", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("kw1", "AES", 256, 0, EKM_RULES), 0);
         uint8_t in[32], w[64], u[64];
         size_t wl, ul;
         RAND_bytes(in, sizeof in);
@@ -397,7 +597,7 @@ static void custody_aes_wrap_unwrap(void **state)
 static void custody_rsa_oaep_wrap_unwrap(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("rsa1", "RSA", 2048, 0, NULL), 0);
+        assert_int_equal(create_key("rsa1", "RSA", 2048, 0, EKM_RULES), 0);
         uint8_t in[32], w[512], u[512];
         size_t wl, ul;
         RAND_bytes(in, sizeof in);
@@ -425,7 +625,7 @@ static int unwrap_version(const char *name, uint32_t alg, uint32_t version, cons
                           size_t n, uint8_t *out, size_t *outlen)
 {
         struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_UNWRAP, &c);
+        begin_ekm(KW_OP_UNWRAP, EKM_CN, &c);
         kw_cc_put_str(&c, KW_T_NAME, name);
         kw_cc_put_u32(&c, KW_T_ALG, alg);
         kw_cc_put(&c, KW_T_DATA, in, n);
@@ -444,7 +644,7 @@ static int unwrap_version(const char *name, uint32_t alg, uint32_t version, cons
 static void custody_rsa_rotation_new_pair_old_still_unwraps(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("rsarot", "RSA", 2048, 0, NULL), 0);
+        assert_int_equal(create_key("rsarot", "RSA", 2048, 0, EKM_RULES), 0);
         cJSON *k1 = get_json(KW_OP_KEY_GET, "rsarot");
         char n1[400];
         snprintf(n1, sizeof n1, "%s",
@@ -478,7 +678,7 @@ static void custody_rsa_rotation_new_pair_old_still_unwraps(void **state)
 static void custody_aes_unwrap_after_rotation_tries_older_versions(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("kwrot", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("kwrot", "AES", 256, 0, EKM_RULES), 0);
         uint8_t in[32], w[48], u[48];
         size_t wl, ul;
         RAND_bytes(in, sizeof in);
@@ -495,78 +695,89 @@ static void custody_aes_unwrap_after_rotation_tries_older_versions(void **state)
         assert_int_equal(wrap(KW_OP_UNWRAP, "kwrot", KW_ALG_A256KWP, w, wl, u, &ul), KW_ERR_DECRYPT);
 }
 
-static void custody_import_aes_interoperates(void **state)
+static int import(const char *name, const char *type, uint32_t format, const char *material)
+{
+        struct kw_cc_call c;
+        begin_admin(KW_OP_KEY_IMPORT, &c);
+        kw_cc_put_str(&c, KW_T_NAME, name);
+        kw_cc_put_str(&c, KW_T_KEY_TYPE, type);
+        kw_cc_put_str(&c, KW_T_RULES, XKS_RULES);
+        kw_cc_put_u32(&c, KW_T_MATERIAL_FORMAT, format);
+        kw_cc_put_str(&c, KW_T_MATERIAL, material);
+        return finish(&c);
+}
+
+/* The material arrives as the client sent it (base64 / PEM) and is decoded
+ * in custody (finding 1: the front never decodes key material). */
+static void custody_import_decodes_material_itself(void **state)
 {
         (void)state;
         uint8_t key[32], iv[12], tag[16], ct[5];
         RAND_bytes(key, 32);
         RAND_bytes(iv, 12);
-        struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_KEY_IMPORT, &c);
-        kw_cc_put_str(&c, KW_T_NAME, "imp1");
-        kw_cc_put_str(&c, KW_T_KEY_TYPE, "AES");
-        kw_cc_put_u32(&c, KW_T_KEY_SIZE, 256);
-        kw_cc_put(&c, KW_T_MATERIAL, key, 32);
-        kw_cc_put_str(&c, KW_T_ACTOR, "test");
-        assert_int_equal(kw_cc_invoke(&c).code, 0);
-        kw_cc_end(&c);
-        /* encrypted here with OpenSSL directly, decrypted by the custody */
-        assert_int_equal(kw_aes_gcm_encrypt(key, 32, iv, 12, (const uint8_t *)"ad", 2,
+        char k64[64];
+        b64(key, 32, k64, sizeof k64);
+        assert_int_equal(import("imp1", "AES", KW_MATERIAL_AES_B64, k64), 0);
+        /* encrypted here with OpenSSL directly, the XKS way, decrypted by the custody */
+        uint8_t aad[] = { 0, 2, 'a', 'd', 6, 'k', 'w', 'v', '1', ':', '1' };
+        assert_int_equal(kw_aes_gcm_encrypt(key, 32, iv, 12, aad, sizeof aad,
                                             (const uint8_t *)"hello", 5, ct, tag, 16).code, 0);
-        struct ct x = { .len = 5, .version = 1 };
-        memcpy(x.ct, ct, 5);
-        memcpy(x.iv, iv, 12);
-        memcpy(x.tag, tag, 16);
+        struct ct x;
+        b64(ct, 5, x.ct, sizeof x.ct);
+        b64(iv, 12, x.iv, sizeof x.iv);
+        b64(tag, 16, x.tag, sizeof x.tag);
+        snprintf(x.md, sizeof x.md, "a3d2MTox");
         char out[16];
         assert_int_equal(decrypt("imp1", &x, "ad", out, sizeof out), 0);
         assert_string_equal(out, "hello");
-        /* wrong material length is refused */
-        kw_cc_begin(cc, KW_OP_KEY_IMPORT, &c);
-        kw_cc_put_str(&c, KW_T_NAME, "imp2");
-        kw_cc_put_str(&c, KW_T_KEY_TYPE, "AES");
-        kw_cc_put_u32(&c, KW_T_KEY_SIZE, 256);
-        kw_cc_put(&c, KW_T_MATERIAL, key, 31);
-        kw_cc_put_str(&c, KW_T_ACTOR, "test");
-        assert_int_equal(kw_cc_invoke(&c).code, KW_ERR_BAD_FIELD);
-        kw_cc_end(&c);
+        /* bad material is refused with the client's own field named */
+        char k31[64];
+        b64(key, 31, k31, sizeof k31);
+        assert_int_equal(import("imp2", "AES", KW_MATERIAL_AES_B64, k31), KW_ERR_BAD_LENGTH);
+        assert_int_equal(import("imp2", "AES", KW_MATERIAL_AES_B64, "not base64!"), KW_ERR_BAD_ENCODING);
+        assert_int_equal(import("imp2", "AES", KW_MATERIAL_PEM, k64), KW_ERR_BAD_FIELD);
+        assert_int_equal(import("imp2", "RSA", KW_MATERIAL_PEM,
+                                "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+                         KW_ERR_BAD_FIELD);
+        /* an RSA key in PEM: its size is the key's own */
+        EVP_PKEY *pk = NULL;
+        assert_int_equal(kw_rsa_generate(2048, &pk).code, 0);
+        struct kw_secret der = { 0 };
+        assert_int_equal(kw_rsa_to_pkcs8(pk, &der).code, 0);
+        kw_pkey_free(pk);
+        char *d64 = malloc(4096);
+        b64(der.p, der.len, d64, 4096);
+        kw_secret_free(&der);
+        assert_int_equal(import("imp-rsa", "RSA", KW_MATERIAL_PKCS8_B64, d64), 0);
+        free(d64);
+        cJSON *k = get_json(KW_OP_KEY_GET, "imp-rsa");
+        assert_int_equal(cJSON_GetObjectItem(k, "size")->valueint, 2048);
+        cJSON_Delete(k);
 }
 
-static void custody_first_token_is_admin(void **state)
+static void custody_token_check_answers_the_callers_own_token(void **state)
 {
         (void)state;
-        char path[600], tok[128] = "";
-        snprintf(path, sizeof path, "%s/admin.token", dir);
-        FILE *f = fopen(path, "r");
-        assert_non_null(f);
-        assert_non_null(fgets(tok, sizeof tok, f));
-        fclose(f);
-        tok[strcspn(tok, "\n")] = 0;
-        uint8_t h[32];
-        kw_sha256(tok, strlen(tok), h);
+        cJSON *v = get_json(KW_OP_TOKEN_CHECK, NULL);
+        assert_string_equal(cJSON_GetObjectItem(v, "role")->valuestring, "admin");
+        assert_string_equal(cJSON_GetObjectItem(v, "name")->valuestring, "initial-admin");
+        cJSON_Delete(v);
+        char bad[128];
+        snprintf(bad, sizeof bad, "%s", admin_token);
+        bad[5] = bad[5] == 'A' ? 'B' : 'A';
         struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_TOKEN_CHECK, &c);
-        kw_cc_put(&c, KW_T_TOKEN_HASH, h, 32);
-        assert_int_equal(kw_cc_invoke(&c).code, 0);
-        const char *j;
-        size_t n;
-        assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
-        assert_non_null(strstr(j, "\"role\":\"admin\""));
-        kw_cc_end(&c);
-        h[0] ^= 1;
-        kw_cc_begin(cc, KW_OP_TOKEN_CHECK, &c);
-        kw_cc_put(&c, KW_T_TOKEN_HASH, h, 32);
-        assert_int_equal(kw_cc_invoke(&c).code, KW_ERR_AUTH);
-        kw_cc_end(&c);
+        begin_as(KW_OP_TOKEN_CHECK, bad, &c);
+        assert_int_equal(finish(&c), KW_ERR_AUTH);
 }
 
 static void custody_audit_records_use_and_verifies(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("aud1", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("aud1", "AES", 256, 0, XKS_RULES), 0);
         struct ct x;
         assert_int_equal(encrypt("aud1", "p", NULL, NULL, &x), 0);
         struct kw_cc_call c;
-        kw_cc_begin(cc, KW_OP_AUDIT_QUERY, &c);
+        begin_admin(KW_OP_AUDIT_QUERY, &c);
         kw_cc_put_str(&c, KW_T_NAME, "aud1");
         assert_int_equal(kw_cc_invoke(&c).code, 0);
         const char *j;
@@ -574,6 +785,8 @@ static void custody_audit_records_use_and_verifies(void **state)
         assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
         assert_non_null(strstr(j, "\"action\":\"key.create\""));
         assert_non_null(strstr(j, "\"action\":\"key.encrypt\""));
+        assert_non_null(strstr(j, "\"actor\":\"xks:default:" AKID "\""));
+        assert_non_null(strstr(j, "\"request_id\":\"req-1\""));
         kw_cc_end(&c);
         cJSON *v = get_json(KW_OP_AUDIT_VERIFY, NULL);
         assert_true(cJSON_IsTrue(cJSON_GetObjectItem(v, "ok")));
@@ -581,10 +794,200 @@ static void custody_audit_records_use_and_verifies(void **state)
         cJSON_Delete(v);
 }
 
+/* ---- a compromised front (finding 2) ---- */
+
+/* A request frame with no caller class at all, as a version-1 front sent
+ * (custody defaulted it to admin): the reply's code. */
+static int call_without_caller(uint8_t op, const char *name)
+{
+        struct kw_buf b, r;
+        kw_buf_init(&b, KW_IPC_MAX_FRAME + 4);
+        kw_buf_init(&r, KW_IPC_MAX_FRAME + 4);
+        assert_int_equal(kw_msg_begin_request(&b, op, 7).code, 0);
+        if (name)
+                assert_int_equal(kw_msg_put_str(&b, KW_T_NAME, name).code, 0);
+        assert_int_equal(kw_msg_end(&b).code, 0);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", cfg->custody.socket_path);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(kw_ipc_send(fd, &b).code, 0);
+        assert_int_equal(kw_ipc_recv(fd, &r, 5000).code, 0);
+        struct kw_msg m;
+        assert_int_equal(kw_msg_parse(r.p, r.len, 1, &m).code, 0);
+        close(fd);
+        kw_buf_free(&b);
+        kw_buf_free(&r);
+        return m.code;
+}
+
+/* A request of class caller carrying no proof. */
+static int call_as(uint8_t op, enum kw_caller caller, const char *name)
+{
+        struct kw_cc_call c;
+        kw_cc_begin(cc, op, caller, &c);
+        if (name)
+                kw_cc_put_str(&c, KW_T_NAME, name);
+        return finish(&c);
+}
+
+static void custody_refuses_requests_without_a_proven_caller(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("cf-aes", "AES", 256, 0, XKS_RULES), 0);
+        uint8_t in[32] = { 1 }, out[64];
+        size_t ol;
+        /* no caller class at all (version 1 defaulted to admin): refused */
+        assert_int_equal(call_without_caller(KW_OP_KEY_GET, "cf-aes"), KW_ERR_PROTOCOL);
+        assert_int_equal(call_without_caller(KW_OP_TOKEN_LIST, NULL), KW_ERR_PROTOCOL);
+        /* admin without a token, public asking for admin ops */
+        assert_int_equal(call_as(KW_OP_KEY_GET, KW_CALLER_ADMIN, "cf-aes"), KW_ERR_AUTH);
+        assert_int_equal(call_as(KW_OP_KEY_GET, KW_CALLER_PUBLIC, "cf-aes"), KW_ERR_FORBIDDEN);
+        assert_int_equal(call_as(KW_OP_TOKEN_LIST, KW_CALLER_PUBLIC, NULL), KW_ERR_FORBIDDEN);
+        /* an XKS "caller" without a signature, for any op */
+        assert_int_equal(call_as(KW_OP_XKS, KW_CALLER_XKS, NULL), KW_ERR_AUTH);
+        assert_int_equal(call_as(KW_OP_KEY_LIST, KW_CALLER_XKS, NULL), KW_ERR_FORBIDDEN);
+        /* EKM: only wrap/unwrap/metadata, only with an allowed CN, only on EKM keys */
+        struct kw_cc_call c;
+        begin_ekm(KW_OP_KEY_CREATE, EKM_CN, &c);
+        kw_cc_put_str(&c, KW_T_NAME, "cf-new");
+        kw_cc_put_str(&c, KW_T_KEY_TYPE, "AES");
+        kw_cc_put_u32(&c, KW_T_KEY_SIZE, 256);
+        assert_int_equal(finish(&c), KW_ERR_FORBIDDEN);
+        begin_ekm(KW_OP_TOKEN_CREATE, EKM_CN, &c);
+        kw_cc_put_str(&c, KW_T_TOKEN_NAME, "cf-tok");
+        kw_cc_put_str(&c, KW_T_ROLE, "admin");
+        assert_int_equal(finish(&c), KW_ERR_FORBIDDEN);
+        assert_int_equal(wrap_as("someone.else", KW_OP_WRAP, "cf-aes", KW_ALG_A256KW, in, 32, out, &ol),
+                         KW_ERR_AUTH);
+        assert_int_equal(wrap(KW_OP_WRAP, "cf-aes", KW_ALG_A256KW, in, 32, out, &ol),
+                         KW_ERR_ACCESS_DENIED);   /* an XKS-only key */
+        /* the front's own proof fields of another class are refused */
+        begin_admin(KW_OP_KEY_GET, &c);
+        kw_cc_put_str(&c, KW_T_NAME, "cf-aes");
+        kw_cc_put_str(&c, KW_T_EKM_CN, EKM_CN);
+        assert_int_equal(finish(&c), KW_ERR_PROTOCOL);
+}
+
+static void custody_roles_are_checked_here(void **state)
+{
+        (void)state;
+        /* an auditor token, made by the admin */
+        struct kw_cc_call c;
+        begin_admin(KW_OP_TOKEN_CREATE, &c);
+        kw_cc_put_str(&c, KW_T_TOKEN_NAME, "aud-tok");
+        kw_cc_put_str(&c, KW_T_ROLE, "auditor");
+        assert_int_equal(kw_cc_invoke(&c).code, 0);
+        const char *j;
+        size_t n;
+        assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
+        cJSON *v = cJSON_ParseWithLength(j, n);
+        char auditor[128];
+        snprintf(auditor, sizeof auditor, "%s", cJSON_GetObjectItem(v, "token")->valuestring);
+        cJSON_Delete(v);
+        kw_cc_end(&c);
+        assert_non_null(strstr(last_actor("token.create"), "(initial-admin)"));
+        /* it reads, it does not write, whatever the front lets through */
+        begin_as(KW_OP_KEY_LIST, auditor, &c);
+        assert_int_equal(finish(&c), 0);
+        begin_as(KW_OP_KEY_CREATE, auditor, &c);
+        kw_cc_put_str(&c, KW_T_NAME, "by-auditor");
+        kw_cc_put_str(&c, KW_T_KEY_TYPE, "AES");
+        kw_cc_put_u32(&c, KW_T_KEY_SIZE, 256);
+        assert_int_equal(finish(&c), KW_ERR_FORBIDDEN);
+        begin_as(KW_OP_TOKEN_CREATE, auditor, &c);
+        kw_cc_put_str(&c, KW_T_TOKEN_NAME, "escalate");
+        kw_cc_put_str(&c, KW_T_ROLE, "admin");
+        assert_int_equal(finish(&c), KW_ERR_FORBIDDEN);
+        begin_as(KW_OP_XKS_STORE_CREATE, auditor, &c);
+        kw_cc_put_str(&c, KW_T_XKS_STORE, "evil");
+        kw_cc_put_str(&c, KW_T_XKS_PREFIX, "/evil");
+        assert_int_equal(finish(&c), KW_ERR_FORBIDDEN);
+        begin_admin(KW_OP_KEY_GET, &c);
+        kw_cc_put_str(&c, KW_T_NAME, "by-auditor");
+        assert_int_equal(finish(&c), KW_ERR_NOT_FOUND);
+        /* the refusals are audited under the verified token */
+        assert_non_null(strstr(last_actor("key.create"), "(aud-tok)"));
+}
+
+static void custody_xks_runs_only_what_aws_signed(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("sig1", "AES", 256, 0, XKS_RULES), 0);
+        struct ct x;
+        assert_int_equal(encrypt("sig1", "p", NULL, NULL, &x), 0);
+        char body[1024];
+        snprintf(body, sizeof body, "{%s,\"plaintext\":\"cA==\",\"encryptionAlgorithm\":\"AES_GCM\"}",
+                 meta("Encrypt", NULL));
+        /* another body under a valid signature, a changed canonical request,
+         * another store's name, a wrong signature: all unauthenticated */
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/encrypt", body, T_BODY, NULL, 0), KW_ERR_AUTH);
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/encrypt", body, T_CREQ, NULL, 0), KW_ERR_AUTH);
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/encrypt", body, T_STORE, NULL, 0), KW_ERR_AUTH);
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/encrypt", body, T_SIG, NULL, 0), KW_ERR_AUTH);
+        /* a store's credential signs only that store's paths */
+        struct xks_creds cross = { "s2", "", AKID2, SECRET2 };
+        assert_int_equal(xks_call(&cross, "keys/sig1/encrypt", body, T_NONE, NULL, 0), KW_ERR_AUTH);
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/encrypt", body, T_NONE, NULL, 0), 0);
+        /* a signed body that is not valid for the operation: 400 after 401 */
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/encrypt", "{\"x\":1}", T_NONE, NULL, 0),
+                         KW_ERR_MISSING_FIELD);
+        assert_int_equal(xks_call(&S_DEFAULT, "keys/sig1/nope", body, T_NONE, NULL, 0), KW_ERR_NO_ROUTE);
+}
+
+/* A process that is not the front (here a child of the front: another pid,
+ * same uid) is refused at the socket. */
+static void custody_refuses_other_processes(void **state)
+{
+        (void)state;
+        pid_t p = fork();
+        assert_true(p >= 0);
+        if (p == 0) {
+                int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                snprintf(sa.sun_path, sizeof sa.sun_path, "%s", cfg->custody.socket_path);
+                if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+                        _exit(2);
+                struct kw_buf b;
+                kw_buf_init(&b, 4096);
+                if (kw_msg_begin_request(&b, KW_OP_PING, 1).code != 0 ||
+                    kw_msg_put_u32(&b, KW_T_CALLER, KW_CALLER_PUBLIC).code != 0 ||
+                    kw_msg_end(&b).code != 0)
+                        _exit(3);
+                kw_ignore(kw_ipc_send(fd, &b));
+                struct kw_buf r;
+                kw_buf_init(&r, KW_IPC_MAX_FRAME + 4);
+                /* refused: the connection is closed without an answer */
+                _exit(kw_ipc_recv(fd, &r, 5000).code == KW_ERR_CUSTODY_DOWN ? 0 : 1);
+        }
+        int st;
+        assert_int_equal(waitpid(p, &st, 0), p);
+        assert_true(WIFEXITED(st));
+        assert_int_equal(WEXITSTATUS(st), 0);
+        /* and the front is still served */
+        assert_int_equal(call_as(KW_OP_PING, KW_CALLER_PUBLIC, NULL), 0);
+}
+
+static void custody_last_admin_token_cannot_be_revoked(void **state)
+{
+        (void)state;
+        cJSON *me = get_json(KW_OP_TOKEN_CHECK, NULL);
+        char id[65];
+        snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(me, "id")->valuestring);
+        cJSON_Delete(me);
+        struct kw_cc_call c;
+        begin_admin(KW_OP_TOKEN_REVOKE, &c);
+        kw_cc_put_str(&c, KW_T_TOKEN_ID, id);
+        assert_int_equal(finish(&c), KW_ERR_BAD_STATE);
+        /* still works */
+        cJSON *v = get_json(KW_OP_TOKEN_CHECK, NULL);
+        cJSON_Delete(v);
+}
+
 static void custody_restart_keeps_keys(void **state)
 {
         (void)state;
-        assert_int_equal(create_key("pers1", "AES", 256, 0, NULL), 0);
+        assert_int_equal(create_key("pers1", "AES", 256, 0, XKS_RULES), 0);
         struct ct x;
         assert_int_equal(encrypt("pers1", "durable", NULL, NULL, &x), 0);
         stop_custody();
@@ -607,9 +1010,14 @@ int main(void)
                 cmocka_unit_test(custody_rsa_oaep_wrap_unwrap),
                 cmocka_unit_test(custody_rsa_rotation_new_pair_old_still_unwraps),
                 cmocka_unit_test(custody_aes_unwrap_after_rotation_tries_older_versions),
-                cmocka_unit_test(custody_import_aes_interoperates),
-                cmocka_unit_test(custody_first_token_is_admin),
+                cmocka_unit_test(custody_import_decodes_material_itself),
+                cmocka_unit_test(custody_token_check_answers_the_callers_own_token),
                 cmocka_unit_test(custody_audit_records_use_and_verifies),
+                cmocka_unit_test(custody_refuses_requests_without_a_proven_caller),
+                cmocka_unit_test(custody_roles_are_checked_here),
+                cmocka_unit_test(custody_xks_runs_only_what_aws_signed),
+                cmocka_unit_test(custody_refuses_other_processes),
+                cmocka_unit_test(custody_last_admin_token_cannot_be_revoked),
                 cmocka_unit_test(custody_restart_keeps_keys),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

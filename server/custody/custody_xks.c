@@ -24,9 +24,11 @@
 #include "../common/b64.h"
 #include "../common/log.h"
 #include "../common/secret.h"
-#include "../front/sigv4.h"
+#include "../common/ratelimit.h"
+#include "../common/sigv4_sts.h"
 #include "crypto.h"
 #include "custody_int.h"
+#include "sigv4_key.h"
 
 #define XKS_MAX_STORES 64            /* configured + created through the API */
 #define XKS_MAX_CREDS (2 * XKS_MAX_STORES)
@@ -42,6 +44,7 @@ struct xks_store {
         char region[65];
         char service[65];
         int from_config;
+        struct kw_ratelimit rl;      /* charged after the signature verified */
 };
 
 struct xks_cred {
@@ -182,6 +185,13 @@ static int load_cred_cb(const struct kw_xks_cred_row *row, void *arg)
 static kw_result load_table(struct custody *c, struct xks_state *x)
 {
         const struct kw_config *cfg = c->cfg;
+        /* a store's rate budget survives the reload of the table */
+        static struct { char name[33]; struct kw_ratelimit rl; } keep[XKS_MAX_STORES];
+        size_t nkeep = x->n_stores;
+        for (size_t i = 0; i < nkeep; i++) {
+                memcpy(keep[i].name, x->stores[i].name, sizeof keep[i].name);
+                keep[i].rl = x->stores[i].rl;
+        }
         clear_table(x);
         if (cfg->xks.aws_xks_enable) {
                 KW_TRY(add_store(x, XKS_DEFAULT_STORE, cfg->xks.aws_xks_uri_prefix,
@@ -200,6 +210,12 @@ static kw_result load_table(struct custody *c, struct xks_state *x)
         struct load_ctx l = { x, KW_OK };
         KW_TRY(kw_keystore_xks_list(c->ks, load_store_cb, load_cred_cb, &l));
         KW_TRY(l.r);
+        for (size_t i = 0; i < x->n_stores; i++) {
+                kw_ratelimit_init(&x->stores[i].rl, (uint64_t)cfg->xks.aws_xks_rate_limit, 0);
+                for (size_t k = 0; k < nkeep; k++)
+                        if (strcmp(keep[k].name, x->stores[i].name) == 0)
+                                x->stores[i].rl = keep[k].rl;
+        }
         x->gen++;
         drop_signing_keys(x);
         return KW_OK;
@@ -274,15 +290,55 @@ static kw_result signing_mac(struct xks_state *x, const struct xks_cred *cred,
         return r;
 }
 
-kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req)
+/* The canonical request describes exactly this request: a POST with no
+ * query of BODY to a path under the store's prefix.  The front built it;
+ * the signature, checked after this, proves AWS signed it. */
+static kw_result xks_binding(const struct kw_sigv4_scope *sc, const struct kw_field *creq,
+                             const struct kw_field *body)
+{
+        uint8_t h[32];
+        kw_sha256(creq->p, creq->len, h);
+        if (CRYPTO_memcmp(h, sc->creq_sha256, 32) != 0) { /* lint: allow (constant time) */
+                kw_err_set_detail("the canonical request does not match the string to sign");
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        struct kw_sigv4_creq cr;
+        KW_TRY(kw_sigv4_creq_parse((const char *)creq->p, creq->len, &cr));
+        if (cr.method_len != 4 || memcmp(cr.method, "POST", 4) != 0 || cr.query_len != 0) {
+                kw_err_set_detail("the signed request is not a POST without a query");
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        kw_sha256(body->p, body->len, h);
+        if (CRYPTO_memcmp(h, cr.payload_sha256, 32) != 0) { /* lint: allow (constant time) */
+                kw_err_set_detail("the body is not the one that was signed");
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        return KW_OK;
+}
+
+/* The signed path is "<store prefix>/kms/xks/...". */
+static int path_in_store(const struct kw_field *creq, const char *prefix)
+{
+        struct kw_sigv4_creq cr;
+        if (kw_sigv4_creq_parse((const char *)creq->p, creq->len, &cr).code != 0)
+                return 0;
+        size_t pn = strlen(prefix);
+        static const char root[] = "/kms/xks/";
+        return cr.path_len >= pn + sizeof root - 1 && memcmp(cr.path, prefix, pn) == 0 &&
+               memcmp(cr.path + pn, root, sizeof root - 1) == 0;
+}
+
+kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req, struct op_caller *who)
 {
         struct xks_state *x = c->xks;
         char store[33], akid[KW_SIGV4_MAX_AKID + 1];
-        struct kw_field sts = { 0 }, sig = { 0 };
+        struct kw_field sts = { 0 }, sig = { 0 }, creq = { 0 }, body = { 0 };
         if (kw_msg_get_str(req, KW_T_XKS_STORE, store, sizeof store).code != 0 ||
             kw_msg_get_str(req, KW_T_SIGV4_AKID, akid, sizeof akid).code != 0 ||
             kw_msg_get(req, KW_T_SIGV4_STS, &sts).code != 0 ||
-            kw_msg_get(req, KW_T_SIGV4_SIG, &sig).code != 0 || sig.len != 32) {
+            kw_msg_get(req, KW_T_SIGV4_SIG, &sig).code != 0 || sig.len != 32 ||
+            kw_msg_get(req, KW_T_SIGV4_CREQ, &creq).code != 0 ||
+            kw_msg_get(req, KW_T_BODY, &body).code != 0) {
                 kw_err_set_detail("incomplete SigV4 fields");
                 KW_BAIL(KW_ERR_AUTH);
         }
@@ -293,8 +349,9 @@ kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req)
                 kw_err_set_detail("request time is more than 5 minutes off");
                 KW_BAIL(KW_ERR_AUTH);
         }
+        KW_TRY(xks_binding(&sc, &creq, &body));
         pthread_rwlock_rdlock(&x->mu);
-        const struct xks_store *s = store_find(x, store);
+        struct xks_store *s = store_find(x, store);
         const struct xks_cred *cred = s ? cred_find(x, store, akid) : NULL;
         kw_result r = KW_OK;
         if (s == NULL || cred == NULL) {
@@ -303,12 +360,14 @@ kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req)
         } else if (strcmp(sc.region, s->region) != 0 || strcmp(sc.service, s->service) != 0) {
                 kw_err_set_detail("credential scope names another region or service");
                 r = KW_RESULT(KW_ERR_AUTH);
+        } else if (!path_in_store(&creq, s->prefix)) {
+                kw_err_set_detail("the signed path is not under this key store's prefix");
+                r = KW_RESULT(KW_ERR_AUTH);
         }
         uint8_t mac[32];
         EVP_MAC_CTX *m = NULL;
         if (r.code == 0)
                 r = signing_mac(x, cred, &sc, &m);
-        pthread_rwlock_unlock(&x->mu);
         if (r.code == 0)
                 r = kw_sigv4_mac_finish(m, (const char *)sts.p, sts.len, mac);
         if (r.code == 0 && CRYPTO_memcmp(mac, sig.p, 32) != 0) { /* lint: allow (constant time) */
@@ -318,16 +377,29 @@ kw_result custody_xks_auth(struct custody *c, const struct kw_msg *req)
         kw_wipe(mac, sizeof mac);
         if (r.code == KW_ERR_CRYPTO)
                 r = KW_RESULT(KW_ERR_AUTH);
+        /* the store's budget is charged for authenticated requests only, so
+         * that an outsider cannot use up a tenant's rate (finding 6) */
+        if (r.code == 0 && !kw_ratelimit_take(&s->rl, NULL)) {
+                kw_err_set_detail("over the key store's rate limit");
+                r = KW_RESULT(KW_ERR_OVERLOAD);
+        }
+        pthread_rwlock_unlock(&x->mu);
+        if (r.code != KW_ERR_AUTH) {
+                snprintf(who->store, sizeof who->store, "%s", store);
+                snprintf(who->akid, sizeof who->akid, "%s", akid);
+                snprintf(who->actor, sizeof who->actor, "xks:%s:%s", store, akid);
+                who->ctx.store = who->store;
+        }
         return r;
 }
 
-kw_result op_xks_auth(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
-                      struct kw_buf *reply)
+void custody_xks_store_prefix(struct custody *c, const char *store, char *out, size_t outsz)
 {
-        (void)c; (void)who; (void)reply;
-        /* the dispatcher verified the signature before calling us */
-        KW_ENSURE(kw_msg_has(req, KW_T_SIGV4_STS), KW_ERR_AUTH);
-        return KW_OK;
+        struct xks_state *x = c->xks;
+        pthread_rwlock_rdlock(&x->mu);
+        const struct xks_store *s = store_find(x, store);
+        snprintf(out, outsz, "%s", s ? s->prefix : "");
+        pthread_rwlock_unlock(&x->mu);
 }
 
 /* --------------------------------------------------------------- stores */
@@ -438,7 +510,7 @@ static kw_result reload(struct custody *c)
         return r;
 }
 
-kw_result op_xks_stores(struct custody *c, const struct kw_msg *req, const struct op_caller *who,
+kw_result op_xks_stores(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {
         (void)req; (void)who;
@@ -479,7 +551,7 @@ static void xks_audit(struct custody *c, const struct op_caller *who, const char
 }
 
 kw_result op_xks_store_create(struct custody *c, const struct kw_msg *req,
-                              const struct op_caller *who, struct kw_buf *reply)
+                              struct op_caller *who, struct kw_buf *reply)
 {
         struct kw_xks_store_row s;
         memset(&s, 0, sizeof s);
@@ -557,7 +629,7 @@ static kw_result api_store(struct custody *c, const struct kw_msg *req, struct x
 }
 
 kw_result op_xks_cred_rotate(struct custody *c, const struct kw_msg *req,
-                             const struct op_caller *who, struct kw_buf *reply)
+                             struct op_caller *who, struct kw_buf *reply)
 {
         struct xks_store s;
         struct kw_xks_cred_row cred;
@@ -583,7 +655,7 @@ kw_result op_xks_cred_rotate(struct custody *c, const struct kw_msg *req,
 }
 
 kw_result op_xks_cred_delete(struct custody *c, const struct kw_msg *req,
-                             const struct op_caller *who, struct kw_buf *reply)
+                             struct op_caller *who, struct kw_buf *reply)
 {
         struct xks_store s;
         char akid[KW_SIGV4_MAX_AKID + 1] = "";
@@ -626,7 +698,7 @@ kw_result op_xks_cred_delete(struct custody *c, const struct kw_msg *req,
 }
 
 kw_result op_xks_store_delete(struct custody *c, const struct kw_msg *req,
-                              const struct op_caller *who, struct kw_buf *reply)
+                              struct op_caller *who, struct kw_buf *reply)
 {
         struct xks_store s;
         pthread_mutex_lock(&c->write_mu);
@@ -649,7 +721,7 @@ kw_result op_xks_store_delete(struct custody *c, const struct kw_msg *req,
 }
 
 kw_result op_xks_import_file(struct custody *c, const struct kw_msg *req,
-                             const struct op_caller *who, struct kw_buf *reply)
+                             struct op_caller *who, struct kw_buf *reply)
 {
         char name[33];
         KW_TRY(kw_msg_get_str(req, KW_T_XKS_STORE, name, sizeof name));

@@ -1629,10 +1629,11 @@ kw_result kw_keystore_token_list(struct kw_keystore *ks,
 static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *id,
                                  const struct kw_audit_entry *audit)
 {
-        char name[65];
+        char name[65], role[17];
         {
                 sqlite3_stmt *st _cleanup_finalize_ = NULL;
-                KW_TRY(ks_prepare(ks, "SELECT name FROM tokens WHERE id = ?1 AND revoked = 0", &st));
+                KW_TRY(ks_prepare(ks, "SELECT name, role FROM tokens WHERE id = ?1 AND revoked = 0",
+                                  &st));
                 KW_TRY(bind_text(ks, st, 1, id));
                 int row = 0;
                 KW_TRY(ks_step_row(ks, st, "token lookup", &row));
@@ -1641,6 +1642,20 @@ static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const
                         KW_BAIL(KW_ERR_NOT_FOUND);
                 }
                 KW_TRY(col_text(st, 0, name, sizeof name));
+                KW_TRY(col_text(st, 1, role, sizeof role));
+        }
+        if (strcmp(role, "admin") == 0) {
+                /* in the same transaction as the revocation: two concurrent
+                 * revocations cannot both see another admin left */
+                uint64_t admins = 0;
+                KW_TRY(ks_count(ks, "SELECT count(*) FROM tokens WHERE revoked = 0 AND role = 'admin'",
+                                &admins));
+                if (admins <= 1) {
+                        kw_err_set_detail("%s is the last active admin token: create another admin "
+                                          "token first (or recover with keywardd --recover-admin)",
+                                          name);
+                        KW_BAIL(KW_ERR_BAD_STATE);
+                }
         }
         sqlite3_stmt *su _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "UPDATE tokens SET revoked = ?2 WHERE id = ?1", &su));
@@ -1664,7 +1679,7 @@ kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret)
 {
         KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
         ks_lock(ks);
-        kw_result r = ks_count(ks, "SELECT count(*) FROM tokens WHERE revoked = 0", ret);
+        kw_result r = ks_count(ks, "SELECT count(*) FROM tokens", ret);
         ks_unlock(ks);
         return r;
 }

@@ -157,8 +157,11 @@ KW_MUST_USE kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8
 KW_MUST_USE kw_result kw_keystore_token_list(struct kw_keystore *ks,
                                              int (*cb)(const struct kw_token_row *row, void *arg),
                                              void *arg);
+/* Revokes an active token; the last active admin token cannot be revoked
+ * (KW_ERR_BAD_STATE, checked in the same transaction). */
 KW_MUST_USE kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
                                                const struct kw_audit_entry *audit);
+/* Tokens ever created, revoked ones included. */
 KW_MUST_USE kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret);
 
 /* AWS XKS key stores created through the admin API (schema 2).  The SigV4

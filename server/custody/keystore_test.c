@@ -1069,21 +1069,33 @@ static void keystore_token_lifecycle(void **state)
         assert_string_equal(tl.names[1], "zeta");
 
         struct kw_audit_entry a = { .actor = "admin", .action = "token.revoke", .result = "ok" };
+        /* the last active admin token cannot be revoked: nothing changes */
+        assert_int_equal(kw_keystore_token_revoke(f->ks, "aa01", &a).code, KW_ERR_BAD_STATE);
+        assert_int_equal(kw_keystore_token_find(f->ks, h1, &tf).code, 0);
+        assert_int_equal(audit_rows_ok(f), a0);
+        uint8_t h9[32];
+        memset(h9, 9, sizeof h9);
+        struct kw_token_row t9 = { .id = "aa09", .name = "second-admin", .role = "admin" };
+        assert_int_equal(kw_keystore_token_insert(f->ks, &t9, h9, NULL).code, 0);
+        a0 = audit_rows_ok(f);
         assert_int_equal(kw_keystore_token_revoke(f->ks, "aa01", &a).code, 0);
         memset(&tf, 0, sizeof tf);
         assert_int_equal(kw_keystore_token_find(f->ks, h1, &tf).code, KW_ERR_NOT_FOUND);
         assert_int_equal(tf.name[0], 0);
         assert_int_equal(kw_keystore_token_count(f->ks, &n).code, 0);
-        assert_int_equal(n, 1);
+        assert_int_equal(n, 3);   /* every token ever made, the revoked one included */
         assert_int_equal(audit_rows_ok(f), a0 + 1);
+        assert_int_equal(kw_keystore_token_revoke(f->ks, "aa09", &a).code, KW_ERR_BAD_STATE);
         assert_int_equal(kw_keystore_token_revoke(f->ks, "aa01", NULL).code, KW_ERR_NOT_FOUND);
         assert_int_equal(kw_keystore_token_revoke(f->ks, "ffff", NULL).code, KW_ERR_NOT_FOUND);
         assert_int_equal(audit_rows_ok(f), a0 + 1);
         memset(&tl, 0, sizeof tl);
         assert_int_equal(kw_keystore_token_list(f->ks, toks_cb, &tl).code, 0);
-        assert_int_equal(tl.n, 2);
+        assert_int_equal(tl.n, 3);
+        assert_string_equal(tl.names[2], "zeta");
         assert_int_equal(tl.revoked[0], 0);
-        assert_true(tl.revoked[1] > 0);
+        assert_int_equal(tl.revoked[1], 0);
+        assert_true(tl.revoked[2] > 0);
         assert_int_equal(kw_keystore_token_find(f->ks, h2, &tf).code, 0);
         assert_string_equal(tf.role, "auditor");
 }

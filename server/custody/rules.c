@@ -6,7 +6,7 @@
 
 #include "rules.h"
 
-enum { R_PRINCIPALS, R_OPERATIONS, R_VIA, R_VPCS, R_VPCES, R_STORES, R_CNS, R_N };
+enum { R_PRINCIPALS, R_OPERATIONS, R_VIA, R_VPCS, R_VPCES, R_STORES, R_CNS, R_EKM_PATHS, R_N };
 
 struct rule_list_def {
         const char *section;
@@ -22,6 +22,7 @@ static const struct rule_list_def rule_defs[R_N] = {
         [R_VPCES] = { "xks", "source_vpces", "xks.source_vpces" },
         [R_STORES] = { "xks", "key_stores", "xks.key_stores" },
         [R_CNS] = { "ekm", "client_cns", "ekm.client_cns" },
+        [R_EKM_PATHS] = { "ekm", "path_prefixes", "ekm.path_prefixes" },
 };
 
 #define RULES_MAX_ITEMS 64
@@ -181,8 +182,12 @@ static int list_allows(const struct kw_rules *r, int idx, const char *value)
 kw_result kw_rules_check(const struct kw_rules *r, const struct kw_caller_ctx *c,
                          const char **ret_rule)
 {
-        if (r == NULL || c->kind == KW_CALLER_ADMIN)
+        if (c->kind == KW_CALLER_ADMIN)
                 return KW_OK;
+        if (r == NULL && c->kind == KW_CALLER_XKS) {
+                *ret_rule = rule_defs[R_STORES].label;   /* in no store */
+                KW_BAIL(KW_ERR_ACCESS_DENIED);
+        }
         int deny = -1;
         if (c->kind == KW_CALLER_XKS) {
                 const char *vals[R_N] = { [R_PRINCIPALS] = c->principal,
@@ -195,8 +200,15 @@ kw_result kw_rules_check(const struct kw_rules *r, const struct kw_caller_ctx *c
                         if (!list_allows(r, i, vals[i]))
                                 deny = i;
         } else if (c->kind == KW_CALLER_EKM) {
+                /* opt-in: a key whose rules name neither list is not an EKM key */
+                if (r == NULL || (!r->present[R_CNS] && !r->present[R_EKM_PATHS])) {
+                        *ret_rule = "ekm";
+                        KW_BAIL(KW_ERR_ACCESS_DENIED);
+                }
                 if (!list_allows(r, R_CNS, c->cn))
                         deny = R_CNS;
+                else if (!list_allows(r, R_EKM_PATHS, c->ekm_path))
+                        deny = R_EKM_PATHS;
         } else {
                 deny = R_PRINCIPALS; /* unknown caller kind: never allowed */
         }

@@ -10,13 +10,20 @@
  *            "source_vpcs": ["vpc-0abc*", ...],
  *            "source_vpces":["vpce-0123*", ...],
  *            "key_stores":  ["tenant-a", ...]},
- *    "ekm": {"client_cns":  ["contoso.managedhsmclient.azure.net", ...]}}
+ *    "ekm": {"client_cns":  ["contoso.managedhsmclient.azure.net", ...],
+ *            "path_prefixes": ["/azureekm/contoso", ...]}}
  * Each present list restricts: the caller's value must match one entry,
  * where '*' matches any run of characters (including none) and nothing else
  * is special.  A caller that lacks the value a present list checks is
- * denied.  Absent lists and absent sections restrict nothing.  Admin
- * callers are not subject to rules.  Lists: at most 64 entries of 1..2048
- * bytes.
+ * denied.  Admin callers are not subject to rules.  Lists: at most 64
+ * entries of 1..2048 bytes.
+ *
+ * A key is reachable over a protocol only when its rules name that
+ * protocol (opt-in): over XKS only through the stores xks.key_stores lists
+ * (kw_rules_in_store), over EKM only when ekm.client_cns or
+ * ekm.path_prefixes is present (the EKM base path "/azureekm[/<prefix>]"
+ * the request came in under is matched against path_prefixes).  Within an
+ * opted-in protocol, absent lists restrict nothing.
  */
 #ifndef KW_RULES_H
 #define KW_RULES_H
@@ -37,13 +44,16 @@ struct kw_caller_ctx {
         const char *vpce;       /* XKS awsSourceVpce */
         const char *store;      /* XKS key store (URI prefix name) */
         const char *cn;         /* EKM client certificate CN */
+        const char *ekm_path;   /* EKM base path, "/azureekm[/<prefix>]" */
 };
 
 /* Parses and validates; KW_ERR_BAD_FIELD with a detail naming the member. */
 KW_MUST_USE kw_result kw_rules_parse(const char *json, size_t len, struct kw_rules **ret);
 void kw_rules_free(struct kw_rules *r);
 /* KW_OK when allowed; KW_ERR_ACCESS_DENIED otherwise, *ret_rule = the name
- * of the list that denied (e.g. "xks.principals"), static storage. */
+ * of the list that denied (e.g. "xks.principals"; "ekm" for a key that is
+ * not opted into EKM), static storage.  An XKS caller is checked against
+ * the xks lists only: store membership is kw_rules_in_store's. */
 KW_MUST_USE kw_result kw_rules_check(const struct kw_rules *r, const struct kw_caller_ctx *c,
                                      const char **ret_rule);
 /* XKS key store isolation (docs/xks.md): 1 when the rules list

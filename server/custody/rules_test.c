@@ -87,9 +87,11 @@ static void rules_check_xks_lists(void **state)
         c.principal = "arn:aws:iam::222:role/app-x";
         assert_int_equal(kw_rules_check(r, &c, &rule).code, KW_ERR_ACCESS_DENIED);
         assert_string_equal(rule, "xks.principals");
-        /* EKM callers are not restricted by the xks section, admins never */
-        struct kw_caller_ctx e = { .kind = KW_CALLER_EKM, .cn = "any" };
-        assert_int_equal(kw_rules_check(r, &e, &rule).code, 0);
+        /* a key whose rules name no EKM list is not an EKM key (opt-in,
+         * issue 10); admins are never restricted */
+        struct kw_caller_ctx e = { .kind = KW_CALLER_EKM, .cn = "any", .ekm_path = "/azureekm" };
+        assert_int_equal(kw_rules_check(r, &e, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_string_equal(rule, "ekm");
         struct kw_caller_ctx a = { .kind = KW_CALLER_ADMIN };
         assert_int_equal(kw_rules_check(r, &a, &rule).code, 0);
         kw_rules_free(r);
@@ -110,16 +112,52 @@ static void rules_check_ekm_cns(void **state)
         kw_rules_free(r);
 }
 
-static void rules_check_null_rules_allow(void **state)
+/* Opt-in: no rules (or no list of the caller's protocol) open a key to no
+ * protocol caller; admins are not subject to rules. */
+static void rules_check_protocols_are_opt_in(void **state)
 {
         (void)state;
-        struct kw_caller_ctx c = { .kind = KW_CALLER_XKS };
+        struct kw_caller_ctx x = { .kind = KW_CALLER_XKS, .store = "default" };
+        struct kw_caller_ctx e = { .kind = KW_CALLER_EKM, .cn = "a.example", .ekm_path = "/azureekm" };
+        struct kw_caller_ctx a = { .kind = KW_CALLER_ADMIN };
+        struct kw_caller_ctx p = { .kind = KW_CALLER_PUBLIC };
         const char *rule = NULL;
-        assert_int_equal(kw_rules_check(NULL, &c, &rule).code, 0);
+        assert_int_equal(kw_rules_check(NULL, &x, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_string_equal(rule, "xks.key_stores");
+        assert_int_equal(kw_rules_check(NULL, &e, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_string_equal(rule, "ekm");
+        assert_int_equal(kw_rules_check(NULL, &p, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_int_equal(kw_rules_check(NULL, &a, &rule).code, 0);
+        assert_false(kw_rules_in_store(NULL, "default"));
         struct kw_rules *r = parse_ok("{}");
-        assert_int_equal(kw_rules_check(r, &c, &rule).code, 0);
+        assert_int_equal(kw_rules_check(r, &e, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_false(kw_rules_in_store(r, "default"));
         kw_rules_free(r);
         kw_rules_free(NULL);
+}
+
+static void rules_check_ekm_path_prefixes(void **state)
+{
+        (void)state;
+        struct kw_rules *r = parse_ok("{\"ekm\":{\"path_prefixes\":[\"/azureekm/contoso*\"]}}");
+        struct kw_caller_ctx c = { .kind = KW_CALLER_EKM, .cn = "any.example",
+                                   .ekm_path = "/azureekm/contoso/pool-1" };
+        const char *rule = NULL;
+        assert_int_equal(kw_rules_check(r, &c, &rule).code, 0);
+        c.ekm_path = "/azureekm/fabrikam";
+        assert_int_equal(kw_rules_check(r, &c, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_string_equal(rule, "ekm.path_prefixes");
+        c.ekm_path = NULL;
+        assert_int_equal(kw_rules_check(r, &c, &rule).code, KW_ERR_ACCESS_DENIED);
+        kw_rules_free(r);
+        /* both lists: both restrict */
+        r = parse_ok("{\"ekm\":{\"path_prefixes\":[\"/azureekm\"],\"client_cns\":[\"a.example\"]}}");
+        struct kw_caller_ctx d = { .kind = KW_CALLER_EKM, .cn = "a.example", .ekm_path = "/azureekm" };
+        assert_int_equal(kw_rules_check(r, &d, &rule).code, 0);
+        d.cn = "b.example";
+        assert_int_equal(kw_rules_check(r, &d, &rule).code, KW_ERR_ACCESS_DENIED);
+        assert_string_equal(rule, "ekm.client_cns");
+        kw_rules_free(r);
 }
 
 int main(void)
@@ -130,7 +168,8 @@ int main(void)
                 cmocka_unit_test(rules_parse_rejects_too_many_entries),
                 cmocka_unit_test(rules_check_xks_lists),
                 cmocka_unit_test(rules_check_ekm_cns),
-                cmocka_unit_test(rules_check_null_rules_allow),
+                cmocka_unit_test(rules_check_protocols_are_opt_in),
+                cmocka_unit_test(rules_check_ekm_path_prefixes),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

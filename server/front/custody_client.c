@@ -144,7 +144,7 @@ static void cc_spare_free(void *p)
 
 static void cc_spare_init(void) { (void)pthread_key_create(&cc_spare_key, cc_spare_free); }
 
-void kw_cc_begin(struct kw_cc *cc, uint8_t op, struct kw_cc_call *c)
+void kw_cc_begin(struct kw_cc *cc, uint8_t op, enum kw_caller caller, struct kw_cc_call *c)
 {
         memset(c, 0, sizeof *c);
         c->cc = cc;
@@ -159,6 +159,7 @@ void kw_cc_begin(struct kw_cc *cc, uint8_t op, struct kw_cc_call *c)
         }
         uint32_t id = __atomic_add_fetch(&cc->next_id, 1, __ATOMIC_RELAXED);
         c->build = kw_msg_begin_request(&c->req, op, id);
+        kw_cc_put_u32(c, KW_T_CALLER, (uint32_t)caller);
 }
 
 void kw_cc_put(struct kw_cc_call *c, uint8_t tag, const void *p, size_t n)

@@ -5,7 +5,8 @@
  *
  * Usage:
  *     struct kw_cc_call c;
- *     kw_cc_begin(cc, KW_OP_KEY_GET, &c);          // takes a connection
+ *     kw_cc_begin(cc, KW_OP_KEY_GET, KW_CALLER_ADMIN, &c);
+ *     kw_cc_put(&c, KW_T_TOKEN, token, token_len);  // the class's proof (proto.h)
  *     kw_cc_put_str(&c, KW_T_NAME, name);
  *     kw_result r = kw_cc_invoke(&c);               // r.code: transport or custody error
  *     ... kw_msg_get(&c.reply, KW_T_JSON, &f) ...  // valid until kw_cc_end
@@ -40,7 +41,9 @@ KW_MUST_USE kw_result kw_cc_new(const char *socket_path, unsigned connections,
                                 unsigned timeout_ms, struct kw_cc **ret);
 void kw_cc_free(struct kw_cc *cc);
 
-void kw_cc_begin(struct kw_cc *cc, uint8_t op, struct kw_cc_call *c);
+/* Starts a request of op on behalf of a caller of class caller (proto.h:
+ * every request names one; the custody process checks its proof). */
+void kw_cc_begin(struct kw_cc *cc, uint8_t op, enum kw_caller caller, struct kw_cc_call *c);
 void kw_cc_put(struct kw_cc_call *c, uint8_t tag, const void *p, size_t n);
 void kw_cc_put_str(struct kw_cc_call *c, uint8_t tag, const char *s);
 void kw_cc_put_u32(struct kw_cc_call *c, uint8_t tag, uint32_t v);

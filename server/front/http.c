@@ -63,7 +63,7 @@
 #include "../common/log.h"
 #include "../config.h"
 #include "http.h"
-#include "json_io.h"
+#include "../common/json_io.h"
 
 #define RESP_BODY_MAX (1u << 20)
 #define RESP_HEAD_MAX 2048
@@ -808,6 +808,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         req.method = ri->request_method ? ri->request_method : "";
         req.path = ri->local_uri_raw ? ri->local_uri_raw : "";
         req.query = ri->query_string;
+        req.remote_addr = ri->remote_addr;
         req.conn_ = conn;
         req.body = (const uint8_t *)"";
         int on_admin_port = h->admin_separate && ri->server_port == h->admin_port;

@@ -30,6 +30,7 @@ struct kw_req {
         const uint8_t *body;       /* NUL-terminated copy, body_len bytes           */
         size_t body_len;
         enum kw_listener listener;
+        const char *remote_addr;   /* the client's IP address as text              */
         /* TLS client certificate (verified against [tls] clients_ca_cert_file):  */
         int client_cert_present;   /* a certificate was presented                  */
         int client_cert_verified;  /* and it chained to the CA and is in date      */

@@ -35,7 +35,7 @@
 
 #include "config.h"
 #include "front/http.h"
-#include "front/json_io.h"
+#include "common/json_io.h"
 
 /* ---- credentials ---- */
 

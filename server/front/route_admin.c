@@ -2,15 +2,18 @@
  * route_admin.c - the admin REST API under /api/v1 (docs/api.md).
  *
  * One request: strict path decoding and route match (404/405 before any
- * authentication) -> bearer token (SHA-256 -> custody TOKEN_CHECK) -> role
- * -> Content-Type, strict JSON body and query -> field validation -> one
- * custody call -> its JSON document passed through.  Every failure becomes
+ * authentication) -> bearer token (custody TOKEN_CHECK) -> role -> Content-
+ * Type, strict JSON body and query -> field validation -> one custody call
+ * -> its JSON document passed through.  Every failure becomes
  * {"error","message"} through admin_http_status(), the one kw_err -> HTTP
  * mapping of this protocol.
  *
- * The front holds no key material: imported keys are decoded into kw_secret
- * memory only to be checked and re-encoded, and the request body, the JSON
- * tree and every temporary are wiped before the handler returns.
+ * Privilege separation (proto.h): every custody call carries the bearer
+ * token as received; the custody process hashes and looks it up and checks
+ * the role again itself, so the role check here only orders the errors
+ * (401, 403, then 400).  The front never decodes key material: an import's
+ * "material", "pkcs8" or "pem" text is handed to custody as it came, and the
+ * request body and the JSON tree are wiped before the handler returns.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,18 +21,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-
 #include "../common/b64.h"
 #include "../common/names.h"
 #include "../common/proto.h"
 #include "../common/secret.h"
 #include "front.h"
-#include "json_io.h"
+#include "../common/json_io.h"
 #include "route_xks.h"
 #include "route_ekm.h"
 
@@ -354,7 +351,8 @@ struct admin_principal {
         char id[ADMIN_NAME_MAX + 1];
         char name[ADMIN_NAME_MAX + 1];
         unsigned role;
-        char actor[160]; /* "token:<id>(<name>)" */
+        const char *token;  /* the bearer token, in the request's header (not copied) */
+        size_t token_len;
 };
 
 struct admin_call {
@@ -669,6 +667,13 @@ static const char *const admin_f_none[] = { NULL };
 
 /* ---- custody calls ----------------------------------------------------------- */
 
+/* A call as this admin caller: its token is the proof custody checks. */
+static void admin_begin(struct admin_call *a, uint8_t op, struct kw_cc_call *c)
+{
+        kw_cc_begin(a->front->cc, op, KW_CALLER_ADMIN, c);
+        kw_cc_put(c, KW_T_TOKEN, a->who.token, a->who.token_len);
+}
+
 /* Invokes c; on success the reply's JSON becomes the response body with
  * status, on failure the custody detail becomes the thread's detail.  Ends c. */
 KW_MUST_USE static kw_result admin_invoke(struct admin_call *a, struct kw_cc_call *c, int status)
@@ -691,12 +696,11 @@ KW_MUST_USE static kw_result admin_invoke(struct admin_call *a, struct kw_cc_cal
         return KW_OK;
 }
 
-/* A call on the key named in the path, with the actor. */
+/* A call on the key named in the path. */
 static void admin_begin_key(struct admin_call *a, uint8_t op, struct kw_cc_call *c)
 {
-        kw_cc_begin(a->front->cc, op, c);
+        admin_begin(a, op, c);
         kw_cc_put_str(c, KW_T_NAME, a->param);
-        kw_cc_put_str(c, KW_T_ACTOR, a->who.actor);
 }
 
 /* ---- handlers ----------------------------------------------------------------- */
@@ -704,7 +708,7 @@ static void admin_begin_key(struct admin_call *a, uint8_t op, struct kw_cc_call 
 KW_MUST_USE static kw_result admin_status(struct admin_call *a)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_STATUS, &c);
+        admin_begin(a, KW_OP_STATUS, &c);
         kw_result r = kw_cc_invoke(&c);
         if (r.code != 0) {
                 if (c.detail[0] != '\0')
@@ -776,7 +780,7 @@ KW_MUST_USE static kw_result admin_keys_list(struct admin_call *a)
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_KEY_LIST, &c);
+        admin_begin(a, KW_OP_KEY_LIST, &c);
         if (limit != 0)
                 kw_cc_put_u32(&c, KW_T_LIMIT, (uint32_t)limit);
         if (cursor != NULL)
@@ -810,94 +814,44 @@ KW_MUST_USE static kw_result admin_keys_create(struct admin_call *a)
         kw_result r = admin_get_attrs(a->body, &at);
         if (r.code == 0) {
                 struct kw_cc_call c;
-                kw_cc_begin(a->front->cc, KW_OP_KEY_CREATE, &c);
+                admin_begin(a, KW_OP_KEY_CREATE, &c);
                 kw_cc_put_str(&c, KW_T_NAME, name);
                 kw_cc_put_str(&c, KW_T_KEY_TYPE, type);
                 kw_cc_put_u32(&c, KW_T_KEY_SIZE, (uint32_t)size);
                 admin_put_attrs(&c, &at);
-                kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
                 r = admin_invoke(a, &c, 201);
         }
         admin_attrs_free(&at);
         return r;
 }
 
-static int admin_no_password(char *buf, int size, int rwflag, void *u)
+/* The material of an import body, as the client sent it: AES "material"
+ * (base64 of 32 bytes); RSA exactly one of "pkcs8" (base64 DER) or "pem".
+ * Only the shape is checked here; custody decodes and checks the key. */
+KW_MUST_USE static kw_result admin_import_material(const cJSON *body, const char *type,
+                                                   const char **ret, uint32_t *ret_format)
 {
-        (void)buf, (void)size, (void)rwflag, (void)u;
-        return -1; /* encrypted PEM is refused */
-}
-
-/* Checks an RSA private key and re-encodes it as PKCS#8 DER into a secret. */
-KW_MUST_USE static kw_result admin_rsa_to_pkcs8(EVP_PKEY *pk, struct kw_secret *ret,
-                                                uint32_t *ret_bits)
-{
-        if (!EVP_PKEY_is_a(pk, "RSA")) {
-                kw_err_set_detail("the key is not an RSA private key");
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        int bits = EVP_PKEY_get_bits(pk);
-        KW_TRY(admin_check_size("RSA", bits));
-        PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(pk);
-        KW_ENSURE(p8 != NULL, KW_ERR_CRYPTO);
-        int n = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL);
-        struct kw_secret s = { 0 };
-        kw_result r = n > 0 && (size_t)n <= ADMIN_MATERIAL_MAX ? kw_secret_alloc((size_t)n, &s)
-                                                                : KW_RESULT(KW_ERR_CRYPTO);
-        if (r.code == 0) {
-                unsigned char *q = s.p;
-                if (i2d_PKCS8_PRIV_KEY_INFO(p8, &q) != n) {
-                        kw_secret_free(&s);
-                        r = KW_RESULT(KW_ERR_CRYPTO);
-                }
-        }
-        PKCS8_PRIV_KEY_INFO_free(p8);
-        KW_TRY(r);
-        *ret = s;
-        *ret_bits = (uint32_t)bits;
-        return KW_OK;
-}
-
-/* The RSA private key of an import body ("pkcs8" base64 DER or "pem"),
- * as checked PKCS#8 DER in a secret. */
-KW_MUST_USE static kw_result admin_import_rsa(const cJSON *body, struct kw_secret *ret,
-                                              uint32_t *ret_bits)
-{
-        const char *pkcs8 = NULL, *pem = NULL;
+        const char *m = NULL, *pkcs8 = NULL, *pem = NULL;
+        KW_TRY(kw_json_get_str(body, "material", 0, 0, 64, &m));
         KW_TRY(kw_json_get_str(body, "pkcs8", 0, 0, ADMIN_MATERIAL_MAX / 3 * 4 + 4, &pkcs8));
         KW_TRY(kw_json_get_str(body, "pem", 0, 0, ADMIN_PEM_MAX, &pem));
-        if ((pkcs8 == NULL) == (pem == NULL) || cJSON_HasObjectItem(body, "material")) {
+        if (strcmp(type, "AES") == 0) {
+                if (m == NULL || pkcs8 != NULL || pem != NULL) {
+                        kw_err_set_detail("an AES import takes 'material' only");
+                        KW_BAIL(m == NULL && pkcs8 == NULL && pem == NULL ? KW_ERR_MISSING_FIELD
+                                                                          : KW_ERR_BAD_FIELD);
+                }
+                *ret = m;
+                *ret_format = KW_MATERIAL_AES_B64;
+                return KW_OK;
+        }
+        if ((pkcs8 == NULL) == (pem == NULL) || m != NULL) {
                 kw_err_set_detail("an RSA import takes exactly one of 'pkcs8' or 'pem'");
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
-        EVP_PKEY *pk = NULL;
-        if (pkcs8 != NULL) {
-                _cleanup_secret_ struct kw_secret der = { 0 };
-                if (kw_b64_decode_secret(pkcs8, strlen(pkcs8), &der).code != 0) {
-                        kw_err_set_detail("'pkcs8' is not valid base64");
-                        KW_BAIL(KW_ERR_BAD_ENCODING);
-                }
-                const unsigned char *q = der.p;
-                PKCS8_PRIV_KEY_INFO *p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &q, (long)der.len);
-                if (p8 != NULL && q == der.p + der.len)
-                        pk = EVP_PKCS82PKEY(p8);
-                PKCS8_PRIV_KEY_INFO_free(p8);
-        } else {
-                BIO *bio = BIO_new_mem_buf(pem, (int)strlen(pem));
-                if (bio == NULL)
-                        KW_BAIL(KW_ERR_NOMEM);
-                pk = PEM_read_bio_PrivateKey(bio, NULL, admin_no_password, NULL);
-                BIO_free(bio);
-        }
-        ERR_clear_error();
-        if (pk == NULL) {
-                kw_err_set_detail("'%s' is not an unencrypted private key", pkcs8 ? "pkcs8" : "pem");
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        kw_result r = admin_rsa_to_pkcs8(pk, ret, ret_bits);
-        EVP_PKEY_free(pk);
-        ERR_clear_error();
-        return r;
+        *ret = pkcs8 != NULL ? pkcs8 : pem;
+        *ret_format = pkcs8 != NULL ? KW_MATERIAL_PKCS8_B64 : KW_MATERIAL_PEM;
+        return KW_OK;
 }
 
 static const char *const admin_f_import[] = { "name", "type", "operations", "tags", "rules",
@@ -905,44 +859,24 @@ static const char *const admin_f_import[] = { "name", "type", "operations", "tag
 
 KW_MUST_USE static kw_result admin_keys_import(struct admin_call *a)
 {
-        const char *name = NULL, *type = NULL;
+        const char *name = NULL, *type = NULL, *material = NULL;
+        uint32_t format = 0;
         KW_TRY(admin_check_fields(a->body, admin_f_import));
         KW_TRY(admin_get_name(a->body, "name", &name));
         KW_TRY(admin_get_type(a->body, &type));
-        _cleanup_secret_ struct kw_secret material = { 0 };
-        uint32_t bits = 0;
-        if (strcmp(type, "AES") == 0) {
-                const char *m = NULL;
-                KW_TRY(kw_json_get_str(a->body, "material", 1, 0, 64, &m));
-                if (cJSON_HasObjectItem(a->body, "pkcs8") || cJSON_HasObjectItem(a->body, "pem")) {
-                        kw_err_set_detail("an AES import takes 'material' only");
-                        KW_BAIL(KW_ERR_BAD_FIELD);
-                }
-                if (kw_b64_decode_secret(m, strlen(m), &material).code != 0) {
-                        kw_err_set_detail("'material' is not valid base64");
-                        KW_BAIL(KW_ERR_BAD_ENCODING);
-                }
-                if (material.len != 32) {
-                        kw_err_set_detail("'material' must decode to 32 bytes");
-                        KW_BAIL(KW_ERR_BAD_LENGTH);
-                }
-                bits = 256;
-        } else {
-                KW_TRY(admin_import_rsa(a->body, &material, &bits));
-        }
+        KW_TRY(admin_import_material(a->body, type, &material, &format));
         struct admin_attrs at = { 0 };
         kw_buf_init(&at.tags, ADMIN_TAGS_JSON_MAX);
         kw_buf_init(&at.rules, ADMIN_RULES_JSON_MAX);
         kw_result r = admin_get_attrs(a->body, &at);
         if (r.code == 0) {
                 struct kw_cc_call c;
-                kw_cc_begin(a->front->cc, KW_OP_KEY_IMPORT, &c);
+                admin_begin(a, KW_OP_KEY_IMPORT, &c);
                 kw_cc_put_str(&c, KW_T_NAME, name);
                 kw_cc_put_str(&c, KW_T_KEY_TYPE, type);
-                kw_cc_put_u32(&c, KW_T_KEY_SIZE, bits);
                 admin_put_attrs(&c, &at);
-                kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
-                kw_cc_put(&c, KW_T_MATERIAL, material.p, material.len);
+                kw_cc_put_u32(&c, KW_T_MATERIAL_FORMAT, format);
+                kw_cc_put_str(&c, KW_T_MATERIAL, material);
                 r = admin_invoke(a, &c, 201); /* kw_cc_end wipes the request frame */
         }
         admin_attrs_free(&at);
@@ -973,7 +907,7 @@ KW_MUST_USE static kw_result admin_add_ekm_url(struct admin_call *a)
 KW_MUST_USE static kw_result admin_keys_get(struct admin_call *a)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_KEY_GET, &c);
+        admin_begin(a, KW_OP_KEY_GET, &c);
         kw_cc_put_str(&c, KW_T_NAME, a->param);
         KW_TRY(admin_invoke(a, &c, 200));
         return admin_add_ekm_url(a);
@@ -1089,7 +1023,7 @@ KW_MUST_USE static kw_result admin_audit_query(struct admin_call *a)
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_AUDIT_QUERY, &c);
+        admin_begin(a, KW_OP_AUDIT_QUERY, &c);
         if (limit != 0)
                 kw_cc_put_u32(&c, KW_T_LIMIT, (uint32_t)limit);
         if (after_s != NULL)
@@ -1104,14 +1038,14 @@ KW_MUST_USE static kw_result admin_audit_query(struct admin_call *a)
 KW_MUST_USE static kw_result admin_audit_verify(struct admin_call *a)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_AUDIT_VERIFY, &c);
+        admin_begin(a, KW_OP_AUDIT_VERIFY, &c);
         return admin_invoke(a, &c, 200);
 }
 
 KW_MUST_USE static kw_result admin_tokens_list(struct admin_call *a)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_TOKEN_LIST, &c);
+        admin_begin(a, KW_OP_TOKEN_LIST, &c);
         return admin_invoke(a, &c, 200);
 }
 
@@ -1128,19 +1062,17 @@ KW_MUST_USE static kw_result admin_tokens_create(struct admin_call *a)
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_TOKEN_CREATE, &c);
+        admin_begin(a, KW_OP_TOKEN_CREATE, &c);
         kw_cc_put_str(&c, KW_T_TOKEN_NAME, name);
         kw_cc_put_str(&c, KW_T_ROLE, role);
-        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
         return admin_invoke(a, &c, 201);
 }
 
 KW_MUST_USE static kw_result admin_tokens_revoke(struct admin_call *a)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_TOKEN_REVOKE, &c);
+        admin_begin(a, KW_OP_TOKEN_REVOKE, &c);
         kw_cc_put_str(&c, KW_T_TOKEN_ID, a->param);
-        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
         return admin_invoke(a, &c, 200);
 }
 
@@ -1150,7 +1082,7 @@ KW_MUST_USE static kw_result admin_tokens_revoke(struct admin_call *a)
 KW_MUST_USE static kw_result admin_xks_list(struct admin_call *a)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_XKS_STORES, &c);
+        admin_begin(a, KW_OP_XKS_STORES, &c);
         return admin_invoke(a, &c, 200);
 }
 
@@ -1166,12 +1098,11 @@ KW_MUST_USE static kw_result admin_xks_create(struct admin_call *a)
         KW_TRY(kw_json_get_str(a->body, "uri_prefix", 1, 1, 128, &prefix));
         KW_TRY(kw_json_get_str(a->body, "region", 0, 0, 64, &region));
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_XKS_STORE_CREATE, &c);
+        admin_begin(a, KW_OP_XKS_STORE_CREATE, &c);
         kw_cc_put_str(&c, KW_T_XKS_STORE, name);
         kw_cc_put_str(&c, KW_T_XKS_PREFIX, prefix);
         if (region != NULL)
                 kw_cc_put_str(&c, KW_T_XKS_REGION, region);
-        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
         kw_result r = admin_invoke(a, &c, 201);
         kw_xks_stores_changed();
         return r;
@@ -1180,9 +1111,8 @@ KW_MUST_USE static kw_result admin_xks_create(struct admin_call *a)
 KW_MUST_USE static kw_result admin_xks_store_op(struct admin_call *a, uint8_t op, int status)
 {
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, op, &c);
+        admin_begin(a, op, &c);
         kw_cc_put_str(&c, KW_T_XKS_STORE, a->param);
-        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
         kw_result r = admin_invoke(a, &c, status);
         if (op != KW_OP_XKS_IMPORT_FILE)
                 kw_xks_stores_changed();
@@ -1212,10 +1142,9 @@ KW_MUST_USE static kw_result admin_xks_delete_cred(struct admin_call *a)
         KW_TRY(admin_check_fields(a->body, admin_f_xks_cred));
         KW_TRY(kw_json_get_str(a->body, "access_key_id", 1, 0, 128, &akid));
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_XKS_CRED_DELETE, &c);
+        admin_begin(a, KW_OP_XKS_CRED_DELETE, &c);
         kw_cc_put_str(&c, KW_T_XKS_STORE, a->param);
         kw_cc_put_str(&c, KW_T_SIGV4_AKID, akid);
-        kw_cc_put_str(&c, KW_T_ACTOR, a->who.actor);
         kw_result r = admin_invoke(a, &c, 200);
         kw_xks_stores_changed();
         return r;
@@ -1305,31 +1234,26 @@ KW_MUST_USE static kw_result admin_principal_parse(const char *json, size_t len,
         cJSON *doc = NULL;
         KW_ENSURE(kw_json_parse((const uint8_t *)json, len, 4, &doc).code == 0, KW_ERR_PROTOCOL);
         const char *id = NULL, *name = NULL, *role = NULL;
-        struct admin_principal p = { 0 };
+        unsigned bit = 0;
         kw_result r = KW_OK;
         if (kw_json_get_str(doc, "id", 1, 0, ADMIN_NAME_MAX, &id).code != 0 ||
             kw_json_get_str(doc, "name", 1, 0, ADMIN_NAME_MAX, &name).code != 0 ||
             kw_json_get_str(doc, "role", 1, 0, 16, &role).code != 0 || !admin_name_valid(id) ||
-            !admin_name_valid(name) || (p.role = admin_role_parse(role)) == 0) {
+            !admin_name_valid(name) || (bit = admin_role_parse(role)) == 0) {
                 kw_err_set_detail("malformed token check reply");
                 r = KW_RESULT(KW_ERR_PROTOCOL);
-        } else if (cJSON_HasObjectItem(doc, "revoked") &&
-                   !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(doc, "revoked")) &&
-                   !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(doc, "revoked"))) {
-                kw_err_set_detail("unknown or revoked token"); /* belt and braces */
-                r = KW_RESULT(KW_ERR_AUTH);
         } else {
-                snprintf(p.id, sizeof p.id, "%s", id);
-                snprintf(p.name, sizeof p.name, "%s", name);
-                snprintf(p.actor, sizeof p.actor, "token:%s(%s)", id, name);
-                *who = p;
+                snprintf(who->id, sizeof who->id, "%s", id);
+                snprintf(who->name, sizeof who->name, "%s", name);
+                who->role = bit;
         }
         cJSON_Delete(doc);
         return r;
 }
 
 /* Authenticates the bearer token of the Authorization header authz (may be
- * NULL) with the custody process; fills a->who on success. */
+ * NULL) with the custody process; fills a->who on success.  The token is
+ * not copied: a->who points at it in the request for the calls to come. */
 KW_MUST_USE static kw_result admin_authenticate(struct admin_call *a, const char *authz)
 {
         const char *tok = NULL;
@@ -1338,19 +1262,10 @@ KW_MUST_USE static kw_result admin_authenticate(struct admin_call *a, const char
                 kw_err_set_detail("send 'Authorization: Bearer <token>'");
                 KW_BAIL(KW_ERR_AUTH);
         }
-        /* The token is hashed where it lies; only its hash leaves this
-         * function, and the local copy of the hash is wiped. */
-        uint8_t digest[32];
-        unsigned dlen = 0;
-        if (EVP_Digest(tok, len, digest, &dlen, EVP_sha256(), NULL) != 1 || dlen != 32) {
-                kw_wipe(digest, sizeof digest);
-                ERR_clear_error();
-                KW_BAIL(KW_ERR_CRYPTO);
-        }
+        a->who.token = tok;
+        a->who.token_len = len;
         struct kw_cc_call c;
-        kw_cc_begin(a->front->cc, KW_OP_TOKEN_CHECK, &c);
-        kw_cc_put(&c, KW_T_TOKEN_HASH, digest, sizeof digest);
-        kw_wipe(digest, sizeof digest);
+        admin_begin(a, KW_OP_TOKEN_CHECK, &c);
         kw_result r = kw_cc_invoke(&c);
         if (r.code == KW_ERR_AUTH || r.code == KW_ERR_NOT_FOUND) {
                 kw_err_set_detail("unknown or revoked token");

@@ -3,58 +3,38 @@
  * docs/attestation.md).
  *
  * 200 evidence JSON; 400 bad_nonce (not exactly 64 hex digits); 405 for
- * other methods; 429 over the rate (Retry-After); 503 when the TLS key is
- * not known yet.  The collector is created at first use from the
- * configuration and talks to the TPM from this (front) process: evidence is
- * public and the AK private key stays in the TPM, so the custody process
- * never links tpm2-tss.
+ * other methods; 429 over the rate (Retry-After); 503 when attestation is
+ * not available (no certificate, no collector).  The evidence is collected
+ * by the custody process (KW_OP_ATTEST), which has the devices and binds it
+ * to the TLS key of the certificate it read itself.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../attest/collect/collect.h"
-#include "common/b64.h"
+#include "../common/b64.h"
+#include "../common/proto.h"
+#include "../common/ratelimit.h"
 #include "front.h"
-#include "ratelimit.h"
 #include "route_attest.h"
 
-#ifndef KEYWARD_VERSION
-#define KEYWARD_VERSION "0.0.0-dev"
-#endif
+#define ATTEST_NONCE_LEN 32
 
-#define ATTEST_BODY_MAX (1u << 20)
-
-static pthread_once_t attest_once = PTHREAD_ONCE_INIT;
-static const struct kw_config *attest_cfg;
-static struct kw_attest *attest_collector;
 static struct kw_ratelimit attest_rl;
-static int attest_init_code;
+static int attest_rl_set;
 
-static void attest_init(void)
+void kw_route_attest_setup(const struct kw_config *cfg)
 {
-        const struct kw_config *cfg = attest_cfg;
         kw_ratelimit_init(&attest_rl, (uint64_t)cfg->attestation.rate_limit, 0);
-        struct kw_attest_cfg c = {
-                .tpm_tcti = cfg->attestation.tpm_tcti,
-                .pcrs = cfg->attestation.pcrs,
-                .ak_handle = (uint32_t)strtoul(cfg->attestation.ak_handle, NULL, 16),
-                .snp_device = cfg->attestation.snp_device,
-                .tsm_report_dir = cfg->attestation.tsm_report_dir,
-                .event_log = cfg->attestation.event_log,
-                .image_version = KEYWARD_VERSION,
-                .expected_values_id = cfg->attestation.expected_values_id,
-        };
-        attest_init_code = kw_attest_new(&c, &attest_collector).code;
+        attest_rl_set = 1;
 }
 
 /* nonce: exactly 64 hex digits -> 32 bytes. */
-static int nonce_parse(const char *s, uint8_t out[KW_ATTEST_NONCE_LEN])
+static int nonce_parse(const char *s, uint8_t out[ATTEST_NONCE_LEN])
 {
-        if (strlen(s) != 2 * KW_ATTEST_NONCE_LEN)
+        if (strlen(s) != 2 * ATTEST_NONCE_LEN)
                 return -1;
-        for (size_t i = 0; i < KW_ATTEST_NONCE_LEN; i++) {
+        for (size_t i = 0; i < ATTEST_NONCE_LEN; i++) {
                 int hi = kw_hex_value(s[2 * i]), lo = kw_hex_value(s[2 * i + 1]);
                 if (hi < 0 || lo < 0)
                         return -1;
@@ -83,33 +63,42 @@ void kw_route_attest(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 attest_fail(req, resp, 404, "no_route", "no such path");
                 return;
         }
-        attest_cfg = front->cfg;
-        pthread_once(&attest_once, attest_init);
         unsigned retry = 1;
-        if (!kw_ratelimit_take(&attest_rl, &retry)) {
+        if (attest_rl_set && !kw_ratelimit_take(&attest_rl, &retry)) {
                 snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: %u\r\n", retry);
                 attest_fail(req, resp, 429, "too_many_requests", "attestation rate limit exceeded");
                 return;
         }
         char hex[130];
-        uint8_t nonce[KW_ATTEST_NONCE_LEN];
+        uint8_t nonce[ATTEST_NONCE_LEN];
         if (kw_req_query(req, "nonce", hex, sizeof hex) != 0 || nonce_parse(hex, nonce) != 0) {
                 attest_fail(req, resp, 400, "bad_nonce",
                             "nonce: exactly 32 random bytes as 64 hex digits are required");
                 return;
         }
-        uint8_t spki[32];
-        if (attest_init_code != 0 || kw_http_tls_spki_sha256(front->http, spki) != 0) {
+        struct kw_cc_call c;
+        kw_cc_begin(front->cc, KW_OP_ATTEST, KW_CALLER_PUBLIC, &c);
+        kw_cc_put(&c, KW_T_NONCE, nonce, sizeof nonce);
+        kw_result r = kw_cc_invoke(&c);
+        const char *json = NULL;
+        size_t len = 0;
+        if (r.code == 0)
+                r = kw_cc_reply_json(&c, &json, &len);
+        kw_buf_reset(&resp->body);
+        if (r.code == 0)
+                r = kw_buf_put(&resp->body, json, len);
+        kw_cc_end(&c);
+        if (r.code == KW_ERR_OVERLOAD) {
+                snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: 1\r\n");
+                attest_fail(req, resp, 429, "too_many_requests", "attestation rate limit exceeded");
+        } else if (r.code == KW_ERR_UNSUPPORTED || r.code == KW_ERR_CUSTODY_DOWN) {
+                kw_buf_reset(&resp->body);
                 snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: 1\r\n");
                 attest_fail(req, resp, 503, "unavailable", "attestation is not ready");
-                return;
-        }
-        kw_buf_reset(&resp->body);
-        kw_result r = kw_attest_collect(attest_collector, nonce, spki, &resp->body);
-        if (r.code != 0) {
+        } else if (r.code != 0) {
                 kw_buf_reset(&resp->body);
                 attest_fail(req, resp, 500, kw_err_name(r.code), kw_strerror(r.code));
-                return;
+        } else {
+                resp->status = 200;
         }
-        resp->status = 200;
 }

@@ -7,7 +7,11 @@
 #ifndef KW_ROUTE_ATTEST_H
 #define KW_ROUTE_ATTEST_H
 
+#include "../config.h"
 #include "http.h"
+
+/* Once, before the listener starts: the route's own rate limit. */
+void kw_route_attest_setup(const struct kw_config *cfg);
 
 /* Handler (ctx is a struct kw_front *).  Registered on the main listener
  * only when [attestation] enable = true. */

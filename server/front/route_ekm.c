@@ -36,8 +36,8 @@
 #include "../common/proto.h"
 #include "../common/secret.h"
 #include "front.h"
-#include "json_io.h"
-#include "ratelimit.h"
+#include "../common/json_io.h"
+#include "../common/ratelimit.h"
 #include "route_ekm.h"
 
 #define EKM_KEY_NAME_MAX 64
@@ -450,14 +450,14 @@ KW_MUST_USE static kw_result ekm_authenticate(const struct kw_config *cfg, struc
 
 /* ---- handlers ------------------------------------------------------------------ */
 
-/* Caller context for the key's rules and the audit row. */
-static void ekm_put_caller(struct kw_cc_call *c, const struct kw_req *req,
-                           const struct ekm_request *rq)
+/* A call as this EKM caller: the verified client CN is its proof (proto.h;
+ * "" only when client authentication is disabled), checked again by the
+ * custody process against the configuration and the key's rules. */
+static void ekm_begin(struct kw_front *front, uint8_t op, const struct kw_req *req,
+                      const struct ekm_request *rq, struct kw_cc_call *c)
 {
-        kw_cc_put_u32(c, KW_T_CALLER, KW_CALLER_EKM);
-        kw_cc_put_str(c, KW_T_ACTOR, req->log_principal);
-        if (req->client_cn[0] != '\0')
-                kw_cc_put_str(c, KW_T_EKM_CN, req->client_cn);
+        kw_cc_begin(front->cc, op, KW_CALLER_EKM, c);
+        kw_cc_put_str(c, KW_T_EKM_CN, req->client_cn);
         kw_cc_put_str(c, KW_T_REQUEST_ID, rq->correlation_id);
 }
 
@@ -549,9 +549,8 @@ KW_MUST_USE static kw_result ekm_metadata(struct kw_front *front, struct kw_req 
                                           const struct ekm_request *rq, struct kw_resp *resp)
 {
         struct kw_cc_call c;
-        kw_cc_begin(front->cc, KW_OP_KEY_GET, &c);
+        ekm_begin(front, KW_OP_KEY_GET, req, rq, &c);
         kw_cc_put_str(&c, KW_T_NAME, rq->key);
-        ekm_put_caller(&c, req, rq);
         kw_result r = kw_cc_invoke(&c);
         if (r.code != 0) {
                 ekm_note_custody_detail(req, &c);
@@ -585,12 +584,11 @@ KW_MUST_USE static kw_result ekm_key_op(struct kw_front *front, struct kw_req *r
                 KW_BAIL(KW_ERR_BAD_ENCODING);
         }
         struct kw_cc_call c;
-        kw_cc_begin(front->cc, unwrap ? KW_OP_UNWRAP : KW_OP_WRAP, &c);
+        ekm_begin(front, unwrap ? KW_OP_UNWRAP : KW_OP_WRAP, req, rq, &c);
         kw_cc_put_str(&c, KW_T_NAME, rq->key);
         kw_cc_put_u32(&c, KW_T_ALG, rq->alg);
         kw_cc_put(&c, KW_T_DATA, in.p, in.len);
         kw_buf_free(&in);                     /* wipes; the frame holds the copy */
-        ekm_put_caller(&c, req, rq);
         r = kw_cc_invoke(&c);
         if (r.code != 0) {
                 ekm_note_custody_detail(req, &c);

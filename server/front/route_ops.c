@@ -13,7 +13,7 @@
 
 #include "../common/proto.h"
 #include "front.h"
-#include "json_io.h"
+#include "../common/json_io.h"
 
 #define OPS_METRIC_NAME_MAX 96
 #define OPS_STATS_DEPTH 3
@@ -37,7 +37,7 @@ void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 return;
         kw_err_clear_detail();
         struct kw_cc_call c;
-        kw_cc_begin(front->cc, KW_OP_PING, &c);
+        kw_cc_begin(front->cc, KW_OP_PING, KW_CALLER_PUBLIC, &c);
         kw_result r = kw_cc_invoke(&c);
         char detail[257];
         snprintf(detail, sizeof detail, "%s", c.detail[0] ? c.detail : kw_err_detail());
@@ -153,7 +153,7 @@ void kw_route_metrics(struct kw_req *req, struct kw_resp *resp, void *ctx)
         int up = 0;
         if (r.code == 0) {
                 struct kw_cc_call c;
-                kw_cc_begin(front->cc, KW_OP_STATS, &c);
+                kw_cc_begin(front->cc, KW_OP_STATS, KW_CALLER_PUBLIC, &c);
                 if (kw_cc_invoke(&c).code == 0) {
                         const char *json = NULL;
                         size_t len = 0;

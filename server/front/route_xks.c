@@ -1,28 +1,30 @@
 /*
- * route_xks.c - the AWS KMS External Key Store proxy API v1 (docs/xks.md).
+ * route_xks.c - the AWS KMS External Key Store proxy API v1 (docs/xks.md),
+ * network side.
  *
  * One request, in the order the XKS specification fixes:
  *   1. route: "<prefix>/kms/xks/v1/health" or ".../keys/<id>/{metadata,
  *      encrypt,decrypt}" for a known store prefix -> 404
  *      InvalidUriPathException (before any credential check); not POST ->
- *      405; per-store rate limit -> 429 ThrottlingException; per-store
- *      client certificate subjects (when configured) -> 401.
- *   2. SigV4: the front parses Authorization, applies the XKS policy
- *      (service, the store's region, +-5 min) and builds the string to sign
- *      (sigv4.c); the custody process, which alone holds the secrets,
- *      verifies it FIRST, in the same round trip as the operation -> 401.
- *   3. body: strict JSON, requestMetadata and the operation's fields -> 400
- *      ValidationException (a bad body is still authenticated first, with
- *      the auth-only custody op, so that 401 wins over 400).
- *   4-7. key lookup and store membership (404), state (400), per-key rules
- *      (403), usage (400), crypto (400 InvalidCiphertextException): all in
- *      custody, mapped here by xks_error_of(), the one kw_err -> XKS table.
- * Every failure is {"errorName","errorMessage"}; the custody detail (e.g.
- * "denied by rule xks.principals") goes to the log line only.
+ *      405; a client address whose unauthenticated requests used up its own
+ *      budget -> 429; per-store client certificate subjects (when
+ *      configured) -> 401.
+ *   2. SigV4, front half: parse Authorization, apply the XKS policy
+ *      (service, the store's region, +-5 min) and build the canonical
+ *      request and string to sign (sigv4.c) -> 401.
+ *   3. One custody call (KW_OP_XKS) with what was signed and the body as
+ *      received.  The custody process verifies the signature and that it
+ *      covers exactly this body and path, charges the store's rate budget
+ *      (429 only for authenticated requests), parses the body and runs the
+ *      operation (xks_request.c): 400 body, 404 key, 400 state, 403 rules,
+ *      400 usage, 400 InvalidCiphertextException.  It answers the XKS
+ *      response body, which is sent as it is.
+ * Every failure is {"errorName","errorMessage"} from xks_error_of(), the one
+ * kw_err -> XKS table; the custody detail (e.g. "denied by rule
+ * xks.principals") goes to the log line only.
  *
- * Hot path: one custody round trip per valid request, no heap beyond the
- * JSON tree and the response buffer, the SigV4 canonicalisation in stack
- * buffers.
+ * This process never decodes an XKS body: plaintexts and ciphertexts pass
+ * through it as the TLS records and the custody frames carry them.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -31,14 +33,12 @@
 #include <strings.h>
 #include <time.h>
 
-#include "../common/b64.h"
+#include "../common/json_io.h"
 #include "../common/log.h"
 #include "../common/proto.h"
+#include "../common/ratelimit.h"
 #include "../common/secret.h"
-#include "../common/xks_aad.h"
 #include "front.h"
-#include "json_io.h"
-#include "ratelimit.h"
 #include "route_xks.h"
 #include "sigv4.h"
 
@@ -48,24 +48,18 @@
 #define XKS_PATH_PREFIX_MAX 128       /* up to and including /kms/xks/v1  */
 #define XKS_URI_MAX 256
 #define XKS_KEY_ID_MAX 128
-#define XKS_PT_MAX 32768              /* plaintext / ciphertext bytes: beyond -> 501 */
-#define XKS_AAD_MAX 8192              /* AAD bytes: beyond -> 501                    */
-#define XKS_MD_IN_MAX 255
-#define XKS_ARN_MAX 2048
-#define XKS_META_MAX 128              /* kmsOperation, kmsViaService, VPC(E)          */
-#define XKS_REQ_ID_MAX 256
+#define XKS_BODY_MAX (512u * 1024u)   /* KW_T_BODY: beyond -> 501 (values we do not support) */
 #define XKS_MAX_HEADERS 64
-#define XKS_JSON_DEPTH 4
-#define XKS_HEALTH_TTL_MS 60000       /* ACTIVE results                               */
-#define XKS_HEALTH_BAD_TTL_MS 5000    /* DEGRADED / UNAVAILABLE: re-check sooner     */
-#define XKS_HSM_SLOW_US 100000        /* deep check slower than this: DEGRADED       */
 #define XKS_REFRESH_MS 30000
 #define XKS_MISS_REFRESH_MS 1000
+#define XKS_UNAUTH_SLOTS 1024         /* client addresses tracked for failed authentication */
 
 enum xks_op { XKS_HEALTH, XKS_METADATA, XKS_ENCRYPT, XKS_DECRYPT };
 static const char *const xks_op_names[] = { "health", "metadata", "encrypt", "decrypt" };
 
-/* ---- the store table (configured + created through the admin API) ---- */
+/* ---- the routing table: which URI prefix is which store ----
+ * (the custody process's list, configured + created through the admin API;
+ * no credential is here) */
 
 struct xks_store {
         char name[33];
@@ -73,7 +67,6 @@ struct xks_store {
         char region[65];
         char service[65];
         int live;
-        struct kw_ratelimit rl;       /* slot is stable: the limiter survives reloads */
 };
 
 static struct {
@@ -83,11 +76,7 @@ static struct {
         size_t n;
         int stale;                    /* reload at the next request                 */
         int64_t loaded_ms;
-        pthread_mutex_t hmu;          /* health cache                               */
-        int64_t health_ms;
-        int64_t health_ttl_ms;
-        char health[16];
-} X = { .mu = PTHREAD_RWLOCK_INITIALIZER, .hmu = PTHREAD_MUTEX_INITIALIZER };
+} X = { .mu = PTHREAD_RWLOCK_INITIALIZER };
 
 static int64_t mono_ms(void)
 {
@@ -114,7 +103,6 @@ static void store_put(const char *name, const char *prefix, const char *region,
                         return;
                 memset(slot, 0, sizeof *slot);
                 snprintf(slot->name, sizeof slot->name, "%s", name);
-                kw_ratelimit_init(&slot->rl, (uint64_t)X.cfg->xks.aws_xks_rate_limit, 0);
         }
         snprintf(slot->prefix, sizeof slot->prefix, "%s", prefix);
         snprintf(slot->region, sizeof slot->region, "%s", region);
@@ -157,23 +145,75 @@ kw_result kw_route_xks_setup(const struct kw_config *cfg)
         return KW_OK;
 }
 
+/* ---- unauthenticated traffic: a budget per client address ----
+ * Requests that fail authentication are charged to their client address,
+ * never to a key store (whose budget custody charges after the signature
+ * verified): an outsider who knows a URI prefix throttles only itself. */
+
+struct unauth_slot {
+        char addr[48];
+        struct kw_ratelimit rl;
+        int64_t blocked_until_ms;
+        uint64_t used;
+};
+
+static struct {
+        pthread_mutex_t mu;
+        struct unauth_slot s[XKS_UNAUTH_SLOTS];
+        uint64_t tick;
+} U = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+/* 1 when addr has used up its budget of failed requests (and *ret_retry,
+ * seconds, is when to come back). */
+static int unauth_blocked(const char *addr, unsigned *ret_retry)
+{
+        int64_t now = mono_ms();
+        int blocked = 0;
+        pthread_mutex_lock(&U.mu);
+        for (size_t i = 0; i < XKS_UNAUTH_SLOTS; i++) {
+                if (U.s[i].addr[0] != '\0' && strcmp(U.s[i].addr, addr) == 0) {
+                        if (U.s[i].blocked_until_ms > now) {
+                                blocked = 1;
+                                *ret_retry = (unsigned)((U.s[i].blocked_until_ms - now + 999) / 1000);
+                        }
+                        break;
+                }
+        }
+        pthread_mutex_unlock(&U.mu);
+        return blocked;
+}
+
+/* Charges one failed request to addr (the least recently charged address
+ * gives up its slot when the table is full). */
+static void unauth_charge(const char *addr)
+{
+        uint64_t rate = X.cfg ? (uint64_t)X.cfg->xks.aws_xks_unauthenticated_rate_limit : 0;
+        if (rate == 0)
+                return;
+        pthread_mutex_lock(&U.mu);
+        struct unauth_slot *slot = NULL, *victim = &U.s[0];
+        for (size_t i = 0; i < XKS_UNAUTH_SLOTS && slot == NULL; i++) {
+                if (strcmp(U.s[i].addr, addr) == 0 && addr[0] != '\0')
+                        slot = &U.s[i];
+                else if (U.s[i].used < victim->used)
+                        victim = &U.s[i];
+        }
+        if (slot == NULL) {
+                slot = victim;
+                memset(slot, 0, sizeof *slot);
+                snprintf(slot->addr, sizeof slot->addr, "%s", addr);
+                kw_ratelimit_init(&slot->rl, rate, 2 * rate);
+        }
+        slot->used = ++U.tick;
+        unsigned retry = 1;
+        if (!kw_ratelimit_take(&slot->rl, &retry))
+                slot->blocked_until_ms = mono_ms() + 1000 * (int64_t)retry;
+        pthread_mutex_unlock(&U.mu);
+}
+
 void kw_xks_stores_changed(void)
 {
         __atomic_store_n(&X.stale, 1, __ATOMIC_RELEASE);
-}
-
-void kw_xks_wipe_config_secrets(struct kw_config *cfg)
-{
-        char *s = cfg->xks.aws_xks_sigv4_secret_access_key;
-        if (s != NULL)
-                kw_wipe(s, strlen(s));
-        for (size_t i = 0; i < cfg->n_xks_stores; i++) {
-                char *v[2] = { cfg->xks_stores[i].secret_access_key,
-                               cfg->xks_stores[i].secret_access_key_2 };
-                for (int k = 0; k < 2; k++)
-                        if (v[k] != NULL)
-                                kw_wipe(v[k], strlen(v[k]));
-        }
 }
 
 /* Replaces the table with the custody's list (stores from the file and from
@@ -181,7 +221,7 @@ void kw_xks_wipe_config_secrets(struct kw_config *cfg)
 static void stores_reload(struct kw_front *front)
 {
         struct kw_cc_call c;
-        kw_cc_begin(front->cc, KW_OP_XKS_STORES, &c);
+        kw_cc_begin(front->cc, KW_OP_XKS_STORES, KW_CALLER_PUBLIC, &c);
         kw_result r = kw_cc_invoke(&c);
         const char *json = NULL;
         size_t len = 0;
@@ -219,10 +259,8 @@ static void stores_reload(struct kw_front *front)
         cJSON_Delete(doc);
 }
 
-/* The live store whose prefix is exactly prefix[0..n); copied to *ret, with
- * its rate limiter. */
-static int store_lookup(const char *prefix, size_t n, struct xks_store *ret,
-                        struct kw_ratelimit **ret_rl)
+/* The live store whose prefix is exactly prefix[0..n); copied to *ret. */
+static int store_lookup(const char *prefix, size_t n, struct xks_store *ret)
 {
         int found = 0;
         pthread_rwlock_rdlock(&X.mu);
@@ -230,7 +268,6 @@ static int store_lookup(const char *prefix, size_t n, struct xks_store *ret,
                 const struct xks_store *s = &X.s[i];
                 if (s->live && strlen(s->prefix) == n && memcmp(s->prefix, prefix, n) == 0) {
                         *ret = *s;
-                        *ret_rl = &X.s[i].rl;
                         found = 1;
                 }
         }
@@ -238,20 +275,20 @@ static int store_lookup(const char *prefix, size_t n, struct xks_store *ret,
         return found;
 }
 
-static int store_find(struct kw_front *front, const char *prefix, size_t n, struct xks_store *ret,
-                      struct kw_ratelimit **ret_rl)
+static int route_store_find(struct kw_front *front, const char *prefix, size_t n,
+                            struct xks_store *ret)
 {
         int64_t now = mono_ms();
         int64_t age = now - __atomic_load_n(&X.loaded_ms, __ATOMIC_ACQUIRE);
         if (__atomic_load_n(&X.stale, __ATOMIC_ACQUIRE) || age > XKS_REFRESH_MS)
                 stores_reload(front);
-        if (store_lookup(prefix, n, ret, ret_rl))
+        if (store_lookup(prefix, n, ret))
                 return 1;
         /* a store just created on another path (another front, a restart):
          * look again, at most once a second */
         if (mono_ms() - __atomic_load_n(&X.loaded_ms, __ATOMIC_ACQUIRE) >= XKS_MISS_REFRESH_MS) {
                 stores_reload(front);
-                return store_lookup(prefix, n, ret, ret_rl);
+                return store_lookup(prefix, n, ret);
         }
         return 0;
 }
@@ -318,20 +355,14 @@ struct xks_call {
         struct kw_resp *resp;
         struct kw_front *front;
         enum xks_op op;
-        char key_id[XKS_KEY_ID_MAX + 1];
         struct xks_store store;
-        struct kw_ratelimit *rl;
-        /* SigV4 */
         struct kw_sigv4_auth auth;
-        char sts[KW_SIGV4_STS_MAX];
-        size_t sts_len;
-        /* requestMetadata (pointers into the JSON tree) */
-        const char *principal, *key_arn, *operation, *request_id, *vpc, *vpce, *via;
-        /* custody detail of the failure, for the log */
-        char detail[257];
+        struct kw_sigv4_signed sig;
+        char request_id[257];       /* kmsRequestId, as custody read it from the body */
+        char detail[257];           /* custody detail of the failure, for the log */
 };
 
-static void xks_fail(struct xks_call *x, int code, const char *detail)
+static void xks_fail(struct xks_call *x, int code)
 {
         struct xks_err e = xks_error_of(code);
         struct kw_resp *resp = x->resp;
@@ -340,13 +371,15 @@ static void xks_fail(struct xks_call *x, int code, const char *detail)
         resp->content_type = NULL;
         if (e.status == 429)
                 snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: 1\r\n");
-        else if (e.status == 405)
-                snprintf(resp->extra_headers, sizeof resp->extra_headers, "Allow: POST\r\n");
         kw_result r = kw_buf_printf(&resp->body, "{\"errorName\":\"%s\",\"errorMessage\":\"%s\"}",
                                     e.name, e.msg);
         if (r.code != 0)
                 kw_resp_error(resp, 500, "internal", "internal error");
         snprintf(x->req->log_error, sizeof x->req->log_error, "%s", e.name);
+}
+
+static void note_detail(struct xks_call *x, const char *detail)
+{
         if (detail != NULL && detail[0] != '\0' && x->detail[0] == '\0')
                 snprintf(x->detail, sizeof x->detail, "%s", detail);
 }
@@ -357,7 +390,8 @@ static int key_id_char(char c)
                c == '.' || c == '_' || c == '-';
 }
 
-/* After "<prefix>/kms/xks/": "v1/health" or "v1/keys/<id>/<op>". */
+/* After "<prefix>/kms/xks/": "v1/health" or "v1/keys/<id>/<op>" (custody
+ * routes the signed path again the same way). */
 static int parse_rest(const char *rest, struct xks_call *x)
 {
         if (strncmp(rest, "v1/", 3) != 0)
@@ -379,8 +413,6 @@ static int parse_rest(const char *rest, struct xks_call *x)
                         return 0;
         if ((n == 1 && rest[0] == '.') || (n == 2 && rest[0] == '.' && rest[1] == '.'))
                 return 0;
-        memcpy(x->key_id, rest, n);
-        x->key_id[n] = '\0';
         const char *op = slash + 1;
         if (strcmp(op, "metadata") == 0)
                 x->op = XKS_METADATA;
@@ -429,7 +461,7 @@ static int subject_ok(const struct kw_req *req, const struct kw_strlist *subject
         return 0;
 }
 
-/* Front half of SigV4: parse, XKS policy, string to sign. */
+/* Front half of SigV4: parse, XKS policy, what is signed. */
 KW_MUST_USE static kw_result xks_sigv4(struct xks_call *x)
 {
         struct kw_req *req = x->req;
@@ -453,430 +485,44 @@ KW_MUST_USE static kw_result xks_sigv4(struct xks_call *x)
         struct kw_sigv4_request rq = { .method = req->method, .path = req->path, .query = NULL,
                                        .headers = h, .n_headers = nh, .body = req->body,
                                        .body_len = req->body_len, .normalize_path = 0 };
-        time_t when = 0;
-        KW_TRY(kw_sigv4_string_to_sign(&rq, &x->auth, x->sts, sizeof x->sts, &x->sts_len, &when));
+        KW_TRY(kw_sigv4_string_to_sign(&rq, &x->auth, &x->sig));
         time_t now = time(NULL);
-        if (when > now + KW_SIGV4_SKEW_S || when < now - KW_SIGV4_SKEW_S) {
+        if (x->sig.when > now + KW_SIGV4_SKEW_S || x->sig.when < now - KW_SIGV4_SKEW_S) {
                 kw_err_set_detail("X-Amz-Date is more than 5 minutes off");
                 KW_BAIL(KW_ERR_AUTH);
         }
         return KW_OK;
 }
 
-static void put_sigv4(struct kw_cc_call *c, const struct xks_call *x)
-{
-        kw_cc_put_str(c, KW_T_XKS_STORE, x->store.name);
-        kw_cc_put_str(c, KW_T_SIGV4_AKID, x->auth.akid);
-        kw_cc_put(c, KW_T_SIGV4_STS, x->sts, x->sts_len);
-        kw_cc_put(c, KW_T_SIGV4_SIG, x->auth.signature, sizeof x->auth.signature);
-}
-
-static void put_caller(struct kw_cc_call *c, const struct xks_call *x)
-{
-        char actor[200];
-        snprintf(actor, sizeof actor, "xks:%s:%s", x->store.name, x->auth.akid);
-        kw_cc_put_u32(c, KW_T_CALLER, KW_CALLER_XKS);
-        kw_cc_put_str(c, KW_T_ACTOR, actor);
-        kw_cc_put_str(c, KW_T_NAME, x->key_id);
-        if (x->request_id != NULL) {
-                size_t n = strlen(x->request_id);
-                kw_cc_put(c, KW_T_REQUEST_ID, x->request_id, n > XKS_REQ_ID_MAX ? XKS_REQ_ID_MAX : n);
-        }
-        if (x->principal)
-                kw_cc_put_str(c, KW_T_XKS_PRINCIPAL, x->principal);
-        if (x->operation)
-                kw_cc_put_str(c, KW_T_XKS_OPERATION, x->operation);
-        if (x->via)
-                kw_cc_put_str(c, KW_T_XKS_VIA, x->via);
-        if (x->vpc)
-                kw_cc_put_str(c, KW_T_XKS_VPC, x->vpc);
-        if (x->vpce)
-                kw_cc_put_str(c, KW_T_XKS_VPCE, x->vpce);
-        put_sigv4(c, x);
-}
-
-/* Invokes c; on failure keeps the custody detail for the log.  Does not end c. */
-KW_MUST_USE static kw_result xks_invoke(struct xks_call *x, struct kw_cc_call *c)
-{
-        kw_result r = kw_cc_invoke(c);
-        if (r.code != 0 && c->detail[0] != '\0')
-                snprintf(x->detail, sizeof x->detail, "%s", c->detail);
-        return r;
-}
-
-/* The auth-only round trip (health from the cache, bodies that do not parse). */
-KW_MUST_USE static kw_result xks_auth_only(struct xks_call *x)
+/* The one custody round trip: what was signed, the body as received. */
+KW_MUST_USE static kw_result xks_custody(struct xks_call *x)
 {
         struct kw_cc_call c;
-        kw_cc_begin(x->front->cc, KW_OP_XKS_AUTH, &c);
-        put_sigv4(&c, x);
-        kw_result r = xks_invoke(x, &c);
-        kw_cc_end(&c);
-        return r;
-}
-
-/* ---- body ---- */
-
-KW_MUST_USE static kw_result get_meta(struct xks_call *x, const cJSON *body)
-{
-        const cJSON *md = NULL;
-        KW_TRY(kw_json_get_obj(body, "requestMetadata", 1, &md));
-        int keyed = x->op != XKS_HEALTH, crypto = x->op == XKS_ENCRYPT || x->op == XKS_DECRYPT;
-        /* kmsRequestId is opaque: any length is accepted, the first 256
-         * bytes are logged and audited */
-        KW_TRY(kw_json_get_str(md, "kmsRequestId", 1, 1, 1u << 16, &x->request_id));
-        KW_TRY(kw_json_get_str(md, "kmsOperation", 1, 1, XKS_META_MAX, &x->operation));
-        KW_TRY(kw_json_get_str(md, "awsPrincipalArn", keyed, 1, XKS_ARN_MAX, &x->principal));
-        KW_TRY(kw_json_get_str(md, "kmsKeyArn", crypto, 1, XKS_ARN_MAX, &x->key_arn));
-        KW_TRY(kw_json_get_str(md, "kmsViaService", 0, 1, XKS_META_MAX, &x->via));
-        KW_TRY(kw_json_get_str(md, "awsSourceVpc", 0, 1, XKS_META_MAX, &x->vpc));
-        KW_TRY(kw_json_get_str(md, "awsSourceVpce", 0, 1, XKS_META_MAX, &x->vpce));
-        return KW_OK;
-}
-
-/* Base64 member decoded into out (cap max bytes: beyond -> UNSUPPORTED). */
-KW_MUST_USE static kw_result get_b64(const cJSON *body, const char *name, int required, size_t max,
-                                     struct kw_buf *out, int *ret_present)
-{
-        const char *s = NULL;
-        KW_TRY(kw_json_get_str(body, name, required, 1, 4 * ((max + 2) / 3) + 4096, &s));
-        if (s == NULL) {
-                *ret_present = 0;
-                return KW_OK;
+        kw_cc_begin(x->front->cc, KW_OP_XKS, KW_CALLER_XKS, &c);
+        kw_cc_put_str(&c, KW_T_XKS_STORE, x->store.name);
+        kw_cc_put_str(&c, KW_T_SIGV4_AKID, x->auth.akid);
+        kw_cc_put(&c, KW_T_SIGV4_STS, x->sig.sts, x->sig.sts_len);
+        kw_cc_put(&c, KW_T_SIGV4_SIG, x->auth.signature, sizeof x->auth.signature);
+        kw_cc_put(&c, KW_T_SIGV4_CREQ, x->sig.creq, x->sig.creq_len);
+        kw_cc_put(&c, KW_T_BODY, x->req->body, x->req->body_len);
+        kw_result r = kw_cc_invoke(&c);
+        struct kw_field id;
+        if (kw_msg_get(&c.reply, KW_T_REQUEST_ID, &id).code == 0 && id.len < sizeof x->request_id) {
+                memcpy(x->request_id, id.p, id.len);
+                x->request_id[id.len] = '\0';
         }
-        size_t n = strlen(s);
-        size_t dl = kw_b64_decoded_len(n);
-        if (dl == SIZE_MAX) {
-                kw_err_set_detail("'%s' is not base64", name);
-                KW_BAIL(KW_ERR_BAD_ENCODING);
-        }
-        /* dl counts the padding characters as data: at most 2 bytes over */
-        if (dl > max + 2) {
-                kw_err_set_detail("'%s' is longer than %zu bytes", name, max);
-                KW_BAIL(KW_ERR_UNSUPPORTED);
-        }
-        struct kw_buf tmp;
-        kw_buf_init(&tmp, max + 2);
-        kw_result r = kw_b64_decode(s, n, &tmp);
-        if (r.code == 0 && tmp.len > max) {
-                kw_buf_free(&tmp);
-                kw_err_set_detail("'%s' is longer than %zu bytes", name, max);
-                KW_BAIL(KW_ERR_UNSUPPORTED);
-        }
-        if (r.code == 0)
-                r = kw_buf_put(out, tmp.p ? tmp.p : (const uint8_t *)"", tmp.len);
-        kw_buf_free(&tmp);
         if (r.code != 0) {
-                kw_err_set_detail("'%s' is not base64", name);
-                KW_BAIL(KW_ERR_BAD_ENCODING);
-        }
-        *ret_present = 1;
-        return KW_OK;
-}
-
-KW_MUST_USE static kw_result get_alg(const cJSON *body)
-{
-        const char *alg = NULL;
-        KW_TRY(kw_json_get_str(body, "encryptionAlgorithm", 1, 0, 64, &alg));
-        if (strcmp(alg, "AES_GCM") != 0) {
-                kw_err_set_detail("encryptionAlgorithm must be AES_GCM");
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        return KW_OK;
-}
-
-static void json_wipe(cJSON *v)
-{
-        for (; v != NULL; v = v->next) {
-                if (v->valuestring != NULL)
-                        kw_wipe(v->valuestring, strlen(v->valuestring));
-                json_wipe(v->child);
-        }
-}
-
-/* ---- operations ---- */
-
-static kw_result put_b64_member(struct kw_buf *b, const char *name, const uint8_t *p, size_t n,
-                                int first)
-{
-        KW_TRY(kw_buf_printf(b, "%s\"%s\":\"", first ? "{" : ",", name));
-        KW_TRY(kw_b64_encode(p, n, b));
-        return kw_buf_put(b, "\"", 1);
-}
-
-KW_MUST_USE static kw_result xks_health(struct xks_call *x)
-{
-        const struct kw_config *cfg = X.cfg;
-        char status[16] = "";
-        int64_t now = mono_ms();
-        pthread_mutex_lock(&X.hmu);
-        if (X.health[0] != '\0' && now - X.health_ms < X.health_ttl_ms)
-                snprintf(status, sizeof status, "%s", X.health);
-        pthread_mutex_unlock(&X.hmu);
-        if (status[0] != '\0') {
-                KW_TRY(xks_auth_only(x));
+                note_detail(x, c.detail);
         } else {
-                /* the deep check: the custody process seals and unseals a test
-                 * value through the HSM and reads the database */
-                struct kw_cc_call c;
-                kw_cc_begin(x->front->cc, KW_OP_HEALTH, &c);
-                put_sigv4(&c, x);
-                int64_t t0 = mono_ms();
-                kw_result r = xks_invoke(x, &c);
-                int64_t took_ms = mono_ms() - t0;
-                if (r.code == KW_ERR_AUTH || r.code == KW_ERR_CUSTODY_DOWN) {
-                        kw_cc_end(&c);
-                        return r;   /* not authenticated / nobody to ask */
-                }
-                if (r.code != 0) {
-                        snprintf(status, sizeof status, "UNAVAILABLE");
-                } else {
-                        const char *json = NULL;
-                        size_t len = 0;
-                        int64_t us = 0;
-                        cJSON *doc = NULL;
-                        if (kw_cc_reply_json(&c, &json, &len).code == 0 &&
-                            kw_json_parse((const uint8_t *)json, len, 4, &doc).code == 0)
-                                kw_ignore(kw_json_get_int(doc, "hsm_us", 0, 0, INT64_MAX, &us));
-                        cJSON_Delete(doc);
-                        int slow = us > XKS_HSM_SLOW_US || took_ms * 1000 > XKS_HSM_SLOW_US;
-                        snprintf(status, sizeof status, "%s", slow ? "DEGRADED" : "ACTIVE");
-                }
-                kw_cc_end(&c);
-                pthread_mutex_lock(&X.hmu);
-                snprintf(X.health, sizeof X.health, "%s", status);
-                X.health_ms = mono_ms();
-                X.health_ttl_ms = strcmp(status, "ACTIVE") == 0 ? XKS_HEALTH_TTL_MS
-                                                                : XKS_HEALTH_BAD_TTL_MS;
-                pthread_mutex_unlock(&X.hmu);
-        }
-        struct kw_buf *b = &x->resp->body;
-        KW_TRY(kw_buf_printf(b, "{\"xksProxyFleetSize\":%lld,\"xksProxyVendor\":\"",
-                             (long long)cfg->xks.aws_xks_fleet_size));
-        KW_TRY(kw_buf_put_json_escaped(b, cfg->xks.aws_xks_vendor, strlen(cfg->xks.aws_xks_vendor)));
-        KW_TRY(kw_buf_put_str(b, "\",\"xksProxyModel\":\""));
-        KW_TRY(kw_buf_put_json_escaped(b, cfg->xks.aws_xks_model, strlen(cfg->xks.aws_xks_model)));
-        KW_TRY(kw_buf_put_str(b, "\",\"ekmVendor\":\"PKCS#11\",\"ekmFleetDetails\":[{\"id\":\""));
-        KW_TRY(kw_buf_put_json_escaped(b, cfg->hsm.token_label, strlen(cfg->hsm.token_label)));
-        KW_TRY(kw_buf_printf(b, "\",\"model\":\"PKCS#11 token\",\"healthStatus\":\"%s\"}]}", status));
-        x->resp->status = 200;
-        return KW_OK;
-}
-
-KW_MUST_USE static kw_result xks_metadata(struct xks_call *x)
-{
-        struct kw_cc_call c;
-        kw_cc_begin(x->front->cc, KW_OP_KEY_GET, &c);
-        put_caller(&c, x);
-        kw_result r = xks_invoke(x, &c);
-        const char *json = NULL;
-        size_t len = 0;
-        cJSON *doc = NULL;
-        if (r.code == 0)
+                const char *json = NULL;
+                size_t len = 0;
                 r = kw_cc_reply_json(&c, &json, &len);
-        if (r.code == 0)
-                r = kw_json_parse((const uint8_t *)json, len, 8, &doc);
-        kw_cc_end(&c);
-        KW_TRY(r);
-        const char *type = NULL, *state = NULL;
-        int64_t size = 0;
-        const cJSON *ops = NULL;
-        if (kw_json_get_str(doc, "type", 1, 0, 8, &type).code != 0 ||
-            kw_json_get_str(doc, "state", 1, 0, 32, &state).code != 0 ||
-            kw_json_get_int(doc, "size", 1, 0, 65536, &size).code != 0 ||
-            kw_json_get_strarray(doc, "operations", 1, 8, 16, &ops).code != 0) {
-                cJSON_Delete(doc);
-                KW_BAIL(KW_ERR_PROTOCOL);
+                if (r.code == 0)
+                        r = kw_buf_put(&x->resp->body, json, len);
+                if (r.code == 0)
+                        x->resp->status = 200;
         }
-        int enc = 0, dec = 0;
-        for (const cJSON *o = ops->child; o != NULL; o = o->next) {
-                enc |= strcmp(o->valuestring, "encrypt") == 0;
-                dec |= strcmp(o->valuestring, "decrypt") == 0;
-        }
-        int aes = strcmp(type, "AES") == 0 && size == 256;
-        int enabled = strcmp(state, "enabled") == 0;
-        cJSON_Delete(doc);
-        if (!aes) {
-                snprintf(x->detail, sizeof x->detail, "not an AES-256 key");
-                KW_BAIL(KW_ERR_OP_NOT_ALLOWED);
-        }
-        struct kw_buf *b = &x->resp->body;
-        KW_TRY(kw_buf_printf(b, "{\"keySpec\":\"AES_256\",\"keyUsage\":[%s%s%s],\"keyStatus\":\"%s\"}",
-                             enc ? "\"ENCRYPT\"" : "", enc && dec ? "," : "",
-                             dec ? "\"DECRYPT\"" : "", enabled ? "ENABLED" : "DISABLED"));
-        x->resp->status = 200;
-        return KW_OK;
-}
-
-KW_MUST_USE static kw_result xks_encrypt(struct xks_call *x, const struct kw_buf *pt,
-                                         const struct kw_buf *aad, int cdiv)
-{
-        struct kw_cc_call c;
-        kw_cc_begin(x->front->cc, KW_OP_ENCRYPT, &c);
-        put_caller(&c, x);
-        kw_cc_put(&c, KW_T_DATA, pt->p ? pt->p : (const uint8_t *)"", pt->len);
-        kw_cc_put(&c, KW_T_AAD, aad->p ? aad->p : (const uint8_t *)"", aad->len);
-        kw_cc_put_u32(&c, KW_T_XKS_FLAGS, KW_XKS_F_BIND | (cdiv ? KW_XKS_F_VERIFY : 0));
-        kw_result r = xks_invoke(x, &c);
-        struct kw_field ct = { 0 }, iv = { 0 }, tag = { 0 };
-        uint32_t ver = 0;
-        if (r.code == 0)
-                r = kw_msg_get(&c.reply, KW_T_CT, &ct);
-        if (r.code == 0)
-                r = kw_msg_get(&c.reply, KW_T_IV, &iv);
-        if (r.code == 0)
-                r = kw_msg_get(&c.reply, KW_T_AUTH_TAG, &tag);
-        if (r.code == 0)
-                r = kw_msg_get_u32(&c.reply, KW_T_VERSION, &ver);
-        char md[16];
-        size_t mdn = r.code == 0 ? kw_xks_md_format(ver, md) : 0;
-        if (r.code == 0 && (mdn == 0 || iv.len != 12 || tag.len != 16 || ct.len != pt->len))
-                r = KW_RESULT(KW_ERR_PROTOCOL);
-        struct kw_buf *b = &x->resp->body;
-        if (r.code == 0)
-                r = put_b64_member(b, "authenticationTag", tag.p, tag.len, 1);
-        if (r.code == 0)
-                r = put_b64_member(b, "ciphertext", ct.p, ct.len, 0);
-        if (r.code == 0 && cdiv) {
-                uint8_t h[32];
-                r = kw_xks_cdiv(aad->p, aad->len, (const uint8_t *)md, mdn, iv.p, iv.len, ct.p,
-                                ct.len, tag.p, tag.len, h);
-                if (r.code == 0)
-                        r = put_b64_member(b, "ciphertextDataIntegrityValue", h, 32, 0);
-        }
-        if (r.code == 0)
-                r = put_b64_member(b, "ciphertextMetadata", (const uint8_t *)md, mdn, 0);
-        if (r.code == 0)
-                r = put_b64_member(b, "initializationVector", iv.p, iv.len, 0);
-        if (r.code == 0)
-                r = kw_buf_put(b, "}", 1);
-        kw_cc_end(&c);
-        KW_TRY(r);
-        x->resp->status = 200;
-        return KW_OK;
-}
-
-KW_MUST_USE static kw_result xks_decrypt(struct xks_call *x, const struct kw_buf *ct,
-                                         const struct kw_buf *iv, const struct kw_buf *tag,
-                                         const struct kw_buf *aad, const struct kw_buf *md)
-{
-        /* A metadata value that is not ours names no version (0): custody
-         * answers KW_ERR_DECRYPT after its key checks, in the right order. */
-        uint32_t ver = 0;
-        if (kw_xks_md_parse(md->p, md->len, &ver).code != 0)
-                ver = 0;
-        struct kw_buf bound;
-        kw_buf_init(&bound, XKS_AAD_MAX + 3 + XKS_MD_IN_MAX);
-        kw_result r = kw_xks_aad_bind(aad->p, aad->len, md->p, md->len, &bound);
-        struct kw_cc_call c;
-        kw_cc_begin(x->front->cc, KW_OP_DECRYPT, &c);
-        put_caller(&c, x);
-        kw_cc_put(&c, KW_T_CT, ct->p ? ct->p : (const uint8_t *)"", ct->len);
-        kw_cc_put(&c, KW_T_IV, iv->p, iv->len);
-        kw_cc_put(&c, KW_T_AUTH_TAG, tag->p, tag->len);
-        kw_cc_put_u32(&c, KW_T_VERSION, ver);
-        kw_cc_put(&c, KW_T_AAD, bound.p ? bound.p : (const uint8_t *)"", bound.len);
-        if (r.code == 0)
-                r = xks_invoke(x, &c);
-        struct kw_field pt = { 0 };
-        if (r.code == 0)
-                r = kw_msg_get(&c.reply, KW_T_DATA, &pt);
-        struct kw_buf *b = &x->resp->body;
-        if (r.code == 0)
-                r = put_b64_member(b, "plaintext", pt.p, pt.len, 1);
-        if (r.code == 0)
-                r = kw_buf_put(b, "}", 1);
-        kw_cc_end(&c);
-        kw_buf_free(&bound);
-        KW_TRY(r);
-        x->resp->status = 200;
-        return KW_OK;
-}
-
-/* Parses and validates the body, then runs the operation.  A body error is
- * answered only after the signature verified (auth-only round trip). */
-KW_MUST_USE static kw_result xks_body_and_run(struct xks_call *x, cJSON **ret_doc)
-{
-        struct kw_req *req = x->req;
-        cJSON *doc = NULL;
-        struct kw_buf pt, aad, ct, iv, tag, md;
-        kw_buf_init(&pt, XKS_PT_MAX);
-        kw_buf_init(&aad, XKS_AAD_MAX);
-        kw_buf_init(&ct, XKS_PT_MAX);
-        kw_buf_init(&iv, 16);
-        kw_buf_init(&tag, 16);
-        kw_buf_init(&md, XKS_MD_IN_MAX);
-        int has_pt = 0, has_aad = 0, has_md = 0, cdiv = 0;
-        kw_result r = kw_json_parse(req->body, req->body_len, XKS_JSON_DEPTH, &doc);
-        *ret_doc = doc;
-        if (r.code == 0)
-                r = get_meta(x, doc);
-        if (r.code == 0 && x->op == XKS_ENCRYPT) {
-                const char *alg = NULL;
-                r = get_b64(doc, "plaintext", 1, XKS_PT_MAX, &pt, &has_pt);
-                if (r.code == 0)
-                        r = get_alg(doc);
-                if (r.code == 0)
-                        r = get_b64(doc, "additionalAuthenticatedData", 0, XKS_AAD_MAX, &aad, &has_aad);
-                if (r.code == 0)
-                        r = kw_json_get_str(doc, "ciphertextDataIntegrityValueAlgorithm", 0, 0, 64, &alg);
-                if (r.code == 0 && alg != NULL) {
-                        if (strcmp(alg, "SHA_256") != 0) {
-                                kw_err_set_detail("ciphertextDataIntegrityValueAlgorithm must be SHA_256");
-                                r = KW_RESULT(KW_ERR_BAD_FIELD);
-                        }
-                        cdiv = 1;
-                }
-        } else if (r.code == 0 && x->op == XKS_DECRYPT) {
-                int has = 0;
-                r = get_b64(doc, "ciphertext", 1, XKS_PT_MAX, &ct, &has);
-                if (r.code == 0)
-                        r = get_alg(doc);
-                if (r.code == 0)
-                        r = get_b64(doc, "initializationVector", 1, 16, &iv, &has);
-                if (r.code == 0)
-                        r = get_b64(doc, "authenticationTag", 1, 16, &tag, &has);
-                if (r.code == KW_ERR_UNSUPPORTED)   /* an over-long IV or tag is just invalid */
-                        r = KW_RESULT(KW_ERR_BAD_FIELD);
-                if (r.code == 0 && (iv.len == 0 || tag.len == 0)) {
-                        kw_err_set_detail("initializationVector and authenticationTag are not empty");
-                        r = KW_RESULT(KW_ERR_BAD_FIELD);
-                }
-                if (r.code == 0)
-                        r = get_b64(doc, "additionalAuthenticatedData", 0, XKS_AAD_MAX, &aad, &has_aad);
-                if (r.code == 0)
-                        r = get_b64(doc, "ciphertextMetadata", 0, XKS_MD_IN_MAX, &md, &has_md);
-                if (r.code == KW_ERR_UNSUPPORTED && md.len == 0 && has_aad)
-                        r = KW_RESULT(KW_ERR_BAD_FIELD);
-        }
-        if (r.code != 0) {
-                /* 401 before 400: authenticate first */
-                snprintf(x->detail, sizeof x->detail, "%s", kw_err_detail());
-                kw_result a = xks_auth_only(x);
-                if (a.code != 0)
-                        r = a;
-        } else if (x->op != XKS_HEALTH && strlen(x->key_id) > 64) {
-                /* a valid XKS key id, longer than any key name of ours */
-                r = xks_auth_only(x);
-                if (r.code == 0) {
-                        snprintf(x->detail, sizeof x->detail, "key ids of this proxy have at most 64 characters");
-                        r = KW_RESULT(KW_ERR_NOT_FOUND);
-                }
-        } else if (x->op == XKS_HEALTH) {
-                r = xks_health(x);
-        } else if (x->op == XKS_METADATA) {
-                r = xks_metadata(x);
-        } else if (x->op == XKS_ENCRYPT) {
-                r = xks_encrypt(x, &pt, &aad, cdiv);
-        } else {
-                r = xks_decrypt(x, &ct, &iv, &tag, &aad, &md);
-        }
-        kw_buf_free(&pt);
-        kw_buf_free(&aad);
-        kw_buf_free(&ct);
-        kw_buf_free(&iv);
-        kw_buf_free(&tag);
-        kw_buf_free(&md);
+        kw_cc_end(&c);   /* wipes both frames */
         return r;
 }
 
@@ -886,7 +532,7 @@ static void log_ids(struct xks_call *x)
         struct kw_buf b;
         kw_buf_init(&b, sizeof req->log_ids - 1);
         kw_result r = kw_buf_printf(&b, "\"store\":\"%s\"", x->store.name);
-        if (r.code == 0 && x->request_id != NULL) {
+        if (r.code == 0 && x->request_id[0] != '\0') {
                 size_t n = strnlen(x->request_id, 128);
                 r = kw_buf_put_str(&b, ",\"kmsRequestId\":\"");
                 if (r.code == 0)
@@ -928,9 +574,10 @@ void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx)
         int routed = strlen(path) <= XKS_URI_MAX && plen + strlen(XKS_V1) <= XKS_PATH_PREFIX_MAX &&
                      prefix_chars_ok(path, plen) && parse_rest(root + strlen(XKS_ROOT), &x) &&
                      (req->query == NULL || req->query[0] == '\0') && X.cfg != NULL &&
-                     store_find(x.front, path, plen, &x.store, &x.rl);
+                     route_store_find(x.front, path, plen, &x.store);
         if (!routed) {
-                xks_fail(&x, KW_ERR_NO_ROUTE, "no such XKS path or key store prefix");
+                xks_fail(&x, KW_ERR_NO_ROUTE);
+                note_detail(&x, "no such XKS path or key store prefix");
                 log_ids(&x);
                 return;
         }
@@ -946,33 +593,38 @@ void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 log_ids(&x);
                 return;
         }
-        cJSON *doc = NULL;
+        const char *addr = req->remote_addr ? req->remote_addr : "";
         kw_result r = KW_OK;
-        unsigned retry = 0;
-        if (!kw_ratelimit_take(x.rl, &retry)) {
+        unsigned retry = 1;
+        if (unauth_blocked(addr, &retry)) {
+                note_detail(&x, "this client address sent too many unauthenticated requests");
                 r = KW_RESULT(KW_ERR_OVERLOAD);
         } else if (!subject_ok(req, store_subjects(x.store.name))) {
-                snprintf(x.detail, sizeof x.detail, "client certificate subject not allowed");
+                note_detail(&x, "client certificate subject not allowed");
                 r = KW_RESULT(KW_ERR_AUTH);
+        } else if (req->body_len > XKS_BODY_MAX) {
+                note_detail(&x, "request body larger than any request this proxy supports");
+                r = KW_RESULT(KW_ERR_UNSUPPORTED);
         } else {
                 r = xks_sigv4(&x);
                 if (r.code != 0)
-                        snprintf(x.detail, sizeof x.detail, "%s", kw_err_detail());
+                        note_detail(&x, kw_err_detail());
                 else
-                        snprintf(req->log_principal, sizeof req->log_principal, "xks:%s:%.100s",
-                                 x.store.name, x.auth.akid);
+                        r = xks_custody(&x);
         }
-        if (r.code == 0)
-                r = xks_body_and_run(&x, &doc);
+        if (r.code != KW_ERR_AUTH)
+                snprintf(req->log_principal, sizeof req->log_principal, "xks:%s:%.100s",
+                         x.store.name, x.auth.akid);
+        if (r.code == KW_ERR_AUTH)
+                unauth_charge(addr);
         if (r.code != 0)
-                xks_fail(&x, r.code, kw_err_detail());
+                xks_fail(&x, r.code);
         log_ids(&x);
         if (r.code == KW_ERR_ACCESS_DENIED || r.code == KW_ERR_AUTH)
                 kw_log(KW_LOG_INFO, r.code == KW_ERR_AUTH ? "xks_auth_failed" : "xks_access_denied",
                        "store", x.store.name, "op", xks_op_names[x.op], "detail", x.detail, KW_END);
-        if (doc != NULL)
-                json_wipe(doc);   /* plaintext and AAD, base64 */
-        cJSON_Delete(doc);
+        /* the body may carry a plaintext (base64); the response one too,
+         * which http.c wipes when it frees it */
         if (x.op == XKS_ENCRYPT || x.op == XKS_DECRYPT)
                 kw_wipe((void *)(uintptr_t)req->body, req->body_len);
 }
@@ -990,5 +642,5 @@ void kw_route_xks_error(struct kw_req *req, struct kw_resp *resp, int code)
         x.req = req;
         x.resp = resp;
         resp->extra_headers[0] = '\0';
-        xks_fail(&x, code == KW_ERR_TOO_LARGE ? KW_ERR_UNSUPPORTED : code, NULL);
+        xks_fail(&x, code == KW_ERR_TOO_LARGE ? KW_ERR_UNSUPPORTED : code);
 }

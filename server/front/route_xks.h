@@ -30,8 +30,4 @@ KW_MUST_USE kw_result kw_route_xks_setup(const struct kw_config *cfg);
 /* The stores changed (admin API): the next XKS request reloads the table. */
 void kw_xks_stores_changed(void);
 
-/* The front keeps no SigV4 secret: wipes and frees the secret access keys
- * of cfg (the custody process reads them from the file itself). */
-void kw_xks_wipe_config_secrets(struct kw_config *cfg);
-
 #endif

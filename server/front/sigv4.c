@@ -10,38 +10,30 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/core_names.h>
 #include <openssl/evp.h>
 
 #include "../common/b64.h"
-#include "../common/secret.h"
 #include "sigv4.h"
 
 #define SIGV4_MAX_PATH_SEGS 128
 #define SIGV4_QUERY_SCRATCH 8192
-#define SIGV4_SECRET_MAX 256
 
 static const char hexd[] = "0123456789abcdef";
 
-/* ---- algorithms, fetched once ----
- * EVP_sha256() and HMAC() look the implementation up in the provider store
- * on every call; with two digests and an HMAC per XKS request that lookup
- * was a visible share of the request's CPU time. */
+/* ---- SHA-256, fetched once ----
+ * EVP_sha256() looks the implementation up in the provider store on every
+ * call; with two digests per XKS request that lookup was a visible share of
+ * the request's CPU time. */
 
 static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
 static EVP_MD *alg_sha256;   /* live as long as the process */
-static EVP_MAC *alg_hmac;
 
-static void algs_fetch(void)
-{
-        alg_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-        alg_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-}
+static void algs_fetch(void) { alg_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); }
 
 static int algs(void)
 {
         pthread_once(&algs_once, algs_fetch);
-        return alg_sha256 != NULL && alg_hmac != NULL;
+        return alg_sha256 != NULL;
 }
 
 KW_MUST_USE static kw_result sha256(const void *p, size_t n, uint8_t out[32])
@@ -107,19 +99,6 @@ static void sw_uri_encode(struct sw *w, const uint8_t *s, size_t n)
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static int scope_part_ok(const char *s, size_t n)
-{
-        if (n == 0 || n > KW_SIGV4_MAX_SCOPE_PART)
-                return 0;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '-' ||
-                      c == '_'))
-                        return 0;
-        }
-        return 1;
-}
-
 static int header_name_char(char c)
 {
         return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '_' || c == '.';
@@ -160,7 +139,7 @@ KW_MUST_USE static kw_result parse_credential(const char *v, size_t n, struct kw
         int date_ok = plen[1] == 8;
         for (size_t i = 0; date_ok && i < 8; i++)
                 date_ok = is_digit(part[1][i]);
-        if (!date_ok || !scope_part_ok(part[2], plen[2]) || !scope_part_ok(part[3], plen[3]) ||
+        if (!date_ok || !kw_sigv4_scope_part_ok(part[2], plen[2]) || !kw_sigv4_scope_part_ok(part[3], plen[3]) ||
             plen[4] != 12 || memcmp(part[4], "aws4_request", 12) != 0) {
                 kw_err_set_detail("bad credential scope");
                 KW_BAIL(KW_ERR_AUTH);
@@ -524,34 +503,9 @@ kw_result kw_sigv4_canonical_request(const struct kw_sigv4_request *req,
         return KW_OK;
 }
 
-time_t kw_sigv4_parse_amz_date(const char *s, size_t n)
-{
-        if (n != 16 || s[8] != 'T' || s[15] != 'Z')
-                return -1;
-        for (size_t i = 0; i < 15; i++)
-                if (i != 8 && !is_digit(s[i]))
-                        return -1;
-        struct tm tm;
-        memset(&tm, 0, sizeof tm);
-#define D2(o) ((s[o] - '0') * 10 + (s[(o) + 1] - '0'))
-        tm.tm_year = D2(0) * 100 + D2(2) - 1900;
-        tm.tm_mon = D2(4) - 1;
-        tm.tm_mday = D2(6);
-        tm.tm_hour = D2(9);
-        tm.tm_min = D2(11);
-        tm.tm_sec = D2(13);
-#undef D2
-        if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
-            tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
-                return -1;
-        return timegm(&tm);
-}
-
 kw_result kw_sigv4_string_to_sign(const struct kw_sigv4_request *req,
-                                  const struct kw_sigv4_auth *auth, char *out, size_t outsz,
-                                  size_t *ret_len, time_t *ret_time)
+                                  const struct kw_sigv4_auth *auth, struct kw_sigv4_signed *ret)
 {
-        KW_ENSURE(outsz >= KW_SIGV4_STS_MAX, KW_ERR_INTERNAL);
         const struct kw_sigv4_header *date = NULL;
         for (size_t k = 0; k < req->n_headers; k++) {
                 if (!name_is(&req->headers[k], "x-amz-date"))
@@ -571,12 +525,11 @@ kw_result kw_sigv4_string_to_sign(const struct kw_sigv4_request *req,
                 kw_err_set_detail("X-Amz-Date is not yyyymmddThhmmssZ of the credential's day");
                 KW_BAIL(KW_ERR_AUTH);
         }
-        char creq[KW_SIGV4_CREQ_MAX];
         size_t clen = 0;
-        KW_TRY(kw_sigv4_canonical_request(req, auth, creq, sizeof creq, &clen));
+        KW_TRY(kw_sigv4_canonical_request(req, auth, ret->creq, sizeof ret->creq, &clen));
         uint8_t h[32];
-        KW_TRY(sha256(creq, clen, h));
-        struct sw w = { out, 0, outsz, 0 };
+        KW_TRY(sha256(ret->creq, clen, h));
+        struct sw w = { ret->sts, 0, sizeof ret->sts, 0 };
         sw_str(&w, KW_SIGV4_ALG "\n");
         sw_put(&w, date->value, 16);
         sw_ch(&w, '\n');
@@ -588,129 +541,9 @@ kw_result kw_sigv4_string_to_sign(const struct kw_sigv4_request *req,
         sw_str(&w, "/aws4_request\n");
         sw_hex(&w, h, sizeof h);
         KW_ENSURE(!w.overflow, KW_ERR_TOO_LARGE);
-        *ret_len = w.len;
-        *ret_time = when;
+        ret->creq_len = clen;
+        ret->sts_len = w.len;
+        ret->when = when;
         return KW_OK;
 }
 
-kw_result kw_sigv4_sts_parse(const char *sts, size_t len, struct kw_sigv4_scope *ret)
-{
-        static const char head[] = KW_SIGV4_ALG "\n";
-        size_t hn = sizeof head - 1;
-        /* head | 16 date | \n | scope | \n | 64 hex */
-        if (len < hn + 17 + 1 + 64 + 1 || len > KW_SIGV4_STS_MAX || memcmp(sts, head, hn) != 0 ||
-            sts[hn + 16] != '\n') {
-                kw_err_set_detail("malformed string to sign");
-                KW_BAIL(KW_ERR_AUTH);
-        }
-        struct kw_sigv4_scope s;
-        memset(&s, 0, sizeof s);
-        s.when = kw_sigv4_parse_amz_date(sts + hn, 16);
-        const char *scope = sts + hn + 17;
-        const char *hash = sts + len - 64;
-        if (s.when < 0 || hash[-1] != '\n' || hash - 1 <= scope) {
-                kw_err_set_detail("malformed string to sign");
-                KW_BAIL(KW_ERR_AUTH);
-        }
-        for (size_t i = 0; i < 64; i++) {
-                if (kw_hex_value((unsigned char)hash[i]) < 0 || (hash[i] >= 'A' && hash[i] <= 'F')) {
-                        kw_err_set_detail("malformed string to sign");
-                        KW_BAIL(KW_ERR_AUTH);
-                }
-        }
-        size_t slen = (size_t)(hash - 1 - scope);
-        const char *part[4] = { NULL, NULL, NULL, NULL };
-        size_t plen[4] = { 0, 0, 0, 0 }, np = 0, start = 0;
-        for (size_t i = 0; i <= slen; i++) {
-                if (i == slen || scope[i] == '/') {
-                        if (np == 4) {
-                                kw_err_set_detail("malformed credential scope");
-                                KW_BAIL(KW_ERR_AUTH);
-                        }
-                        part[np] = scope + start;
-                        plen[np++] = i - start;
-                        start = i + 1;
-                }
-        }
-        if (np != 4 || plen[0] != 8 || memcmp(part[0], sts + hn, 8) != 0 ||
-            !scope_part_ok(part[1], plen[1]) || !scope_part_ok(part[2], plen[2]) || plen[3] != 12 ||
-            memcmp(part[3], "aws4_request", 12) != 0) {
-                kw_err_set_detail("malformed credential scope");
-                KW_BAIL(KW_ERR_AUTH);
-        }
-        memcpy(s.date, part[0], 8);
-        memcpy(s.region, part[1], plen[1]);
-        memcpy(s.service, part[2], plen[2]);
-        *ret = s;
-        return KW_OK;
-}
-
-/* ---- HMAC chain ---- */
-
-static kw_result mac_keyed(const uint8_t *key, size_t klen, EVP_MAC_CTX **ret)
-{
-        KW_ENSURE(algs(), KW_ERR_CRYPTO);
-        EVP_MAC_CTX *m = EVP_MAC_CTX_new(alg_hmac);
-        KW_ENSURE(m != NULL, KW_ERR_NOMEM);
-        OSSL_PARAM params[] = {
-                OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-                OSSL_PARAM_construct_end(),
-        };
-        if (EVP_MAC_init(m, key, klen, params) != 1) {
-                EVP_MAC_CTX_free(m);
-                KW_BAIL(KW_ERR_CRYPTO);
-        }
-        *ret = m;
-        return KW_OK;
-}
-
-KW_MUST_USE static kw_result hmac(const uint8_t *key, size_t klen, const void *msg, size_t n,
-                                  uint8_t out[32])
-{
-        EVP_MAC_CTX *m = NULL;
-        KW_TRY(mac_keyed(key, klen, &m));
-        return kw_sigv4_mac_finish(m, msg, n, out);
-}
-
-kw_result kw_sigv4_signing_key(const uint8_t *secret, size_t secret_len, const char *date,
-                               const char *region, const char *service, uint8_t ret_key[32])
-{
-        KW_ENSURE(secret_len <= SIGV4_SECRET_MAX, KW_ERR_BAD_LENGTH);
-        uint8_t k0[4 + SIGV4_SECRET_MAX];
-        uint8_t k[32], t[32];
-        memcpy(k0, "AWS4", 4);
-        memcpy(k0 + 4, secret, secret_len);
-        kw_result r = hmac(k0, 4 + secret_len, date, strlen(date), k);
-        kw_wipe(k0, sizeof k0);
-        if (r.code == 0)
-                r = hmac(k, 32, region, strlen(region), t);
-        if (r.code == 0)
-                r = hmac(t, 32, service, strlen(service), k);
-        if (r.code == 0)
-                r = hmac(k, 32, "aws4_request", 12, t);
-        if (r.code == 0)
-                memcpy(ret_key, t, 32);
-        kw_wipe(k, sizeof k);
-        kw_wipe(t, sizeof t);
-        return r;
-}
-
-kw_result kw_sigv4_signature(const uint8_t key[32], const char *sts, size_t len, uint8_t ret_sig[32])
-{
-        return hmac(key, 32, sts, len, ret_sig);
-}
-
-kw_result kw_sigv4_mac_new(const uint8_t key[32], EVP_MAC_CTX **ret)
-{
-        return mac_keyed(key, 32, ret);
-}
-
-kw_result kw_sigv4_mac_finish(EVP_MAC_CTX *m, const char *sts, size_t len, uint8_t ret_sig[32])
-{
-        size_t olen = 0;
-        int ok = EVP_MAC_update(m, (const unsigned char *)sts, len) == 1 &&
-                 EVP_MAC_final(m, ret_sig, &olen, 32) == 1 && olen == 32;
-        EVP_MAC_CTX_free(m);
-        KW_ENSURE(ok, KW_ERR_CRYPTO);
-        return KW_OK;
-}

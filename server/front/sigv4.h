@@ -8,8 +8,8 @@
  * The split of the work (privilege separation, docs/xks.md): the front
  * parses the Authorization header and builds the canonical request and the
  * string to sign; the custody process, which alone holds the secrets,
- * derives the signing key and compares the signature in constant time
- * (kw_sigv4_signing_key / kw_sigv4_signature are used there).
+ * checks that they describe this request, derives the signing key and
+ * compares the signature in constant time (custody/sigv4_key.h).
  */
 #ifndef KW_SIGV4_H
 #define KW_SIGV4_H
@@ -18,19 +18,12 @@
 #include <stdint.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
 #include "../common/result.h"
+#include "../common/sigv4_sts.h"
 
-#define KW_SIGV4_ALG "AWS4-HMAC-SHA256"
 #define KW_SIGV4_MAX_SIGNED 16          /* signed headers per request              */
 #define KW_SIGV4_MAX_HEADER_NAME 64
-#define KW_SIGV4_MAX_AKID 128
-#define KW_SIGV4_MAX_SCOPE_PART 64      /* region, service                          */
-#define KW_SIGV4_STS_MAX 512            /* string to sign (custody tag cap)         */
-#define KW_SIGV4_CREQ_MAX 16384         /* canonical request                        */
 #define KW_SIGV4_MAX_QUERY_PARAMS 64
-#define KW_SIGV4_SKEW_S 300             /* +- 5 minutes                             */
 
 /* The Authorization header, parsed. */
 struct kw_sigv4_auth {
@@ -84,46 +77,22 @@ KW_MUST_USE kw_result kw_sigv4_canonical_request(const struct kw_sigv4_request *
                                                  size_t outsz, size_t *ret_len);
 
 /*
- * String to sign (task 2) for req: "AWS4-HMAC-SHA256\n<x-amz-date>\n<scope>\n
- * <hex sha256(canonical request)>".  The x-amz-date header must be
- * yyyymmddThhmmssZ and its day must be the scope's day.  out holds at least
- * KW_SIGV4_STS_MAX bytes.  *ret_time = the request time (UTC seconds).
+ * What is signed (tasks 1 and 2): the canonical request of req and its
+ * string to sign "AWS4-HMAC-SHA256\n<x-amz-date>\n<scope>\n<hex
+ * sha256(canonical request)>".  The x-amz-date header must be
+ * yyyymmddThhmmssZ and its day must be the scope's day.  Both texts go to
+ * the custody process, which checks that one hashes to the other before it
+ * verifies the signature.  *ret set only on success.
  */
-KW_MUST_USE kw_result kw_sigv4_string_to_sign(const struct kw_sigv4_request *req,
-                                              const struct kw_sigv4_auth *auth, char *out,
-                                              size_t outsz, size_t *ret_len, time_t *ret_time);
-
-/*
- * Reads back the parts of a string to sign (custody side): the request
- * time, and the scope's date, region and service (copied, NUL-terminated).
- * KW_ERR_AUTH when it is not exactly the form above.
- */
-struct kw_sigv4_scope {
-        time_t when;
-        char date[9];
-        char region[KW_SIGV4_MAX_SCOPE_PART + 1];
-        char service[KW_SIGV4_MAX_SCOPE_PART + 1];
+struct kw_sigv4_signed {
+        char creq[KW_SIGV4_CREQ_MAX];
+        size_t creq_len;
+        char sts[KW_SIGV4_STS_MAX];
+        size_t sts_len;
+        time_t when;                   /* the request time (UTC seconds) */
 };
-KW_MUST_USE kw_result kw_sigv4_sts_parse(const char *sts, size_t len, struct kw_sigv4_scope *ret);
-
-/* kSigning = HMAC chain over "AWS4"+secret, date, region, service, "aws4_request". */
-KW_MUST_USE kw_result kw_sigv4_signing_key(const uint8_t *secret, size_t secret_len,
-                                           const char *date, const char *region,
-                                           const char *service, uint8_t ret_key[32]);
-/* HMAC-SHA256(key, sts). */
-KW_MUST_USE kw_result kw_sigv4_signature(const uint8_t key[32], const char *sts, size_t len,
-                                         uint8_t ret_sig[32]);
-
-/* The same HMAC, keyed once and reused: kw_sigv4_mac_new keys an HMAC-SHA256
- * context with a signing key (free it with EVP_MAC_CTX_free, which wipes
- * it); per signature, EVP_MAC_CTX_dup that context (callers serialise dups
- * of one context) and pass the copy to kw_sigv4_mac_finish, which computes
- * HMAC(key, sts) and frees the copy in every case. */
-KW_MUST_USE kw_result kw_sigv4_mac_new(const uint8_t key[32], EVP_MAC_CTX **ret);
-KW_MUST_USE kw_result kw_sigv4_mac_finish(EVP_MAC_CTX *m, const char *sts, size_t len,
-                                          uint8_t ret_sig[32]);
-
-/* "yyyymmddThhmmssZ" -> UTC seconds; -1 when malformed. */
-time_t kw_sigv4_parse_amz_date(const char *s, size_t n);
+KW_MUST_USE kw_result kw_sigv4_string_to_sign(const struct kw_sigv4_request *req,
+                                              const struct kw_sigv4_auth *auth,
+                                              struct kw_sigv4_signed *ret);
 
 #endif

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 #include <openssl/crypto.h>
 
+#include "custody/sigv4_key.h"
 #include "front/sigv4.h"
 
 #define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
@@ -153,11 +154,11 @@ static struct kw_sigv4_request as_request(const struct vreq *v)
 /* 1 when the request verifies against the signature of auth. */
 static int verifies(const struct kw_sigv4_request *rq, const struct kw_sigv4_auth *auth)
 {
-        char sts[KW_SIGV4_STS_MAX];
-        size_t n = 0;
-        time_t when;
-        if (kw_sigv4_string_to_sign(rq, auth, sts, sizeof sts, &n, &when).code != 0)
+        static struct kw_sigv4_signed sg;
+        if (kw_sigv4_string_to_sign(rq, auth, &sg).code != 0)
                 return 0;
+        const char *sts = sg.sts;
+        size_t n = sg.sts_len;
         uint8_t key[32], sig[32];
         if (kw_sigv4_signing_key((const uint8_t *)SECRET, strlen(SECRET), auth->date, auth->region,
                                  auth->service, key).code != 0 ||
@@ -213,13 +214,26 @@ static void sigv4_suite_all_cases_verify_and_tampering_fails(void **state)
                 assert_int_equal(kw_sigv4_canonical_request(&rq, &auth, out, sizeof out, &n).code, 0);
                 if (strcmp(out, creq) != 0)
                         fail_msg("%s: canonical request\n%s\n--- want\n%s", base, out, creq);
-                time_t when = 0;
-                assert_int_equal(kw_sigv4_string_to_sign(&rq, &auth, out, sizeof out, &n, &when).code, 0);
-                if (strcmp(out, sts_want) != 0)
-                        fail_msg("%s: string to sign\n%s\n--- want\n%s", base, out, sts_want);
-                assert_int_equal((long long)when, 1440938160LL); /* 20150830T123600Z */
+                static struct kw_sigv4_signed sg;
+                assert_int_equal(kw_sigv4_string_to_sign(&rq, &auth, &sg).code, 0);
+                sg.sts[sg.sts_len] = '\0';
+                if (strcmp(sg.sts, sts_want) != 0)
+                        fail_msg("%s: string to sign\n%s\n--- want\n%s", base, sg.sts, sts_want);
+                assert_int_equal((long long)sg.when, 1440938160LL); /* 20150830T123600Z */
+                /* the canonical request handed to custody is task 1's, and the
+                 * string to sign names its hash, as custody checks */
+                assert_int_equal(sg.creq_len, n);
+                assert_memory_equal(sg.creq, out, n);
                 struct kw_sigv4_scope sc;
-                assert_int_equal(kw_sigv4_sts_parse(out, n, &sc).code, 0);
+                assert_int_equal(kw_sigv4_sts_parse(sg.sts, sg.sts_len, &sc).code, 0);
+                uint8_t h[32];
+                unsigned hl = 0;
+                assert_int_equal(EVP_Digest(sg.creq, sg.creq_len, h, &hl, EVP_sha256(), NULL), 1);
+                assert_memory_equal(h, sc.creq_sha256, 32);
+                struct kw_sigv4_creq cr;
+                assert_int_equal(kw_sigv4_creq_parse(sg.creq, sg.creq_len, &cr).code, 0);
+                assert_int_equal(cr.method_len, strlen(v.method));
+                assert_memory_equal(cr.method, v.method, cr.method_len);
                 assert_string_equal(sc.region, "us-east-1");
                 assert_string_equal(sc.service, "service");
                 assert_true(verifies(&rq, &auth));
@@ -396,12 +410,10 @@ static void sigv4_string_to_sign_refuses_missing_or_mismatched_date(void **state
                 { "X-Amz-Date", 10, "20150831T123600Z", 16 },   /* not the scope's day */
         };
         struct kw_sigv4_request rq = { .method = "GET", .path = "/", .headers = h, .n_headers = 2 };
-        char sts[KW_SIGV4_STS_MAX];
-        size_t n;
-        time_t t;
-        assert_int_equal(kw_sigv4_string_to_sign(&rq, &a, sts, sizeof sts, &n, &t).code, KW_ERR_AUTH);
+        static struct kw_sigv4_signed sg;
+        assert_int_equal(kw_sigv4_string_to_sign(&rq, &a, &sg).code, KW_ERR_AUTH);
         rq.n_headers = 1;
-        assert_int_equal(kw_sigv4_string_to_sign(&rq, &a, sts, sizeof sts, &n, &t).code, KW_ERR_AUTH);
+        assert_int_equal(kw_sigv4_string_to_sign(&rq, &a, &sg).code, KW_ERR_AUTH);
         assert_int_equal((long long)kw_sigv4_parse_amz_date("20150830T123600Z", 16), 1440938160LL);
         assert_true(kw_sigv4_parse_amz_date("20151330T123600Z", 16) < 0);
         assert_true(kw_sigv4_parse_amz_date("20150830 123600Z", 16) < 0);

@@ -48,6 +48,8 @@ DEVSTATE = os.path.join(ROOT, "tests", "devstate.sh")
 XKS_AKID = "BENCHAKIDAAAAAAAAAAAAAA2"            # 24 chars of A-Z2-7
 XKS_SECRET = base64.b64encode(b"keyward-bench-xks-secret-0123456789").decode()
 XKS_PREFIX = "/bench"
+# EKM keys are opted into EKM by their rules (issue 10): the bench has no EKM path prefix
+EKM_RULES = {"ekm": {"path_prefixes": ["/azureekm"]}}
 XKS_REGION = "us-east-1"
 EKM_CN = "bench.managedhsmclient.azure.net"
 TLS13_SUITE = "TLS_AES_256_GCM_SHA384"
@@ -306,10 +308,10 @@ def prepare(srv, tmp):
     import requests
     sc = []
     # an XKS store reaches only keys whose rules list it (docs/xks.md); "default" is [aws_xks_config]
-    for name, spec in (("xks-aes", {"type": "AES", "rules": {"xks": {"key_stores": ["default"]}}}), ("ekm-aes", {"type": "AES"}),
-                       ("ekm-rsa2048", {"type": "RSA", "size": 2048}),
-                       ("ekm-rsa3072", {"type": "RSA", "size": 3072}),
-                       ("ekm-rsa4096", {"type": "RSA", "size": 4096})):
+    for name, spec in (("xks-aes", {"type": "AES", "rules": {"xks": {"key_stores": ["default"]}}}), ("ekm-aes", {"type": "AES", "rules": EKM_RULES}),
+                       ("ekm-rsa2048", {"type": "RSA", "size": 2048, "rules": EKM_RULES}),
+                       ("ekm-rsa3072", {"type": "RSA", "size": 3072, "rules": EKM_RULES}),
+                       ("ekm-rsa4096", {"type": "RSA", "size": 4096, "rules": EKM_RULES})):
         body = dict(spec)
         body["name"] = name
         r = srv.api("POST", "/api/v1/keys", body)

@@ -32,10 +32,25 @@ def free_port():
         return s.getsockname()[1]
 
 
+def traversable(path):
+    """Started as root, keywardd's custody process runs as keyward-custody:
+    the directories above a state directory (pytest's are 0700 root) must
+    let it through (search permission only, no listing)."""
+    if os.geteuid() != 0:
+        return
+    p = os.path.dirname(os.path.abspath(path))
+    while p not in ("/", ""):
+        st = os.stat(p)
+        if not st.st_mode & 0o001:
+            os.chmod(p, (st.st_mode & 0o7777) | 0o011)
+        p = os.path.dirname(p)
+
+
 class Server:
-    """One keywardd (front + custody) with its own state directory."""
+    """One keywardd (parent + front + custody) with its own state directory."""
 
     def __init__(self, tmp, port=None, extra_toml="", env=None, faulthsm=False):
+        traversable(tmp)
         self.dir = tmp
         self.port = port or free_port()
         subprocess.run([os.path.join(ROOT, "tests", "devstate.sh"), tmp, str(self.port)],
@@ -107,31 +122,46 @@ class Server:
         self.proc = None
         self.log.close()
 
-    def custody_pid(self):
+    def _child(self, role):
+        """The pid of the parent's child started with --<role> (custody or
+        front: keywardd is a parent and these two processes), or None."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        pids = [int(x) for x in out.stdout.split()]
-        return pids[0] if pids else None
+        for pid in (int(x) for x in out.stdout.split()):
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as f:
+                    if ("--" + role).encode() in f.read().split(b"\0"):
+                        return pid
+            except OSError:
+                pass
+        return None
+
+    def custody_pid(self):
+        return self._child("custody")
+
+    def front_pid(self):
+        return self._child("front")
 
     def kill9_all(self):
-        """SIGKILL of both processes at once, as a power cut would."""
-        cpid = self.custody_pid()
+        """SIGKILL of the three processes at once, as a power cut would."""
+        pids = [p for p in (self.custody_pid(), self.front_pid()) if p]
         os.kill(self.proc.pid, signal.SIGKILL)
-        if cpid:
+        for pid in pids:
             try:
-                os.kill(cpid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         self.proc.wait(timeout=10)
         self.proc = None
         self.log.close()
-        # the custody dies with its parent (PDEATHSIG) or by our SIGKILL
+        # the children die with their parent (PDEATHSIG) or by our SIGKILL
         deadline = time.time() + 10
-        while cpid and time.time() < deadline:
+        while pids and time.time() < deadline:
             try:
-                os.kill(cpid, 0)
+                for pid in pids:
+                    os.kill(pid, 0)
                 time.sleep(0.05)
             except ProcessLookupError:
-                break
+                pids = [p for p in pids if os.path.exists("/proc/%d" % p)]
 
     def logs(self):
         try:

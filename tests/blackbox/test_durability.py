@@ -54,24 +54,26 @@ def custody_state(pid):
 
 
 def kill9_both(s):
-    """SIGKILL of both processes at once, as a power cut would.  Done when the
-    front is reaped and the custody is gone or a zombie (a zombie holds no
-    file, lock or memory any more; init reaps orphans only every few seconds
-    in some containers, which conftest's kill9_all waits for)."""
-    cpid = s.custody_pid()
+    """SIGKILL of the three processes at once, as a power cut would.  Done
+    when the parent is reaped and its children are gone or zombies (a zombie
+    holds no file, lock, port or memory any more; init reaps orphans only
+    every few seconds in some containers, which conftest's kill9_all waits
+    for)."""
+    pids = [p for p in (s.custody_pid(), s.front_pid()) if p]
     os.kill(s.proc.pid, signal.SIGKILL)
-    if cpid:
+    for pid in pids:
         try:
-            os.kill(cpid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     s.proc.wait(timeout=10)
     s.proc = None
     s.log.close()
     deadline = time.time() + 10
-    while cpid and custody_state(cpid) not in (None, "Z"):
-        assert time.time() < deadline, "custody %d survived SIGKILL" % cpid
-        time.sleep(0.002)
+    for pid in pids:
+        while custody_state(pid) not in (None, "Z"):
+            assert time.time() < deadline, "process %d survived SIGKILL" % pid
+            time.sleep(0.002)
 
 
 def test_kill9_keeps_acknowledged_keys(make_server):

@@ -25,6 +25,9 @@ from ekm_certs import make_pki
 ALLOWED_CN = "contoso.managedhsmclient.azure.net"
 OTHER_CN = "fabrikam.managedhsmclient.azure.net"
 PREFIX = "tenant0/pool-1"
+# A key is reachable over EKM only when its rules name EKM: here through the
+# path prefix the tests' Managed HSM uses
+EKM_RULES = {"ekm": {"path_prefixes": ["/azureekm/" + PREFIX]}}
 API = "?api-version=0.1-preview"
 CTX = {"request_id": "6ad1b2c4-0000-4000-8000-000000000001",
        "correlation_id": "c0ffee00-1111-4222-8333-444455556666", "pool_name": "contoso-mhsm"}
@@ -107,13 +110,15 @@ def env():
     keys = {}
 
     def admin(method, path, body=None):
+        if path in ("/api/v1/keys", "/api/v1/keys/import") and "rules" not in body:
+            body = dict(body, rules=EKM_RULES)   # an EKM key (opt-in, issue 10)
         r = s.api(method, path, body)
         assert r.status_code in (200, 201), (path, r.status_code, r.text)
         return r.json()
 
     # AES keys imported, so that python can check every wrap with the KEK
     for name in ("aes-1", "aes-disabled", "aes-pending", "aes-gcm-only", "aes-wrap-only",
-                 "aes-ruled", "aes-ruled-ok"):
+                 "aes-ruled", "aes-ruled-ok", "aes-xks-only"):
         kek = os.urandom(32)
         keys[name] = kek
         ops = {"aes-gcm-only": ["encrypt", "decrypt"], "aes-wrap-only": ["wrap"]}.get(
@@ -124,6 +129,8 @@ def env():
             body["rules"] = {"ekm": {"client_cns": ["someone-else.managedhsmclient.azure.net"]}}
         if name == "aes-ruled-ok":
             body["rules"] = {"ekm": {"client_cns": ["*.managedhsmclient.azure.net"]}}
+        if name == "aes-xks-only":
+            body["rules"] = {"xks": {"key_stores": ["default"]}}
         admin("POST", "/api/v1/keys/import", body)
     admin("POST", "/api/v1/keys/aes-disabled/disable")
     admin("POST", "/api/v1/keys/aes-pending/schedule-deletion", {"wait_seconds": 86400 * 30})
@@ -322,7 +329,7 @@ def test_admin_ekm_url_uses_public_host(make_server, tmp_path):
     pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
     s = make_server(env=ekm_env(pki, KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_PUBLIC_HOST="ekm.contoso.example",
                                 KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_PATH_PREFIX="")).start()
-    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES"}).status_code == 201
+    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES", "rules": EKM_RULES}).status_code == 201
     assert s.api("GET", "/api/v1/keys/k-1").json()["ekm_url"] == \
         "https://ekm.contoso.example/azureekm/k-1"
 
@@ -580,7 +587,7 @@ def test_405_method_not_allowed(env, method):
 def test_429_too_many_requests(make_server, tmp_path):
     pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
     s = make_server(env=ekm_env(pki, KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_RATE_LIMIT="2")).start()
-    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES"}).status_code == 201
+    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES", "rules": EKM_RULES}).status_code == 201
     c = Ekm(s, pki["allowed"])
     before = snapshot(s)
     codes = []
@@ -602,7 +609,7 @@ def test_429_too_many_requests(make_server, tmp_path):
 def test_502_hsm_unreachable(make_server, tmp_path):
     pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
     s = make_server(env=ekm_env(pki), faulthsm=True).start()
-    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES"}).status_code == 201
+    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES", "rules": EKM_RULES}).status_code == 201
     s.stop()           # a fresh custody: nothing unsealed in its cache
     s.start()
     c = Ekm(s, pki["allowed"])
@@ -631,7 +638,7 @@ def test_502_hsm_unreachable(make_server, tmp_path):
 def test_503_custody_unavailable(make_server, tmp_path):
     pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
     s = make_server(env=ekm_env(pki, KEYWARD_CUSTODY_TIMEOUT_MS="500")).start()
-    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES"}).status_code == 201
+    assert s.api("POST", "/api/v1/keys", {"name": "k-1", "type": "AES", "rules": EKM_RULES}).status_code == 201
     c = Ekm(s, pki["allowed"])
     before = snapshot(s)
     pid = s.custody_pid()
@@ -736,3 +743,37 @@ def test_hidden_key_is_not_found_even_when_disabled(env):
     assert_ekm_err(ok.wrap(name, "A256KW", os.urandom(32)), 404, "KeyNotFound")
     # a disabled key the caller may see is KeyDisabled
     assert_ekm_err(ok.post("/aes-disabled/metadata"), 403, "KeyDisabled")
+
+
+def test_key_not_opted_into_ekm_is_not_found(env):
+    """Issue 10, finding 8: a key is reachable over EKM only when its rules
+    name EKM (ekm.client_cns or ekm.path_prefixes).  A key whose rules name
+    only an XKS store answered wrapkey for an allowed Azure certificate;
+    now it does not exist for EKM callers, exactly like a missing key, and
+    nothing changes.  Opting it in (the upgrade path, docs/ekm.md) makes it
+    reachable."""
+    s, ok = env["s"], env["ok"]
+    missing = assert_ekm_err(ok.post("/no-such-key/metadata"), 404, "KeyNotFound")
+    before = snapshot(s)
+    assert assert_ekm_err(ok.post("/aes-xks-only/metadata"), 404, "KeyNotFound") == missing
+    assert_unchanged(s, before)
+    for op, action in (("wrapkey", "key.wrap"), ("unwrapkey", "key.unwrap")):
+        before = snapshot(s)
+        b = assert_ekm_err(ok.wrap("aes-xks-only", "A256KW", os.urandom(40), op), 404,
+                           "KeyNotFound")
+        assert b == missing
+        assert_unchanged(s, before, (action, "aes-xks-only", "access_denied"))
+    time.sleep(0.2)
+    log = open(s.log_path, encoding="utf-8", errors="replace").read()
+    assert '"detail":"denied by rule ekm"' in log
+    # the upgrade path: name EKM in the key's rules
+    r = s.api("PATCH", "/api/v1/keys/aes-xks-only",
+              {"rules": {"xks": {"key_stores": ["default"]}, "ekm": {"client_cns": [ALLOWED_CN]}}})
+    assert r.status_code == 200, r.text
+    w = ok.wrap("aes-xks-only", "A256KW", os.urandom(32))
+    assert w.status_code == 200, w.text
+    # a path prefix rule must name this deployment's prefix
+    r = s.api("PATCH", "/api/v1/keys/aes-xks-only",
+              {"rules": {"ekm": {"path_prefixes": ["/azureekm/another/prefix"]}}})
+    assert r.status_code == 200, r.text
+    assert_ekm_err(ok.wrap("aes-xks-only", "A256KW", os.urandom(32)), 404, "KeyNotFound")

@@ -131,12 +131,12 @@ def test_hsm_slow_times_out(make_server):
 
 def _fresh_custody_with_keys(make_server, tmp_path, **kw):
     from ekm_certs import make_pki
-    from test_ekm import ALLOWED_CN, OTHER_CN, ekm_env
+    from test_ekm import ALLOWED_CN, OTHER_CN, PREFIX, ekm_env
     from test_xks import TOML
     pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
     s = make_server(env=ekm_env(pki, **kw), extra_toml=TOML, faulthsm=True).start()
     r = s.api("POST", "/api/v1/keys", {"name": "dp-1", "type": "AES",
-                                       "rules": {"xks": {"key_stores": ["default"]}}})
+                                       "rules": {"xks": {"key_stores": ["default"]}, "ekm": {"path_prefixes": ["/azureekm/" + PREFIX]}}})
     assert r.status_code == 201, r.text
     s.stop()          # a fresh custody: nothing unsealed in its cache
     s.start()

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ekm_certs import make_pki
-from test_ekm import ALLOWED_CN, API, CTX, OTHER_CN, PREFIX, ekm_env
+from test_ekm import ALLOWED_CN, API, CTX, EKM_RULES, OTHER_CN, PREFIX, ekm_env
 from test_xks import TOML, Xks
 
 
@@ -61,7 +61,7 @@ def run(make_server, tmp_path):
     aes_ekm, aes_xks = os.urandom(32), os.urandom(32)
     needles.update(forms("aes-ekm", aes_ekm))
     needles.update(forms("aes-xks", aes_xks))
-    for name, raw, ops, rules in (("sec-ekm", aes_ekm, ["wrap", "unwrap"], {}),
+    for name, raw, ops, rules in (("sec-ekm", aes_ekm, ["wrap", "unwrap"], EKM_RULES),
                                   ("sec-xks", aes_xks, ["encrypt", "decrypt"],
                                    {"xks": {"key_stores": ["default"]}})):
         r = s.api("POST", "/api/v1/keys/import", {"name": name, "type": "AES", "material": b64(raw),
@@ -76,7 +76,7 @@ def run(make_server, tmp_path):
                              serialization.NoEncryption())
     needles["rsa-pem-body"] = pem.splitlines()[5]         # one line of the base64 body
     r = s.api("POST", "/api/v1/keys/import", {"name": "sec-rsa", "type": "RSA", "pem": pem.decode(),
-                                              "operations": ["wrap", "unwrap"]})
+                                              "operations": ["wrap", "unwrap"], "rules": EKM_RULES})
     assert r.status_code == 201, r.text
     # EKM: wrap and unwrap known key bytes (AES-KW and RSA-OAEP)
     sess = requests.Session()
@@ -131,9 +131,9 @@ def test_no_secret_in_database_logs_or_front_core(run, tmp_path):
     if shutil.which("gcore") is None:
         pytest.fail("gcore (gdb) is not installed: run `make deps`")
     prefix = str(tmp_path / "front-core")
-    p = subprocess.run(["gcore", "-o", prefix, str(s.proc.pid)], capture_output=True, text=True,
+    p = subprocess.run(["gcore", "-o", prefix, str(s.front_pid())], capture_output=True, text=True,
                        timeout=120)
-    core = "%s.%d" % (prefix, s.proc.pid)
+    core = "%s.%d" % (prefix, s.front_pid())
     assert p.returncode == 0 and os.path.exists(core), p.stdout + p.stderr
     assert os.path.getsize(core) > 1 << 20
     try:

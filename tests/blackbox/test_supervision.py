@@ -60,7 +60,7 @@ def test_front_holds_no_database_or_hsm(server):
                 pass
         return out
 
-    front, custody = server.proc.pid, server.custody_pid()
+    front, custody = server.front_pid(), server.custody_pid()
     db = os.path.join(server.dir, "keyward.db")
     assert db in fds(custody)
     assert db not in fds(front)
@@ -120,7 +120,7 @@ def test_custody_killed_protocols_answer_503_then_recover(make_server, tmp_path)
     pki = make_pki(str(tmp_path / "pki"), ALLOWED_CN, OTHER_CN)
     s = make_server(env=ekm_env(pki), extra_toml=TOML).start()
     r = s.api("POST", "/api/v1/keys", {"name": "sup-1", "type": "AES",
-                                       "rules": {"xks": {"key_stores": ["default"]}}})
+                                       "rules": {"xks": {"key_stores": ["default"]}, "ekm": {"path_prefixes": ["/azureekm/" + PREFIX]}}})
     assert r.status_code == 201, r.text
     keys_before = s.api("GET", "/api/v1/keys?limit=1000").json()["keys"]
     x = Xks(s)
@@ -159,7 +159,7 @@ def test_custody_killed_protocols_answer_503_then_recover(make_server, tmp_path)
     threads = [threading.Thread(target=client, args=a) for a in (("ekm", ekm_wrap), ("xks", xks_enc))]
     for t in threads:
         t.start()
-    front = s.proc.pid
+    front = s.front_pid()
     try:
         for _ in range(5):
             old = s.custody_pid()
@@ -187,7 +187,7 @@ def test_custody_killed_protocols_answer_503_then_recover(make_server, tmp_path)
                 break
             time.sleep(0.1)
         assert r.status_code == 200, r.text
-    assert s.proc.poll() is None and s.proc.pid == front
+    assert s.proc.poll() is None and s.front_pid() == front
     assert s.api("GET", "/api/v1/keys?limit=1000").json()["keys"] == keys_before
     assert s.api("POST", "/api/v1/audit/verify").json()["ok"] is True
     print("503 answers seen during the restarts:", seen)

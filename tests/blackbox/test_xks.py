@@ -480,7 +480,7 @@ def test_api_store_survives_restart_and_secrets_stay_out_of_front(make_server):
     assert x.health("/p", akid=c["AccessKeyId"], secret=c["RawSecretAccessKey"],
                     region="us-east-1").status_code == 200
     # the front (the network-facing process) keeps no SigV4 secret in memory
-    mem = _process_memory(s.proc.pid)
+    mem = _process_memory(s.front_pid())
     if mem is not None:
         for secret in (SECRET, SECRET_B1, SECRET_B2, c["RawSecretAccessKey"]):
             assert secret.encode() not in mem

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "front/json_io.h"
+#include "common/json_io.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -105,7 +105,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&resp, 0, sizeof resp);
         kw_buf_init(&resp.body, 1u << 20);
         struct admin_call a = { .req = &req, .resp = &resp, .front = &front };
-        snprintf(a.who.actor, sizeof a.who.actor, "token:fuzz(fuzz)");
+        a.who.token = "kw_fuzz";
+        a.who.token_len = 7;
         a.who.role = ROLE_ADMIN;
         struct admin_path ap;
         cJSON *doc = NULL;

@@ -51,6 +51,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         r = kw_sigv4_sts_parse((const char *)data, size, &sc);
         if (r.code != 0 && r.code != KW_ERR_AUTH)
                 abort();
+        struct kw_sigv4_creq any;
+        r = kw_sigv4_creq_parse((const char *)data, size, &any);
+        if (r.code == 0 && (any.method + any.method_len > (const char *)data + size ||
+                            any.path + any.path_len > (const char *)data + size ||
+                            any.query + any.query_len > (const char *)data + size))
+                abort();
+        if (r.code != 0 && r.code != KW_ERR_AUTH)
+                abort();
         if (kw_sigv4_parse_authorization(lines[0], &a).code == 0 && nl >= 2) {
                 char path[2048];
                 size_t pl = strnlen(lines[1], sizeof path - 1);
@@ -73,16 +81,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 .method = "POST", .path = path, .query = q, .headers = h,
                                 .n_headers = nh, .body = (const uint8_t *)(body ? body : ""),
                                 .body_len = body ? strlen(body) : 0, .normalize_path = norm };
-                        char sts[KW_SIGV4_STS_MAX];
-                        size_t n = 0;
-                        time_t when;
-                        r = kw_sigv4_string_to_sign(&rq, &a, sts, sizeof sts, &n, &when);
+                        static struct kw_sigv4_signed sg;
+                        r = kw_sigv4_string_to_sign(&rq, &a, &sg);
                         if (r.code != 0 && r.code != KW_ERR_AUTH && r.code != KW_ERR_TOO_LARGE)
                                 abort();
+                        struct kw_sigv4_creq cr;
                         if (r.code == 0) {
-                                if (kw_sigv4_sts_parse(sts, n, &sc).code != 0 ||
+                                if (kw_sigv4_sts_parse(sg.sts, sg.sts_len, &sc).code != 0 ||
                                     strcmp(sc.region, a.region) != 0 ||
-                                    strcmp(sc.service, a.service) != 0 || sc.when != when)
+                                    strcmp(sc.service, a.service) != 0 || sc.when != sg.when ||
+                                    kw_sigv4_creq_parse(sg.creq, sg.creq_len, &cr).code != 0 ||
+                                    cr.method_len != 4 || memcmp(cr.method, "POST", 4) != 0)
                                         abort();
                         }
                 }

@@ -54,7 +54,7 @@ def main():
     try:
         for name, ops in (("soak-ekm", ["wrap", "unwrap"]), ("soak-xks", ["encrypt", "decrypt"])):
             r = s.api("POST", "/api/v1/keys", {"name": name, "type": "AES", "operations": ops,
-                                               "rules": {"xks": {"key_stores": ["default"]}}})
+                                               "rules": {"xks": {"key_stores": ["default"]}, "ekm": {"path_prefixes": ["/azureekm/" + PREFIX]}}})
             assert r.status_code == 201, r.text
         stop = threading.Event()
         token = s.token
@@ -131,7 +131,7 @@ def main():
         while time.time() - t0 < SECONDS:
             time.sleep(SAMPLE)
             cpid = s.custody_pid()
-            fr, ff = proc_sample(s.proc.pid)
+            fr, ff = proc_sample(s.front_pid())
             cr, cf = proc_sample(cpid)
             samples.append((time.time() - t0, fr, ff, cr, cf))
             print("t=%6.0fs front rss=%6d kB fds=%3d  custody rss=%6d kB fds=%3d  requests=%d"

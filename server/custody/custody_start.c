@@ -1,0 +1,515 @@
+/*
+ * custody_start.c - the custody process's start-up and end: privileges and
+ * sandbox, the HSM link, the database key, the key store, the first admin
+ * token, the socket; the console recovery of admin access
+ * (keywardd --recover-admin); the deletion sweeper.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/b64.h"
+#include "../common/log.h"
+#include "../common/sandbox.h"
+#include "../common/secret.h"
+#include "crypto.h"
+#include "custody.h"
+#include "custody_int.h"
+
+#define DBKEY_MAGIC "KWDBKEY1"
+#define DBKEY_AAD "keyward.dbkey.v1"
+#define MEMLOCK_SLACK (4u << 20)   /* beyond the secure heap: stacks, OpenSSL */
+
+/* Writes data to path atomically: temp file 0600, fsync, rename, fsync dir. */
+static kw_result write_file_atomic(const char *path, const void *data, size_t n)
+{
+        char tmp[4200];
+        KW_ENSURE(snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) < (int)sizeof tmp,
+                  KW_ERR_IO);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                kw_err_set_detail("cannot create %s: %s", tmp, strerror(errno));
+                KW_BAIL(KW_ERR_IO);
+        }
+        const uint8_t *p = data;
+        size_t off = 0;
+        while (off < n) {
+                ssize_t w = write(fd, p + off, n - off);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0) {
+                        kw_err_set_detail("cannot write %s: %s", tmp, strerror(errno));
+                        close(fd);
+                        unlink(tmp);
+                        KW_BAIL(KW_ERR_IO);
+                }
+                off += (size_t)w;
+        }
+        if (fsync(fd) != 0 || close(fd) != 0) {
+                kw_err_set_detail("cannot sync %s: %s", tmp, strerror(errno));
+                unlink(tmp);
+                KW_BAIL(KW_ERR_IO);
+        }
+        if (rename(tmp, path) != 0) {
+                kw_err_set_detail("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+                unlink(tmp);
+                KW_BAIL(KW_ERR_IO);
+        }
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash == dir)
+                slash[1] = '\0';
+        else if (slash != NULL)
+                *slash = '\0';
+        else
+                snprintf(dir, sizeof dir, ".");
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+                (void)fsync(dfd);
+                close(dfd);
+        }
+        return KW_OK;
+}
+
+static kw_result read_small_file(const char *path, struct kw_buf *out)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                kw_err_set_detail("cannot read %s: %s", path, strerror(errno));
+                KW_BAIL(KW_ERR_IO);
+        }
+        uint8_t tmp[4096];
+        for (;;) {
+                ssize_t n = read(fd, tmp, sizeof tmp);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        kw_err_set_detail("cannot read %s: %s", path, strerror(errno));
+                        close(fd);
+                        KW_BAIL(KW_ERR_IO);
+                }
+                if (n == 0)
+                        break;
+                kw_result r = kw_buf_put(out, tmp, (size_t)n);
+                if (r.code != 0) {
+                        kw_err_set_detail("%s is too large", path);
+                        close(fd);
+                        return r;
+                }
+        }
+        close(fd);
+        return KW_OK;
+}
+
+static int file_exists(const char *path)
+{
+        struct stat st;
+        return stat(path, &st) == 0;
+}
+
+static int fail(int status, const char *what, kw_result r)
+{
+        const char *d = kw_err_detail();
+        kw_log(KW_LOG_ERROR, "startup_failed", "step", what, "error", kw_err_name(r.code),
+               "message", d[0] ? d : kw_strerror(r.code), KW_END);
+        return status;
+}
+
+/* The database key: unsealed from key_file, or made and sealed on first start. */
+kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret)
+{
+        const struct kw_config *cfg = c->cfg;
+        const char *kf = cfg->db.key_file;
+        if (!file_exists(kf)) {
+                if (db_exists) {
+                        kw_err_set_detail("the database %s exists but its key file %s is missing; "
+                                          "restore the key file from backup", cfg->db.path, kf);
+                        KW_BAIL(KW_ERR_DB_KEY_MISMATCH);
+                }
+                struct kw_secret k;
+                KW_TRY(kw_secret_alloc(32, &k));
+                kw_result r = kw_random(k.p, k.len);
+                struct kw_buf file;
+                kw_buf_init(&file, 4096);
+                if (r.code == 0)
+                        r = kw_buf_put_str(&file, DBKEY_MAGIC);
+                if (r.code == 0)
+                        r = kw_hsm_seal(c->hsm, (const uint8_t *)DBKEY_AAD, strlen(DBKEY_AAD), k.p,
+                                        k.len, &file);
+                if (r.code == 0)
+                        r = write_file_atomic(kf, file.p, file.len);
+                kw_buf_free(&file);
+                if (r.code != 0) {
+                        kw_secret_free(&k);
+                        return r;
+                }
+                kw_log(KW_LOG_INFO, "db_key_created", "key_file", kf, KW_END);
+                *ret = k;
+                return KW_OK;
+        }
+        struct kw_buf file;
+        kw_buf_init(&file, 4096);
+        kw_result r = read_small_file(kf, &file);
+        if (r.code == 0 && (file.len < strlen(DBKEY_MAGIC) ||
+                            memcmp(file.p, DBKEY_MAGIC, strlen(DBKEY_MAGIC)) != 0)) {
+                kw_err_set_detail("%s is not a Keyward database key file", kf);
+                r = KW_RESULT(KW_ERR_DB_KEY_MISMATCH);
+        }
+        if (r.code == 0) {
+                size_t m = strlen(DBKEY_MAGIC);
+                r = kw_hsm_unseal(c->hsm, (const uint8_t *)DBKEY_AAD, strlen(DBKEY_AAD), file.p + m,
+                                  file.len - m, ret);
+                if (r.code == KW_ERR_HSM_UNWRAP)
+                        kw_err_set_detail("the master key '%s' cannot unwrap the database key in %s "
+                                          "(another token or master key?)",
+                                          cfg->hsm.master_key_label, kf);
+                if (r.code == 0 && ret->len != 32) {
+                        kw_secret_free(ret);
+                        kw_err_set_detail("the database key in %s has the wrong length", kf);
+                        r = KW_RESULT(KW_ERR_DB_KEY_MISMATCH);
+                }
+        }
+        kw_buf_free(&file);
+        return r;
+}
+
+/* A new bearer token "kw_" + base64url(32 random bytes) for row (id made
+ * here), written to file (0600, atomically) before it is stored: a token in
+ * the database that nobody holds is useless. */
+static kw_result mint_token(struct custody *c, struct kw_token_row *row, const char *file,
+                            const struct kw_audit_entry *au)
+{
+        uint8_t raw[32], hash[32], idb[8];
+        KW_TRY(kw_random(raw, sizeof raw));
+        struct kw_buf tok;
+        kw_buf_init(&tok, 128);
+        kw_result r = kw_buf_put_str(&tok, "kw_");
+        if (r.code == 0)
+                r = kw_b64url_encode(raw, sizeof raw, &tok);
+        kw_wipe(raw, sizeof raw);
+        if (r.code == 0) {
+                kw_sha256(tok.p, tok.len, hash);
+                r = kw_random(idb, sizeof idb);
+                for (int i = 0; r.code == 0 && i < 8; i++)
+                        snprintf(row->id + 2 * i, 3, "%02x", idb[i]);
+        }
+        row->created = time(NULL);
+        if (r.code == 0)
+                r = kw_buf_put(&tok, "\n", 1);
+        if (r.code == 0)
+                r = write_file_atomic(file, tok.p, tok.len);
+        if (r.code == 0)
+                r = kw_keystore_token_insert(c->ks, row, hash, au);
+        kw_buf_free(&tok);
+        kw_wipe(hash, sizeof hash);
+        return r;
+}
+
+/* The first admin token, only in a key store that never had a token: a
+ * store whose tokens were all revoked is not "new" (the last admin token
+ * cannot be revoked; recovery is keywardd --recover-admin). */
+static kw_result ensure_first_token(struct custody *c)
+{
+        uint64_t n = 0;
+        KW_TRY(kw_keystore_token_count(c->ks, &n));
+        if (n != 0)
+                return KW_OK;
+        struct kw_token_row row;
+        memset(&row, 0, sizeof row);
+        snprintf(row.name, sizeof row.name, "initial-admin");
+        snprintf(row.role, sizeof row.role, "admin");
+        struct kw_audit_entry au = { .actor = "custody", .action = "token.create",
+                                     .result = "ok", .detail = "initial admin token" };
+        KW_TRY(mint_token(c, &row, c->cfg->admin.token_file, &au));
+        kw_log(KW_LOG_INFO, "admin_token_created", "token_file", c->cfg->admin.token_file,
+               "token_id", row.id, KW_END);
+        return KW_OK;
+}
+
+/* The socket, bound while this process may still hand it to the front's
+ * group (root): owner the custody user, group the front's, mode 0660; the
+ * directory is the parent's (main.c).  Unprivileged: 0600. */
+static kw_result open_socket(const char *path, const struct kw_identity *me,
+                             const struct kw_identity *front, int *ret_fd)
+{
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof sa.sun_path) {
+                kw_err_set_detail("custody socket path too long: %s", path);
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        KW_ENSURE(fd >= 0, KW_ERR_IO);
+        unlink(path);   /* a stale socket from a previous run */
+        mode_t old = umask(0077);
+        int rc = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+        umask(old);
+        if (rc == 0 && me->change &&
+            (chown(path, me->uid, front->gid) != 0 || chmod(path, 0660) != 0))
+                rc = -1;
+        if (rc != 0 || listen(fd, 128) != 0) {
+                kw_err_set_detail("cannot listen on %s: %s", path, strerror(errno));
+                close(fd);
+                KW_BAIL(KW_ERR_IO);
+        }
+        *ret_fd = fd;
+        return KW_OK;
+}
+
+/* The parent's word on the front: "front <pid>\n" whenever it starts one. */
+static void *control_thread(void *arg)
+{
+        int fd = (int)(intptr_t)arg;
+        char line[64];
+        size_t n = 0;
+        for (;;) {
+                ssize_t k = read(fd, line + n, 1);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        break;   /* the parent is gone: PDEATHSIG ends us */
+                if (line[n] != '\n') {
+                        if (++n == sizeof line - 1)
+                                n = 0;   /* not ours: drop the line */
+                        continue;
+                }
+                line[n] = '\0';
+                n = 0;
+                long pid = 0;
+                unsigned long uid = 0;
+                if (sscanf(line, "front %ld %lu", &pid, &uid) == 2 && pid > 0)
+                        custody_allow_front((pid_t)pid, (uid_t)uid);
+        }
+        close(fd);
+        return NULL;
+}
+
+/* Started as root: the secure heap must really be locked, so the limit is
+ * raised while we still may.  Unprivileged: as far as the hard limit goes. */
+static void raise_memlock(const struct kw_config *cfg)
+{
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0)
+                return;
+        rlim_t want = (rlim_t)cfg->db.secure_heap_bytes * 2 + MEMLOCK_SLACK;
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+                struct rlimit nl = { want, rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want
+                                                   ? rl.rlim_max : want };
+                if (setrlimit(RLIMIT_MEMLOCK, &nl) != 0 && rl.rlim_max != RLIM_INFINITY) {
+                        nl.rlim_cur = rl.rlim_max;
+                        nl.rlim_max = rl.rlim_max;
+                        (void)setrlimit(RLIMIT_MEMLOCK, &nl);
+                }
+        }
+}
+
+/* Everything up to a key store ready for requests (shared with recovery). */
+static int open_store(struct custody *c, int *ret_status)
+{
+        const struct kw_config *cfg = c->cfg;
+        int db_exists = file_exists(cfg->db.path);
+        struct kw_hsm_config hc = {
+                .module = cfg->hsm.module, .token_label = cfg->hsm.token_label,
+                .pin_file = cfg->hsm.pin_file, .master_key_label = cfg->hsm.master_key_label,
+                .create_master_key = cfg->hsm.create_master_key && !db_exists,
+                .sessions = (unsigned)cfg->hsm.sessions, .timeout_ms = (unsigned)cfg->hsm.timeout_ms,
+                .retry_interval_ms = (unsigned)cfg->hsm.retry_interval_ms,
+        };
+        int created = 0;
+        kw_result r = kw_hsm_open(&hc, &c->hsm, &created);
+        if (r.code == KW_ERR_HSM_NO_MASTER_KEY && db_exists && cfg->hsm.create_master_key)
+                kw_err_set_detail("master key '%s' is missing from token '%s' but the database %s "
+                                  "exists: it cannot be opened without that key",
+                                  cfg->hsm.master_key_label, cfg->hsm.token_label, cfg->db.path);
+        if (r.code != 0)
+                return *ret_status = fail(4, "hsm", r), -1;
+        if (created)
+                kw_log(KW_LOG_INFO, "master_key_created", "label", cfg->hsm.master_key_label,
+                       "token", cfg->hsm.token_label, KW_END);
+        struct kw_secret dbkey = { 0 };
+        r = load_db_key(c, db_exists, &dbkey);
+        if (r.code != 0)
+                return *ret_status = fail(r.code <= KW_ERR_HSM && r.code > KW_ERR_TPM ? 4 : 5,
+                                          "database key", r), -1;
+        r = kw_keystore_open(cfg->db.path, &dbkey, &c->ks);
+        kw_secret_free(&dbkey);
+        if (r.code != 0)
+                return *ret_status = fail(5, "database", r), -1;
+        return 0;
+}
+
+/* Identity, limits, privileges and secure memory, in that order. */
+static int become_custody(const struct kw_config *cfg, struct kw_identity *me,
+                          struct kw_identity *front, int *ret_status)
+{
+        kw_result r = kw_identity_resolve(cfg->custody.user, me);
+        if (r.code == 0)
+                r = kw_identity_resolve(cfg->front.user, front);
+        if (r.code != 0)
+                return *ret_status = fail(2, "users", r), -1;
+        raise_memlock(cfg);
+        kw_caps_drop_bounding();
+        return 0;
+}
+
+static int harden_custody(const struct kw_config *cfg, const struct kw_identity *me, int *ret_status)
+{
+        /* the secure heap first, while root may lock memory whatever the
+         * limit says: its pages stay locked after the switch of user */
+        int locked = 0;
+        kw_result r = kw_secret_init((size_t)cfg->db.secure_heap_bytes, &locked);
+        if (r.code != 0)
+                return *ret_status = fail(3, "secure memory", r), -1;
+        if (!locked && me->change) {
+                kw_err_set_detail("the secure heap (%lld bytes) cannot be locked in memory: "
+                                  "check LimitMEMLOCK= / ulimit -l", (long long)cfg->db.secure_heap_bytes);
+                return *ret_status = fail(3, "secure memory", KW_RESULT(KW_ERR_NOMEM)), -1;
+        }
+        if (!locked)
+                kw_log(KW_LOG_WARN, "secure_heap_not_locked",
+                       "hint", "raise RLIMIT_MEMLOCK (ulimit -l) so key memory cannot be swapped",
+                       KW_END);
+        r = kw_privs_drop(me);
+        if (r.code == 0)
+                r = kw_process_harden();
+        if (r.code != 0)
+                return *ret_status = fail(3, "privileges", r), -1;
+        return 0;
+}
+
+static void *sweeper_thread(void *arg)
+{
+        struct custody *c = arg;
+        for (;;) {
+                custody_sweep_deletions(c);
+                sleep(10);
+        }
+        return NULL;
+}
+
+int kw_custody_main(const struct kw_config *cfg, const struct kw_custody_start *st)
+{
+        static struct custody c;
+        c.cfg = cfg;
+        c.listen_fd = -1;
+        pthread_mutex_init(&c.write_mu, NULL);
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "custody");
+        prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the parent */
+
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        int status = 0;
+        struct kw_identity me, front;
+        if (become_custody(cfg, &me, &front, &status) != 0)
+                return status;
+        /* what needs the privileges we are about to give up */
+        kw_result r = kw_custody_attest_prepare(cfg);
+        if (r.code == 0)
+                r = open_socket(cfg->custody.socket_path, &me, &front, &c.listen_fd);
+        if (r.code != 0)
+                return fail(3, "socket", r);
+        if (harden_custody(cfg, &me, &status) != 0 || open_store(&c, &status) != 0)
+                return status;
+        r = kw_keycache_new((size_t)cfg->db.key_cache_size, &c.kc);
+        if (r.code == 0)
+                r = audit_queue_new(c.ks, (unsigned)cfg->db.audit_flush_ms, &c.aq);
+        if (r.code == 0)
+                r = ensure_first_token(&c);
+        if (r.code == 0)
+                r = custody_xks_init(&c);
+        if (r.code != 0)
+                return fail(5, "initialisation", r);
+
+        /* from here on the request path: nothing more to open but the
+         * database's journal and the HSM module's own files and sockets */
+        r = kw_sandbox_enter(KW_SANDBOX_CUSTODY, (enum kw_sandbox_mode)kw_sandbox_mode_parse(cfg->sandbox.seccomp));
+        if (r.code != 0)
+                return fail(3, "sandbox", r);
+        custody_allow_front(st->front_pid, st->front_uid);
+        pthread_t th_sweep, th_ctl;
+        if (custody_serve(&c).code != 0 ||
+            pthread_create(&th_sweep, NULL, sweeper_thread, &c) != 0 ||
+            (st->control_fd >= 0 &&
+             pthread_create(&th_ctl, NULL, control_thread, (void *)(intptr_t)st->control_fd) != 0))
+                return fail(5, "threads", KW_RESULT(KW_ERR_INTERNAL));
+        pthread_detach(th_sweep);
+        if (st->control_fd >= 0)
+                pthread_detach(th_ctl);
+
+        uint64_t nkeys = 0;
+        kw_ignore(kw_keystore_key_count(c.ks, &nkeys));
+        char nk[24];
+        snprintf(nk, sizeof nk, "%llu", (unsigned long long)nkeys);
+        kw_log(KW_LOG_INFO, "custody_ready", "socket", cfg->custody.socket_path, "keys", nk,
+               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), "user", me.name, KW_END);
+        if (st->ready_fd >= 0) {
+                ssize_t w = write(st->ready_fd, "1", 1);
+                (void)w;
+                close(st->ready_fd);
+        }
+
+        int sig = 0;
+        sigwait(&set, &sig);
+        kw_log(KW_LOG_INFO, "custody_stopping", KW_END);
+        shutdown(c.listen_fd, SHUT_RDWR);
+        close(c.listen_fd);
+        unlink(cfg->custody.socket_path);
+        audit_queue_free(c.aq);   /* flushes queued audit rows */
+        /* Connection threads may still be inside a request: the key store and
+         * the HSM are closed by process exit, after the audit flush, which is
+         * the only state that needs an orderly end. */
+        return 0;
+}
+
+int kw_custody_recover_admin(const struct kw_config *cfg, const char *console_user)
+{
+        static struct custody c;
+        c.cfg = cfg;
+        c.listen_fd = -1;
+        pthread_mutex_init(&c.write_mu, NULL);
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "recover");
+        int status = 0;
+        struct kw_identity me, front;
+        if (become_custody(cfg, &me, &front, &status) != 0 ||
+            harden_custody(cfg, &me, &status) != 0 || open_store(&c, &status) != 0)
+                return status;
+        struct kw_token_row row;
+        memset(&row, 0, sizeof row);
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(row.name, sizeof row.name, "recovered-admin-%Y%m%dT%H%M%SZ", &tm);
+        snprintf(row.role, sizeof row.role, "admin");
+        char actor[160];
+        snprintf(actor, sizeof actor, "console:%s", console_user);
+        struct kw_audit_entry au = { .actor = actor, .action = "token.recover", .result = "ok",
+                                     .detail = row.name };
+        kw_result r = mint_token(&c, &row, cfg->admin.token_file, &au);
+        if (r.code != 0)
+                return fail(5, "recover admin", r);
+        kw_log(KW_LOG_INFO, "admin_token_recovered", "token_file", cfg->admin.token_file,
+               "token_id", row.id, "name", row.name, "actor", actor, KW_END);
+        fprintf(stderr, "keywardd: a new admin token (%s) is in %s\n", row.name,
+                cfg->admin.token_file);
+        return 0;
+}
+
