@@ -57,9 +57,9 @@ fi
 # but not listed.  The TLS key and the configuration are read by the front
 # before it drops root.
 if [ "$(id -u)" = 0 ] && id -u keyward-custody >/dev/null 2>&1 && id -u keyward-front >/dev/null 2>&1; then
-  chown keyward-custody: "$dir"
+  # (also what an earlier version, whose custody process ran as root, left)
+  chown -R keyward-custody: "$dir"
   chmod 0711 "$dir"
-  chown -R keyward-custody: "$dir/softhsm"
-  chown root:root "$dir/keyward.toml" "$dir/tls" "$dir/tls/cert.pem" "$dir/tls/key.pem"
+  chown -R root:root "$dir/keyward.toml" "$dir/tls"
   chmod 0644 "$dir/keyward.toml" "$dir/tls/cert.pem"
 fi

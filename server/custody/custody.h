@@ -26,14 +26,14 @@ struct kw_custody_start {
  * actionable line and returned as a non-zero exit status: 2 users,
  * 3 configuration/file/sandbox, 4 HSM, 5 database.
  */
-int kw_custody_main(const struct kw_config *cfg, const struct kw_custody_start *st);
+int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st);
 
 /*
  * keywardd --recover-admin: opens the key store as the custody process
  * does, creates a new admin token in [admin] token_file, audited as
  * "console:<console_user>".  0, or the exit status of kw_custody_main.
  */
-int kw_custody_recover_admin(const struct kw_config *cfg, const char *console_user);
+int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user);
 
 /* Attestation (custody_attest.c): reads the server certificate and sets up
  * the evidence collector; called before privileges are dropped.  Failures

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,7 +89,11 @@ static kw_result read_small_file(const char *path, struct kw_buf *out)
 {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
-                kw_err_set_detail("cannot read %s: %s", path, strerror(errno));
+                int e = errno;
+                struct passwd *pw = e == EACCES ? getpwuid(geteuid()) : NULL;
+                kw_err_set_detail("cannot read %s: %s%s%s%s", path, strerror(e),
+                                  pw ? " (the custody process runs as " : "",
+                                  pw ? pw->pw_name : "", pw ? ": give the file to that user)" : "");
                 KW_BAIL(KW_ERR_IO);
         }
         uint8_t tmp[4096];
@@ -400,7 +405,7 @@ static void *sweeper_thread(void *arg)
         return NULL;
 }
 
-int kw_custody_main(const struct kw_config *cfg, const struct kw_custody_start *st)
+int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
 {
         static struct custody c;
         c.cfg = cfg;
@@ -438,6 +443,9 @@ int kw_custody_main(const struct kw_config *cfg, const struct kw_custody_start *
                 r = custody_xks_init(&c);
         if (r.code != 0)
                 return fail(5, "initialisation", r);
+        /* the SigV4 secrets are in secret memory now (custody_xks.c), the
+         * TLS password was needed for the certificate only */
+        kw_config_wipe_secrets(cfg);
 
         /* from here on the request path: nothing more to open but the
          * database's journal and the HSM module's own files and sockets */
@@ -480,13 +488,14 @@ int kw_custody_main(const struct kw_config *cfg, const struct kw_custody_start *
         return 0;
 }
 
-int kw_custody_recover_admin(const struct kw_config *cfg, const char *console_user)
+int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
 {
         static struct custody c;
         c.cfg = cfg;
         c.listen_fd = -1;
         pthread_mutex_init(&c.write_mu, NULL);
         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "recover");
+        kw_config_wipe_secrets(cfg);
         int status = 0;
         struct kw_identity me, front;
         if (become_custody(cfg, &me, &front, &status) != 0 ||

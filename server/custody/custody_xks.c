@@ -64,6 +64,9 @@ struct xks_kentry {
 };
 
 struct xks_state {
+        struct custody *c;           /* the HSM that seals stored secrets    */
+        struct xks_cred cfg_creds[2 * KW_XKS_MAX_STORES + 2];  /* from the file, once */
+        size_t n_cfg_creds;
         pthread_rwlock_t mu;         /* stores and creds                     */
         struct xks_store stores[XKS_MAX_STORES];
         size_t n_stores;
@@ -123,9 +126,9 @@ static kw_result add_store(struct xks_state *x, const char *name, const char *pr
 }
 
 static kw_result add_cred(struct xks_state *x, const char *store, const char *akid,
-                          const char *secret, int64_t created)
+                          const uint8_t *secret, size_t secret_len, int64_t created)
 {
-        if (akid == NULL || akid[0] == '\0' || secret == NULL)
+        if (akid == NULL || akid[0] == '\0' || secret == NULL || secret_len == 0)
                 return KW_OK;
         KW_ENSURE(x->n_creds < XKS_MAX_CREDS, KW_ERR_TOO_LARGE);
         KW_ENSURE(strlen(akid) <= KW_SIGV4_MAX_AKID, KW_ERR_CONFIG);
@@ -134,8 +137,51 @@ static kw_result add_cred(struct xks_state *x, const char *store, const char *ak
         snprintf(c->store, sizeof c->store, "%s", store);
         snprintf(c->akid, sizeof c->akid, "%s", akid);
         c->created = created;
-        KW_TRY(kw_secret_dup(secret, strlen(secret), &c->secret));
+        KW_TRY(kw_secret_dup(secret, secret_len, &c->secret));
         x->n_creds++;
+        return KW_OK;
+}
+
+/* The AAD binding a stored secret to its store and access key id. */
+static size_t secret_aad(const char *store, const char *akid, uint8_t out[200])
+{
+        int n = snprintf((char *)out, 200, "keyward.xks.v1%c%s%c%s", 0, store, 0, akid);
+        return n > 0 && n < 200 ? (size_t)n : 0;
+}
+
+/* Seals secret for the database (row->secret, row->is_sealed). */
+static kw_result seal_secret(struct custody *c, const struct kw_secret *secret,
+                             struct kw_xks_cred_row *row)
+{
+        uint8_t aad[200];
+        size_t an = secret_aad(row->store, row->akid, aad);
+        KW_ENSURE(an != 0, KW_ERR_INTERNAL);
+        struct kw_buf blob;
+        kw_buf_init(&blob, sizeof row->secret);
+        kw_result r = kw_hsm_seal(c->hsm, aad, an, secret->p, secret->len, &blob);
+        if (r.code == 0) {
+                memcpy(row->secret, blob.p, blob.len);
+                row->secret_len = blob.len;
+                row->is_sealed = 1;
+        }
+        kw_buf_free(&blob);
+        return r;
+}
+
+/* The secrets of the configuration, copied once into secret memory: the
+ * configuration's copies are then wiped (kw_config_wipe_secrets) and the
+ * table is rebuilt from these. */
+static kw_result keep_cfg_cred(struct xks_state *x, const char *store, const char *akid,
+                               const char *secret)
+{
+        if (akid == NULL || akid[0] == '\0' || secret == NULL || secret[0] == '\0')
+                return KW_OK;
+        KW_ENSURE(x->n_cfg_creds < sizeof x->cfg_creds / sizeof x->cfg_creds[0], KW_ERR_TOO_LARGE);
+        struct xks_cred *c = &x->cfg_creds[x->n_cfg_creds];
+        snprintf(c->store, sizeof c->store, "%s", store);
+        snprintf(c->akid, sizeof c->akid, "%s", akid);
+        KW_TRY(kw_secret_dup(secret, strlen(secret), &c->secret));
+        x->n_cfg_creds++;
         return KW_OK;
 }
 
@@ -164,6 +210,8 @@ static void clear_table(struct xks_state *x)
 struct load_ctx {
         struct xks_state *x;
         kw_result r;
+        char clear[XKS_MAX_CREDS][2][KW_SIGV4_MAX_AKID + 1];   /* rows to reseal */
+        size_t n_clear;
 };
 
 static int load_store_cb(const struct kw_xks_store_row *row, void *arg)
@@ -176,8 +224,50 @@ static int load_store_cb(const struct kw_xks_store_row *row, void *arg)
 static int load_cred_cb(const struct kw_xks_cred_row *row, void *arg)
 {
         struct load_ctx *l = arg;
-        l->r = add_cred(l->x, row->store, row->akid, row->secret, row->created);
+        if (!row->is_sealed) {
+                /* written by schema 2: used as it is, resealed after the walk */
+                l->r = add_cred(l->x, row->store, row->akid, row->secret, row->secret_len,
+                                row->created);
+                if (l->r.code == 0 && l->n_clear < XKS_MAX_CREDS) {
+                        snprintf(l->clear[l->n_clear][0], KW_SIGV4_MAX_AKID + 1, "%s", row->store);
+                        snprintf(l->clear[l->n_clear][1], KW_SIGV4_MAX_AKID + 1, "%s", row->akid);
+                        l->n_clear++;
+                }
+                return l->r.code != 0;
+        }
+        uint8_t aad[200];
+        size_t an = secret_aad(row->store, row->akid, aad);
+        struct kw_secret sec = { 0 };
+        l->r = an != 0 ? kw_hsm_unseal(l->x->c->hsm, aad, an, row->secret, row->secret_len, &sec)
+                       : KW_RESULT(KW_ERR_INTERNAL);
+        if (l->r.code == KW_ERR_HSM_UNWRAP) {
+                kw_err_set_detail("the secret of XKS credential %s does not unseal under the "
+                                  "master key", row->akid);
+                l->r = KW_RESULT(KW_ERR_DB_CORRUPT);
+        }
+        if (l->r.code == 0)
+                l->r = add_cred(l->x, row->store, row->akid, sec.p, sec.len, row->created);
+        kw_secret_free(&sec);
         return l->r.code != 0;
+}
+
+/* Seals the clear secrets the walk found (schema 2 rows), in place. */
+static void reseal_clear(struct custody *c, struct xks_state *x, const struct load_ctx *l)
+{
+        for (size_t i = 0; i < l->n_clear; i++) {
+                const struct xks_cred *cr = cred_find(x, l->clear[i][0], l->clear[i][1]);
+                struct kw_xks_cred_row row;
+                memset(&row, 0, sizeof row);
+                snprintf(row.store, sizeof row.store, "%s", l->clear[i][0]);
+                snprintf(row.akid, sizeof row.akid, "%s", l->clear[i][1]);
+                kw_result r = cr ? seal_secret(c, &cr->secret, &row) : KW_RESULT(KW_ERR_INTERNAL);
+                if (r.code == 0)
+                        r = kw_keystore_xks_cred_reseal(c->ks, row.store, row.akid, row.secret,
+                                                        row.secret_len);
+                kw_log(r.code ? KW_LOG_ERROR : KW_LOG_INFO, "xks_credential_sealed", "store",
+                       row.store, "access_key_id", row.akid, "result", kw_err_name(r.code), KW_END);
+                kw_wipe(&row, sizeof row);
+        }
 }
 
 /* Rebuilds the table from the configuration and the database.  Caller
@@ -193,23 +283,25 @@ static kw_result load_table(struct custody *c, struct xks_state *x)
                 keep[i].rl = x->stores[i].rl;
         }
         clear_table(x);
-        if (cfg->xks.aws_xks_enable) {
+        if (cfg->xks.aws_xks_enable)
                 KW_TRY(add_store(x, XKS_DEFAULT_STORE, cfg->xks.aws_xks_uri_prefix,
                                  cfg->xks.aws_xks_region, cfg->xks.aws_xks_service, 1));
-                KW_TRY(add_cred(x, XKS_DEFAULT_STORE, cfg->xks.aws_xks_sigv4_access_key_id,
-                                cfg->xks.aws_xks_sigv4_secret_access_key, 0));
-        }
         for (size_t i = 0; i < cfg->n_xks_stores; i++) {
                 const struct kw_xks_store *s = &cfg->xks_stores[i];
                 KW_TRY(add_store(x, s->name, s->uri_prefix ? s->uri_prefix : "",
                                  s->region ? s->region : "us-east-1",
                                  s->service ? s->service : "kms-xks-proxy", 1));
-                KW_TRY(add_cred(x, s->name, s->access_key_id, s->secret_access_key, 0));
-                KW_TRY(add_cred(x, s->name, s->access_key_id_2, s->secret_access_key_2, 1));
         }
-        struct load_ctx l = { x, KW_OK };
+        for (size_t i = 0; i < x->n_cfg_creds; i++) {
+                const struct xks_cred *k = &x->cfg_creds[i];
+                KW_TRY(add_cred(x, k->store, k->akid, k->secret.p, k->secret.len, (int64_t)i));
+        }
+        static struct load_ctx l;   /* under the table's write lock */
+        memset(&l, 0, sizeof l);
+        l.x = x;
         KW_TRY(kw_keystore_xks_list(c->ks, load_store_cb, load_cred_cb, &l));
         KW_TRY(l.r);
+        reseal_clear(c, x, &l);
         for (size_t i = 0; i < x->n_stores; i++) {
                 kw_ratelimit_init(&x->stores[i].rl, (uint64_t)cfg->xks.aws_xks_rate_limit, 0);
                 for (size_t k = 0; k < nkeep; k++)
@@ -225,9 +317,22 @@ kw_result custody_xks_init(struct custody *c)
 {
         struct xks_state *x = calloc(1, sizeof *x);
         KW_ENSURE(x != NULL, KW_ERR_NOMEM);
+        x->c = c;
         pthread_rwlock_init(&x->mu, NULL);
         pthread_mutex_init(&x->kmu, NULL);
-        kw_result r = load_table(c, x);
+        const struct kw_config *cfg = c->cfg;
+        kw_result r = KW_OK;
+        if (cfg->xks.aws_xks_enable)
+                r = keep_cfg_cred(x, XKS_DEFAULT_STORE, cfg->xks.aws_xks_sigv4_access_key_id,
+                                  cfg->xks.aws_xks_sigv4_secret_access_key);
+        for (size_t i = 0; r.code == 0 && i < cfg->n_xks_stores; i++) {
+                const struct kw_xks_store *s = &cfg->xks_stores[i];
+                r = keep_cfg_cred(x, s->name, s->access_key_id, s->secret_access_key);
+                if (r.code == 0)
+                        r = keep_cfg_cred(x, s->name, s->access_key_id_2, s->secret_access_key_2);
+        }
+        if (r.code == 0)
+                r = load_table(c, x);
         if (r.code != 0) {
                 clear_table(x);
                 free(x);
@@ -452,8 +557,10 @@ static int region_ok(const char *s)
         return 1;
 }
 
-/* A fresh pair: 20 characters of A-Z2-7, and base64 of 32 random bytes. */
-static kw_result new_cred(const char *store, struct kw_xks_cred_row *ret)
+/* A fresh pair: 20 characters of A-Z2-7, and base64 of 32 random bytes
+ * (*ret_secret, secret memory); the row carries it sealed. */
+static kw_result new_cred(struct custody *cu, const char *store, struct kw_xks_cred_row *ret,
+                          struct kw_secret *ret_secret)
 {
         static const char b32[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
         uint8_t r[XKS_AKID_LEN + XKS_SECRET_RAW];
@@ -463,18 +570,33 @@ static kw_result new_cred(const char *store, struct kw_xks_cred_row *ret)
         snprintf(c.store, sizeof c.store, "%s", store);
         for (size_t i = 0; i < XKS_AKID_LEN; i++)
                 c.akid[i] = b32[r[i] & 31];
-        struct kw_buf b;
-        kw_buf_init(&b, sizeof c.secret - 1);
-        kw_result res = kw_b64_encode(r + XKS_AKID_LEN, XKS_SECRET_RAW, &b);
-        kw_wipe(r, sizeof r);
+        struct kw_secret sec = { 0 };
+        kw_result res = kw_secret_alloc(4 * ((XKS_SECRET_RAW + 2) / 3), &sec);
         if (res.code == 0) {
-                memcpy(c.secret, b.p, b.len);
-                c.secret[b.len] = '\0';
+                /* base64 straight into secret memory: no other copy */
+                static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                const uint8_t *in = r + XKS_AKID_LEN;
+                size_t o = 0;
+                for (size_t i = 0; i < XKS_SECRET_RAW; i += 3) {
+                        uint32_t v = (uint32_t)in[i] << 16 |
+                                     (i + 1 < XKS_SECRET_RAW ? (uint32_t)in[i + 1] << 8 : 0) |
+                                     (i + 2 < XKS_SECRET_RAW ? in[i + 2] : 0);
+                        sec.p[o++] = (uint8_t)al[v >> 18 & 63];
+                        sec.p[o++] = (uint8_t)al[v >> 12 & 63];
+                        sec.p[o++] = i + 1 < XKS_SECRET_RAW ? (uint8_t)al[v >> 6 & 63] : '=';
+                        sec.p[o++] = i + 2 < XKS_SECRET_RAW ? (uint8_t)al[v & 63] : '=';
+                }
         }
-        kw_buf_free(&b);
-        KW_TRY(res);
+        kw_wipe(r, sizeof r);
         c.created = time(NULL);
+        if (res.code == 0)
+                res = seal_secret(cu, &sec, &c);
+        if (res.code != 0) {
+                kw_secret_free(&sec);
+                return res;
+        }
         *ret = c;
+        *ret_secret = sec;
         kw_wipe(&c, sizeof c);
         return KW_OK;
 }
@@ -574,8 +696,9 @@ kw_result op_xks_store_create(struct custody *c, const struct kw_msg *req,
         }
         struct kw_xks_cred_row cred;
         memset(&cred, 0, sizeof cred);
+        struct kw_secret sec = { 0 };
         if (r.code == 0)
-                r = new_cred(s.name, &cred);
+                r = new_cred(c, s.name, &cred, &sec);
         struct xks_state *x = c->xks;
         pthread_mutex_lock(&c->write_mu);
         if (r.code == 0) {
@@ -597,9 +720,9 @@ kw_result op_xks_store_create(struct custody *c, const struct kw_msg *req,
         if (r.code == 0)
                 r = reload(c);
         pthread_mutex_unlock(&c->write_mu);
-        struct kw_secret sec = { (uint8_t *)cred.secret, strlen(cred.secret) };
         if (r.code == 0)
                 r = reply_import_file(reply, s.name, s.uri_prefix, cred.akid, &sec);
+        kw_secret_free(&sec);
         kw_wipe(&cred, sizeof cred);
         xks_audit(c, who, "xks.store.create", s.name, r);
         return r;
@@ -634,10 +757,11 @@ kw_result op_xks_cred_rotate(struct custody *c, const struct kw_msg *req,
         struct xks_store s;
         struct kw_xks_cred_row cred;
         memset(&cred, 0, sizeof cred);
+        struct kw_secret sec = { 0 };
         pthread_mutex_lock(&c->write_mu);
         kw_result r = api_store(c, req, &s);
         if (r.code == 0)
-                r = new_cred(s.name, &cred);
+                r = new_cred(c, s.name, &cred, &sec);
         struct kw_audit_entry au = { .actor = who->actor, .action = "xks.credential.create",
                                      .key_name = s.name, .result = "ok",
                                      .detail = cred.akid, .request_id = who->request_id };
@@ -646,9 +770,9 @@ kw_result op_xks_cred_rotate(struct custody *c, const struct kw_msg *req,
         if (r.code == 0)
                 r = reload(c);
         pthread_mutex_unlock(&c->write_mu);
-        struct kw_secret sec = { (uint8_t *)cred.secret, strlen(cred.secret) };
         if (r.code == 0)
                 r = reply_import_file(reply, s.name, s.prefix, cred.akid, &sec);
+        kw_secret_free(&sec);
         kw_wipe(&cred, sizeof cred);
         xks_audit(c, who, "xks.credential.create", r.code == 0 ? s.name : "", r);
         return r;

@@ -137,6 +137,10 @@ static const char *const ks_migrations[] = {
         " created INTEGER NOT NULL,"
         " seq INTEGER NOT NULL);"
         "CREATE INDEX xks_credentials_store ON xks_credentials(store, seq);",
+        /* 2 -> 3: the secrets are sealed under the HSM master key; rows of
+         * version 2 (sealed = 0) are resealed by the custody process when it
+         * first loads them */
+        "ALTER TABLE xks_credentials ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;",
 };
 _Static_assert(sizeof ks_migrations / sizeof ks_migrations[0] == KW_SCHEMA_VERSION,
                "one migration step per schema version");
@@ -1688,15 +1692,19 @@ kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret)
 
 static kw_result xks_cred_insert(struct kw_keystore *ks, const struct kw_xks_cred_row *c)
 {
+        if (!c->is_sealed || c->secret_len == 0 || c->secret_len > sizeof c->secret) {
+                kw_err_set_detail("an XKS secret is stored sealed only");
+                KW_BAIL(KW_ERR_INPUT);
+        }
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks,
-                          "INSERT INTO xks_credentials (akid, store, secret, created, seq)"
+                          "INSERT INTO xks_credentials (akid, store, secret, created, seq, sealed)"
                           " VALUES (?1, ?2, ?3, ?4,"
-                          " (SELECT coalesce(max(seq), 0) + 1 FROM xks_credentials))",
+                          " (SELECT coalesce(max(seq), 0) + 1 FROM xks_credentials), 1)",
                           &st));
         KW_TRY(bind_text(ks, st, 1, c->akid));
         KW_TRY(bind_text(ks, st, 2, c->store));
-        KW_TRY(bind_text(ks, st, 3, c->secret));
+        KW_TRY(bind_blob(ks, st, 3, c->secret, c->secret_len));
         KW_TRY(bind_i64(ks, st, 4, c->created != 0 ? c->created : now_s()));
         return ks_step_done(ks, st, "xks credential insert");
 }
@@ -1851,7 +1859,7 @@ static kw_result xks_list_locked(struct kw_keystore *ks,
                 }
         }
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
-        KW_TRY(ks_prepare(ks, "SELECT store, akid, secret, created FROM xks_credentials"
+        KW_TRY(ks_prepare(ks, "SELECT store, akid, secret, created, sealed FROM xks_credentials"
                               " ORDER BY store, seq", &st));
         for (;;) {
                 int row = 0;
@@ -1863,9 +1871,18 @@ static kw_result xks_list_locked(struct kw_keystore *ks,
                 kw_result r = col_text(st, 0, c.store, sizeof c.store);
                 if (kw_ok(r))
                         r = col_text(st, 1, c.akid, sizeof c.akid);
-                if (kw_ok(r))
-                        r = col_text(st, 2, c.secret, sizeof c.secret);
+                const void *sec = sqlite3_column_blob(st, 2);
+                int sn = sqlite3_column_bytes(st, 2);
+                if (kw_ok(r) && (sec == NULL || sn <= 0 || (size_t)sn > sizeof c.secret)) {
+                        kw_err_set_detail("XKS credential %s: bad stored secret", c.akid);
+                        r = KW_RESULT(KW_ERR_DB_CORRUPT);
+                }
+                if (kw_ok(r)) {
+                        memcpy(c.secret, sec, (size_t)sn);
+                        c.secret_len = (size_t)sn;
+                }
                 c.created = sqlite3_column_int64(st, 3);
+                c.is_sealed = sqlite3_column_int(st, 4) != 0;
                 int stop = kw_ok(r) && cred_cb != NULL ? cred_cb(&c, arg) : 0;
                 kw_wipe(&c, sizeof c);
                 KW_TRY(r);
@@ -1873,6 +1890,35 @@ static kw_result xks_list_locked(struct kw_keystore *ks,
                         break;
         }
         return KW_OK;
+}
+
+kw_result kw_keystore_xks_cred_reseal(struct kw_keystore *ks, const char *store, const char *akid,
+                                      const uint8_t *sealed, size_t sealed_len)
+{
+        KW_ENSURE(ks != NULL && store != NULL && akid != NULL && sealed != NULL &&
+                          sealed_len != 0 && sealed_len <= sizeof ((struct kw_xks_cred_row *)0)->secret,
+                  KW_ERR_INPUT);
+        ks_lock(ks);
+        kw_result r;
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                r = ks_prepare(ks, "UPDATE xks_credentials SET secret = ?3, sealed = 1"
+                                   " WHERE store = ?1 AND akid = ?2 AND sealed = 0", &st);
+                if (kw_ok(r))
+                        r = bind_text(ks, st, 1, store);
+                if (kw_ok(r))
+                        r = bind_text(ks, st, 2, akid);
+                if (kw_ok(r))
+                        r = bind_blob(ks, st, 3, sealed, sealed_len);
+                if (kw_ok(r))
+                        r = ks_step_done(ks, st, "xks credential reseal");
+                if (kw_ok(r) && sqlite3_changes(ks->db) != 1) {
+                        kw_err_set_detail("no clear XKS credential %s in store %s", akid, store);
+                        r = KW_RESULT(KW_ERR_NOT_FOUND);
+                }
+        }
+        ks_unlock(ks);
+        return r;
 }
 
 kw_result kw_keystore_xks_list(struct kw_keystore *ks,

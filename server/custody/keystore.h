@@ -24,7 +24,7 @@
 #include "../common/result.h"
 #include "../common/secret.h"
 
-#define KW_SCHEMA_VERSION 2
+#define KW_SCHEMA_VERSION 3
 
 struct kw_keystore;
 
@@ -165,8 +165,10 @@ KW_MUST_USE kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const cha
 KW_MUST_USE kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret);
 
 /* AWS XKS key stores created through the admin API (schema 2).  The SigV4
- * secret access keys live in the encrypted database only; rows handed to
- * callbacks are wiped after each call. */
+ * secret access keys are stored sealed under the HSM master key (schema 3;
+ * the custody process seals and unseals them), so that the database's page
+ * cache never holds one in the clear; rows handed to callbacks are wiped
+ * after each call. */
 struct kw_xks_store_row {
         char name[33];               /* [A-Za-z0-9_-]{1,32}                           */
         char uri_prefix[129];        /* "" or "/..."                                  */
@@ -176,7 +178,10 @@ struct kw_xks_store_row {
 struct kw_xks_cred_row {
         char store[33];
         char akid[33];               /* [A-Z2-7]{20,30}                               */
-        char secret[65];             /* secret: 43..64 of [A-Za-z0-9+/=]              */
+        uint8_t secret[256];         /* sealed (is_sealed), or, in a row written by
+                                        schema 2 and not resealed yet, the key itself */
+        size_t secret_len;
+        int is_sealed;               /* writes: must be 1                            */
         int64_t created;
 };
 /* Inserts a store with its first credential; KW_ERR_EXISTS when the name or
@@ -196,6 +201,11 @@ KW_MUST_USE kw_result kw_keystore_xks_cred_add(struct kw_keystore *ks,
 KW_MUST_USE kw_result kw_keystore_xks_cred_delete(struct kw_keystore *ks, const char *store,
                                                   const char *akid,
                                                   const struct kw_audit_entry *audit);
+/* Replaces the clear secret of a schema-2 row with its sealed form (the
+ * freed cells are overwritten: secure_delete).  KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_xks_cred_reseal(struct kw_keystore *ks, const char *store,
+                                                  const char *akid, const uint8_t *sealed,
+                                                  size_t sealed_len);
 /* Every store (name order), then every credential (by store, oldest
  * first).  A callback returning non-zero stops its walk. */
 KW_MUST_USE kw_result kw_keystore_xks_list(struct kw_keystore *ks,

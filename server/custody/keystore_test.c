@@ -1335,6 +1335,7 @@ struct xks_seen {
         int stores, creds;
         char akids[8][33];
         char secrets[8][65];
+        int sealed[8];
 };
 
 static int xks_store_cb(const struct kw_xks_store_row *row, void *arg)
@@ -1349,7 +1350,9 @@ static int xks_cred_cb(const struct kw_xks_cred_row *row, void *arg)
         struct xks_seen *s = arg;
         if (s->creds < 8) {
                 snprintf(s->akids[s->creds], sizeof s->akids[0], "%s", row->akid);
-                snprintf(s->secrets[s->creds], sizeof s->secrets[0], "%s", row->secret);
+                snprintf(s->secrets[s->creds], sizeof s->secrets[0], "%.*s",
+                         (int)(row->secret_len < 64 ? row->secret_len : 64), (const char *)row->secret);
+                s->sealed[s->creds] = row->is_sealed;
         }
         s->creds++;
         return 0;
@@ -1361,7 +1364,10 @@ static struct kw_xks_cred_row xks_cred(const char *store, const char *akid)
         memset(&c, 0, sizeof c);
         snprintf(c.store, sizeof c.store, "%s", store);
         snprintf(c.akid, sizeof c.akid, "%s", akid);
-        snprintf(c.secret, sizeof c.secret, "secret-of-%s-0123456789012345678901234567", akid);
+        /* the keystore stores what the custody process sealed: opaque here */
+        int n = snprintf((char *)c.secret, sizeof c.secret, "sealed-%s-0123456789012345678901234567", akid);
+        c.secret_len = (size_t)n;
+        c.is_sealed = 1;
         return c;
 }
 
@@ -1393,7 +1399,14 @@ static void keystore_xks_store_insert_rotate_prune_delete(void **state)
         assert_int_equal(seen.creds, 2);
         assert_string_equal(seen.akids[0], c2.akid);
         assert_string_equal(seen.akids[1], c3.akid);
-        assert_string_equal(seen.secrets[1], c3.secret);
+        assert_memory_equal(seen.secrets[1], c3.secret, c3.secret_len);
+        assert_int_equal(seen.sealed[1], 1);
+        /* a clear secret is never written; a reseal needs a clear row */
+        struct kw_xks_cred_row clear = xks_cred("s1", "AAAAAAAAAAAAAAAAAAA5");
+        clear.is_sealed = 0;
+        assert_int_equal(kw_keystore_xks_cred_add(f->ks, &clear, 2, NULL).code, KW_ERR_INPUT);
+        assert_int_equal(kw_keystore_xks_cred_reseal(f->ks, "s1", c3.akid, (const uint8_t *)"x", 1).code,
+                         KW_ERR_NOT_FOUND);
         assert_int_equal(kw_keystore_xks_cred_delete(f->ks, "s1", c1.akid, NULL).code, KW_ERR_NOT_FOUND);
         assert_int_equal(kw_keystore_xks_cred_delete(f->ks, "s1", c2.akid, NULL).code, 0);
         assert_int_equal(kw_keystore_xks_store_delete(f->ks, "s2", NULL).code, KW_ERR_NOT_FOUND);
