@@ -139,7 +139,9 @@ class Server:
         return self._child("custody")
 
     def front_pid(self):
-        return self._child("front")
+        """The front's pid; in the layout of releases before issue 10 (no
+        separate front), the process started, which was the front."""
+        return self._child("front") or (self.proc.pid if self.custody_pid() else None)
 
     def kill9_all(self):
         """SIGKILL of the three processes at once, as a power cut would."""
