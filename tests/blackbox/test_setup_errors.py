@@ -1,6 +1,7 @@
 """Start-up mistakes a new user makes when setting the server up from the docs
 (issue 10): each must stop keywardd with one line that says what is wrong and
 what to do, and a distinct exit status."""
+import json
 import os
 import subprocess
 
@@ -54,3 +55,52 @@ def test_ekm_settings_without_enable_are_refused(make_server):
     assert ("env KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_CLIENT_CNS: [azure_ekm_config] "
             "azure_ekm_client_cns is set but azure_ekm_enable is false") in out, out
     assert "set azure_ekm_enable = true, or remove the [azure_ekm_config] settings" in out, out
+
+
+def startup_failure(out):
+    """The custody's one JSON start-up line, parsed."""
+    lines = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+    failed = [l for l in lines if l.get("event") == "startup_failed"]
+    assert len(failed) == 1, out
+    return failed[0]
+
+
+def test_softhsm_conf_missing_file_says_what_to_check(make_server):
+    s = make_server()
+    missing = os.path.join(s.dir, "softhsm", "nope.conf")
+    s.env["SOFTHSM2_CONF"] = missing
+    rc, out = s.run_to_exit()
+    assert rc == 4, out
+    f = startup_failure(out)
+    assert f["step"] == "hsm" and f["error"] == "hsm_module", f
+    msg = f["message"]
+    assert "C_Initialize of /usr/lib/softhsm/libsofthsm2.so returned CKR_GENERAL_ERROR" in msg, msg
+    assert "SOFTHSM2_CONF=%s: No such file or directory" % missing in msg, msg
+    assert "set SOFTHSM2_CONF to the softhsm2.conf of the token" in msg, msg
+
+
+def test_softhsm_tokendir_missing_says_what_to_check(make_server):
+    s = make_server()
+    conf = os.path.join(s.dir, "softhsm", "other.conf")
+    with open(conf, "w") as f:
+        f.write("# no such directory\ndirectories.tokendir = %s/gone\nobjectstore.backend = file\n"
+                % s.dir)
+    s.env["SOFTHSM2_CONF"] = conf
+    rc, out = s.run_to_exit()
+    assert rc == 4, out
+    msg = startup_failure(out)["message"]
+    assert "returned CKR_GENERAL_ERROR" in msg, msg
+    assert ("cannot use its tokendir %s/gone (No such file or directory; SOFTHSM2_CONF=%s)"
+            % (s.dir, conf)) in msg, msg
+
+
+def test_softhsm_conf_unset_says_so(make_server):
+    s = make_server()
+    del s.env["SOFTHSM2_CONF"]
+    rc, out = s.run_to_exit()
+    assert rc == 4, out
+    msg = startup_failure(out)["message"]
+    # with Debian's default file present the module starts without our token;
+    # without it, C_Initialize fails: either way the hint says where it looked
+    assert "SOFTHSM2_CONF is not set, default /etc/softhsm/softhsm2.conf" in msg, msg
+    assert "keyward-dev" in msg or "C_Initialize" in msg, msg
