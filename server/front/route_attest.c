@@ -16,6 +16,7 @@
 
 #include "../../attest/collect/collect.h"
 #include "common/b64.h"
+#include "common/log.h"
 #include "front.h"
 #include "ratelimit.h"
 #include "route_attest.h"
@@ -47,6 +48,27 @@ static void attest_init(void)
                 .expected_values_id = cfg->attestation.expected_values_id,
         };
         attest_init_code = kw_attest_new(&c, &attest_collector).code;
+}
+
+/*
+ * A configured TPM that gives no quote is logged once, as one JSON line, when
+ * it happens and again only when the reason changes; its return is logged
+ * too.  (The evidence says "absent" on every request; the log should not.)
+ */
+static pthread_mutex_t attest_tpm_mu = PTHREAD_MUTEX_INITIALIZER;
+static char attest_tpm_last[512];
+
+static void attest_log_tpm(const char *problem)
+{
+        pthread_mutex_lock(&attest_tpm_mu);
+        if (problem != NULL && strcmp(problem, attest_tpm_last) != 0) {
+                kw_log(KW_LOG_WARN, "attestation_tpm_unavailable", "detail", problem, KW_END);
+                snprintf(attest_tpm_last, sizeof attest_tpm_last, "%s", problem);
+        } else if (problem == NULL && attest_tpm_last[0] != '\0') {
+                kw_log(KW_LOG_INFO, "attestation_tpm_available", KW_END);
+                attest_tpm_last[0] = '\0';
+        }
+        pthread_mutex_unlock(&attest_tpm_mu);
 }
 
 /* nonce: exactly 64 hex digits -> 32 bytes. */
@@ -105,11 +127,14 @@ void kw_route_attest(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 return;
         }
         kw_buf_reset(&resp->body);
-        kw_result r = kw_attest_collect(attest_collector, nonce, spki, &resp->body);
+        int tpm_problem = 0;
+        kw_err_clear_detail();
+        kw_result r = kw_attest_collect(attest_collector, nonce, spki, &resp->body, &tpm_problem);
         if (r.code != 0) {
                 kw_buf_reset(&resp->body);
                 attest_fail(req, resp, 500, kw_err_name(r.code), kw_strerror(r.code));
                 return;
         }
+        attest_log_tpm(tpm_problem ? kw_err_detail() : NULL);
         resp->status = 200;
 }

@@ -340,3 +340,41 @@ def test_attest_tls_failures_name_their_cause(tmp_path):
     finally:
         dns_srv.shutdown()
         ip_srv.shutdown()
+
+
+def test_attest_without_tpm_logs_one_json_line(make_server):
+    # issue 10: no TPM behind the TCTI (a port where nothing listens). tpm2-tss
+    # used to print raw "ERROR:tcti:..." lines; now every line of the server's
+    # output is JSON and the failure is one warning, logged once, not per request.
+    from conftest import free_port
+    tcti = "swtpm:host=127.0.0.1,port=%d" % free_port()
+    env = {"KEYWARD_ATTESTATION_ENABLE": "true", "KEYWARD_ATTESTATION_TPM_TCTI": tcti,
+           "KEYWARD_ATTESTATION_SNP_DEVICE": "", "KEYWARD_ATTESTATION_TSM_REPORT_DIR": "",
+           "KEYWARD_ATTESTATION_EVENT_LOG": "", "KEYWARD_ATTESTATION_RATE_LIMIT": "0"}
+    s = make_server(env=env).start()
+    answers = [requests.get(s.url + "/attestation", params={"nonce": os.urandom(32).hex()},
+                            verify=s.cacert, timeout=30) for _ in range(3)]
+    s.stop()
+    with open(s.log_path) as f:
+        out = f.read()
+    raw = [l for l in out.splitlines() if not l.startswith("{")]
+    assert raw == [], out
+    lines = [json.loads(l) for l in out.splitlines()]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert r.json()["tpm"]["absent"].startswith("cannot open the TPM: tcti:IO failure"), r.text
+    warn = [l for l in lines if l.get("event") == "attestation_tpm_unavailable"]
+    assert len(warn) == 1, out
+    assert warn[0]["level"] == "warn" and warn[0]["proc"] == "front", warn
+    assert warn[0]["detail"] == ('[attestation] tpm_tcti "%s": Tss2_TctiLdr_Initialize: tcti:IO '
+                                 'failure (TSS2_RC 0xa000a); is the TPM simulator listening there?'
+                                 % tcti), warn
+
+    # an operator's own TSS2_LOG is kept (here: tpm2-tss's errors wanted on stderr)
+    s2 = make_server(env=dict(env, TSS2_LOG="all+ERROR")).start()
+    r = requests.get(s2.url + "/attestation", params={"nonce": os.urandom(32).hex()},
+                     verify=s2.cacert, timeout=30)
+    assert r.status_code == 200, r.text
+    s2.stop()
+    with open(s2.log_path) as f:
+        assert "ERROR:tcti:" in f.read()
