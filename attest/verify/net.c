@@ -126,6 +126,15 @@ static int peer_verify(void *ctx, mbedtls_x509_crt *crt, int depth, uint32_t *fl
         return 0;
 }
 
+/* After snprintf wrote w into out + *k: the new end, at most outsz - 1 (a
+ * truncated clause ends the text; later ones then write nothing). */
+static void text_advance(size_t *k, int w, size_t outsz)
+{
+        if (w < 0)
+                return;
+        *k = (size_t)w >= outsz - *k ? outsz - 1 : *k + (size_t)w;
+}
+
 /* Why the server's certificate was refused, one clause per cause. */
 static void verify_failure_text(const struct peer_check *pc, uint32_t flags, const char *host,
                                 const char *ca_file, char *out, size_t outsz)
@@ -134,7 +143,7 @@ static void verify_failure_text(const struct peer_check *pc, uint32_t flags, con
         int w = snprintf(out, outsz, "the server certificate (subject CN=%s, issuer CN=%s) ",
                          pc->subject_cn[0] ? pc->subject_cn : "-",
                          pc->issuer_cn[0] ? pc->issuer_cn : "-");
-        k = w > 0 && (size_t)w < outsz ? (size_t)w : outsz - 1;
+        text_advance(&k, w, outsz);
         const char *sep = "";
         if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) {
                 if (pc->sans[0])
@@ -145,26 +154,26 @@ static void verify_failure_text(const struct peer_check *pc, uint32_t flags, con
                         w = snprintf(out + k, outsz - k, "does not name %s (it has no "
                                      "subjectAltName): reissue it with %s:%s", host,
                                      pc->ip_len ? "IP" : "DNS", host);
-                k += w > 0 && (size_t)w < outsz - k ? (size_t)w : 0;
+                text_advance(&k, w, outsz);
                 sep = "; and it ";
                 flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
         }
         if (flags & MBEDTLS_X509_BADCERT_NOT_TRUSTED) {
                 w = snprintf(out + k, outsz - k, "%sis not issued by a CA in %s: give the CA that "
                              "issued it with --ca", sep, ca_file ? ca_file : "--ca");
-                k += w > 0 && (size_t)w < outsz - k ? (size_t)w : 0;
+                text_advance(&k, w, outsz);
                 sep = "; and it ";
                 flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;
         }
         if (flags & MBEDTLS_X509_BADCERT_EXPIRED) {
                 w = snprintf(out + k, outsz - k, "%sexpired on %s", sep, pc->valid_to);
-                k += w > 0 && (size_t)w < outsz - k ? (size_t)w : 0;
+                text_advance(&k, w, outsz);
                 sep = "; and it ";
                 flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_EXPIRED;
         }
         if (flags & MBEDTLS_X509_BADCERT_FUTURE) {
                 w = snprintf(out + k, outsz - k, "%sis not valid before %s", sep, pc->valid_from);
-                k += w > 0 && (size_t)w < outsz - k ? (size_t)w : 0;
+                text_advance(&k, w, outsz);
                 sep = "; and it ";
                 flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_FUTURE;
         }
