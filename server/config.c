@@ -165,6 +165,9 @@ static const struct cfg_key cfg_keys[] = {
         K_INT("attestation", attestation, rate_limit, 10, 0, 1000000),
 };
 #define N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])
+_Static_assert(N_KEYS <= sizeof ((struct kw_config *)0)->key_line_ /
+                         sizeof ((struct kw_config *)0)->key_line_[0],
+               "struct kw_config key_line_[] must have a slot per cfg_keys row");
 
 /* [aws_xks_store.<name>]: offsets into struct kw_xks_store.  A NULL default
  * means "must be given" (checked by kw_config_validate). */
@@ -1077,6 +1080,11 @@ kw_result kw_config_parse(const char *name, const char *text, size_t len, struct
         KW_TRY_GOTO(r, str_dup(name, &source), fail);
         free(work.source);
         work.source = source;
+        /* the lines are those of this document (an earlier one's are
+         * forgotten with its name) */
+        memset(work.key_line_, 0, sizeof work.key_line_);
+        for (size_t i = 0; i < N_KEYS; i++)
+                work.key_line_[i] = p.key_line[i];
         config_release(cfg);
         *cfg = work; /* commit */
         return KW_OK;
@@ -1364,32 +1372,65 @@ KW_MUST_USE static kw_result env_apply(struct kw_config *cfg, char *const *envp)
 /* 5. Validation                                                            */
 /* ------------------------------------------------------------------------ */
 
-static kw_result validate_fail(const struct kw_config *cfg, int src_line, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-static kw_result validate_fail(const struct kw_config *cfg, int src_line, const char *fmt, ...)
+/* The environment variable that last set the setting msg starts with
+ * ("[section] key"), or NULL when the file (or the default) set it. */
+static const char *env_var_of(const struct kw_config *cfg, const char *msg)
 {
-        char msg[200];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
-        /* a value that came from the environment is blamed on its variable
-         * (the last one that set it wins, as in env_apply) */
         const char *var = NULL;
         for (size_t i = 0; i < cfg->n_env_set_; i++) {
                 size_t ll = strlen(cfg->env_set_[i].label);
                 if (strncmp(msg, cfg->env_set_[i].label, ll) == 0 &&
                     (msg[ll] == ' ' || msg[ll] == ':' || msg[ll] == '\0'))
-                        var = cfg->env_set_[i].var;
+                        var = cfg->env_set_[i].var; /* the last one wins, as in env_apply */
         }
+        return var;
+}
+
+/* The detail of a validation failure about msg: a value that came from the
+ * environment is blamed on its variable; one from the file on the file,
+ * with the line of key row `row` when it is known (row < 0: no line). */
+static kw_result validate_fail_v(const struct kw_config *cfg, int row, int src_line,
+                                 const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static kw_result validate_fail_v(const struct kw_config *cfg, int row, int src_line,
+                                 const char *fmt, va_list ap)
+{
+        char msg[320];
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        const char *var = env_var_of(cfg, msg);
+        const char *src = cfg->source ? cfg->source : "(config)";
         if (var != NULL)
                 kw_err_set_detail("env %s: %s", var, msg);
+        else if (row >= 0 && (size_t)row < N_KEYS && cfg->key_line_[row] != 0)
+                kw_err_set_detail("%s:%" PRIu32 ": %s", src, cfg->key_line_[row], msg);
         else
-                kw_err_set_detail("%s: %s", cfg->source ? cfg->source : "(config)", msg);
+                kw_err_set_detail("%s: %s", src, msg);
         kw_trace(KW_ERR_CONFIG, __FILE__, src_line);
         return KW_RESULT(KW_ERR_CONFIG);
 }
+
+static kw_result validate_fail(const struct kw_config *cfg, int src_line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static kw_result validate_fail(const struct kw_config *cfg, int src_line, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        kw_result r = validate_fail_v(cfg, -1, src_line, fmt, ap);
+        va_end(ap);
+        return r;
+}
 #define VFAIL(C, ...) return validate_fail((C), __LINE__, __VA_ARGS__)
+
+static kw_result validate_fail_key(const struct kw_config *cfg, int row, int src_line,
+                                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static kw_result validate_fail_key(const struct kw_config *cfg, int row, int src_line,
+                                   const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        kw_result r = validate_fail_v(cfg, row, src_line, fmt, ap);
+        va_end(ap);
+        return r;
+}
 
 static bool empty(const char *s) { return s == NULL || s[0] == '\0'; }
 
@@ -1555,6 +1596,57 @@ KW_MUST_USE static kw_result validate_tls(const struct kw_config *cfg)
         return KW_OK;
 }
 
+/* True when row k of cfg still holds its default value. */
+static bool key_is_default(const struct kw_config *cfg, const struct cfg_key *k)
+{
+        const char *base = (const char *)cfg;
+        switch (k->type) {
+        case KT_STR: {
+                const char *s = key_cstr(cfg, k);
+                if (s == NULL || k->def_s == NULL)
+                        return s == k->def_s;
+                return strcmp(s, k->def_s) == 0;
+        }
+        case KT_INT: return *(const int64_t *)(base + k->off) == k->def_i;
+        case KT_BOOL: return *(const bool *)(base + k->off) == (k->def_i != 0);
+        case KT_LIST: return ((const struct kw_strlist *)(base + k->off))->n == 0;
+        }
+        return true;
+}
+
+/*
+ * A protocol section whose switch is off must hold nothing but the switch:
+ * a credential, prefix or client list there would be ignored, the
+ * protocol's URLs would answer 404, and nothing would say why (issue 10).
+ * Cosmian's own configuration template has "aws_xks_enable = false" and
+ * "azure_ekm_enable = false" lines, which is exactly where such settings
+ * get filled in, so the server refuses rather than warns.  The first
+ * setting that differs from its default is named, with its line.
+ */
+KW_MUST_USE static kw_result validate_off_section(const struct kw_config *cfg, const char *section,
+                                                  const char *enable_key, bool enabled,
+                                                  const char *what)
+{
+        if (enabled)
+                return KW_OK;
+        char label[CFG_MAX_NAME * 2 + 4];
+        snprintf(label, sizeof label, "[%s] %s", section, enable_key);
+        const char *enable_var = env_var_of(cfg, label);
+        for (size_t i = 0; i < N_KEYS; i++) {
+                const struct cfg_key *k = &cfg_keys[i];
+                if (strcmp(k->section, section) != 0 || strcmp(k->key, enable_key) == 0 ||
+                    key_is_default(cfg, k))
+                        continue;
+                return validate_fail_key(cfg, (int)i, __LINE__,
+                                         "[%s] %s is set but %s is false%s%s%s, so %s: set %s = "
+                                         "true, or remove the [%s] settings",
+                                         section, k->key, enable_key,
+                                         enable_var ? " (env " : "", enable_var ? enable_var : "",
+                                         enable_var ? ")" : "", what, enable_key, section);
+        }
+        return KW_OK;
+}
+
 /* [attestation] pcrs: "N,N,..." with distinct N in 0..23 ("" = none). */
 static bool attest_pcrs_ok(const char *s)
 {
@@ -1654,6 +1746,12 @@ kw_result kw_config_validate(const struct kw_config *cfg)
                 };
                 KW_TRY(validate_xks(cfg, &x));
         }
+        KW_TRY(validate_off_section(cfg, "azure_ekm_config", "azure_ekm_enable",
+                                    cfg->ekm.azure_ekm_enable,
+                                    "the Azure EKM API is not served (/azureekm/... answers 404)"));
+        KW_TRY(validate_off_section(cfg, "aws_xks_config", "aws_xks_enable",
+                                    cfg->xks.aws_xks_enable,
+                                    "its key store is not served (its XKS URLs answer 404)"));
         if (!attest_pcrs_ok(cfg->attestation.pcrs))
                 VFAIL(cfg, "[attestation] pcrs: must be a comma-separated list of distinct PCR "
                            "numbers 0-23, e.g. \"0,1,2,3,4,7,11\"");

@@ -168,6 +168,10 @@ struct kw_config {
                 char var[96];
         } env_set_[32];
         size_t n_env_set_;
+        /* private: the line of the last parsed file on which each key of the
+         * schema was set (0 = not set there), so that a cross-field
+         * validation error can point at it ("file:12: ...") */
+        uint32_t key_line_[96];
 };
 
 /* Defaults for every key (as documented above). */

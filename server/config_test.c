@@ -1121,12 +1121,105 @@ static void config_validate_rejects_each_rule(void **state)
         }
 }
 
-static void config_validate_xks_checks_skipped_when_disabled(void **state)
+/* issue 10: settings of a protocol section whose switch is off would be
+ * ignored (and the protocol's URLs answer 404): refused, naming the key. */
+static void config_validate_disabled_sections_refuse_settings(void **state)
 {
         (void)state;
-        struct kw_config *c = config_with("[aws_xks_config]\naws_xks_sigv4_access_key_id = \"bad\"\n");
-        assert_int_equal(kw_config_validate(c).code, 0);
+        static const struct vcase off[] = {
+                { "[aws_xks_config]\naws_xks_sigv4_access_key_id = \"" AKID "\"\n",
+                  "[aws_xks_config] aws_xks_sigv4_access_key_id is set but aws_xks_enable is false" },
+                /* the format checks of an enabled section do not run first */
+                { "[aws_xks_config]\naws_xks_sigv4_access_key_id = \"bad\"\n",
+                  "[aws_xks_config] aws_xks_sigv4_access_key_id is set but aws_xks_enable is false" },
+                { "[aws_xks_config]\naws_xks_enable = false\naws_xks_sigv4_secret_access_key = \"" SECRET "\"\n",
+                  "[aws_xks_config] aws_xks_sigv4_secret_access_key is set but aws_xks_enable is false" },
+                { "[aws_xks_config]\naws_xks_uri_prefix = \"/tenant-a\"\n",
+                  "[aws_xks_config] aws_xks_uri_prefix is set but aws_xks_enable is false, so its key "
+                  "store is not served (its XKS URLs answer 404): set aws_xks_enable = true, or remove "
+                  "the [aws_xks_config] settings" },
+                { "[aws_xks_config]\naws_xks_region = \"eu-west-1\"\n",
+                  "[aws_xks_config] aws_xks_region is set but aws_xks_enable is false" },
+                { "[aws_xks_config]\naws_xks_rate_limit = 5\n",
+                  "[aws_xks_config] aws_xks_rate_limit is set but aws_xks_enable is false" },
+                { "[azure_ekm_config]\nazure_ekm_client_cns = [\"mhsm.example\"]\n",
+                  "[azure_ekm_config] azure_ekm_client_cns is set but azure_ekm_enable is false, so "
+                  "the Azure EKM API is not served (/azureekm/... answers 404): set azure_ekm_enable "
+                  "= true, or remove the [azure_ekm_config] settings" },
+                { "[azure_ekm_config]\nazure_ekm_path_prefix = \"ekm\"\n",
+                  "[azure_ekm_config] azure_ekm_path_prefix is set but azure_ekm_enable is false" },
+                { "[azure_ekm_config]\nazure_ekm_disable_client_auth = true\n",
+                  "[azure_ekm_config] azure_ekm_disable_client_auth is set but azure_ekm_enable is false" },
+        };
+        for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+                struct kw_config *c = config_with(off[i].extra);
+                assert_int_equal(kw_config_validate(c).code, KW_ERR_CONFIG);
+                assert_contains(kw_err_detail(), off[i].needle);
+                if (strstr(kw_err_detail(), SECRET) != NULL)
+                        fail_msg("case %zu: the secret is echoed: %s", i, kw_err_detail());
+                kw_config_free(c);
+        }
+        /* the defaults written out, as in keyward.example.toml, are fine */
+        struct kw_config *c = config_with("[aws_xks_config]\naws_xks_enable = false\n"
+                                          "aws_xks_region = \"us-east-1\"\naws_xks_uri_prefix = \"\"\n"
+                                          "aws_xks_rate_limit = 1800\n"
+                                          "[azure_ekm_config]\nazure_ekm_enable = false\n"
+                                          "azure_ekm_client_cns = []\nazure_ekm_proxy_vendor = \"Keyward\"\n");
+        kw_result r = kw_config_validate(c);
+        if (!kw_ok(r))
+                fail_msg("defaults refused: %s", kw_err_detail());
         kw_config_free(c);
+}
+
+/* The refusal names the file and the line of the setting, or the
+ * environment variable that set it (and the one that turned the switch off). */
+static void config_load_disabled_section_names_line_or_variable(void **state)
+{
+        (void)state;
+        struct tmpdir t;
+        char path[128], want[256];
+        tmp_make(&t);
+        tmp_write(&t, "k.toml",
+                  "[hsm]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_file = \"/p\"\n"
+                  "[aws_xks_config]\n"
+                  "aws_xks_region = \"us-east-1\"\n"
+                  "aws_xks_sigv4_access_key_id = \"" AKID "\"\n"
+                  "aws_xks_sigv4_secret_access_key = \"" SECRET "\"\n",
+                  path, sizeof path);
+        struct kw_config *c = NULL;
+        assert_int_equal(kw_config_load(path, no_env, &c).code, KW_ERR_CONFIG);
+        assert_null(c);
+        snprintf(want, sizeof want, "%s:7: [aws_xks_config] aws_xks_sigv4_access_key_id is set but "
+                                    "aws_xks_enable is false", path);
+        assert_contains(kw_err_detail(), want);
+        assert_contains(kw_err_detail(), "aws_xks_enable is false, so its key store is not served");
+        assert_null(strstr(kw_err_detail(), SECRET));
+
+        /* the switch turned on from the environment: accepted */
+        char *const on[] = { "KEYWARD_AWS_XKS_CONFIG_AWS_XKS_ENABLE=true", NULL };
+        kw_result r = kw_config_load(path, on, &c);
+        if (!kw_ok(r))
+                fail_msg("enabled from env refused: %s", kw_err_detail());
+        kw_config_free(c);
+        c = NULL;
+
+        /* the switch turned off from the environment: the line, and the variable */
+        char *const off[] = { "KEYWARD_AWS_XKS_CONFIG_AWS_XKS_ENABLE=false", NULL };
+        assert_int_equal(kw_config_load(path, off, &c).code, KW_ERR_CONFIG);
+        assert_contains(kw_err_detail(), want);
+        assert_contains(kw_err_detail(), "aws_xks_enable is false (env "
+                                         "KEYWARD_AWS_XKS_CONFIG_AWS_XKS_ENABLE), so");
+
+        /* a setting from the environment is blamed on its variable */
+        tmp_write(&t, "k.toml", "[hsm]\nmodule = \"/m.so\"\ntoken_label = \"t\"\npin_file = \"/p\"\n",
+                  path, sizeof path);
+        char *const env[] = { "KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_CLIENT_CNS=mhsm.example", NULL };
+        assert_int_equal(kw_config_load(path, env, &c).code, KW_ERR_CONFIG);
+        assert_contains(kw_err_detail(), "env KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_CLIENT_CNS: "
+                                         "[azure_ekm_config] azure_ekm_client_cns is set but "
+                                         "azure_ekm_enable is false");
+        tmp_remove(&t, "k.toml");
+        rmdir(t.path);
 }
 
 int main(void)
@@ -1161,7 +1254,8 @@ int main(void)
                 cmocka_unit_test(config_load_example_validates),
                 cmocka_unit_test(config_validate_accepts_good_configs),
                 cmocka_unit_test(config_validate_rejects_each_rule),
-                cmocka_unit_test(config_validate_xks_checks_skipped_when_disabled),
+                cmocka_unit_test(config_validate_disabled_sections_refuse_settings),
+                cmocka_unit_test(config_load_disabled_section_names_line_or_variable),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,6 +47,7 @@ kw_result kw_attest_new(const struct kw_attest_cfg *cfg, struct kw_attest **ret)
                 kw_err_set_detail("[attestation] pcrs: not a list of PCR numbers 0-23");
                 KW_BAIL(KW_ERR_CONFIG);
         }
+        kw_collect_tpm_quiet_logs();
         struct kw_attest *a = calloc(1, sizeof *a);
         KW_ENSURE(a != NULL, KW_ERR_NOMEM);
         a->tpm_tcti = dup_or_empty(cfg->tpm_tcti);
@@ -157,17 +158,25 @@ KW_MUST_USE static kw_result build(struct kw_attest *a, const uint8_t nonce[KW_A
 }
 
 kw_result kw_attest_collect(struct kw_attest *a, const uint8_t nonce[KW_ATTEST_NONCE_LEN],
-                            const uint8_t spki_sha256[32], struct kw_buf *out)
+                            const uint8_t spki_sha256[32], struct kw_buf *out,
+                            int *ret_tpm_problem)
 {
         uint8_t bind[KW_ATTEST_BIND_LEN];
         KW_TRY(kw_attest_binding(nonce, spki_sha256, bind));
         cJSON *doc = cJSON_CreateObject();
         KW_ENSURE(doc != NULL, KW_ERR_NOMEM);
+        char problem[sizeof a->tpm_problem];
         pthread_mutex_lock(&a->mu);
+        a->tpm_problem[0] = '\0';
         kw_result r = build(a, nonce, spki_sha256, bind, doc);
+        memcpy(problem, a->tpm_problem, sizeof problem);
         pthread_mutex_unlock(&a->mu);
         if (r.code == 0)
                 r = kw_json_write(doc, out);
         cJSON_Delete(doc);
+        if (r.code == 0 && problem[0] != '\0')
+                kw_err_set_detail("%s", problem);
+        if (r.code == 0 && ret_tpm_problem != NULL)
+                *ret_tpm_problem = problem[0] != '\0';
         return r;
 }

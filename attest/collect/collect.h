@@ -55,7 +55,8 @@ struct kw_snp_ops {
         void *ctx;
 };
 
-/* A collector (copies cfg).  KW_ERR_CONFIG when pcrs is invalid. */
+/* A collector (copies cfg).  KW_ERR_CONFIG when pcrs is invalid.  The first
+ * call sets TSS2_LOG=all+NONE when TSS2_LOG is unset (see collect_tpm.c). */
 KW_MUST_USE kw_result kw_attest_new(const struct kw_attest_cfg *cfg, struct kw_attest **ret);
 void kw_attest_free(struct kw_attest *a);   /* NULL-safe */
 /* Replaces the /dev/sev-guest calls (tests only); ops must outlive a. */
@@ -67,9 +68,15 @@ KW_MUST_USE kw_result kw_attest_binding(const uint8_t nonce[KW_ATTEST_NONCE_LEN]
                                         uint8_t ret[KW_ATTEST_BIND_LEN]);
 
 /* Appends the evidence JSON document to out.  Fails only when out is full
- * or memory runs out; a missing platform piece is part of the document. */
+ * or memory runs out; a missing platform piece is part of the document.
+ * On success *ret_tpm_problem (may be NULL) is 1 when a TPM is configured
+ * but gave no quote, and kw_err_detail() then says why in one sentence (the
+ * TCTI, the TSS2 code and what to check) for the caller to log; 0 otherwise.
+ * tpm2-tss's own logger is silenced by kw_attest_new (unless TSS2_LOG is
+ * set), so this detail is the only report of the failure. */
 KW_MUST_USE kw_result kw_attest_collect(struct kw_attest *a, const uint8_t nonce[KW_ATTEST_NONCE_LEN],
-                                        const uint8_t spki_sha256[32], struct kw_buf *out);
+                                        const uint8_t spki_sha256[32], struct kw_buf *out,
+                                        int *ret_tpm_problem);
 
 /* Parses "N,N,..." (0..23, distinct) into a 24-bit mask; -1 when invalid. */
 int kw_attest_pcr_mask(const char *s, uint32_t *ret_mask);

@@ -11,10 +11,15 @@
  * Azure vTPM AK at 0x81000003, RSA) is used as it is.
  *
  * TSS2_RC codes are converted once here (KW_ERR_TPM), the original kept in
- * the "absent" reason, which is public text.
+ * the "absent" reason, which is public text.  When the configured TPM gives
+ * no quote, a->tpm_problem says why for the operator (the TCTI string
+ * included, which the public reason leaves out); the front logs it as one
+ * JSON line.  tpm2-tss's own logger is silenced (kw_collect_tpm_quiet_logs):
+ * its "ERROR:tcti:..." lines on stderr would break the JSON log.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,7 @@
 
 #include <tss2/tss2_esys.h>
 #include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
 #include "collect_int.h"
@@ -47,7 +53,44 @@ static void tpm_close(struct tpm *t)
 
 static void why_rc(char *why, size_t whysz, const char *what, TSS2_RC rc)
 {
-        snprintf(why, whysz, "%s: TPM/TSS error 0x%x", what, (unsigned)rc);
+        snprintf(why, whysz, "%s: %s (TSS2_RC 0x%x)", what, Tss2_RC_Decode(rc), (unsigned)rc);
+}
+
+/*
+ * tpm2-tss (3.2) logs through its own logger, to stderr, at level ERROR by
+ * default, and reads the level from TSS2_LOG at each module's first message.
+ * Set before the first TSS call, TSS2_LOG=all+NONE turns it off; an
+ * operator's own TSS2_LOG (e.g. all+debug while debugging) is kept.
+ *
+ * setenv is not safe against a concurrent getenv in glibc only when it
+ * frees an environment array it allocated earlier; this is the process's
+ * first setenv (nothing else in keywardd calls it), which only allocates,
+ * so another thread's getenv sees the old or the new array, both valid.
+ */
+static void tss_quiet_once(void)
+{
+        (void)setenv("TSS2_LOG", "all+NONE", 0);
+}
+
+void kw_collect_tpm_quiet_logs(void)
+{
+        static pthread_once_t once = PTHREAD_ONCE_INIT;
+        pthread_once(&once, tss_quiet_once);
+}
+
+/* What to check for a TCTI that does not open: the device's own error, or
+ * whether a simulator listens. */
+static void tcti_hint(const char *tcti, char *out, size_t outsz)
+{
+        out[0] = '\0';
+        if (strncmp(tcti, "device", 6) == 0 && (tcti[6] == '\0' || tcti[6] == ':')) {
+                const char *dev = tcti[6] == ':' && tcti[7] != '\0' ? tcti + 7 : "/dev/tpmrm0";
+                if (access(dev, R_OK | W_OK) != 0)
+                        snprintf(out, outsz, "; %.200s: %s (no TPM, or no access for this user: "
+                                 "the tss group)", dev, strerror(errno));
+        } else if (strncmp(tcti, "swtpm", 5) == 0 || strncmp(tcti, "mssim", 5) == 0) {
+                snprintf(out, outsz, "; is the TPM simulator listening there?");
+        }
 }
 
 /* ECC P-256 templates: the storage key (restricted decrypt, AES-128-CFB) and
@@ -360,11 +403,19 @@ kw_result kw_collect_tpm(struct kw_attest *a, const uint8_t bind[KW_ATTEST_BIND_
         }
         char why[400];
         struct tpm t = { 0 };
+        const char *step = "Tss2_TctiLdr_Initialize";
         TSS2_RC rc = Tss2_TctiLdr_Initialize(a->tpm_tcti, &t.tcti);
-        if (rc == TSS2_RC_SUCCESS)
+        if (rc == TSS2_RC_SUCCESS) {
+                step = "Esys_Initialize";
                 rc = Esys_Initialize(&t.ectx, t.tcti, NULL);
+        }
         if (rc != TSS2_RC_SUCCESS) {
                 tpm_close(&t);
+                char hint[300];
+                tcti_hint(a->tpm_tcti, hint, sizeof hint);
+                snprintf(a->tpm_problem, sizeof a->tpm_problem,
+                         "[attestation] tpm_tcti \"%.120s\": %s: %s (TSS2_RC 0x%x)%s",
+                         a->tpm_tcti, step, Tss2_RC_Decode(rc), (unsigned)rc, hint);
                 why_rc(why, sizeof why, "cannot open the TPM", rc);
                 KW_TRY(kw_collect_absent(doc, "tpm", why));
                 return kw_collect_absent(doc, "azure", "no TPM");
@@ -380,6 +431,8 @@ kw_result kw_collect_tpm(struct kw_attest *a, const uint8_t bind[KW_ATTEST_BIND_
                 cJSON_AddItemToObject(doc, "tpm", tpm);
                 tpm = NULL; /* transferred */
         } else if (r.code == 0) {
+                snprintf(a->tpm_problem, sizeof a->tpm_problem,
+                         "[attestation] tpm_tcti \"%.120s\": no quote: %.300s", a->tpm_tcti, why);
                 r = kw_collect_absent(doc, "tpm", why);
         }
         cJSON_Delete(tpm);

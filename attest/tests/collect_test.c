@@ -4,6 +4,9 @@
  * report signed by a test VCEK' of a test chain ARK' -> ASK' -> VCEK'
  * generated here with the openssl command; the evidence document is then
  * checked by the verifier (mbedTLS) with ARK'/ASK' as its only anchors.
+ * The TPM path's failure reporting is checked against a TCTI where nothing
+ * listens (the quote itself is covered end to end with swtpm in
+ * tests/blackbox/test_attest.py).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -222,7 +230,7 @@ static char *collect(struct fake *f, const uint8_t nonce[32], const uint8_t spki
         kw_attest_set_snp_ops(a, &ops);
         struct kw_buf out;
         kw_buf_init(&out, 1 << 20);
-        assert_int_equal(kw_attest_collect(a, nonce, spki, &out).code, 0);
+        assert_int_equal(kw_attest_collect(a, nonce, spki, &out, NULL).code, 0);
         kw_attest_free(a);
         char *s = calloc(1, out.len + 1);
         assert_non_null(s);
@@ -319,6 +327,76 @@ static void collect_snp_no_device_says_why(void **state)
         free(doc);
 }
 
+/* A loopback TCP port where nothing listens (bound, then released). */
+static unsigned closed_port(void)
+{
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fd >= 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof sa;
+        assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+/* issue 10: no TPM behind the TCTI.  tpm2-tss writes nothing on stderr (its
+ * "ERROR:tcti:..." lines would break the JSON log); the caller gets one
+ * detail naming the TCTI, the TSS2 code and what to check; the evidence
+ * says "absent" without the TCTI. */
+static void collect_tpm_unreachable_is_one_detail_and_silent(void **state)
+{
+        (void)state;
+        char tcti[64], want[256], errpath[64];
+        snprintf(tcti, sizeof tcti, "swtpm:host=127.0.0.1,port=%u", closed_port());
+        struct kw_attest_cfg cfg = { .tpm_tcti = tcti, .pcrs = "0,7", .ak_handle = 0x81010002,
+                                     .snp_device = "", .tsm_report_dir = "", .event_log = "",
+                                     .image_version = "test", .expected_values_id = "" };
+        struct kw_attest *a = NULL;
+        assert_int_equal(kw_attest_new(&cfg, &a).code, 0);
+        assert_string_equal(getenv("TSS2_LOG"), "all+NONE");
+        snprintf(errpath, sizeof errpath, "%s/stderr", dir);
+        int cap = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        assert_true(cap >= 0);
+        fflush(stderr);
+        int saved = dup(2);
+        assert_true(saved >= 0 && dup2(cap, 2) == 2);
+        struct kw_buf out;
+        kw_buf_init(&out, 1 << 20);
+        uint8_t nonce[32] = { 1 }, spki[32] = { 2 };
+        int problem = 0;
+        kw_result r = kw_attest_collect(a, nonce, spki, &out, &problem);
+        fflush(stderr);
+        dup2(saved, 2);
+        close(saved);
+        close(cap);
+        assert_int_equal(r.code, 0);
+        struct stat st;
+        assert_int_equal(stat(errpath, &st), 0);
+        assert_int_equal(st.st_size, 0);   /* nothing from tpm2-tss */
+        assert_int_equal(problem, 1);
+        snprintf(want, sizeof want, "[attestation] tpm_tcti \"%s\": Tss2_TctiLdr_Initialize: "
+                                    "tcti:IO failure (TSS2_RC 0xa000a); is the TPM simulator "
+                                    "listening there?", tcti);
+        assert_string_equal(kw_err_detail(), want);
+        const char *s = NULL;
+        assert_int_equal(kw_buf_cstr(&out, &s).code, 0);
+        assert_non_null(strstr(s, "\"tpm\":{\"absent\":\"cannot open the TPM: tcti:IO failure"));
+        assert_null(strstr(s, tcti));   /* the public evidence does not name it */
+        kw_buf_free(&out);
+        kw_attest_free(a);
+
+        /* no TPM configured: nothing to report */
+        cfg.tpm_tcti = "";
+        assert_int_equal(kw_attest_new(&cfg, &a).code, 0);
+        kw_buf_init(&out, 1 << 20);
+        problem = 7;
+        assert_int_equal(kw_attest_collect(a, nonce, spki, &out, &problem).code, 0);
+        assert_int_equal(problem, 0);
+        kw_buf_free(&out);
+        kw_attest_free(a);
+}
+
 static void collect_binding_matches_verifier(void **state)
 {
         (void)state;
@@ -348,10 +426,12 @@ static void collect_pcr_mask_parses_strictly(void **state)
 
 int main(void)
 {
+        unsetenv("TSS2_LOG");   /* as for a server whose operator did not set it */
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(collect_snp_fake_device_report_verifies),
                 cmocka_unit_test(collect_snp_corrupted_report_fails_signature),
                 cmocka_unit_test(collect_snp_no_device_says_why),
+                cmocka_unit_test(collect_tpm_unreachable_is_one_detail_and_silent),
                 cmocka_unit_test(collect_binding_matches_verifier),
                 cmocka_unit_test(collect_pcr_mask_parses_strictly),
         };

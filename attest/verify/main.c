@@ -121,7 +121,7 @@ static int finish(struct kwa_checks *cs, int json)
 /* Fresh nonce, TLS session, evidence.  0, or 2 with the reason printed. */
 static int fetch(const struct opts *o, uint8_t nonce[32], uint8_t spki[32], struct kwa_evidence *ev)
 {
-        char host[256], port[8], path[128], nhex[65], err[300] = "";
+        char host[256], port[8], path[128], nhex[65], err[600] = "";
         if (parse_url(o->url, host, sizeof host, port, sizeof port) != 0) {
                 fprintf(stderr, "keyward-attest: the URL must be https://HOST:PORT\n");
                 return 2;

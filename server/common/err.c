@@ -82,7 +82,9 @@ const char *kw_strerror(int code)
         return r ? r->text : "unknown error";
 }
 
-static __thread char detail_buf[256];
+/* 512: a start-up detail names paths and the fix; a detail sent to the front
+ * in a custody reply is cut at 256 bytes there (KW_T_DETAIL). */
+static __thread char detail_buf[512];
 static __thread char trace_buf[96];
 
 void kw_err_set_detail(const char *fmt, ...)

@@ -190,6 +190,55 @@ static int ctl_ops(const struct ctl_args *a, cJSON *obj)
         return CTL_OK;
 }
 
+/*
+ * --xks-store NAME... and --ekm-client CN... -> obj["rules"] =
+ * {"xks":{"key_stores":[...]},"ekm":{"client_cns":[...]}} (only the sections
+ * given; nothing when neither is).  The key is created with its rules in one
+ * request, so it is never reachable by a caller the rules would refuse.
+ */
+static int ctl_rules(const struct ctl_args *a, cJSON *obj)
+{
+        static const struct {
+                const char *opt, *section, *list, *what;
+        } map[] = {
+                { "xks-store", "xks", "key_stores", "an XKS key store name" },
+                { "ekm-client", "ekm", "client_cns", "a client certificate CN" },
+        };
+        cJSON *rules = cJSON_CreateObject();
+        if (rules == NULL)
+                return CTL_USAGE;
+        for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+                const char *bad = NULL;
+                cJSON *arr = ctl_args_list(a, map[i].opt, &bad);
+                if (arr == NULL) {
+                        if (bad != NULL && bad[0] != '\0')
+                                ctl_err("--%s '%s' is given twice", map[i].opt, bad);
+                        else if (bad != NULL)
+                                ctl_err("--%s takes %s, not an empty value", map[i].opt, map[i].what);
+                        else
+                                ctl_err("out of memory");
+                        cJSON_Delete(rules);
+                        return CTL_USAGE;
+                }
+                if (cJSON_GetArraySize(arr) == 0) {
+                        cJSON_Delete(arr);
+                        continue;
+                }
+                cJSON *sec = cJSON_AddObjectToObject(rules, map[i].section);
+                if (sec == NULL) {
+                        cJSON_Delete(arr);
+                        cJSON_Delete(rules);
+                        return CTL_USAGE;
+                }
+                cJSON_AddItemToObject(sec, map[i].list, arr);
+        }
+        if (rules->child == NULL)
+                cJSON_Delete(rules);
+        else
+                cJSON_AddItemToObject(obj, "rules", rules);
+        return CTL_OK;
+}
+
 /* "aes" / "rsa" (any case) -> "AES" / "RSA"; NULL otherwise. */
 static const char *ctl_type(const char *t)
 {
@@ -229,7 +278,8 @@ int ctl_cmd_key_create(struct ctl *c, const struct ctl_args *a)
                 }
                 cJSON_AddNumberToObject(doc, "size", (double)bits);
         }
-        if (ctl_ops(a, doc) != CTL_OK || ctl_tags(a, doc, 0) != CTL_OK) {
+        if (ctl_ops(a, doc) != CTL_OK || ctl_tags(a, doc, 0) != CTL_OK ||
+            ctl_rules(a, doc) != CTL_OK) {
                 cJSON_Delete(doc);
                 return CTL_USAGE;
         }
@@ -285,7 +335,8 @@ int ctl_cmd_key_import(struct ctl *c, const struct ctl_args *a)
         }
         kw_buf_free(&file);
         kw_buf_free(&b64);
-        if (rc == CTL_OK && (ctl_ops(a, doc) != CTL_OK || ctl_tags(a, doc, 0) != CTL_OK))
+        if (rc == CTL_OK && (ctl_ops(a, doc) != CTL_OK || ctl_tags(a, doc, 0) != CTL_OK ||
+                             ctl_rules(a, doc) != CTL_OK))
                 rc = CTL_USAGE;
         struct kw_buf path, body;
         if (rc == CTL_OK)

@@ -47,9 +47,12 @@ struct ctl {
 /* Parsed arguments of one command. */
 #define CTL_MAX_POS 4
 #define CTL_MAX_OPTS 64
+#define CTL_OPT_FLAG 0             /* --name                                */
+#define CTL_OPT_VALUE 1            /* --name VALUE, at most once            */
+#define CTL_OPT_REPEAT 2           /* --name VALUE, any number of times     */
 struct ctl_opt {
         const char *name;         /* without "--"               */
-        int has_value;
+        int has_value;            /* CTL_OPT_*                  */
         const char *help;
 };
 struct ctl_args {
@@ -92,6 +95,10 @@ KW_MUST_USE kw_result ctl_url_escape(const char *s, struct kw_buf *out);
 KW_MUST_USE kw_result ctl_query_add(struct kw_buf *path, const char *name, const char *value);
 /* "k=v" -> member k of obj (obj an object); -1 when malformed or duplicate. */
 int ctl_tag_add(cJSON *obj, const char *kv);
+/* Every value of the repeatable option name, in order, as a new JSON array
+ * of strings; *ret_bad (when not NULL) is set to the first empty or repeated
+ * value, and NULL is returned.  An empty array when the option is absent. */
+cJSON *ctl_args_list(const struct ctl_args *a, const char *name, const char **ret_bad);
 /* "encrypt,decrypt" -> a new JSON array of names; NULL when malformed. */
 cJSON *ctl_ops_parse(const char *csv);
 /* Reads a whole file of at most max bytes into out (wiped on free). */

@@ -38,19 +38,30 @@ static const struct ctl_opt ctl_global_opts[] = {
 };
 
 static const struct ctl_opt o_none[] = { { NULL, 0, NULL } };
+/* The access rules a key can be given when it is made (server/custody/rules.h). */
+#define CTL_RULE_OPTS                                                                     \
+        { "xks-store", CTL_OPT_REPEAT,                                                    \
+          "AWS XKS key store allowed to use the key (repeatable; \"default\" is "          \
+          "[aws_xks_config]); none given: no XKS store can" },                             \
+        { "ekm-client", CTL_OPT_REPEAT,                                                   \
+          "Azure EKM client certificate CN allowed to use the key (repeatable); none "    \
+          "given: any CN of azure_ekm_client_cns can" }
+
 static const struct ctl_opt o_create[] = {
-        { "type", 1, "aes or rsa (required)" },
-        { "size", 1, "bits: AES 256; RSA 2048, 3072 (default), 4096" },
-        { "ops", 1, "allowed operations, comma-separated: encrypt,decrypt,wrap,unwrap" },
-        { "tag", 1, "KEY=VALUE tag (repeatable)" },
+        { "type", CTL_OPT_VALUE, "aes or rsa (required)" },
+        { "size", CTL_OPT_VALUE, "bits: AES 256; RSA 2048, 3072 (default), 4096" },
+        { "ops", CTL_OPT_VALUE, "allowed operations, comma-separated: encrypt,decrypt,wrap,unwrap" },
+        { "tag", CTL_OPT_REPEAT, "KEY=VALUE tag (repeatable)" },
+        CTL_RULE_OPTS,
         { NULL, 0, NULL },
 };
 static const struct ctl_opt o_import[] = {
-        { "type", 1, "aes or rsa (required)" },
-        { "material-file", 1, "AES: file with the 32-byte key, raw or base64" },
-        { "pem-file", 1, "RSA: PKCS#8 or PKCS#1 PEM private key (unencrypted)" },
-        { "ops", 1, "allowed operations, comma-separated: encrypt,decrypt,wrap,unwrap" },
-        { "tag", 1, "KEY=VALUE tag (repeatable)" },
+        { "type", CTL_OPT_VALUE, "aes or rsa (required)" },
+        { "material-file", CTL_OPT_VALUE, "AES: file with the 32-byte key, raw or base64" },
+        { "pem-file", CTL_OPT_VALUE, "RSA: PKCS#8 or PKCS#1 PEM private key (unencrypted)" },
+        { "ops", CTL_OPT_VALUE, "allowed operations, comma-separated: encrypt,decrypt,wrap,unwrap" },
+        { "tag", CTL_OPT_REPEAT, "KEY=VALUE tag (repeatable)" },
+        CTL_RULE_OPTS,
         { NULL, 0, NULL },
 };
 static const struct ctl_opt o_list[] = {
@@ -73,7 +84,7 @@ static const struct ctl_opt o_rules[] = {
         { NULL, 0, NULL },
 };
 static const struct ctl_opt o_tags[] = {
-        { "tag", 1, "KEY=VALUE (repeatable; the set replaces every tag)" },
+        { "tag", CTL_OPT_REPEAT, "KEY=VALUE (repeatable; the set replaces every tag)" },
         { "clear", 0, "remove every tag" },
         { NULL, 0, NULL },
 };
@@ -295,7 +306,7 @@ static int ctl_parse(struct ctl *c, const struct ctl_command *cmd, int argc, cha
                         ctl_global_set(c, o->name, value, help);
                         continue;
                 }
-                if (strcmp(o->name, "tag") != 0 && ctl_args_has(a, o->name)) { /* lint: allow (option name) */
+                if (o->has_value != CTL_OPT_REPEAT && ctl_args_has(a, o->name)) {
                         ctl_err("option '--%s' given twice", o->name);
                         return -1;
                 }

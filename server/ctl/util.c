@@ -36,6 +36,30 @@ int ctl_args_has(const struct ctl_args *a, const char *name)
         return 0;
 }
 
+cJSON *ctl_args_list(const struct ctl_args *a, const char *name, const char **ret_bad)
+{
+        cJSON *arr = cJSON_CreateArray();
+        if (arr == NULL)
+                return NULL;
+        for (size_t i = 0; i < a->no; i++) {
+                if (strcmp(a->o[i].name, name) != 0)
+                        continue;
+                const char *v = a->o[i].value;
+                int bad = v == NULL || v[0] == '\0';
+                for (const cJSON *e = arr->child; !bad && e != NULL; e = e->next)
+                        bad = strcmp(e->valuestring, v) == 0;
+                cJSON *item = bad ? NULL : cJSON_CreateString(v);
+                if (item == NULL) {
+                        if (ret_bad != NULL)
+                                *ret_bad = v != NULL ? v : "";
+                        cJSON_Delete(arr);
+                        return NULL;
+                }
+                cJSON_AddItemToArray(arr, item);
+        }
+        return arr;
+}
+
 int ctl_exit_for_status(long status)
 {
         if (status >= 200 && status < 300)

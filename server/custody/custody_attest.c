@@ -7,6 +7,7 @@
  * drops its privileges: the certificate may be readable by root only), so
  * a front cannot obtain evidence bound to a key of its own choosing.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,26 @@ kw_result kw_custody_attest_prepare(const struct kw_config *cfg)
         return KW_OK;
 }
 
+/*
+ * A configured TPM that gives no quote is logged once, as one JSON line, when
+ * it happens and again only when the reason changes; its return is logged
+ * too.  (The evidence says "absent" on every request; the log should not.)
+ */
+static void attest_log_tpm(const char *problem)
+{
+        static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+        static char last[512];
+        pthread_mutex_lock(&mu);
+        if (problem != NULL && strcmp(problem, last) != 0) {
+                kw_log(KW_LOG_WARN, "attestation_tpm_unavailable", "detail", problem, KW_END);
+                snprintf(last, sizeof last, "%s", problem);
+        } else if (problem == NULL && last[0] != '\0') {
+                kw_log(KW_LOG_INFO, "attestation_tpm_available", KW_END);
+                last[0] = '\0';
+        }
+        pthread_mutex_unlock(&mu);
+}
+
 kw_result op_attest(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                     struct kw_buf *reply)
 {
@@ -119,7 +140,12 @@ kw_result op_attest(struct custody *c, const struct kw_msg *req, struct op_calle
         }
         struct kw_buf ev;
         kw_buf_init(&ev, 512u * 1024u);
-        kw_result r = kw_attest_collect(A.collector, nonce.p, A.spki_sha256, &ev);
+        int tpm_problem = 0;
+        kw_err_clear_detail();
+        kw_result r = kw_attest_collect(A.collector, nonce.p, A.spki_sha256, &ev, &tpm_problem);
+        if (r.code == 0)
+                attest_log_tpm(tpm_problem ? kw_err_detail() : NULL);
+        kw_err_clear_detail();
         if (r.code == 0)
                 r = kw_msg_put(reply, KW_T_JSON, ev.p, ev.len);
         kw_buf_free(&ev);

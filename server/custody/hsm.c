@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -847,6 +848,80 @@ static void label_text(const CK_UTF8CHAR label[HSM_LABEL_LEN], char out[HSM_LABE
         out[n] = '\0';
 }
 
+/* ------------------------------------------------------------------------ */
+/* SoftHSM2: where it looks (for actionable start-up errors)                */
+/* ------------------------------------------------------------------------ */
+
+#define SOFTHSM_DEFAULT_CONF "/etc/softhsm/softhsm2.conf"     /* Debian's build */
+#define SOFTHSM_DEFAULT_TOKENDIR "/var/lib/softhsm/tokens/"
+#define SOFTHSM_CONF_MAX_LINES 1000
+
+static int module_is_softhsm(const char *module) { return strcasestr(module, "softhsm") != NULL; }
+
+/* directories.tokendir of a softhsm2.conf (SoftHSM2's syntax: "key = value"
+ * lines, '#' comments); 0 and the built-in default when the file has none,
+ * -1 (errno set) when it cannot be read. */
+static int softhsm_tokendir(const char *conf, char *out, size_t outsz)
+{
+        FILE *f = fopen(conf, "re");
+        if (f == NULL)
+                return -1;
+        snprintf(out, outsz, "%s", SOFTHSM_DEFAULT_TOKENDIR);
+        char line[1024];
+        for (int i = 0; i < SOFTHSM_CONF_MAX_LINES && fgets(line, sizeof line, f) != NULL; i++) {
+                char *p = line + strspn(line, " \t");
+                if (strncmp(p, "directories.tokendir", 20) != 0) /* lint: allow (a config key name) */
+                        continue;
+                p += 20 + strspn(p + 20, " \t");
+                if (*p != '=')
+                        continue;
+                p += 1 + strspn(p + 1, " \t");
+                size_t n = strcspn(p, "\r\n#");
+                while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+                        n--;
+                snprintf(out, outsz, "%.*s", (int)n, p);
+        }
+        fclose(f);
+        return 0;
+}
+
+/*
+ * One sentence on what SoftHSM2 was told to use and what is wrong with it:
+ * is SOFTHSM2_CONF set, can that file be read, can its tokendir be used.
+ * token_missing: the module started but has no token with our label.
+ */
+static void softhsm_hint(const struct kw_hsm *h, int token_missing, char *out, size_t outsz)
+{
+        const char *env = getenv("SOFTHSM2_CONF");
+        int set = env != NULL && env[0] != '\0';
+        const char *conf = set ? env : SOFTHSM_DEFAULT_CONF;
+        char from[PATH_MAX + 64], dir[PATH_MAX], eb[96];
+        if (set)
+                snprintf(from, sizeof from, "SOFTHSM2_CONF=%s", conf);
+        else
+                snprintf(from, sizeof from, "SOFTHSM2_CONF is not set, default %s", conf);
+        if (softhsm_tokendir(conf, dir, sizeof dir) != 0) {
+                snprintf(out, outsz, "SoftHSM2 cannot read its configuration (%s: %s): set "
+                         "SOFTHSM2_CONF to the softhsm2.conf of the token", from,
+                         strerror_r(errno, eb, sizeof eb));
+                return;
+        }
+        if (access(dir, R_OK | W_OK | X_OK) != 0) {
+                snprintf(out, outsz, "SoftHSM2 cannot use its tokendir %s (%s; %s): fix "
+                         "directories.tokendir or the directory's permissions", dir,
+                         strerror_r(errno, eb, sizeof eb), from);
+                return;
+        }
+        if (token_missing)
+                snprintf(out, outsz, "SoftHSM2 keeps its tokens in %s (%s): point SOFTHSM2_CONF "
+                         "at the softhsm2.conf of the token, or create the token (softhsm2-util "
+                         "--init-token --free --label '%s')", dir, from, h->token_label);
+        else
+                snprintf(out, outsz, "SoftHSM2's configuration (%s) and tokendir %s are "
+                         "readable: check the file's syntax (softhsm2-util --show-slots with the "
+                         "same SOFTHSM2_CONF)", from, dir);
+}
+
 /* The slot whose token label equals h->padded_label. */
 KW_MUST_USE static kw_result find_slot(struct kw_hsm *h, CK_SLOT_ID *ret)
 {
@@ -890,8 +965,11 @@ KW_MUST_USE static kw_result find_slot(struct kw_hsm *h, CK_SLOT_ID *ret)
                 }
         }
         free(slots);
-        kw_err_set_detail("no token labelled '%s' in %s; tokens: %s", h->token_label, h->module,
-                          seen_len ? seen : "none");
+        char hint[PATH_MAX * 2 + 256] = "";
+        if (module_is_softhsm(h->module))
+                softhsm_hint(h, 1, hint, sizeof hint);
+        kw_err_set_detail("no token labelled '%s' in %s; tokens: %s%s%s", h->token_label, h->module,
+                          seen_len ? seen : "none", hint[0] ? "; " : "", hint);
         KW_BAIL(KW_ERR_HSM_TOKEN);
 }
 
@@ -1303,7 +1381,13 @@ KW_MUST_USE static kw_result load_module(struct kw_hsm *h)
         }
         CK_RV rv = p11_kit_module_initialize(h->f);
         if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-                kw_err_set_detail("C_Initialize of %s returned %s", h->module, ck_name(rv));
+                char hint[PATH_MAX * 2 + 256];
+                if (module_is_softhsm(h->module))
+                        softhsm_hint(h, 0, hint, sizeof hint);
+                else
+                        snprintf(hint, sizeof hint, "the module did not start: check its own "
+                                 "configuration (file, environment) and its log (often syslog)");
+                kw_err_set_detail("C_Initialize of %s returned %s; %s", h->module, ck_name(rv), hint);
                 KW_BAIL(KW_ERR_HSM_MODULE);
         }
         h->initialized = 1;

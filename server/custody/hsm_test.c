@@ -389,6 +389,14 @@ static void hsm_open_unknown_token_fails(void **state)
         assert_null(h);
         assert_non_null(strstr(kw_err_detail(), "no-such-token"));
         assert_non_null(strstr(kw_err_detail(), "'" TOKEN "'")); /* lists what exists */
+        /* and says where SoftHSM2 looked (issue 10) */
+        char want[600];
+        snprintf(want, sizeof want, "SoftHSM2 keeps its tokens in %s/tokens (SOFTHSM2_CONF=%s)",
+                 tdir, getenv("SOFTHSM2_CONF"));
+        if (strstr(kw_err_detail(), want) == NULL)
+                fail_msg("'%s' does not contain '%s'", kw_err_detail(), want);
+        assert_non_null(strstr(kw_err_detail(), "softhsm2-util --init-token --free --label "
+                                                "'no-such-token'"));
 }
 
 static void hsm_open_wrong_pin_fails(void **state)

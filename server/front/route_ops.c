@@ -1,5 +1,8 @@
 /*
- * route_ops.c - /healthz and /metrics: no authentication, any listener.
+ * route_ops.c - /healthz and /metrics: no authentication.  main.c routes
+ * /healthz on every listener and /metrics where the admin API is served
+ * (the admin listener, or the main one when they are shared; nowhere with
+ * [admin] enable = false): docs/api.md#health-and-metrics.
  *
  * /healthz answers 200 {"status":"ok"} when the custody process answers a
  * PING, else 503 {"status":"unavailable","error","message"}.

@@ -97,7 +97,8 @@ def attest_env(tpm, ak="0x81010002", rate="100"):
 
 
 def url_of(s):
-    # the certificate names DNS:localhost (mbedTLS 2.28 does not match IP SANs)
+    # the development certificate names DNS:localhost and IP:127.0.0.1; the IP
+    # form is covered by test_attest_ip_literal_host_matches_ip_san
     return "https://localhost:%d" % s.port
 
 
@@ -276,3 +277,104 @@ def test_attest_rate_limited_and_disabled_by_default(make_server, swtpm):
     plain = make_server().start()
     r = requests.get(plain.url + "/attestation", params={"nonce": "0" * 64}, verify=plain.cacert, timeout=30)
     assert r.status_code == 404
+
+
+def test_attest_ip_literal_host_matches_ip_san(make_server, swtpm, tmp_path):
+    # the development certificate lists IP:127.0.0.1: https://127.0.0.1 must work end to end
+    # (mbedTLS 2.28 matches dNSName entries only; keyward-attest checks iPAddress itself)
+    s = make_server(env=attest_env(swtpm)).start()
+    ip_url = "https://127.0.0.1:%d" % s.port
+    p = attest("policy-from", ip_url, "--ca", s.cacert)
+    assert p.returncode == 0, p.stdout + p.stderr
+    pol_path = os.path.join(str(tmp_path), "policy.json")
+    with open(pol_path, "w") as f:
+        f.write(p.stdout)
+    v = attest("verify", ip_url, "--policy", pol_path, "--ca", s.cacert)
+    assert v.returncode == 0, v.stdout + v.stderr
+    assert "VERIFIED" in v.stdout
+
+
+def test_attest_tls_failures_name_their_cause(tmp_path):
+    d = str(tmp_path)
+    policy = os.path.join(d, "policy.json")
+    with open(policy, "w") as f:
+        json.dump({"keyward_policy": 1, "tofu": True,
+                   "require": {"snp": False, "tpm": False, "azure": False, "event_log": False}}, f)
+
+    def cert(name, san):
+        c, k = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "2", "-subj", "/CN=" + name, "-addext", "subjectAltName=" + san,
+                        "-keyout", k, "-out", c], check=True, capture_output=True, timeout=30)
+        return c, k
+
+    dns_c, dns_k = cert("dns-only", "DNS:localhost,DNS:keyward.example")
+    ip_c, ip_k = cert("ip-other", "IP:10.9.8.7,IP:::1")
+    dns_srv, ip_srv = replay_server(b"{}", dns_c, dns_k), replay_server(b"{}", ip_c, ip_k)
+    try:
+        dns_port, ip_port = dns_srv.server_address[1], ip_srv.server_address[1]
+        # an IP literal the certificate does not list: the names it does list, exit 2
+        v = attest("verify", "https://127.0.0.1:%d" % dns_port, "--policy", policy, "--ca", dns_c)
+        assert v.returncode == 2, v.stdout + v.stderr
+        assert ("the server certificate (subject CN=dns-only, issuer CN=dns-only) does not name "
+                "127.0.0.1 (its subjectAltName lists: DNS:localhost, DNS:keyward.example): connect "
+                "with a name it lists, or reissue it with IP:127.0.0.1") in v.stderr, v.stderr
+        assert "not trusted" not in v.stderr and "not issued by" not in v.stderr, v.stderr
+        # the same server by a name it lists: TLS passes (the fake server's "{}" is no evidence)
+        v = attest("verify", "https://localhost:%d" % dns_port, "--policy", policy, "--ca", dns_c)
+        assert "TLS" not in v.stderr and "certificate" not in v.stderr, v.stderr
+        # IP entries that are not ours, and a DNS name the certificate does not list
+        v = attest("verify", "https://127.0.0.1:%d" % ip_port, "--policy", policy, "--ca", ip_c)
+        assert v.returncode == 2, v.stderr
+        assert "does not name 127.0.0.1 (its subjectAltName lists: IP:10.9.8.7, IP:::1)" in v.stderr
+        v = attest("verify", "https://localhost:%d" % ip_port, "--policy", policy, "--ca", ip_c)
+        assert v.returncode == 2, v.stderr
+        assert "does not name localhost (its subjectAltName lists: IP:10.9.8.7, IP:::1)" in v.stderr
+        assert "reissue it with DNS:localhost" in v.stderr
+        # a name it lists, but another CA: the trust problem, and only that
+        v = attest("verify", "https://localhost:%d" % dns_port, "--policy", policy, "--ca", ip_c)
+        assert v.returncode == 2, v.stderr
+        assert ("the server certificate (subject CN=dns-only, issuer CN=dns-only) is not issued by "
+                "a CA in %s: give the CA that issued it with --ca" % ip_c) in v.stderr, v.stderr
+        assert "does not name" not in v.stderr
+    finally:
+        dns_srv.shutdown()
+        ip_srv.shutdown()
+
+
+def test_attest_without_tpm_logs_one_json_line(make_server):
+    # issue 10: no TPM behind the TCTI (a port where nothing listens). tpm2-tss
+    # used to print raw "ERROR:tcti:..." lines; now every line of the server's
+    # output is JSON and the failure is one warning, logged once, not per request.
+    from conftest import free_port
+    tcti = "swtpm:host=127.0.0.1,port=%d" % free_port()
+    env = {"KEYWARD_ATTESTATION_ENABLE": "true", "KEYWARD_ATTESTATION_TPM_TCTI": tcti,
+           "KEYWARD_ATTESTATION_SNP_DEVICE": "", "KEYWARD_ATTESTATION_TSM_REPORT_DIR": "",
+           "KEYWARD_ATTESTATION_EVENT_LOG": "", "KEYWARD_ATTESTATION_RATE_LIMIT": "0"}
+    s = make_server(env=env).start()
+    answers = [requests.get(s.url + "/attestation", params={"nonce": os.urandom(32).hex()},
+                            verify=s.cacert, timeout=30) for _ in range(3)]
+    s.stop()
+    with open(s.log_path) as f:
+        out = f.read()
+    raw = [l for l in out.splitlines() if not l.startswith("{")]
+    assert raw == [], out
+    lines = [json.loads(l) for l in out.splitlines()]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert r.json()["tpm"]["absent"].startswith("cannot open the TPM: tcti:IO failure"), r.text
+    warn = [l for l in lines if l.get("event") == "attestation_tpm_unavailable"]
+    assert len(warn) == 1, out
+    assert warn[0]["level"] == "warn" and warn[0]["proc"] == "custody", warn   # evidence is collected in custody
+    assert warn[0]["detail"] == ('[attestation] tpm_tcti "%s": Tss2_TctiLdr_Initialize: tcti:IO '
+                                 'failure (TSS2_RC 0xa000a); is the TPM simulator listening there?'
+                                 % tcti), warn
+
+    # an operator's own TSS2_LOG is kept (here: tpm2-tss's errors wanted on stderr)
+    s2 = make_server(env=dict(env, TSS2_LOG="all+ERROR")).start()
+    r = requests.get(s2.url + "/attestation", params={"nonce": os.urandom(32).hex()},
+                     verify=s2.cacert, timeout=30)
+    assert r.status_code == 200, r.text
+    s2.stop()
+    with open(s2.log_path) as f:
+        assert "ERROR:tcti:" in f.read()

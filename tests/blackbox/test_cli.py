@@ -94,6 +94,48 @@ def test_import(srv, tmp_path):
     assert n == priv.public_key().public_numbers().n
 
 
+def test_create_and_import_with_access_rules(srv, tmp_path):
+    # issue 10: the key's access rules at creation, in the same request
+    s = srv
+    ok(s, "key", "create", "cli-rules", "--type", "aes", "--xks-store", "a", "--ekm-client",
+       "foo.example")
+    r = s.api("GET", "/api/v1/keys/cli-rules")
+    assert r.status_code == 200, r.text
+    assert r.json()["rules"] == {"xks": {"key_stores": ["a"]}, "ekm": {"client_cns": ["foo.example"]}}
+    # repeatable, in order; one kind alone gives one section
+    d = js(s, "key", "create", "cli-rules-2", "--type", "rsa", "--size", "2048",
+           "--ekm-client", "mhsm-a.example", "--ekm-client", "mhsm-b.example")
+    assert d["rules"] == {"ekm": {"client_cns": ["mhsm-a.example", "mhsm-b.example"]}}
+    d = js(s, "key", "create", "cli-rules-3", "--type", "aes", "--xks-store", "tenant-a",
+           "--xks-store", "default")
+    assert d["rules"] == {"xks": {"key_stores": ["tenant-a", "default"]}}
+    # none given: no rules (as before)
+    assert js(s, "key", "create", "cli-rules-4", "--type", "aes")["rules"] == {}
+    # key import takes them too
+    mat = tmp_path / "aes.key"
+    mat.write_bytes(os.urandom(32))
+    d = js(s, "key", "import", "cli-rules-imp", "--type", "aes", "--material-file", str(mat),
+           "--xks-store", "b")
+    assert d["rules"] == {"xks": {"key_stores": ["b"]}}
+    # the human output shows them
+    p = ok(s, "key", "get", "cli-rules")
+    assert "foo.example" in p.stdout and "key_stores" in p.stdout, p.stdout
+    # an empty or repeated value is a usage error, and nothing is created
+    before = key_names(s)
+    for args, msg in ((["--xks-store", ""], "--xks-store takes an XKS key store name"),
+                      (["--ekm-client", "x.example", "--ekm-client", "x.example"],
+                       "--ekm-client 'x.example' is given twice")):
+        p = s.ctl("key", "create", "cli-rules-bad", "--type", "aes", *args)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        assert msg in p.stderr, p.stderr
+    assert key_names(s) == before
+    # documented in --help
+    p = ok(s, "key", "create", "--help")
+    assert "--xks-store" in p.stdout and "--ekm-client" in p.stdout
+    p = ok(s, "key", "import", "--help")
+    assert "--xks-store" in p.stdout and "--ekm-client" in p.stdout
+
+
 def test_tokens(srv, tmp_path):
     s = srv
     d = js(s, "token", "create", "cli-op", "--role", "operator")
