@@ -116,7 +116,7 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
             python3-pytest python3-requests python3-botocore python3-cryptography \
             libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
-            libseccomp-dev passwd
+            libseccomp-dev passwd acl util-linux
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \

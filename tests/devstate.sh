@@ -57,6 +57,24 @@ fi
 # but not listed.  The TLS key and the configuration are read by the front
 # before it drops root.
 if [ "$(id -u)" = 0 ] && id -u keyward-custody >/dev/null 2>&1 && id -u keyward-front >/dev/null 2>&1; then
+  # Both users must reach the directory (the custody process its files, the
+  # front the custody socket): a checkout under /root is not reachable by
+  # other users, so give the two users search permission (x only, no listing)
+  # on the directories above it that lack it, through an ACL when the file
+  # system has them.
+  p=$(dirname "$dir")
+  while [ "$p" != "/" ]; do
+    for u in keyward-custody keyward-front; do
+      if ! runuser -u "$u" -- test -x "$p" 2>/dev/null; then
+        if setfacl -m "u:$u:x" "$p" 2>/dev/null; then
+          echo "devstate: gave $u search permission on $p (setfacl u:$u:x)"
+        else
+          chmod o+x "$p" && echo "devstate: gave other users search permission on $p (chmod o+x)"
+        fi
+      fi
+    done
+    p=$(dirname "$p")
+  done
   # (also what an earlier version, whose custody process ran as root, left)
   chown -R keyward-custody: "$dir"
   chmod 0711 "$dir"

@@ -104,3 +104,17 @@ def test_softhsm_conf_unset_says_so(make_server):
     # without it, C_Initialize fails: either way the hint says where it looked
     assert "SOFTHSM2_CONF is not set, default /etc/softhsm/softhsm2.conf" in msg, msg
     assert "keyward-dev" in msg or "C_Initialize" in msg, msg
+
+
+def test_database_directory_that_does_not_exist_is_refused(make_server, tmp_path):
+    """[db] path in a directory that does not exist (a typo, an unmounted data
+    volume) stops keywardd; it is not created, so a fresh empty key store and
+    a new first admin token never appear on the wrong file system."""
+    missing = tmp_path / "missing"
+    s = make_server(env={"KEYWARD_DB_PATH": str(missing / "keyward.db")})
+    for rc, out in (check_config(s), s.run_to_exit()):
+        assert rc == 2, out
+        assert ("[db] path: the directory %s does not exist (is the data volume mounted?)"
+                % missing) in out, out
+        assert "create it, owned by the custody user, mode 0700" in out, out
+    assert not missing.exists()
