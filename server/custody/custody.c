@@ -38,10 +38,20 @@ void format_time(int64_t t, char out[32])
         strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
+static void json_wipe(cJSON *v)
+{
+        for (; v != NULL; v = v->next) {
+                if (v->valuestring != NULL)
+                        kw_wipe(v->valuestring, strlen(v->valuestring));
+                json_wipe(v->child);
+        }
+}
+
 kw_result reply_json(struct kw_buf *reply, cJSON *doc)
 {
         KW_ENSURE(doc != NULL, KW_ERR_NOMEM);
         char *s = cJSON_PrintUnformatted(doc);
+        json_wipe(doc);
         cJSON_Delete(doc);
         KW_ENSURE(s != NULL, KW_ERR_NOMEM);
         kw_result r = kw_msg_put_str(reply, KW_T_JSON, s);

@@ -199,6 +199,24 @@ kw_result op_token_check(struct custody *c, const struct kw_msg *req, struct op_
         return reply_json(reply, d);
 }
 
+kw_result token_generate(struct kw_token_row *row, struct kw_buf *ret_token, uint8_t ret_hash[32])
+{
+        uint8_t raw[32], idb[8];
+        KW_TRY(kw_random(raw, sizeof raw));
+        kw_result r = kw_random(idb, sizeof idb);
+        if (r.code == 0)
+                r = kw_buf_put_str(ret_token, "kw_");
+        if (r.code == 0)
+                r = kw_b64url_encode(raw, sizeof raw, ret_token);
+        kw_wipe(raw, sizeof raw);
+        KW_TRY(r);
+        kw_sha256(ret_token->p, ret_token->len, ret_hash);
+        for (int i = 0; i < 8; i++)
+                snprintf(row->id + 2 * i, 3, "%02x", idb[i]);
+        row->created = time(NULL);
+        return KW_OK;
+}
+
 kw_result op_token_create(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                           struct kw_buf *reply)
 {
@@ -217,23 +235,14 @@ kw_result op_token_create(struct custody *c, const struct kw_msg *req, struct op
                 kw_err_set_detail("role must be admin, operator or auditor");
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
-        uint8_t raw[32], idb[8], hash[32];
-        KW_TRY(kw_random(raw, sizeof raw));
-        KW_TRY(kw_random(idb, sizeof idb));
-        for (int i = 0; i < 8; i++)
-                snprintf(t.id + 2 * i, 3, "%02x", idb[i]);
-        t.created = time(NULL);
+        uint8_t hash[32];
         struct kw_buf tok;
         kw_buf_init(&tok, 128);
-        kw_result r = kw_buf_put_str(&tok, "kw_");
-        if (r.code == 0)
-                r = kw_b64url_encode(raw, sizeof raw, &tok);
-        kw_wipe(raw, sizeof raw);
+        kw_result r = token_generate(&t, &tok, hash);
         const char *tok_s = NULL;
         if (r.code == 0)
                 r = kw_buf_cstr(&tok, &tok_s);
         if (r.code == 0) {
-                kw_sha256(tok.p, tok.len, hash);
                 struct kw_audit_entry au = { .actor = who->actor, .action = "token.create",
                                              .result = "ok", .detail = t.name,
                                              .request_id = who->request_id };
@@ -241,6 +250,7 @@ kw_result op_token_create(struct custody *c, const struct kw_msg *req, struct op
                 if (r.code == KW_ERR_EXISTS)
                         kw_err_set_detail("a token named %s already exists", t.name);
         }
+        kw_wipe(hash, sizeof hash);
         if (r.code == 0) {
                 cJSON *d = token_doc(&t);
                 if (d != NULL)

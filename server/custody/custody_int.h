@@ -143,8 +143,15 @@ void audit_push(struct audit_queue *q, const struct op_caller *who, const char *
 KW_MUST_USE kw_result audit_flush(struct audit_queue *q);
 size_t audit_pending(struct audit_queue *q);
 
+/* A new bearer token for row (custody_admin.c): "kw_" + base64url of 32
+ * random bytes appended to ret_token (wiped when freed), its SHA-256 in
+ * ret_hash; row->id and row->created are set. */
+KW_MUST_USE kw_result token_generate(struct kw_token_row *row, struct kw_buf *ret_token,
+                                     uint8_t ret_hash[32]);
+
 /* Reply helpers. */
-KW_MUST_USE kw_result reply_json(struct kw_buf *reply, cJSON *doc);   /* consumes doc */
+/* Consumes doc; its strings (a new token, an import file) are wiped first. */
+KW_MUST_USE kw_result reply_json(struct kw_buf *reply, cJSON *doc);
 void format_time(int64_t t, char out[32]);                            /* RFC 3339 UTC */
 int valid_name(const char *s);                                        /* [A-Za-z0-9._-]{1,64} */
 

@@ -197,21 +197,10 @@ kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret)
 static kw_result mint_token(struct custody *c, struct kw_token_row *row, const char *file,
                             const struct kw_audit_entry *au)
 {
-        uint8_t raw[32], hash[32], idb[8];
-        KW_TRY(kw_random(raw, sizeof raw));
+        uint8_t hash[32];
         struct kw_buf tok;
         kw_buf_init(&tok, 128);
-        kw_result r = kw_buf_put_str(&tok, "kw_");
-        if (r.code == 0)
-                r = kw_b64url_encode(raw, sizeof raw, &tok);
-        kw_wipe(raw, sizeof raw);
-        if (r.code == 0) {
-                kw_sha256(tok.p, tok.len, hash);
-                r = kw_random(idb, sizeof idb);
-                for (int i = 0; r.code == 0 && i < 8; i++)
-                        snprintf(row->id + 2 * i, 3, "%02x", idb[i]);
-        }
-        row->created = time(NULL);
+        kw_result r = token_generate(row, &tok, hash);
         if (r.code == 0)
                 r = kw_buf_put(&tok, "\n", 1);
         if (r.code == 0)
