@@ -423,12 +423,13 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
         kw_log(KW_LOG_INFO, "started", "url", url, "front_user", front->name,
                "custody_user", cfg->custody.user, KW_END);
         for (;;) {
+                /* every wake-up, and at least each second, reaps: a SIGCHLD
+                 * taken while restarting the other child is not lost */
                 siginfo_t si;
-                int sig = sigwaitinfo(&sigs, &si);
+                struct timespec second = { 1, 0 };
+                int sig = sigtimedwait(&sigs, &si, &second);
                 if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
                         break;
-                if (sig != SIGCHLD)
-                        continue;
                 int st;
                 pid_t pid;
                 while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {

@@ -193,3 +193,34 @@ def test_custody_killed_protocols_answer_503_then_recover(make_server, tmp_path)
     print("503 answers seen during the restarts:", seen)
     # with two clients calling in a loop across five restarts the window is hit
     assert seen["ekm"] + seen["xks"] > 0, seen
+
+
+def test_front_killed_is_restarted_and_custody_serves_the_new_one(server):
+    """The parent restarts a front that dies (here as a seccomp kill would:
+    SIGSYS), logs why, and tells the custody process the new front's pid: the
+    old pid is refused, the new one served."""
+    import signal
+    import time
+    import requests
+    old = server.front_pid()
+    custody = server.custody_pid()
+    os.kill(old, signal.SIGSYS)
+    deadline = time.time() + 20
+    new = None
+    while time.time() < deadline:
+        new = server.front_pid()
+        if new and new != old:
+            try:
+                if requests.get(server.url + "/healthz", verify=server.cacert,
+                                timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+        time.sleep(0.05)
+    assert new and new != old, server.logs()
+    assert server.custody_pid() == custody           # the custody process was not restarted
+    r = server.api("POST", "/api/v1/keys", {"name": "after-front-restart", "type": "AES"})
+    assert r.status_code == 201, r.text
+    logs = server.logs()
+    assert '"process":"front","how":"signal 31 (a system call outside its sandbox)"' in logs, logs
+    assert '"event":"process_restarted","process":"front"' in logs, logs
