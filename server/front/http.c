@@ -42,15 +42,31 @@
  *   handshake, connection_close also after a failed one; the count is taken
  *   when user data was set, so both sides match.
  *
+ * - The request buffer.  Each worker thread owns one buffer of
+ *   max_request_size bytes (conn->buf, malloc'd when the thread starts,
+ *   reused by every connection it serves); CivetWeb reads a request into it
+ *   from its start, parses the head in place (NUL-terminating method,
+ *   target, version, names and values) and reads the body from just after
+ *   the head.  There is no accessor: the buffer's address is learnt once per
+ *   thread (tl_reqbuf), from the first request of a connection whose first
+ *   byte - peeked with SSL_peek in init_connection, before CivetWeb reads -
+ *   is not whitespace, so CivetWeb skipped nothing and request_method is the
+ *   buffer's start.  With it, every head is checked against its own bytes
+ *   (reqhead.h: header lines CivetWeb dropped or misread give 431/400 and
+ *   the end of the connection).
+ *
  * Every response (and the interim "100 Continue") goes through conn_write(),
  * the only mg_write call of this file: status line, headers and body in one
  * buffer, one write.
  */
+#include <ctype.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <civetweb.h>
@@ -64,10 +80,14 @@
 #include "../config.h"
 #include "http.h"
 #include "json_io.h"
+#include "reqhead.h"
 
 #define RESP_BODY_MAX (1u << 20)
 #define RESP_HEAD_MAX 2048
 #define THREAD_RESERVE 8
+#define REQ_HEAD_MAX 16384           /* CivetWeb's max_request_size: its buffer per worker */
+#define REQ_HEAD_STR "16384"
+#define PEEK_SLICE_MS 200            /* stop flag checked this often while peeking */
 #define STATUS_MIN 100
 #define STATUS_SLOTS 500             /* 100..599 */
 #define N_BUCKETS 10                 /* finite buckets; +Inf is the total */
@@ -104,11 +124,13 @@ struct kw_http {
         int main_port, admin_port;
         unsigned main_mask;
         int64_t max_conns;
+        int64_t request_timeout_ms;
         size_t max_body;
         int log_requests;
         int verify_clients;
         _Atomic int64_t conns_open;
         _Atomic uint64_t conns_refused;
+        _Atomic int stopping;                   /* kw_http_stop has begun */
         char conn_marker;                       /* user data of a connection without SSL* */
         char tls_error[256];
         unsigned char tls_spki_sha256[32];      /* of the loaded certificate (attestation) */
@@ -339,10 +361,58 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 
 /* ---- connections ---- */
 
+/* The connection this worker thread serves (CivetWeb: one at a time). */
+struct conn_tl {
+        unsigned requests;      /* requests that reached on_request */
+        int first_byte;         /* the connection's first plaintext byte, -1 unknown */
+};
+static __thread struct conn_tl tl_conn;
+
+/* CivetWeb's request buffer of this worker thread (conn->buf, REQ_HEAD_MAX
+ * bytes, allocated once per worker and reused by every connection it
+ * serves).  No accessor exists: it is learnt from the first request of a
+ * connection whose first byte (peeked before CivetWeb reads) is not
+ * whitespace - CivetWeb read that request into the buffer's start and
+ * skipped no byte, so request_method is the buffer.  NULL until then. */
+static __thread const char *tl_reqbuf;
+
+/* Waits, bounded by [http] request_timeout_ms, for the connection's first
+ * plaintext byte without consuming it (SSL_peek; CivetWeb's next read
+ * finds it pending in OpenSSL).  -1 when none came (timeout, close, error,
+ * stop): the socket is then shut down, so CivetWeb does not wait again. */
+static int peek_first_byte(struct kw_http *h, SSL *ssl)
+{
+        int fd = SSL_get_fd(ssl);
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        uint64_t limit_us = (uint64_t)h->request_timeout_ms * 1000;
+        for (;;) {
+                unsigned char c;
+                ERR_clear_error();
+                int n = SSL_peek(ssl, &c, 1);
+                if (n == 1)
+                        return c;
+                int e = SSL_get_error(ssl, n);
+                uint64_t us = elapsed_us(&t0);
+                if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || fd < 0 ||
+                    us >= limit_us || atomic_load(&h->stopping))
+                        break;
+                uint64_t left_ms = (limit_us - us + 999) / 1000;
+                struct pollfd p = { .fd = fd, .events = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN };
+                (void)poll(&p, 1, left_ms < PEEK_SLICE_MS ? (int)left_ms : PEEK_SLICE_MS);
+        }
+        ERR_clear_error();
+        if (fd >= 0)
+                (void)shutdown(fd, SHUT_RDWR);
+        return -1;
+}
+
 /* Every listener is TLS, so this always follows a successful handshake on
  * this thread, which ran on_client_hello: tl_hello_ssl is that connection's
  * live SSL*.  (mg_get_request_info() is NULL here: the connection type is
- * only set after this callback.)  The app-data check is a belt and braces. */
+ * only set after this callback.)  The app-data check is a belt and braces.
+ * CivetWeb has reset its buffer's fill level and reads nothing before this
+ * returns. */
 static int on_init_connection(const struct mg_connection *conn, void **conn_data)
 {
         struct kw_http *h = conn_http(conn);
@@ -352,6 +422,9 @@ static int on_init_connection(const struct mg_connection *conn, void **conn_data
                 ssl = NULL;
         atomic_fetch_add(&h->conns_open, 1);
         *conn_data = ssl != NULL ? (void *)ssl : (void *)&h->conn_marker;
+        tl_conn = (struct conn_tl){ .requests = 0, .first_byte = -1 };
+        if (tl_reqbuf == NULL && ssl != NULL)
+                tl_conn.first_byte = peek_first_byte(h, ssl);
         return 0;
 }
 
@@ -592,21 +665,30 @@ static int read_body(struct kw_http *h, struct mg_connection *conn, struct kw_bu
                      struct kw_resp *resp, enum body_state *state)
 {
         const struct mg_request_info *ri = mg_get_request_info(conn);
-        const char *te = mg_get_header(conn, "Transfer-Encoding");
-        int n_cl = 0;
-        const char *cl = NULL;
+        int n_cl = 0, n_te = 0;
+        const char *cl = NULL, *te = NULL;
         for (int i = 0; i < ri->num_headers; i++) {
                 if (strcasecmp(ri->http_headers[i].name, "Content-Length") == 0) {
                         n_cl++;
                         cl = ri->http_headers[i].value;
+                } else if (strcasecmp(ri->http_headers[i].name, "Transfer-Encoding") == 0) {
+                        n_te++;
+                        te = ri->http_headers[i].value;
                 }
         }
-        int chunked = te != NULL && strcasecmp(te, "chunked") == 0;
-        if (n_cl > 1 || (te != NULL && cl != NULL)) {
+        if (n_cl > 1 || n_te > 1 || (te != NULL && cl != NULL)) {
                 kw_resp_error(resp, 400, "invalid_input", "conflicting body length headers");
                 *state = BODY_UNREAD;
                 return KW_ERR_INPUT;
         }
+        /* CivetWeb frames by the first Transfer-Encoding line and takes
+         * "identity" as none; only "chunked" is one reading for everyone */
+        if (te != NULL && strcasecmp(te, "chunked") != 0) {
+                kw_resp_error(resp, 400, "invalid_input", "Transfer-Encoding other than chunked");
+                *state = BODY_UNREAD;
+                return KW_ERR_INPUT;
+        }
+        int chunked = te != NULL;
         if (cl != NULL) {
                 size_t digits = strspn(cl, "0123456789");
                 if (digits == 0 || digits > 18 || cl[digits] != '\0' || ri->content_length < 0) {
@@ -796,6 +878,28 @@ static void wipe_conn_credentials(struct mg_connection *conn)
         }
 }
 
+/* The request head against CivetWeb's buffer (reqhead.h); *ret_end = the
+ * offset of the body in the buffer. */
+static kw_result head_check(const struct mg_request_info *ri, const char **ret_buf, size_t *ret_end)
+{
+        if (tl_reqbuf == NULL && tl_conn.requests == 0 && tl_conn.first_byte >= 0 &&
+            !isspace(tl_conn.first_byte))
+                tl_reqbuf = ri->request_method;
+        if (tl_reqbuf == NULL) {
+                /* whitespace first: where CivetWeb's buffer starts is not known */
+                kw_err_set_detail("empty line before the request line");
+                KW_BAIL(KW_ERR_INPUT);
+        }
+        struct kw_reqhead rh = {
+                .buf = tl_reqbuf, .buf_size = REQ_HEAD_MAX, .method = ri->request_method,
+                .uri = ri->request_uri, .query = ri->query_string, .version = ri->http_version,
+                .headers = ri->http_headers, .num_headers = ri->num_headers,
+        };
+        KW_TRY(kw_reqhead_check(&rh, ret_end));
+        *ret_buf = tl_reqbuf;
+        return KW_OK;
+}
+
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
         struct kw_http *h = cbdata;
@@ -823,8 +927,18 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         const char *error = NULL;
         const struct kw_route *rt = NULL;
         size_t slot = 0;
+        const char *reqbuf = NULL;
+        size_t head_end = 0;
+        kw_result head = head_check(ri, &reqbuf, &head_end);
+        tl_conn.requests++;
 
-        if (atomic_load(&h->conns_open) > h->max_conns) {
+        if (head.code != 0) {
+                /* nothing of it is trusted: no route, no body, the end */
+                int st = head.code == KW_ERR_TOO_LARGE ? 431 : 400;
+                error = st == 431 ? "too_large" : "invalid_input";
+                kw_resp_error(&resp, st, error, kw_err_detail());
+                force_close = 1;
+        } else if (atomic_load(&h->conns_open) > h->max_conns) {
                 atomic_fetch_add(&h->conns_refused, 1);
                 kw_resp_error(&resp, 503, "overload", "too many connections");
                 snprintf(resp.extra_headers, sizeof resp.extra_headers, "Retry-After: 1\r\n");
@@ -1046,6 +1160,7 @@ void kw_http_stop(struct kw_http *h)
 {
         if (h == NULL)
                 return;
+        atomic_store(&h->stopping, 1);
         if (h->mg != NULL) {
                 mg_stop(h->mg);
                 mg_exit_library();
@@ -1092,6 +1207,7 @@ kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *rout
         h->admin_separate = admin_separate;
         h->main_mask = KW_LISTENER_MAIN | (cfg->admin.enable && !admin_separate ? KW_LISTENER_ADMIN : 0);
         h->max_conns = cfg->http.max_connections;
+        h->request_timeout_ms = cfg->http.request_timeout_ms;
         h->max_body = (size_t)cfg->http.max_body_bytes;
         h->log_requests = cfg->log.requests;
         kw_result r = slots_build(h);
@@ -1110,7 +1226,7 @@ kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *rout
         snprintf(ka_to, sizeof ka_to, "%lld", (long long)cfg->http.keep_alive_timeout_ms);
         const char *options[] = {
                 "listening_ports", ports,
-                "max_request_size", "16384",          /* request line + headers */
+                "max_request_size", REQ_HEAD_STR,     /* request line + headers */
                 "num_threads", threads,
                 "request_timeout_ms", req_to,
                 "keep_alive_timeout_ms", ka_to,
