@@ -55,6 +55,18 @@
  *   (reqhead.h: header lines CivetWeb dropped or misread give 431/400 and
  *   the end of the connection).
  *
+ * - Wiping.  The buffer holds the request as received (a bearer token, key
+ *   material in a body) until overwritten.  After each answer the head and
+ *   the body bytes that came with it are wiped (wipe_request: one pass over
+ *   those bytes, not the buffer); when a connection closes, the whole
+ *   buffer is (refused or partial heads, pipelined requests, unread
+ *   bodies).  OpenSSL wipes its decrypted records (SSL_OP_CLEANSE_PLAINTEXT)
+ *   and our own buffers are wiped on free (kw_buf).  The gap: a worker that
+ *   has not yet learnt its buffer cannot wipe it; its first connection's
+ *   bytes stay there if that head never completed or was refused before
+ *   CivetWeb parsed its request line (control bytes), until the worker
+ *   parses a head and that connection closes.
+ *
  * Every response (and the interim "100 Continue") goes through conn_write(),
  * the only mg_write call of this file: status line, headers and body in one
  * buffer, one write.
@@ -430,8 +442,15 @@ static int on_init_connection(const struct mg_connection *conn, void **conn_data
 
 static void on_connection_close(const struct mg_connection *conn)
 {
-        if (mg_get_user_connection_data(conn) != NULL)
-                atomic_fetch_sub(&conn_http(conn)->conns_open, 1);
+        if (mg_get_user_connection_data(conn) == NULL)
+                return;         /* no handshake: nothing was read into the buffer */
+        atomic_fetch_sub(&conn_http(conn)->conns_open, 1);
+        /* whatever the connection left in CivetWeb's buffer: a refused or
+         * partial head, a pipelined request, a body it did not read.  Runs
+         * in the worker (CivetWeb reads nothing of the buffer afterwards:
+         * must_close is set, so keep-alive is not even considered). */
+        if (tl_reqbuf != NULL)
+                OPENSSL_cleanse((char *)(uintptr_t)tl_reqbuf, REQ_HEAD_MAX);
 }
 
 static SSL *conn_ssl(struct kw_http *h, const struct mg_connection *conn)
@@ -865,26 +884,70 @@ static void linger_drain(struct mg_connection *conn)
         }
 }
 
-/* CivetWeb parses a request in place in its per-worker connection buffer and
- * leaves it there until a later request overwrites it: wipe the bearer token
- * (the value points into that buffer) once the request is answered. */
-static void wipe_conn_credentials(struct mg_connection *conn)
+/* Wipes what CivetWeb's buffer holds of an answered request: the head
+ * [buf, buf + head_end) and the body_len body bytes that follow it (those
+ * that came with the head; mg_read copied them out).  Kept: the version and
+ * the Connection lines, which CivetWeb reads after the handler to decide on
+ * keep-alive (neither carries a secret).  A pipelined next request, after
+ * the body, is not touched; whatever else the connection leaves in the
+ * buffer is wiped when it closes (on_connection_close). */
+static void wipe_request(const struct mg_request_info *ri, const char *buf, size_t head_end,
+                         size_t body_len)
 {
-        const struct mg_request_info *ri = mg_get_request_info(conn);
+        struct {
+                const char *lo, *hi;
+        } keep[MG_MAX_HEADERS + 1];
+        size_t nk = 0;
+        keep[nk].lo = ri->http_version - 5;                     /* "HTTP/1.1" */
+        keep[nk++].hi = ri->http_version + strlen(ri->http_version);
+        for (int i = 0; i < ri->num_headers; i++) {
+                if (strcasecmp(ri->http_headers[i].name, "Connection") == 0) {
+                        keep[nk].lo = ri->http_headers[i].name;
+                        keep[nk].hi = ri->http_headers[i].value + strlen(ri->http_headers[i].value);
+                        nk++;
+                }
+        }
+        char *p = (char *)(uintptr_t)buf;                       /* CivetWeb's, writable */
+        char *end = p + head_end;
+        for (size_t k = 0; k < nk; k++) {                      /* in buffer order */
+                if (keep[k].lo > p)
+                        OPENSSL_cleanse(p, (size_t)(keep[k].lo - p));
+                p = (char *)(uintptr_t)keep[k].hi;
+        }
+        if (end > p)
+                OPENSSL_cleanse(p, (size_t)(end - p));
+        if (body_len > REQ_HEAD_MAX - head_end)
+                body_len = REQ_HEAD_MAX - head_end;
+        OPENSSL_cleanse(end, body_len);
+}
+
+/* When the buffer is not known (a worker's first request was preceded by
+ * whitespace): at least the names and values CivetWeb NUL-terminated. */
+static void wipe_header_strings(const struct mg_request_info *ri)
+{
         for (int i = 0; ri != NULL && i < ri->num_headers; i++) {
                 const char *n = ri->http_headers[i].name, *v = ri->http_headers[i].value;
-                if (n != NULL && v != NULL && strcasecmp(n, "Authorization") == 0)
+                if (v != NULL)
                         OPENSSL_cleanse((char *)(uintptr_t)v, strlen(v));
+                if (n != NULL)
+                        OPENSSL_cleanse((char *)(uintptr_t)n, strlen(n));
         }
+}
+
+/* The worker's buffer is the head of the first request of a connection
+ * that began with something other than whitespace (see tl_reqbuf). */
+static void learn_reqbuf(const struct mg_request_info *ri)
+{
+        if (tl_reqbuf == NULL && ri != NULL && ri->request_method != NULL && tl_conn.requests == 0 &&
+            tl_conn.first_byte >= 0 && !isspace(tl_conn.first_byte))
+                tl_reqbuf = ri->request_method;
 }
 
 /* The request head against CivetWeb's buffer (reqhead.h); *ret_end = the
  * offset of the body in the buffer. */
 static kw_result head_check(const struct mg_request_info *ri, const char **ret_buf, size_t *ret_end)
 {
-        if (tl_reqbuf == NULL && tl_conn.requests == 0 && tl_conn.first_byte >= 0 &&
-            !isspace(tl_conn.first_byte))
-                tl_reqbuf = ri->request_method;
+        learn_reqbuf(ri);
         if (tl_reqbuf == NULL) {
                 /* whitespace first: where CivetWeb's buffer starts is not known */
                 kw_err_set_detail("empty line before the request line");
@@ -983,6 +1046,14 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         }
         if (bstate == BODY_UNREAD)
                 force_close = 1;     /* never let CivetWeb drain an unchecked body */
+        /* the body bytes that came with the head, to wipe after the answer;
+         * where a chunked body ends in the buffer is not known: the
+         * connection ends, and with it whatever the buffer holds */
+        size_t body_in_buf = 0;
+        if (head.code == 0 && mg_get_header(conn, "Transfer-Encoding") != NULL)
+                force_close = 1;
+        else if (head.code == 0 && ri->content_length > 0)
+                body_in_buf = (size_t)ri->content_length;
 
         int keep = !force_close && client_keeps_alive(conn);
         if (!send_response(conn, &resp, strcmp(req.method, "HEAD") == 0, keep))
@@ -994,7 +1065,10 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         log_request(h, &req, route, resp.status, us, ri->remote_addr, error);
 
         int status = resp.status;
-        wipe_conn_credentials(conn);
+        if (head.code == 0)
+                wipe_request(ri, reqbuf, head_end, body_in_buf);
+        else
+                wipe_header_strings(ri);
         kw_buf_free(&body);
         kw_buf_free(&resp.body);
         if (linger)
@@ -1012,6 +1086,7 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
         (void)msg;
         struct kw_http *h = conn_http(conn);
         const struct mg_request_info *ri = mg_get_request_info(conn);
+        learn_reqbuf(ri);       /* so that the close below wipes the head */
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         const char *name = status == 404 ? "no_route"
