@@ -42,37 +42,29 @@
  *   handshake, connection_close also after a failed one; the count is taken
  *   when user data was set, so both sides match.
  *
- * - The request buffer.  Each worker thread owns one buffer of
- *   max_request_size bytes (conn->buf, malloc'd when the thread starts,
- *   reused by every connection it serves); CivetWeb reads a request into it
- *   from its start, parses the head in place (NUL-terminating method,
- *   target, version, names and values) and reads the body from just after
- *   the head.  There is no accessor: the buffer's address is learnt once per
- *   thread (tl_reqbuf), from the first request of a connection whose first
- *   byte - peeked with SSL_peek in init_connection, before CivetWeb reads -
- *   is not whitespace, so CivetWeb skipped nothing and request_method is the
- *   buffer's start.  With it, every head is checked against its own bytes
- *   (reqhead.h: header lines CivetWeb dropped or misread give 431/400 and
- *   the end of the connection).
+ * - Threads.  A worker thread serves one connection from its TLS handshake
+ *   to its close.  The main listener and the admin listener ([admin]
+ *   listen) are two CivetWeb contexts ("pools"), each with its own threads.
+ *   Every connection is registered in connlimit.h when SSL_accept starts
+ *   (our SSL info callback, in place of CivetWeb's, which does nothing: in
+ *   the worker, before the ClientHello is read), refused there over [http]
+ *   max_connections_per_client, marked busy while on_request runs, and
+ *   unregistered in connection_close, before CivetWeb closes the socket; a
+ *   watchdog thread shuts idle ones down when a pool runs short.
  *
- * - Wiping.  The buffer holds the request as received (a bearer token, key
- *   material in a body) until overwritten.  After each answer the head and
- *   the body bytes that came with it are wiped (wipe_request: one pass over
- *   those bytes, not the buffer); when a connection closes, the whole
- *   buffer is (refused or partial heads, pipelined requests, unread
- *   bodies).  OpenSSL wipes its decrypted records (SSL_OP_CLEANSE_PLAINTEXT)
- *   and our own buffers are wiped on free (kw_buf).  The gap: a worker that
- *   has not yet learnt its buffer cannot wipe it; its first connection's
- *   bytes stay there if that head never completed or was refused before
- *   CivetWeb parsed its request line (control bytes), until the worker
- *   parses a head and that connection closes.
+ * - The request buffer (reqbuf.h).  Each worker reads requests into its own
+ *   buffer, learnt per thread; every head is checked against the bytes
+ *   CivetWeb parsed (reqhead.h: header lines it dropped or misread give
+ *   431/400 and the end of the connection).  After each answer the head
+ *   and the body bytes that came with it are wiped there (one pass over
+ *   those bytes, not the buffer), and the whole buffer when the connection
+ *   closes.  OpenSSL wipes its decrypted records (SSL_OP_CLEANSE_PLAINTEXT);
+ *   our own buffers are wiped on free (kw_buf).
  *
  * Every response (and the interim "100 Continue") goes through conn_write(),
  * the only mg_write call of this file: status line, headers and body in one
  * buffer, one write.
  */
-#include <ctype.h>
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,16 +82,16 @@
 
 #include "../common/log.h"
 #include "../config.h"
+#include "connlimit.h"
 #include "http.h"
 #include "json_io.h"
-#include "reqhead.h"
+#include "reqbuf.h"
 
 #define RESP_BODY_MAX (1u << 20)
 #define RESP_HEAD_MAX 2048
 #define THREAD_RESERVE 8
-#define REQ_HEAD_MAX 16384           /* CivetWeb's max_request_size: its buffer per worker */
-#define REQ_HEAD_STR "16384"
-#define PEEK_SLICE_MS 200            /* stop flag checked this often while peeking */
+#define ADMIN_CONNECTIONS 16         /* the admin listener's own pool ([admin] listen) */
+#define WATCHDOG_PERIOD_MS 100
 #define STATUS_MIN 100
 #define STATUS_SLOTS 500             /* 100..599 */
 #define N_BUCKETS 10                 /* finite buckets; +Inf is the total */
@@ -123,8 +115,23 @@ struct route_slot {
         _Atomic uint64_t sum_us;
 };
 
-struct kw_http {
+/* One CivetWeb context: its listener, its worker threads. */
+enum { POOL_MAIN = 0, POOL_ADMIN = 1 };
+struct pool {
         struct mg_context *mg;
+        SSL_CTX *ssl_ctx;                       /* set by on_init_ssl, before any connection */
+        int port;
+        int threads;
+        int64_t max_conns;                      /* more: 503 overload */
+        _Atomic int64_t conns_open;             /* handshake done, not closed */
+};
+
+struct kw_http {
+        struct pool pool[KW_CONNLIMIT_POOLS];
+        int n_pools;
+        int starting_pool;                      /* the pool mg_start2 is starting */
+        struct kw_connlimit *cl;                /* per-client cap, idle watchdog */
+        int lib_init;                           /* mg_init_library called */
         const struct kw_config *start_cfg;      /* valid during kw_http_start only */
         const struct kw_route *routes;
         size_t n_routes;
@@ -133,14 +140,11 @@ struct kw_http {
         size_t n_slots;
         void *ctx;
         int admin_separate;
-        int main_port, admin_port;
         unsigned main_mask;
-        int64_t max_conns;
         int64_t request_timeout_ms;
         size_t max_body;
         int log_requests;
         int verify_clients;
-        _Atomic int64_t conns_open;
         _Atomic uint64_t conns_refused;
         _Atomic int stopping;                   /* kw_http_stop has begun */
         char conn_marker;                       /* user data of a connection without SSL* */
@@ -176,6 +180,41 @@ static void tls_fail(struct kw_http *h, const char *what, const char *file)
 /* ---- TLS ---- */
 
 static __thread SSL *tl_hello_ssl;      /* SSL* of this worker's latest handshake */
+static __thread int tl_slot = -1;       /* this worker's connection in h->cl, -1: none */
+static __thread int tl_pool;            /* and its pool (POOL_MAIN, POOL_ADMIN) */
+static __thread const SSL *tl_slot_ssl; /* the SSL* it was registered for */
+
+static int pool_of(const struct kw_http *h, const SSL_CTX *ctx)
+{
+        return h->n_pools > 1 && ctx == h->pool[POOL_ADMIN].ssl_ctx ? POOL_ADMIN : POOL_MAIN;
+}
+
+/* The earliest moment CivetWeb lets us see a connection: SSL_accept()
+ * starting, in the worker thread, before the ClientHello is read (CivetWeb
+ * set the SSL's app data to the connection before).  It is registered
+ * (connlimit.h), or - its client address having [http]
+ * max_connections_per_client connections already - refused: the socket is
+ * shut down, the handshake fails at once and the worker is free again. */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+        (void)ret;
+        if (!(where & SSL_CB_HANDSHAKE_START) || ssl == tl_slot_ssl)
+                return;
+        const struct mg_connection *conn = SSL_get_app_data(ssl);
+        if (conn == NULL)
+                return;
+        struct kw_http *h = conn_http(conn);
+        kw_connlimit_close(h->cl, tl_slot);     /* one per worker: never still set */
+        tl_slot = -1;
+        tl_slot_ssl = ssl;
+        int fd = SSL_get_fd(ssl), slot;
+        kw_result r = kw_connlimit_open(h->cl, pool_of(h, SSL_get_SSL_CTX(ssl)), fd, &slot);
+        if (r.code == 0)
+                tl_slot = slot;
+        else if (r.code == KW_ERR_OVERLOAD && fd >= 0)
+                (void)shutdown(fd, SHUT_RDWR);
+        /* other failures (no peer address): served, unregistered */
+}
 
 static int on_client_hello(SSL *ssl, int *alert, void *arg)
 {
@@ -367,57 +406,13 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
         }
         SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
         SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
+        SSL_CTX_set_info_callback(ctx, on_tls_info);   /* replaces CivetWeb's, which does nothing */
+        h->pool[h->starting_pool].ssl_ctx = ctx;
         ERR_clear_error();
         return 1;
 }
 
 /* ---- connections ---- */
-
-/* The connection this worker thread serves (CivetWeb: one at a time). */
-struct conn_tl {
-        unsigned requests;      /* requests that reached on_request */
-        int first_byte;         /* the connection's first plaintext byte, -1 unknown */
-};
-static __thread struct conn_tl tl_conn;
-
-/* CivetWeb's request buffer of this worker thread (conn->buf, REQ_HEAD_MAX
- * bytes, allocated once per worker and reused by every connection it
- * serves).  No accessor exists: it is learnt from the first request of a
- * connection whose first byte (peeked before CivetWeb reads) is not
- * whitespace - CivetWeb read that request into the buffer's start and
- * skipped no byte, so request_method is the buffer.  NULL until then. */
-static __thread const char *tl_reqbuf;
-
-/* Waits, bounded by [http] request_timeout_ms, for the connection's first
- * plaintext byte without consuming it (SSL_peek; CivetWeb's next read
- * finds it pending in OpenSSL).  -1 when none came (timeout, close, error,
- * stop): the socket is then shut down, so CivetWeb does not wait again. */
-static int peek_first_byte(struct kw_http *h, SSL *ssl)
-{
-        int fd = SSL_get_fd(ssl);
-        struct timespec t0;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        uint64_t limit_us = (uint64_t)h->request_timeout_ms * 1000;
-        for (;;) {
-                unsigned char c;
-                ERR_clear_error();
-                int n = SSL_peek(ssl, &c, 1);
-                if (n == 1)
-                        return c;
-                int e = SSL_get_error(ssl, n);
-                uint64_t us = elapsed_us(&t0);
-                if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || fd < 0 ||
-                    us >= limit_us || atomic_load(&h->stopping))
-                        break;
-                uint64_t left_ms = (limit_us - us + 999) / 1000;
-                struct pollfd p = { .fd = fd, .events = e == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN };
-                (void)poll(&p, 1, left_ms < PEEK_SLICE_MS ? (int)left_ms : PEEK_SLICE_MS);
-        }
-        ERR_clear_error();
-        if (fd >= 0)
-                (void)shutdown(fd, SHUT_RDWR);
-        return -1;
-}
 
 /* Every listener is TLS, so this always follows a successful handshake on
  * this thread, which ran on_client_hello: tl_hello_ssl is that connection's
@@ -432,25 +427,25 @@ static int on_init_connection(const struct mg_connection *conn, void **conn_data
         tl_hello_ssl = NULL;
         if (ssl != NULL && SSL_get_app_data(ssl) != (void *)conn)
                 ssl = NULL;
-        atomic_fetch_add(&h->conns_open, 1);
+        tl_pool = pool_of(h, ssl != NULL ? SSL_get_SSL_CTX(ssl) : NULL);
+        atomic_fetch_add(&h->pool[tl_pool].conns_open, 1);
         *conn_data = ssl != NULL ? (void *)ssl : (void *)&h->conn_marker;
-        tl_conn = (struct conn_tl){ .requests = 0, .first_byte = -1 };
-        if (tl_reqbuf == NULL && ssl != NULL)
-                tl_conn.first_byte = peek_first_byte(h, ssl);
+        kw_connlimit_idle(h->cl, tl_slot);      /* handshake done: waiting for a request */
+        kw_reqbuf_conn_start(ssl, h->request_timeout_ms, &h->stopping);
         return 0;
 }
 
 static void on_connection_close(const struct mg_connection *conn)
 {
+        struct kw_http *h = conn_http(conn);
+        /* before CivetWeb closes the socket (connlimit.h) */
+        kw_connlimit_close(h->cl, tl_slot);
+        tl_slot = -1;
+        tl_slot_ssl = NULL;
         if (mg_get_user_connection_data(conn) == NULL)
                 return;         /* no handshake: nothing was read into the buffer */
-        atomic_fetch_sub(&conn_http(conn)->conns_open, 1);
-        /* whatever the connection left in CivetWeb's buffer: a refused or
-         * partial head, a pipelined request, a body it did not read.  Runs
-         * in the worker (CivetWeb reads nothing of the buffer afterwards:
-         * must_close is set, so keep-alive is not even considered). */
-        if (tl_reqbuf != NULL)
-                OPENSSL_cleanse((char *)(uintptr_t)tl_reqbuf, REQ_HEAD_MAX);
+        atomic_fetch_sub(&h->pool[tl_pool].conns_open, 1);
+        kw_reqbuf_conn_end();   /* whatever the connection left in CivetWeb's buffer */
 }
 
 static SSL *conn_ssl(struct kw_http *h, const struct mg_connection *conn)
@@ -884,85 +879,6 @@ static void linger_drain(struct mg_connection *conn)
         }
 }
 
-/* Wipes what CivetWeb's buffer holds of an answered request: the head
- * [buf, buf + head_end) and the body_len body bytes that follow it (those
- * that came with the head; mg_read copied them out).  Kept: the version and
- * the Connection lines, which CivetWeb reads after the handler to decide on
- * keep-alive (neither carries a secret).  A pipelined next request, after
- * the body, is not touched; whatever else the connection leaves in the
- * buffer is wiped when it closes (on_connection_close). */
-static void wipe_request(const struct mg_request_info *ri, const char *buf, size_t head_end,
-                         size_t body_len)
-{
-        struct {
-                const char *lo, *hi;
-        } keep[MG_MAX_HEADERS + 1];
-        size_t nk = 0;
-        keep[nk].lo = ri->http_version - 5;                     /* "HTTP/1.1" */
-        keep[nk++].hi = ri->http_version + strlen(ri->http_version);
-        for (int i = 0; i < ri->num_headers; i++) {
-                if (strcasecmp(ri->http_headers[i].name, "Connection") == 0) {
-                        keep[nk].lo = ri->http_headers[i].name;
-                        keep[nk].hi = ri->http_headers[i].value + strlen(ri->http_headers[i].value);
-                        nk++;
-                }
-        }
-        char *p = (char *)(uintptr_t)buf;                       /* CivetWeb's, writable */
-        char *end = p + head_end;
-        for (size_t k = 0; k < nk; k++) {                      /* in buffer order */
-                if (keep[k].lo > p)
-                        OPENSSL_cleanse(p, (size_t)(keep[k].lo - p));
-                p = (char *)(uintptr_t)keep[k].hi;
-        }
-        if (end > p)
-                OPENSSL_cleanse(p, (size_t)(end - p));
-        if (body_len > REQ_HEAD_MAX - head_end)
-                body_len = REQ_HEAD_MAX - head_end;
-        OPENSSL_cleanse(end, body_len);
-}
-
-/* When the buffer is not known (a worker's first request was preceded by
- * whitespace): at least the names and values CivetWeb NUL-terminated. */
-static void wipe_header_strings(const struct mg_request_info *ri)
-{
-        for (int i = 0; ri != NULL && i < ri->num_headers; i++) {
-                const char *n = ri->http_headers[i].name, *v = ri->http_headers[i].value;
-                if (v != NULL)
-                        OPENSSL_cleanse((char *)(uintptr_t)v, strlen(v));
-                if (n != NULL)
-                        OPENSSL_cleanse((char *)(uintptr_t)n, strlen(n));
-        }
-}
-
-/* The worker's buffer is the head of the first request of a connection
- * that began with something other than whitespace (see tl_reqbuf). */
-static void learn_reqbuf(const struct mg_request_info *ri)
-{
-        if (tl_reqbuf == NULL && ri != NULL && ri->request_method != NULL && tl_conn.requests == 0 &&
-            tl_conn.first_byte >= 0 && !isspace(tl_conn.first_byte))
-                tl_reqbuf = ri->request_method;
-}
-
-/* The request head against CivetWeb's buffer (reqhead.h); *ret_end = the
- * offset of the body in the buffer. */
-static kw_result head_check(const struct mg_request_info *ri, const char **ret_buf, size_t *ret_end)
-{
-        learn_reqbuf(ri);
-        if (tl_reqbuf == NULL) {
-                /* whitespace first: where CivetWeb's buffer starts is not known */
-                kw_err_set_detail("empty line before the request line");
-                KW_BAIL(KW_ERR_INPUT);
-        }
-        struct kw_reqhead rh = {
-                .buf = tl_reqbuf, .buf_size = REQ_HEAD_MAX, .method = ri->request_method,
-                .uri = ri->request_uri, .query = ri->query_string, .version = ri->http_version,
-                .headers = ri->http_headers, .num_headers = ri->num_headers,
-        };
-        KW_TRY(kw_reqhead_check(&rh, ret_end));
-        *ret_buf = tl_reqbuf;
-        return KW_OK;
-}
-
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
         struct kw_http *h = cbdata;
@@ -977,7 +893,8 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         req.query = ri->query_string;
         req.conn_ = conn;
         req.body = (const uint8_t *)"";
-        int on_admin_port = h->admin_separate && ri->server_port == h->admin_port;
+        kw_connlimit_busy(h->cl, tl_slot);
+        int on_admin_port = tl_pool == POOL_ADMIN;
         unsigned mask = on_admin_port ? KW_LISTENER_ADMIN : h->main_mask;
         req.listener = on_admin_port ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN;
 
@@ -990,10 +907,8 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         const char *error = NULL;
         const struct kw_route *rt = NULL;
         size_t slot = 0;
-        const char *reqbuf = NULL;
         size_t head_end = 0;
-        kw_result head = head_check(ri, &reqbuf, &head_end);
-        tl_conn.requests++;
+        kw_result head = kw_reqbuf_check_head(ri, &head_end);
 
         if (head.code != 0) {
                 /* nothing of it is trusted: no route, no body, the end */
@@ -1001,7 +916,10 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                 error = st == 431 ? "too_large" : "invalid_input";
                 kw_resp_error(&resp, st, error, kw_err_detail());
                 force_close = 1;
-        } else if (atomic_load(&h->conns_open) > h->max_conns) {
+        } else if (atomic_load(&h->pool[tl_pool].conns_open) > h->pool[tl_pool].max_conns &&
+                   strcmp(req.path, "/healthz") != 0) {
+                /* /healthz is answered over the limit too (the reserve
+                 * threads): liveness probes must not fail for load */
                 atomic_fetch_add(&h->conns_refused, 1);
                 kw_resp_error(&resp, 503, "overload", "too many connections");
                 snprintf(resp.extra_headers, sizeof resp.extra_headers, "Retry-After: 1\r\n");
@@ -1066,13 +984,14 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 
         int status = resp.status;
         if (head.code == 0)
-                wipe_request(ri, reqbuf, head_end, body_in_buf);
+                kw_reqbuf_wipe_request(ri, head_end, body_in_buf);
         else
-                wipe_header_strings(ri);
+                kw_reqbuf_wipe_strings(ri);
         kw_buf_free(&body);
         kw_buf_free(&resp.body);
         if (linger)
                 linger_drain(conn);
+        kw_connlimit_idle(h->cl, tl_slot);
         if (force_close)
                 mg_close_connection(conn);
         return status;
@@ -1086,7 +1005,7 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
         (void)msg;
         struct kw_http *h = conn_http(conn);
         const struct mg_request_info *ri = mg_get_request_info(conn);
-        learn_reqbuf(ri);       /* so that the close below wipes the head */
+        kw_reqbuf_note_head(ri);        /* so that the close below wipes the head */
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         const char *name = status == 404 ? "no_route"
@@ -1100,8 +1019,7 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
         struct kw_req req;
         memset(&req, 0, sizeof req);
         req.method = ri && ri->request_method ? ri->request_method : "";
-        req.listener = ri && h->admin_separate && ri->server_port == h->admin_port ? KW_LISTENER_ADMIN
-                                                                                   : KW_LISTENER_MAIN;
+        req.listener = tl_pool == POOL_ADMIN ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN;
         uint64_t us = elapsed_us(&t0);
         metrics_record(h, 0, status, us);
         log_request(h, &req, "none", status, us, ri ? ri->remote_addr : "", name);
@@ -1193,8 +1111,10 @@ kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
                                  "# HELP keyward_http_connections_refused_total Requests refused over the connection limit.\n"
                                  "# TYPE keyward_http_connections_refused_total counter\n"
                                  "keyward_http_connections_refused_total %llu\n",
-                            (long long)atomic_load(&h->conns_open),
+                            (long long)(atomic_load(&h->pool[POOL_MAIN].conns_open) +
+                                        atomic_load(&h->pool[POOL_ADMIN].conns_open)),
                             (unsigned long long)atomic_load(&h->conns_refused)));
+        M_TRY(kw_connlimit_metrics(h->cl, out));
 #undef M_TRY
         return KW_OK;
 fail:
@@ -1236,72 +1156,37 @@ void kw_http_stop(struct kw_http *h)
         if (h == NULL)
                 return;
         atomic_store(&h->stopping, 1);
-        if (h->mg != NULL) {
-                mg_stop(h->mg);
+        for (int p = 0; p < KW_CONNLIMIT_POOLS; p++)
+                if (h->pool[p].mg != NULL)
+                        mg_stop(h->pool[p].mg);     /* its connections are closed: unregistered */
+        if (h->lib_init)
                 mg_exit_library();
-        }
+        kw_connlimit_free(h->cl);
         free(h->route_slot);
         free(h->slots);
         free(h);
 }
 
-kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *routes, void *ctx,
-                        struct kw_http **ret)
+/* The port number of a host:port listen string (listen_acceptable). */
+static long listen_port(const char *s)
 {
-        KW_ENSURE(cfg != NULL && routes != NULL && ret != NULL, KW_ERR_INTERNAL);
-        const char *listen = cfg->http.listen;
-        if (!listen_acceptable(listen)) {
-                kw_err_set_detail("[http] listen must be host:port");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        int admin_separate = cfg->admin.enable && nonempty(cfg->admin.listen) &&
-                             strcmp(cfg->admin.listen, listen) != 0;
-        if (admin_separate && !listen_acceptable(cfg->admin.listen)) {
-                kw_err_set_detail("[admin] listen must be host:port");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        if (!(nonempty(cfg->tls.tls_p12_file) ||
-              (nonempty(cfg->tls.tls_cert_file) && nonempty(cfg->tls.tls_key_file)))) {
-                kw_err_set_detail("[tls] needs tls_cert_file and tls_key_file, or tls_p12_file");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        if (cfg->http.max_connections < 1 || cfg->http.max_connections > 10000 ||
-            cfg->http.max_body_bytes < 0 || cfg->http.max_body_bytes > (64 << 20) ||
-            cfg->http.request_timeout_ms < 1 || cfg->http.keep_alive_timeout_ms < 0 ||
-            cfg->http.request_timeout_ms > INT32_MAX || cfg->http.keep_alive_timeout_ms > INT32_MAX) {
-                kw_err_set_detail("[http] limits out of range");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
+        const char *c = strrchr(s, ':');
+        return c != NULL ? strtol(c + 1, NULL, 10) : -1;
+}
 
-        struct kw_http *h = calloc(1, sizeof *h);
-        KW_ENSURE(h != NULL, KW_ERR_NOMEM);
-        h->routes = routes;
-        while (routes[h->n_routes].prefix != NULL)
-                h->n_routes++;
-        h->ctx = ctx;
-        h->admin_separate = admin_separate;
-        h->main_mask = KW_LISTENER_MAIN | (cfg->admin.enable && !admin_separate ? KW_LISTENER_ADMIN : 0);
-        h->max_conns = cfg->http.max_connections;
-        h->request_timeout_ms = cfg->http.request_timeout_ms;
-        h->max_body = (size_t)cfg->http.max_body_bytes;
-        h->log_requests = cfg->log.requests;
-        kw_result r = slots_build(h);
-        if (r.code != 0) {
-                kw_http_stop(h);
-                return r;
-        }
-
-        char ports[256], threads[24], req_to[24], ka_to[24];
-        if (admin_separate)
-                snprintf(ports, sizeof ports, "%ss,%ss", listen, cfg->admin.listen);
-        else
-                snprintf(ports, sizeof ports, "%ss", listen);
-        snprintf(threads, sizeof threads, "%lld", (long long)cfg->http.max_connections + THREAD_RESERVE);
+/* Starts pool p: one CivetWeb context on listen with its own worker threads. */
+KW_MUST_USE static kw_result pool_start(struct kw_http *h, int p, const char *listen,
+                                        const struct kw_config *cfg)
+{
+        struct pool *pl = &h->pool[p];
+        char ports[128], threads[24], req_to[24], ka_to[24];
+        snprintf(ports, sizeof ports, "%ss", listen);
+        snprintf(threads, sizeof threads, "%d", pl->threads);
         snprintf(req_to, sizeof req_to, "%lld", (long long)cfg->http.request_timeout_ms);
         snprintf(ka_to, sizeof ka_to, "%lld", (long long)cfg->http.keep_alive_timeout_ms);
         const char *options[] = {
                 "listening_ports", ports,
-                "max_request_size", REQ_HEAD_STR,     /* request line + headers */
+                "max_request_size", KW_REQBUF_SIZE_STR,  /* request line + headers */
                 "num_threads", threads,
                 "request_timeout_ms", req_to,
                 "keep_alive_timeout_ms", ka_to,
@@ -1324,41 +1209,111 @@ kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *rout
         cb.connection_close = on_connection_close;
         cb.http_error = on_http_error;
         cb.log_message = on_log_message;
-
-        mg_init_library(MG_FEATURES_TLS);
         char errtext[256] = "";
         struct mg_error_data err = { .text = errtext, .text_buffer_size = sizeof errtext };
         struct mg_init_data init = { .callbacks = &cb, .user_data = h, .configuration_options = options };
         h->start_cfg = cfg;
-        h->mg = mg_start2(&init, &err);
+        h->starting_pool = p;
+        pl->mg = mg_start2(&init, &err);
         h->start_cfg = NULL;
-        if (h->mg == NULL) {
-                mg_exit_library();
+        if (pl->mg == NULL) {
                 if (h->tls_error[0] != '\0') {
                         kw_err_set_detail("%s", h->tls_error);
-                        kw_http_stop(h);
                         KW_BAIL(KW_ERR_CONFIG);
                 }
-                kw_err_set_detail("cannot start the HTTPS listener (%s): %s", ports,
+                kw_err_set_detail("cannot start the HTTPS listener (%s): %s", listen,
                                   errtext[0] ? errtext : "unknown error");
-                kw_http_stop(h);
                 KW_BAIL(KW_ERR_IO);
         }
-
-        struct mg_server_port sp[4];
-        int n = mg_get_server_ports(h->mg, 4, sp);
-        if (n < (admin_separate ? 2 : 1) || (admin_separate && sp[0].port == sp[1].port)) {
-                kw_http_stop(h);
-                kw_err_set_detail("[admin] listen must use a port other than [http] listen");
-                KW_BAIL(KW_ERR_CONFIG);
+        struct mg_server_port sp[2];
+        if (mg_get_server_ports(pl->mg, 2, sp) < 1) {
+                kw_err_set_detail("cannot start the HTTPS listener (%s): no port", listen);
+                KW_BAIL(KW_ERR_IO);
         }
-        h->main_port = sp[0].port;
-        h->admin_port = admin_separate ? sp[1].port : 0;
+        pl->port = sp[0].port;
         /* Authentication is the routes' (tokens, SigV4, client certificates).
          * Without an auth handler CivetWeb looks for a .htpasswd file (a
          * failing stat()) on every request. */
-        mg_set_auth_handler(h->mg, "/", on_auth_any, NULL);
-        mg_set_request_handler(h->mg, "/", on_request, h);
+        mg_set_auth_handler(pl->mg, "/", on_auth_any, NULL);
+        mg_set_request_handler(pl->mg, "/", on_request, h);
+        return KW_OK;
+}
+
+kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *routes, void *ctx,
+                        struct kw_http **ret)
+{
+        KW_ENSURE(cfg != NULL && routes != NULL && ret != NULL, KW_ERR_INTERNAL);
+        const char *listen = cfg->http.listen;
+        if (!listen_acceptable(listen)) {
+                kw_err_set_detail("[http] listen must be host:port");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        int admin_separate = cfg->admin.enable && nonempty(cfg->admin.listen) &&
+                             strcmp(cfg->admin.listen, listen) != 0;
+        if (admin_separate && !listen_acceptable(cfg->admin.listen)) {
+                kw_err_set_detail("[admin] listen must be host:port");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (admin_separate && listen_port(cfg->admin.listen) != 0 &&
+            listen_port(cfg->admin.listen) == listen_port(listen)) {
+                kw_err_set_detail("[admin] listen must use a port other than [http] listen");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (!(nonempty(cfg->tls.tls_p12_file) ||
+              (nonempty(cfg->tls.tls_cert_file) && nonempty(cfg->tls.tls_key_file)))) {
+                kw_err_set_detail("[tls] needs tls_cert_file and tls_key_file, or tls_p12_file");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (cfg->http.max_connections < 1 || cfg->http.max_connections > 10000 ||
+            cfg->http.max_body_bytes < 0 || cfg->http.max_body_bytes > (64 << 20) ||
+            cfg->http.request_timeout_ms < 1 || cfg->http.keep_alive_timeout_ms < 0 ||
+            cfg->http.request_timeout_ms > INT32_MAX || cfg->http.keep_alive_timeout_ms > INT32_MAX ||
+            cfg->http.max_connections_per_client < 1 || cfg->http.idle_timeout_under_load_ms < 1) {
+                kw_err_set_detail("[http] limits out of range");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+
+        struct kw_http *h = calloc(1, sizeof *h);
+        KW_ENSURE(h != NULL, KW_ERR_NOMEM);
+        h->routes = routes;
+        while (routes[h->n_routes].prefix != NULL)
+                h->n_routes++;
+        h->ctx = ctx;
+        h->admin_separate = admin_separate;
+        h->main_mask = KW_LISTENER_MAIN | (cfg->admin.enable && !admin_separate ? KW_LISTENER_ADMIN : 0);
+        h->request_timeout_ms = cfg->http.request_timeout_ms;
+        h->max_body = (size_t)cfg->http.max_body_bytes;
+        h->log_requests = cfg->log.requests;
+        /* The admin listener has its own CivetWeb context, so that clients
+         * of the main listener cannot take the threads it needs. */
+        h->n_pools = admin_separate ? 2 : 1;
+        h->pool[POOL_MAIN].max_conns = cfg->http.max_connections;
+        h->pool[POOL_ADMIN].max_conns = ADMIN_CONNECTIONS;
+        struct kw_connlimit_cfg lc = { .per_client = cfg->http.max_connections_per_client,
+                                       .idle_ms = cfg->http.idle_timeout_under_load_ms,
+                                       .pools = h->n_pools };
+        for (int p = 0; p < h->n_pools; p++) {
+                h->pool[p].threads = (int)h->pool[p].max_conns + THREAD_RESERVE;
+                lc.threads[p] = h->pool[p].threads;
+        }
+        kw_result r = slots_build(h);
+        if (r.code == 0)
+                r = kw_connlimit_new(&lc, &h->cl);
+        if (r.code == 0)
+                r = kw_connlimit_start(h->cl, WATCHDOG_PERIOD_MS);
+        if (r.code != 0) {
+                kw_http_stop(h);
+                return r;
+        }
+        mg_init_library(MG_FEATURES_TLS);
+        h->lib_init = 1;
+        r = pool_start(h, POOL_MAIN, listen, cfg);
+        if (r.code == 0 && admin_separate)
+                r = pool_start(h, POOL_ADMIN, cfg->admin.listen, cfg);
+        if (r.code != 0) {
+                kw_http_stop(h);
+                return r;
+        }
         *ret = h;
         return KW_OK;
 }

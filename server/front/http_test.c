@@ -197,6 +197,8 @@ static struct kw_config *cfg_new(int port, int admin_port)
         snprintf(buf, sizeof buf, "127.0.0.1:%d", port);
         c->http.listen = xstrdup(buf);
         c->http.max_connections = 16;
+        c->http.max_connections_per_client = 32;
+        c->http.idle_timeout_under_load_ms = 1000;
         c->http.request_timeout_ms = 3000;
         c->http.keep_alive_timeout_ms = 3000;
         c->http.max_body_bytes = 1024;
@@ -314,6 +316,7 @@ static const struct kw_route routes[] = {
         { "/broken", KW_LISTENER_MAIN, r_broken, "broken", NULL },
         { "/err", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_err, "err", NULL },
         { "/proto/", KW_LISTENER_MAIN, r_v1, "proto", r_proto_error },
+        { "/healthz", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_v1, "healthz", NULL },
         { NULL, 0, NULL, NULL, NULL },
 };
 
@@ -1080,6 +1083,13 @@ static void http_connection_limit_answers_503(void **state)
         assert_non_null(strstr(txt, "\nkeyward_http_connections_refused_total 1\n"));
         assert_non_null(strstr(txt, "\nkeyward_http_connections_open 1\n"));
         kw_buf_free(&m);
+        /* the liveness probe is answered over the limit (a reserve thread) */
+        assert_true(cli_open(&b, s.port, TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL));
+        cli_send(&b, GET("/healthz"), strlen(GET("/healthz")));
+        assert_true(cli_read(&b, &r));
+        assert_int_equal(r.status, 200);
+        hresp_free(&r);
+        cli_close(&b);
 
         /* once the first connection is gone, a new one is served */
         cli_close(&a);
