@@ -184,9 +184,12 @@ static __thread int tl_slot = -1;       /* this worker's connection in h->cl, -1
 static __thread int tl_pool;            /* and its pool (POOL_MAIN, POOL_ADMIN) */
 static __thread const SSL *tl_slot_ssl; /* the SSL* it was registered for */
 
+/* The main pool's SSL_CTX is set while its context starts, before any of
+ * the admin pool's threads exist; the admin pool's is set while the main
+ * pool already serves, so it is not the one compared. */
 static int pool_of(const struct kw_http *h, const SSL_CTX *ctx)
 {
-        return h->n_pools > 1 && ctx == h->pool[POOL_ADMIN].ssl_ctx ? POOL_ADMIN : POOL_MAIN;
+        return h->n_pools > 1 && ctx != h->pool[POOL_MAIN].ssl_ctx ? POOL_ADMIN : POOL_MAIN;
 }
 
 /* The earliest moment CivetWeb lets us see a connection: SSL_accept()
@@ -427,7 +430,7 @@ static int on_init_connection(const struct mg_connection *conn, void **conn_data
         tl_hello_ssl = NULL;
         if (ssl != NULL && SSL_get_app_data(ssl) != (void *)conn)
                 ssl = NULL;
-        tl_pool = pool_of(h, ssl != NULL ? SSL_get_SSL_CTX(ssl) : NULL);
+        tl_pool = ssl != NULL ? pool_of(h, SSL_get_SSL_CTX(ssl)) : POOL_MAIN;
         atomic_fetch_add(&h->pool[tl_pool].conns_open, 1);
         *conn_data = ssl != NULL ? (void *)ssl : (void *)&h->conn_marker;
         kw_connlimit_idle(h->cl, tl_slot);      /* handshake done: waiting for a request */

@@ -32,6 +32,7 @@
  */
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include "reqhead.h"
 
@@ -124,8 +125,14 @@ kw_result kw_reqhead_check(const struct kw_reqhead *h, size_t *ret_end)
         const char *end = h->buf + h->buf_size;
         const char *eol;
         KW_TRY(request_line(h, &eol));
-        if (h->num_headers == 0)
-                FAIL(KW_ERR_INPUT, "no header field (Host is required)");
+        /* RFC 9112 section 3.2: one Host line, and HTTP/1.1 needs it */
+        int hosts = 0;
+        for (int i = 0; i < h->num_headers; i++)
+                hosts += h->headers[i].name != NULL && strcasecmp(h->headers[i].name, "Host") == 0;
+        if (hosts > 1)
+                FAIL(KW_ERR_INPUT, "more than one Host header field");
+        if (h->num_headers == 0 || (hosts == 0 && strcmp(h->version, "1.0") != 0))
+                FAIL(KW_ERR_INPUT, "no Host header field");
         /* eol and the byte after it are NUL, the first name starts after */
         if (h->headers[0].name != eol + 2 || eol[1] != '\0')
                 FAIL(KW_ERR_INPUT, "request line not ended by CRLF");

@@ -27,7 +27,8 @@
  * wrong offset after two, and from the first the parse's own pointers can
  * no longer be checked, so none is accepted); method SP target SP
  * HTTP-version CRLF; 1..64 header lines "name:" OWS value CRLF with name in
- * RFC 9110 tchar and no whitespace before the colon; CRLF.
+ * RFC 9110 tchar and no whitespace before the colon, one Host line (none
+ * only in HTTP/1.0 with other lines); CRLF.
  * A known blind spot: CivetWeb turns every whitespace byte after the version
  * into NUL, so a request line ended by CR CR, CR SP, LF CR or LF SP (bare CR
  * or a whitespace-led first field line) cannot be told from CRLF.

@@ -83,7 +83,8 @@ static void reqhead_check_wellformed_heads_pass(void **state)
         EXPECT("POST /api/v1/keys?limit=5&x= HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}", 0, "");
         EXPECT("GET /x? HTTP/1.0\r\nHost: a\r\nX-Empty:\r\nX-Ows:    v  \r\n\r\n", 0, "");
         EXPECT("GET https://a/x HTTP/1.1\r\nHost: a\r\nX-Obs-Text: \xc3\xa9\xff\r\n\r\n", 0, "");
-        EXPECT("GET / HTTP/1.1\r\n!#$%&'*+-.^_`|~09azAZ: v\r\n\r\n", 0, "");
+        EXPECT("GET / HTTP/1.1\r\n!#$%&'*+-.^_`|~09azAZ: v\r\nhOsT: a\r\n\r\n", 0, "");
+        EXPECT("GET / HTTP/1.0\r\nX: y\r\n\r\n", 0, "");          /* HTTP/1.0: Host optional */
 }
 
 static void reqhead_check_64_lines_pass_65_fail_431(void **state)
@@ -92,8 +93,8 @@ static void reqhead_check_64_lines_pass_65_fail_431(void **state)
         char raw[4096];
         for (int lines = 63; lines <= 66; lines++) {
                 for (int lf = 0; lf <= 1; lf++) {
-                        int n = snprintf(raw, sizeof raw, "POST / HTTP/1.1\r\n");
-                        for (int i = 0; i < lines - 1; i++)
+                        int n = snprintf(raw, sizeof raw, "POST / HTTP/1.1\r\nHost: a%s", lf ? "\n" : "\r\n");
+                        for (int i = 1; i < lines - 1; i++)
                                 n += snprintf(raw + n, sizeof raw - (size_t)n, "X-%d: v%s", i, lf ? "\n" : "\r\n");
                         n += snprintf(raw + n, sizeof raw - (size_t)n, "Content-Length: 5\r\n\r\nGET /");
                         if (lf)    /* a bare LF between kept lines is seen first */
@@ -143,8 +144,16 @@ static void reqhead_check_line_ends_other_than_crlf_fail(void **state)
         EXPECT("GET / HTTP/1.1\nHost: a\nX: b\n\n", KW_ERR_INPUT, "request line not ended by CRLF");
         EXPECT("GET / HTTP/1.1\r\nHost: a\r\n\n", KW_ERR_INPUT, "CRLF CRLF");
         EXPECT("GET / HTTP/1.1\r\nHost: a\n\n", KW_ERR_INPUT, "CRLF CRLF");   /* stale 'A' after */
-        EXPECT("GET / HTTP/1.1\r\n\r\nHost: a\r\n\r\n", KW_ERR_INPUT, "Host");  /* no field */
+        EXPECT("GET / HTTP/1.1\r\n\r\nHost: a\r\n\r\n", KW_ERR_INPUT, "no Host");  /* no field */
         EXPECT("GET / HTTP/1.1\r\n \r\nHost: a\r\n\r\n", KW_ERR_INPUT, "CRLF");
+}
+
+static void reqhead_check_host_rules(void **state)
+{
+        (void)state;
+        EXPECT("GET / HTTP/1.1\r\nX: y\r\n\r\n", KW_ERR_INPUT, "no Host");
+        EXPECT("GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nhost: b\r\n\r\n", KW_ERR_INPUT, "more than one Host");
+        EXPECT("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", KW_ERR_INPUT, "more than one Host");
 }
 
 static void reqhead_check_request_line_fails(void **state)
@@ -206,6 +215,7 @@ int main(void)
                 cmocka_unit_test(reqhead_check_non_token_name_fails),
                 cmocka_unit_test(reqhead_check_hidden_lines_fail),
                 cmocka_unit_test(reqhead_check_line_ends_other_than_crlf_fail),
+                cmocka_unit_test(reqhead_check_host_rules),
                 cmocka_unit_test(reqhead_check_request_line_fails),
                 cmocka_unit_test(reqhead_check_lf_lf_end_reads_inside_the_buffer),
                 cmocka_unit_test(reqhead_check_bad_pointers_fail_internal),
