@@ -168,7 +168,7 @@ static void connlimit_sweep_under_load_shuts_idle_only(void **state)
         kw_connlimit_free(cl);
 }
 
-static void connlimit_watchdog_thread_sweeps(void **state)
+static void connlimit_start_thread_sweeps_periodically(void **state)
 {
         (void)state;
         struct kw_connlimit *cl = new_cl(10, 30, 1, 0);
@@ -186,7 +186,7 @@ static void connlimit_watchdog_thread_sweeps(void **state)
         kw_connlimit_free(cl);                                  /* stops and joins it */
 }
 
-static void connlimit_ipv6_and_bad_arguments(void **state)
+static void connlimit_open_bad_arguments_and_ipv6(void **state)
 {
         (void)state;
         struct kw_connlimit *cl = new_cl(1, 1000, 2, 0);
@@ -239,13 +239,58 @@ static void connlimit_ipv6_and_bad_arguments(void **state)
         assert_true(x == (struct kw_connlimit *)&bad);          /* untouched */
 }
 
+static void connlimit_open_no_free_slot_fails_internal(void **state)
+{
+        (void)state;
+        /* one thread: 1 + 16 slots (the margin); a 18th connection has none */
+        struct kw_connlimit *cl = new_cl(100, 1000, 1, 0);
+        struct conn c[18];
+        int slot[18];
+        for (int i = 0; i < 18; i++)
+                c[i] = connect_from(30);
+        for (int i = 0; i < 17; i++)
+                assert_int_equal(kw_connlimit_open(cl, 0, c[i].srv, &slot[i]).code, 0);
+        slot[17] = -9;
+        assert_int_equal(kw_connlimit_open(cl, 0, c[17].srv, &slot[17]).code, KW_ERR_INTERNAL);
+        assert_int_equal(slot[17], -9);
+        kw_connlimit_close(cl, slot[3]);
+        assert_int_equal(kw_connlimit_open(cl, 0, c[17].srv, &slot[17]).code, 0);
+        for (int i = 0; i < 18; i++) {
+                if (i != 3)
+                        kw_connlimit_close(cl, slot[i]);
+                conn_close(&c[i]);
+        }
+        kw_connlimit_free(cl);
+}
+
+static void connlimit_metrics_over_cap_is_all_or_nothing(void **state)
+{
+        (void)state;
+        struct kw_connlimit *cl = new_cl(1, 1000, 2, 2);
+        struct kw_buf b;
+        kw_buf_init(&b, 64);
+        assert_int_equal(kw_buf_put(&b, "x", 1).code, 0);
+        assert_int_equal(kw_connlimit_metrics(cl, &b).code, KW_ERR_TOO_LARGE);
+        assert_int_equal(b.len, 1);
+        kw_buf_free(&b);
+        kw_buf_init(&b, 4096);
+        assert_int_equal(kw_connlimit_metrics(cl, &b).code, 0);
+        const char *txt;
+        assert_int_equal(kw_buf_cstr(&b, &txt).code, 0);
+        assert_non_null(strstr(txt, "keyward_http_worker_connections{listener=\"admin\"} 0\n"));
+        kw_buf_free(&b);
+        kw_connlimit_free(cl);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(connlimit_open_over_per_client_cap_refused),
                 cmocka_unit_test(connlimit_sweep_under_load_shuts_idle_only),
-                cmocka_unit_test(connlimit_watchdog_thread_sweeps),
-                cmocka_unit_test(connlimit_ipv6_and_bad_arguments),
+                cmocka_unit_test(connlimit_start_thread_sweeps_periodically),
+                cmocka_unit_test(connlimit_open_bad_arguments_and_ipv6),
+                cmocka_unit_test(connlimit_open_no_free_slot_fails_internal),
+                cmocka_unit_test(connlimit_metrics_over_cap_is_all_or_nothing),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
