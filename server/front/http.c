@@ -917,7 +917,9 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                 /* nothing of it is trusted: no route, no body, the end */
                 int st = head.code == KW_ERR_TOO_LARGE ? 431 : 400;
                 error = st == 431 ? "too_large" : "invalid_input";
-                kw_resp_error(&resp, st, error, kw_err_detail());
+                const char *why = kw_err_detail();      /* fixed text (reqhead.h) */
+                kw_resp_error(&resp, st, error,
+                              head.code == KW_ERR_INTERNAL || why[0] == '\0' ? "malformed request head" : why);
                 force_close = 1;
         } else if (atomic_load(&h->pool[tl_pool].conns_open) > h->pool[tl_pool].max_conns &&
                    strcmp(req.path, "/healthz") != 0) {

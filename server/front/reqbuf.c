@@ -80,6 +80,7 @@ void kw_reqbuf_note_head(const struct mg_request_info *ri)
 
 kw_result kw_reqbuf_check_head(const struct mg_request_info *ri, size_t *ret_end)
 {
+        kw_err_clear_detail();          /* no detail of an earlier request on this thread */
         KW_ENSURE(ri != NULL && ret_end != NULL, KW_ERR_INTERNAL);
         kw_reqbuf_note_head(ri);
         tl_requests++;
