@@ -103,6 +103,17 @@ $(BUILD)/santest/%_test: %_test.c $(BUILD)/libkeyward-san.a $(BUILD)/libfaulthsm
 	@echo "  TEST-SAN $@"
 	$(Q)$(CC) $(SAN_CFLAGS) $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
 
+# reqhead_test includes CivetWeb's civetweb.c (unmodified) to parse heads with
+# CivetWeb's own parser: built with CivetWeb's -D options, warnings off (-w)
+$(BUILD)/test/reqhead_test: server/front/reqhead_test.c $(BUILD)/libkeyward.a
+	@mkdir -p $(dir $@)
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $(CW_DEFS) -I$(CW_SRC)/src -w $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
+$(BUILD)/santest/reqhead_test: server/front/reqhead_test.c $(BUILD)/libkeyward-san.a
+	@mkdir -p $(dir $@)
+	@echo "  TEST-SAN $@"
+	$(Q)$(CC) $(SAN_CFLAGS) $(CW_DEFS) -I$(CW_SRC)/src -w $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
+
 .PHONY: all deps deps-check users run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
 test-tools: $(BUILD)/kw-test-dbkey
@@ -192,6 +203,11 @@ $(BUILD)/fuzz/%_fuzz: tests/fuzz/%_fuzz.c $(BUILD)/libkeyward-fuzz.a
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer $< $(BUILD)/libkeyward-fuzz.a $(PKG_LIBS) -ldl -o $@
+# reqhead_fuzz includes CivetWeb's civetweb.c (unmodified) to run its parser
+$(BUILD)/fuzz/reqhead_fuzz: tests/fuzz/reqhead_fuzz.c $(BUILD)/libkeyward-fuzz.a
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	$(Q)$(CLANG) $(FUZZ_CFLAGS) $(CW_DEFS) -I$(CW_SRC)/src -w -fsanitize=fuzzer $< $(BUILD)/libkeyward-fuzz.a $(PKG_LIBS) -ldl -o $@
 FUZZ_SECONDS ?= 300
 fuzz-short: $(FUZZERS)
 	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p $(BUILD)/corpus/$$n; \

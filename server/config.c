@@ -83,6 +83,8 @@ struct cfg_key {
 static const struct cfg_key cfg_keys[] = {
         K_STR("http", http, listen, "127.0.0.1:9998", KF_REQUIRED),
         K_INT("http", http, max_connections, 256, 1, 10000),
+        K_INT("http", http, max_connections_per_client, 32, 1, 10000),
+        K_INT("http", http, idle_timeout_under_load_ms, 1000, 50, 600000),
         K_INT("http", http, request_timeout_ms, 10000, 1, 600000),
         K_INT("http", http, keep_alive_timeout_ms, 30000, 1, 600000),
         K_INT("http", http, max_body_bytes, 65536, 1024, 16777216),

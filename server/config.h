@@ -51,6 +51,9 @@ struct kw_config {
         struct {                     /* [http]                                        */
                 char *listen;        /* "127.0.0.1:9998"; "[::1]:9998" accepted       */
                 int64_t max_connections;     /* 256                                   */
+                int64_t max_connections_per_client; /* 32: per IPv4 address / IPv6 /64  */
+                int64_t idle_timeout_under_load_ms; /* 1000: idle connections closed
+                                                       after this when workers run short */
                 int64_t request_timeout_ms;  /* 10000                                 */
                 int64_t keep_alive_timeout_ms; /* 30000                               */
                 int64_t max_body_bytes;      /* 65536                                 */

@@ -107,6 +107,8 @@ static void config_defaults_match_header(void **state)
         assert_string_equal(c->source, "(defaults)");
         assert_string_equal(c->http.listen, "127.0.0.1:9998");
         assert_int_equal(c->http.max_connections, 256);
+        assert_int_equal(c->http.max_connections_per_client, 32);
+        assert_int_equal(c->http.idle_timeout_under_load_ms, 1000);
         assert_int_equal(c->http.request_timeout_ms, 10000);
         assert_int_equal(c->http.keep_alive_timeout_ms, 30000);
         assert_int_equal(c->http.max_body_bytes, 65536);
@@ -642,6 +644,7 @@ static void config_load_env_overrides_apply(void **state)
                 "KEYWARD_HSM_PIN_FILE=/etc/keyward/pin",
                 "KEYWARD_HTTP_LISTEN=[::1]:9000",
                 "KEYWARD_HTTP_MAX_CONNECTIONS=77",
+                "KEYWARD_HTTP_MAX_CONNECTIONS_PER_CLIENT=5",
                 "KEYWARD_DB_PATH=/tmp/k.db",
                 "KEYWARD_LOG_REQUESTS=false",
                 "KEYWARD_HSM_CREATE_MASTER_KEY=0",
@@ -671,6 +674,7 @@ static void config_load_env_overrides_apply(void **state)
         assert_string_equal(c->hsm.pin_file, "/etc/keyward/pin");
         assert_string_equal(c->http.listen, "[::1]:9000");
         assert_int_equal(c->http.max_connections, 77);
+        assert_int_equal(c->http.max_connections_per_client, 5);
         assert_string_equal(c->db.path, "/tmp/k.db");
         assert_string_equal(c->db.key_file, "/tmp/k.db.key");
         assert_false(c->log.requests);
@@ -758,6 +762,9 @@ static const struct env_case env_cases[] = {
           "between digits)" },
         { "KEYWARD_HTTP_MAX_CONNECTIONS=99999999999999999999",
           "env KEYWARD_HTTP_MAX_CONNECTIONS: integer out of range (must fit in 64 bits)" },
+        { "KEYWARD_HTTP_MAX_CONNECTIONS_PER_CLIENT=0",
+          "env KEYWARD_HTTP_MAX_CONNECTIONS_PER_CLIENT: [http] max_connections_per_client: must be "
+          "between 1 and 10000" },
         { "KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_CLIENT_CNS=a,,b",
           "env KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_CLIENT_CNS: empty item in comma-separated list" },
         { "KEYWARD_AZURE_EKM_CONFIG_AZURE_EKM_CLIENT_CNS=a,",
@@ -1014,6 +1021,14 @@ static const struct vcase vcases[] = {
         { "[custody]\nconnections = 0\n", "[custody] connections: must be between 1 and 1024" },
         { "[http]\nmax_connections = 0\n", "[http] max_connections: must be between 1 and 10000" },
         { "[http]\nmax_connections = 10001\n", "[http] max_connections: must be between 1 and 10000" },
+        { "[http]\nmax_connections_per_client = 0\n",
+          "[http] max_connections_per_client: must be between 1 and 10000" },
+        { "[http]\nmax_connections_per_client = 10001\n",
+          "[http] max_connections_per_client: must be between 1 and 10000" },
+        { "[http]\nidle_timeout_under_load_ms = 49\n",
+          "[http] idle_timeout_under_load_ms: must be between 50 and 600000" },
+        { "[http]\nidle_timeout_under_load_ms = 600001\n",
+          "[http] idle_timeout_under_load_ms: must be between 50 and 600000" },
         { "[http]\nmax_body_bytes = 1023\n", "[http] max_body_bytes: must be between 1024 and 16777216" },
         { "[http]\nmax_body_bytes = 16777217\n", "[http] max_body_bytes: must be between 1024 and 16777216" },
         { "[db]\nkey_cache_size = 0\n", "[db] key_cache_size: must be between 1 and 1000000" },

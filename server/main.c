@@ -245,6 +245,20 @@ struct child {
 
 static struct child custody_child = { "custody", -1, -1 };
 static struct child front_child = { "front", -1, -1 };
+static uid_t front_uid;   /* the front's user, for the custody process's peer check */
+
+/* Tells the custody process which process is the front (custody.c refuses
+ * every other peer): as soon as the front is forked, before it can connect. */
+static void tell_custody_front(void)
+{
+        if (custody_child.control_fd < 0 || front_child.pid <= 0)
+                return;
+        char line[64];
+        int n = snprintf(line, sizeof line, "front %ld %lu\n", (long)front_child.pid,
+                         (unsigned long)front_uid);
+        ssize_t w = write(custody_child.control_fd, line, (size_t)n);
+        (void)w;
+}
 
 /*
  * Starts a child (a fresh exec of this binary in role) and waits until it
@@ -303,6 +317,10 @@ static int child_spawn(struct child *ch, int wait_ms)
         close(ready[1]);
         if (ctl[0] >= 0)
                 close(ctl[0]);
+        if (!is_custody) {
+                front_child.pid = pid;   /* tentatively: custody must know it first */
+                tell_custody_front();
+        }
         struct pollfd p = { .fd = ready[0], .events = POLLIN };
         char b = 0;
         int pr;
@@ -318,6 +336,7 @@ static int child_spawn(struct child *ch, int wait_ms)
                 ch->control_fd = ctl[1];
                 return 0;
         }
+        ch->pid = -1;
         if (ctl[1] >= 0)
                 close(ctl[1]);
         int st = 0;
@@ -327,19 +346,6 @@ static int child_spawn(struct child *ch, int wait_ms)
         }
         waitpid(pid, &st, 0);
         return WIFEXITED(st) && WEXITSTATUS(st) != 0 ? WEXITSTATUS(st) : 5;
-}
-
-/* Tells the custody process which process is the front (custody.c refuses
- * every other peer). */
-static void tell_custody_front(const struct kw_identity *front)
-{
-        if (custody_child.control_fd < 0 || front_child.pid <= 0)
-                return;
-        char line[64];
-        int n = snprintf(line, sizeof line, "front %ld %lu\n", (long)front_child.pid,
-                         (unsigned long)front->uid);
-        ssize_t w = write(custody_child.control_fd, line, (size_t)n);
-        (void)w;
 }
 
 static void child_stop(struct child *ch)
@@ -371,7 +377,7 @@ static void describe_exit(int st, char out[48])
 
 /* Restarts ch until it runs (the other keeps serving: the front answers
  * 503 while the custody process is away). */
-static void child_restart(struct child *ch, const struct kw_identity *front, const sigset_t *sigs)
+static void child_restart(struct child *ch, const sigset_t *sigs)
 {
         unsigned backoff_ms = 100;
         for (;;) {
@@ -385,7 +391,7 @@ static void child_restart(struct child *ch, const struct kw_identity *front, con
                 int rc = child_spawn(ch, START_WAIT_MS);
                 if (rc == 0) {
                         kw_log(KW_LOG_INFO, "process_restarted", "process", ch->role, KW_END);
-                        tell_custody_front(front);
+                        tell_custody_front();
                         return;
                 }
                 backoff_ms = backoff_ms < BACKOFF_MAX_MS ? backoff_ms * 2 : BACKOFF_MAX_MS;
@@ -404,6 +410,7 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
         sigprocmask(SIG_BLOCK, &sigs, NULL);
         signal(SIGPIPE, SIG_IGN);
 
+        front_uid = front->uid;
         int rc = child_spawn(&custody_child, START_WAIT_MS);
         if (rc != 0) {
                 fprintf(stderr, "keywardd: the custody process failed to start (exit %d); see the "
@@ -417,7 +424,7 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
                 child_stop(&custody_child);
                 return rc;
         }
-        tell_custody_front(front);
+        tell_custody_front();
         char url[300];
         snprintf(url, sizeof url, "https://%s", cfg->http.listen);
         kw_log(KW_LOG_INFO, "started", "url", url, "front_user", front->name,
@@ -442,7 +449,7 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
                         char how[48];
                         describe_exit(st, how);
                         kw_log(KW_LOG_ERROR, "process_died", "process", ch->role, "how", how, KW_END);
-                        child_restart(ch, front, &sigs);
+                        child_restart(ch, &sigs);
                 }
         }
         kw_log(KW_LOG_INFO, "stopping", KW_END);
@@ -481,9 +488,12 @@ static int front_main(struct kw_config *cfg, int ready_fd)
         struct kw_front front = { .cfg = cfg };
         r = kw_cc_new(cfg->custody.socket_path, (unsigned)cfg->custody.connections,
                       (unsigned)cfg->custody.timeout_ms, &front.cc);
-        /* the listeners and the TLS key, with the privileges they may need */
-        if (r.code == 0)
+        /* the listeners and the TLS key, with the privileges they may need;
+         * requests that come meanwhile wait for the custody pool */
+        if (r.code == 0) {
+                kw_cc_pause(front.cc);
                 r = kw_http_start(cfg, build_routes(cfg), &front, &front.http);
+        }
         if (r.code != 0) {
                 kw_log(KW_LOG_ERROR, "startup_failed", "step", "https", "error", kw_err_name(r.code),
                        "message", kw_err_detail()[0] ? kw_err_detail() : kw_strerror(r.code), KW_END);
@@ -502,6 +512,7 @@ static int front_main(struct kw_config *cfg, int ready_fd)
                 kw_http_stop(front.http);
                 return 3;
         }
+        kw_cc_resume(front.cc);
         char url[300], admin_url[300];
         snprintf(url, sizeof url, "https://%s", cfg->http.listen);
         snprintf(admin_url, sizeof admin_url, "https://%s",

@@ -154,34 +154,106 @@ kw_result kw_buf_printf(struct kw_buf *b, const char *fmt, ...)
         return KW_OK;
 }
 
-kw_result kw_buf_put_json_escaped(struct kw_buf *b, const char *s, size_t n)
+size_t kw_utf8_seq_len(const uint8_t *s, size_t n)
+{
+        if (n == 0)
+                return 0;
+        uint8_t c = s[0];
+        if (c < 0x80)
+                return 1;
+        size_t need;
+        uint8_t lo = 0x80, hi = 0xBF;   /* range of the first continuation byte */
+        if (c >= 0xC2 && c <= 0xDF) {
+                need = 1;
+        } else if (c == 0xE0) {
+                need = 2;
+                lo = 0xA0;              /* no overlong 3-byte forms */
+        } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
+                need = 2;
+        } else if (c == 0xED) {
+                need = 2;
+                hi = 0x9F;              /* no UTF-16 surrogates */
+        } else if (c == 0xF0) {
+                need = 3;
+                lo = 0x90;              /* no overlong 4-byte forms */
+        } else if (c >= 0xF1 && c <= 0xF3) {
+                need = 3;
+        } else if (c == 0xF4) {
+                need = 3;
+                hi = 0x8F;              /* nothing above U+10FFFF */
+        } else {
+                return 0;               /* 80..C1 (continuation, overlong 2-byte), F5..FF */
+        }
+        if (n - 1 < need || s[1] < lo || s[1] > hi)
+                return 0;               /* truncated, or a bad first continuation */
+        for (size_t k = 2; k <= need; k++)
+                if (s[k] < 0x80 || s[k] > 0xBF)
+                        return 0;
+        return need + 1;
+}
+
+/* What one input byte (or sequence) becomes; 0 = copy it as it is. */
+static size_t json_escape_of(const uint8_t *s, size_t n, char e[6], size_t *consumed)
 {
         static const char hex[] = "0123456789abcdef";
-        size_t start = b->len;
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char)s[i];
-                kw_result r;
-                if (c == '"' || c == '\\') {
-                        char e[2] = { '\\', (char)c };
-                        r = kw_buf_put(b, e, 2);
-                } else if (c == '\n') {
-                        r = kw_buf_put(b, "\\n", 2);
-                } else if (c == '\r') {
-                        r = kw_buf_put(b, "\\r", 2);
-                } else if (c == '\t') {
-                        r = kw_buf_put(b, "\\t", 2);
-                } else if (c < 0x20 || c == 0x7f) {
-                        char e[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-                        r = kw_buf_put(b, e, 6);
-                } else {
-                        r = kw_buf_put(b, &s[i], 1);
+        uint8_t c = s[0];
+        *consumed = 1;
+        if (c >= 0x80) {
+                size_t k = kw_utf8_seq_len(s, n);
+                if (k != 0) {
+                        *consumed = k;
+                        return 0;
                 }
-                if (r.code != 0) {
-                        b->len = start;   /* all or nothing */
-                        return r;
-                }
+                memcpy(e, "\\ufffd", 6);
+                return 6;
         }
-        return KW_OK;
+        if (c == '"' || c == '\\') {
+                e[0] = '\\';
+                e[1] = (char)c;
+                return 2;
+        }
+        if (c == '\n' || c == '\r' || c == '\t') {
+                e[0] = '\\';
+                e[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+                return 2;
+        }
+        if (c < 0x20 || c == 0x7f) {
+                memcpy(e, "\\u00", 4);
+                e[4] = hex[c >> 4];
+                e[5] = hex[c & 15];
+                return 6;
+        }
+        return 0;
+}
+
+kw_result kw_buf_put_json_escaped(struct kw_buf *b, const char *s, size_t n)
+{
+        const uint8_t *u = (const uint8_t *)s;
+        size_t start = b->len;
+        size_t run = 0;         /* start of the bytes copied as they are */
+        size_t i = 0;
+        kw_result r = KW_OK;
+        while (i < n) {
+                char e[6];
+                size_t used;
+                size_t elen = json_escape_of(u + i, n - i, e, &used);
+                if (elen == 0) {
+                        i += used;
+                        continue;
+                }
+                r = kw_buf_put(b, u + run, i - run);
+                if (r.code == 0)
+                        r = kw_buf_put(b, e, elen);
+                if (r.code != 0)
+                        break;
+                i += used;
+                run = i;
+        }
+        if (r.code == 0)
+                r = kw_buf_put(b, u + run, n - run);
+        if (r.code != 0)
+                b->len = start;   /* all or nothing */
+        return r;
 }
 
 kw_result kw_buf_cstr(struct kw_buf *b, const char **ret)

@@ -55,8 +55,18 @@ KW_MUST_USE kw_result kw_buf_put_u64be(struct kw_buf *b, uint64_t v);
 KW_MUST_USE kw_result kw_buf_put_str(struct kw_buf *b, const char *s);
 KW_MUST_USE kw_result kw_buf_printf(struct kw_buf *b, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
-/* Appends s as the body of a JSON string (escaped, no quotes added). */
+/* Appends s[0..n) as the body of a JSON string (escaped, no quotes added).
+ * The output is always valid UTF-8 and valid JSON string content, whatever
+ * the input: '"' and '\\' are escaped, control characters (and DEL) become
+ * \n \r \t or \u00XX, well-formed UTF-8 sequences (kw_utf8_seq_len) are
+ * copied as they are, and every byte that is not part of one becomes
+ * \ufffd (U+FFFD REPLACEMENT CHARACTER), one per byte (so a truncated
+ * 3-byte sequence gives two).  All or nothing: on failure b is unchanged. */
 KW_MUST_USE kw_result kw_buf_put_json_escaped(struct kw_buf *b, const char *s, size_t n);
+/* Length (1..4) of the well-formed UTF-8 sequence at the start of s[0..n)
+ * (RFC 3629: no overlong forms, no UTF-16 surrogates, nothing above
+ * U+10FFFF), or 0 when s does not start with one (n == 0 included). */
+size_t kw_utf8_seq_len(const uint8_t *s, size_t n);
 /* Ensures a NUL after the data (not counted in len); returns p as a C string. */
 KW_MUST_USE kw_result kw_buf_cstr(struct kw_buf *b, const char **ret);
 

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "common/buf.h"
+#include "common/json_io.h"
 
 static void buf_read_u32be_truncated_input_fails(void **state)
 {
@@ -112,6 +113,71 @@ static void buf_json_escape_over_cap_is_all_or_nothing(void **state)
         kw_buf_free(&b);
 }
 
+/* Ill-formed UTF-8 (RFC 3629): every byte that is not part of a well-formed
+ * sequence becomes \ufffd; well-formed sequences pass through unchanged. */
+static const struct {
+        const char *in;
+        size_t len;
+        const char *out;
+} utf8_cases[] = {
+        { "\x80", 1, "\\ufffd" },                                   /* lone continuation */
+        { "a\xbf" "b", 3, "a\\ufffdb" },
+        { "\xc0\x80", 2, "\\ufffd\\ufffd" },                        /* overlong NUL */
+        { "\xc1\xbf", 2, "\\ufffd\\ufffd" },                        /* overlong 2-byte */
+        { "\xe0\x80\xaf", 3, "\\ufffd\\ufffd\\ufffd" },             /* overlong 3-byte */
+        { "\xf0\x80\x80\xaf", 4, "\\ufffd\\ufffd\\ufffd\\ufffd" },  /* overlong 4-byte */
+        { "\xed\xa0\x80", 3, "\\ufffd\\ufffd\\ufffd" },             /* surrogate U+D800 */
+        { "\xed\xbf\xbf", 3, "\\ufffd\\ufffd\\ufffd" },             /* surrogate U+DFFF */
+        { "\xf4\x90\x80\x80", 4, "\\ufffd\\ufffd\\ufffd\\ufffd" },  /* U+110000 */
+        { "\xf5\x80\x80\x80", 4, "\\ufffd\\ufffd\\ufffd\\ufffd" },
+        { "\xfe\xff", 2, "\\ufffd\\ufffd" },
+        { "ok\xe2\x82", 4, "ok\\ufffd\\ufffd" },                    /* truncated at the end */
+        { "\xf0\x9f\x98", 3, "\\ufffd\\ufffd\\ufffd" },
+        { "\xc3", 1, "\\ufffd" },
+        { "\xc3" "A\"", 3, "\\ufffdA\\\"" },                        /* cut short by ASCII */
+        { "\xe2\x82\x22", 3, "\\ufffd\\ufffd\\\"" },                /* ... by a quote */
+        { "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", 13,
+          "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf" },  /* well-formed, kept */
+        { "\xed\x9f\xbf\xee\x80\x80", 6, "\xed\x9f\xbf\xee\x80\x80" },  /* around the surrogates */
+};
+
+static void buf_json_escape_invalid_utf8_is_replaced(void **state)
+{
+        (void)state;
+        for (size_t i = 0; i < sizeof utf8_cases / sizeof utf8_cases[0]; i++) {
+                struct kw_buf b;
+                kw_buf_init(&b, 200);
+                assert_int_equal(kw_buf_put(&b, "{\"v\":\"", 6).code, 0);
+                assert_int_equal(kw_buf_put_json_escaped(&b, utf8_cases[i].in, utf8_cases[i].len).code, 0);
+                assert_int_equal(kw_buf_put(&b, "\"}", 2).code, 0);
+                const char *s;
+                assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+                if (strlen(s + 6) - 2 != strlen(utf8_cases[i].out) ||
+                    memcmp(s + 6, utf8_cases[i].out, strlen(utf8_cases[i].out)) != 0)
+                        fail_msg("case %zu: got %s", i, s);
+                /* and a strict parser (UTF-8 checked on the raw bytes) takes it */
+                cJSON *j = NULL;
+                assert_int_equal(kw_json_parse(b.p, b.len, 4, &j).code, 0);
+                cJSON_Delete(j);
+                kw_buf_free(&b);
+        }
+}
+
+static void buf_utf8_seq_len_cases(void **state)
+{
+        (void)state;
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"A", 1), 1);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xc3\xa9", 2), 2);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xc3\xa9", 1), 0);   /* truncated */
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xe2\x82\xac", 3), 3);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xf0\x9f\x98\x80", 4), 4);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xed\xa0\x80", 3), 0);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xc0\x80", 2), 0);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\xf4\x90\x80\x80", 4), 0);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"\x80", 1), 0);
+        assert_int_equal(kw_utf8_seq_len((const uint8_t *)"", 0), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -122,6 +188,8 @@ int main(void)
                 cmocka_unit_test(buf_printf_grows_and_caps),
                 cmocka_unit_test(buf_json_escape_controls_and_quotes),
                 cmocka_unit_test(buf_json_escape_over_cap_is_all_or_nothing),
+                cmocka_unit_test(buf_json_escape_invalid_utf8_is_replaced),
+                cmocka_unit_test(buf_utf8_seq_len_cases),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,42 +40,14 @@ int kw_utf8_valid(const uint8_t *s, size_t n)
 {
         size_t i = 0;
         while (i < n) {
-                uint8_t c = s[i];
-                if (c < 0x80) {
+                if (s[i] < 0x80) {
                         i++;
                         continue;
                 }
-                size_t need;
-                uint8_t lo = 0x80, hi = 0xBF;   /* range of the first continuation byte */
-                if (c >= 0xC2 && c <= 0xDF) {
-                        need = 1;
-                } else if (c == 0xE0) {
-                        need = 2;
-                        lo = 0xA0;              /* no overlong 3-byte forms */
-                } else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) {
-                        need = 2;
-                } else if (c == 0xED) {
-                        need = 2;
-                        hi = 0x9F;              /* no UTF-16 surrogates */
-                } else if (c == 0xF0) {
-                        need = 3;
-                        lo = 0x90;              /* no overlong 4-byte forms */
-                } else if (c >= 0xF1 && c <= 0xF3) {
-                        need = 3;
-                } else if (c == 0xF4) {
-                        need = 3;
-                        hi = 0x8F;              /* nothing above U+10FFFF */
-                } else {
-                        return 0;               /* 80..C1 (continuation, overlong 2-byte), F5..FF */
-                }
-                if (n - i - 1 < need)
-                        return 0;               /* truncated sequence */
-                if (s[i + 1] < lo || s[i + 1] > hi)
+                size_t k = kw_utf8_seq_len(s + i, n - i);   /* RFC 3629, buf.h */
+                if (k == 0)
                         return 0;
-                for (size_t k = 2; k <= need; k++)
-                        if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-                                return 0;
-                i += need + 1;
+                i += k;
         }
         return 1;
 }

@@ -143,12 +143,34 @@ void kw_log(enum kw_log_level lvl, const char *event, ...)
         log_emit(b, r.code == 0);
 }
 
+/* Appends pre-built JSON, made safe for a log line: a byte that is not part
+ * of well-formed UTF-8 becomes \ufffd (such bytes only occur inside
+ * strings of a valid text, where the escape keeps it valid), a control
+ * character becomes a space (valid between tokens; inside a string it was
+ * already invalid JSON, and it would split the line). */
+static kw_result put_fields(struct kw_buf *b, const char *s)
+{
+        const uint8_t *u = (const uint8_t *)s;
+        size_t n = strlen(s), run = 0, i = 0;
+        while (i < n) {
+                size_t k = u[i] < 0x80 ? 1 : kw_utf8_seq_len(u + i, n - i);
+                if (k != 0 && u[i] >= 0x20) {
+                        i += k;
+                        continue;
+                }
+                KW_TRY(kw_buf_put(b, u + run, i - run));
+                KW_TRY(k == 0 ? kw_buf_put(b, "\\ufffd", 6) : kw_buf_put(b, " ", 1));
+                run = ++i;
+        }
+        return kw_buf_put(b, u + run, n - run);
+}
+
 void kw_log_raw(enum kw_log_level lvl, const char *fields_json)
 {
         if (lvl < log_min)
                 return;
         struct kw_buf *b = line_buf(16384);
         int ok = log_head(b, lvl).code == 0 && kw_buf_put(b, ",", 1).code == 0 &&
-                 kw_buf_put_str(b, fields_json).code == 0;
+                 put_fields(b, fields_json).code == 0;
         log_emit(b, ok);
 }

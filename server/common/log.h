@@ -25,7 +25,10 @@ void kw_log(enum kw_log_level lvl, const char *event, ...) __attribute__((sentin
 #define KW_END ((const char *)NULL)
 
 /* A pre-built JSON object body (without braces) appended to the standard
- * fields: {"ts":..,"level":..,"proc":..,<fields>}.  Used for request lines. */
+ * fields: {"ts":..,"level":..,"proc":..,<fields>}.  Used for request lines.
+ * Whatever fields_json holds, the line written is valid UTF-8 on one line:
+ * bytes that are not well-formed UTF-8 become \ufffd, control characters
+ * a space (the caller is still responsible for the JSON structure). */
 void kw_log_raw(enum kw_log_level lvl, const char *fields_json);
 
 #endif

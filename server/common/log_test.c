@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/log.h"
+#include "common/json_io.h"
 
 /* Runs fn with stderr redirected to a temp file; returns what was written
  * (caller frees). */
@@ -159,12 +160,54 @@ static void log_threads_write_whole_lines(void **state)
         free(out);
 }
 
+/* Peer-controlled bytes that are not UTF-8, in every place a line takes them. */
+static void emit_invalid_utf8(void)
+{
+        kw_log(KW_LOG_INFO, "ev\xff", "k\xc0\x80", "lone \x80 cont", "sur", "\xed\xa0\x80",
+               "big", "\xf4\x90\x80\x80", "cut", "tail \xe2\x82", KW_END);
+        kw_log_raw(KW_LOG_INFO, "\"event\":\"request\",\"path\":\"/k/\xfe\xc3\"");
+}
+
+static void log_invalid_utf8_gives_strict_json_lines(void **state)
+{
+        (void)state;
+        kw_log_setup(KW_LOG_INFO, "test");
+        char *out = capture(emit_invalid_utf8);
+        static const char *const want[][2] = {
+                { "event", "ev\xef\xbf\xbd" },
+                { "k\xef\xbf\xbd\xef\xbf\xbd", "lone \xef\xbf\xbd cont" },
+                { "sur", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+                { "big", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+                { "cut", "tail \xef\xbf\xbd\xef\xbf\xbd" },
+        };
+        char *save = NULL;
+        int lines = 0;
+        for (char *line = strtok_r(out, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+                cJSON *j = NULL;
+                /* strict: UTF-8 checked on the raw bytes, RFC 8259 syntax */
+                assert_int_equal(kw_json_parse((const uint8_t *)line, strlen(line), 4, &j).code, 0);
+                if (lines == 0) {
+                        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+                                assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, want[i][0])),
+                                                    want[i][1]);
+                } else {
+                        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "path")),
+                                            "/k/\xef\xbf\xbd\xef\xbf\xbd");
+                }
+                cJSON_Delete(j);
+                lines++;
+        }
+        assert_int_equal(lines, 2);
+        free(out);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(log_lines_are_json_with_a_correct_timestamp),
                 cmocka_unit_test(log_over_long_line_is_cut_but_valid),
                 cmocka_unit_test(log_threads_write_whole_lines),
+                cmocka_unit_test(log_invalid_utf8_gives_strict_json_lines),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

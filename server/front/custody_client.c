@@ -20,6 +20,7 @@ struct kw_cc {
         char path[108];
         unsigned timeout_ms;
         unsigned n;
+        int paused;             /* kw_cc_pause: no connection until kw_cc_resume */
         pthread_mutex_t mu;
         pthread_cond_t cv;
         uint32_t next_id;
@@ -76,6 +77,21 @@ static int cc_connect(const char *path)
         return fd;
 }
 
+void kw_cc_pause(struct kw_cc *cc)
+{
+        pthread_mutex_lock(&cc->mu);
+        cc->paused = 1;
+        pthread_mutex_unlock(&cc->mu);
+}
+
+void kw_cc_resume(struct kw_cc *cc)
+{
+        pthread_mutex_lock(&cc->mu);
+        cc->paused = 0;
+        pthread_cond_broadcast(&cc->cv);
+        pthread_mutex_unlock(&cc->mu);
+}
+
 static int cc_acquire(struct kw_cc *cc)
 {
         struct timespec dl;
@@ -89,7 +105,7 @@ static int cc_acquire(struct kw_cc *cc)
         pthread_mutex_lock(&cc->mu);
         for (;;) {
                 int best = -1;
-                for (unsigned i = 0; i < cc->n; i++) {
+                for (unsigned i = 0; !cc->paused && i < cc->n; i++) {
                         if (cc->slots[i].busy)
                                 continue;
                         if (cc->slots[i].fd >= 0) { /* prefer a connected slot */

@@ -40,6 +40,12 @@ struct kw_cc_call {
 KW_MUST_USE kw_result kw_cc_new(const char *socket_path, unsigned connections,
                                 unsigned timeout_ms, struct kw_cc **ret);
 void kw_cc_free(struct kw_cc *cc);
+/* While paused, calls wait (up to the call timeout) instead of connecting:
+ * the front pauses its pool until it has dropped its privileges, so that
+ * custody, which accepts the front's user only, never sees a connection
+ * made as root in between. */
+void kw_cc_pause(struct kw_cc *cc);
+void kw_cc_resume(struct kw_cc *cc);
 
 /* Starts a request of op on behalf of a caller of class caller (proto.h:
  * every request names one; the custody process checks its proof). */

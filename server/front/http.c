@@ -42,6 +42,25 @@
  *   handshake, connection_close also after a failed one; the count is taken
  *   when user data was set, so both sides match.
  *
+ * - Threads.  A worker thread serves one connection from its TLS handshake
+ *   to its close.  The main listener and the admin listener ([admin]
+ *   listen) are two CivetWeb contexts ("pools"), each with its own threads.
+ *   Every connection is registered in connlimit.h when SSL_accept starts
+ *   (our SSL info callback, in place of CivetWeb's, which does nothing: in
+ *   the worker, before the ClientHello is read), refused there over [http]
+ *   max_connections_per_client, marked busy while on_request runs, and
+ *   unregistered in connection_close, before CivetWeb closes the socket; a
+ *   watchdog thread shuts idle ones down when a pool runs short.
+ *
+ * - The request buffer (reqbuf.h).  Each worker reads requests into its own
+ *   buffer, learnt per thread; every head is checked against the bytes
+ *   CivetWeb parsed (reqhead.h: header lines it dropped or misread give
+ *   431/400 and the end of the connection).  After each answer the head
+ *   and the body bytes that came with it are wiped there (one pass over
+ *   those bytes, not the buffer), and the whole buffer when the connection
+ *   closes.  OpenSSL wipes its decrypted records (SSL_OP_CLEANSE_PLAINTEXT);
+ *   our own buffers are wiped on free (kw_buf).
+ *
  * Every response (and the interim "100 Continue") goes through conn_write(),
  * the only mg_write call of this file: status line, headers and body in one
  * buffer, one write.
@@ -51,6 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <civetweb.h>
@@ -62,12 +82,16 @@
 
 #include "../common/log.h"
 #include "../config.h"
+#include "connlimit.h"
 #include "http.h"
 #include "../common/json_io.h"
+#include "reqbuf.h"
 
 #define RESP_BODY_MAX (1u << 20)
 #define RESP_HEAD_MAX 2048
 #define THREAD_RESERVE 8
+#define ADMIN_CONNECTIONS 16         /* the admin listener's own pool ([admin] listen) */
+#define WATCHDOG_PERIOD_MS 100
 #define STATUS_MIN 100
 #define STATUS_SLOTS 500             /* 100..599 */
 #define N_BUCKETS 10                 /* finite buckets; +Inf is the total */
@@ -91,8 +115,23 @@ struct route_slot {
         _Atomic uint64_t sum_us;
 };
 
-struct kw_http {
+/* One CivetWeb context: its listener, its worker threads. */
+enum { POOL_MAIN = 0, POOL_ADMIN = 1 };
+struct pool {
         struct mg_context *mg;
+        SSL_CTX *ssl_ctx;                       /* set by on_init_ssl, before any connection */
+        int port;
+        int threads;
+        int64_t max_conns;                      /* more: 503 overload */
+        _Atomic int64_t conns_open;             /* handshake done, not closed */
+};
+
+struct kw_http {
+        struct pool pool[KW_CONNLIMIT_POOLS];
+        int n_pools;
+        int starting_pool;                      /* the pool mg_start2 is starting */
+        struct kw_connlimit *cl;                /* per-client cap, idle watchdog */
+        int lib_init;                           /* mg_init_library called */
         const struct kw_config *start_cfg;      /* valid during kw_http_start only */
         const struct kw_route *routes;
         size_t n_routes;
@@ -101,14 +140,13 @@ struct kw_http {
         size_t n_slots;
         void *ctx;
         int admin_separate;
-        int main_port, admin_port;
         unsigned main_mask;
-        int64_t max_conns;
+        int64_t request_timeout_ms;
         size_t max_body;
         int log_requests;
         int verify_clients;
-        _Atomic int64_t conns_open;
         _Atomic uint64_t conns_refused;
+        _Atomic int stopping;                   /* kw_http_stop has begun */
         char conn_marker;                       /* user data of a connection without SSL* */
         char tls_error[256];
         unsigned char tls_spki_sha256[32];      /* of the loaded certificate (attestation) */
@@ -142,6 +180,44 @@ static void tls_fail(struct kw_http *h, const char *what, const char *file)
 /* ---- TLS ---- */
 
 static __thread SSL *tl_hello_ssl;      /* SSL* of this worker's latest handshake */
+static __thread int tl_slot = -1;       /* this worker's connection in h->cl, -1: none */
+static __thread int tl_pool;            /* and its pool (POOL_MAIN, POOL_ADMIN) */
+static __thread const SSL *tl_slot_ssl; /* the SSL* it was registered for */
+
+/* The main pool's SSL_CTX is set while its context starts, before any of
+ * the admin pool's threads exist; the admin pool's is set while the main
+ * pool already serves, so it is not the one compared. */
+static int pool_of(const struct kw_http *h, const SSL_CTX *ctx)
+{
+        return h->n_pools > 1 && ctx != h->pool[POOL_MAIN].ssl_ctx ? POOL_ADMIN : POOL_MAIN;
+}
+
+/* The earliest moment CivetWeb lets us see a connection: SSL_accept()
+ * starting, in the worker thread, before the ClientHello is read (CivetWeb
+ * set the SSL's app data to the connection before).  It is registered
+ * (connlimit.h), or - its client address having [http]
+ * max_connections_per_client connections already - refused: the socket is
+ * shut down, the handshake fails at once and the worker is free again. */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+        (void)ret;
+        if (!(where & SSL_CB_HANDSHAKE_START) || ssl == tl_slot_ssl)
+                return;
+        const struct mg_connection *conn = SSL_get_app_data(ssl);
+        if (conn == NULL)
+                return;
+        struct kw_http *h = conn_http(conn);
+        kw_connlimit_close(h->cl, tl_slot);     /* one per worker: never still set */
+        tl_slot = -1;
+        tl_slot_ssl = ssl;
+        int fd = SSL_get_fd(ssl), slot;
+        kw_result r = kw_connlimit_open(h->cl, pool_of(h, SSL_get_SSL_CTX(ssl)), fd, &slot);
+        if (r.code == 0)
+                tl_slot = slot;
+        else if (r.code == KW_ERR_OVERLOAD && fd >= 0)
+                (void)shutdown(fd, SHUT_RDWR);
+        /* other failures (no peer address): served, unregistered */
+}
 
 static int on_client_hello(SSL *ssl, int *alert, void *arg)
 {
@@ -333,6 +409,8 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
         }
         SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
         SSL_CTX_set_client_hello_cb(ctx, on_client_hello, NULL);
+        SSL_CTX_set_info_callback(ctx, on_tls_info);   /* replaces CivetWeb's, which does nothing */
+        h->pool[h->starting_pool].ssl_ctx = ctx;
         ERR_clear_error();
         return 1;
 }
@@ -342,7 +420,9 @@ static int on_init_ssl(void *ssl_ctx, void *user_data)
 /* Every listener is TLS, so this always follows a successful handshake on
  * this thread, which ran on_client_hello: tl_hello_ssl is that connection's
  * live SSL*.  (mg_get_request_info() is NULL here: the connection type is
- * only set after this callback.)  The app-data check is a belt and braces. */
+ * only set after this callback.)  The app-data check is a belt and braces.
+ * CivetWeb has reset its buffer's fill level and reads nothing before this
+ * returns. */
 static int on_init_connection(const struct mg_connection *conn, void **conn_data)
 {
         struct kw_http *h = conn_http(conn);
@@ -350,15 +430,25 @@ static int on_init_connection(const struct mg_connection *conn, void **conn_data
         tl_hello_ssl = NULL;
         if (ssl != NULL && SSL_get_app_data(ssl) != (void *)conn)
                 ssl = NULL;
-        atomic_fetch_add(&h->conns_open, 1);
+        tl_pool = ssl != NULL ? pool_of(h, SSL_get_SSL_CTX(ssl)) : POOL_MAIN;
+        atomic_fetch_add(&h->pool[tl_pool].conns_open, 1);
         *conn_data = ssl != NULL ? (void *)ssl : (void *)&h->conn_marker;
+        kw_connlimit_idle(h->cl, tl_slot);      /* handshake done: waiting for a request */
+        kw_reqbuf_conn_start(ssl, h->request_timeout_ms, &h->stopping);
         return 0;
 }
 
 static void on_connection_close(const struct mg_connection *conn)
 {
-        if (mg_get_user_connection_data(conn) != NULL)
-                atomic_fetch_sub(&conn_http(conn)->conns_open, 1);
+        struct kw_http *h = conn_http(conn);
+        /* before CivetWeb closes the socket (connlimit.h) */
+        kw_connlimit_close(h->cl, tl_slot);
+        tl_slot = -1;
+        tl_slot_ssl = NULL;
+        if (mg_get_user_connection_data(conn) == NULL)
+                return;         /* no handshake: nothing was read into the buffer */
+        atomic_fetch_sub(&h->pool[tl_pool].conns_open, 1);
+        kw_reqbuf_conn_end();   /* whatever the connection left in CivetWeb's buffer */
 }
 
 static SSL *conn_ssl(struct kw_http *h, const struct mg_connection *conn)
@@ -592,21 +682,30 @@ static int read_body(struct kw_http *h, struct mg_connection *conn, struct kw_bu
                      struct kw_resp *resp, enum body_state *state)
 {
         const struct mg_request_info *ri = mg_get_request_info(conn);
-        const char *te = mg_get_header(conn, "Transfer-Encoding");
-        int n_cl = 0;
-        const char *cl = NULL;
+        int n_cl = 0, n_te = 0;
+        const char *cl = NULL, *te = NULL;
         for (int i = 0; i < ri->num_headers; i++) {
                 if (strcasecmp(ri->http_headers[i].name, "Content-Length") == 0) {
                         n_cl++;
                         cl = ri->http_headers[i].value;
+                } else if (strcasecmp(ri->http_headers[i].name, "Transfer-Encoding") == 0) {
+                        n_te++;
+                        te = ri->http_headers[i].value;
                 }
         }
-        int chunked = te != NULL && strcasecmp(te, "chunked") == 0;
-        if (n_cl > 1 || (te != NULL && cl != NULL)) {
+        if (n_cl > 1 || n_te > 1 || (te != NULL && cl != NULL)) {
                 kw_resp_error(resp, 400, "invalid_input", "conflicting body length headers");
                 *state = BODY_UNREAD;
                 return KW_ERR_INPUT;
         }
+        /* CivetWeb frames by the first Transfer-Encoding line and takes
+         * "identity" as none; only "chunked" is one reading for everyone */
+        if (te != NULL && strcasecmp(te, "chunked") != 0) {
+                kw_resp_error(resp, 400, "invalid_input", "Transfer-Encoding other than chunked");
+                *state = BODY_UNREAD;
+                return KW_ERR_INPUT;
+        }
+        int chunked = te != NULL;
         if (cl != NULL) {
                 size_t digits = strspn(cl, "0123456789");
                 if (digits == 0 || digits > 18 || cl[digits] != '\0' || ri->content_length < 0) {
@@ -783,19 +882,6 @@ static void linger_drain(struct mg_connection *conn)
         }
 }
 
-/* CivetWeb parses a request in place in its per-worker connection buffer and
- * leaves it there until a later request overwrites it: wipe the bearer token
- * (the value points into that buffer) once the request is answered. */
-static void wipe_conn_credentials(struct mg_connection *conn)
-{
-        const struct mg_request_info *ri = mg_get_request_info(conn);
-        for (int i = 0; ri != NULL && i < ri->num_headers; i++) {
-                const char *n = ri->http_headers[i].name, *v = ri->http_headers[i].value;
-                if (n != NULL && v != NULL && strcasecmp(n, "Authorization") == 0)
-                        OPENSSL_cleanse((char *)(uintptr_t)v, strlen(v));
-        }
-}
-
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
         struct kw_http *h = cbdata;
@@ -811,7 +897,8 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         req.remote_addr = ri->remote_addr;
         req.conn_ = conn;
         req.body = (const uint8_t *)"";
-        int on_admin_port = h->admin_separate && ri->server_port == h->admin_port;
+        kw_connlimit_busy(h->cl, tl_slot);
+        int on_admin_port = tl_pool == POOL_ADMIN;
         unsigned mask = on_admin_port ? KW_LISTENER_ADMIN : h->main_mask;
         req.listener = on_admin_port ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN;
 
@@ -824,8 +911,21 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         const char *error = NULL;
         const struct kw_route *rt = NULL;
         size_t slot = 0;
+        size_t head_end = 0;
+        kw_result head = kw_reqbuf_check_head(ri, &head_end);
 
-        if (atomic_load(&h->conns_open) > h->max_conns) {
+        if (head.code != 0) {
+                /* nothing of it is trusted: no route, no body, the end */
+                int st = head.code == KW_ERR_TOO_LARGE ? 431 : 400;
+                error = st == 431 ? "too_large" : "invalid_input";
+                const char *why = kw_err_detail();      /* fixed text (reqhead.h) */
+                kw_resp_error(&resp, st, error,
+                              head.code == KW_ERR_INTERNAL || why[0] == '\0' ? "malformed request head" : why);
+                force_close = 1;
+        } else if (atomic_load(&h->pool[tl_pool].conns_open) > h->pool[tl_pool].max_conns &&
+                   strcmp(req.path, "/healthz") != 0) {
+                /* /healthz is answered over the limit too (the reserve
+                 * threads): liveness probes must not fail for load */
                 atomic_fetch_add(&h->conns_refused, 1);
                 kw_resp_error(&resp, 503, "overload", "too many connections");
                 snprintf(resp.extra_headers, sizeof resp.extra_headers, "Retry-After: 1\r\n");
@@ -870,6 +970,14 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         }
         if (bstate == BODY_UNREAD)
                 force_close = 1;     /* never let CivetWeb drain an unchecked body */
+        /* the body bytes that came with the head, to wipe after the answer;
+         * where a chunked body ends in the buffer is not known: the
+         * connection ends, and with it whatever the buffer holds */
+        size_t body_in_buf = 0;
+        if (head.code == 0 && mg_get_header(conn, "Transfer-Encoding") != NULL)
+                force_close = 1;
+        else if (head.code == 0 && ri->content_length > 0)
+                body_in_buf = (size_t)ri->content_length;
 
         int keep = !force_close && client_keeps_alive(conn);
         if (!send_response(conn, &resp, strcmp(req.method, "HEAD") == 0, keep))
@@ -881,11 +989,15 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         log_request(h, &req, route, resp.status, us, ri->remote_addr, error);
 
         int status = resp.status;
-        wipe_conn_credentials(conn);
+        if (head.code == 0)
+                kw_reqbuf_wipe_request(ri, head_end, body_in_buf);
+        else
+                kw_reqbuf_wipe_strings(ri);
         kw_buf_free(&body);
         kw_buf_free(&resp.body);
         if (linger)
                 linger_drain(conn);
+        kw_connlimit_idle(h->cl, tl_slot);
         if (force_close)
                 mg_close_connection(conn);
         return status;
@@ -899,6 +1011,7 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
         (void)msg;
         struct kw_http *h = conn_http(conn);
         const struct mg_request_info *ri = mg_get_request_info(conn);
+        kw_reqbuf_note_head(ri);        /* so that the close below wipes the head */
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         const char *name = status == 404 ? "no_route"
@@ -912,8 +1025,7 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
         struct kw_req req;
         memset(&req, 0, sizeof req);
         req.method = ri && ri->request_method ? ri->request_method : "";
-        req.listener = ri && h->admin_separate && ri->server_port == h->admin_port ? KW_LISTENER_ADMIN
-                                                                                   : KW_LISTENER_MAIN;
+        req.listener = tl_pool == POOL_ADMIN ? KW_LISTENER_ADMIN : KW_LISTENER_MAIN;
         uint64_t us = elapsed_us(&t0);
         metrics_record(h, 0, status, us);
         log_request(h, &req, "none", status, us, ri ? ri->remote_addr : "", name);
@@ -1005,8 +1117,10 @@ kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
                                  "# HELP keyward_http_connections_refused_total Requests refused over the connection limit.\n"
                                  "# TYPE keyward_http_connections_refused_total counter\n"
                                  "keyward_http_connections_refused_total %llu\n",
-                            (long long)atomic_load(&h->conns_open),
+                            (long long)(atomic_load(&h->pool[POOL_MAIN].conns_open) +
+                                        atomic_load(&h->pool[POOL_ADMIN].conns_open)),
                             (unsigned long long)atomic_load(&h->conns_refused)));
+        M_TRY(kw_connlimit_metrics(h->cl, out));
 #undef M_TRY
         return KW_OK;
 fail:
@@ -1047,71 +1161,38 @@ void kw_http_stop(struct kw_http *h)
 {
         if (h == NULL)
                 return;
-        if (h->mg != NULL) {
-                mg_stop(h->mg);
+        atomic_store(&h->stopping, 1);
+        for (int p = 0; p < KW_CONNLIMIT_POOLS; p++)
+                if (h->pool[p].mg != NULL)
+                        mg_stop(h->pool[p].mg);     /* its connections are closed: unregistered */
+        if (h->lib_init)
                 mg_exit_library();
-        }
+        kw_connlimit_free(h->cl);
         free(h->route_slot);
         free(h->slots);
         free(h);
 }
 
-kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *routes, void *ctx,
-                        struct kw_http **ret)
+/* The port number of a host:port listen string (listen_acceptable). */
+static long listen_port(const char *s)
 {
-        KW_ENSURE(cfg != NULL && routes != NULL && ret != NULL, KW_ERR_INTERNAL);
-        const char *listen = cfg->http.listen;
-        if (!listen_acceptable(listen)) {
-                kw_err_set_detail("[http] listen must be host:port");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        int admin_separate = cfg->admin.enable && nonempty(cfg->admin.listen) &&
-                             strcmp(cfg->admin.listen, listen) != 0;
-        if (admin_separate && !listen_acceptable(cfg->admin.listen)) {
-                kw_err_set_detail("[admin] listen must be host:port");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        if (!(nonempty(cfg->tls.tls_p12_file) ||
-              (nonempty(cfg->tls.tls_cert_file) && nonempty(cfg->tls.tls_key_file)))) {
-                kw_err_set_detail("[tls] needs tls_cert_file and tls_key_file, or tls_p12_file");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        if (cfg->http.max_connections < 1 || cfg->http.max_connections > 10000 ||
-            cfg->http.max_body_bytes < 0 || cfg->http.max_body_bytes > (64 << 20) ||
-            cfg->http.request_timeout_ms < 1 || cfg->http.keep_alive_timeout_ms < 0 ||
-            cfg->http.request_timeout_ms > INT32_MAX || cfg->http.keep_alive_timeout_ms > INT32_MAX) {
-                kw_err_set_detail("[http] limits out of range");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
+        const char *c = strrchr(s, ':');
+        return c != NULL ? strtol(c + 1, NULL, 10) : -1;
+}
 
-        struct kw_http *h = calloc(1, sizeof *h);
-        KW_ENSURE(h != NULL, KW_ERR_NOMEM);
-        h->routes = routes;
-        while (routes[h->n_routes].prefix != NULL)
-                h->n_routes++;
-        h->ctx = ctx;
-        h->admin_separate = admin_separate;
-        h->main_mask = KW_LISTENER_MAIN | (cfg->admin.enable && !admin_separate ? KW_LISTENER_ADMIN : 0);
-        h->max_conns = cfg->http.max_connections;
-        h->max_body = (size_t)cfg->http.max_body_bytes;
-        h->log_requests = cfg->log.requests;
-        kw_result r = slots_build(h);
-        if (r.code != 0) {
-                kw_http_stop(h);
-                return r;
-        }
-
-        char ports[256], threads[24], req_to[24], ka_to[24];
-        if (admin_separate)
-                snprintf(ports, sizeof ports, "%ss,%ss", listen, cfg->admin.listen);
-        else
-                snprintf(ports, sizeof ports, "%ss", listen);
-        snprintf(threads, sizeof threads, "%lld", (long long)cfg->http.max_connections + THREAD_RESERVE);
+/* Starts pool p: one CivetWeb context on listen with its own worker threads. */
+KW_MUST_USE static kw_result pool_start(struct kw_http *h, int p, const char *listen,
+                                        const struct kw_config *cfg)
+{
+        struct pool *pl = &h->pool[p];
+        char ports[128], threads[24], req_to[24], ka_to[24];
+        snprintf(ports, sizeof ports, "%ss", listen);
+        snprintf(threads, sizeof threads, "%d", pl->threads);
         snprintf(req_to, sizeof req_to, "%lld", (long long)cfg->http.request_timeout_ms);
         snprintf(ka_to, sizeof ka_to, "%lld", (long long)cfg->http.keep_alive_timeout_ms);
         const char *options[] = {
                 "listening_ports", ports,
-                "max_request_size", "16384",          /* request line + headers */
+                "max_request_size", KW_REQBUF_SIZE_STR,  /* request line + headers */
                 "num_threads", threads,
                 "request_timeout_ms", req_to,
                 "keep_alive_timeout_ms", ka_to,
@@ -1134,41 +1215,111 @@ kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *rout
         cb.connection_close = on_connection_close;
         cb.http_error = on_http_error;
         cb.log_message = on_log_message;
-
-        mg_init_library(MG_FEATURES_TLS);
         char errtext[256] = "";
         struct mg_error_data err = { .text = errtext, .text_buffer_size = sizeof errtext };
         struct mg_init_data init = { .callbacks = &cb, .user_data = h, .configuration_options = options };
         h->start_cfg = cfg;
-        h->mg = mg_start2(&init, &err);
+        h->starting_pool = p;
+        pl->mg = mg_start2(&init, &err);
         h->start_cfg = NULL;
-        if (h->mg == NULL) {
-                mg_exit_library();
+        if (pl->mg == NULL) {
                 if (h->tls_error[0] != '\0') {
                         kw_err_set_detail("%s", h->tls_error);
-                        kw_http_stop(h);
                         KW_BAIL(KW_ERR_CONFIG);
                 }
-                kw_err_set_detail("cannot start the HTTPS listener (%s): %s", ports,
+                kw_err_set_detail("cannot start the HTTPS listener (%s): %s", listen,
                                   errtext[0] ? errtext : "unknown error");
-                kw_http_stop(h);
                 KW_BAIL(KW_ERR_IO);
         }
-
-        struct mg_server_port sp[4];
-        int n = mg_get_server_ports(h->mg, 4, sp);
-        if (n < (admin_separate ? 2 : 1) || (admin_separate && sp[0].port == sp[1].port)) {
-                kw_http_stop(h);
-                kw_err_set_detail("[admin] listen must use a port other than [http] listen");
-                KW_BAIL(KW_ERR_CONFIG);
+        struct mg_server_port sp[2];
+        if (mg_get_server_ports(pl->mg, 2, sp) < 1) {
+                kw_err_set_detail("cannot start the HTTPS listener (%s): no port", listen);
+                KW_BAIL(KW_ERR_IO);
         }
-        h->main_port = sp[0].port;
-        h->admin_port = admin_separate ? sp[1].port : 0;
+        pl->port = sp[0].port;
         /* Authentication is the routes' (tokens, SigV4, client certificates).
          * Without an auth handler CivetWeb looks for a .htpasswd file (a
          * failing stat()) on every request. */
-        mg_set_auth_handler(h->mg, "/", on_auth_any, NULL);
-        mg_set_request_handler(h->mg, "/", on_request, h);
+        mg_set_auth_handler(pl->mg, "/", on_auth_any, NULL);
+        mg_set_request_handler(pl->mg, "/", on_request, h);
+        return KW_OK;
+}
+
+kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *routes, void *ctx,
+                        struct kw_http **ret)
+{
+        KW_ENSURE(cfg != NULL && routes != NULL && ret != NULL, KW_ERR_INTERNAL);
+        const char *listen = cfg->http.listen;
+        if (!listen_acceptable(listen)) {
+                kw_err_set_detail("[http] listen must be host:port");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        int admin_separate = cfg->admin.enable && nonempty(cfg->admin.listen) &&
+                             strcmp(cfg->admin.listen, listen) != 0;
+        if (admin_separate && !listen_acceptable(cfg->admin.listen)) {
+                kw_err_set_detail("[admin] listen must be host:port");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (admin_separate && listen_port(cfg->admin.listen) != 0 &&
+            listen_port(cfg->admin.listen) == listen_port(listen)) {
+                kw_err_set_detail("[admin] listen must use a port other than [http] listen");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (!(nonempty(cfg->tls.tls_p12_file) ||
+              (nonempty(cfg->tls.tls_cert_file) && nonempty(cfg->tls.tls_key_file)))) {
+                kw_err_set_detail("[tls] needs tls_cert_file and tls_key_file, or tls_p12_file");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        if (cfg->http.max_connections < 1 || cfg->http.max_connections > 10000 ||
+            cfg->http.max_body_bytes < 0 || cfg->http.max_body_bytes > (64 << 20) ||
+            cfg->http.request_timeout_ms < 1 || cfg->http.keep_alive_timeout_ms < 0 ||
+            cfg->http.request_timeout_ms > INT32_MAX || cfg->http.keep_alive_timeout_ms > INT32_MAX ||
+            cfg->http.max_connections_per_client < 1 || cfg->http.idle_timeout_under_load_ms < 1) {
+                kw_err_set_detail("[http] limits out of range");
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+
+        struct kw_http *h = calloc(1, sizeof *h);
+        KW_ENSURE(h != NULL, KW_ERR_NOMEM);
+        h->routes = routes;
+        while (routes[h->n_routes].prefix != NULL)
+                h->n_routes++;
+        h->ctx = ctx;
+        h->admin_separate = admin_separate;
+        h->main_mask = KW_LISTENER_MAIN | (cfg->admin.enable && !admin_separate ? KW_LISTENER_ADMIN : 0);
+        h->request_timeout_ms = cfg->http.request_timeout_ms;
+        h->max_body = (size_t)cfg->http.max_body_bytes;
+        h->log_requests = cfg->log.requests;
+        /* The admin listener has its own CivetWeb context, so that clients
+         * of the main listener cannot take the threads it needs. */
+        h->n_pools = admin_separate ? 2 : 1;
+        h->pool[POOL_MAIN].max_conns = cfg->http.max_connections;
+        h->pool[POOL_ADMIN].max_conns = ADMIN_CONNECTIONS;
+        struct kw_connlimit_cfg lc = { .per_client = cfg->http.max_connections_per_client,
+                                       .idle_ms = cfg->http.idle_timeout_under_load_ms,
+                                       .pools = h->n_pools };
+        for (int p = 0; p < h->n_pools; p++) {
+                h->pool[p].threads = (int)h->pool[p].max_conns + THREAD_RESERVE;
+                lc.threads[p] = h->pool[p].threads;
+        }
+        kw_result r = slots_build(h);
+        if (r.code == 0)
+                r = kw_connlimit_new(&lc, &h->cl);
+        if (r.code == 0)
+                r = kw_connlimit_start(h->cl, WATCHDOG_PERIOD_MS);
+        if (r.code != 0) {
+                kw_http_stop(h);
+                return r;
+        }
+        mg_init_library(MG_FEATURES_TLS);
+        h->lib_init = 1;
+        r = pool_start(h, POOL_MAIN, listen, cfg);
+        if (r.code == 0 && admin_separate)
+                r = pool_start(h, POOL_ADMIN, cfg->admin.listen, cfg);
+        if (r.code != 0) {
+                kw_http_stop(h);
+                return r;
+        }
         *ret = h;
         return KW_OK;
 }

@@ -197,6 +197,8 @@ static struct kw_config *cfg_new(int port, int admin_port)
         snprintf(buf, sizeof buf, "127.0.0.1:%d", port);
         c->http.listen = xstrdup(buf);
         c->http.max_connections = 16;
+        c->http.max_connections_per_client = 32;
+        c->http.idle_timeout_under_load_ms = 1000;
         c->http.request_timeout_ms = 3000;
         c->http.keep_alive_timeout_ms = 3000;
         c->http.max_body_bytes = 1024;
@@ -314,6 +316,7 @@ static const struct kw_route routes[] = {
         { "/broken", KW_LISTENER_MAIN, r_broken, "broken", NULL },
         { "/err", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_err, "err", NULL },
         { "/proto/", KW_LISTENER_MAIN, r_v1, "proto", r_proto_error },
+        { "/healthz", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_v1, "healthz", NULL },
         { NULL, 0, NULL, NULL, NULL },
 };
 
@@ -944,6 +947,52 @@ static void http_response_keep_alive_two_requests_one_connection(void **state)
         srv_stop(&s);
 }
 
+/* A head CivetWeb misreads is refused once and the connection closed:
+ * first on a connection, and after a good request on a kept-alive one. */
+static void http_head_misread_refused_and_closed(void **state)
+{
+        (void)state;
+        struct srv s;
+        s.port = free_port();
+        srv_start(&s, cfg_new(s.port, 0));
+        char big[2048];
+        int n = snprintf(big, sizeof big, "POST /v1/h HTTP/1.1\r\nHost: l\r\n");
+        for (int i = 0; i < 63; i++)
+                n += snprintf(big + n, sizeof big - (size_t)n, "X-%d: v\r\n", i);
+        n += snprintf(big + n, sizeof big - (size_t)n, "Content-Length: %zu\r\n\r\n%s",
+                      strlen(GET("/v1/smuggled")), GET("/v1/smuggled"));
+        const struct {
+                const char *raw;
+                int status;
+        } cases[] = {
+                { big, 431 },
+                { "POST /v1/h HTTP/1.1\r\nHost: l\r\nContent-Length : 3\r\n\r\nabc", 400 },
+                { "\r\n\r\nGET /v1/h HTTP/1.1\r\nHost: l\r\n\r\n", 400 },
+        };
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+                for (int second = 0; second <= 1; second++) {
+                        struct cli c;
+                        struct hresp r;
+                        assert_true(cli_open(&c, s.port, TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL));
+                        if (second) {
+                                cli_send(&c, GET("/v1/first"), strlen(GET("/v1/first")));
+                                assert_true(cli_read(&c, &r));
+                                assert_int_equal(r.status, 200);
+                                hresp_free(&r);
+                        }
+                        cli_send(&c, cases[k].raw, strlen(cases[k].raw));
+                        assert_true(cli_read(&c, &r));
+                        assert_int_equal(r.status, cases[k].status);
+                        assert_string_equal(jstr(&r, "error"), cases[k].status == 431 ? "too_large" : "invalid_input");
+                        assert_true(has_header(&r, "Connection: close"));
+                        assert_true(cli_at_eof(&c));     /* the smuggled request is never answered */
+                        hresp_free(&r);
+                        cli_close(&c);
+                }
+        }
+        srv_stop(&s);
+}
+
 /* ---- client certificates ---- */
 
 static void cert_case(int port, const char *crt, const char *key, int present, int verified, const char *cn)
@@ -1034,6 +1083,13 @@ static void http_connection_limit_answers_503(void **state)
         assert_non_null(strstr(txt, "\nkeyward_http_connections_refused_total 1\n"));
         assert_non_null(strstr(txt, "\nkeyward_http_connections_open 1\n"));
         kw_buf_free(&m);
+        /* the liveness probe is answered over the limit (a reserve thread) */
+        assert_true(cli_open(&b, s.port, TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL));
+        cli_send(&b, GET("/healthz"), strlen(GET("/healthz")));
+        assert_true(cli_read(&b, &r));
+        assert_int_equal(r.status, 200);
+        hresp_free(&r);
+        cli_close(&b);
 
         /* once the first connection is gone, a new one is served */
         cli_close(&a);
@@ -1188,6 +1244,7 @@ int main(void)
                 cmocka_unit_test(http_request_malformed_gets_json_error),
                 cmocka_unit_test(http_body_limits_enforced),
                 cmocka_unit_test(http_response_keep_alive_two_requests_one_connection),
+                cmocka_unit_test(http_head_misread_refused_and_closed),
                 cmocka_unit_test(http_client_cert_reported),
                 cmocka_unit_test(http_connection_limit_answers_503),
                 cmocka_unit_test(http_metrics_counts_requests),
