@@ -187,6 +187,12 @@ class Server:
             text = text.replace("[tls]\n", '[tls]\nclients_ca_cert_file = "%s"\n' % pki[0], 1)
             with open(self.conf, "w") as f:
                 f.write(text)
+        # every connection of the load generator comes from 127.0.0.1: lift the
+        # per-client cap (32 by default, issue 10) above the 64 used here
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:
+            f.write(text.replace("[http]\n", "[http]\nmax_connections_per_client = 1000\n", 1))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KEYWARD_")}
         self.env["SOFTHSM2_CONF"] = os.path.join(d, "softhsm", "softhsm2.conf")
         self.env["KEYWARD_AWS_XKS_CONFIG_AWS_XKS_SIGV4_SECRET_ACCESS_KEY"] = XKS_SECRET

@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -832,6 +833,7 @@ static void report(struct run *r, double secs, double cpu)
 
 int main(int argc, char **argv)
 {
+        signal(SIGPIPE, SIG_IGN);   /* a refused connection is an error to count, not a kill */
         static struct run r;
         if (parse_opts(argc, argv, &r.o) != 0) {
                 usage(stderr);
