@@ -71,6 +71,8 @@ kw_result op_stats(struct custody *c, const struct kw_msg *req, struct op_caller
         cJSON_AddNumberToObject(d, "key_cache_entries", (double)cs.entries);
         cJSON_AddNumberToObject(d, "key_unseals_total", (double)__atomic_load_n(&c->material_loads, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "audit_pending", (double)audit_pending(c->aq));
+        cJSON_AddNumberToObject(d, "log_lines_dropped_total", (double)kw_log_dropped_total());
+        cJSON_AddNumberToObject(d, "log_lines_lost_total", (double)kw_log_lost_total());
         return reply_json(reply, d);
 }
 

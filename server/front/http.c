@@ -1120,6 +1120,16 @@ kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
                             (long long)(atomic_load(&h->pool[POOL_MAIN].conns_open) +
                                         atomic_load(&h->pool[POOL_ADMIN].conns_open)),
                             (unsigned long long)atomic_load(&h->conns_refused)));
+        M_TRY(kw_buf_printf(out, "# HELP keyward_log_lines_dropped_total Log lines of the front (requests, info) "
+                                 "dropped because stderr was read slower than they came.\n"
+                                 "# TYPE keyward_log_lines_dropped_total counter\n"
+                                 "keyward_log_lines_dropped_total %llu\n"
+                                 "# HELP keyward_log_lines_lost_total Log lines of the front lost to a failed "
+                                 "write to stderr.\n"
+                                 "# TYPE keyward_log_lines_lost_total counter\n"
+                                 "keyward_log_lines_lost_total %llu\n",
+                            (unsigned long long)kw_log_dropped_total(),
+                            (unsigned long long)kw_log_lost_total()));
         M_TRY(kw_connlimit_metrics(h->cl, out));
 #undef M_TRY
         return KW_OK;
