@@ -56,7 +56,9 @@ void kw_log_raw(enum kw_log_level lvl, const char *fields_json);
  * not fork afterwards without exec.  Its thread needs only system calls
  * the sandboxes allow (logq.h).  Also registers an atexit handler
  * that runs kw_log_writer_stop, so a return from main loses nothing.
- * A second call while the writer runs does nothing.  Fails with
+ * A second call while the writer runs does nothing; one after
+ * kw_log_writer_stop frees the stopped queue (tests: no thread may log or
+ * read the counters meanwhile).  Fails with
  * KW_ERR_NOMEM or KW_ERR_INTERNAL (then lines keep going directly).
  */
 KW_MUST_USE kw_result kw_log_writer_start(void);
