@@ -159,7 +159,7 @@ def profile(srv, s, a, pki):
                               "--region", bench.XKS_REGION] if s["auth"] == "sigv4" else []),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    r = bench.run(["perf", "record", "-e", "cpu-clock", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(front), "-o", data,
+    r = bench.run(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384", "-p", str(front), "-o", data,
                    "--", "sleep", str(a.seconds)], timeout=120)
     lg.wait(timeout=120)
     if r.returncode != 0:
