@@ -83,6 +83,8 @@ kw_result op_stats(struct custody *c, const struct kw_msg *req, struct op_caller
         cJSON_AddNumberToObject(d, "requests_queued_total", (double)__atomic_load_n(&c->queued_total, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "reader_wakeups_total", (double)__atomic_load_n(&c->reader_wakeups, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "requests_queued", (double)__atomic_load_n(&c->queued_now, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "log_lines_dropped_total", (double)kw_log_dropped_total());
+        cJSON_AddNumberToObject(d, "log_lines_lost_total", (double)kw_log_lost_total());
         return reply_json(reply, d);
 }
 
