@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -251,6 +252,7 @@ void kw_ipc_rx_init(struct kw_ipc_rx *rx)
 {
         kw_buf_init(&rx->b, KW_IPC_MAX_FRAME + 4 + RX_CHUNK);
         rx->start = 0;
+        rx->slice_ms = 0;
 }
 
 void kw_ipc_rx_free(struct kw_ipc_rx *rx)
@@ -290,9 +292,24 @@ kw_result kw_ipc_rx_fill(struct kw_ipc_rx *rx, int fd, int timeout_ms)
         KW_TRY(kw_buf_reserve(b, room));
         room = b->cap_alloc - 1 - b->len;
         int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+        /* A blocking read when it cannot overshoot the timeout: with none,
+         * or with the socket's SO_RCVTIMEO slice (kw_ipc_set_read_slice)
+         * bounding each wait; one system call per read instead of a poll
+         * and a read.  A non-blocking socket answers EAGAIN: then poll. */
+        int block = timeout_ms < 0 || rx->slice_ms > 0;
         for (;;) {
-                KW_TRY(wait_readable(fd, deadline));
-                ssize_t got = recv(fd, b->p + b->len, room, MSG_DONTWAIT);
+                if (!block)
+                        KW_TRY(wait_readable(fd, deadline));
+                ssize_t got = recv(fd, b->p + b->len, room, block ? 0 : MSG_DONTWAIT);
+                if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && block) {
+                        if (deadline >= 0 && now_ms() >= deadline) {
+                                kw_err_set_detail("timeout");
+                                KW_BAIL(KW_ERR_CUSTODY_DOWN);
+                        }
+                        if (rx->slice_ms <= 0)
+                                block = 0;     /* a non-blocking socket */
+                        continue;
+                }
                 if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
                         continue;
                 if (got <= 0) {
@@ -302,6 +319,17 @@ kw_result kw_ipc_rx_fill(struct kw_ipc_rx *rx, int fd, int timeout_ms)
                 b->len += (size_t)got;
                 return KW_OK;
         }
+}
+
+kw_result kw_ipc_set_read_slice(struct kw_ipc_rx *rx, int fd, int slice_ms)
+{
+        struct timeval tv = { .tv_sec = slice_ms / 1000, .tv_usec = (slice_ms % 1000) * 1000 };
+        if (slice_ms <= 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+                kw_err_set_detail("setsockopt SO_RCVTIMEO: %s", slice_ms <= 0 ? "bad slice" : strerror(errno));
+                KW_BAIL(KW_ERR_INTERNAL);
+        }
+        rx->slice_ms = slice_ms;
+        return KW_OK;
 }
 
 int kw_ipc_rx_next(struct kw_ipc_rx *rx, const uint8_t **ret, size_t *ret_len)

@@ -71,6 +71,7 @@ KW_MUST_USE kw_result kw_ipc_send(int fd, const struct kw_buf *frame);
 struct kw_ipc_rx {
         struct kw_buf b;
         size_t start;            /* first byte not yet taken out */
+        int slice_ms;            /* > 0: fd has this SO_RCVTIMEO (set_read_slice) */
 };
 void kw_ipc_rx_init(struct kw_ipc_rx *rx);
 void kw_ipc_rx_free(struct kw_ipc_rx *rx);
@@ -79,6 +80,10 @@ void kw_ipc_rx_free(struct kw_ipc_rx *rx);
  * frame).  EOF, an error or the timeout (detail "timeout"):
  * KW_ERR_CUSTODY_DOWN. */
 KW_MUST_USE kw_result kw_ipc_rx_fill(struct kw_ipc_rx *rx, int fd, int timeout_ms);
+/* Gives the blocking socket fd a receive timeout of slice_ms: fill then
+ * waits in recv itself (no poll per read), honouring its timeout to within
+ * a slice. */
+KW_MUST_USE kw_result kw_ipc_set_read_slice(struct kw_ipc_rx *rx, int fd, int slice_ms);
 /* 1 and the next whole frame's payload; 0 when no whole frame is buffered;
  * -1 when the next length is out of bounds (KW_ERR_PROTOCOL). */
 int kw_ipc_rx_next(struct kw_ipc_rx *rx, const uint8_t **ret, size_t *ret_len);

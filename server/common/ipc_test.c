@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -227,6 +228,42 @@ static void ipc_rx_split_and_large(void **state)
 
 /* A length out of bounds (too short for a header, or over the maximum)
  * puts the stream out of step: -1, whatever follows. */
+/* With a read slice the reader waits in recv: a frame already sent is read,
+ * a timeout shorter than nothing coming holds to within a slice, EOF is
+ * CUSTODY_DOWN. */
+static void ipc_rx_read_slice_blocks_in_recv_and_times_out(void **state)
+{
+        (void)state;
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+        struct kw_ipc_rx rx;
+        kw_ipc_rx_init(&rx);
+        assert_int_equal(kw_ipc_set_read_slice(&rx, sv[1], 20).code, 0);
+        assert_int_equal(kw_ipc_set_read_slice(&rx, sv[1], 0).code, KW_ERR_INTERNAL);
+        struct kw_buf b;
+        kw_buf_init(&b, 1 << 16);
+        frame(&b, 9, "abc", 3);
+        assert_int_equal(write(sv[0], b.p, b.len), (ssize_t)b.len);
+        const uint8_t *p;
+        size_t n;
+        assert_int_equal(kw_ipc_rx_fill(&rx, sv[1], 1000).code, 0);
+        assert_int_equal(kw_ipc_rx_next(&rx, &p, &n), 1);
+        assert_int_equal(kw_ipc_peek_id(p, n), 9);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        kw_result r = kw_ipc_rx_fill(&rx, sv[1], 100);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        assert_int_equal(r.code, KW_ERR_CUSTODY_DOWN);
+        assert_string_equal(kw_err_detail(), "timeout");
+        long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        assert_true(ms >= 100);      /* not before its time (an upper bound would be a timing test) */
+        close(sv[0]);
+        assert_int_equal(kw_ipc_rx_fill(&rx, sv[1], -1).code, KW_ERR_CUSTODY_DOWN);
+        kw_ipc_rx_free(&rx);
+        kw_buf_free(&b);
+        close(sv[1]);
+}
+
 static void ipc_rx_rejects_bad_lengths(void **state)
 {
         (void)state;
@@ -260,6 +297,7 @@ int main(void)
                 cmocka_unit_test(ipc_reply_code_and_socket_roundtrip),
                 cmocka_unit_test(ipc_rx_many_frames_per_read_and_partial),
                 cmocka_unit_test(ipc_rx_split_and_large),
+                cmocka_unit_test(ipc_rx_read_slice_blocks_in_recv_and_times_out),
                 cmocka_unit_test(ipc_rx_rejects_bad_lengths),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,13 +13,17 @@
 
 #include "custody_client.h"
 
+#define CC_READ_SLICE_MS 50
+
 /*
  * A few connections, many calls in flight on each, replies matched by
  * request id.  There is no reader thread: of the callers waiting on a
  * connection, one reads (poll + recv of whatever the socket holds) and
  * hands each reply to its caller; when its own reply has come it passes the
  * reading on to another waiter.  A call alone on a connection thus reads its
- * own reply, as a plain round trip would: send, poll, recv.
+ * own reply, as a plain round trip would: send, then recv (blocking, the
+ * socket's receive timeout of CC_READ_SLICE_MS bounding each wait so that
+ * the call's own timeout holds to within that).
  *
  * Locks: cc->mu (which connection serves each slot) before k->mu (a
  * connection's waiters and reader); k->send_mu alone.  Waiters are woken
@@ -293,6 +297,8 @@ static struct cc_conn *conn_get(struct kw_cc *cc, int *fresh)
                 pthread_mutex_init(&k->mu, NULL);
                 pthread_mutex_init(&k->send_mu, NULL);
                 kw_ipc_rx_init(&k->rx);
+                /* the reader then waits in recv, not in a poll before it */
+                kw_ignore(kw_ipc_set_read_slice(&k->rx, fd, CC_READ_SLICE_MS));
                 cc->conns[slot] = k;
                 *fresh = 1;
         }
