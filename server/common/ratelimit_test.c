@@ -30,6 +30,24 @@ static void ratelimit_take_burst_then_refuses_with_retry_after(void **state)
         assert_true(retry >= 1 && retry <= 2);
 }
 
+static void ratelimit_peek_answers_as_take_without_taking(void **state)
+{
+        (void)state;
+        struct kw_ratelimit rl;
+        kw_ratelimit_init(&rl, 1, 2);
+        for (int i = 0; i < 10; i++)
+                assert_int_equal(kw_ratelimit_peek(&rl, NULL), 1);
+        assert_int_equal(kw_ratelimit_take(&rl, NULL), 1);
+        assert_int_equal(kw_ratelimit_peek(&rl, NULL), 1);
+        assert_int_equal(kw_ratelimit_take(&rl, NULL), 1);
+        unsigned retry = 0;
+        assert_int_equal(kw_ratelimit_peek(&rl, &retry), 0);
+        assert_true(retry >= 1 && retry <= 2);
+        assert_int_equal(kw_ratelimit_take(&rl, NULL), 0);
+        kw_ratelimit_init(&rl, 0, 0);
+        assert_int_equal(kw_ratelimit_peek(&rl, NULL), 1);
+}
+
 static void ratelimit_init_caps_burst(void **state)
 {
         (void)state;
@@ -47,6 +65,7 @@ int main(void)
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(ratelimit_take_zero_rate_always_allows),
                 cmocka_unit_test(ratelimit_take_burst_then_refuses_with_retry_after),
+                cmocka_unit_test(ratelimit_peek_answers_as_take_without_taking),
                 cmocka_unit_test(ratelimit_init_caps_burst),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
