@@ -227,7 +227,7 @@ test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
 # Not part of `make test`: a benchmark never fails on a number.  Bench-only
 # Debian packages are installed by bench-deps (as root), not by deps.
 BENCH_PKGS  := nginx-light linux-perf eatmydata
-BENCH_TOOLS := $(BUILD)/bench/kw-loadgen $(BUILD)/bench/kw-cryptocost $(BUILD)/bench/kw-bench-populate
+BENCH_TOOLS := $(BUILD)/libfaulthsm.so $(BUILD)/bench/kw-loadgen $(BUILD)/bench/kw-cryptocost $(BUILD)/bench/kw-bench-populate
 BENCH_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE $(shell pkg-config --cflags openssl)
 $(BUILD)/bench/kw-loadgen: tests/bench/loadgen.c
 	@mkdir -p $(dir $@)
