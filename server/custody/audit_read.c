@@ -44,7 +44,7 @@ struct oldest {
         void *arg;
         struct kw_audit_range *rg;
         uint8_t (*hashes)[KS_HASH_LEN];
-        const struct as_walk *walk;
+        struct as_walk walk;
 };
 
 static int unit_selected(const struct unit *u, void *arg)
@@ -67,7 +67,7 @@ static kw_result oldest_visit(const struct unit *u, const struct unit_recs *ur, 
         if (why != NULL) {
                 kw_err_set_detail("the audit chain does not verify at seq %llu (%s): nothing "
                                   "from there on is exported or pruned",
-                                  (unsigned long long)(u->first ? u->first : o->walk->head_seq + 1), why);
+                                  (unsigned long long)(u->first ? u->first : o->walk.head_seq + 1), why);
                 KW_BAIL(KW_ERR_DB_CORRUPT);
         }
         for (size_t i = 0; i < ur->n; i++) {
@@ -93,12 +93,11 @@ static kw_result oldest_visit(const struct unit *u, const struct unit_recs *ur, 
 
 static kw_result oldest_locked(struct kw_keystore *ks, struct oldest *o)
 {
-        struct as_walk w = { .hashes = o->hashes };
-        o->walk = &w;
-        KW_TRY(as_walk(ks, &w, unit_selected, oldest_visit, o));
+        o->walk = (struct as_walk){ .hashes = o->hashes };
+        KW_TRY(as_walk(ks, &o->walk, unit_selected, oldest_visit, o));
         if (o->rg->records == 0)
-                o->rg->first_seq = w.start_seq;
-        memcpy(o->rg->prev_hash, w.start, KS_HASH_LEN);
+                o->rg->first_seq = o->walk.start_seq;
+        memcpy(o->rg->prev_hash, o->walk.start, KS_HASH_LEN);
         return KW_OK;
 }
 
