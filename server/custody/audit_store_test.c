@@ -24,25 +24,6 @@ static struct kw_secret key_a;
 
 /* ------------------------------------------------------------- helpers */
 
-static int group_setup(void **state)
-{
-        (void)state;
-        int locked = 0;
-        if (!kw_ok(kw_secret_init(1 << 20, &locked)))
-                return -1;
-        uint8_t a[32];
-        for (int i = 0; i < 32; i++)
-                a[i] = (uint8_t)(0x11 * (i % 15) + 1);   /* tests/fixtures/keystore-v3.db's key */
-        return kw_ok(kw_secret_dup(a, 32, &key_a)) ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-        (void)state;
-        kw_secret_free(&key_a);
-        return 0;
-}
-
 static long long raw_int(const char *path, const char *sql)
 {
         sqlite3 *db = raw_open(path);
@@ -585,5 +566,5 @@ int main(void)
                 T(audit_store_read_oldest_stops_at_a_broken_chain),
 #undef T
         };
-        return cmocka_run_group_tests(tests, group_setup, group_teardown);
+        return cmocka_run_group_tests(tests, fx_group_setup, fx_group_teardown);
 }

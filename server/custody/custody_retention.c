@@ -9,7 +9,12 @@
  * (kw_audit_export: written, fsynced, renamed, read back and verified) and
  * prunes exactly what the file holds behind a checkpoint, in chunks of at
  * most CHUNK_RECORDS, until the bound holds again.  The size bound has
- * hysteresis: pruning starts above 90 % of max_bytes and goes down to 70 %.
+ * hysteresis: pruning starts above HIGH_PCT % of max_bytes and, within the
+ * same cycle, goes on chunk by chunk (measured again after each) down to
+ * LOW_PCT %.  HIGH_PCT leaves room under max_bytes for what arrives between
+ * two checks and for the pages a prune's own transaction allocates before it
+ * frees others: the file, which keeps its high-water mark, stays under
+ * max_bytes (make soak checks it).
  * The newest KEEP_RECORDS records are never pruned for size (a key store
  * whose keys alone pass the bound would otherwise export a file a cycle).
  *
@@ -35,6 +40,8 @@
 #define CHUNK_RECORDS 262144u           /* records per export file at most   */
 #define EXPORTS_PER_CYCLE 64
 #define KEEP_RECORDS 1024u
+#define HIGH_PCT 80u
+#define LOW_PCT 60u
 #define FAIL_LOG_MS (3600 * 1000)
 #define DAY_MS (86400 * INT64_C(1000))
 
@@ -205,8 +212,9 @@ static void measure(struct retention *rt)
         pthread_mutex_unlock(&rt->mu);
 }
 
-/* What to export next (nothing: records 0 and no age rule). */
-static struct kw_audit_select plan(struct retention *rt)
+/* What to export next (nothing: records 0 and no age rule); started: this
+ * cycle pruned already, so the size rule holds down to LOW_PCT. */
+static struct kw_audit_select plan(struct retention *rt, int started)
 {
         const struct kw_config *cfg = rt->cfg;
         struct kw_audit_select sel = { .max_records = CHUNK_RECORDS };
@@ -219,8 +227,9 @@ static struct kw_audit_select plan(struct retention *rt)
                         sel.before_ts_ms = cut;
         }
         uint64_t max = (uint64_t)cfg->audit.max_bytes;
-        if (max != 0 && st.db_bytes > max / 10 * 9 && st.records > KEEP_RECORDS) {
-                uint64_t low = max / 10 * 7, per = st.db_bytes / st.records;
+        uint64_t low = max / 100 * LOW_PCT, high = max / 100 * HIGH_PCT;
+        if (max != 0 && st.db_bytes > (started ? low : high) && st.records > KEEP_RECORDS) {
+                uint64_t per = st.db_bytes / st.records;
                 uint64_t want = per != 0 ? (st.db_bytes - low + per - 1) / per : 0;
                 uint64_t cap = st.records - KEEP_RECORDS;
                 sel.min_records = want < cap ? want : cap;
@@ -251,9 +260,9 @@ static void note_failure(struct retention *rt, const char *what, kw_result r)
 
 /* Exports and prunes one chunk; *ret_done when there was nothing to do. */
 static kw_result one_export(struct retention *rt, const char *actor, const char *request_id,
-                            cJSON *files, int *ret_done)
+                            cJSON *files, int started, int *ret_done)
 {
-        struct kw_audit_select sel = plan(rt);
+        struct kw_audit_select sel = plan(rt, started);
         *ret_done = sel.min_records == 0 && sel.before_ts_ms == 0;
         if (*ret_done)
                 return KW_OK;
@@ -319,7 +328,7 @@ static kw_result cycle(struct retention *rt, const char *actor, const char *requ
         if (bounded(rt->cfg)) {
                 int done = 0;
                 for (int i = 0; i < EXPORTS_PER_CYCLE && kw_ok(r) && !done; i++)
-                        r = one_export(rt, actor, request_id, files, &done);
+                        r = one_export(rt, actor, request_id, files, i > 0, &done);
         }
         pthread_mutex_lock(&rt->mu);
         evaluate(rt);

@@ -9,6 +9,27 @@
 #ifndef KW_KEYSTORE_FIXTURE_TEST_H
 #define KW_KEYSTORE_FIXTURE_TEST_H
 
+/* Group setup and teardown of a test file whose stores use key_a alone:
+ * the key of tests/fixtures/keystore-v3.db (byte i = 0x11 * (i % 15) + 1). */
+__attribute__((unused)) static int fx_group_setup(void **state)
+{
+        (void)state;
+        int locked = 0;
+        if (!kw_ok(kw_secret_init(1 << 20, &locked)))
+                return -1;
+        uint8_t a[32];
+        for (int i = 0; i < 32; i++)
+                a[i] = (uint8_t)(0x11 * (i % 15) + 1);
+        return kw_ok(kw_secret_dup(a, 32, &key_a)) ? 0 : -1;
+}
+
+__attribute__((unused)) static int fx_group_teardown(void **state)
+{
+        (void)state;
+        kw_secret_free(&key_a);
+        return 0;
+}
+
 struct fx {
         char dir[128];
         char path[192];
@@ -26,7 +47,7 @@ static void ks_open_ok(struct fx *f)
         f->ks = ks;
 }
 
-static void ks_reopen(struct fx *f)
+__attribute__((unused)) static void ks_reopen(struct fx *f)
 {
         kw_keystore_close(f->ks);
         f->ks = NULL;
@@ -75,7 +96,7 @@ static int teardown(void **state)
 }
 
 /* A second, raw connection to the same file (for tampering). */
-static sqlite3 *raw_open(const char *path)
+__attribute__((unused)) static sqlite3 *raw_open(const char *path)
 {
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
@@ -90,7 +111,7 @@ static sqlite3 *raw_open(const char *path)
         return db;
 }
 
-static void raw_exec(const char *path, const char *sql)
+__attribute__((unused)) static void raw_exec(const char *path, const char *sql)
 {
         sqlite3 *db = raw_open(path);
         char *err = NULL;
