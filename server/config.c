@@ -123,7 +123,8 @@ static const struct cfg_key cfg_keys[] = {
 
         K_STR("custody", custody, socket_path, "/run/keyward/custody.sock", KF_REQUIRED),
         K_STR("custody", custody, user, "keyward-custody", 0),
-        K_INT("custody", custody, connections, 16, 1, 1024),
+        K_INT("custody", custody, connections, 4, 1, 64),
+        K_INT("custody", custody, workers, 16, 1, 256),
         K_INT("custody", custody, timeout_ms, 5000, 1, 600000),
 
         K_STR("front", front, user, "keyward-front", 0),

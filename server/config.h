@@ -107,7 +107,10 @@ struct kw_config {
                 char *socket_path;   /* "/run/keyward/custody.sock"                   */
                 char *user;          /* started as root: the custody process's user,
                                         "keyward-custody" (owns the key store, PIN)   */
-                int64_t connections; /* front->custody connections, 16                */
+                int64_t connections; /* front->custody connections, 4 (many requests
+                                        in flight on each)                            */
+                int64_t workers;     /* custody threads for requests that need the
+                                        HSM or the database, 16                       */
                 int64_t timeout_ms;  /* per call, 5000                                */
         } custody;
 

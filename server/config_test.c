@@ -143,7 +143,8 @@ static void config_defaults_match_header(void **state)
         assert_string_equal(c->custody.user, "keyward-custody");
         assert_string_equal(c->front.user, "keyward-front");
         assert_string_equal(c->sandbox.seccomp, "enforce");
-        assert_int_equal(c->custody.connections, 16);
+        assert_int_equal(c->custody.connections, 4);
+        assert_int_equal(c->custody.workers, 16);
         assert_int_equal(c->custody.timeout_ms, 5000);
         assert_true(c->admin.enable);
         assert_string_equal(c->admin.listen, "");
@@ -1021,7 +1022,9 @@ static const struct vcase vcases[] = {
         { "[http]\nrequest_timeout_ms = 600001\n", "[http] request_timeout_ms: must be between 1 and 600000" },
         { "[http]\nkeep_alive_timeout_ms = 0\n", "[http] keep_alive_timeout_ms: must be between 1 and 600000" },
         { "[custody]\ntimeout_ms = -1\n", "[custody] timeout_ms: must be between 1 and 600000" },
-        { "[custody]\nconnections = 0\n", "[custody] connections: must be between 1 and 1024" },
+        { "[custody]\nconnections = 0\n", "[custody] connections: must be between 1 and 64" },
+        { "[custody]\nconnections = 65\n", "[custody] connections: must be between 1 and 64" },
+        { "[custody]\nworkers = 0\n", "[custody] workers: must be between 1 and 256" },
         { "[http]\nmax_connections = 0\n", "[http] max_connections: must be between 1 and 10000" },
         { "[http]\nmax_connections = 10001\n", "[http] max_connections: must be between 1 and 10000" },
         { "[http]\nmax_connections_per_client = 0\n",

@@ -488,6 +488,14 @@ static int front_main(struct kw_config *cfg, int ready_fd)
         struct kw_front front = { .cfg = cfg };
         r = kw_cc_new(cfg->custody.socket_path, (unsigned)cfg->custody.connections,
                       (unsigned)cfg->custody.timeout_ms, &front.cc);
+        /* the log writer thread: after the bounding set is dropped (a new
+         * thread inherits its creator's), before CivetWeb's threads; from
+         * here on a request thread never writes to stderr itself (log.h) */
+        if (r.code == 0 && kw_log_writer_start().code != 0) {
+                kw_log(KW_LOG_ERROR, "startup_failed", "step", "log_writer", "error", "internal",
+                       "message", "cannot start the log writer thread", KW_END);
+                return 3;
+        }
         /* the listeners and the TLS key, with the privileges they may need;
          * requests that come meanwhile wait for the custody pool */
         if (r.code == 0) {
@@ -526,8 +534,9 @@ static int front_main(struct kw_config *cfg, int ready_fd)
         }
         int sig = 0;
         sigwait(&set, &sig);
-        kw_http_stop(front.http);
+        kw_http_stop(front.http);       /* waits for the requests in progress */
         kw_cc_free(front.cc);
+        kw_log_writer_stop();           /* their lines, and every other, written */
         return 0;
 }
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -243,66 +244,129 @@ static kw_result wait_readable(int fd, int64_t deadline)
         }
 }
 
-/* Frames on a custody stream strictly alternate (one request, then its
- * reply), so the peer never has more than one frame in flight: one recv()
- * into a buffer with room for a typical frame reads the length and the
- * payload at once (it was poll+recv(4)+poll+recv(n)).  Bytes past the end of
- * the frame mean the peer broke that rule: KW_ERR_PROTOCOL. */
-#define IPC_FIRST_READ 4096u
+/* ---- pipelined streams ---- */
 
-kw_result kw_ipc_recv(int fd, struct kw_buf *b, int timeout_ms)
+#define RX_CHUNK (64u * 1024u)
+
+void kw_ipc_rx_init(struct kw_ipc_rx *rx)
 {
+        kw_buf_init(&rx->b, KW_IPC_MAX_FRAME + 4 + RX_CHUNK);
+        rx->start = 0;
+        rx->slice_ms = 0;
+}
+
+void kw_ipc_rx_free(struct kw_ipc_rx *rx)
+{
+        kw_buf_free(&rx->b);
+        rx->start = 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+        return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+void kw_ipc_rx_done(struct kw_ipc_rx *rx)
+{
+        struct kw_buf *b = &rx->b;
+        if (rx->start != 0) {
+                size_t keep = b->len - rx->start;
+                memmove(b->p, b->p + rx->start, keep);
+                OPENSSL_cleanse(b->p + keep, rx->start);
+                b->len = keep;
+                rx->start = 0;
+        }
+}
+
+kw_result kw_ipc_rx_fill(struct kw_ipc_rx *rx, int fd, int timeout_ms)
+{
+        struct kw_buf *b = &rx->b;
+        kw_ipc_rx_done(rx);
+        /* room: the rest of a frame whose length is known, or a chunk */
+        size_t room = RX_CHUNK;
+        if (b->len >= 4) {
+                size_t want = (size_t)be32(b->p) + 4;
+                if (want <= KW_IPC_MAX_FRAME + 4 && want > b->len + room)
+                        room = want - b->len;
+        }
+        KW_TRY(kw_buf_reserve(b, room));
+        room = b->cap_alloc - 1 - b->len;
         int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
-        kw_buf_reset(b);
-        KW_TRY(kw_buf_reserve(b, IPC_FIRST_READ));
-        size_t off = 0, want = 0; /* want: whole frame incl. length, once known */
-        kw_result r = KW_OK;
+        /* A blocking read when it cannot overshoot the timeout: with none,
+         * or with the socket's SO_RCVTIMEO slice (kw_ipc_set_read_slice)
+         * bounding each wait; one system call per read instead of a poll
+         * and a read.  A non-blocking socket answers EAGAIN: then poll. */
+        int block = timeout_ms < 0 || rx->slice_ms > 0;
         for (;;) {
-                r = wait_readable(fd, deadline);
-                if (r.code != 0)
-                        break;
-                /* room: up to the frame's end once known, else what the buffer holds */
-                size_t room = (want ? want : b->cap_alloc - 1) - off;
-                ssize_t got = recv(fd, b->p + off, room, MSG_DONTWAIT);
+                if (!block)
+                        KW_TRY(wait_readable(fd, deadline));
+                ssize_t got = recv(fd, b->p + b->len, room, block ? 0 : MSG_DONTWAIT);
+                if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && block) {
+                        if (deadline >= 0 && now_ms() >= deadline) {
+                                kw_err_set_detail("timeout");
+                                KW_BAIL(KW_ERR_CUSTODY_DOWN);
+                        }
+                        if (rx->slice_ms <= 0)
+                                block = 0;     /* a non-blocking socket */
+                        continue;
+                }
                 if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
                         continue;
                 if (got <= 0) {
                         kw_err_set_detail("recv: %s", got < 0 ? strerror(errno) : "closed");
-                        r = KW_RESULT(KW_ERR_CUSTODY_DOWN);
-                        break;
+                        KW_BAIL(KW_ERR_CUSTODY_DOWN);
                 }
-                off += (size_t)got;
-                if (want == 0 && off >= 4) {
-                        uint32_t n = (uint32_t)b->p[0] << 24 | (uint32_t)b->p[1] << 16 |
-                                     (uint32_t)b->p[2] << 8 | b->p[3];
-                        if (n < 8 || n > KW_IPC_MAX_FRAME) {
-                                r = KW_RESULT(KW_ERR_PROTOCOL);
-                                break;
-                        }
-                        want = (size_t)n + 4;
-                        if (off > want) {
-                                kw_err_set_detail("bytes after the frame");
-                                r = KW_RESULT(KW_ERR_PROTOCOL);
-                                break;
-                        }
-                        if (want + 1 > b->cap_alloc) {
-                                b->len = off;   /* keep what was read while growing */
-                                r = kw_buf_reserve(b, want - off);
-                                b->len = 0;
-                                if (r.code != 0)
-                                        break;
-                        }
-                }
-                if (want != 0 && off == want)
-                        break;
+                b->len += (size_t)got;
+                return KW_OK;
         }
-        if (r.code != 0) {
-                b->len = off;
-                kw_buf_reset(b);   /* wipe a partial frame */
-                return r;
+}
+
+kw_result kw_ipc_set_read_slice(struct kw_ipc_rx *rx, int fd, int slice_ms)
+{
+        struct timeval tv = { .tv_sec = slice_ms / 1000, .tv_usec = (slice_ms % 1000) * 1000 };
+        if (slice_ms <= 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+                kw_err_set_detail("setsockopt SO_RCVTIMEO: %s", slice_ms <= 0 ? "bad slice" : strerror(errno));
+                KW_BAIL(KW_ERR_INTERNAL);
         }
-        memmove(b->p, b->p + 4, want - 4);
-        OPENSSL_cleanse(b->p + want - 4, 4);
-        b->len = want - 4;
+        rx->slice_ms = slice_ms;
         return KW_OK;
+}
+
+int kw_ipc_rx_next(struct kw_ipc_rx *rx, const uint8_t **ret, size_t *ret_len)
+{
+        size_t have = rx->b.len - rx->start;
+        if (have < 4)
+                return 0;
+        uint32_t n = be32(rx->b.p + rx->start);
+        if (n < 8 || n > KW_IPC_MAX_FRAME)
+                return -1;
+        if (have - 4 < n)
+                return 0;
+        *ret = rx->b.p + rx->start + 4;
+        *ret_len = n;
+        rx->start += 4 + (size_t)n;
+        return 1;
+}
+
+kw_result kw_ipc_recv_one(int fd, struct kw_buf *out, int timeout_ms)
+{
+        struct kw_ipc_rx rx;
+        kw_ipc_rx_init(&rx);
+        kw_result r = KW_OK;
+        const uint8_t *p;
+        size_t n;
+        int k;
+        while ((k = kw_ipc_rx_next(&rx, &p, &n)) == 0 && (r = kw_ipc_rx_fill(&rx, fd, timeout_ms)).code == 0)
+                ;
+        if (k > 0)
+                r = kw_buf_put(out, p, n);
+        else if (k < 0)
+                r = KW_RESULT(KW_ERR_PROTOCOL);
+        kw_ipc_rx_free(&rx);
+        return r;
+}
+
+uint32_t kw_ipc_peek_id(const uint8_t *p, size_t n)
+{
+        return n >= 8 && p[0] == KW_PROTO_VERSION ? be32(p + 4) : 0;
 }

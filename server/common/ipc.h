@@ -54,13 +54,47 @@ KW_MUST_USE kw_result kw_msg_get_str(const struct kw_msg *m, uint8_t tag, char *
 
 /* Writes a whole frame (built with kw_msg_end).  Handles EINTR and short writes. */
 KW_MUST_USE kw_result kw_ipc_send(int fd, const struct kw_buf *frame);
-/* Reads one frame into b (reset first); payload at b->p, length b->len.
- * The stream must carry one frame at a time (request, reply, request...):
- * the frame is read with as few recv() calls as possible, and bytes past its
- * end are KW_ERR_PROTOCOL.  timeout_ms < 0 waits forever.  EOF, a socket
- * error or the timeout: KW_ERR_CUSTODY_DOWN (detail "timeout" for the
- * latter); a frame length out of bounds: KW_ERR_PROTOCOL.  After any failure
- * the stream may be out of step: close the socket. */
-KW_MUST_USE kw_result kw_ipc_recv(int fd, struct kw_buf *b, int timeout_ms);
+
+/*
+ * The receiving side of a stream (many frames in flight, replies in any
+ * order, matched by request id): what the socket holds is read at
+ * once, then taken out frame by frame.  One owner at a time.
+ *
+ *     kw_ipc_rx_fill(&rx, fd, ms);        // waits, reads what is there
+ *     while ((k = kw_ipc_rx_next(&rx, &p, &n)) > 0) ... p[0..n) is a payload
+ *     if (k < 0) ... a length out of bounds: the stream is out of step
+ *
+ * A payload stays valid until the next fill or done.  Frames taken out are
+ * wiped by done (call it once they are used: they may hold secrets), by the
+ * next fill, and the whole buffer by free.
+ */
+struct kw_ipc_rx {
+        struct kw_buf b;
+        size_t start;            /* first byte not yet taken out */
+        int slice_ms;            /* > 0: fd has this SO_RCVTIMEO (set_read_slice) */
+};
+void kw_ipc_rx_init(struct kw_ipc_rx *rx);
+void kw_ipc_rx_free(struct kw_ipc_rx *rx);
+/* Waits up to timeout_ms (< 0: forever) until fd is readable, then reads
+ * what it holds (at least one byte, at most 64 KiB or the rest of a large
+ * frame).  EOF, an error or the timeout (detail "timeout"):
+ * KW_ERR_CUSTODY_DOWN. */
+KW_MUST_USE kw_result kw_ipc_rx_fill(struct kw_ipc_rx *rx, int fd, int timeout_ms);
+/* Gives the blocking socket fd a receive timeout of slice_ms: fill then
+ * waits in recv itself (no poll per read), honouring its timeout to within
+ * a slice. */
+KW_MUST_USE kw_result kw_ipc_set_read_slice(struct kw_ipc_rx *rx, int fd, int slice_ms);
+/* 1 and the next whole frame's payload; 0 when no whole frame is buffered;
+ * -1 when the next length is out of bounds (KW_ERR_PROTOCOL). */
+int kw_ipc_rx_next(struct kw_ipc_rx *rx, const uint8_t **ret, size_t *ret_len);
+/* Drops the frames taken out (wiped); a partial frame stays. */
+void kw_ipc_rx_done(struct kw_ipc_rx *rx);
+/* One frame's payload from fd into out through a fresh reader: for a
+ * connection with one call in flight (tools, tests).  The errors of fill;
+ * KW_ERR_PROTOCOL for a length out of bounds. */
+KW_MUST_USE kw_result kw_ipc_recv_one(int fd, struct kw_buf *out, int timeout_ms);
+/* The request id of a payload whose header is readable (a reply to a frame
+ * that did not parse still names it), else 0. */
+uint32_t kw_ipc_peek_id(const uint8_t *p, size_t n);
 
 #endif

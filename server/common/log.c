@@ -1,13 +1,16 @@
 /* log.c - JSON log lines. */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "log.h"
+#include "logq.h"
 
 static enum kw_log_level log_min = KW_LOG_INFO;
 static const char *log_proc = "keywardd";
@@ -90,10 +93,90 @@ static kw_result log_head(struct kw_buf *b, enum kw_log_level lvl)
         return kw_buf_put(b, "\"", 1);
 }
 
+/* ---- the writer (logq.h) ---- */
+
+/* Two buffers of 512 KiB: at 16,000 requests/s of ~300-byte lines, one
+ * buffer is about 100 ms of lines; 64 KiB of it are kept for warnings and
+ * errors.  A first line waits at most 20 ms for others to share its
+ * write. */
+#define LOGQ_CAP (512u << 10)
+#define LOGQ_RESERVE (64u << 10)
+#define LOGQ_FLUSH_MS 20
+#define LOGQ_REPORT_MS 1000
+#define LOGQ_STOP_MS 2000
+
+/* The running or last stopped writer; NULL: lines go directly.  A stopped
+ * writer stays installed (its pushes are not taken, so lines go directly):
+ * a thread that logs while it stops never touches freed memory. */
+static _Atomic(struct kw_logq *) log_q;
+static int log_q_stopped;
+static pthread_mutex_t log_q_mu = PTHREAD_MUTEX_INITIALIZER;   /* start / stop */
+
+/* The writer's drop report (runs on the writer thread: formats, never logs). */
+static size_t format_dropped(uint64_t n, char *out, size_t outsz)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, outsz);
+        size_t len = 0;
+        if (log_head(&b, KW_LOG_WARN).code == 0 &&
+            kw_buf_printf(&b, ",\"event\":\"log_lines_dropped\",\"dropped\":%llu,\"message\":\"%llu log "
+                              "lines dropped: stderr is read slower than lines come; request and info "
+                              "lines are dropped, never warnings or errors\"}\n",
+                          (unsigned long long)n, (unsigned long long)n).code == 0 &&
+            b.len <= outsz) {
+                memcpy(out, b.p, b.len);
+                len = b.len;
+        }
+        kw_buf_free(&b);
+        return len;
+}
+
+static void log_writer_atexit(void) { kw_log_writer_stop(); }
+
+kw_result kw_log_writer_start(void)
+{
+        static int atexit_done;
+        pthread_mutex_lock(&log_q_mu);
+        struct kw_logq *old = atomic_load(&log_q);
+        if (old != NULL && !log_q_stopped) {
+                pthread_mutex_unlock(&log_q_mu);
+                return KW_OK;
+        }
+        const struct kw_logq_cfg cfg = { .fd = STDERR_FILENO, .cap = LOGQ_CAP, .reserve = LOGQ_RESERVE,
+                                         .flush_ms = LOGQ_FLUSH_MS, .report_ms = LOGQ_REPORT_MS,
+                                         .report = format_dropped };
+        struct kw_logq *q = NULL;
+        kw_result r = kw_logq_start(&cfg, &q);
+        if (r.code == 0) {
+                atomic_store(&log_q, q);
+                log_q_stopped = 0;
+                kw_logq_free(old);      /* stopped and joined, else kept (logq.h) */
+                if (!atexit_done)
+                        atexit_done = atexit(log_writer_atexit) == 0;
+        }
+        pthread_mutex_unlock(&log_q_mu);
+        return r;
+}
+
+void kw_log_writer_stop(void)
+{
+        pthread_mutex_lock(&log_q_mu);
+        struct kw_logq *q = atomic_load(&log_q);
+        if (q != NULL && !log_q_stopped) {
+                (void)kw_logq_stop(q, LOGQ_STOP_MS);
+                log_q_stopped = 1;
+        }
+        pthread_mutex_unlock(&log_q_mu);
+}
+
+uint64_t kw_log_dropped_total(void) { return kw_logq_dropped(atomic_load(&log_q)); }
+uint64_t kw_log_lost_total(void) { return kw_logq_lost(atomic_load(&log_q)); }
+
 /* ok: every field went in.  A field that did not fit leaves the line cut
  * mid-field: then, or when the closing brace does not fit, the line becomes
- * the standard fields and "truncated":true, still valid JSON. */
-static void log_emit(struct kw_buf *b, int ok)
+ * the standard fields and "truncated":true, still valid JSON.  Below warn a
+ * line may be dropped by the writer (log.h). */
+static void log_emit(struct kw_buf *b, int ok, enum kw_log_level lvl)
 {
         if (!ok || kw_buf_put(b, "}\n", 2).code != 0) {
                 static const char cut[] = "\"truncated\":true}\n";
@@ -102,8 +185,13 @@ static void log_emit(struct kw_buf *b, int ok)
                 kw_ignore(kw_buf_put(b, ",", 1));
                 kw_ignore(kw_buf_put(b, cut, sizeof cut - 1));
         }
-        ssize_t n = write(STDERR_FILENO, b->p, b->len);
-        (void)n;
+        struct kw_logq *q = atomic_load_explicit(&log_q, memory_order_acquire);
+        if (q == NULL ||
+            kw_logq_push(q, b->p, b->len, lvl >= KW_LOG_WARN ? KW_LOGQ_KEEP : KW_LOGQ_MAY_DROP) ==
+                    KW_LOGQ_NOT_TAKEN) {
+                ssize_t n = write(STDERR_FILENO, b->p, b->len);
+                (void)n;
+        }
         kw_buf_reset(b);
 }
 
@@ -140,7 +228,7 @@ void kw_log(enum kw_log_level lvl, const char *event, ...)
                 }
         }
         va_end(ap);
-        log_emit(b, r.code == 0);
+        log_emit(b, r.code == 0, lvl);
 }
 
 /* Appends pre-built JSON, made safe for a log line: a byte that is not part
@@ -172,5 +260,5 @@ void kw_log_raw(enum kw_log_level lvl, const char *fields_json)
         struct kw_buf *b = line_buf(16384);
         int ok = log_head(b, lvl).code == 0 && kw_buf_put(b, ",", 1).code == 0 &&
                  put_fields(b, fields_json).code == 0;
-        log_emit(b, ok);
+        log_emit(b, ok, lvl);
 }

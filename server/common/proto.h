@@ -3,7 +3,12 @@
  * process (version 2).
  *
  * Transport: a SOCK_STREAM Unix socket.  Frame = u32be length | payload,
- * length <= KW_IPC_MAX_FRAME.
+ * length <= KW_IPC_MAX_FRAME (a length under 8 or over it ends the
+ * connection).  Many requests may be in flight on one connection: each
+ * reply carries its request's id, and replies come in whatever order
+ * custody finishes them (custody_serve.c; the front matches them,
+ * custody_client.c).  A request that does not parse still gets a reply,
+ * with its id when its header is readable, and KW_ERR_PROTOCOL.
  *   request payload: u8 version | u8 op | u16be 0 | u32be request id | fields
  *   reply payload:   u8 version | u8 op | u16be 0 | u32be request id |
  *                    u32be (int32) code | fields

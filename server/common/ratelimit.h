@@ -19,5 +19,7 @@ void kw_ratelimit_init(struct kw_ratelimit *rl, uint64_t rate, uint64_t burst);
 /* 1 when the request may proceed; 0 when over the rate, and then
  * *ret_retry_after_s (may be NULL) is the whole seconds to wait (>= 1). */
 int kw_ratelimit_take(struct kw_ratelimit *rl, unsigned *ret_retry_after_s);
+/* What take would answer now, without taking a token. */
+int kw_ratelimit_peek(const struct kw_ratelimit *rl, unsigned *ret_retry_after_s);
 
 #endif

@@ -1,8 +1,9 @@
 /*
- * custody.c - the custody process's request path: who may connect (the
- * front, by pid and uid), who is asking (authenticate(): the caller class
- * and its proof, verified here), the request table with its permissions,
- * and the connection threads.  Start-up is custody_start.c.
+ * custody.c - the custody process's request path: who is asking
+ * (authenticate(): the caller class and its proof, verified here), the
+ * request table with its permissions, and which requests can be answered
+ * from memory (custody_can_inline).  The socket is custody_serve.c,
+ * start-up custody_start.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +24,6 @@
 #include "custody.h"
 #include "custody_int.h"
 
-#define MAX_CONN_THREADS 256
-#define PEER_WAIT_MS 200       /* for the parent's word on a new front */
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -287,14 +286,13 @@ static kw_result authenticate(struct custody *c, const struct kw_msg *m, const s
         }
 }
 
-/* Handles one request frame; always produces a reply frame in out. */
-static void handle_frame(struct custody *c, const struct kw_buf *in, struct kw_buf *out)
+void custody_handle(struct custody *c, const uint8_t *p, size_t n, struct kw_buf *out)
 {
         struct kw_msg req;
         struct op_caller who;
         memset(&who, 0, sizeof who);
         kw_err_clear_detail();
-        kw_result r = kw_msg_parse(in->p, in->len, 0, &req);
+        kw_result r = kw_msg_parse(p, n, 0, &req);
         const struct op_row *row = r.code == 0 ? op_find(req.op) : NULL;
         if (r.code == 0 && row == NULL)
                 r = KW_RESULT(KW_ERR_PROTOCOL);
@@ -311,8 +309,10 @@ static void handle_frame(struct custody *c, const struct kw_buf *in, struct kw_b
                 return;
         __atomic_add_fetch(&c->failures, 1, __ATOMIC_RELAXED);
         kw_buf_reset(out);
+        /* the id even of a frame that did not parse: the front matches
+         * replies to requests by it */
         uint8_t op = row ? row->op : 0;
-        uint32_t id = row ? req.id : 0;
+        uint32_t id = kw_ipc_peek_id(p, n);
         const char *detail = kw_err_detail();
         if (kw_log_enabled(KW_LOG_DEBUG))
                 kw_log(KW_LOG_DEBUG, "custody_error", "op", row ? row->name : "?", "error",
@@ -331,124 +331,54 @@ static void handle_frame(struct custody *c, const struct kw_buf *in, struct kw_b
         }
 }
 
-struct conn_arg {
-        struct custody *c;
-        int fd;
-};
-
-static unsigned live_conns;
-
-static void *conn_thread(void *arg)
+/*
+ * Whether a request can be answered from memory now, without the HSM, the
+ * database or an RSA private-key operation, so that the connection's reader
+ * answers it at once instead of queueing it (custody_serve.c).  Advisory
+ * only: every check still happens when the request is handled.  What counts
+ * as warm is kw_keycache_warm's: the key cached and the material the
+ * operation needs unsealed (the current version to encrypt or wrap; for a
+ * decrypt or unwrap, the version named, or when the request cannot name it
+ * cheaply, every version).
+ */
+int custody_can_inline(struct custody *c, const uint8_t *p, size_t n)
 {
-        struct conn_arg a = *(struct conn_arg *)arg;
-        free(arg);
-        struct kw_buf in, out;
-        kw_buf_init(&in, KW_IPC_MAX_FRAME + 4);
-        kw_buf_init(&out, KW_IPC_MAX_FRAME + 4);
-        for (;;) {
-                if (kw_ipc_recv(a.fd, &in, -1).code != 0)
-                        break;
-                handle_frame(a.c, &in, &out);
-                kw_result r = kw_ipc_send(a.fd, &out);
-                kw_buf_reset(&in);   /* wipe request and reply bytes at once */
-                kw_buf_reset(&out);
-                if (r.code != 0)
-                        break;
+        struct kw_msg m;
+        if (kw_msg_parse(p, n, 0, &m).code != 0)
+                return 1;       /* answered with a protocol error */
+        char name[KW_NAME_MAX + 1];
+        uint32_t ver = 0;
+        int rsa = 0;
+        switch (m.op) {
+        case KW_OP_PING:
+        case KW_OP_STATS:
+        case KW_OP_XKS_STORES:
+                return 1;
+        case KW_OP_XKS: {
+                enum kw_warm_need need;
+                return custody_xks_peek(&m, name, &need) &&
+                       kw_keycache_warm(c->kc, name, need, 0, &rsa) && !rsa;
         }
-        close(a.fd);
-        kw_buf_free(&in);
-        kw_buf_free(&out);
-        __atomic_sub_fetch(&live_conns, 1, __ATOMIC_RELAXED);
-        return NULL;
-}
-
-/* ---- who may connect ----
- * Only the front: the process the parent started (its pid, which the parent
- * tells us on the control pipe whenever it starts one) running as the
- * front's user.  Any other process, of any user, is refused at accept. */
-
-static struct {
-        pthread_mutex_t mu;
-        pthread_cond_t cv;
-        pid_t pid;
-        uid_t uid;
-} peer = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
-
-void custody_allow_front(pid_t pid, uid_t uid)
-{
-        pthread_mutex_lock(&peer.mu);
-        peer.pid = pid;
-        peer.uid = uid;
-        pthread_cond_broadcast(&peer.cv);
-        pthread_mutex_unlock(&peer.mu);
-}
-
-/* 1 when cr is the front; a connection that comes just before the parent's
- * word on a restarted front waits a moment for it. */
-static int peer_allowed(const struct ucred *cr)
-{
-        struct timespec dl;
-        clock_gettime(CLOCK_REALTIME, &dl);
-        dl.tv_nsec += PEER_WAIT_MS * 1000000L;
-        dl.tv_sec += dl.tv_nsec / 1000000000L;
-        dl.tv_nsec %= 1000000000L;
-        pthread_mutex_lock(&peer.mu);
-        int ok;
-        while (!(ok = peer.pid == cr->pid && peer.uid == cr->uid))
-                if (pthread_cond_timedwait(&peer.cv, &peer.mu, &dl) != 0)
-                        break;
-        ok = peer.pid == cr->pid && peer.uid == cr->uid;
-        pthread_mutex_unlock(&peer.mu);
-        return ok;
-}
-
-static void *accept_thread(void *arg)
-{
-        struct custody *c = arg;
-        for (;;) {
-                int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-                if (fd < 0) {
-                        if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE ||
-                            errno == ENFILE) {
-                                if (errno == EMFILE || errno == ENFILE)
-                                        usleep(10000);
-                                continue;
-                        }
-                        break;
-                }
-                struct ucred cred;
-                socklen_t cl = sizeof cred;
-                if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || !peer_allowed(&cred)) {
-                        char who[48];
-                        snprintf(who, sizeof who, "pid %d uid %u", (int)cred.pid, (unsigned)cred.uid);
-                        kw_log(KW_LOG_WARN, "custody_peer_refused", "peer", who, KW_END);
-                        close(fd);
-                        continue;
-                }
-                if (__atomic_add_fetch(&live_conns, 1, __ATOMIC_RELAXED) > MAX_CONN_THREADS) {
-                        __atomic_sub_fetch(&live_conns, 1, __ATOMIC_RELAXED);
-                        close(fd);
-                        continue;
-                }
-                struct conn_arg *a = malloc(sizeof *a);
-                pthread_t th;
-                pthread_attr_t at;
-                pthread_attr_init(&at);
-                pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-                if (a == NULL || (a->c = c, a->fd = fd, pthread_create(&th, &at, conn_thread, a) != 0)) {
-                        free(a);
-                        close(fd);
-                        __atomic_sub_fetch(&live_conns, 1, __ATOMIC_RELAXED);
-                }
-                pthread_attr_destroy(&at);
+        case KW_OP_KEY_GET: {
+                uint32_t kind = 0;
+                return kw_msg_get_u32(&m, KW_T_CALLER, &kind).code == 0 && kind == KW_CALLER_EKM &&
+                       kw_msg_get_str(&m, KW_T_NAME, name, sizeof name).code == 0 &&
+                       kw_keycache_warm(c->kc, name, KW_WARM_ENTRY, 0, &rsa);
         }
-        return NULL;
-}
-
-kw_result custody_serve(struct custody *c)
-{
-        pthread_t th;
-        KW_ENSURE(pthread_create(&th, NULL, accept_thread, c) == 0, KW_ERR_INTERNAL);
-        pthread_detach(th);
-        return KW_OK;
+        case KW_OP_WRAP:   /* RSA wraps with the public half */
+                if (kw_msg_get_str(&m, KW_T_NAME, name, sizeof name).code != 0)
+                        return 0;
+                if (kw_keycache_warm(c->kc, name, KW_WARM_ENTRY, 0, &rsa) && rsa)
+                        return 1;
+                return kw_keycache_warm(c->kc, name, KW_WARM_CURRENT, 0, &rsa);
+        case KW_OP_UNWRAP:
+                if (kw_msg_get_str(&m, KW_T_NAME, name, sizeof name).code != 0)
+                        return 0;
+                if (kw_msg_has(&m, KW_T_VERSION))
+                        return kw_msg_get_u32(&m, KW_T_VERSION, &ver).code == 0 &&
+                               kw_keycache_warm(c->kc, name, KW_WARM_VERSION, ver, &rsa) && !rsa;
+                return kw_keycache_warm(c->kc, name, KW_WARM_ALL, 0, &rsa) && !rsa;
+        default:
+                return 0;
+        }
 }

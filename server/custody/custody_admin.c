@@ -44,6 +44,12 @@ kw_result op_status(struct custody *c, const struct kw_msg *req, struct op_calle
         cJSON_AddNumberToObject(ca, "entries", (double)cs.entries);
         cJSON_AddNumberToObject(ca, "max", (double)cs.max);
         cJSON_AddNumberToObject(d, "audit_pending", (double)audit_pending(c->aq));
+        /* serving (custody_serve.c): answered by a connection's reader at
+         * once, queued for a worker, reads that found frames, queued now */
+        cJSON_AddNumberToObject(d, "requests_inline_total", (double)__atomic_load_n(&c->inline_total, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "requests_queued_total", (double)__atomic_load_n(&c->queued_total, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "reader_wakeups_total", (double)__atomic_load_n(&c->reader_wakeups, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "requests_queued", (double)__atomic_load_n(&c->queued_now, __ATOMIC_RELAXED));
         if (c->rt != NULL)
                 retention_status_json(c->rt, d);
         return reply_json(reply, d);
@@ -73,6 +79,14 @@ kw_result op_stats(struct custody *c, const struct kw_msg *req, struct op_caller
         cJSON_AddNumberToObject(d, "key_cache_entries", (double)cs.entries);
         cJSON_AddNumberToObject(d, "key_unseals_total", (double)__atomic_load_n(&c->material_loads, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "audit_pending", (double)audit_pending(c->aq));
+        /* serving (custody_serve.c): answered by a connection's reader at
+         * once, queued for a worker, reads that found frames, queued now */
+        cJSON_AddNumberToObject(d, "requests_inline_total", (double)__atomic_load_n(&c->inline_total, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "requests_queued_total", (double)__atomic_load_n(&c->queued_total, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "reader_wakeups_total", (double)__atomic_load_n(&c->reader_wakeups, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "requests_queued", (double)__atomic_load_n(&c->queued_now, __ATOMIC_RELAXED));
+        cJSON_AddNumberToObject(d, "log_lines_dropped_total", (double)kw_log_dropped_total());
+        cJSON_AddNumberToObject(d, "log_lines_lost_total", (double)kw_log_lost_total());
         if (c->rt != NULL)
                 retention_stats_json(c->rt, d);
         return reply_json(reply, d);

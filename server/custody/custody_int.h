@@ -14,6 +14,7 @@
 
 #include "../common/buf.h"
 #include "../common/ipc.h"
+#include "../common/names.h"
 #include "../config.h"
 #include "hsm.h"
 #include "keycache.h"
@@ -33,14 +34,22 @@ struct custody {
         pthread_mutex_t write_mu;     /* serialises key mutations            */
         uint64_t gen;                 /* bumped by every key mutation        */
         uint64_t requests, failures, material_loads;  /* atomics          */
+        uint64_t inline_total, queued_total, reader_wakeups;  /* atomics (serving) */
+        uint64_t queued_now;                                   /* atomic          */
         struct xks_state *xks;        /* XKS stores and SigV4 secrets (custody_xks.c) */
         int listen_fd;                /* the socket the front connects to           */
 };
 
-/* Serving (custody.c): accepts connections from the front only (pid and uid
- * as custody_allow_front last said), one thread per connection. */
+/* Serving (custody_serve.c): accepts connections from the front only (pid
+ * and uid as custody_allow_front last said); a reader per connection answers
+ * what custody_can_inline allows and queues the rest for [custody] workers. */
 KW_MUST_USE kw_result custody_serve(struct custody *c);
 void custody_allow_front(pid_t pid, uid_t uid);
+/* One request payload -> its reply frame in out (empty); always a frame
+ * (custody.c). */
+void custody_handle(struct custody *c, const uint8_t *p, size_t n, struct kw_buf *out);
+/* 1 when the request can be answered from memory now (custody.c). */
+int custody_can_inline(struct custody *c, const uint8_t *p, size_t n);
 
 /* Admin roles, as bits (the op table says which may send an op). */
 enum custody_role {
@@ -103,6 +112,11 @@ KW_MUST_USE kw_result custody_xks_auth(struct custody *c, const struct kw_msg *r
 /* The URI prefix of a verified store (copied into out, >= 129 bytes). */
 void custody_xks_store_prefix(struct custody *c, const char *store, char *out, size_t outsz);
 kw_result op_xks(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+/* The key an XKS request names and what of it the operation needs, from
+ * the canonical request as sent (before any check: custody_can_inline's
+ * guess, nothing more).  0 for health or what does not route. */
+int custody_xks_peek(const struct kw_msg *req, char name[KW_NAME_MAX + 1],
+                     enum kw_warm_need *ret_need);
 kw_result op_xks_stores(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_xks_store_create(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_xks_cred_rotate(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);

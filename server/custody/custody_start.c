@@ -439,6 +439,12 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
          * TLS password was needed for the certificate only */
         kw_config_wipe_secrets(cfg);
 
+        /* the log writer (log.h): a stderr that does not drain never holds
+         * up a request thread or the audit flush (only a warning or an
+         * error, once the whole queue is full, waits for it) */
+        r = kw_log_writer_start();
+        if (r.code != 0)
+                return fail(5, "log_writer", r);
         /* from here on the request path: nothing more to open but the
          * database's journal and the HSM module's own files and sockets */
         r = kw_sandbox_enter(KW_SANDBOX_CUSTODY, (enum kw_sandbox_mode)kw_sandbox_mode_parse(cfg->sandbox.seccomp));
@@ -474,6 +480,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         close(c.listen_fd);
         unlink(cfg->custody.socket_path);
         audit_queue_free(c.aq);   /* flushes queued audit rows */
+        kw_log_writer_stop();     /* and the queued log lines */
         /* Connection threads may still be inside a request: the key store and
          * the HSM are closed by process exit, after the audit flush, which is
          * the only state that needs an orderly end. */

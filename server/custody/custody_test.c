@@ -12,6 +12,7 @@
  * operation other than the one AWS signed, no key that is not opted into
  * the caller's protocol, no actor of its own choosing in the audit.
  */
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -51,6 +52,17 @@ static struct kw_config *cfg;
 static pid_t child = -1;
 static struct kw_cc *cc;
 static char admin_token[128];
+static char ctl_path[300];
+
+/* Writes faulthsm's control file (it re-reads it at most every 50 ms). */
+static void hsm_ctl(const char *text)
+{
+        FILE *f = fopen(ctl_path, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        usleep(120 * 1000);
+}
 
 static void start_custody(void)
 {
@@ -102,9 +114,19 @@ static int setup(void **state)
                 return -1;
         snprintf(cmd, sizeof cmd, "%s/hsm/softhsm2.conf", dir);
         setenv("SOFTHSM2_CONF", cmd, 1);
+        /* the HSM through faulthsm (forwarding to SoftHSM2), to slow it down */
+        snprintf(ctl_path, sizeof ctl_path, "%s/faulthsm.ctl", dir);
+        hsm_ctl("mode=up\n");
+        setenv("KEYWARD_FAULTHSM_CTL", ctl_path, 1);
+        setenv("KEYWARD_FAULTHSM_MODULE", "/usr/lib/softhsm/libsofthsm2.so", 1);
+        const char *bld = getenv("KW_BUILD") ? getenv("KW_BUILD") : "build";
+        char module[PATH_MAX + 32];
+        if (realpath(bld, module) == NULL)
+                return -1;
+        strncat(module, "/libfaulthsm.so", sizeof module - strlen(module) - 1);
         char toml[4096];
         int n = snprintf(toml, sizeof toml,
-                         "[hsm]\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"kwtest\"\n"
+                         "[hsm]\nmodule = \"%s\"\ntoken_label = \"kwtest\"\n"
                          "pin_file = \"%s/hsm/pin\"\n"
                          "[db]\npath = \"%s/k.db\"\nkey_file = \"%s/k.db.key\"\n"
                          "deletion_min_wait_seconds = 1\naudit_flush_ms = 10\n"
@@ -119,7 +141,7 @@ static int setup(void **state)
                          "aws_xks_sigv4_secret_access_key = \"" SECRET "\"\n"
                          "[aws_xks_store.s2]\nuri_prefix = \"/s2\"\n"
                          "access_key_id = \"" AKID2 "\"\nsecret_access_key = \"" SECRET2 "\"\n",
-                         dir, dir, dir, dir, dir);
+                         module, dir, dir, dir, dir, dir);
         if (kw_config_defaults(&cfg).code != 0 ||
             kw_config_parse("custody_test", toml, (size_t)n, cfg).code != 0 ||
             kw_config_validate(cfg).code != 0) {
@@ -197,20 +219,26 @@ static int simple(uint8_t op, const char *name, const char *state)
         return finish(&c);
 }
 
+/* Invokes c, which must succeed with a JSON reply; ends it. */
+static cJSON *invoke_json(struct kw_cc_call *c)
+{
+        assert_int_equal(kw_cc_invoke(c).code, 0);
+        const char *j;
+        size_t n;
+        assert_int_equal(kw_cc_reply_json(c, &j, &n).code, 0);
+        cJSON *v = cJSON_ParseWithLength(j, n);
+        kw_cc_end(c);
+        assert_non_null(v);
+        return v;
+}
+
 static cJSON *get_json(uint8_t op, const char *name)
 {
         struct kw_cc_call c;
         begin_admin(op, &c);
         if (name)
                 kw_cc_put_str(&c, KW_T_NAME, name);
-        assert_int_equal(kw_cc_invoke(&c).code, 0);
-        const char *j;
-        size_t n;
-        assert_int_equal(kw_cc_reply_json(&c, &j, &n).code, 0);
-        cJSON *v = cJSON_ParseWithLength(j, n);
-        kw_cc_end(&c);
-        assert_non_null(v);
-        return v;
+        return invoke_json(&c);
 }
 
 /* The newest audit row's actor for an action, or "" (a static buffer). */
@@ -812,7 +840,7 @@ static int call_without_caller(uint8_t op, const char *name)
         snprintf(sa.sun_path, sizeof sa.sun_path, "%s", cfg->custody.socket_path);
         assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
         assert_int_equal(kw_ipc_send(fd, &b).code, 0);
-        assert_int_equal(kw_ipc_recv(fd, &r, 5000).code, 0);
+        assert_int_equal(kw_ipc_recv_one(fd, &r, 5000).code, 0);
         struct kw_msg m;
         assert_int_equal(kw_msg_parse(r.p, r.len, 1, &m).code, 0);
         close(fd);
@@ -958,7 +986,7 @@ static void custody_refuses_other_processes(void **state)
                 struct kw_buf r;
                 kw_buf_init(&r, KW_IPC_MAX_FRAME + 4);
                 /* refused: the connection is closed without an answer */
-                _exit(kw_ipc_recv(fd, &r, 5000).code == KW_ERR_CUSTODY_DOWN ? 0 : 1);
+                _exit(kw_ipc_recv_one(fd, &r, 5000).code == KW_ERR_CUSTODY_DOWN ? 0 : 1);
         }
         int st;
         assert_int_equal(waitpid(p, &st, 0), p);
@@ -982,6 +1010,192 @@ static void custody_last_admin_token_cannot_be_revoked(void **state)
         /* still works */
         cJSON *v = get_json(KW_OP_TOKEN_CHECK, NULL);
         cJSON_Delete(v);
+}
+
+/* ---- the socket: many requests in flight on one connection ---- */
+
+static int raw_connect(void)
+{
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", cfg->custody.socket_path);
+        assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+        return fd;
+}
+
+static void put_ekm_wrap(struct kw_buf *all, uint32_t id, const char *key, const uint8_t *d, size_t n)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, KW_IPC_MAX_FRAME + 4);
+        assert_int_equal(kw_msg_begin_request(&b, KW_OP_WRAP, id).code, 0);
+        assert_int_equal(kw_msg_put_u32(&b, KW_T_CALLER, KW_CALLER_EKM).code, 0);
+        assert_int_equal(kw_msg_put_str(&b, KW_T_EKM_CN, EKM_CN).code, 0);
+        assert_int_equal(kw_msg_put_str(&b, KW_T_NAME, key).code, 0);
+        assert_int_equal(kw_msg_put_u32(&b, KW_T_ALG, KW_ALG_A256KW).code, 0);
+        assert_int_equal(kw_msg_put(&b, KW_T_DATA, d, n).code, 0);
+        assert_int_equal(kw_msg_end(&b).code, 0);
+        assert_int_equal(kw_buf_put(all, b.p, b.len).code, 0);
+        kw_buf_free(&b);
+}
+
+static void put_simple(struct kw_buf *all, uint8_t op, uint32_t id, enum kw_caller caller,
+                       const char *name)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, KW_IPC_MAX_FRAME + 4);
+        assert_int_equal(kw_msg_begin_request(&b, op, id).code, 0);
+        assert_int_equal(kw_msg_put_u32(&b, KW_T_CALLER, caller).code, 0);
+        if (caller == KW_CALLER_ADMIN)
+                assert_int_equal(kw_msg_put_str(&b, KW_T_TOKEN, admin_token).code, 0);
+        if (name != NULL) {
+                assert_int_equal(kw_msg_put_str(&b, KW_T_NAME, name).code, 0);
+                assert_int_equal(kw_msg_put_str(&b, KW_T_KEY_TYPE, "AES").code, 0);
+                assert_int_equal(kw_msg_put_u32(&b, KW_T_KEY_SIZE, 256).code, 0);
+                assert_int_equal(kw_msg_put_str(&b, KW_T_RULES, EKM_RULES).code, 0);
+        }
+        assert_int_equal(kw_msg_end(&b).code, 0);
+        assert_int_equal(kw_buf_put(all, b.p, b.len).code, 0);
+        kw_buf_free(&b);
+}
+
+struct got {
+        uint32_t id;
+        int32_t code;
+        uint8_t data[64];
+        size_t len;
+};
+
+/* Reads n replies (in whatever order they come) into got[], in arrival order. */
+static void read_replies(int fd, struct got *got, size_t n)
+{
+        struct kw_ipc_rx rx;
+        kw_ipc_rx_init(&rx);
+        size_t have = 0;
+        while (have < n) {
+                assert_int_equal(kw_ipc_rx_fill(&rx, fd, 10000).code, 0);
+                const uint8_t *p;
+                size_t len;
+                int k;
+                while ((k = kw_ipc_rx_next(&rx, &p, &len)) > 0) {
+                        assert_true(have < n);
+                        struct kw_msg m;
+                        assert_int_equal(kw_msg_parse(p, len, 1, &m).code, 0);
+                        got[have].id = m.id;
+                        got[have].code = m.code;
+                        got[have].len = 0;
+                        if (kw_msg_has(&m, KW_T_DATA) && m.f[KW_T_DATA].len <= sizeof got[have].data) {
+                                memcpy(got[have].data, m.f[KW_T_DATA].p, m.f[KW_T_DATA].len);
+                                got[have].len = m.f[KW_T_DATA].len;
+                        }
+                        have++;
+                }
+                assert_int_equal(k, 0);
+        }
+        kw_ipc_rx_free(&rx);
+}
+
+static const struct got *reply_for(const struct got *got, size_t n, uint32_t id)
+{
+        const struct got *r = NULL;
+        for (size_t i = 0; i < n; i++)
+                if (got[i].id == id) {
+                        assert_null(r);      /* exactly one reply per request */
+                        r = &got[i];
+                }
+        assert_non_null(r);
+        return r;
+}
+
+static double stat_of(const char *name)
+{
+        struct kw_cc_call c;
+        kw_cc_begin(cc, KW_OP_STATS, KW_CALLER_PUBLIC, &c);
+        cJSON *v = invoke_json(&c);
+        double d = cJSON_GetNumberValue(cJSON_GetObjectItem(v, name));
+        cJSON_Delete(v);
+        return d;
+}
+
+/* Frames sent back to back on one connection, of both kinds (answered at
+ * once from memory, queued for a worker) and one that does not parse:
+ * exactly one reply each, carrying its request's id, each with its own
+ * request's result. */
+static void custody_pipelined_requests_answered_by_id(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("pl-aes", "AES", 256, 0, EKM_RULES), 0);
+        uint8_t d1[32], d2[32], w[64], u[64];
+        size_t wl, ul;
+        memset(d1, 0x11, sizeof d1);
+        memset(d2, 0x22, sizeof d2);
+        assert_int_equal(wrap(KW_OP_WRAP, "pl-aes", KW_ALG_A256KW, d1, 32, w, &wl), 0);  /* warm */
+        double inl = stat_of("requests_inline_total"), queued = stat_of("requests_queued_total");
+        struct kw_buf all;
+        kw_buf_init(&all, 1 << 20);
+        put_simple(&all, KW_OP_PING, 100, KW_CALLER_PUBLIC, NULL);
+        put_simple(&all, KW_OP_KEY_LIST, 101, KW_CALLER_ADMIN, NULL);       /* the database */
+        put_ekm_wrap(&all, 102, "pl-aes", d1, 32);
+        /* 103: a header with its id, then a field with an unknown tag */
+        static const uint8_t junk[] = { 0, 0, 0, 14, KW_PROTO_VERSION, KW_OP_PING, 0, 0, 0, 0, 0, 103,
+                                        63, 0, 0, 0, 0, 0 };
+        assert_int_equal(kw_buf_put(&all, junk, sizeof junk).code, 0);
+        put_ekm_wrap(&all, 104, "pl-aes", d2, 32);
+        int fd = raw_connect();
+        assert_int_equal(write(fd, all.p, all.len), (ssize_t)all.len);
+        struct got got[5];
+        read_replies(fd, got, 5);
+        close(fd);
+        assert_int_equal(reply_for(got, 5, 100)->code, 0);
+        assert_int_equal(reply_for(got, 5, 101)->code, 0);
+        assert_int_equal(reply_for(got, 5, 103)->code, KW_ERR_PROTOCOL);
+        const struct got *g1 = reply_for(got, 5, 102), *g2 = reply_for(got, 5, 104);
+        assert_int_equal(g1->code, 0);
+        assert_int_equal(g2->code, 0);
+        assert_int_equal(wrap(KW_OP_UNWRAP, "pl-aes", KW_ALG_A256KW, g1->data, g1->len, u, &ul), 0);
+        assert_memory_equal(u, d1, 32);
+        assert_int_equal(wrap(KW_OP_UNWRAP, "pl-aes", KW_ALG_A256KW, g2->data, g2->len, u, &ul), 0);
+        assert_memory_equal(u, d2, 32);
+        /* the ping, both wraps and the junk frame went the fast way; the
+         * key list (and the stats calls themselves) to a worker */
+        assert_true(stat_of("requests_inline_total") >= inl + 4);
+        assert_true(stat_of("requests_queued_total") >= queued + 1);
+        kw_buf_free(&all);
+}
+
+/* A request that waits on a slow HSM does not hold up the requests read
+ * after it on the same connection: they are answered first. */
+static void custody_slow_hsm_call_does_not_stall_cached_keys(void **state)
+{
+        (void)state;
+        assert_int_equal(create_key("sl-aes", "AES", 256, 0, EKM_RULES), 0);
+        uint8_t d[32], w[64];
+        size_t wl;
+        memset(d, 0x33, sizeof d);
+        assert_int_equal(wrap(KW_OP_WRAP, "sl-aes", KW_ALG_A256KW, d, 32, w, &wl), 0);  /* warm */
+        hsm_ctl("delay_ms=1500\n");
+        struct kw_buf all;
+        kw_buf_init(&all, 1 << 20);
+        put_simple(&all, KW_OP_KEY_CREATE, 300, KW_CALLER_ADMIN, "sl-new");   /* the HSM, slowly */
+        for (uint32_t i = 0; i < 8; i++)
+                put_ekm_wrap(&all, 301 + i, "sl-aes", d, 32);
+        int fd = raw_connect();
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(write(fd, all.p, all.len), (ssize_t)all.len);
+        struct got got[9];
+        read_replies(fd, got, 9);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        close(fd);
+        hsm_ctl("mode=up\n");
+        /* the premise: the create did wait for the slowed HSM */
+        assert_true(t1.tv_sec - t0.tv_sec + (t1.tv_nsec - t0.tv_nsec) / 1e9 >= 1.4);
+        for (uint32_t i = 0; i < 8; i++) {
+                assert_int_equal(got[i].id, 301 + i);  /* every cached-key wrap first */
+                assert_int_equal(got[i].code, 0);
+        }
+        assert_int_equal(got[8].id, 300);
+        assert_int_equal(got[8].code, 0);
+        kw_buf_free(&all);
 }
 
 static void custody_restart_keeps_keys(void **state)
@@ -1018,6 +1232,8 @@ int main(void)
                 cmocka_unit_test(custody_xks_runs_only_what_aws_signed),
                 cmocka_unit_test(custody_refuses_other_processes),
                 cmocka_unit_test(custody_last_admin_token_cannot_be_revoked),
+                cmocka_unit_test(custody_pipelined_requests_answered_by_id),
+                cmocka_unit_test(custody_slow_hsm_call_does_not_stall_cached_keys),
                 cmocka_unit_test(custody_restart_keeps_keys),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

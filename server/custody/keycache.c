@@ -192,6 +192,28 @@ struct kw_ckey *kw_keycache_get(struct kw_keycache *kc, const char *name)
         return e;
 }
 
+int kw_keycache_warm(struct kw_keycache *kc, const char *name, enum kw_warm_need need,
+                     uint32_t version, int *ret_rsa)
+{
+        pthread_mutex_lock(&kc->mu);
+        const struct kw_ckey *e = *chain_slot(kc, name, name_hash(name));
+        int warm = e != NULL;
+        if (warm) {
+                const struct ckey_priv *p = e->priv_;
+                uint32_t lo = 1, hi = e->row.current_version;
+                if (need == KW_WARM_VERSION)
+                        lo = hi = version;
+                else if (need == KW_WARM_CURRENT)
+                        lo = hi;
+                for (uint32_t v = lo; need != KW_WARM_ENTRY && warm && v <= hi; v++)
+                        warm = v >= 1 && v <= p->nver &&
+                               __atomic_load_n(&p->loaded[v - 1], __ATOMIC_ACQUIRE);
+                *ret_rsa = strcmp(e->row.type, "RSA") == 0;
+        }
+        pthread_mutex_unlock(&kc->mu);
+        return warm;
+}
+
 void kw_keycache_put(struct kw_keycache *kc, struct kw_ckey *e)
 {
         struct kw_ckey *doomed[2] = { NULL, NULL };

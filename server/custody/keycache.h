@@ -56,6 +56,18 @@ struct kw_ckey *kw_keycache_get(struct kw_keycache *kc, const char *name);
  * the same name, evicting the least recently used beyond the bound.  The
  * caller keeps its own reference. */
 void kw_keycache_put(struct kw_keycache *kc, struct kw_ckey *e);
+/* What a request on a key needs to be answered from memory. */
+enum kw_warm_need {
+        KW_WARM_ENTRY,      /* the key's row and rules (metadata)           */
+        KW_WARM_CURRENT,    /* and the material of its current version      */
+        KW_WARM_VERSION,    /* and the material of version                  */
+        KW_WARM_ALL,        /* and the material of every version            */
+};
+/* 1 when name is cached with what need says unsealed: a request on it will
+ * need neither the HSM nor the database (the custody's fast path).
+ * *ret_rsa says whether it is an RSA key.  Counts no hit or miss. */
+int kw_keycache_warm(struct kw_keycache *kc, const char *name, enum kw_warm_need need,
+                     uint32_t version, int *ret_rsa);
 /* Drops a reference taken by get, or the creator's reference from new. */
 void kw_keycache_release(struct kw_keycache *kc, struct kw_ckey *e);
 /* Removes name's entry (after any change to the key). */

@@ -394,6 +394,33 @@ static void keep_request_id(const char *id, char out[XKS_REQ_ID_KEEP + 1])
         out[n] = '\0';
 }
 
+int custody_xks_peek(const struct kw_msg *req, char name[KW_NAME_MAX + 1],
+                     enum kw_warm_need *ret_need)
+{
+        struct kw_field creq;
+        struct kw_sigv4_creq cr;
+        if (kw_msg_get(req, KW_T_SIGV4_CREQ, &creq).code != 0 ||
+            kw_sigv4_creq_parse((const char *)creq.p, creq.len, &cr).code != 0)
+                return 0;
+        /* the store's prefix is not known before the signature is checked:
+         * take the route from the last "/kms/xks/v1/" of the path */
+        static const char v1[] = "/kms/xks/v1/";
+        const char *at = NULL;
+        for (size_t i = 0; i + sizeof v1 - 1 <= cr.path_len; i++)
+                if (memcmp(cr.path + i, v1, sizeof v1 - 1) == 0)
+                        at = cr.path + i;
+        enum xks_op op;
+        char key[XKS_KEY_ID_MAX + 1];
+        if (at == NULL || xks_route(at, cr.path_len - (size_t)(at - cr.path), &op, key).code != 0 ||
+            op == XKS_HEALTH || strlen(key) > KW_NAME_MAX)
+                return 0;
+        memcpy(name, key, strlen(key) + 1);
+        *ret_need = op == XKS_METADATA ? KW_WARM_ENTRY
+                  : op == XKS_ENCRYPT  ? KW_WARM_CURRENT
+                                       : KW_WARM_ALL;   /* the version is in the ciphertext */
+        return 1;
+}
+
 kw_result op_xks(struct custody *c, const struct kw_msg *req, struct op_caller *verified,
                  struct kw_buf *reply)
 {

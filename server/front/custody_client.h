@@ -1,6 +1,7 @@
 /*
- * custody_client.h - the front's side of the custody socket: a bounded pool
- * of connections, one request in flight per connection, reconnecting after
+ * custody_client.h - the front's side of the custody socket: a few
+ * connections ([custody] connections), many calls in flight on each, each
+ * caller woken by its own reply (matched by request id); reconnecting after
  * the custody process restarts.
  *
  * Usage:
@@ -10,7 +11,7 @@
  *     kw_cc_put_str(&c, KW_T_NAME, name);
  *     kw_result r = kw_cc_invoke(&c);               // r.code: transport or custody error
  *     ... kw_msg_get(&c.reply, KW_T_JSON, &f) ...  // valid until kw_cc_end
- *     kw_cc_end(&c);                                // returns the connection, wipes buffers
+ *     kw_cc_end(&c);                                // wipes the buffers
  * When the custody process cannot be reached, kw_cc_invoke returns
  * KW_ERR_CUSTODY_DOWN quickly (no connection within the timeout), never hangs.
  * On a custody error, c.detail holds its non-secret detail text ("" if none).
@@ -29,7 +30,6 @@ struct kw_cc;
 
 struct kw_cc_call {
         struct kw_cc *cc;
-        int slot;                 /* private */
         struct kw_buf req;        /* private: request frame */
         struct kw_buf rbuf;       /* private: reply frame   */
         struct kw_msg reply;      /* parsed reply (after kw_cc_invoke succeeded) */

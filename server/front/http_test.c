@@ -1148,6 +1148,10 @@ static void http_metrics_counts_requests(void **state)
         assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_sum{route=\"v1\"} "));
         assert_non_null(strstr(t, "\nkeyward_http_connections_refused_total 0\n"));
         assert_non_null(strstr(t, "# TYPE keyward_http_connections_open gauge\n"));
+        assert_non_null(strstr(t, "# TYPE keyward_log_lines_dropped_total counter\n"
+                                  "keyward_log_lines_dropped_total 0\n"));
+        assert_non_null(strstr(t, "# TYPE keyward_log_lines_lost_total counter\n"
+                                  "keyward_log_lines_lost_total 0\n"));
         kw_buf_free(&m);
 
         /* all or nothing on a full buffer */

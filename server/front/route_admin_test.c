@@ -44,29 +44,37 @@ static struct kw_front front;
 
 static void fake_serve(int fd)
 {
-        struct kw_buf in, out;
-        kw_buf_init(&in, KW_IPC_MAX_FRAME + 4);
+        struct kw_ipc_rx rx;
+        struct kw_buf out;
+        kw_ipc_rx_init(&rx);
         kw_buf_init(&out, KW_IPC_MAX_FRAME + 4);
-        while (kw_ipc_recv(fd, &in, -1).code == 0) {
-                pthread_mutex_lock(&fk.mu);
-                memcpy(fk.req, in.p, in.len);
-                fk.req_len = in.len;
-                kw_result r = kw_msg_parse(fk.req, fk.req_len, 0, &fk.msg);
-                fk.nreq++;
-                kw_buf_reset(&out);
-                if (r.code == 0)
-                        r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, fk.code);
-                if (r.code == 0 && fk.detail[0] != '\0')
-                        r = kw_msg_put_str(&out, KW_T_DETAIL, fk.detail);
-                if (r.code == 0 && fk.code == 0 && fk.json[0] != '\0')
-                        r = kw_msg_put_str(&out, KW_T_JSON, fk.json);
-                if (r.code == 0)
-                        r = kw_msg_end(&out);
-                pthread_mutex_unlock(&fk.mu);
-                if (r.code != 0 || kw_ipc_send(fd, &out).code != 0)
-                        break;
+        const uint8_t *p;
+        size_t n;
+        int k = 0;
+        while (k >= 0 && kw_ipc_rx_fill(&rx, fd, -1).code == 0) {
+                while ((k = kw_ipc_rx_next(&rx, &p, &n)) > 0) {
+                        pthread_mutex_lock(&fk.mu);
+                        memcpy(fk.req, p, n);
+                        fk.req_len = n;
+                        kw_result r = kw_msg_parse(fk.req, fk.req_len, 0, &fk.msg);
+                        fk.nreq++;
+                        kw_buf_reset(&out);
+                        if (r.code == 0)
+                                r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, fk.code);
+                        if (r.code == 0 && fk.detail[0] != '\0')
+                                r = kw_msg_put_str(&out, KW_T_DETAIL, fk.detail);
+                        if (r.code == 0 && fk.code == 0 && fk.json[0] != '\0')
+                                r = kw_msg_put_str(&out, KW_T_JSON, fk.json);
+                        if (r.code == 0)
+                                r = kw_msg_end(&out);
+                        pthread_mutex_unlock(&fk.mu);
+                        if (r.code != 0 || kw_ipc_send(fd, &out).code != 0)
+                                k = -1;
+                        if (k < 0)
+                                break;
+                }
         }
-        kw_buf_free(&in);
+        kw_ipc_rx_free(&rx);
         kw_buf_free(&out);
         close(fd);
 }

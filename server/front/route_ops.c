@@ -18,6 +18,7 @@
 
 #include "../common/proto.h"
 #include "front.h"
+#include "route_xks.h"
 #include "../common/json_io.h"
 
 #define OPS_METRIC_NAME_MAX 96
@@ -199,6 +200,8 @@ void kw_route_metrics(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 return;
         kw_buf_reset(&resp->body);
         kw_result r = kw_http_metrics(front->http, &resp->body);
+        if (r.code == 0)
+                r = kw_route_xks_metrics(&resp->body);
         int up = 0;
         if (r.code == 0) {
                 struct kw_cc_call c;

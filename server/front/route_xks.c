@@ -67,6 +67,7 @@ struct xks_store {
         char region[65];
         char service[65];
         int live;
+        int slot;                     /* index in X.s and X.shed                    */
 };
 
 static struct {
@@ -76,6 +77,15 @@ static struct {
         size_t n;
         int stale;                    /* reload at the next request                 */
         int64_t loaded_ms;
+        /* Load shedding, one per slot: a copy of the store's rate budget
+         * ([aws_xks_config] aws_xks_rate_limit, charged in custody) that
+         * this process charges only with the requests custody answered past
+         * the signature check, so an outsider cannot drain it (finding 6 of
+         * issue 10).  When it is empty the request is answered 429 here,
+         * without the signature work and the custody round trip: a store
+         * over its budget costs the front a TLS read and write. */
+        struct kw_ratelimit shed[XKS_MAX_STORES];
+        uint64_t shed_total;          /* atomic: 429s answered by this shedding     */
 } X = { .mu = PTHREAD_RWLOCK_INITIALIZER };
 
 static int64_t mono_ms(void)
@@ -115,6 +125,8 @@ kw_result kw_route_xks_setup(const struct kw_config *cfg)
         X.cfg = cfg;
         pthread_rwlock_wrlock(&X.mu);
         X.n = 0;
+        for (size_t i = 0; i < XKS_MAX_STORES; i++)
+                kw_ratelimit_init(&X.shed[i], (uint64_t)cfg->xks.aws_xks_rate_limit, 0);
         if (cfg->xks.aws_xks_enable)
                 store_put("default", cfg->xks.aws_xks_uri_prefix, cfg->xks.aws_xks_region,
                           cfg->xks.aws_xks_service);
@@ -268,6 +280,7 @@ static int store_lookup(const char *prefix, size_t n, struct xks_store *ret)
                 const struct xks_store *s = &X.s[i];
                 if (s->live && strlen(s->prefix) == n && memcmp(s->prefix, prefix, n) == 0) {
                         *ret = *s;
+                        ret->slot = (int)i;
                         found = 1;
                 }
         }
@@ -360,6 +373,7 @@ struct xks_call {
         struct kw_sigv4_signed sig;
         char request_id[257];       /* kmsRequestId, as custody read it from the body */
         char detail[257];           /* custody detail of the failure, for the log */
+        int custody_answered;       /* custody read the request and answered it    */
 };
 
 static void xks_fail(struct xks_call *x, int code)
@@ -506,6 +520,7 @@ KW_MUST_USE static kw_result xks_custody(struct xks_call *x)
         kw_cc_put(&c, KW_T_SIGV4_CREQ, x->sig.creq, x->sig.creq_len);
         kw_cc_put(&c, KW_T_BODY, x->req->body, x->req->body_len);
         kw_result r = kw_cc_invoke(&c);
+        x->custody_answered = r.code != KW_ERR_CUSTODY_DOWN;
         struct kw_field id;
         if (kw_msg_get(&c.reply, KW_T_REQUEST_ID, &id).code == 0 && id.len < sizeof x->request_id) {
                 memcpy(x->request_id, id.p, id.len);
@@ -605,12 +620,20 @@ void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx)
         } else if (req->body_len > XKS_BODY_MAX) {
                 note_detail(&x, "request body larger than any request this proxy supports");
                 r = KW_RESULT(KW_ERR_UNSUPPORTED);
+        } else if (!kw_ratelimit_peek(&X.shed[x.store.slot], NULL)) {
+                note_detail(&x, "over the key store's rate limit");
+                __atomic_add_fetch(&X.shed_total, 1, __ATOMIC_RELAXED);
+                r = KW_RESULT(KW_ERR_OVERLOAD);
         } else {
                 r = xks_sigv4(&x);
                 if (r.code != 0)
                         note_detail(&x, kw_err_detail());
                 else
                         r = xks_custody(&x);
+                /* custody charged the store's budget (or found it empty):
+                 * every answer of custody but a failed signature */
+                if (x.custody_answered && r.code != KW_ERR_AUTH)
+                        (void)kw_ratelimit_take(&X.shed[x.store.slot], NULL);
         }
         if (r.code != KW_ERR_AUTH)
                 snprintf(req->log_principal, sizeof req->log_principal, "xks:%s:%.100s",
@@ -627,6 +650,16 @@ void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx)
          * which http.c wipes when it frees it */
         if (x.op == XKS_ENCRYPT || x.op == XKS_DECRYPT)
                 kw_wipe((void *)(uintptr_t)req->body, req->body_len);
+}
+
+kw_result kw_route_xks_metrics(struct kw_buf *out)
+{
+        return kw_buf_printf(out,
+                             "# HELP keyward_xks_throttled_front_total XKS requests answered 429 "
+                             "ThrottlingException by the front, their key store over its rate limit\n"
+                             "# TYPE keyward_xks_throttled_front_total counter\n"
+                             "keyward_xks_throttled_front_total %llu\n",
+                             (unsigned long long)__atomic_load_n(&X.shed_total, __ATOMIC_RELAXED));
 }
 
 void kw_route_xks_error(struct kw_req *req, struct kw_resp *resp, int code)

@@ -29,5 +29,8 @@ KW_MUST_USE kw_result kw_route_xks_setup(const struct kw_config *cfg);
 
 /* The stores changed (admin API): the next XKS request reloads the table. */
 void kw_xks_stores_changed(void);
+/* keyward_xks_throttled_front_total: requests answered 429 by the front's
+ * copy of the stores' rate budgets, without a custody round trip. */
+KW_MUST_USE kw_result kw_route_xks_metrics(struct kw_buf *out);
 
 #endif

@@ -520,6 +520,40 @@ def test_throttling(make_server):
     assert x.health("/tenant/b", akid=AKID_B1, secret=SECRET_B1, region="us-east-1").status_code == 200
 
 
+def _metric(s, name):
+    text = requests.get(s.url + "/metrics", verify=s.cacert, timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in /metrics" % name)
+
+
+def test_over_its_rate_a_store_is_throttled_in_the_front(make_server):
+    """Past the store's budget the front answers 429 itself, from its copy of
+    the budget, which only requests custody answered past the signature
+    check charge: the excess costs no custody round trip."""
+    s = make_server(extra_toml=TOML.replace("aws_xks_rate_limit = 0", "aws_xks_rate_limit = 3")).start()
+    x = Xks(s)
+    assert _metric(s, "keyward_xks_throttled_front_total") == 0
+    # a bad signature is not charged to the store, in custody or in the front
+    bad = [x.health("/a", secret="not-the-secret-" + "x" * 25).status_code for _ in range(10)]
+    assert set(bad) == {401}, bad
+    assert x.health("/a").status_code == 200
+    t0 = time.monotonic()
+    codes = [x.health("/a").status_code for _ in range(30)]
+    elapsed = time.monotonic() - t0
+    assert set(codes) <= {200, 429} and codes.count(200) <= 3 + 3 * elapsed + 2, (codes, elapsed)
+    r = x.health("/a")
+    if r.status_code == 429:
+        err(r, 429, "ThrottlingException")
+    shed = _metric(s, "keyward_xks_throttled_front_total")
+    # most of the 429s never reached custody (a few may: custody's bucket
+    # empties a moment before the front's copy learns it)
+    assert shed >= codes.count(429) - 3 and shed > 0, (shed, codes)
+    time.sleep(1.2)
+    assert x.health("/a").status_code == 200      # the budget refills
+
+
 def test_health_degraded_unavailable_and_dependency_timeout(make_server):
     s = make_server(extra_toml=TOML, faulthsm=True,
                     env={"KEYWARD_CUSTODY_TIMEOUT_MS": "700"}).start()
