@@ -1135,7 +1135,7 @@ static void keystore_audit_append_query_filters_and_paging(void **state)
 static void keystore_audit_verify_detects_tampering(void **state)
 {
         struct fx *f = *state;
-        char names[5][16];
+        char names[5][24];
         for (int i = 0; i < 5; i++) {
                 snprintf(names[i], sizeof names[i], "tamper-%d", i + 1);
                 insert_key(f, 100 + (unsigned)i, names[i], "AES", "enabled", NULL);
