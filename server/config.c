@@ -106,6 +106,12 @@ static const struct cfg_key cfg_keys[] = {
         K_INT("db", db, deletion_default_wait_seconds, 2592000, 0, TEN_YEARS),
         K_INT("db", db, audit_flush_ms, 50, 0, 60000),
 
+        K_INT("audit", audit, max_age_days, 0, 0, 36500),
+        K_INT("audit", audit, max_bytes, 0, 0, INT64_C(1) << 50),
+        K_STR("audit", audit, export_dir, "", 0),
+        K_INT("audit", audit, check_interval_seconds, 10, 1, 86400),
+        K_INT("audit", audit, warn_free_percent, 10, 0, 99),
+
         K_STR("hsm", hsm, module, "", KF_REQUIRED),
         K_STR("hsm", hsm, token_label, "", KF_REQUIRED),
         K_STR("hsm", hsm, pin_file, "", KF_REQUIRED),
@@ -1599,6 +1605,23 @@ KW_MUST_USE static kw_result validate_tls(const struct kw_config *cfg)
         return KW_OK;
 }
 
+/* [audit]: a bound needs somewhere to export to (nothing is pruned that
+ * was not exported), an absolute export_dir, and a size bound larger than
+ * an empty key store. */
+KW_MUST_USE static kw_result validate_audit(const struct kw_config *cfg)
+{
+        bool bounded = cfg->audit.max_age_days > 0 || cfg->audit.max_bytes > 0;
+        if (bounded && empty(cfg->audit.export_dir))
+                VFAIL(cfg, "[audit] export_dir: required when max_age_days or max_bytes is set "
+                           "(records are exported there before they are pruned)");
+        if (!empty(cfg->audit.export_dir) && cfg->audit.export_dir[0] != '/')
+                VFAIL(cfg, "[audit] export_dir '%.64s': must be an absolute path",
+                      cfg->audit.export_dir);
+        if (cfg->audit.max_bytes > 0 && cfg->audit.max_bytes < 65536)
+                VFAIL(cfg, "[audit] max_bytes: 0 (no bound) or at least 65536");
+        return KW_OK;
+}
+
 /* True when row k of cfg still holds its default value. */
 static bool key_is_default(const struct kw_config *cfg, const struct cfg_key *k)
 {
@@ -1706,6 +1729,7 @@ kw_result kw_config_validate(const struct kw_config *cfg)
         }
         if (cfg->db.deletion_min_wait_seconds > cfg->db.deletion_default_wait_seconds)
                 VFAIL(cfg, "[db] deletion_min_wait_seconds must not exceed deletion_default_wait_seconds");
+        KW_TRY(validate_audit(cfg));
         if (!listen_ok(cfg->http.listen))
                 VFAIL(cfg, "[http] listen '%.64s': must be host:port or [v6]:port with port 1-65535",
                       cfg->http.listen);

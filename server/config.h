@@ -80,6 +80,18 @@ struct kw_config {
                 int64_t audit_flush_ms;      /* 50: group commit of key-use audit     */
         } db;
 
+        struct {                     /* [audit] retention (docs/audit.md)             */
+                int64_t max_age_days;        /* 0: no age bound                       */
+                int64_t max_bytes;           /* 0: no size bound; else the database's
+                                                bytes in use (>= 65536)               */
+                char *export_dir;            /* records are exported here (gzip JSON
+                                                lines) before they are pruned; required
+                                                with a bound                          */
+                int64_t check_interval_seconds; /* 10: measure, export, prune, warn   */
+                int64_t warn_free_percent;   /* 10: warn when a file system holding the
+                                                database or export_dir has less free  */
+        } audit;
+
         struct {                     /* [hsm]                                         */
                 char *module;        /* PKCS#11 module path; required                 */
                 char *token_label;   /* required                                      */

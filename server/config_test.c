@@ -946,6 +946,9 @@ static void config_validate_accepts_good_configs(void **state)
                 "[db]\ndeletion_min_wait_seconds = 10\ndeletion_default_wait_seconds = 10\n",
                 "[admin]\nenable = false\ntoken_file = \"\"\n",
                 "[log]\nlevel = \"debug\"\n",
+                "[audit]\nmax_bytes = 65536\nmax_age_days = 90\nexport_dir = \"/var/lib/keyward/audit\"\n"
+                "check_interval_seconds = 60\nwarn_free_percent = 0\n",
+                "[audit]\nexport_dir = \"/e\"\n",
                 "[azure_ekm_config]\nazure_ekm_enable = true\nazure_ekm_path_prefix = \"ekm/v1-a\"\n",
                 "[aws_xks_config]\naws_xks_enable = true\naws_xks_sigv4_access_key_id = \"" AKID "\"\n"
                 "aws_xks_sigv4_secret_access_key = \"" SECRET "\"\naws_xks_uri_prefix = \"/tenant_a-1/x\"\n"
@@ -1039,6 +1042,18 @@ static const struct vcase vcases[] = {
         { "[db]\nsecure_heap_bytes = 1048575\n", "[db] secure_heap_bytes: must be between 1048576 and 1073741824" },
         { "[db]\nsecure_heap_bytes = 1073741825\n", "[db] secure_heap_bytes: must be between 1048576 and 1073741824" },
         { "[db]\naudit_flush_ms = 60001\n", "[db] audit_flush_ms: must be between 0 and 60000" },
+        /* [audit] retention (issue 11) */
+        { "[audit]\nmax_bytes = 1048576\n",
+          "[audit] export_dir: required when max_age_days or max_bytes is set" },
+        { "[audit]\nmax_age_days = 30\n",
+          "[audit] export_dir: required when max_age_days or max_bytes is set" },
+        { "[audit]\nmax_age_days = 30\nexport_dir = \"exports\"\n",
+          "[audit] export_dir 'exports': must be an absolute path" },
+        { "[audit]\nmax_bytes = 65535\nexport_dir = \"/x\"\n",
+          "[audit] max_bytes: 0 (no bound) or at least 65536" },
+        { "[audit]\nmax_age_days = -1\n", "[audit] max_age_days: must be between 0 and 36500" },
+        { "[audit]\ncheck_interval_seconds = 0\n", "[audit] check_interval_seconds: must be between 1 and 86400" },
+        { "[audit]\nwarn_free_percent = 100\n", "[audit] warn_free_percent: must be between 0 and 99" },
         { "[db]\ndeletion_min_wait_seconds = -1\n", "[db] deletion_min_wait_seconds: must be between 0 and" },
         { "[db]\ndeletion_min_wait_seconds = 100\ndeletion_default_wait_seconds = 99\n",
           "[db] deletion_min_wait_seconds must not exceed deletion_default_wait_seconds" },

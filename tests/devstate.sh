@@ -10,7 +10,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 umask 077
-mkdir -p "$dir/tls" "$dir/run"
+# audit-export: where an [audit] export_dir can point (owned by the custody
+# user below, like the rest of the state)
+mkdir -p "$dir/tls" "$dir/run" "$dir/audit-export"
 
 "$here/softhsm-init.sh" "$dir/softhsm" keyward-dev "$(cat "$dir/softhsm/pin" 2>/dev/null || od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 

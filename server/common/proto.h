@@ -50,7 +50,8 @@
 #define KW_IPC_MAX_FRAME (1024u * 1024u)
 
 enum kw_op {
-        KW_OP_PING = 1,          /* P A*  -> -                                         */
+        KW_OP_PING = 1,          /* P A*  -> - ; JSON {warnings:[code...]} when custody has
+                                  *       storage warnings (docs/api.md, /healthz)    */
         KW_OP_STATUS = 2,        /* A*    -> JSON {state, keys, hsm, cache, ...}        */
         KW_OP_STATS = 3,         /* P A*  -> JSON counters (hsm calls, cache hits, ...)  */
         KW_OP_KEY_CREATE = 10,   /* A ko  R NAME KEY_TYPE KEY_SIZE; O OPS TAGS RULES -> JSON key */
@@ -68,7 +69,11 @@ enum kw_op {
         KW_OP_WRAP = 22,         /* E     R NAME ALG DATA -> DATA VERSION               */
         KW_OP_UNWRAP = 23,       /* E     R NAME ALG DATA; O VERSION -> DATA VERSION    */
         KW_OP_AUDIT_QUERY = 30,  /* A*    O LIMIT SEQ NAME ACTION -> JSON {events,next} */
-        KW_OP_AUDIT_VERIFY = 31, /* A*    -> JSON {ok, rows, first_bad_seq?}            */
+        KW_OP_AUDIT_VERIFY = 31, /* A*    -> JSON {ok, rows, first_bad_seq?, first_bad_batch?,
+                                  *       reason?, checkpoint?}                          */
+        KW_OP_AUDIT_PRUNE = 32,  /* A a   -> JSON {exported:[...], pruned_records, audit}:
+                                  *       one retention cycle now (docs/audit.md);
+                                  *       KW_ERR_BAD_STATE when none is configured     */
         KW_OP_TOKEN_CHECK = 40,  /* A*    -> JSON {id,name,role}: the caller's own token */
         KW_OP_TOKEN_CREATE = 41, /* A a   R TOKEN_NAME ROLE -> JSON {id,name,role,token} */
         KW_OP_TOKEN_LIST = 42,   /* A a   -> JSON {tokens:[...]}                        */

@@ -605,22 +605,45 @@ int ctl_cmd_audit_verify(struct ctl *c, const struct ctl_args *a)
                         ctl_err("the server's reply has no 'ok' member");
                 rc = CTL_SERVER;
         } else {
-                char rows[64], bad[64];
+                char rows[64], bad[64], cp[64] = "", b1[64], b2[64], why[160];
+                const cJSON *cpo = cJSON_GetObjectItemCaseSensitive(doc, "checkpoint");
+                const cJSON *bb = cJSON_GetObjectItemCaseSensitive(doc, "first_bad_batch");
                 ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "rows"), rows, sizeof rows);
                 ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "first_bad_seq"), bad,
                                sizeof bad);
-                if (c->json)
+                ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "reason"), why, sizeof why);
+                if (cJSON_IsObject(cpo))
+                        ctl_value_text(cJSON_GetObjectItemCaseSensitive(cpo, "seq"), cp, sizeof cp);
+                if (c->json) {
                         ctl_print_raw(&r);
-                else if (cJSON_IsTrue(ok))
-                        printf("audit chain intact: %s rows verified\n", rows);
-                else
-                        printf("audit chain BROKEN: first bad sequence %s (%s rows checked)\n",
-                               bad, rows);
+                } else if (cJSON_IsTrue(ok)) {
+                        printf("audit chain intact: %s rows verified", rows);
+                        if (cp[0] != '\0')
+                                printf(" (from the checkpoint at sequence %s)", cp);
+                        printf("\n");
+                } else {
+                        printf("audit chain BROKEN: first bad sequence %s (%s rows checked)", bad,
+                               rows);
+                        if (cJSON_IsObject(bb)) {
+                                ctl_value_text(cJSON_GetObjectItemCaseSensitive(bb, "first_seq"), b1,
+                                               sizeof b1);
+                                ctl_value_text(cJSON_GetObjectItemCaseSensitive(bb, "last_seq"), b2,
+                                               sizeof b2);
+                                printf(": the batch of sequences %s-%s", b1, b2);
+                        }
+                        printf(": %s\n", why);
+                }
                 rc = cJSON_IsTrue(ok) ? CTL_OK : CTL_BROKEN;
         }
         cJSON_Delete(doc);
         ctl_resp_free(&r);
         return rc;
+}
+
+int ctl_cmd_audit_prune(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_simple(c, "POST", "audit", NULL, "prune", NULL);
 }
 
 /* ---- tokens --------------------------------------------------------------------- */

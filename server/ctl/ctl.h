@@ -6,6 +6,7 @@
  *   util.c     pure helpers: argument values, URL escaping, key material files
  *   output.c   human output: aligned fields and tables from JSON documents
  *   commands.c one function per command
+ *   audit.c    audit verify-export: an export file checked offline
  *
  * Functions return an exit code (enum ctl_exit) and print their own error
  * as "keywardctl: <message>" on stderr.  The token is never printed.
@@ -32,7 +33,7 @@ enum ctl_exit {
         CTL_CONNECT = 3,   /* cannot connect, TLS failure                   */
         CTL_AUTH = 4,      /* 401/403, or no usable token file              */
         CTL_SERVER = 5,    /* 5xx, or a reply that makes no sense           */
-        CTL_BROKEN = 6,    /* audit verify found a broken chain             */
+        CTL_BROKEN = 6,    /* audit verify (or verify-export) found a broken chain */
 };
 
 struct ctl {
@@ -142,6 +143,8 @@ int ctl_cmd_key_set_tags(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_set_ops(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_audit_list(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_audit_verify(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_audit_prune(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_audit_verify_export(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_token_create(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_token_revoke(struct ctl *c, const struct ctl_args *a);

@@ -99,6 +99,13 @@ static const struct ctl_opt o_audit[] = {
         { "limit", 1, "events per page, 1..1000" },
         { NULL, 0, NULL },
 };
+static const struct ctl_opt o_verify_export[] = {
+        { "prev-hash", 1, "the chain hash the file must start from: the previous file's last "
+                          "hash (64 zeros for the first export)" },
+        { "last-hash", 1, "the chain hash the file must end with: the checkpoint's (status) or "
+                          "the next file's prev_hash" },
+        { NULL, 0, NULL },
+};
 static const struct ctl_opt o_token[] = {
         { "role", 1, "admin, operator or auditor (required)" },
         { NULL, 0, NULL },
@@ -135,6 +142,11 @@ static const struct ctl_command ctl_commands[] = {
           ctl_cmd_key_set_ops },
         { "audit", "list", "", 0, "list audit events", o_audit, ctl_cmd_audit_list },
         { "audit", "verify", "", 0, "verify the audit hash chain", o_none, ctl_cmd_audit_verify },
+        { "audit", "prune", "", 0, "export and prune what is past the configured retention now",
+          o_none, ctl_cmd_audit_prune },
+        { "audit", "verify-export", "FILE", 1,
+          "verify an audit export file offline (no server needed)", o_verify_export,
+          ctl_cmd_audit_verify_export },
         { "token", "create", "NAME", 1, "create an API token (shown once)", o_token,
           ctl_cmd_token_create },
         { "token", "list", "", 0, "list API tokens", o_none, ctl_cmd_token_list },
@@ -161,7 +173,7 @@ static const char ctl_exit_help[] =
         "  3  cannot connect, or TLS failure\n"
         "  4  not authenticated or not allowed (HTTP 401/403, unreadable token file)\n"
         "  5  server error (HTTP 5xx)\n"
-        "  6  audit verify found a broken chain\n";
+        "  6  audit verify or verify-export found a broken chain\n";
 
 static void ctl_print_opts(FILE *f, const struct ctl_opt *o)
 {

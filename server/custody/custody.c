@@ -83,11 +83,20 @@ struct op_row {
         unsigned roles;
 };
 
+/* Liveness; with the codes of the storage warnings when there are any
+ * (only codes: this op is public). */
 static kw_result op_ping(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                          struct kw_buf *reply)
 {
-        (void)c; (void)req; (void)who; (void)reply;
-        return KW_OK;
+        (void)req; (void)who;
+        if (c->rt == NULL || retention_warning_codes(c->rt, NULL) == 0)
+                return KW_OK;
+        cJSON *d = cJSON_CreateObject();
+        KW_ENSURE(d != NULL, KW_ERR_NOMEM);
+        cJSON *arr = cJSON_AddArrayToObject(d, "warnings");
+        if (arr != NULL)
+                retention_warning_codes(c->rt, arr);
+        return reply_json(reply, d);
 }
 
 static const struct op_row op_table[] = {
@@ -109,6 +118,7 @@ static const struct op_row op_table[] = {
         { KW_OP_UNWRAP, "key.unwrap", op_unwrap, BY_EKM, 0 },
         { KW_OP_AUDIT_QUERY, "audit.query", op_audit_query, BY_ADMIN, ROLES_ANY },
         { KW_OP_AUDIT_VERIFY, "audit.verify", op_audit_verify, BY_ADMIN, ROLES_ANY },
+        { KW_OP_AUDIT_PRUNE, "audit.prune", op_audit_prune, BY_ADMIN, ROLES_ADMIN },
         { KW_OP_TOKEN_CHECK, "token.check", op_token_check, BY_ADMIN, ROLES_ANY },
         { KW_OP_TOKEN_CREATE, "token.create", op_token_create, BY_ADMIN, ROLES_ADMIN },
         { KW_OP_TOKEN_LIST, "token.list", op_token_list, BY_ADMIN, ROLES_ADMIN },

@@ -50,6 +50,8 @@ kw_result op_status(struct custody *c, const struct kw_msg *req, struct op_calle
         cJSON_AddNumberToObject(d, "requests_queued_total", (double)__atomic_load_n(&c->queued_total, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "reader_wakeups_total", (double)__atomic_load_n(&c->reader_wakeups, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "requests_queued", (double)__atomic_load_n(&c->queued_now, __ATOMIC_RELAXED));
+        if (c->rt != NULL)
+                retention_status_json(c->rt, d);
         return reply_json(reply, d);
 }
 
@@ -85,6 +87,8 @@ kw_result op_stats(struct custody *c, const struct kw_msg *req, struct op_caller
         cJSON_AddNumberToObject(d, "requests_queued", (double)__atomic_load_n(&c->queued_now, __ATOMIC_RELAXED));
         cJSON_AddNumberToObject(d, "log_lines_dropped_total", (double)kw_log_dropped_total());
         cJSON_AddNumberToObject(d, "log_lines_lost_total", (double)kw_log_lost_total());
+        if (c->rt != NULL)
+                retention_stats_json(c->rt, d);
         return reply_json(reply, d);
 }
 
@@ -162,15 +166,55 @@ kw_result op_audit_verify(struct custody *c, const struct kw_msg *req, struct op
 {
         (void)req;
         (void)who;
-        KW_TRY(audit_flush(c->aq));
-        uint64_t rows = 0, bad = 0;
-        KW_TRY(kw_keystore_audit_verify(c->ks, &rows, &bad));
+        KW_TRY(audit_flush(c->aq));   /* what was done is what is verified */
+        struct kw_audit_verify v;
+        KW_TRY(kw_keystore_audit_verify_ex(c->ks, &v));
         cJSON *d = cJSON_CreateObject();
         KW_ENSURE(d != NULL, KW_ERR_NOMEM);
-        cJSON_AddBoolToObject(d, "ok", bad == 0);
-        cJSON_AddNumberToObject(d, "rows", (double)rows);
-        if (bad != 0)
-                cJSON_AddNumberToObject(d, "first_bad_seq", (double)bad);
+        char hex[2 * KW_AUDIT_HASH_LEN + 1];
+        cJSON_AddBoolToObject(d, "ok", v.first_bad_seq == 0);
+        cJSON_AddNumberToObject(d, "rows", (double)v.records);
+        if (v.first_bad_seq != 0) {
+                cJSON_AddNumberToObject(d, "first_bad_seq", (double)v.first_bad_seq);
+                cJSON_AddStringToObject(d, "reason", v.why);
+                if (v.bad_is_batch) {
+                        cJSON *b = cJSON_AddObjectToObject(d, "first_bad_batch");
+                        cJSON_AddNumberToObject(b, "first_seq", (double)v.first_bad_seq);
+                        cJSON_AddNumberToObject(b, "last_seq", (double)v.bad_last_seq);
+                }
+        }
+        if (v.start_seq != 0) {
+                kw_audit_hex(v.start_hash, KW_AUDIT_HASH_LEN, hex);
+                cJSON *cp = cJSON_AddObjectToObject(d, "checkpoint");
+                cJSON_AddNumberToObject(cp, "seq", (double)v.start_seq);
+                cJSON_AddStringToObject(cp, "hash", hex);
+        }
+        if (v.first_bad_seq == 0 && v.head_seq != 0) {
+                kw_audit_hex(v.head_hash, KW_AUDIT_HASH_LEN, hex);
+                cJSON *h = cJSON_AddObjectToObject(d, "head");
+                cJSON_AddNumberToObject(h, "seq", (double)v.head_seq);
+                cJSON_AddStringToObject(h, "hash", hex);
+        }
+        return reply_json(reply, d);
+}
+
+/* Retention now: export what is past the configured bound and prune it
+ * behind a checkpoint (the same cycle as the periodic one, this caller as
+ * the actor of its audit.prune rows). */
+kw_result op_audit_prune(struct custody *c, const struct kw_msg *req, struct op_caller *who,
+                         struct kw_buf *reply)
+{
+        (void)req;
+        KW_ENSURE(c->rt != NULL, KW_ERR_INTERNAL);
+        KW_TRY(audit_flush(c->aq));
+        cJSON *d = cJSON_CreateObject();
+        KW_ENSURE(d != NULL, KW_ERR_NOMEM);
+        kw_result r = retention_run(c->rt, who, d);
+        if (r.code != 0) {
+                cJSON_Delete(d);
+                return r;
+        }
+        retention_status_json(c->rt, d);
         return reply_json(reply, d);
 }
 

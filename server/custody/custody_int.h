@@ -30,6 +30,7 @@ struct custody {
         struct kw_keystore *ks;
         struct kw_keycache *kc;
         struct audit_queue *aq;
+        struct retention *rt;         /* audit retention and warnings          */
         pthread_mutex_t write_mu;     /* serialises key mutations            */
         uint64_t gen;                 /* bumped by every key mutation        */
         uint64_t requests, failures, material_loads;  /* atomics          */
@@ -89,6 +90,7 @@ kw_result op_wrap(struct custody *, const struct kw_msg *, struct op_caller *, s
 kw_result op_unwrap(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_audit_query(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_audit_verify(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_audit_prune(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_token_check(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_token_create(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_token_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
@@ -154,8 +156,38 @@ KW_MUST_USE kw_result audit_queue_new(struct kw_keystore *ks, unsigned flush_ms,
 void audit_queue_free(struct audit_queue *q);          /* flushes */
 void audit_push(struct audit_queue *q, const struct op_caller *who, const char *action,
                 const char *key_name, int code, const char *detail);
+/* Returns when every record queued before the call is durable (KW_OK), or
+ * when writing them failed (they stay queued and are written again first). */
 KW_MUST_USE kw_result audit_flush(struct audit_queue *q);
 size_t audit_pending(struct audit_queue *q);
+struct audit_queue_stats {
+        size_t pending;               /* records not yet durable                 */
+        uint64_t written;             /* records made durable since start        */
+        uint64_t failed_flushes;
+        int failing;                  /* the last flush failed                   */
+        char last_error[200];
+};
+void audit_queue_get_stats(struct audit_queue *q, struct audit_queue_stats *ret);
+
+/* Audit retention (custody_retention.c): every [audit] check_interval_seconds
+ * it measures the database, its file system and export_dir's, exports the
+ * oldest records past the configured bound (audit_export.h) and prunes them
+ * behind a checkpoint, and keeps the warnings /healthz, /metrics and
+ * GET /api/v1/status show.  Never stops key uses: a failure is counted,
+ * logged and warned about, and the audit goes on growing. */
+struct retention;
+KW_MUST_USE kw_result retention_new(struct custody *c, struct retention **ret);
+/* Starts the periodic thread (after the sandbox is in place). */
+KW_MUST_USE kw_result retention_start(struct retention *rt);
+/* One cycle now (the on-demand prune): who is the actor of its audit rows;
+ * the report (exports, records pruned, state) is added to doc. */
+KW_MUST_USE kw_result retention_run(struct retention *rt, const struct op_caller *who, cJSON *doc);
+/* Counters and gauges for KW_OP_STATS (numbers only, flat or nested). */
+void retention_stats_json(struct retention *rt, cJSON *doc);
+/* The state for GET /api/v1/status: the same plus messages and the checkpoint. */
+void retention_status_json(struct retention *rt, cJSON *doc);
+/* The codes of the current warnings into arr (for /healthz); their count. */
+size_t retention_warning_codes(struct retention *rt, cJSON *arr);
 
 /* A new bearer token for row (custody_admin.c): "kw_" + base64url of 32
  * random bytes appended to ret_token (wiped when freed), its SHA-256 in

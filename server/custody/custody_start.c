@@ -2,7 +2,8 @@
  * custody_start.c - the custody process's start-up and end: privileges and
  * sandbox, the HSM link, the database key, the key store, the first admin
  * token, the socket; the console recovery of admin access
- * (keywardd --recover-admin); the deletion sweeper.
+ * (keywardd --recover-admin); the deletion sweeper; audit retention's
+ * thread is started here (custody_retention.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -427,6 +428,8 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         if (r.code == 0)
                 r = audit_queue_new(c.ks, (unsigned)cfg->db.audit_flush_ms, &c.aq);
         if (r.code == 0)
+                r = retention_new(&c, &c.rt);
+        if (r.code == 0)
                 r = ensure_first_token(&c);
         if (r.code == 0)
                 r = custody_xks_init(&c);
@@ -449,7 +452,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
                 return fail(3, "sandbox", r);
         custody_allow_front(st->front_pid, st->front_uid);
         pthread_t th_sweep, th_ctl;
-        if (custody_serve(&c).code != 0 ||
+        if (custody_serve(&c).code != 0 || retention_start(c.rt).code != 0 ||
             pthread_create(&th_sweep, NULL, sweeper_thread, &c) != 0 ||
             (st->control_fd >= 0 &&
              pthread_create(&th_ctl, NULL, control_thread, (void *)(intptr_t)st->control_fd) != 0))

@@ -1,10 +1,12 @@
 /*
  * keystore.c - the SQLCipher key store (contract in keystore.h).
  *
- * One connection per store, serialised by ks->mu.  Every mutation is one
+ * One writer connection per store, serialised by ks->mu (and a read-only
+ * one for the audit's long reads: audit_store.c).  Every mutation is one
  * BEGIN IMMEDIATE ... COMMIT that also appends its audit row; the in-memory
  * chain head (head_seq, head) only moves after COMMIT succeeded, so a failed
- * call leaves both the file and the chain untouched.
+ * call leaves both the file and the chain untouched.  What keystore_int.h
+ * declares is shared with audit_store.c and audit_read.c.
  *
  * sqlite codes are converted to KW_ERR_* in exactly one place (ks_fail).
  *
@@ -23,8 +25,8 @@
  *     active (not revoked) tokens.
  *   - key_list: when cb stops the walk, next is the name of the row on which
  *     it stopped (that row counts as delivered).
- *   - audit_query: limit 0 means 100; due_deletions hands out at most 1000
- *     keys per call (call again for more).
+ *   - due_deletions hands out at most 1000 keys per call (call again for
+ *     more).
  *   - a NULL audit entry on a mutation writes a default row ("key.create",
  *     "key.update", ... with the key's name and result "ok").
  */
@@ -47,31 +49,16 @@
 #include <sqlite3.h>
 
 #include "../common/names.h"
-#include "keystore.h"
+#include "keystore_int.h"
 
 #define KS_DB_KEY_LEN 32
-#define KS_HASH_LEN 32
 #define KS_BLOB_MAX (64u * 1024u)        /* one sealed key version          */
 #define KS_DER_MAX (16u * 1024u)         /* RSA SubjectPublicKeyInfo         */
 #define KS_JSON_MAX (16u * 1024u)        /* tags_json / rules_json           */
-#define KS_AUDIT_FIELD_MAX 4096u         /* each audit string                */
-#define KS_AUDIT_APPEND_MAX 65536u       /* rows per audit_append (custody batches up to 8192) */
 #define KS_LIST_MAX 1000u
 #define KS_LIST_DEFAULT 100u
 #define KS_DUE_MAX 1000u
-#define KS_BUSY_TIMEOUT_MS 5000
 
-struct kw_keystore {
-        pthread_mutex_t mu;
-        sqlite3 *db;
-        int schema_version;
-        uint64_t head_seq;                /* seq of the last committed audit row (0: none) */
-        uint8_t head[KS_HASH_LEN];        /* its hash (zeros: none)                        */
-        sqlite3_stmt *st_key_get;         /* hot statements, prepared once */
-        sqlite3_stmt *st_get_blob;
-        sqlite3_stmt *st_token_find;
-        sqlite3_stmt *st_audit_insert;
-};
 
 /* ---------------------------------------------------------------- schema */
 
@@ -141,6 +128,31 @@ static const char *const ks_migrations[] = {
          * version 2 (sealed = 0) are resealed by the custody process when it
          * first loads them */
         "ALTER TABLE xks_credentials ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;",
+        /* 3 -> 4: key uses are stored in batches, one row and one chain link
+         * per group commit (audit_store.c, audit_codec.h); the rows of
+         * version 3 stay where they are and keep verifying (one chain across
+         * both tables, by seq); admin actions stay rows.  Retention prunes
+         * exported records behind a checkpoint that holds the chain head. */
+        "CREATE TABLE audit_batch ("
+        " first_seq INTEGER PRIMARY KEY,"
+        " last_seq INTEGER NOT NULL,"
+        " min_ts_ms INTEGER NOT NULL,"
+        " max_ts_ms INTEGER NOT NULL,"
+        " prev_hash BLOB NOT NULL,"
+        " hash BLOB NOT NULL,"
+        " data BLOB NOT NULL);"           /* last: scans read no overflow page */
+        "CREATE TABLE audit_batch_name ("
+        " name TEXT NOT NULL,"            /* 'k:' key name, 'a:' action */
+        " first_seq INTEGER NOT NULL,"
+        " PRIMARY KEY (name, first_seq)) WITHOUT ROWID;"
+        "CREATE TABLE audit_checkpoint ("
+        " seq INTEGER PRIMARY KEY,"       /* the last record pruned */
+        " hash BLOB NOT NULL,"            /* its chain hash: where verification starts */
+        " ts_ms INTEGER NOT NULL,"
+        " created_ms INTEGER NOT NULL,"
+        " records INTEGER NOT NULL,"
+        " export_file TEXT NOT NULL,"
+        " export_sha256 BLOB NOT NULL);",
 };
 _Static_assert(sizeof ks_migrations / sizeof ks_migrations[0] == KW_SCHEMA_VERSION,
                "one migration step per schema version");
@@ -153,10 +165,6 @@ _Static_assert(sizeof ks_migrations / sizeof ks_migrations[0] == KW_SCHEMA_VERSI
 #define SQL_GET_BLOB "SELECT blob FROM key_versions WHERE key_id = ?1 AND version = ?2"
 #define SQL_TOKEN_FIND \
         "SELECT id, name, role, created, revoked, hash FROM tokens WHERE hash = ?1 AND revoked = 0"
-#define SQL_AUDIT_INSERT                                                                   \
-        "INSERT INTO audit (seq, ts_ms, actor, action, key_name, result, detail, request_id," \
-        " prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-
 /* Filters are bound, never spliced: NULL parameters disable a condition. */
 #define SQL_KEY_LIST                                                        \
         "SELECT " KEY_COLS " FROM keys"                                     \
@@ -167,21 +175,11 @@ _Static_assert(sizeof ks_migrations / sizeof ks_migrations[0] == KW_SCHEMA_VERSI
         " AND (?5 OR ?2 IS NOT NULL OR state <> 'destroyed')"               \
         " ORDER BY name"
 
-/* Four fixed texts so that each filter combination can use its index. */
-#define AUDIT_COLS "seq, ts_ms, actor, action, key_name, result, detail, request_id, hash"
-static const char *const sql_audit_query[4] = {
-        "SELECT " AUDIT_COLS " FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        "SELECT " AUDIT_COLS " FROM audit WHERE key_name = ?3 AND seq > ?1 ORDER BY seq LIMIT ?2",
-        "SELECT " AUDIT_COLS " FROM audit WHERE action = ?4 AND seq > ?1 ORDER BY seq LIMIT ?2",
-        "SELECT " AUDIT_COLS " FROM audit WHERE key_name = ?3 AND action = ?4 AND seq > ?1"
-        " ORDER BY seq LIMIT ?2",
-};
-
 /* ------------------------------------------------------ sqlite conversion */
 
 /* The one place sqlite codes become KW_ERR_*.  The detail keeps sqlite's own
  * words (code text and message: table/column names, never data values). */
-static kw_result ks_fail(sqlite3 *db, int rc, const char *what)
+kw_result ks_fail(sqlite3 *db, int rc, const char *what)
 {
         int code;
         switch (rc & 0xff) {
@@ -214,42 +212,52 @@ static kw_result ks_fail(sqlite3 *db, int rc, const char *what)
         KW_BAIL(code);
 }
 
-static kw_result ks_check(struct kw_keystore *ks, int rc, const char *what)
+kw_result ks_check(struct kw_keystore *ks, int rc, const char *what)
 {
         if (rc == SQLITE_OK)
                 return KW_OK;
         return ks_fail(ks->db, rc, what);
 }
 
-static kw_result ks_exec(struct kw_keystore *ks, const char *sql, const char *what)
+kw_result ks_exec(struct kw_keystore *ks, const char *sql, const char *what)
 {
         return ks_check(ks, sqlite3_exec(ks->db, sql, NULL, NULL, NULL), what);
 }
 
-static kw_result ks_prepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret)
+static kw_result prepare_on(sqlite3 *db, const char *sql, sqlite3_stmt **ret)
 {
         sqlite3_stmt *st = NULL;
-        int rc = sqlite3_prepare_v2(ks->db, sql, -1, &st, NULL);
+        int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
         if (rc != SQLITE_OK) {
                 sqlite3_finalize(st);
-                return ks_fail(ks->db, rc, "prepare");
+                return ks_fail(db, rc, "prepare");
         }
         *ret = st;
         return KW_OK;
 }
 
-static kw_result ks_step_done(struct kw_keystore *ks, sqlite3_stmt *st, const char *what)
+kw_result ks_prepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret)
 {
+        return prepare_on(ks->db, sql, ret);
+}
+
+kw_result ks_rprepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret)
+{
+        return prepare_on(ks->rdb, sql, ret);
+}
+
+kw_result ks_step_done(struct kw_keystore *ks, sqlite3_stmt *st, const char *what)
+{
+        (void)ks;
         int rc = sqlite3_step(st);
         if (rc != SQLITE_DONE)
-                return ks_fail(ks->db, rc == SQLITE_ROW ? SQLITE_MISUSE : rc, what);
+                return ks_fail(sqlite3_db_handle(st), rc == SQLITE_ROW ? SQLITE_MISUSE : rc, what);
         return KW_OK;
 }
 
-/* SQLITE_ROW -> *ret_row = 1, SQLITE_DONE -> 0, anything else -> error. */
-static kw_result ks_step_row(struct kw_keystore *ks, sqlite3_stmt *st, const char *what,
-                             int *ret_row)
+kw_result ks_step_row(struct kw_keystore *ks, sqlite3_stmt *st, const char *what, int *ret_row)
 {
+        (void)ks;
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
                 *ret_row = 1;
@@ -259,53 +267,85 @@ static kw_result ks_step_row(struct kw_keystore *ks, sqlite3_stmt *st, const cha
                 *ret_row = 0;
                 return KW_OK;
         }
-        return ks_fail(ks->db, rc, what);
+        return ks_fail(sqlite3_db_handle(st), rc, what);
 }
 
-static void stmt_finalizep(sqlite3_stmt **st)
+void ks_stmt_finalizep(sqlite3_stmt **st)
 {
         if (*st != NULL)
                 sqlite3_finalize(*st);
 }
-static void stmt_resetp(sqlite3_stmt **st)
+void ks_stmt_resetp(sqlite3_stmt **st)
 {
         if (*st != NULL) {
                 sqlite3_reset(*st);
                 sqlite3_clear_bindings(*st);
         }
 }
-/* A statement prepared for one call / a cached one borrowed for one call. */
-#define _cleanup_finalize_ __attribute__((cleanup(stmt_finalizep)))
-#define _cleanup_reset_ __attribute__((cleanup(stmt_resetp)))
 
-static kw_result bind_text(struct kw_keystore *ks, sqlite3_stmt *st, int i, const char *s)
+static kw_result bind_check(sqlite3_stmt *st, int rc)
 {
-        int rc = s != NULL ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC) : sqlite3_bind_null(st, i);
-        return ks_check(ks, rc, "bind");
+        if (rc == SQLITE_OK)
+                return KW_OK;
+        return ks_fail(sqlite3_db_handle(st), rc, "bind");
 }
-static kw_result bind_blob(struct kw_keystore *ks, sqlite3_stmt *st, int i, const void *p, size_t n)
+kw_result ks_bind_text(struct kw_keystore *ks, sqlite3_stmt *st, int i, const char *s)
 {
+        (void)ks;
+        return bind_check(st, s != NULL ? sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC)
+                                        : sqlite3_bind_null(st, i));
+}
+kw_result ks_bind_blob(struct kw_keystore *ks, sqlite3_stmt *st, int i, const void *p, size_t n)
+{
+        (void)ks;
         if (p == NULL)
-                return ks_check(ks, sqlite3_bind_null(st, i), "bind");
-        return ks_check(ks, sqlite3_bind_blob(st, i, p, (int)n, SQLITE_STATIC), "bind");
+                return bind_check(st, sqlite3_bind_null(st, i));
+        return bind_check(st, sqlite3_bind_blob(st, i, p, (int)n, SQLITE_STATIC));
 }
-static kw_result bind_i64(struct kw_keystore *ks, sqlite3_stmt *st, int i, int64_t v)
+kw_result ks_bind_i64(struct kw_keystore *ks, sqlite3_stmt *st, int i, int64_t v)
 {
-        return ks_check(ks, sqlite3_bind_int64(st, i, v), "bind");
+        (void)ks;
+        return bind_check(st, sqlite3_bind_int64(st, i, v));
 }
 
 /* ------------------------------------------------------------- small helpers */
 
-static void ks_lock(struct kw_keystore *ks) { pthread_mutex_lock(&ks->mu); }
-static void ks_unlock(struct kw_keystore *ks) { pthread_mutex_unlock(&ks->mu); }
-
 static int64_t now_s(void) { return (int64_t)time(NULL); }
 
-static int64_t now_ms(void)
+int64_t ks_now_ms(void)
 {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ transactions */
+
+kw_result ks_tx_begin(struct kw_keystore *ks, struct ks_tx *tx)
+{
+        KW_TRY(ks_exec(ks, "BEGIN IMMEDIATE", "begin"));
+        tx->seq = ks->head_seq;
+        memcpy(tx->head, ks->head, KS_HASH_LEN);
+        return KW_OK;
+}
+
+void ks_tx_rollback(struct kw_keystore *ks)
+{
+        if (!sqlite3_get_autocommit(ks->db))
+                sqlite3_exec(ks->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+kw_result ks_tx_commit(struct kw_keystore *ks, const struct ks_tx *tx)
+{
+        int rc = sqlite3_exec(ks->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+                kw_result r = ks_fail(ks->db, rc, "commit");
+                ks_tx_rollback(ks);
+                return r;
+        }
+        ks->head_seq = tx->seq;
+        memcpy(ks->head, tx->head, KS_HASH_LEN);
+        return KW_OK;
 }
 
 static int valid_name(const char *s) { return s != NULL && kw_name_valid(s); }
@@ -369,142 +409,6 @@ static kw_result check_json_object(const char *s, const char *what)
 
 static const char *json_or_empty(const char *s) { return s != NULL ? s : "{}"; }
 
-static kw_result check_audit_entry(const struct kw_audit_entry *e)
-{
-        if (e == NULL)
-                return KW_OK;
-        const char *f[6] = { e->actor, e->action, e->key_name, e->result, e->detail, e->request_id };
-        for (size_t i = 0; i < 6; i++) {
-                if (f[i] != NULL && strnlen(f[i], KS_AUDIT_FIELD_MAX + 1) > KS_AUDIT_FIELD_MAX) {
-                        kw_err_set_detail("an audit field is longer than %u bytes", KS_AUDIT_FIELD_MAX);
-                        KW_BAIL(KW_ERR_TOO_LARGE);
-                }
-        }
-        return KW_OK;
-}
-
-static void hex_encode(const uint8_t *p, size_t n, char *out)
-{
-        static const char hx[] = "0123456789abcdef";
-        for (size_t i = 0; i < n; i++) {
-                out[2 * i] = hx[p[i] >> 4];
-                out[2 * i + 1] = hx[p[i] & 15];
-        }
-        out[2 * n] = '\0';
-}
-
-/* ------------------------------------------------------------ audit chain */
-
-/* SHA-256(prev | u64be seq | i64be ts_ms | (u32be len | bytes) x 6). */
-static kw_result audit_hash(const uint8_t prev[KS_HASH_LEN], uint64_t seq, int64_t ts_ms,
-                            const char *const f[6], const size_t flen[6], uint8_t out[KS_HASH_LEN])
-{
-        uint8_t hdr[16];
-        uint64_t ts = (uint64_t)ts_ms;
-        for (int i = 0; i < 8; i++) {
-                hdr[i] = (uint8_t)(seq >> (56 - 8 * i));
-                hdr[8 + i] = (uint8_t)(ts >> (56 - 8 * i));
-        }
-        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        KW_ENSURE(ctx != NULL, KW_ERR_NOMEM);
-        int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
-                 EVP_DigestUpdate(ctx, prev, KS_HASH_LEN) == 1 &&
-                 EVP_DigestUpdate(ctx, hdr, sizeof hdr) == 1;
-        for (int i = 0; ok && i < 6; i++) {
-                uint8_t l[4] = { (uint8_t)(flen[i] >> 24), (uint8_t)(flen[i] >> 16),
-                                 (uint8_t)(flen[i] >> 8), (uint8_t)flen[i] };
-                ok = EVP_DigestUpdate(ctx, l, 4) == 1 &&
-                     (flen[i] == 0 || EVP_DigestUpdate(ctx, f[i], flen[i]) == 1);
-        }
-        unsigned int olen = 0;
-        ok = ok && EVP_DigestFinal_ex(ctx, out, &olen) == 1 && olen == KS_HASH_LEN;
-        EVP_MD_CTX_free(ctx);
-        KW_ENSURE(ok, KW_ERR_CRYPTO);
-        return KW_OK;
-}
-
-/* A transaction's view of the chain: moves into ks only after COMMIT. */
-struct ks_tx {
-        uint64_t seq;
-        uint8_t head[KS_HASH_LEN];
-};
-
-static kw_result tx_begin(struct kw_keystore *ks, struct ks_tx *tx)
-{
-        KW_TRY(ks_exec(ks, "BEGIN IMMEDIATE", "begin"));
-        tx->seq = ks->head_seq;
-        memcpy(tx->head, ks->head, KS_HASH_LEN);
-        return KW_OK;
-}
-
-static void tx_rollback(struct kw_keystore *ks)
-{
-        if (!sqlite3_get_autocommit(ks->db))
-                sqlite3_exec(ks->db, "ROLLBACK", NULL, NULL, NULL);
-}
-
-static kw_result tx_commit(struct kw_keystore *ks, const struct ks_tx *tx)
-{
-        int rc = sqlite3_exec(ks->db, "COMMIT", NULL, NULL, NULL);
-        if (rc != SQLITE_OK) {
-                kw_result r = ks_fail(ks->db, rc, "commit");
-                tx_rollback(ks);
-                return r;
-        }
-        ks->head_seq = tx->seq;
-        memcpy(ks->head, tx->head, KS_HASH_LEN);
-        return KW_OK;
-}
-
-/* Runs call (which sees the open transaction as tx) inside BEGIN IMMEDIATE ..
- * COMMIT under the lock; ROLLBACK on any failure.  The chain head moves only
- * after COMMIT succeeded. */
-#define KS_RUN_TX(ks, tx, call)                              \
-        ({                                                   \
-                struct ks_tx tx_;                            \
-                ks_lock(ks);                                 \
-                kw_result r_ = tx_begin((ks), &tx_);         \
-                if (kw_ok(r_)) {                             \
-                        struct ks_tx *tx = &tx_;             \
-                        r_ = (call);                         \
-                        if (kw_ok(r_))                       \
-                                r_ = tx_commit((ks), &tx_);  \
-                        else                                 \
-                                tx_rollback(ks);             \
-                }                                            \
-                ks_unlock(ks);                               \
-                r_;                                          \
-        })
-
-/* Appends one audit row inside the open transaction; advances tx only. */
-static kw_result tx_audit(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_audit_entry *e)
-{
-        const char *f[6] = { e->actor, e->action, e->key_name, e->result, e->detail, e->request_id };
-        size_t flen[6];
-        for (size_t i = 0; i < 6; i++) {
-                if (f[i] == NULL)
-                        f[i] = "";
-                flen[i] = strlen(f[i]);
-        }
-        int64_t ts = e->ts_ms != 0 ? e->ts_ms : now_ms();
-        uint64_t seq = tx->seq + 1;
-        KW_ENSURE(seq <= (uint64_t)INT64_MAX, KW_ERR_STORAGE);
-        uint8_t h[KS_HASH_LEN];
-        KW_TRY(audit_hash(tx->head, seq, ts, f, flen, h));
-
-        _cleanup_reset_ sqlite3_stmt *st = ks->st_audit_insert;
-        KW_TRY(bind_i64(ks, st, 1, (int64_t)seq));
-        KW_TRY(bind_i64(ks, st, 2, ts));
-        for (int i = 0; i < 6; i++)
-                KW_TRY(bind_text(ks, st, 3 + i, f[i]));
-        KW_TRY(bind_blob(ks, st, 9, tx->head, KS_HASH_LEN));
-        KW_TRY(bind_blob(ks, st, 10, h, KS_HASH_LEN));
-        KW_TRY(ks_step_done(ks, st, "audit insert"));
-        tx->seq = seq;
-        memcpy(tx->head, h, KS_HASH_LEN);
-        return KW_OK;
-}
-
 /* The caller's entry, or a default one naming the action and the key. */
 static const struct kw_audit_entry *audit_or_default(const struct kw_audit_entry *e,
                                                      struct kw_audit_entry *def, const char *action,
@@ -519,7 +423,7 @@ static const struct kw_audit_entry *audit_or_default(const struct kw_audit_entry
 
 /* ------------------------------------------------------------- row reading */
 
-static kw_result col_text(sqlite3_stmt *st, int col, char *dst, size_t cap)
+kw_result ks_col_text(sqlite3_stmt *st, int col, char *dst, size_t cap)
 {
         const unsigned char *s = sqlite3_column_text(st, col);
         int n = sqlite3_column_bytes(st, col);
@@ -566,11 +470,11 @@ static kw_result key_row_from_stmt(sqlite3_stmt *st, struct kw_key_row *ret)
         struct kw_key_row r;
         memset(&r, 0, sizeof r);
         kw_result res;
-        KW_TRY_GOTO(res, col_text(st, 0, r.id, sizeof r.id), fail);
-        KW_TRY_GOTO(res, col_text(st, 1, r.name, sizeof r.name), fail);
-        KW_TRY_GOTO(res, col_text(st, 2, r.type, sizeof r.type), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 0, r.id, sizeof r.id), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 1, r.name, sizeof r.name), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 2, r.type, sizeof r.type), fail);
         KW_TRY_GOTO(res, col_u32(st, 3, &r.size), fail);
-        KW_TRY_GOTO(res, col_text(st, 4, r.state, sizeof r.state), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 4, r.state, sizeof r.state), fail);
         KW_TRY_GOTO(res, col_u32(st, 5, &r.ops), fail);
         KW_TRY_GOTO(res, col_u32(st, 6, &r.current_version), fail);
         r.created = sqlite3_column_int64(st, 7);
@@ -621,17 +525,19 @@ static kw_result ks_create_file(const char *path)
         return KW_OK;
 }
 
-static kw_result ks_apply_key(struct kw_keystore *ks, const struct kw_secret *db_key)
+kw_result ks_apply_key(sqlite3 *db, const struct kw_secret *db_key)
 {
         char khex[2 + 2 * KS_DB_KEY_LEN + 2]; /* x'<64 hex>' and a NUL */
         khex[0] = 'x';
         khex[1] = '\'';
-        hex_encode(db_key->p, KS_DB_KEY_LEN, khex + 2);
+        kw_audit_hex(db_key->p, KS_DB_KEY_LEN, khex + 2);
         khex[2 + 2 * KS_DB_KEY_LEN] = '\'';
         khex[3 + 2 * KS_DB_KEY_LEN] = '\0';
-        int rc = sqlite3_key(ks->db, khex, 3 + 2 * KS_DB_KEY_LEN);
+        int rc = sqlite3_key(db, khex, 3 + 2 * KS_DB_KEY_LEN);
         kw_wipe(khex, sizeof khex);
-        return ks_check(ks, rc, "key");
+        if (rc != SQLITE_OK)
+                return ks_fail(db, rc, "key");
+        return KW_OK;
 }
 
 static kw_result ks_verify_key(struct kw_keystore *ks, const char *path)
@@ -709,7 +615,7 @@ static kw_result ks_migrate(struct kw_keystore *ks)
                         goto fail;
                 }
                 if (v == KW_SCHEMA_VERSION) {
-                        tx_rollback(ks);
+                        ks_tx_rollback(ks);
                         ks->schema_version = v;
                         return KW_OK;
                 }
@@ -717,31 +623,9 @@ static kw_result ks_migrate(struct kw_keystore *ks)
                 KW_TRY_GOTO(r, ks_exec(ks, "COMMIT", "commit"), fail);
                 continue;
 fail:
-                tx_rollback(ks);
+                ks_tx_rollback(ks);
                 return r;
         }
-}
-
-static kw_result ks_load_head(struct kw_keystore *ks)
-{
-        sqlite3_stmt *st _cleanup_finalize_ = NULL;
-        KW_TRY(ks_prepare(ks, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &st));
-        int row = 0;
-        KW_TRY(ks_step_row(ks, st, "audit head", &row));
-        if (!row) {
-                ks->head_seq = 0;
-                memset(ks->head, 0, KS_HASH_LEN);
-                return KW_OK;
-        }
-        sqlite3_int64 seq = sqlite3_column_int64(st, 0);
-        const void *h = sqlite3_column_blob(st, 1);
-        if (seq <= 0 || h == NULL || sqlite3_column_bytes(st, 1) != KS_HASH_LEN) {
-                kw_err_set_detail("key store: the last audit row (seq %lld) is malformed", (long long)seq);
-                KW_BAIL(KW_ERR_DB_CORRUPT);
-        }
-        ks->head_seq = (uint64_t)seq;
-        memcpy(ks->head, h, KS_HASH_LEN);
-        return KW_OK;
 }
 
 static void ks_free(struct kw_keystore *ks)
@@ -749,8 +633,8 @@ static void ks_free(struct kw_keystore *ks)
         sqlite3_finalize(ks->st_key_get);
         sqlite3_finalize(ks->st_get_blob);
         sqlite3_finalize(ks->st_token_find);
-        sqlite3_finalize(ks->st_audit_insert);
-        ks->st_key_get = ks->st_get_blob = ks->st_token_find = ks->st_audit_insert = NULL;
+        ks->st_key_get = ks->st_get_blob = ks->st_token_find = NULL;
+        ks_audit_close(ks);
         if (ks->db != NULL) {
                 /* Fold the WAL back into the file and empty it, so that no
                  * overwritten page survives in a -wal file. */
@@ -760,7 +644,9 @@ static void ks_free(struct kw_keystore *ks)
                 ks->db = NULL;
         }
         pthread_mutex_destroy(&ks->mu);
+        pthread_mutex_destroy(&ks->rmu);
         kw_wipe(ks->head, sizeof ks->head);
+        free(ks->path);
         free(ks);
 }
 
@@ -775,7 +661,15 @@ kw_result kw_keystore_open(const char *path, const struct kw_secret *db_key, str
 
         struct kw_keystore *ks = calloc(1, sizeof *ks);
         KW_ENSURE(ks != NULL, KW_ERR_NOMEM);
-        if (pthread_mutex_init(&ks->mu, NULL) != 0) {
+        ks->path = strdup(path);
+        if (ks->path == NULL || pthread_mutex_init(&ks->mu, NULL) != 0) {
+                free(ks->path);
+                free(ks);
+                KW_BAIL(KW_ERR_NOMEM);
+        }
+        if (pthread_mutex_init(&ks->rmu, NULL) != 0) {
+                pthread_mutex_destroy(&ks->mu);
+                free(ks->path);
                 free(ks);
                 KW_BAIL(KW_ERR_INTERNAL);
         }
@@ -787,15 +681,14 @@ kw_result kw_keystore_open(const char *path, const struct kw_secret *db_key, str
                 goto fail;
         }
         sqlite3_extended_result_codes(ks->db, 1);
-        KW_TRY_GOTO(r, ks_apply_key(ks, db_key), fail);
+        KW_TRY_GOTO(r, ks_apply_key(ks->db, db_key), fail);
         KW_TRY_GOTO(r, ks_verify_key(ks, path), fail);
         KW_TRY_GOTO(r, ks_pragmas(ks), fail);
         KW_TRY_GOTO(r, ks_migrate(ks), fail);
-        KW_TRY_GOTO(r, ks_load_head(ks), fail);
         KW_TRY_GOTO(r, ks_prepare(ks, SQL_KEY_GET, &ks->st_key_get), fail);
         KW_TRY_GOTO(r, ks_prepare(ks, SQL_GET_BLOB, &ks->st_get_blob), fail);
         KW_TRY_GOTO(r, ks_prepare(ks, SQL_TOKEN_FIND, &ks->st_token_find), fail);
-        KW_TRY_GOTO(r, ks_prepare(ks, SQL_AUDIT_INSERT, &ks->st_audit_insert), fail);
+        KW_TRY_GOTO(r, ks_audit_open(ks, db_key), fail);
         *ret = ks;
         return KW_OK;
 fail:
@@ -853,18 +746,18 @@ static kw_result key_insert_tx(struct kw_keystore *ks, struct ks_tx *tx, const s
                           "INSERT INTO keys (" KEY_COLS ") VALUES "
                           "(?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?12)",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, row->id));
-        KW_TRY(bind_text(ks, st, 2, row->name));
-        KW_TRY(bind_text(ks, st, 3, row->type));
-        KW_TRY(bind_i64(ks, st, 4, row->size));
-        KW_TRY(bind_text(ks, st, 5, row->state));
-        KW_TRY(bind_i64(ks, st, 6, row->ops));
-        KW_TRY(bind_i64(ks, st, 7, created));
-        KW_TRY(bind_i64(ks, st, 8, updated));
-        KW_TRY(bind_i64(ks, st, 9, row->delete_at));
-        KW_TRY(bind_text(ks, st, 10, json_or_empty(row->tags_json)));
-        KW_TRY(bind_text(ks, st, 11, json_or_empty(row->rules_json)));
-        KW_TRY(bind_blob(ks, st, 12, row->public_der_len ? row->public_der : NULL, row->public_der_len));
+        KW_TRY(ks_bind_text(ks, st, 1, row->id));
+        KW_TRY(ks_bind_text(ks, st, 2, row->name));
+        KW_TRY(ks_bind_text(ks, st, 3, row->type));
+        KW_TRY(ks_bind_i64(ks, st, 4, row->size));
+        KW_TRY(ks_bind_text(ks, st, 5, row->state));
+        KW_TRY(ks_bind_i64(ks, st, 6, row->ops));
+        KW_TRY(ks_bind_i64(ks, st, 7, created));
+        KW_TRY(ks_bind_i64(ks, st, 8, updated));
+        KW_TRY(ks_bind_i64(ks, st, 9, row->delete_at));
+        KW_TRY(ks_bind_text(ks, st, 10, json_or_empty(row->tags_json)));
+        KW_TRY(ks_bind_text(ks, st, 11, json_or_empty(row->rules_json)));
+        KW_TRY(ks_bind_blob(ks, st, 12, row->public_der_len ? row->public_der : NULL, row->public_der_len));
         kw_result r = ks_step_done(ks, st, "key insert");
         if (r.code == KW_ERR_EXISTS)
                 kw_err_set_detail("the key name or id is already in use (%s)", sqlite3_errmsg(ks->db));
@@ -873,12 +766,12 @@ static kw_result key_insert_tx(struct kw_keystore *ks, struct ks_tx *tx, const s
         sqlite3_stmt *sv _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "INSERT INTO key_versions (key_id, version, blob, created)"
                               " VALUES (?1, 1, ?2, ?3)", &sv));
-        KW_TRY(bind_text(ks, sv, 1, row->id));
-        KW_TRY(bind_blob(ks, sv, 2, blob, blob_len));
-        KW_TRY(bind_i64(ks, sv, 3, created));
+        KW_TRY(ks_bind_text(ks, sv, 1, row->id));
+        KW_TRY(ks_bind_blob(ks, sv, 2, blob, blob_len));
+        KW_TRY(ks_bind_i64(ks, sv, 3, created));
         KW_TRY(ks_step_done(ks, sv, "key version insert"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "key.create", row->name, NULL));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "key.create", row->name, NULL));
 }
 
 kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row *row,
@@ -898,7 +791,7 @@ kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row
         KW_ENSURE(row->public_der != NULL || row->public_der_len == 0, KW_ERR_INPUT);
         KW_ENSURE(row->public_der_len <= KS_DER_MAX, KW_ERR_TOO_LARGE);
         KW_TRY(check_blob(blob, blob_len));
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_insert_tx(ks, tx, row, blob, blob_len, audit));
 }
 
@@ -911,7 +804,7 @@ kw_result kw_keystore_key_get(struct kw_keystore *ks, const char *name, struct k
         {
                 _cleanup_reset_ sqlite3_stmt *st = ks->st_key_get;
                 int row = 0;
-                r = bind_text(ks, st, 1, name);
+                r = ks_bind_text(ks, st, 1, name);
                 if (kw_ok(r))
                         r = ks_step_row(ks, st, "key get", &row);
                 if (kw_ok(r) && !row) {
@@ -935,9 +828,9 @@ kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id, u
         {
                 _cleanup_reset_ sqlite3_stmt *st = ks->st_get_blob;
                 int row = 0;
-                r = bind_text(ks, st, 1, key_id);
+                r = ks_bind_text(ks, st, 1, key_id);
                 if (kw_ok(r))
-                        r = bind_i64(ks, st, 2, version);
+                        r = ks_bind_i64(ks, st, 2, version);
                 if (kw_ok(r))
                         r = ks_step_row(ks, st, "key blob get", &row);
                 if (kw_ok(r) && !row) {
@@ -1020,11 +913,11 @@ static kw_result key_list_read(struct kw_keystore *ks, const struct kw_key_filte
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, SQL_KEY_LIST, &st));
-        KW_TRY(bind_text(ks, st, 1, f->after_name != NULL ? f->after_name : ""));
-        KW_TRY(bind_text(ks, st, 2, f->state));
-        KW_TRY(bind_text(ks, st, 3, f->type));
-        KW_TRY(bind_text(ks, st, 4, f->name_prefix));
-        KW_TRY(bind_i64(ks, st, 5, f->include_destroyed ? 1 : 0));
+        KW_TRY(ks_bind_text(ks, st, 1, f->after_name != NULL ? f->after_name : ""));
+        KW_TRY(ks_bind_text(ks, st, 2, f->state));
+        KW_TRY(ks_bind_text(ks, st, 3, f->type));
+        KW_TRY(ks_bind_text(ks, st, 4, f->name_prefix));
+        KW_TRY(ks_bind_i64(ks, st, 5, f->include_destroyed ? 1 : 0));
         int more = 0;
         for (;;) {
                 int row = 0;
@@ -1126,7 +1019,7 @@ static kw_result tx_live_key(struct kw_keystore *ks, const char *key_id, char na
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "SELECT name, state, current_version FROM keys WHERE id = ?1", &st));
-        KW_TRY(bind_text(ks, st, 1, key_id));
+        KW_TRY(ks_bind_text(ks, st, 1, key_id));
         int row = 0;
         KW_TRY(ks_step_row(ks, st, "key lookup", &row));
         if (!row) {
@@ -1134,8 +1027,8 @@ static kw_result tx_live_key(struct kw_keystore *ks, const char *key_id, char na
                 KW_BAIL(KW_ERR_NOT_FOUND);
         }
         char state[20];
-        KW_TRY(col_text(st, 0, name, 65));
-        KW_TRY(col_text(st, 1, state, sizeof state));
+        KW_TRY(ks_col_text(st, 0, name, 65));
+        KW_TRY(ks_col_text(st, 1, state, sizeof state));
         KW_TRY(col_u32(st, 2, ret_version));
         if (strcmp(state, "destroyed") == 0) {
                 kw_err_set_detail("the key is destroyed");
@@ -1155,16 +1048,16 @@ static kw_result key_update_tx(struct kw_keystore *ks, struct ks_tx *tx, const s
                           "UPDATE keys SET state = ?2, ops = ?3, tags = ?4, rules = ?5,"
                           " delete_at = ?6, updated = ?7 WHERE id = ?1",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, row->id));
-        KW_TRY(bind_text(ks, st, 2, row->state));
-        KW_TRY(bind_i64(ks, st, 3, row->ops));
-        KW_TRY(bind_text(ks, st, 4, json_or_empty(row->tags_json)));
-        KW_TRY(bind_text(ks, st, 5, json_or_empty(row->rules_json)));
-        KW_TRY(bind_i64(ks, st, 6, row->delete_at));
-        KW_TRY(bind_i64(ks, st, 7, row->updated != 0 ? row->updated : now_s()));
+        KW_TRY(ks_bind_text(ks, st, 1, row->id));
+        KW_TRY(ks_bind_text(ks, st, 2, row->state));
+        KW_TRY(ks_bind_i64(ks, st, 3, row->ops));
+        KW_TRY(ks_bind_text(ks, st, 4, json_or_empty(row->tags_json)));
+        KW_TRY(ks_bind_text(ks, st, 5, json_or_empty(row->rules_json)));
+        KW_TRY(ks_bind_i64(ks, st, 6, row->delete_at));
+        KW_TRY(ks_bind_i64(ks, st, 7, row->updated != 0 ? row->updated : now_s()));
         KW_TRY(ks_step_done(ks, st, "key update"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "key.update", name, NULL));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "key.update", name, NULL));
 }
 
 kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row *row,
@@ -1177,7 +1070,7 @@ kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row
                 kw_err_set_detail("keys are destroyed with key_destroy, not by an update");
                 KW_BAIL(KW_ERR_BAD_STATE);
         }
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_update_tx(ks, tx, row, audit));
 }
 
@@ -1197,10 +1090,10 @@ static kw_result key_add_version_tx(struct kw_keystore *ks, struct ks_tx *tx, co
         sqlite3_stmt *sv _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "INSERT INTO key_versions (key_id, version, blob, created)"
                               " VALUES (?1, ?2, ?3, ?4)", &sv));
-        KW_TRY(bind_text(ks, sv, 1, key_id));
-        KW_TRY(bind_i64(ks, sv, 2, version));
-        KW_TRY(bind_blob(ks, sv, 3, blob, blob_len));
-        KW_TRY(bind_i64(ks, sv, 4, now));
+        KW_TRY(ks_bind_text(ks, sv, 1, key_id));
+        KW_TRY(ks_bind_i64(ks, sv, 2, version));
+        KW_TRY(ks_bind_blob(ks, sv, 3, blob, blob_len));
+        KW_TRY(ks_bind_i64(ks, sv, 4, now));
         KW_TRY(ks_step_done(ks, sv, "key version insert"));
 
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
@@ -1209,14 +1102,14 @@ static kw_result key_add_version_tx(struct kw_keystore *ks, struct ks_tx *tx, co
                                     " WHERE id = ?1"
                                   : "UPDATE keys SET current_version = ?2, updated = ?3 WHERE id = ?1",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, key_id));
-        KW_TRY(bind_i64(ks, st, 2, version));
-        KW_TRY(bind_i64(ks, st, 3, now));
+        KW_TRY(ks_bind_text(ks, st, 1, key_id));
+        KW_TRY(ks_bind_i64(ks, st, 2, version));
+        KW_TRY(ks_bind_i64(ks, st, 3, now));
         if (public_der != NULL)
-                KW_TRY(bind_blob(ks, st, 4, public_der, public_der_len));
+                KW_TRY(ks_bind_blob(ks, st, 4, public_der, public_der_len));
         KW_TRY(ks_step_done(ks, st, "key version update"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "key.rotate", name, NULL));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "key.rotate", name, NULL));
 }
 
 kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id, uint32_t version,
@@ -1229,7 +1122,7 @@ kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id
         KW_TRY(check_blob(blob, blob_len));
         KW_ENSURE(public_der == NULL || (public_der_len > 0 && public_der_len <= 64 * 1024),
                   KW_ERR_BAD_FIELD);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_add_version_tx(ks, tx, key_id, version, blob, blob_len,
                                                     public_der, public_der_len, audit));
 }
@@ -1245,16 +1138,16 @@ static kw_result key_destroy_tx(struct kw_keystore *ks, struct ks_tx *tx, const 
                           "UPDATE keys SET state = 'destroyed', delete_at = 0, updated = ?2"
                           " WHERE id = ?1",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, key_id));
-        KW_TRY(bind_i64(ks, st, 2, now_s()));
+        KW_TRY(ks_bind_text(ks, st, 1, key_id));
+        KW_TRY(ks_bind_i64(ks, st, 2, now_s()));
         KW_TRY(ks_step_done(ks, st, "key destroy"));
         /* secure_delete=ON: the freed cells are overwritten with zeros. */
         sqlite3_stmt *sd _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "DELETE FROM key_versions WHERE key_id = ?1", &sd));
-        KW_TRY(bind_text(ks, sd, 1, key_id));
+        KW_TRY(ks_bind_text(ks, sd, 1, key_id));
         KW_TRY(ks_step_done(ks, sd, "key versions delete"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "key.destroy", name, NULL));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "key.destroy", name, NULL));
 }
 
 kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
@@ -1262,7 +1155,7 @@ kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
 {
         KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, audit));
 }
 
@@ -1278,16 +1171,16 @@ static kw_result due_read(struct kw_keystore *ks, int64_t now, struct due_key *o
                           "SELECT id, name FROM keys WHERE state = 'pending_deletion'"
                           " AND delete_at <= ?1 ORDER BY delete_at, name LIMIT ?2",
                           &st));
-        KW_TRY(bind_i64(ks, st, 1, now));
-        KW_TRY(bind_i64(ks, st, 2, KS_DUE_MAX));
+        KW_TRY(ks_bind_i64(ks, st, 1, now));
+        KW_TRY(ks_bind_i64(ks, st, 2, KS_DUE_MAX));
         size_t n = 0;
         for (;;) {
                 int row = 0;
                 KW_TRY(ks_step_row(ks, st, "due deletions", &row));
                 if (!row || n == KS_DUE_MAX)
                         break;
-                KW_TRY(col_text(st, 0, out[n].id, sizeof out[n].id));
-                KW_TRY(col_text(st, 1, out[n].name, sizeof out[n].name));
+                KW_TRY(ks_col_text(st, 0, out[n].id, sizeof out[n].id));
+                KW_TRY(ks_col_text(st, 1, out[n].name, sizeof out[n].name));
                 n++;
         }
         *ret_n = n;
@@ -1312,215 +1205,15 @@ kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t now,
         return r;
 }
 
-/* ----------------------------------------------------------------- audit */
-
-#define AUDIT_YIELD_ROWS 32
-
-static kw_result audit_append_tx(struct kw_keystore *ks, struct ks_tx *tx,
-                                 const struct kw_audit_entry *e, size_t n)
-{
-        for (size_t i = 0; i < n; i++) {
-                KW_TRY(tx_audit(ks, tx, &e[i]));
-                /* A group commit of a few hundred rows is milliseconds of CPU:
-                 * without a yield every AUDIT_YIELD_ROWS rows it held request
-                 * threads behind it (XKS encrypt p99 at half load 3.4 ms,
-                 * 1.7 ms with it).  Only the flusher and admin writes wait. */
-                if ((i + 1) % AUDIT_YIELD_ROWS == 0)
-                        sched_yield();
-        }
-        return KW_OK;
-}
-
-kw_result kw_keystore_audit_append(struct kw_keystore *ks, const struct kw_audit_entry *e, size_t n)
-{
-        KW_ENSURE(ks != NULL, KW_ERR_INPUT);
-        KW_ENSURE(n == 0 || e != NULL, KW_ERR_INPUT);
-        KW_ENSURE(n <= KS_AUDIT_APPEND_MAX, KW_ERR_TOO_LARGE);
-        for (size_t i = 0; i < n; i++)
-                KW_TRY(check_audit_entry(&e[i]));
-        if (n == 0)
-                return KW_OK;
-        return KS_RUN_TX(ks, tx, audit_append_tx(ks, tx, e, n));
-}
-
-/* One audit row read for a callback: the strings live in buf. */
-struct audit_copy {
-        uint64_t seq;
-        int64_t ts_ms;
-        char *buf;
-        size_t off[7];           /* actor .. request_id, hash_hex */
-};
-
-static kw_result audit_copy_from_stmt(sqlite3_stmt *st, struct audit_copy *ret)
-{
-        size_t len[6], total = 0;
-        const unsigned char *s[6];
-        for (int i = 0; i < 6; i++) {
-                s[i] = sqlite3_column_text(st, 2 + i);
-                int n = sqlite3_column_bytes(st, 2 + i);
-                len[i] = s[i] != NULL && n > 0 ? (size_t)n : 0;
-                total += len[i] + 1;
-        }
-        const void *h = sqlite3_column_blob(st, 8);
-        if (h == NULL || sqlite3_column_bytes(st, 8) != KS_HASH_LEN) {
-                kw_err_set_detail("key store: audit row %lld has a malformed hash",
-                                  (long long)sqlite3_column_int64(st, 0));
-                KW_BAIL(KW_ERR_DB_CORRUPT);
-        }
-        char *buf = malloc(total + 2 * KS_HASH_LEN + 1);
-        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
-        size_t o = 0;
-        for (int i = 0; i < 6; i++) {
-                ret->off[i] = o;
-                if (len[i] != 0)
-                        memcpy(buf + o, s[i], len[i]);
-                buf[o + len[i]] = '\0';
-                o += len[i] + 1;
-        }
-        ret->off[6] = o;
-        hex_encode(h, KS_HASH_LEN, buf + o);
-        ret->seq = (uint64_t)sqlite3_column_int64(st, 0);
-        ret->ts_ms = sqlite3_column_int64(st, 1);
-        ret->buf = buf;
-        return KW_OK;
-}
-
-static kw_result audit_query_read(struct kw_keystore *ks, uint64_t after_seq, uint32_t limit,
-                                  const char *key_name, const char *action,
-                                  struct audit_copy *out, size_t *ret_n)
-{
-        int variant = (key_name != NULL ? 1 : 0) | (action != NULL ? 2 : 0);
-        sqlite3_stmt *st _cleanup_finalize_ = NULL;
-        KW_TRY(ks_prepare(ks, sql_audit_query[variant], &st));
-        KW_TRY(bind_i64(ks, st, 1, after_seq > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)after_seq));
-        KW_TRY(bind_i64(ks, st, 2, limit));
-        if (key_name != NULL)
-                KW_TRY(bind_text(ks, st, 3, key_name));
-        if (action != NULL)
-                KW_TRY(bind_text(ks, st, 4, action));
-        size_t n = 0;
-        for (;;) {
-                int row = 0;
-                KW_TRY(ks_step_row(ks, st, "audit query", &row));
-                if (!row || n == limit)
-                        break;
-                KW_TRY(audit_copy_from_stmt(st, &out[n]));
-                n++;
-                *ret_n = n;
-        }
-        *ret_n = n;
-        return KW_OK;
-}
-
-kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq, uint32_t limit,
-                                  const char *key_name, const char *action,
-                                  int (*cb)(const struct kw_audit_row *row, void *arg), void *arg)
-{
-        KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
-        if (limit == 0)
-                limit = KS_LIST_DEFAULT;
-        if (limit > KS_LIST_MAX) {
-                kw_err_set_detail("limit must be 1..%u", KS_LIST_MAX);
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_ENSURE(key_name == NULL || strnlen(key_name, KS_AUDIT_FIELD_MAX + 1) <= KS_AUDIT_FIELD_MAX,
-                  KW_ERR_TOO_LARGE);
-        KW_ENSURE(action == NULL || strnlen(action, KS_AUDIT_FIELD_MAX + 1) <= KS_AUDIT_FIELD_MAX,
-                  KW_ERR_TOO_LARGE);
-        struct audit_copy *rows = calloc(limit, sizeof *rows);
-        KW_ENSURE(rows != NULL, KW_ERR_NOMEM);
-        size_t n = 0;
-        ks_lock(ks);
-        kw_result r = audit_query_read(ks, after_seq, limit, key_name, action, rows, &n);
-        ks_unlock(ks);
-        for (size_t i = 0; kw_ok(r) && i < n; i++) {
-                const char *b = rows[i].buf;
-                struct kw_audit_row ar = {
-                        .seq = rows[i].seq, .ts_ms = rows[i].ts_ms,
-                        .actor = b + rows[i].off[0], .action = b + rows[i].off[1],
-                        .key_name = b + rows[i].off[2], .result = b + rows[i].off[3],
-                        .detail = b + rows[i].off[4], .request_id = b + rows[i].off[5],
-                        .hash_hex = b + rows[i].off[6],
-                };
-                if (cb(&ar, arg) != 0)
-                        break;
-        }
-        for (size_t i = 0; i < n; i++)
-                free(rows[i].buf);
-        free(rows);
-        return r;
-}
-
-static kw_result audit_verify_locked(struct kw_keystore *ks, uint64_t *ret_rows, uint64_t *ret_first_bad)
-{
-        sqlite3_stmt *st _cleanup_finalize_ = NULL;
-        KW_TRY(ks_prepare(ks,
-                          "SELECT seq, ts_ms, actor, action, key_name, result, detail, request_id,"
-                          " prev_hash, hash FROM audit ORDER BY seq",
-                          &st));
-        uint8_t prev[KS_HASH_LEN] = { 0 };
-        uint64_t expect = 1, rows = 0, bad = 0;
-        for (;;) {
-                int row = 0;
-                KW_TRY(ks_step_row(ks, st, "audit verify", &row));
-                if (!row)
-                        break;
-                rows++;
-                uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-                if (seq != expect) {
-                        bad = seq;
-                        break;
-                }
-                const char *f[6];
-                size_t flen[6];
-                for (int i = 0; i < 6; i++) {
-                        const unsigned char *s = sqlite3_column_text(st, 2 + i);
-                        int n = sqlite3_column_bytes(st, 2 + i);
-                        f[i] = s != NULL ? (const char *)s : "";
-                        flen[i] = s != NULL && n > 0 ? (size_t)n : 0;
-                }
-                uint8_t h[KS_HASH_LEN];
-                KW_TRY(audit_hash(prev, seq, sqlite3_column_int64(st, 1), f, flen, h));
-                const void *sp = sqlite3_column_blob(st, 8);
-                int spn = sqlite3_column_bytes(st, 8);
-                const void *sh = sqlite3_column_blob(st, 9);
-                int shn = sqlite3_column_bytes(st, 9);
-                if (sp == NULL || spn != KS_HASH_LEN || CRYPTO_memcmp(sp, prev, KS_HASH_LEN) != 0 ||
-                    sh == NULL || shn != KS_HASH_LEN || CRYPTO_memcmp(sh, h, KS_HASH_LEN) != 0) {
-                        bad = seq;
-                        break;
-                }
-                memcpy(prev, h, KS_HASH_LEN);
-                expect = seq + 1;
-        }
-        *ret_rows = rows;
-        *ret_first_bad = bad;
-        return KW_OK;
-}
-
-kw_result kw_keystore_audit_verify(struct kw_keystore *ks, uint64_t *ret_rows, uint64_t *ret_first_bad)
-{
-        KW_ENSURE(ks != NULL && ret_rows != NULL && ret_first_bad != NULL, KW_ERR_INPUT);
-        uint64_t rows = 0, bad = 0;
-        ks_lock(ks);
-        kw_result r = audit_verify_locked(ks, &rows, &bad);
-        ks_unlock(ks);
-        if (kw_ok(r)) {
-                *ret_rows = rows;
-                *ret_first_bad = bad;
-        }
-        return r;
-}
-
 /* ---------------------------------------------------------------- tokens */
 
 static kw_result token_row_from_stmt(sqlite3_stmt *st, struct kw_token_row *ret)
 {
         struct kw_token_row t;
         memset(&t, 0, sizeof t);
-        KW_TRY(col_text(st, 0, t.id, sizeof t.id));
-        KW_TRY(col_text(st, 1, t.name, sizeof t.name));
-        KW_TRY(col_text(st, 2, t.role, sizeof t.role));
+        KW_TRY(ks_col_text(st, 0, t.id, sizeof t.id));
+        KW_TRY(ks_col_text(st, 1, t.name, sizeof t.name));
+        KW_TRY(ks_col_text(st, 2, t.role, sizeof t.role));
         t.created = sqlite3_column_int64(st, 3);
         t.revoked = sqlite3_column_int64(st, 4);
         *ret = t;
@@ -1536,14 +1229,14 @@ static kw_result token_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
                           "INSERT INTO tokens (id, name, role, hash, created, revoked)"
                           " VALUES (?1, ?2, ?3, ?4, ?5, 0)",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, row->id));
-        KW_TRY(bind_text(ks, st, 2, row->name));
-        KW_TRY(bind_text(ks, st, 3, row->role));
-        KW_TRY(bind_blob(ks, st, 4, hash, KS_HASH_LEN));
-        KW_TRY(bind_i64(ks, st, 5, row->created != 0 ? row->created : now_s()));
+        KW_TRY(ks_bind_text(ks, st, 1, row->id));
+        KW_TRY(ks_bind_text(ks, st, 2, row->name));
+        KW_TRY(ks_bind_text(ks, st, 3, row->role));
+        KW_TRY(ks_bind_blob(ks, st, 4, hash, KS_HASH_LEN));
+        KW_TRY(ks_bind_i64(ks, st, 5, row->created != 0 ? row->created : now_s()));
         KW_TRY(ks_step_done(ks, st, "token insert"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "token.create", NULL, row->name));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "token.create", NULL, row->name));
 }
 
 kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token_row *row,
@@ -1553,7 +1246,7 @@ kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token
         KW_ENSURE(valid_token_id(row->id), KW_ERR_BAD_FIELD);
         KW_ENSURE(valid_name(row->name), KW_ERR_BAD_NAME);
         KW_ENSURE(valid_role(row->role), KW_ERR_BAD_FIELD);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         kw_result r = KS_RUN_TX(ks, tx, token_insert_tx(ks, tx, row, hash, audit));
         if (r.code == KW_ERR_EXISTS)
                 kw_err_set_detail("the token name, id or hash is already in use");
@@ -1569,7 +1262,7 @@ kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8_t hash[32],
         {
                 _cleanup_reset_ sqlite3_stmt *st = ks->st_token_find;
                 int row = 0;
-                r = bind_blob(ks, st, 1, hash, KS_HASH_LEN);
+                r = ks_bind_blob(ks, st, 1, hash, KS_HASH_LEN);
                 if (kw_ok(r))
                         r = ks_step_row(ks, st, "token find", &row);
                 if (kw_ok(r)) {
@@ -1638,15 +1331,15 @@ static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const
                 sqlite3_stmt *st _cleanup_finalize_ = NULL;
                 KW_TRY(ks_prepare(ks, "SELECT name, role FROM tokens WHERE id = ?1 AND revoked = 0",
                                   &st));
-                KW_TRY(bind_text(ks, st, 1, id));
+                KW_TRY(ks_bind_text(ks, st, 1, id));
                 int row = 0;
                 KW_TRY(ks_step_row(ks, st, "token lookup", &row));
                 if (!row) {
                         kw_err_set_detail("no active token with this id");
                         KW_BAIL(KW_ERR_NOT_FOUND);
                 }
-                KW_TRY(col_text(st, 0, name, sizeof name));
-                KW_TRY(col_text(st, 1, role, sizeof role));
+                KW_TRY(ks_col_text(st, 0, name, sizeof name));
+                KW_TRY(ks_col_text(st, 1, role, sizeof role));
         }
         if (strcmp(role, "admin") == 0) {
                 /* in the same transaction as the revocation: two concurrent
@@ -1663,11 +1356,11 @@ static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const
         }
         sqlite3_stmt *su _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "UPDATE tokens SET revoked = ?2 WHERE id = ?1", &su));
-        KW_TRY(bind_text(ks, su, 1, id));
-        KW_TRY(bind_i64(ks, su, 2, now_s()));
+        KW_TRY(ks_bind_text(ks, su, 1, id));
+        KW_TRY(ks_bind_i64(ks, su, 2, now_s()));
         KW_TRY(ks_step_done(ks, su, "token revoke"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "token.revoke", NULL, name));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "token.revoke", NULL, name));
 }
 
 kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
@@ -1675,7 +1368,7 @@ kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
 {
         KW_ENSURE(ks != NULL && id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_token_id(id), KW_ERR_BAD_FIELD);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, token_revoke_tx(ks, tx, id, audit));
 }
 
@@ -1702,10 +1395,10 @@ static kw_result xks_cred_insert(struct kw_keystore *ks, const struct kw_xks_cre
                           " VALUES (?1, ?2, ?3, ?4,"
                           " (SELECT coalesce(max(seq), 0) + 1 FROM xks_credentials), 1)",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, c->akid));
-        KW_TRY(bind_text(ks, st, 2, c->store));
-        KW_TRY(bind_blob(ks, st, 3, c->secret, c->secret_len));
-        KW_TRY(bind_i64(ks, st, 4, c->created != 0 ? c->created : now_s()));
+        KW_TRY(ks_bind_text(ks, st, 1, c->akid));
+        KW_TRY(ks_bind_text(ks, st, 2, c->store));
+        KW_TRY(ks_bind_blob(ks, st, 3, c->secret, c->secret_len));
+        KW_TRY(ks_bind_i64(ks, st, 4, c->created != 0 ? c->created : now_s()));
         return ks_step_done(ks, st, "xks credential insert");
 }
 
@@ -1720,15 +1413,15 @@ static kw_result xks_store_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
                                   "INSERT INTO xks_stores (name, uri_prefix, region, created)"
                                   " VALUES (?1, ?2, ?3, ?4)",
                                   &st));
-                KW_TRY(bind_text(ks, st, 1, s->name));
-                KW_TRY(bind_text(ks, st, 2, s->uri_prefix));
-                KW_TRY(bind_text(ks, st, 3, s->region));
-                KW_TRY(bind_i64(ks, st, 4, s->created != 0 ? s->created : now_s()));
+                KW_TRY(ks_bind_text(ks, st, 1, s->name));
+                KW_TRY(ks_bind_text(ks, st, 2, s->uri_prefix));
+                KW_TRY(ks_bind_text(ks, st, 3, s->region));
+                KW_TRY(ks_bind_i64(ks, st, 4, s->created != 0 ? s->created : now_s()));
                 KW_TRY(ks_step_done(ks, st, "xks store insert"));
         }
         KW_TRY(xks_cred_insert(ks, c));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.store.create", NULL, s->name));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "xks.store.create", NULL, s->name));
 }
 
 kw_result kw_keystore_xks_store_insert(struct kw_keystore *ks, const struct kw_xks_store_row *store,
@@ -1737,7 +1430,7 @@ kw_result kw_keystore_xks_store_insert(struct kw_keystore *ks, const struct kw_x
 {
         KW_ENSURE(ks != NULL && store != NULL && cred != NULL, KW_ERR_INPUT);
         KW_ENSURE(strcmp(store->name, cred->store) == 0, KW_ERR_INPUT);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         kw_result r = KS_RUN_TX(ks, tx, xks_store_insert_tx(ks, tx, store, cred, audit));
         if (r.code == KW_ERR_EXISTS)
                 kw_err_set_detail("an XKS key store with this name or URI prefix exists");
@@ -1750,26 +1443,26 @@ static kw_result xks_store_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, c
         {
                 sqlite3_stmt *st _cleanup_finalize_ = NULL;
                 KW_TRY(ks_prepare(ks, "DELETE FROM xks_credentials WHERE store = ?1", &st));
-                KW_TRY(bind_text(ks, st, 1, name));
+                KW_TRY(ks_bind_text(ks, st, 1, name));
                 KW_TRY(ks_step_done(ks, st, "xks credential delete"));
         }
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "DELETE FROM xks_stores WHERE name = ?1", &st));
-        KW_TRY(bind_text(ks, st, 1, name));
+        KW_TRY(ks_bind_text(ks, st, 1, name));
         KW_TRY(ks_step_done(ks, st, "xks store delete"));
         if (sqlite3_changes(ks->db) != 1) {
                 kw_err_set_detail("no XKS key store named %s (created through the API)", name);
                 KW_BAIL(KW_ERR_NOT_FOUND);
         }
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.store.delete", NULL, name));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "xks.store.delete", NULL, name));
 }
 
 kw_result kw_keystore_xks_store_delete(struct kw_keystore *ks, const char *name,
                                        const struct kw_audit_entry *audit)
 {
         KW_ENSURE(ks != NULL && name != NULL, KW_ERR_INPUT);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, xks_store_delete_tx(ks, tx, name, audit));
 }
 
@@ -1780,7 +1473,7 @@ static kw_result xks_cred_add_tx(struct kw_keystore *ks, struct ks_tx *tx,
         {
                 sqlite3_stmt *st _cleanup_finalize_ = NULL;
                 KW_TRY(ks_prepare(ks, "SELECT 1 FROM xks_stores WHERE name = ?1", &st));
-                KW_TRY(bind_text(ks, st, 1, c->store));
+                KW_TRY(ks_bind_text(ks, st, 1, c->store));
                 int row = 0;
                 KW_TRY(ks_step_row(ks, st, "xks store lookup", &row));
                 if (!row) {
@@ -1796,18 +1489,18 @@ static kw_result xks_cred_add_tx(struct kw_keystore *ks, struct ks_tx *tx,
                           " (SELECT akid FROM xks_credentials WHERE store = ?1"
                           "  ORDER BY seq DESC LIMIT ?2)",
                           &st));
-        KW_TRY(bind_text(ks, st, 1, c->store));
-        KW_TRY(bind_i64(ks, st, 2, keep));
+        KW_TRY(ks_bind_text(ks, st, 1, c->store));
+        KW_TRY(ks_bind_i64(ks, st, 2, keep));
         KW_TRY(ks_step_done(ks, st, "xks credential prune"));
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.credential.create", NULL, c->store));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "xks.credential.create", NULL, c->store));
 }
 
 kw_result kw_keystore_xks_cred_add(struct kw_keystore *ks, const struct kw_xks_cred_row *cred,
                                    unsigned keep, const struct kw_audit_entry *audit)
 {
         KW_ENSURE(ks != NULL && cred != NULL && keep >= 1, KW_ERR_INPUT);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, xks_cred_add_tx(ks, tx, cred, keep, audit));
 }
 
@@ -1816,22 +1509,22 @@ static kw_result xks_cred_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, co
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, "DELETE FROM xks_credentials WHERE store = ?1 AND akid = ?2", &st));
-        KW_TRY(bind_text(ks, st, 1, store));
-        KW_TRY(bind_text(ks, st, 2, akid));
+        KW_TRY(ks_bind_text(ks, st, 1, store));
+        KW_TRY(ks_bind_text(ks, st, 2, akid));
         KW_TRY(ks_step_done(ks, st, "xks credential delete"));
         if (sqlite3_changes(ks->db) != 1) {
                 kw_err_set_detail("store %s has no credential %s", store, akid);
                 KW_BAIL(KW_ERR_NOT_FOUND);
         }
         struct kw_audit_entry def;
-        return tx_audit(ks, tx, audit_or_default(audit, &def, "xks.credential.delete", NULL, store));
+        return ks_tx_audit(ks, tx, audit_or_default(audit, &def, "xks.credential.delete", NULL, store));
 }
 
 kw_result kw_keystore_xks_cred_delete(struct kw_keystore *ks, const char *store, const char *akid,
                                       const struct kw_audit_entry *audit)
 {
         KW_ENSURE(ks != NULL && store != NULL && akid != NULL, KW_ERR_INPUT);
-        KW_TRY(check_audit_entry(audit));
+        KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, xks_cred_delete_tx(ks, tx, store, akid, audit));
 }
 
@@ -1850,9 +1543,9 @@ static kw_result xks_list_locked(struct kw_keystore *ks,
                                 break;
                         struct kw_xks_store_row s;
                         memset(&s, 0, sizeof s);
-                        KW_TRY(col_text(st, 0, s.name, sizeof s.name));
-                        KW_TRY(col_text(st, 1, s.uri_prefix, sizeof s.uri_prefix));
-                        KW_TRY(col_text(st, 2, s.region, sizeof s.region));
+                        KW_TRY(ks_col_text(st, 0, s.name, sizeof s.name));
+                        KW_TRY(ks_col_text(st, 1, s.uri_prefix, sizeof s.uri_prefix));
+                        KW_TRY(ks_col_text(st, 2, s.region, sizeof s.region));
                         s.created = sqlite3_column_int64(st, 3);
                         if (store_cb != NULL && store_cb(&s, arg) != 0)
                                 break;
@@ -1868,9 +1561,9 @@ static kw_result xks_list_locked(struct kw_keystore *ks,
                         break;
                 struct kw_xks_cred_row c;
                 memset(&c, 0, sizeof c);
-                kw_result r = col_text(st, 0, c.store, sizeof c.store);
+                kw_result r = ks_col_text(st, 0, c.store, sizeof c.store);
                 if (kw_ok(r))
-                        r = col_text(st, 1, c.akid, sizeof c.akid);
+                        r = ks_col_text(st, 1, c.akid, sizeof c.akid);
                 const void *sec = sqlite3_column_blob(st, 2);
                 int sn = sqlite3_column_bytes(st, 2);
                 if (kw_ok(r) && (sec == NULL || sn <= 0 || (size_t)sn > sizeof c.secret)) {
@@ -1905,11 +1598,11 @@ kw_result kw_keystore_xks_cred_reseal(struct kw_keystore *ks, const char *store,
                 r = ks_prepare(ks, "UPDATE xks_credentials SET secret = ?3, sealed = 1"
                                    " WHERE store = ?1 AND akid = ?2 AND sealed = 0", &st);
                 if (kw_ok(r))
-                        r = bind_text(ks, st, 1, store);
+                        r = ks_bind_text(ks, st, 1, store);
                 if (kw_ok(r))
-                        r = bind_text(ks, st, 2, akid);
+                        r = ks_bind_text(ks, st, 2, akid);
                 if (kw_ok(r))
-                        r = bind_blob(ks, st, 3, sealed, sealed_len);
+                        r = ks_bind_blob(ks, st, 3, sealed, sealed_len);
                 if (kw_ok(r))
                         r = ks_step_done(ks, st, "xks credential reseal");
                 if (kw_ok(r) && sqlite3_changes(ks->db) != 1) {

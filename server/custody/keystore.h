@@ -6,13 +6,13 @@
  * Every write is one transaction that is durable when the call returns
  * (journal_mode=WAL, synchronous=FULL): a kill -9 at any moment loses no
  * acknowledged write.  secure_delete is on, so destroyed key blobs are
- * overwritten in the file.  One connection, serialised by an internal
- * mutex: every function is thread-safe.  sqlite3 codes are converted here;
+ * overwritten in the file.  One writer connection, serialised by an
+ * internal mutex, and a read-only one for long audit reads: every function
+ * is thread-safe.  sqlite3 codes are converted here;
  * the original is kept in the detail.  Nothing here logs.
  *
- * Audit chain: row hash = SHA-256(prev_hash | u64be seq | i64be ts_ms |
- * for each of actor, action, key_name, result, detail, request_id:
- * u32be len | bytes).  The first row's prev_hash is 32 zero bytes.
+ * The audit chain (admin actions written here in the transaction of their
+ * change, key uses in batches, retention) is declared in audit_store.h.
  */
 #ifndef KW_KEYSTORE_H
 #define KW_KEYSTORE_H
@@ -23,8 +23,9 @@
 #include "../common/buf.h"
 #include "../common/result.h"
 #include "../common/secret.h"
+#include "audit_store.h"
 
-#define KW_SCHEMA_VERSION 3
+#define KW_SCHEMA_VERSION 4
 
 struct kw_keystore;
 
@@ -45,23 +46,6 @@ struct kw_key_row {
 };
 /* Frees the heap members (NULL-safe); the row can be reused. */
 void kw_key_row_clear(struct kw_key_row *row);
-
-struct kw_audit_entry {              /* all strings may be NULL (stored as "")        */
-        int64_t ts_ms;               /* 0: now                                        */
-        const char *actor;
-        const char *action;          /* "key.create", "key.encrypt", ...              */
-        const char *key_name;
-        const char *result;          /* "ok" or an error name                         */
-        const char *detail;          /* non-secret                                    */
-        const char *request_id;
-};
-
-struct kw_audit_row {                /* pointers valid during the callback only       */
-        uint64_t seq;
-        int64_t ts_ms;
-        const char *actor, *action, *key_name, *result, *detail, *request_id;
-        const char *hash_hex;        /* 64 hex chars                                  */
-};
 
 struct kw_token_row {
         char id[33];
@@ -131,21 +115,6 @@ KW_MUST_USE kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t 
                                                 int (*cb)(const char *key_id, const char *name,
                                                           void *arg),
                                                 void *arg);
-
-/* Appends n audit rows in one transaction (the chain continues). */
-KW_MUST_USE kw_result kw_keystore_audit_append(struct kw_keystore *ks,
-                                               const struct kw_audit_entry *e, size_t n);
-/* Rows with seq > after_seq in order, up to limit (1..1000), optional filters. */
-KW_MUST_USE kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq,
-                                              uint32_t limit, const char *key_name,
-                                              const char *action,
-                                              int (*cb)(const struct kw_audit_row *row, void *arg),
-                                              void *arg);
-/* Recomputes the chain.  *ret_rows = rows checked; *ret_first_bad = 0 when
- * intact, else the first seq whose hash or link does not match (a deleted
- * row shows as a gap: the seq after it). */
-KW_MUST_USE kw_result kw_keystore_audit_verify(struct kw_keystore *ks, uint64_t *ret_rows,
-                                               uint64_t *ret_first_bad);
 
 /* Tokens: only the SHA-256 of a token is stored. */
 KW_MUST_USE kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token_row *row,

@@ -25,11 +25,7 @@
 
 static struct kw_secret key_a, key_b;
 
-struct fx {
-        char dir[128];
-        char path[192];
-        struct kw_keystore *ks;
-};
+#include "keystore_fixture_test.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -55,56 +51,6 @@ static int group_teardown(void **state)
         (void)state;
         kw_secret_free(&key_a);
         kw_secret_free(&key_b);
-        return 0;
-}
-
-static void ks_open_ok(struct fx *f)
-{
-        struct kw_keystore *ks = NULL;
-        kw_result r = kw_keystore_open(f->path, &key_a, &ks);
-        if (!kw_ok(r))
-                print_error("open: %s: %s\n", kw_err_name(r.code), kw_err_detail());
-        assert_int_equal(r.code, 0);
-        assert_non_null(ks);
-        f->ks = ks;
-}
-
-static void ks_reopen(struct fx *f)
-{
-        kw_keystore_close(f->ks);
-        f->ks = NULL;
-        ks_open_ok(f);
-}
-
-static int setup(void **state)
-{
-        struct fx *f = calloc(1, sizeof *f);
-        if (f == NULL)
-                return -1;
-        const char *tmp = getenv("TMPDIR");
-        snprintf(f->dir, sizeof f->dir, "%s/kwks-XXXXXX", tmp != NULL && tmp[0] ? tmp : "/tmp");
-        if (mkdtemp(f->dir) == NULL) {
-                free(f);
-                return -1;
-        }
-        snprintf(f->path, sizeof f->path, "%s/keyward.db", f->dir);
-        ks_open_ok(f);
-        *state = f;
-        return 0;
-}
-
-static int teardown(void **state)
-{
-        struct fx *f = *state;
-        kw_keystore_close(f->ks);
-        const char *sfx[] = { "", "-wal", "-shm", "-journal", ".plain" };
-        char p[256];
-        for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
-                snprintf(p, sizeof p, "%s%s", f->path, sfx[i]);
-                unlink(p);
-        }
-        rmdir(f->dir);
-        free(f);
         return 0;
 }
 
@@ -158,34 +104,6 @@ static uint64_t audit_rows_ok(struct fx *f)
         assert_int_equal(kw_keystore_audit_verify(f->ks, &rows, &bad).code, 0);
         assert_int_equal(bad, 0);
         return rows;
-}
-
-/* A second, raw connection to the same file (for tampering). */
-static sqlite3 *raw_open(const char *path)
-{
-        sqlite3 *db = NULL;
-        assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-        char k[68] = "x'";
-        for (int i = 0; i < 32; i++)
-                snprintf(k + 2 + 2 * i, 3, "%02x", key_a.p[i]);
-        k[66] = '\'';
-        k[67] = '\0';
-        assert_int_equal(sqlite3_key(db, k, 67), SQLITE_OK);
-        kw_wipe(k, sizeof k);
-        sqlite3_busy_timeout(db, 5000);
-        return db;
-}
-
-static void raw_exec(const char *path, const char *sql)
-{
-        sqlite3 *db = raw_open(path);
-        char *err = NULL;
-        int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-        if (rc != SQLITE_OK)
-                print_error("raw exec: %s\n", err ? err : "?");
-        sqlite3_free(err);
-        assert_int_equal(rc, SQLITE_OK);
-        assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 static int raw_user_version(const char *path)
@@ -908,6 +826,10 @@ static void keystore_mutation_audit_failure_rolls_back(void **state)
         memset(th, 7, sizeof th);
         assert_int_equal(kw_keystore_token_insert(f->ks, &t, th, NULL).code, 0);
         raw_exec(f->path, "CREATE TRIGGER boom BEFORE INSERT ON audit WHEN NEW.action = 'boom'"
+                          " BEGIN SELECT RAISE(ABORT, 'boom'); END;"
+                          /* key uses: a batch of two fails */
+                          "CREATE TRIGGER boom2 BEFORE INSERT ON audit_batch"
+                          " WHEN NEW.last_seq > NEW.first_seq"
                           " BEGIN SELECT RAISE(ABORT, 'boom'); END;");
         uint64_t a0 = audit_rows_ok(f), n0 = key_count(f);
         struct kw_audit_entry boom = { .action = "boom" };
@@ -1209,16 +1131,15 @@ static void keystore_audit_append_query_filters_and_paging(void **state)
         assert_int_equal(audit_rows_ok(f), 30);
 }
 
+/* Admin actions are rows (key uses are batches: audit_store_test.c). */
 static void keystore_audit_verify_detects_tampering(void **state)
 {
         struct fx *f = *state;
-        struct kw_audit_entry e[5];
-        char details[5][16];
+        char names[5][24];
         for (int i = 0; i < 5; i++) {
-                snprintf(details[i], sizeof details[i], "d%d", i + 1);
-                e[i] = (struct kw_audit_entry){ .action = "key.encrypt", .detail = details[i] };
+                snprintf(names[i], sizeof names[i], "tamper-%d", i + 1);
+                insert_key(f, 100 + (unsigned)i, names[i], "AES", "enabled", NULL);
         }
-        assert_int_equal(kw_keystore_audit_append(f->ks, e, 5).code, 0);
         uint64_t rows = 0, bad = 1;
         assert_int_equal(kw_keystore_audit_verify(f->ks, &rows, &bad).code, 0);
         assert_int_equal(rows, 5);
@@ -1227,7 +1148,7 @@ static void keystore_audit_verify_detects_tampering(void **state)
         raw_exec(f->path, "UPDATE audit SET detail = 'forged' WHERE seq = 3");
         assert_int_equal(kw_keystore_audit_verify(f->ks, &rows, &bad).code, 0);
         assert_int_equal(bad, 3);
-        raw_exec(f->path, "UPDATE audit SET detail = 'd3' WHERE seq = 3");
+        raw_exec(f->path, "UPDATE audit SET detail = '' WHERE seq = 3");
         assert_int_equal(kw_keystore_audit_verify(f->ks, &rows, &bad).code, 0);
         assert_int_equal(bad, 0);
 

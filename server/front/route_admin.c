@@ -1042,6 +1042,13 @@ KW_MUST_USE static kw_result admin_audit_verify(struct admin_call *a)
         return admin_invoke(a, &c, 200);
 }
 
+KW_MUST_USE static kw_result admin_audit_prune(struct admin_call *a)
+{
+        struct kw_cc_call c;
+        admin_begin(a, KW_OP_AUDIT_PRUNE, &c);
+        return admin_invoke(a, &c, 200);
+}
+
 KW_MUST_USE static kw_result admin_tokens_list(struct admin_call *a)
 {
         struct kw_cc_call c;
@@ -1175,6 +1182,8 @@ static const struct admin_route admin_routes[] = {
           admin_audit_query },
         { "POST", "audit/verify", ROLES_READ, BODY_NONE, 0, NULL, "admin.audit.verify",
           admin_audit_verify },
+        { "POST", "audit/prune", ROLES_ADMIN, BODY_NONE, 0, NULL, "admin.audit.prune",
+          admin_audit_prune },
         { "GET", "tokens", ROLES_ADMIN, BODY_NONE, 0, NULL, "admin.tokens.list",
           admin_tokens_list },
         { "POST", "tokens", ROLES_ADMIN, BODY_REQUIRED, 0, NULL, "admin.tokens.create",

@@ -5,7 +5,9 @@
  * [admin] enable = false): docs/api.md#health-and-metrics.
  *
  * /healthz answers 200 {"status":"ok"} when the custody process answers a
- * PING, else 503 {"status":"unavailable","error","message"}.
+ * PING, 200 {"status":"degraded","warnings":[...]} when it answers with
+ * storage warnings (codes only), else 503
+ * {"status":"unavailable","error","message"}.
  * /metrics is the Prometheus text format 0.0.4: the front's HTTP metrics
  * (kw_http_metrics) followed by the custody counters of KW_OP_STATS as
  * keyward_custody_<name>, and keyward_custody_up.
@@ -33,6 +35,50 @@ static int ops_method_ok(struct kw_req *req, struct kw_resp *resp)
         return 0;
 }
 
+/* A warning code from custody: [a-z_]{1,48}. */
+static int ops_warning_ok(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > 48)
+                return 0;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || *s == '_'))
+                        return 0;
+        return 1;
+}
+
+/* {"status":"ok"}, or {"status":"degraded","warnings":[codes]} when the
+ * PING reply lists storage warnings: still 200 (the process is alive and
+ * serving; a liveness probe must not restart it because export_dir is
+ * full), but monitoring that expects "ok" sees it. */
+KW_MUST_USE static kw_result ops_health_body(const struct kw_cc_call *c, struct kw_buf *out)
+{
+        const char *json = NULL;
+        size_t len = 0;
+        cJSON *doc = NULL;
+        if (kw_cc_reply_json(c, &json, &len).code != 0 ||
+            kw_json_parse((const uint8_t *)json, len, 2, &doc).code != 0)
+                return kw_buf_put_str(out, "{\"status\":\"ok\"}");
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "warnings");
+        size_t mark = out->len;
+        kw_result r = kw_buf_put_str(out, "{\"status\":\"degraded\",\"warnings\":[");
+        int n = 0;
+        for (const cJSON *w = cJSON_IsArray(arr) ? arr->child : NULL; w != NULL && n < 16 && r.code == 0;
+             w = w->next) {
+                if (!cJSON_IsString(w) || !ops_warning_ok(w->valuestring))
+                        continue;
+                r = kw_buf_printf(out, "%s\"%s\"", n++ ? "," : "", w->valuestring);
+        }
+        if (r.code == 0)
+                r = kw_buf_put_str(out, "]}");
+        cJSON_Delete(doc);
+        if (r.code == 0 && n == 0) {   /* nothing usable: plain ok */
+                out->len = mark;
+                r = kw_buf_put_str(out, "{\"status\":\"ok\"}");
+        }
+        return r;
+}
+
 void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
 {
         struct kw_front *front = ctx;
@@ -45,13 +91,12 @@ void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
         kw_result r = kw_cc_invoke(&c);
         char detail[257];
         snprintf(detail, sizeof detail, "%s", c.detail[0] ? c.detail : kw_err_detail());
-        kw_cc_end(&c);
         resp->extra_headers[0] = '\0';
         kw_buf_reset(&resp->body);
         kw_result w;
         if (r.code == 0) {
                 resp->status = 200;
-                w = kw_buf_put_str(&resp->body, "{\"status\":\"ok\"}");
+                w = ops_health_body(&c, &resp->body);
         } else {
                 resp->status = 503;
                 snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: 1\r\n");
@@ -69,6 +114,7 @@ void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 if (w.code == 0)
                         w = kw_buf_put_str(&resp->body, "\"}");
         }
+        kw_cc_end(&c);
         if (w.code != 0)
                 kw_resp_error(resp, 500, kw_err_name(w.code), kw_strerror(w.code));
 }

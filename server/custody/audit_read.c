@@ -1,0 +1,415 @@
+/*
+ * audit_read.c - the audit chain read back: the query (GET /api/v1/audit),
+ * and retention's two steps, reading the oldest records for an export and
+ * pruning them behind a checkpoint (contract in audit_store.h; the storage
+ * units and read sessions they share are audit_store.c's).
+ *
+ * The query shows a batch record's hash as recomputed from the batch's
+ * stored prev_hash: verify is what compares the chain with what is stored.
+ * A record is exported only after its unit was checked against the chain
+ * from the newest checkpoint; a prune names the exact hash it exported to.
+ */
+#define SQLITE_HAS_CODEC 1
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "audit_store_int.h"
+
+#define LIST_MAX 1000u
+#define LIST_DEFAULT 100u
+
+static const uint8_t as_zero_hash[KS_HASH_LEN];
+
+/* ------------------------------------------------------------ read oldest */
+
+static void row_of_rec(uint64_t seq, const struct kw_audit_rec *r, const char *hash_hex,
+                       struct kw_audit_row *out)
+{
+        *out = (struct kw_audit_row){
+                .seq = seq, .ts_ms = r->ts_ms, .actor = r->f[0], .action = r->f[1],
+                .key_name = r->f[2], .result = r->f[3], .detail = r->f[4], .request_id = r->f[5],
+                .hash_hex = hash_hex,
+        };
+        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
+                out->len[i] = r->flen[i];
+}
+
+struct oldest {
+        const struct kw_audit_select *sel;
+        int (*cb)(const struct kw_audit_row *, void *);
+        void *arg;
+        struct kw_audit_range *rg;
+        uint8_t (*hashes)[KS_HASH_LEN];
+        struct as_walk walk;
+};
+
+static int unit_selected(const struct unit *u, void *arg)
+{
+        const struct oldest *o = arg;
+        const struct kw_audit_select *sel = o->sel;
+        uint64_t taken = o->rg->records, n = u->last - u->first + 1;
+        if (taken >= sel->max_records || n > sel->max_records - taken)
+                return 0;
+        return taken < sel->min_records || (sel->before_ts_ms != 0 && u->max_ts < sel->before_ts_ms);
+}
+
+/* Each record of a unit that holds to the caller, with its hashes. */
+static kw_result oldest_visit(const struct unit *u, const struct unit_recs *ur, const char *why,
+                              const uint8_t *prev, void *arg, int *ret_stop)
+{
+        (void)ret_stop;
+        struct oldest *o = arg;
+        struct kw_audit_range *rg = o->rg;
+        if (why != NULL) {
+                kw_err_set_detail("the audit chain does not verify at seq %llu (%s): nothing "
+                                  "from there on is exported or pruned",
+                                  (unsigned long long)(u->first ? u->first : o->walk.head_seq + 1), why);
+                KW_BAIL(KW_ERR_DB_CORRUPT);
+        }
+        for (size_t i = 0; i < ur->n; i++) {
+                char hex[2 * KS_HASH_LEN + 1], prev_hex[2 * KS_HASH_LEN + 1];
+                kw_audit_hex(o->hashes[i], KS_HASH_LEN, hex);
+                kw_audit_hex(i == 0 ? prev : o->hashes[i - 1], KS_HASH_LEN, prev_hex);
+                struct kw_audit_row row;
+                row_of_rec(u->first + i, &ur->recs[i], hex, &row);
+                row.prev_hash_hex = prev_hex;
+                if (o->cb(&row, o->arg) != 0)
+                        KW_BAIL(KW_ERR_IO);
+        }
+        if (rg->records == 0) {
+                rg->first_seq = u->first;
+                rg->first_ts_ms = ur->recs[0].ts_ms;
+        }
+        rg->records += ur->n;
+        rg->last_seq = u->last;
+        rg->last_ts_ms = ur->recs[ur->n - 1].ts_ms;
+        memcpy(rg->last_hash, o->hashes[ur->n - 1], KS_HASH_LEN);
+        return KW_OK;
+}
+
+static kw_result oldest_locked(struct kw_keystore *ks, struct oldest *o)
+{
+        o->walk = (struct as_walk){ .hashes = o->hashes };
+        KW_TRY(as_walk(ks, &o->walk, unit_selected, oldest_visit, o));
+        if (o->rg->records == 0)
+                o->rg->first_seq = o->walk.start_seq;
+        memcpy(o->rg->prev_hash, o->walk.start, KS_HASH_LEN);
+        return KW_OK;
+}
+
+kw_result kw_keystore_audit_read_oldest(struct kw_keystore *ks, const struct kw_audit_select *sel,
+                                        int (*cb)(const struct kw_audit_row *row, void *arg),
+                                        void *arg, struct kw_audit_range *ret)
+{
+        KW_ENSURE(ks != NULL && sel != NULL && cb != NULL && ret != NULL && sel->max_records > 0,
+                  KW_ERR_INPUT);
+        struct kw_audit_range rg;
+        memset(&rg, 0, sizeof rg);
+        struct oldest o = { .sel = sel, .cb = cb, .arg = arg, .rg = &rg,
+                            .hashes = calloc(KW_AUDIT_BATCH_MAX_RECORDS, KS_HASH_LEN) };
+        KW_ENSURE(o.hashes != NULL, KW_ERR_NOMEM);
+        kw_result r = as_read_begin(ks);
+        if (kw_ok(r)) {
+                r = oldest_locked(ks, &o);
+                as_read_end(ks);
+        }
+        free(o.hashes);
+        if (kw_ok(r)) {
+                if (rg.records == 0)
+                        rg.first_seq = rg.last_seq = 0;
+                *ret = rg;
+        }
+        return r;
+}
+
+/* ------------------------------------------------------------------- prune */
+
+static kw_result unit_hash_at(struct kw_keystore *ks, uint64_t seq, uint8_t out[KS_HASH_LEN],
+                              int *ret_found)
+{
+        *ret_found = 0;
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks, "SELECT hash FROM audit WHERE seq = ?1", &st));
+                KW_TRY(ks_bind_i64(ks, st, 1, (int64_t)seq));
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "audit prune", &row));
+                if (row && as_col_hash(st, 0) != NULL) {
+                        memcpy(out, as_col_hash(st, 0), KS_HASH_LEN);
+                        *ret_found = 1;
+                        return KW_OK;
+                }
+        }
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "SELECT last_seq, hash FROM audit_batch WHERE first_seq <= ?1"
+                              " ORDER BY first_seq DESC LIMIT 1", &st));
+        KW_TRY(ks_bind_i64(ks, st, 1, (int64_t)seq));
+        int row = 0;
+        KW_TRY(ks_step_row(ks, st, "audit prune", &row));
+        if (row && (uint64_t)sqlite3_column_int64(st, 0) == seq && as_col_hash(st, 1) != NULL) {
+                memcpy(out, as_col_hash(st, 1), KS_HASH_LEN);
+                *ret_found = 1;
+        }
+        return KW_OK;
+}
+
+static kw_result exec_seq(struct kw_keystore *ks, const char *sql, uint64_t seq)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, sql, &st));
+        KW_TRY(ks_bind_i64(ks, st, 1, (int64_t)seq));
+        return ks_step_done(ks, st, "audit prune");
+}
+
+/* The names of deleted batches: one index range per distinct name, found
+ * by skipping from name to name (no scan of the whole index). */
+static kw_result prune_names(struct kw_keystore *ks, uint64_t through)
+{
+        sqlite3_stmt *next _cleanup_finalize_ = NULL, *del _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "SELECT name FROM audit_batch_name WHERE name > ?1 ORDER BY name LIMIT 1",
+                          &next));
+        KW_TRY(ks_prepare(ks, "DELETE FROM audit_batch_name WHERE name = ?1 AND first_seq <= ?2", &del));
+        char name[KW_AUDIT_FIELD_MAX + 3] = "";
+        for (;;) {
+                KW_TRY(ks_bind_text(ks, next, 1, name));
+                int row = 0;
+                KW_TRY(ks_step_row(ks, next, "audit prune names", &row));
+                if (!row)
+                        break;
+                kw_result r = ks_col_text(next, 0, name, sizeof name);
+                sqlite3_reset(next);
+                KW_TRY(r);
+                KW_TRY(ks_bind_text(ks, del, 1, name));
+                KW_TRY(ks_bind_i64(ks, del, 2, (int64_t)through));
+                KW_TRY(ks_step_done(ks, del, "audit prune names"));
+                sqlite3_reset(del);
+        }
+        return KW_OK;
+}
+
+static kw_result prune_tx(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_audit_prune *p,
+                          uint64_t *ret_records)
+{
+        int found = 0;
+        uint64_t cp = 0;
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks, "SELECT max(seq) FROM audit_checkpoint", &st));
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "audit prune", &row));
+                cp = row ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+        }
+        uint8_t h[KS_HASH_LEN];
+        KW_TRY(unit_hash_at(ks, p->through_seq, h, &found));
+        int same = found && CRYPTO_memcmp(h, p->through_hash, KS_HASH_LEN) == 0; /* lint: allow (constant time) */
+        if (p->through_seq <= cp || !same) {
+                kw_err_set_detail("audit seq %llu is not the end of an unpruned record or batch "
+                                  "with the exported hash: nothing pruned",
+                                  (unsigned long long)p->through_seq);
+                KW_BAIL(KW_ERR_BAD_STATE);
+        }
+        KW_TRY(exec_seq(ks, "DELETE FROM audit WHERE seq <= ?1", p->through_seq));
+        KW_TRY(exec_seq(ks, "DELETE FROM audit_batch WHERE first_seq <= ?1", p->through_seq));
+        KW_TRY(prune_names(ks, p->through_seq));
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "INSERT INTO audit_checkpoint (seq, hash, ts_ms, created_ms, records,"
+                              " export_file, export_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                          &st));
+        KW_TRY(ks_bind_i64(ks, st, 1, (int64_t)p->through_seq));
+        KW_TRY(ks_bind_blob(ks, st, 2, p->through_hash, KS_HASH_LEN));
+        KW_TRY(ks_bind_i64(ks, st, 3, p->through_ts_ms));
+        KW_TRY(ks_bind_i64(ks, st, 4, ks_now_ms()));
+        KW_TRY(ks_bind_i64(ks, st, 5, (int64_t)(p->through_seq - cp)));
+        KW_TRY(ks_bind_text(ks, st, 6, p->export_file));
+        KW_TRY(ks_bind_blob(ks, st, 7, p->export_sha256, sizeof p->export_sha256));
+        KW_TRY(ks_step_done(ks, st, "audit checkpoint"));
+        KW_TRY(ks_tx_audit(ks, tx, p->audit));
+        *ret_records = p->through_seq - cp;
+        return KW_OK;
+}
+
+kw_result kw_keystore_audit_prune(struct kw_keystore *ks, const struct kw_audit_prune *p,
+                                  uint64_t *ret_records)
+{
+        KW_ENSURE(ks != NULL && p != NULL && ret_records != NULL && p->audit != NULL &&
+                          p->export_file != NULL && p->export_file[0] != '\0' &&
+                          p->through_seq > 0 && p->through_seq <= (uint64_t)INT64_MAX,
+                  KW_ERR_INPUT);
+        KW_TRY(ks_check_audit_entry(p->audit));
+        uint64_t n = 0;
+        kw_result r = KS_RUN_TX(ks, tx, prune_tx(ks, tx, p, &n));
+        if (kw_ok(r))
+                *ret_records = n;
+        return r;
+}
+
+/* ------------------------------------------------------------------ query */
+
+struct qrow {
+        uint64_t seq;
+        int64_t ts_ms;
+        char *buf;                   /* six strings, then the hash in hex */
+        size_t off[7], len[6];
+};
+
+struct query {
+        uint64_t after;
+        uint32_t limit;
+        const char *key, *action;
+        struct qrow *rows;
+        size_t n;
+};
+
+static kw_result qrow_add(struct query *q, uint64_t seq, const struct kw_audit_rec *r,
+                          const uint8_t hash[KS_HASH_LEN])
+{
+        size_t total = 2 * KS_HASH_LEN + 1;
+        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
+                total += r->flen[i] + 1;
+        char *buf = malloc(total);
+        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
+        struct qrow *row = &q->rows[q->n];
+        size_t o = 0;
+        for (int i = 0; i < KW_AUDIT_FIELDS; i++) {
+                row->off[i] = o;
+                row->len[i] = r->flen[i];
+                memcpy(buf + o, r->f[i], r->flen[i]);
+                buf[o + r->flen[i]] = '\0';
+                o += r->flen[i] + 1;
+        }
+        row->off[6] = o;
+        kw_audit_hex(hash, KS_HASH_LEN, buf + o);
+        row->seq = seq;
+        row->ts_ms = r->ts_ms;
+        row->buf = buf;
+        q->n++;
+        return KW_OK;
+}
+
+static int rec_matches(const struct query *q, const struct kw_audit_rec *r)
+{
+        return (q->key == NULL || (r->flen[KW_AUDIT_KEY] == strlen(q->key) &&
+                                   memcmp(r->f[KW_AUDIT_KEY], q->key, r->flen[KW_AUDIT_KEY]) == 0)) &&
+               (q->action == NULL ||
+                (r->flen[KW_AUDIT_ACTION] == strlen(q->action) &&
+                 memcmp(r->f[KW_AUDIT_ACTION], q->action, r->flen[KW_AUDIT_ACTION]) == 0));
+}
+
+/* The batches that may hold records after q->after: from the one holding
+ * after + 1, through the name index when a filter is given. */
+static kw_result query_units(struct kw_keystore *ks, const struct query *q, struct units *it)
+{
+        memset(it, 0, sizeof *it);
+        uint64_t from = q->after >= (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : q->after + 1, start;
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                KW_TRY(ks_rprepare(ks, "SELECT first_seq FROM audit_batch WHERE first_seq <= ?1"
+                                       " ORDER BY first_seq DESC LIMIT 1", &st));
+                KW_TRY(ks_bind_i64(ks, st, 1, (int64_t)from));
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "audit query", &row));
+                start = row ? (uint64_t)sqlite3_column_int64(st, 0) : from;
+        }
+        int variant = (q->key != NULL ? 1 : 0) | (q->action != NULL ? 2 : 0);
+        KW_TRY(ks_rprepare(ks, as_sql_rows[variant], &it->rows));
+        KW_TRY(ks_bind_i64(ks, it->rows, 1, (int64_t)(from - 1)));
+        if (q->key != NULL)
+                KW_TRY(ks_bind_text(ks, it->rows, 2, q->key));
+        if (q->action != NULL)
+                KW_TRY(ks_bind_text(ks, it->rows, 3, q->action));
+        KW_TRY(ks_rprepare(ks, variant ? SQL_BATCHES_NAMED : SQL_BATCHES, &it->batches));
+        KW_TRY(ks_bind_i64(ks, it->batches, 1, (int64_t)start));
+        if (variant != 0) {
+                /* the key's index when there is one (fewer batches), else the action's */
+                const char *v = q->key != NULL ? q->key : q->action;
+                char name[70];
+                snprintf(name, sizeof name, "%c:%s", q->key != NULL ? 'k' : 'a', v);
+                int rc = sqlite3_bind_text(it->batches, 2, name, -1, SQLITE_TRANSIENT);
+                if (rc != SQLITE_OK)
+                        return ks_fail(ks->rdb, rc, "bind");
+        }
+        return KW_OK;
+}
+
+static kw_result query_locked(struct kw_keystore *ks, struct query *q)
+{
+        struct units it;
+        struct unit_recs ur;
+        memset(&ur, 0, sizeof ur);
+        kw_result r = query_units(ks, q, &it);
+        while (kw_ok(r) && q->n < q->limit) {
+                struct unit u;
+                int have = 0;
+                r = as_units_next(ks, &it, &u, &have);
+                if (!kw_ok(r) || !have)
+                        break;
+                if (!u.is_batch) {   /* the SQL applied the filters */
+                        as_row_rec(u.row, &ur.one);
+                        r = u.hash != NULL ? qrow_add(q, u.first, &ur.one, u.hash)
+                                           : KW_RESULT(KW_ERR_DB_CORRUPT);
+                        continue;
+                }
+                r = as_unit_records(&u, &ur);
+                if (r.code == KW_ERR_DB_CORRUPT)
+                        kw_err_set_detail("the audit batch of seq %llu-%llu cannot be decoded (run "
+                                          "audit verify); page past it with after=%llu",
+                                          (unsigned long long)u.first, (unsigned long long)u.last,
+                                          (unsigned long long)u.last);
+                uint8_t h[KS_HASH_LEN];
+                if (kw_ok(r))
+                        memcpy(h, u.prev != NULL ? u.prev : as_zero_hash, KS_HASH_LEN);
+                for (size_t i = 0; kw_ok(r) && i < ur.n && q->n < q->limit; i++) {
+                        uint64_t seq = u.first + i;
+                        r = kw_audit_chain_step(ks->rhasher, h, seq, &ur.recs[i], h);
+                        if (kw_ok(r) && seq > q->after && rec_matches(q, &ur.recs[i]))
+                                r = qrow_add(q, seq, &ur.recs[i], h);
+                }
+        }
+        kw_audit_batch_clear(&ur.batch);
+        as_units_free(&it);
+        return r;
+}
+
+kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq, uint32_t limit,
+                                  const char *key_name, const char *action,
+                                  int (*cb)(const struct kw_audit_row *row, void *arg), void *arg)
+{
+        KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
+        if (limit == 0)
+                limit = LIST_DEFAULT;
+        if (limit > LIST_MAX) {
+                kw_err_set_detail("limit must be 1..%u", LIST_MAX);
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        KW_ENSURE(key_name == NULL || strnlen(key_name, 65) <= 64, KW_ERR_TOO_LARGE);
+        KW_ENSURE(action == NULL || strnlen(action, 65) <= 64, KW_ERR_TOO_LARGE);
+        struct query q = { .after = after_seq, .limit = limit, .key = key_name, .action = action };
+        q.rows = calloc(limit, sizeof *q.rows);
+        KW_ENSURE(q.rows != NULL, KW_ERR_NOMEM);
+        kw_result r = as_read_begin(ks);
+        if (kw_ok(r)) {
+                r = query_locked(ks, &q);
+                as_read_end(ks);
+        }
+        for (size_t i = 0; kw_ok(r) && i < q.n; i++) {
+                const struct qrow *x = &q.rows[i];
+                struct kw_audit_row ar = {
+                        .seq = x->seq, .ts_ms = x->ts_ms,
+                        .actor = x->buf + x->off[0], .action = x->buf + x->off[1],
+                        .key_name = x->buf + x->off[2], .result = x->buf + x->off[3],
+                        .detail = x->buf + x->off[4], .request_id = x->buf + x->off[5],
+                        .hash_hex = x->buf + x->off[6],
+                };
+                memcpy(ar.len, x->len, sizeof ar.len);
+                if (cb(&ar, arg) != 0)
+                        break;
+        }
+        for (size_t i = 0; i < q.n; i++)
+                free(q.rows[i].buf);
+        free(q.rows);
+        return r;
+}

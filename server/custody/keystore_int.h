@@ -1,0 +1,115 @@
+/*
+ * keystore_int.h - what keystore.c (schema, keys, tokens, XKS stores) and
+ * audit_store.c (the audit chain) share: the store's structure, the one
+ * place sqlite codes become KW_ERR_* (ks_fail), statement helpers, and the
+ * transaction that moves the chain head only after COMMIT.  Private to
+ * these two files.
+ */
+#ifndef KW_KEYSTORE_INT_H
+#define KW_KEYSTORE_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "audit_codec.h"
+#include "keystore.h"
+
+#define KS_HASH_LEN KW_AUDIT_HASH_LEN
+#define KS_BUSY_TIMEOUT_MS 5000
+
+struct kw_keystore {
+        pthread_mutex_t mu;               /* the writer connection and the chain head */
+        sqlite3 *db;
+        int schema_version;
+        uint64_t head_seq;                /* seq of the last committed audit record (0: none) */
+        uint8_t head[KS_HASH_LEN];        /* its hash (zeros: none)                        */
+        sqlite3_stmt *st_key_get;         /* hot statements, prepared once */
+        sqlite3_stmt *st_get_blob;
+        sqlite3_stmt *st_token_find;
+        sqlite3_stmt *st_audit_insert;    /* an admin action's row                  */
+        sqlite3_stmt *st_batch_insert;    /* a batch of key-use records             */
+        sqlite3_stmt *st_batch_name;      /* its key and action names, for filters  */
+        struct kw_audit_hasher *hasher;   /* under mu                               */
+        struct kw_audit_encoder *encoder; /* under mu                               */
+        /* A second, read-only connection for what reads much of the audit
+         * (query, verify, export): WAL lets it read a consistent snapshot
+         * while the writer commits, so a long verify never holds the
+         * key-use flush.  Its own lock. */
+        pthread_mutex_t rmu;
+        sqlite3 *rdb;
+        struct kw_audit_hasher *rhasher;  /* under rmu                              */
+        char *path;
+};
+
+/* ---- sqlite conversion and statements (keystore.c) ---- */
+/* The one place sqlite codes become KW_ERR_*; the detail keeps sqlite's words. */
+kw_result ks_fail(sqlite3 *db, int rc, const char *what);
+kw_result ks_check(struct kw_keystore *ks, int rc, const char *what);
+kw_result ks_exec(struct kw_keystore *ks, const char *sql, const char *what);
+kw_result ks_prepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret);
+/* The same on the reader connection. */
+kw_result ks_rprepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret);
+kw_result ks_step_done(struct kw_keystore *ks, sqlite3_stmt *st, const char *what);
+/* SQLITE_ROW -> *ret_row = 1, SQLITE_DONE -> 0, anything else -> error
+ * (the connection the statement belongs to names it). */
+kw_result ks_step_row(struct kw_keystore *ks, sqlite3_stmt *st, const char *what, int *ret_row);
+kw_result ks_bind_text(struct kw_keystore *ks, sqlite3_stmt *st, int i, const char *s);
+kw_result ks_bind_blob(struct kw_keystore *ks, sqlite3_stmt *st, int i, const void *p, size_t n);
+kw_result ks_bind_i64(struct kw_keystore *ks, sqlite3_stmt *st, int i, int64_t v);
+kw_result ks_col_text(sqlite3_stmt *st, int col, char *dst, size_t cap);
+/* Applies the raw database key to a connection. */
+kw_result ks_apply_key(sqlite3 *db, const struct kw_secret *db_key);
+int64_t ks_now_ms(void);
+
+void ks_stmt_finalizep(sqlite3_stmt **st);
+void ks_stmt_resetp(sqlite3_stmt **st);
+/* A statement prepared for one call / a cached one borrowed for one call. */
+#define _cleanup_finalize_ __attribute__((cleanup(ks_stmt_finalizep)))
+#define _cleanup_reset_ __attribute__((cleanup(ks_stmt_resetp)))
+
+static inline void ks_lock(struct kw_keystore *ks) { pthread_mutex_lock(&ks->mu); }
+static inline void ks_unlock(struct kw_keystore *ks) { pthread_mutex_unlock(&ks->mu); }
+
+/* ---- transactions (keystore.c) ---- */
+/* A transaction's view of the chain: moves into ks only after COMMIT. */
+struct ks_tx {
+        uint64_t seq;
+        uint8_t head[KS_HASH_LEN];
+};
+kw_result ks_tx_begin(struct kw_keystore *ks, struct ks_tx *tx);
+void ks_tx_rollback(struct kw_keystore *ks);
+kw_result ks_tx_commit(struct kw_keystore *ks, const struct ks_tx *tx);
+
+/* Runs call (which sees the open transaction as tx) inside BEGIN IMMEDIATE ..
+ * COMMIT under the lock; ROLLBACK on any failure.  The chain head moves only
+ * after COMMIT succeeded. */
+#define KS_RUN_TX(ks, tx, call)                                  \
+        ({                                                       \
+                struct ks_tx tx_;                                \
+                ks_lock(ks);                                     \
+                kw_result r_ = ks_tx_begin((ks), &tx_);          \
+                if (kw_ok(r_)) {                                 \
+                        struct ks_tx *tx = &tx_;                 \
+                        r_ = (call);                             \
+                        if (kw_ok(r_))                           \
+                                r_ = ks_tx_commit((ks), &tx_);   \
+                        else                                     \
+                                ks_tx_rollback(ks);              \
+                }                                                \
+                ks_unlock(ks);                                   \
+                r_;                                              \
+        })
+
+/* ---- the audit chain (audit_store.c) ---- */
+/* Each field of e (may be NULL) within KW_AUDIT_FIELD_MAX: KW_ERR_TOO_LARGE. */
+kw_result ks_check_audit_entry(const struct kw_audit_entry *e);
+/* Appends an admin action's row inside the open transaction; advances tx only. */
+kw_result ks_tx_audit(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_audit_entry *e);
+/* After migrations: the chain head, the reader connection, the statements. */
+kw_result ks_audit_open(struct kw_keystore *ks, const struct kw_secret *db_key);
+/* Closes what ks_audit_open opened (the reader connection first). */
+void ks_audit_close(struct kw_keystore *ks);
+
+#endif
