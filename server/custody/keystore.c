@@ -569,6 +569,9 @@ static kw_result ks_pragmas(struct kw_keystore *ks)
                 KW_BAIL(KW_ERR_IO);
         }
         KW_TRY(ks_exec(ks, "PRAGMA synchronous=FULL", "pragma synchronous"));
+        /* the -wal file is truncated back to 16 MiB after a checkpoint, so a
+         * burst (a long reader holding checkpoints back) does not leave it large */
+        KW_TRY(ks_exec(ks, "PRAGMA journal_size_limit=16777216", "pragma journal_size_limit"));
         KW_TRY(ks_exec(ks, "PRAGMA secure_delete=ON", "pragma secure_delete"));
         KW_TRY(ks_exec(ks, "PRAGMA foreign_keys=ON", "pragma foreign_keys"));
         KW_TRY(ks_check(ks, sqlite3_busy_timeout(ks->db, KS_BUSY_TIMEOUT_MS), "busy_timeout"));

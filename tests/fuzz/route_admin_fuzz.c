@@ -29,22 +29,30 @@ static void *fake_custody(void *arg)
                 int fd = accept(lfd, NULL, NULL);
                 if (fd < 0)
                         return NULL;
-                struct kw_buf in, out;
-                kw_buf_init(&in, KW_IPC_MAX_FRAME + 4);
+                struct kw_ipc_rx rx;
+                struct kw_buf out;
+                kw_ipc_rx_init(&rx);
                 kw_buf_init(&out, 4096);
                 struct kw_msg m;
-                while (kw_ipc_recv(fd, &in, -1).code == 0 &&
-                       kw_msg_parse(in.p, in.len, 0, &m).code == 0) {
-                        kw_buf_reset(&out);
-                        kw_result r = kw_msg_begin_reply(&out, m.op, m.id, 0);
-                        if (r.code == 0)
-                                r = kw_msg_put_str(&out, KW_T_JSON, "{}");
-                        if (r.code == 0)
-                                r = kw_msg_end(&out);
-                        if (r.code != 0 || kw_ipc_send(fd, &out).code != 0)
-                                break;
+                const uint8_t *p;
+                size_t n;
+                int k = 0, ok = 1;
+                /* the front pipelines its calls: every frame a read brings */
+                while (ok && k >= 0 && kw_ipc_rx_fill(&rx, fd, -1).code == 0) {
+                        while (ok && (k = kw_ipc_rx_next(&rx, &p, &n)) > 0) {
+                                ok = kw_msg_parse(p, n, 0, &m).code == 0;
+                                kw_buf_reset(&out);
+                                kw_result r = ok ? kw_msg_begin_reply(&out, m.op, m.id, 0) : KW_OK;
+                                if (ok && r.code == 0)
+                                        r = kw_msg_put_str(&out, KW_T_JSON, "{}");
+                                if (ok && r.code == 0)
+                                        r = kw_msg_end(&out);
+                                if (ok && (r.code != 0 || kw_ipc_send(fd, &out).code != 0))
+                                        ok = 0;
+                        }
+                        kw_ipc_rx_done(&rx);
                 }
-                kw_buf_free(&in);
+                kw_ipc_rx_free(&rx);
                 kw_buf_free(&out);
                 close(fd);
         }
