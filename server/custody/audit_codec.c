@@ -15,6 +15,7 @@
 #include <openssl/evp.h>
 #include <zlib.h>
 
+#include "../common/b64.h"
 #include "audit_codec.h"
 
 #define VARINT_MAX 10
@@ -49,24 +50,13 @@ void kw_audit_hex(const uint8_t *p, size_t n, char *out)
         out[2 * n] = '\0';
 }
 
-static int hexval(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 int kw_audit_unhex32(const char *s, uint8_t out[KW_AUDIT_HASH_LEN])
 {
         uint8_t tmp[KW_AUDIT_HASH_LEN];
         if (s == NULL || strnlen(s, 65) != 64)
                 return -1;
         for (int i = 0; i < KW_AUDIT_HASH_LEN; i++) {
-                int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+                int hi = kw_hex_value(s[2 * i]), lo = kw_hex_value(s[2 * i + 1]);
                 if (hi < 0 || lo < 0)
                         return -1;
                 tmp[i] = (uint8_t)(hi << 4 | lo);
@@ -201,7 +191,7 @@ static int uuid_kind(const char *s, size_t n, uint8_t out[UUID_BYTES])
                         i++;
                         continue;
                 }
-                int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+                int hi = kw_hex_value(s[i]), lo = kw_hex_value(s[i + 1]);
                 if (hi < 0 || lo < 0)
                         return 0;
                 for (int k = 0; k < 2; k++) {
