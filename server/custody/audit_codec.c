@@ -257,6 +257,18 @@ kw_result kw_audit_encoder_new(int level, struct kw_audit_encoder **ret)
         return KW_OK;
 }
 
+/* The per-record arrays (enc_reserve sizes them). */
+static void enc_arrays_free(struct kw_audit_encoder *e)
+{
+        free(e->idx);
+        free(e->kind);
+        free(e->uuid);
+        free(e->ds);
+        free(e->dlen);
+        free(e->slot);
+}
+
+
 void kw_audit_encoder_free(struct kw_audit_encoder *e)
 {
         if (e == NULL)
@@ -264,12 +276,7 @@ void kw_audit_encoder_free(struct kw_audit_encoder *e)
         if (e->z_ready)
                 deflateEnd(&e->z);
         kw_buf_free(&e->raw);
-        free(e->idx);
-        free(e->kind);
-        free(e->uuid);
-        free(e->ds);
-        free(e->dlen);
-        free(e->slot);
+        enc_arrays_free(e);
         free(e);
 }
 
@@ -296,12 +303,7 @@ static kw_result enc_reserve(struct kw_audit_encoder *e, size_t n)
                 free(slot);
                 KW_BAIL(KW_ERR_NOMEM);
         }
-        free(e->idx);
-        free(e->kind);
-        free(e->uuid);
-        free(e->ds);
-        free(e->dlen);
-        free(e->slot);
+        enc_arrays_free(e);
         e->idx = idx;
         e->kind = kind;
         e->uuid = uuid;
