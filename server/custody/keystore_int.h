@@ -19,6 +19,11 @@
 #define KS_HASH_LEN KW_AUDIT_HASH_LEN
 #define KS_BUSY_TIMEOUT_MS 5000
 
+/* The keys table's columns, in the order key rows are read. */
+#define KEY_COLS                                                                         \
+        "id, name, type, size, state, ops, current_version, created, updated, delete_at, " \
+        "tags, rules, public_der"
+
 struct kw_keystore {
         pthread_mutex_t mu;               /* the writer connection and the chain head */
         sqlite3 *db;
@@ -62,6 +67,13 @@ kw_result ks_col_text(sqlite3_stmt *st, int col, char *dst, size_t cap);
 /* Applies the raw database key to a connection. */
 kw_result ks_apply_key(sqlite3 *db, const struct kw_secret *db_key);
 int64_t ks_now_ms(void);
+int64_t ks_now_s(void);
+int ks_valid_name(const char *s);
+kw_result ks_count(struct kw_keystore *ks, const char *sql, uint64_t *ret);
+/* The caller's entry, or a default one naming the action and the key. */
+const struct kw_audit_entry *ks_audit_or_default(const struct kw_audit_entry *e, struct kw_audit_entry *def,
+                                                 const char *action, const char *key_name,
+                                                 const char *detail);
 
 void ks_stmt_finalizep(sqlite3_stmt **st);
 void ks_stmt_resetp(sqlite3_stmt **st);

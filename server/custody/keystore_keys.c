@@ -1,0 +1,633 @@
+/*
+ * keystore_keys.c - the key store's keys: their rows, versions, listing and
+ * deletion schedule (contract in keystore.h; the choices keystore.c lists
+ * for key_* hold here).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <sqlite3.h>
+
+#include "keystore_int.h"
+
+#define KS_BLOB_MAX (64u * 1024u)        /* one sealed key version          */
+#define KS_DER_MAX (16u * 1024u)         /* RSA SubjectPublicKeyInfo         */
+#define KS_JSON_MAX (16u * 1024u)        /* tags_json / rules_json           */
+#define KS_LIST_MAX 1000u
+#define KS_LIST_DEFAULT 100u
+#define KS_DUE_MAX 1000u
+
+/* Filters are bound, never spliced: NULL parameters disable a condition. */
+#define SQL_KEY_LIST                                                        \
+        "SELECT " KEY_COLS " FROM keys"                                     \
+        " WHERE name > ?1"                                                  \
+        " AND (?2 IS NULL OR state = ?2)"                                   \
+        " AND (?3 IS NULL OR type = ?3)"                                    \
+        " AND (?4 IS NULL OR substr(name, 1, length(?4)) = ?4)"             \
+        " AND (?5 OR ?2 IS NOT NULL OR state <> 'destroyed')"               \
+        " ORDER BY name"
+
+static int valid_id(const char *s)
+{
+        if (s == NULL)
+                return 0;
+        for (size_t i = 0; i < 32; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return 0;
+        return s[32] == '\0';
+}
+
+static int valid_state(const char *s)
+{
+        static const char *const states[] = { "enabled", "disabled", "pending_deletion", "destroyed" };
+        if (s == NULL)
+                return 0;
+        for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+                if (strcmp(s, states[i]) == 0)
+                        return 1;
+        return 0;
+}
+
+static int valid_type(const char *s)
+{
+        return s != NULL && (strcmp(s, "AES") == 0 || strcmp(s, "RSA") == 0);
+}
+
+/* NULL is "{}"; otherwise a JSON object of at most KS_JSON_MAX bytes. */
+static kw_result check_json_object(const char *s, const char *what)
+{
+        if (s == NULL)
+                return KW_OK;
+        if (strnlen(s, KS_JSON_MAX + 1) > KS_JSON_MAX) {
+                kw_err_set_detail("%s is longer than %u bytes", what, KS_JSON_MAX);
+                KW_BAIL(KW_ERR_TOO_LARGE);
+        }
+        cJSON *j = cJSON_Parse(s);
+        int ok = j != NULL && cJSON_IsObject(j);
+        cJSON_Delete(j);
+        if (!ok) {
+                kw_err_set_detail("%s is not a JSON object", what);
+                KW_BAIL(KW_ERR_BAD_JSON);
+        }
+        return KW_OK;
+}
+
+static const char *json_or_empty(const char *s) { return s != NULL ? s : "{}"; }
+
+static kw_result col_dup_text(sqlite3_stmt *st, int col, char **ret)
+{
+        const unsigned char *s = sqlite3_column_text(st, col);
+        int n = sqlite3_column_bytes(st, col);
+        if (s == NULL || n < 0) {
+                kw_err_set_detail("key store: a stored %s is missing", sqlite3_column_name(st, col));
+                KW_BAIL(KW_ERR_DB_CORRUPT);
+        }
+        char *p = malloc((size_t)n + 1);
+        KW_ENSURE(p != NULL, KW_ERR_NOMEM);
+        memcpy(p, s, (size_t)n);
+        p[n] = '\0';
+        *ret = p;
+        return KW_OK;
+}
+
+static kw_result col_u32(sqlite3_stmt *st, int col, uint32_t *ret)
+{
+        sqlite3_int64 v = sqlite3_column_int64(st, col);
+        if (sqlite3_column_type(st, col) != SQLITE_INTEGER || v < 0 || v > (sqlite3_int64)UINT32_MAX) {
+                kw_err_set_detail("key store: a stored %s is out of range", sqlite3_column_name(st, col));
+                KW_BAIL(KW_ERR_DB_CORRUPT);
+        }
+        *ret = (uint32_t)v;
+        return KW_OK;
+}
+
+/* Fills *ret from a row of KEY_COLS; *ret untouched on failure. */
+static kw_result key_row_from_stmt(sqlite3_stmt *st, struct kw_key_row *ret)
+{
+        struct kw_key_row r;
+        memset(&r, 0, sizeof r);
+        kw_result res;
+        KW_TRY_GOTO(res, ks_col_text(st, 0, r.id, sizeof r.id), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 1, r.name, sizeof r.name), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 2, r.type, sizeof r.type), fail);
+        KW_TRY_GOTO(res, col_u32(st, 3, &r.size), fail);
+        KW_TRY_GOTO(res, ks_col_text(st, 4, r.state, sizeof r.state), fail);
+        KW_TRY_GOTO(res, col_u32(st, 5, &r.ops), fail);
+        KW_TRY_GOTO(res, col_u32(st, 6, &r.current_version), fail);
+        r.created = sqlite3_column_int64(st, 7);
+        r.updated = sqlite3_column_int64(st, 8);
+        r.delete_at = sqlite3_column_int64(st, 9);
+        KW_TRY_GOTO(res, col_dup_text(st, 10, &r.tags_json), fail);
+        KW_TRY_GOTO(res, col_dup_text(st, 11, &r.rules_json), fail);
+        if (sqlite3_column_type(st, 12) != SQLITE_NULL) {
+                const void *p = sqlite3_column_blob(st, 12);
+                int n = sqlite3_column_bytes(st, 12);
+                if (p != NULL && n > 0) {
+                        r.public_der = malloc((size_t)n);
+                        if (r.public_der == NULL) {
+                                res = KW_RESULT(KW_ERR_NOMEM);
+                                goto fail;
+                        }
+                        memcpy(r.public_der, p, (size_t)n);
+                        r.public_der_len = (size_t)n;
+                }
+        }
+        *ret = r;
+        return KW_OK;
+fail:
+        kw_key_row_clear(&r);
+        return res;
+}
+
+void kw_key_row_clear(struct kw_key_row *row)
+{
+        if (row == NULL)
+                return;
+        free(row->tags_json);
+        free(row->rules_json);
+        free(row->public_der);
+        memset(row, 0, sizeof *row);
+}
+
+/* ------------------------------------------------------------------ keys */
+
+static kw_result check_key_mutables(const struct kw_key_row *row)
+{
+        if (!valid_state(row->state)) {
+                kw_err_set_detail("unknown key state");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        KW_TRY(check_json_object(row->tags_json, "tags"));
+        KW_TRY(check_json_object(row->rules_json, "rules"));
+        return KW_OK;
+}
+
+static kw_result check_blob(const uint8_t *blob, size_t blob_len)
+{
+        KW_ENSURE(blob != NULL && blob_len > 0, KW_ERR_INPUT);
+        if (blob_len > KS_BLOB_MAX) {
+                kw_err_set_detail("a sealed key version is longer than %u bytes", KS_BLOB_MAX);
+                KW_BAIL(KW_ERR_TOO_LARGE);
+        }
+        return KW_OK;
+}
+
+static kw_result key_insert_tx(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_key_row *row,
+                               const uint8_t *blob, size_t blob_len, const struct kw_audit_entry *audit)
+{
+        int64_t created = row->created != 0 ? row->created : ks_now_s();
+        int64_t updated = row->updated != 0 ? row->updated : created;
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks,
+                          "INSERT INTO keys (" KEY_COLS ") VALUES "
+                          "(?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11, ?12)",
+                          &st));
+        KW_TRY(ks_bind_text(ks, st, 1, row->id));
+        KW_TRY(ks_bind_text(ks, st, 2, row->name));
+        KW_TRY(ks_bind_text(ks, st, 3, row->type));
+        KW_TRY(ks_bind_i64(ks, st, 4, row->size));
+        KW_TRY(ks_bind_text(ks, st, 5, row->state));
+        KW_TRY(ks_bind_i64(ks, st, 6, row->ops));
+        KW_TRY(ks_bind_i64(ks, st, 7, created));
+        KW_TRY(ks_bind_i64(ks, st, 8, updated));
+        KW_TRY(ks_bind_i64(ks, st, 9, row->delete_at));
+        KW_TRY(ks_bind_text(ks, st, 10, json_or_empty(row->tags_json)));
+        KW_TRY(ks_bind_text(ks, st, 11, json_or_empty(row->rules_json)));
+        KW_TRY(ks_bind_blob(ks, st, 12, row->public_der_len ? row->public_der : NULL, row->public_der_len));
+        kw_result r = ks_step_done(ks, st, "key insert");
+        if (r.code == KW_ERR_EXISTS)
+                kw_err_set_detail("the key name or id is already in use (%s)", sqlite3_errmsg(ks->db));
+        KW_TRY(r);
+
+        sqlite3_stmt *sv _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "INSERT INTO key_versions (key_id, version, blob, created)"
+                              " VALUES (?1, 1, ?2, ?3)", &sv));
+        KW_TRY(ks_bind_text(ks, sv, 1, row->id));
+        KW_TRY(ks_bind_blob(ks, sv, 2, blob, blob_len));
+        KW_TRY(ks_bind_i64(ks, sv, 3, created));
+        KW_TRY(ks_step_done(ks, sv, "key version insert"));
+        struct kw_audit_entry def;
+        return ks_tx_audit(ks, tx, ks_audit_or_default(audit, &def, "key.create", row->name, NULL));
+}
+
+kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row *row,
+                                 const uint8_t *blob, size_t blob_len,
+                                 const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
+        KW_ENSURE(valid_type(row->type), KW_ERR_BAD_FIELD);
+        KW_ENSURE(row->size > 0, KW_ERR_BAD_FIELD);
+        KW_TRY(check_key_mutables(row));
+        if (strcmp(row->state, "destroyed") == 0) {
+                kw_err_set_detail("a new key cannot be destroyed");
+                KW_BAIL(KW_ERR_BAD_STATE);
+        }
+        KW_ENSURE(row->public_der != NULL || row->public_der_len == 0, KW_ERR_INPUT);
+        KW_ENSURE(row->public_der_len <= KS_DER_MAX, KW_ERR_TOO_LARGE);
+        KW_TRY(check_blob(blob, blob_len));
+        KW_TRY(ks_check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, key_insert_tx(ks, tx, row, blob, blob_len, audit));
+}
+
+kw_result kw_keystore_key_get(struct kw_keystore *ks, const char *name, struct kw_key_row *ret)
+{
+        KW_ENSURE(ks != NULL && name != NULL && ret != NULL, KW_ERR_INPUT);
+        KW_ENSURE(strnlen(name, 65) <= 64, KW_ERR_BAD_NAME);
+        ks_lock(ks);
+        kw_result r;
+        {
+                _cleanup_reset_ sqlite3_stmt *st = ks->st_key_get;
+                int row = 0;
+                r = ks_bind_text(ks, st, 1, name);
+                if (kw_ok(r))
+                        r = ks_step_row(ks, st, "key get", &row);
+                if (kw_ok(r) && !row) {
+                        kw_err_set_detail("no key with this name");
+                        r = KW_RESULT(KW_ERR_NOT_FOUND);
+                }
+                if (kw_ok(r))
+                        r = key_row_from_stmt(st, ret);
+        }
+        ks_unlock(ks);
+        return r;
+}
+
+kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id, uint32_t version,
+                                   struct kw_buf *out)
+{
+        KW_ENSURE(ks != NULL && key_id != NULL && out != NULL, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        ks_lock(ks);
+        kw_result r;
+        {
+                _cleanup_reset_ sqlite3_stmt *st = ks->st_get_blob;
+                int row = 0;
+                r = ks_bind_text(ks, st, 1, key_id);
+                if (kw_ok(r))
+                        r = ks_bind_i64(ks, st, 2, version);
+                if (kw_ok(r))
+                        r = ks_step_row(ks, st, "key blob get", &row);
+                if (kw_ok(r) && !row) {
+                        kw_err_set_detail("no such key version");
+                        r = KW_RESULT(KW_ERR_NOT_FOUND);
+                }
+                if (kw_ok(r)) {
+                        const void *p = sqlite3_column_blob(st, 0);
+                        int n = sqlite3_column_bytes(st, 0);
+                        if (p == NULL || n <= 0) {
+                                kw_err_set_detail("key store: an empty sealed key version");
+                                r = KW_RESULT(KW_ERR_DB_CORRUPT);
+                        } else {
+                                r = kw_buf_put(out, p, (size_t)n);
+                        }
+                }
+        }
+        ks_unlock(ks);
+        return r;
+}
+
+/* "k=v": does tags_json have k whose value is the string v? */
+static int tags_match(const char *tags_json, const char *k, size_t klen, const char *v)
+{
+        cJSON *j = cJSON_Parse(tags_json);
+        int match = 0;
+        if (j != NULL && cJSON_IsObject(j)) {
+                const cJSON *it;
+                cJSON_ArrayForEach(it, j)
+                {
+                        if (it->string != NULL && strlen(it->string) == klen &&
+                            memcmp(it->string, k, klen) == 0) {
+                                match = cJSON_IsString(it) && it->valuestring != NULL &&
+                                        strcmp(it->valuestring, v) == 0;
+                                break;
+                        }
+                }
+        }
+        cJSON_Delete(j);
+        return match;
+}
+
+struct key_vec {
+        struct kw_key_row *rows;
+        size_t n, cap;
+};
+
+static void key_vec_free(struct key_vec *v)
+{
+        for (size_t i = 0; i < v->n; i++)
+                kw_key_row_clear(&v->rows[i]);
+        free(v->rows);
+        memset(v, 0, sizeof *v);
+}
+
+static kw_result key_vec_push(struct key_vec *v, sqlite3_stmt *st)
+{
+        if (v->n == v->cap) {
+                size_t cap = v->cap ? v->cap * 2 : 16;
+                struct kw_key_row *p = realloc(v->rows, cap * sizeof *p);
+                KW_ENSURE(p != NULL, KW_ERR_NOMEM);
+                v->rows = p;
+                v->cap = cap;
+        }
+        memset(&v->rows[v->n], 0, sizeof v->rows[v->n]);
+        KW_TRY(key_row_from_stmt(st, &v->rows[v->n]));
+        v->n++;
+        return KW_OK;
+}
+
+struct tag_filter {
+        const char *k, *v;
+        size_t klen;
+};
+
+/* Reads up to limit matching rows into out; *ret_more = 1 when at least one
+ * more matching row follows. */
+static kw_result key_list_read(struct kw_keystore *ks, const struct kw_key_filter *f, uint32_t limit,
+                               const struct tag_filter *tag, struct key_vec *out, int *ret_more)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, SQL_KEY_LIST, &st));
+        KW_TRY(ks_bind_text(ks, st, 1, f->after_name != NULL ? f->after_name : ""));
+        KW_TRY(ks_bind_text(ks, st, 2, f->state));
+        KW_TRY(ks_bind_text(ks, st, 3, f->type));
+        KW_TRY(ks_bind_text(ks, st, 4, f->name_prefix));
+        KW_TRY(ks_bind_i64(ks, st, 5, f->include_destroyed ? 1 : 0));
+        int more = 0;
+        for (;;) {
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "key list", &row));
+                if (!row)
+                        break;
+                if (tag->k != NULL) {
+                        const unsigned char *tj = sqlite3_column_text(st, 10);
+                        if (tj == NULL || !tags_match((const char *)tj, tag->k, tag->klen, tag->v))
+                                continue;
+                }
+                if (out->n == limit) {
+                        more = 1;
+                        break;
+                }
+                KW_TRY(key_vec_push(out, st));
+        }
+        *ret_more = more;
+        return KW_OK;
+}
+
+kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filter *f,
+                               int (*cb)(const struct kw_key_row *row, void *arg), void *arg,
+                               char next[65])
+{
+        static const struct kw_key_filter none = { 0 };
+        KW_ENSURE(ks != NULL && cb != NULL && next != NULL, KW_ERR_INPUT);
+        if (f == NULL)
+                f = &none;
+        uint32_t limit = f->limit != 0 ? f->limit : KS_LIST_DEFAULT;
+        if (limit > KS_LIST_MAX) {
+                kw_err_set_detail("limit must be 1..%u", KS_LIST_MAX);
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        KW_ENSURE(f->state == NULL || valid_state(f->state), KW_ERR_BAD_FIELD);
+        KW_ENSURE(f->type == NULL || valid_type(f->type), KW_ERR_BAD_FIELD);
+        KW_ENSURE(f->name_prefix == NULL || strnlen(f->name_prefix, 65) <= 64, KW_ERR_BAD_NAME);
+        KW_ENSURE(f->after_name == NULL || strnlen(f->after_name, 65) <= 64, KW_ERR_BAD_NAME);
+        struct tag_filter tag = { 0 };
+        if (f->tag != NULL) {
+                const char *eq = strchr(f->tag, '=');
+                if (eq == NULL || eq == f->tag || strnlen(f->tag, 1025) > 1024) {
+                        kw_err_set_detail("a tag filter is k=v with a non-empty k");
+                        KW_BAIL(KW_ERR_BAD_FIELD);
+                }
+                tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
+        }
+
+        struct key_vec v = { 0 };
+        int more = 0;
+        ks_lock(ks);
+        kw_result r = key_list_read(ks, f, limit, &tag, &v, &more);
+        ks_unlock(ks);
+        if (!kw_ok(r)) {
+                key_vec_free(&v);
+                return r;
+        }
+        size_t i = 0;
+        int stopped = 0;
+        for (; i < v.n; i++) {
+                if (cb(&v.rows[i], arg) != 0) {
+                        stopped = 1;
+                        break;
+                }
+        }
+        next[0] = '\0';
+        if (stopped)
+                memcpy(next, v.rows[i].name, sizeof v.rows[i].name);
+        else if (more && v.n > 0)
+                memcpy(next, v.rows[v.n - 1].name, sizeof v.rows[v.n - 1].name);
+        key_vec_free(&v);
+        return KW_OK;
+}
+
+kw_result kw_keystore_key_count(struct kw_keystore *ks, uint64_t *ret)
+{
+        KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
+        ks_lock(ks);
+        kw_result r = ks_count(ks, "SELECT count(*) FROM keys WHERE state <> 'destroyed'", ret);
+        ks_unlock(ks);
+        return r;
+}
+
+/* Inside a transaction: the state and name of key_id, NOT_FOUND or
+ * KEY_DESTROYED. */
+static kw_result tx_live_key(struct kw_keystore *ks, const char *key_id, char name[65],
+                             uint32_t *ret_version)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "SELECT name, state, current_version FROM keys WHERE id = ?1", &st));
+        KW_TRY(ks_bind_text(ks, st, 1, key_id));
+        int row = 0;
+        KW_TRY(ks_step_row(ks, st, "key lookup", &row));
+        if (!row) {
+                kw_err_set_detail("no key with this id");
+                KW_BAIL(KW_ERR_NOT_FOUND);
+        }
+        char state[20];
+        KW_TRY(ks_col_text(st, 0, name, 65));
+        KW_TRY(ks_col_text(st, 1, state, sizeof state));
+        KW_TRY(col_u32(st, 2, ret_version));
+        if (strcmp(state, "destroyed") == 0) {
+                kw_err_set_detail("the key is destroyed");
+                KW_BAIL(KW_ERR_KEY_DESTROYED);
+        }
+        return KW_OK;
+}
+
+static kw_result key_update_tx(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_key_row *row,
+                               const struct kw_audit_entry *audit)
+{
+        char name[65];
+        uint32_t cur;
+        KW_TRY(tx_live_key(ks, row->id, name, &cur));
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks,
+                          "UPDATE keys SET state = ?2, ops = ?3, tags = ?4, rules = ?5,"
+                          " delete_at = ?6, updated = ?7 WHERE id = ?1",
+                          &st));
+        KW_TRY(ks_bind_text(ks, st, 1, row->id));
+        KW_TRY(ks_bind_text(ks, st, 2, row->state));
+        KW_TRY(ks_bind_i64(ks, st, 3, row->ops));
+        KW_TRY(ks_bind_text(ks, st, 4, json_or_empty(row->tags_json)));
+        KW_TRY(ks_bind_text(ks, st, 5, json_or_empty(row->rules_json)));
+        KW_TRY(ks_bind_i64(ks, st, 6, row->delete_at));
+        KW_TRY(ks_bind_i64(ks, st, 7, row->updated != 0 ? row->updated : ks_now_s()));
+        KW_TRY(ks_step_done(ks, st, "key update"));
+        struct kw_audit_entry def;
+        return ks_tx_audit(ks, tx, ks_audit_or_default(audit, &def, "key.update", name, NULL));
+}
+
+kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row *row,
+                                 const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
+        KW_TRY(check_key_mutables(row));
+        if (strcmp(row->state, "destroyed") == 0) {
+                kw_err_set_detail("keys are destroyed with key_destroy, not by an update");
+                KW_BAIL(KW_ERR_BAD_STATE);
+        }
+        KW_TRY(ks_check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, key_update_tx(ks, tx, row, audit));
+}
+
+static kw_result key_add_version_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *key_id,
+                                    uint32_t version, const uint8_t *blob, size_t blob_len,
+                                    const uint8_t *public_der, size_t public_der_len,
+                                    const struct kw_audit_entry *audit)
+{
+        char name[65];
+        uint32_t cur;
+        KW_TRY(tx_live_key(ks, key_id, name, &cur));
+        if (cur == UINT32_MAX || version != cur + 1) {
+                kw_err_set_detail("version %u is not the current version %u plus one", version, cur);
+                KW_BAIL(KW_ERR_BAD_STATE);
+        }
+        int64_t now = ks_now_s();
+        sqlite3_stmt *sv _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "INSERT INTO key_versions (key_id, version, blob, created)"
+                              " VALUES (?1, ?2, ?3, ?4)", &sv));
+        KW_TRY(ks_bind_text(ks, sv, 1, key_id));
+        KW_TRY(ks_bind_i64(ks, sv, 2, version));
+        KW_TRY(ks_bind_blob(ks, sv, 3, blob, blob_len));
+        KW_TRY(ks_bind_i64(ks, sv, 4, now));
+        KW_TRY(ks_step_done(ks, sv, "key version insert"));
+
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, public_der != NULL
+                                  ? "UPDATE keys SET current_version = ?2, updated = ?3, public_der = ?4"
+                                    " WHERE id = ?1"
+                                  : "UPDATE keys SET current_version = ?2, updated = ?3 WHERE id = ?1",
+                          &st));
+        KW_TRY(ks_bind_text(ks, st, 1, key_id));
+        KW_TRY(ks_bind_i64(ks, st, 2, version));
+        KW_TRY(ks_bind_i64(ks, st, 3, now));
+        if (public_der != NULL)
+                KW_TRY(ks_bind_blob(ks, st, 4, public_der, public_der_len));
+        KW_TRY(ks_step_done(ks, st, "key version update"));
+        struct kw_audit_entry def;
+        return ks_tx_audit(ks, tx, ks_audit_or_default(audit, &def, "key.rotate", name, NULL));
+}
+
+kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id, uint32_t version,
+                                      const uint8_t *blob, size_t blob_len,
+                                      const uint8_t *public_der, size_t public_der_len,
+                                      const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_TRY(check_blob(blob, blob_len));
+        KW_ENSURE(public_der == NULL || (public_der_len > 0 && public_der_len <= 64 * 1024),
+                  KW_ERR_BAD_FIELD);
+        KW_TRY(ks_check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, key_add_version_tx(ks, tx, key_id, version, blob, blob_len,
+                                                    public_der, public_der_len, audit));
+}
+
+static kw_result key_destroy_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *key_id,
+                                const struct kw_audit_entry *audit)
+{
+        char name[65];
+        uint32_t cur;
+        KW_TRY(tx_live_key(ks, key_id, name, &cur));
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks,
+                          "UPDATE keys SET state = 'destroyed', delete_at = 0, updated = ?2"
+                          " WHERE id = ?1",
+                          &st));
+        KW_TRY(ks_bind_text(ks, st, 1, key_id));
+        KW_TRY(ks_bind_i64(ks, st, 2, ks_now_s()));
+        KW_TRY(ks_step_done(ks, st, "key destroy"));
+        /* secure_delete=ON: the freed cells are overwritten with zeros. */
+        sqlite3_stmt *sd _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "DELETE FROM key_versions WHERE key_id = ?1", &sd));
+        KW_TRY(ks_bind_text(ks, sd, 1, key_id));
+        KW_TRY(ks_step_done(ks, sd, "key versions delete"));
+        struct kw_audit_entry def;
+        return ks_tx_audit(ks, tx, ks_audit_or_default(audit, &def, "key.destroy", name, NULL));
+}
+
+kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
+                                  const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_TRY(ks_check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, audit));
+}
+
+struct due_key {
+        char id[33];
+        char name[65];
+};
+
+static kw_result due_read(struct kw_keystore *ks, int64_t now, struct due_key *out, size_t *ret_n)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks,
+                          "SELECT id, name FROM keys WHERE state = 'pending_deletion'"
+                          " AND delete_at <= ?1 ORDER BY delete_at, name LIMIT ?2",
+                          &st));
+        KW_TRY(ks_bind_i64(ks, st, 1, now));
+        KW_TRY(ks_bind_i64(ks, st, 2, KS_DUE_MAX));
+        size_t n = 0;
+        for (;;) {
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "due deletions", &row));
+                if (!row || n == KS_DUE_MAX)
+                        break;
+                KW_TRY(ks_col_text(st, 0, out[n].id, sizeof out[n].id));
+                KW_TRY(ks_col_text(st, 1, out[n].name, sizeof out[n].name));
+                n++;
+        }
+        *ret_n = n;
+        return KW_OK;
+}
+
+kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t now,
+                                    int (*cb)(const char *key_id, const char *name, void *arg),
+                                    void *arg)
+{
+        KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
+        struct due_key *keys = calloc(KS_DUE_MAX, sizeof *keys);
+        KW_ENSURE(keys != NULL, KW_ERR_NOMEM);
+        size_t n = 0;
+        ks_lock(ks);
+        kw_result r = due_read(ks, now, keys, &n);
+        ks_unlock(ks);
+        for (size_t i = 0; kw_ok(r) && i < n; i++)
+                if (cb(keys[i].id, keys[i].name, arg) != 0)
+                        break;
+        free(keys);
+        return r;
+}
