@@ -230,7 +230,7 @@ test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
 # Debian packages are installed by bench-deps (as root), not by deps.
 BENCH_PKGS  := nginx-light linux-perf eatmydata
 BENCH_TOOLS := $(BUILD)/libfaulthsm.so $(BUILD)/bench/kw-loadgen $(BUILD)/bench/kw-cryptocost \
-               $(BUILD)/bench/kw-bench-populate $(BUILD)/bench/kw-auditcost
+               $(BUILD)/bench/kw-bench-populate $(BUILD)/bench/kw-auditcost $(BUILD)/bench/kw-hopcost
 BENCH_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE $(shell pkg-config --cflags openssl)
 $(BUILD)/bench/kw-loadgen: tests/bench/loadgen.c
 	@mkdir -p $(dir $@)
@@ -238,6 +238,10 @@ $(BUILD)/bench/kw-loadgen: tests/bench/loadgen.c
 $(BUILD)/bench/kw-cryptocost: tests/bench/cryptocost.c
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) $< $(LDHARD) $(shell pkg-config --libs openssl) -o $@
+# one process hop (AF_UNIX round trip between two processes): the floor of a custody call
+$(BUILD)/bench/kw-hopcost: tests/bench/hopcost.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BENCH_CFLAGS) $< $(LDHARD) -o $@
 $(BUILD)/bench/kw-bench-populate: tests/bench/populate.c $(BUILD)/libkeyward.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -o $@
