@@ -35,25 +35,11 @@ static double now_us(void)
 
 static double tv_us(struct timeval tv) { return (double)tv.tv_sec * 1e6 + (double)tv.tv_usec; }
 
-/* Reads exactly n bytes; 0 on success, -1 on EOF or error. */
-static int recv_all(int fd, unsigned char *p, size_t n)
+/* Sends (or, with rx, reads) exactly n bytes; 0 on success, -1 on EOF or error. */
+static int io_all(int fd, unsigned char *p, size_t n, int rx)
 {
         while (n > 0) {
-                ssize_t r = recv(fd, p, n, 0);
-                if (r < 0 && errno == EINTR)
-                        continue;
-                if (r <= 0)
-                        return -1;
-                p += r;
-                n -= (size_t)r;
-        }
-        return 0;
-}
-
-static int send_all(int fd, const unsigned char *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+                ssize_t r = rx ? recv(fd, p, n, 0) : send(fd, p, n, MSG_NOSIGNAL);
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r <= 0)
@@ -85,15 +71,15 @@ int main(int argc, char **argv)
         }
         if (pid == 0) {         /* the echoing side: custody's reader */
                 close(sv[0]);
-                while (recv_all(sv[1], buf, sizeof buf) == 0)
-                        if (send_all(sv[1], buf, sizeof buf) != 0)
+                while (io_all(sv[1], buf, sizeof buf, 1) == 0)
+                        if (io_all(sv[1], buf, sizeof buf, 0) != 0)
                                 break;
                 _exit(0);
         }
         close(sv[1]);
         double t0 = now_us();
         for (long i = 0; i < n; i++)
-                if (send_all(sv[0], buf, sizeof buf) != 0 || recv_all(sv[0], buf, sizeof buf) != 0) {
+                if (io_all(sv[0], buf, sizeof buf, 0) != 0 || io_all(sv[0], buf, sizeof buf, 1) != 0) {
                         fprintf(stderr, "kw-hopcost: the echoing process went away\n");
                         return 1;
                 }
