@@ -54,14 +54,16 @@ $(BUILD)/san/civetweb.o: $(CW_SRC)/.stamp Makefile
 
 # ---- sources ----
 LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*.c server/front/*.c attest/collect/*.c)) server/config.c
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
-SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 TEST_SRCS := $(wildcard server/*_test.c server/*/*_test.c)
 VERSION   := 0.1.0
-TESTS     := $(patsubst %_test.c,$(BUILD)/test/%_test,$(notdir $(TEST_SRCS)))
-SAN_TESTS := $(patsubst %_test.c,$(BUILD)/santest/%_test,$(notdir $(TEST_SRCS)))
 CTL_SRCS  := $(filter-out %_test.c,$(wildcard server/ctl/*.c))
 HEADERS   := $(wildcard server/*.h server/*/*.h)
+# what runs in the VM around the server (keyward-unlock): adds to the lists above
+include appliance/appliance.mk
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
+TESTS     := $(patsubst %_test.c,$(BUILD)/test/%_test,$(notdir $(TEST_SRCS)))
+SAN_TESTS := $(patsubst %_test.c,$(BUILD)/santest/%_test,$(notdir $(TEST_SRCS)))
 
 vpath %_test.c server server/common server/custody server/front server/ctl
 
@@ -129,7 +131,8 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             libcurl4-openssl-dev libcmocka-dev clang libclang-rt-14-dev cppcheck \
             python3-pytest python3-requests python3-botocore python3-cryptography \
             libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
-            libseccomp-dev passwd acl util-linux zlib1g-dev
+            libseccomp-dev passwd acl util-linux zlib1g-dev \
+            cryptsetup-bin systemd
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
@@ -181,8 +184,8 @@ blackbox: all test-tools
 	cd tests/blackbox && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
 lint:
 	@tests/lint.sh
-check-hardening: $(BUILD)/keywardd
-	@tests/check-hardening.sh $(BUILD)/keywardd $(BUILD)/keywardctl
+check-hardening: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
+	@tests/check-hardening.sh $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
 
 FUZZ_SRCS := $(wildcard tests/fuzz/*_fuzz.c)
 FUZZERS   := $(patsubst tests/fuzz/%_fuzz.c,$(BUILD)/fuzz/%_fuzz,$(FUZZ_SRCS))

@@ -70,6 +70,11 @@ enum kw_err {
         /* tpm (wave 2) */
         KW_ERR_TPM = -800,
 
+        /* the data volume (keyward-unlock) */
+        KW_ERR_LUKS_NOT_LUKS2 = -1000,  /* no LUKS2 header, or one we cannot read */
+        KW_ERR_LUKS_TAMPERED = -1001,   /* the header fails a check: refused before use */
+        KW_ERR_DEVICE = -1002,          /* the device is missing or unreadable */
+
         /* internal */
         KW_ERR_INTERNAL = -900,
         KW_ERR_NOMEM = -901,

@@ -1,0 +1,16 @@
+# appliance/appliance.mk - included by the top Makefile: what runs inside the
+# VM around the server.  keyward-unlock (appliance/unlock/): the data
+# volume's LUKS2 header read and checked before use (issue 12).  Its library
+# part (everything but main.c) is in LIB_SRCS, so the unit tests, the
+# sanitizer runs and the fuzzers reach it like the server's modules.
+
+UNLOCK_SRCS := $(filter-out %_test.c appliance/unlock/main.c,$(wildcard appliance/unlock/*.c))
+LIB_SRCS    += $(UNLOCK_SRCS)
+HEADERS     += $(wildcard appliance/unlock/*.h)
+TEST_SRCS   += $(wildcard appliance/unlock/*_test.c)
+vpath %_test.c appliance/unlock
+
+$(BUILD)/keyward-unlock: appliance/unlock/main.c $(BUILD)/libkeyward.a
+	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -o $@
+
+all: $(BUILD)/keyward-unlock
