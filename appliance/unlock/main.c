@@ -1,7 +1,8 @@
 /*
- * keyward-unlock - the data volume's LUKS2 header, checked before use
- * (docs/unlock.md).  This build has `status`; enroll, open, check and
- * recover (TPM2, SEV-SNP, recovery key) come with issue 12's next parts.
+ * keyward-unlock - the data volume: its LUKS2 header checked before any use,
+ * its format with a recovery key, and opening it with that key
+ * (docs/unlock.md).  The TPM2 and SEV-SNP bindings (enroll, open, check)
+ * come with issue 12's next parts.
  *
  * Exit status (stable, documented in docs/unlock.md and --help):
  *   0  done (status: the header passed every check)
@@ -9,7 +10,9 @@
  *   3  the device is missing or cannot be read
  *   4  not a LUKS2 volume
  *   5  the LUKS2 header was refused (tampered or not what enrollment wrote)
- *   1  anything else (out of memory, internal error)
+ *   6  enroll --format: the device is not blank (its first MiB holds data)
+ *   7  the key given does not open the volume
+ *   1  anything else (out of memory, internal error, libcryptsetup failure)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,8 +24,12 @@
 
 #include <cJSON.h>
 
+#include <openssl/crypto.h>
+
 #include "luks2_check.h"
 #include "luks2_hdr.h"
+#include "recovery_key.h"
+#include "volume.h"
 
 enum {
         EXIT_DONE = 0,
@@ -31,6 +38,8 @@ enum {
         EXIT_DEVICE = 3,
         EXIT_NOT_LUKS2 = 4,
         EXIT_HEADER = 5,
+        EXIT_NOT_BLANK = 6,
+        EXIT_WRONG_KEY = 7,
 };
 
 static const char USAGE[] =
@@ -39,9 +48,17 @@ static const char USAGE[] =
         "commands:\n"
         "  status DEVICE   the header's keyslots and tokens, what each is bound to, and\n"
         "                  whether the header passes the checks done before any use\n"
+        "  enroll --format DEVICE\n"
+        "                  format a blank DEVICE as the data volume (LUKS2, aes-xts-plain64,\n"
+        "                  512-bit key) with a recovery key, printed once on stdout and\n"
+        "                  stored nowhere\n"
+        "  recover [--name NAME] DEVICE\n"
+        "                  read a recovery key from stdin and open DEVICE with it, after the\n"
+        "                  header checks: with --name as /dev/mapper/NAME, without it only\n"
+        "                  check that the key opens the volume (nothing is activated)\n"
         "\n"
         "options:\n"
-        "  --json              machine-readable output (one JSON object)\n"
+        "  --json              status: machine-readable output (one JSON object)\n"
         "  --extra-keyslot N   accept keyslot N without a token recording it (e.g. the\n"
         "                      passphrase keyslot of a volume enrolled by systemd-cryptenroll);\n"
         "                      repeatable\n"
@@ -49,10 +66,13 @@ static const char USAGE[] =
         "\n"
         "exit status: 0 done (status: header passed), 2 usage, 3 device missing or unreadable,\n"
         "4 not a LUKS2 volume, 5 header refused (tampered or not what enrollment wrote),\n"
+        "6 enroll --format: device not blank, 7 the key does not open the volume,\n"
         "1 anything else.  Details: docs/unlock.md\n";
 
 struct opts {
         int json;
+        int format;
+        const char *name;
         struct kwu_expect exp;
         const char *device;
 };
@@ -64,7 +84,20 @@ static int exit_for(kw_result r)
         case KW_ERR_DEVICE: return EXIT_DEVICE;
         case KW_ERR_LUKS_NOT_LUKS2: return EXIT_NOT_LUKS2;
         case KW_ERR_LUKS_TAMPERED: return EXIT_HEADER;
+        case KW_ERR_EXISTS: return EXIT_NOT_BLANK;
+        case KW_ERR_AUTH: return EXIT_WRONG_KEY;
         default: return EXIT_OTHER;
+        }
+}
+
+/* What a failure means here (kw_strerror's sentences are the server's). */
+static const char *headline(int code)
+{
+        switch (code) {
+        case KW_ERR_EXISTS: return "the device is not blank";
+        case KW_ERR_AUTH: return "wrong key";
+        case KW_ERR_IO: return "libcryptsetup failed";
+        default: return kw_strerror(code);
         }
 }
 
@@ -72,7 +105,7 @@ static int exit_for(kw_result r)
 static int fail(const char *device, kw_result r)
 {
         const char *d = kw_err_detail();
-        fprintf(stderr, "keyward-unlock: %s: %s%s%s\n", device, kw_strerror(r.code), d[0] ? ": " : "", d);
+        fprintf(stderr, "keyward-unlock: %s: %s%s%s\n", device, headline(r.code), d[0] ? ": " : "", d);
         return exit_for(r);
 }
 
@@ -228,11 +261,77 @@ static int cmd_status(const struct opts *o)
         return rc;
 }
 
+static int cmd_enroll(const struct opts *o)
+{
+        if (!o->format) {
+                fprintf(stderr, "keyward-unlock enroll: give --format: this build formats a blank device "
+                                "with a recovery key (the TPM2 and SEV-SNP bindings come next)\n");
+                return EXIT_USAGE;
+        }
+        char key[KWU_RECOVERY_KEY_LEN + 1];
+        int slot = -1;
+        kw_result r = kwu_volume_format(o->device, key, &slot);
+        if (r.code != 0)
+                return fail(o->device, r);
+        fprintf(stderr,
+                "keyward-unlock: %s formatted; keyslot %d opens it with the recovery key on stdout.\n"
+                "Store it offline now: it is shown once and stored nowhere on this machine.\n",
+                o->device, slot);
+        printf("%s\n", key);
+        fflush(stdout);
+        OPENSSL_cleanse(key, sizeof key);
+        return EXIT_DONE;
+}
+
+static int cmd_recover(const struct opts *o)
+{
+        char line[256], key[KWU_RECOVERY_KEY_LEN + 1];
+        size_t n = fread(line, 1, sizeof line - 1, stdin);
+        kw_result r = kwu_recovery_key_normalize(line, n, key);
+        OPENSSL_cleanse(line, sizeof line);
+        if (r.code != 0) {
+                fprintf(stderr, "keyward-unlock recover: %s (on stdin)\n", kw_err_detail());
+                return EXIT_USAGE;
+        }
+        struct kwu_volume *v = NULL;
+        r = kwu_volume_open(o->device, &o->exp, &v);
+        int rc = EXIT_DONE;
+        if (r.code != 0) {
+                rc = fail(o->device, r);
+                goto out;
+        }
+        const struct kwu_layout *l = kwu_volume_layout(v);
+        int tried = 0;
+        r = KW_RESULT(KW_ERR_AUTH);
+        for (unsigned i = 0; i < l->ntokens && r.code == KW_ERR_AUTH; i++) {
+                if (l->tokens[i].type != KWU_TOKEN_SYSTEMD_RECOVERY)
+                        continue;
+                int slot = __builtin_ctz(l->tokens[i].keyslots);
+                tried++;
+                r = kwu_volume_unlock(v, slot, key, KWU_RECOVERY_KEY_LEN, o->name);
+                if (r.code == 0)
+                        printf("the recovery key opens keyslot %d%s%s\n", slot, o->name ? ": activated as /dev/mapper/" : "",
+                               o->name ? o->name : " (checked: nothing activated)");
+        }
+        if (tried == 0)
+                kw_err_set_detail("the volume has no recovery keyslot");
+        else if (r.code == KW_ERR_AUTH)
+                kw_err_set_detail("the recovery key does not open this volume");
+        if (r.code != 0)
+                rc = fail(o->device, r);
+out:
+        OPENSSL_cleanse(key, sizeof key);
+        kwu_volume_close(v);
+        return rc;
+}
+
 static const struct command {
         const char *name;
         int (*run)(const struct opts *o);
 } commands[] = {
         { "status", cmd_status },
+        { "enroll", cmd_enroll },
+        { "recover", cmd_recover },
 };
 
 int main(int argc, char **argv)
@@ -240,6 +339,8 @@ int main(int argc, char **argv)
         static const struct option longopts[] = {
                 { "json", no_argument, NULL, 'j' },
                 { "extra-keyslot", required_argument, NULL, 'x' },
+                { "format", no_argument, NULL, 'f' },
+                { "name", required_argument, NULL, 'n' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
@@ -270,6 +371,16 @@ int main(int argc, char **argv)
                 switch (c) {
                 case 'j':
                         o.json = 1;
+                        break;
+                case 'f':
+                        o.format = 1;
+                        break;
+                case 'n':
+                        if (optarg[0] == '\0' || strlen(optarg) > 64 || strchr(optarg, '/') != NULL) {
+                                fprintf(stderr, "keyward-unlock: --name wants a device-mapper name (no '/')\n");
+                                return EXIT_USAGE;
+                        }
+                        o.name = optarg;
                         break;
                 case 'x':
                         n = strtol(optarg, &end, 10);
