@@ -223,7 +223,9 @@ static void unformat(const char *device)
         close(fd);
 }
 
-static kw_result format_write(const char *device, const char *rkey, int *ret_slot)
+#define RECOVERY_SLOT 0
+
+static kw_result format_write(const char *device, const char *rkey, const struct kwu_extra_slot *extra)
 {
         char log[256] = "";
         struct crypt_device *cd = NULL;
@@ -243,41 +245,49 @@ static kw_result format_write(const char *device, const char *rkey, int *ret_slo
         }
         rc = crypt_set_pbkdf_type(cd, &pbkdf);
         if (rc >= 0)
-                rc = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, NULL, 0, rkey, KWU_RECOVERY_KEY_LEN);
+                rc = crypt_keyslot_add_by_volume_key(cd, RECOVERY_SLOT, NULL, 0, rkey, KWU_RECOVERY_KEY_LEN);
+        if (rc >= 0)
+                rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN,
+                                          "{\"type\":\"systemd-recovery\",\"keyslots\":[\"0\"]}");
         if (rc < 0) {
                 r = cs_fail("adding the recovery keyslot", rc, log);
                 goto out;
         }
-        int slot = rc;
-        char json[64];
-        snprintf(json, sizeof json, "{\"type\":\"systemd-recovery\",\"keyslots\":[\"%d\"]}", slot);
-        rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, json);
-        if (rc < 0) {
-                r = cs_fail("recording the recovery keyslot", rc, log);
-                goto out;
+        if (extra != NULL) {
+                rc = crypt_keyslot_add_by_volume_key(cd, extra->keyslot, NULL, 0, extra->pass, extra->pass_len);
+                if (rc >= 0)
+                        rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, extra->token_json);
+                if (rc < 0) {
+                        r = cs_fail("adding the measured keyslot", rc, log);
+                        goto out;
+                }
         }
-        *ret_slot = slot;
 out:
         crypt_free(cd);    /* wipes the volume key it held */
         return r;
 }
 
-kw_result kwu_volume_format(const char *device, char recovery_out[KWU_RECOVERY_KEY_LEN + 1], int *ret_slot)
+kw_result kwu_volume_format(const char *device, const struct kwu_extra_slot *extra,
+                            char recovery_out[KWU_RECOVERY_KEY_LEN + 1])
 {
-        KW_ENSURE(device != NULL && recovery_out != NULL && ret_slot != NULL, KW_ERR_INPUT);
+        KW_ENSURE(device != NULL && recovery_out != NULL, KW_ERR_INPUT);
+        KW_ENSURE(extra == NULL || (extra->keyslot > RECOVERY_SLOT && extra->keyslot < KWU_MAX_SLOTS &&
+                                    extra->pass != NULL && extra->token_json != NULL),
+                  KW_ERR_INPUT);
         KW_TRY(check_blank(device));
         char rkey[KWU_RECOVERY_KEY_LEN + 1];
         KW_TRY(kwu_recovery_key_new(rkey));
-        int slot = -1;
-        kw_result r = format_write(device, rkey, &slot);
-        /* read back through the same checks every open makes */
+        kw_result r = format_write(device, rkey, extra);
+        /* read back through the same checks every open makes, and try each key */
         struct kwu_volume *v = NULL;
         struct kwu_expect exp;
         kwu_expect_default(&exp);
         if (r.code == 0)
                 r = kwu_volume_open(device, &exp, &v);
         if (r.code == 0)
-                r = kwu_volume_unlock(v, slot, rkey, KWU_RECOVERY_KEY_LEN, NULL);
+                r = kwu_volume_unlock(v, RECOVERY_SLOT, rkey, KWU_RECOVERY_KEY_LEN, NULL);
+        if (r.code == 0 && extra != NULL)
+                r = kwu_volume_unlock(v, extra->keyslot, extra->pass, extra->pass_len, NULL);
         kwu_volume_close(v);
         if (r.code != 0) {
                 OPENSSL_cleanse(rkey, sizeof rkey);
@@ -286,6 +296,5 @@ kw_result kwu_volume_format(const char *device, char recovery_out[KWU_RECOVERY_K
         }
         memcpy(recovery_out, rkey, sizeof rkey);
         OPENSSL_cleanse(rkey, sizeof rkey);
-        *ret_slot = slot;
         return KW_OK;
 }

@@ -42,19 +42,29 @@ const struct kwu_layout *kwu_volume_layout(const struct kwu_volume *v);
 KW_MUST_USE kw_result kwu_volume_unlock(struct kwu_volume *v, int keyslot, const char *pass, size_t n,
                                         const char *name);
 
+/* A keyslot to add at format time beside the recovery one (the TPM2
+ * binding): its number, passphrase and the token JSON recording it. */
+struct kwu_extra_slot {
+        int keyslot;
+        const char *pass;
+        size_t pass_len;
+        const char *token_json;
+};
+
 /*
  * Formats device as the data volume: LUKS2, aes-xts-plain64 with a
  * 512-bit random volume key, 4096-byte sectors, label "keyward-data".  The
  * device must be blank (its first MiB all zeros) and at least 32 MiB.  Adds
- * the recovery keyslot (PBKDF2-SHA512, 1000 iterations: the key carries
- * 256 bits of entropy) recorded by a systemd-recovery token, and writes the
- * recovery key to recovery_out.  Before returning it opens the volume again
- * through kwu_volume_open and checks that the key opens it.
- * *ret_slot: the recovery keyslot.  On failure after formatting began, the
- * header area is zeroed so that a retry starts from a blank device again.
+ * the recovery keyslot 0 (PBKDF2-SHA512, 1000 iterations: the key carries
+ * 256 bits of entropy) recorded by a systemd-recovery token, and extra
+ * when not NULL (same KDF), and writes the recovery key to recovery_out.
+ * Before returning it opens the volume again through kwu_volume_open and
+ * checks that the recovery key, and extra's passphrase, open it.
+ * On failure after formatting began, the header area is zeroed so that a
+ * retry starts from a blank device again.
  * KW_ERR_EXISTS when the device is not blank; KW_ERR_DEVICE, KW_ERR_IO.
  */
-KW_MUST_USE kw_result kwu_volume_format(const char *device, char recovery_out[KWU_RECOVERY_KEY_LEN + 1],
-                                        int *ret_slot);
+KW_MUST_USE kw_result kwu_volume_format(const char *device, const struct kwu_extra_slot *extra,
+                                        char recovery_out[KWU_RECOVERY_KEY_LEN + 1]);
 
 #endif
