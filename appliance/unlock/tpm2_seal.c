@@ -293,6 +293,45 @@ static void pcr_values(struct kwu_tpm *t, uint32_t pcrs, char *out, size_t cap)
         Esys_Free(vals);
 }
 
+/* Marshalled again, the parts give back exactly the bytes they came from:
+ * tss2-mu accepts a TPM2B whose size field disagrees with what follows (the
+ * fuzzer found one), and such a blob is refused rather than loaded in a
+ * form the header does not say. */
+static int canonical(const TPM2B_PRIVATE *priv, const TPM2B_PUBLIC *pub, const uint8_t *raw, size_t n)
+{
+        uint8_t again[BLOB_MAX];
+        size_t off = 0;
+        return Tss2_MU_TPM2B_PRIVATE_Marshal(priv, again, sizeof again, &off) == TSS2_RC_SUCCESS &&
+               Tss2_MU_TPM2B_PUBLIC_Marshal(pub, again, sizeof again, &off) == TSS2_RC_SUCCESS && off == n &&
+               memcmp(again, raw, n) == 0;
+}
+
+kw_result kwu_tpm_blob_parse(const char *blob_b64, unsigned token_id, TPM2B_PRIVATE *ret_priv,
+                             TPM2B_PUBLIC *ret_pub)
+{
+        KW_ENSURE(blob_b64 != NULL && ret_priv != NULL && ret_pub != NULL, KW_ERR_INPUT);
+        struct kw_buf raw;
+        kw_buf_init(&raw, BLOB_MAX);
+        size_t n = strlen(blob_b64);
+        kw_result r = n <= 2 * BLOB_MAX ? kw_b64_decode(blob_b64, n, &raw) : KW_RESULT(KW_ERR_TOO_LARGE);
+        TPM2B_PRIVATE priv;
+        TPM2B_PUBLIC pub;
+        memset(&priv, 0, sizeof priv);
+        memset(&pub, 0, sizeof pub);
+        size_t off = 0;
+        if (r.code != 0 || Tss2_MU_TPM2B_PRIVATE_Unmarshal(raw.p, raw.len, &off, &priv) != TSS2_RC_SUCCESS ||
+            Tss2_MU_TPM2B_PUBLIC_Unmarshal(raw.p, raw.len, &off, &pub) != TSS2_RC_SUCCESS || off != raw.len ||
+            !canonical(&priv, &pub, raw.p, raw.len)) {
+                kw_buf_free(&raw);
+                kw_err_set_detail("token %u's tpm2-blob is not a sealed TPM object", token_id);
+                KW_BAIL(KW_ERR_LUKS_TAMPERED);
+        }
+        kw_buf_free(&raw);
+        *ret_priv = priv;
+        *ret_pub = pub;
+        return KW_OK;
+}
+
 kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const char *blob_b64,
                          const char *policy_hex, char pass[KWU_TPM2_PASSPHRASE + 1])
 {
@@ -302,26 +341,13 @@ kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const c
                                   "this build", tok->id);
                 KW_BAIL(KW_ERR_UNSUPPORTED);
         }
-        struct kw_buf raw;
-        kw_buf_init(&raw, BLOB_MAX);
-        kw_result r = kw_b64_decode(blob_b64, strlen(blob_b64), &raw);
         TPM2B_PRIVATE priv;
         TPM2B_PUBLIC pub;
-        memset(&priv, 0, sizeof priv);
-        memset(&pub, 0, sizeof pub);
-        size_t off = 0;
-        if (r.code == 0 && (Tss2_MU_TPM2B_PRIVATE_Unmarshal(raw.p, raw.len, &off, &priv) != TSS2_RC_SUCCESS ||
-                            Tss2_MU_TPM2B_PUBLIC_Unmarshal(raw.p, raw.len, &off, &pub) != TSS2_RC_SUCCESS ||
-                            off != raw.len)) {
-                kw_err_set_detail("token %u's tpm2-blob is not a sealed TPM object", tok->id);
-                r = KW_RESULT(KW_ERR_LUKS_TAMPERED);
-        }
-        kw_buf_free(&raw);
-        KW_TRY(r);
+        KW_TRY(kwu_tpm_blob_parse(blob_b64, tok->id, &priv, &pub));
         ESYS_TR primary = ESYS_TR_NONE, enc = ESYS_TR_NONE, pol = ESYS_TR_NONE, obj = ESYS_TR_NONE;
         TPM2B_DIGEST *digest = NULL;
         TPM2B_SENSITIVE_DATA *out = NULL;
-        r = make_primary(t, strcmp(tok->primary_alg, "rsa") == 0 ? TPM2_ALG_RSA : TPM2_ALG_ECC, &primary);
+        kw_result r = make_primary(t, strcmp(tok->primary_alg, "rsa") == 0 ? TPM2_ALG_RSA : TPM2_ALG_ECC, &primary);
         if (r.code == 0)
                 r = encryption_session(t, primary, &enc);
         if (r.code == 0)

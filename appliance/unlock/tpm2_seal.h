@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <tss2/tss2_tpm2_types.h>
+
 #include "../../server/common/buf.h"
 #include "../../server/common/result.h"
 #include "luks2_check.h"
@@ -58,5 +60,13 @@ KW_MUST_USE kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot
  */
 KW_MUST_USE kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const char *blob_b64,
                                      const char *policy_hex, char pass[KWU_TPM2_PASSPHRASE + 1]);
+
+/*
+ * A token's tpm2-blob (base64 of TPM2B_PRIVATE || TPM2B_PUBLIC, nothing
+ * after) into its two parts.  KW_ERR_LUKS_TAMPERED when it is not that;
+ * the outputs are untouched then.
+ */
+KW_MUST_USE kw_result kwu_tpm_blob_parse(const char *blob_b64, unsigned token_id, TPM2B_PRIVATE *ret_priv,
+                                         TPM2B_PUBLIC *ret_pub);
 
 #endif
