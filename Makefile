@@ -132,7 +132,7 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             python3-pytest python3-requests python3-botocore python3-cryptography \
             libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
             libseccomp-dev passwd acl util-linux zlib1g-dev \
-            cryptsetup-bin systemd
+            cryptsetup-bin libcryptsetup-dev systemd
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \

@@ -509,3 +509,23 @@ kw_result kwu_check_json(const char *json, size_t len, uint64_t hdr_size, const 
         free(out);
         return r;
 }
+
+kw_result kwu_token_str(const char *json, size_t len, unsigned id, const char *field, struct kw_buf *out)
+{
+        KW_ENSURE(json != NULL && field != NULL && out != NULL && id < KWU_MAX_SLOTS, KW_ERR_INPUT);
+        cJSON *root = NULL;
+        KW_TRY(kw_json_parse((const uint8_t *)json, len, HDR_JSON_DEPTH, &root));
+        char key[4];
+        snprintf(key, sizeof key, "%u", id);
+        const cJSON *v = member(member(member(root, "tokens"), key), field);
+        kw_result r = KW_OK;
+        if (!cJSON_IsString(v)) {
+                kw_err_set_detail("token %u has no %s", id, field);
+                r = KW_RESULT(KW_ERR_NOT_FOUND);
+        } else {
+                kw_buf_reset(out);
+                r = kw_buf_put(out, v->valuestring, strlen(v->valuestring) + 1);
+        }
+        cJSON_Delete(root);
+        return r;
+}

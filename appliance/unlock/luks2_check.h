@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../../server/common/buf.h"
 #include "../../server/common/result.h"
 
 #define KWU_MAX_SLOTS 32          /* LUKS2 keyslots and tokens are 0..31 */
@@ -89,6 +90,14 @@ struct kwu_layout {
  */
 KW_MUST_USE kw_result kwu_check_json(const char *json, size_t len, uint64_t hdr_size,
                                      const struct kwu_expect *exp, struct kwu_layout *ret);
+
+/*
+ * A string field of token id from header JSON that kwu_check_json accepted
+ * (e.g. "tpm2-blob"), copied NUL-terminated into out.  KW_ERR_NOT_FOUND
+ * when absent, KW_ERR_TOO_LARGE past out's cap.
+ */
+KW_MUST_USE kw_result kwu_token_str(const char *json, size_t len, unsigned id, const char *field,
+                                    struct kw_buf *out);
 
 /* "systemd-tpm2" / "systemd-recovery". */
 const char *kwu_token_type_name(enum kwu_token_type t);

@@ -238,6 +238,24 @@ static void luks2_check_json_structure_refused(void **state)
         refused(strdup("\xff"), "does not parse strictly");
 }
 
+static void luks2_token_str_reads_a_field(void **state)
+{
+        (void)state;
+        struct kw_buf b;
+        kw_buf_init(&b, 128);
+        assert_int_equal(kwu_token_str(BASE, strlen(BASE), 0, "tpm2-blob", &b).code, 0);
+        assert_string_equal((const char *)b.p, "AAECAwQFBgc=");
+        assert_int_equal(kwu_token_str(BASE, strlen(BASE), 0, "tpm2-policy-hash", &b).code, 0);
+        assert_int_equal(strlen((const char *)b.p), 64);
+        assert_int_equal(kwu_token_str(BASE, strlen(BASE), 1, "tpm2-blob", &b).code, KW_ERR_NOT_FOUND);
+        assert_int_equal(kwu_token_str(BASE, strlen(BASE), 5, "type", &b).code, KW_ERR_NOT_FOUND);
+        assert_int_equal(kwu_token_str(BASE, strlen(BASE), 0, "tpm2-pin", &b).code, KW_ERR_NOT_FOUND);
+        kw_buf_free(&b);
+        kw_buf_init(&b, 4);   /* too small for the blob */
+        assert_int_equal(kwu_token_str(BASE, strlen(BASE), 0, "tpm2-blob", &b).code, KW_ERR_TOO_LARGE);
+        kw_buf_free(&b);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -250,6 +268,7 @@ int main(void)
                 cmocka_unit_test(luks2_check_json_tpm2_token_fields_checked),
                 cmocka_unit_test(luks2_check_json_parser_differentials_refused),
                 cmocka_unit_test(luks2_check_json_structure_refused),
+                cmocka_unit_test(luks2_token_str_reads_a_field),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
- * keyward-unlock - the data volume's LUKS2 header, checked before use
- * (docs/unlock.md).  This build has `status`; enroll, open, check and
- * recover (TPM2, SEV-SNP, recovery key) come with issue 12's next parts.
+ * keyward-unlock - the data volume: its LUKS2 header checked before any use,
+ * its format with a recovery key, and opening it with that key
+ * (docs/unlock.md).  The TPM2 and SEV-SNP bindings (enroll, open, check)
+ * come with issue 12's next parts.
  *
  * Exit status (stable, documented in docs/unlock.md and --help):
  *   0  done (status: the header passed every check)
@@ -9,7 +10,11 @@
  *   3  the device is missing or cannot be read
  *   4  not a LUKS2 volume
  *   5  the LUKS2 header was refused (tampered or not what enrollment wrote)
- *   1  anything else (out of memory, internal error)
+ *   6  enroll --format: the device is not blank (its first MiB holds data)
+ *   7  the key given does not open the volume
+ *   8  no TPM, or the TPM failed
+ *   9  the TPM's PCRs differ from those the volume was sealed to
+ *   1  anything else (out of memory, internal error, libcryptsetup failure)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,8 +26,13 @@
 
 #include <cJSON.h>
 
+#include <openssl/crypto.h>
+
 #include "luks2_check.h"
 #include "luks2_hdr.h"
+#include "recovery_key.h"
+#include "tpm2_seal.h"
+#include "volume.h"
 
 enum {
         EXIT_DONE = 0,
@@ -31,6 +41,10 @@ enum {
         EXIT_DEVICE = 3,
         EXIT_NOT_LUKS2 = 4,
         EXIT_HEADER = 5,
+        EXIT_NOT_BLANK = 6,
+        EXIT_WRONG_KEY = 7,
+        EXIT_TPM = 8,
+        EXIT_PCR = 9,
 };
 
 static const char USAGE[] =
@@ -39,9 +53,25 @@ static const char USAGE[] =
         "commands:\n"
         "  status DEVICE   the header's keyslots and tokens, what each is bound to, and\n"
         "                  whether the header passes the checks done before any use\n"
+        "  enroll --format [--tpm2-pcrs LIST] DEVICE\n"
+        "                  format a blank DEVICE as the data volume (LUKS2, aes-xts-plain64,\n"
+        "                  512-bit key) with a recovery key, printed once on stdout and\n"
+        "                  stored nowhere; with --tpm2-pcrs, also a keyslot sealed by the TPM\n"
+        "                  to the current values of those PCRs (systemd-tpm2 token)\n"
+        "  open [--name NAME] DEVICE\n"
+        "                  after the header checks, unseal each TPM2 token and open DEVICE:\n"
+        "                  with --name as /dev/mapper/NAME, without it only check that the TPM\n"
+        "                  opens the volume now (nothing is activated)\n"
+        "  recover [--name NAME] DEVICE\n"
+        "                  read a recovery key from stdin and open DEVICE with it, after the\n"
+        "                  header checks: with --name as /dev/mapper/NAME, without it only\n"
+        "                  check that the key opens the volume (nothing is activated)\n"
         "\n"
         "options:\n"
-        "  --json              machine-readable output (one JSON object)\n"
+        "  --json              status: machine-readable output (one JSON object)\n"
+        "  --tpm2-pcrs LIST    PCRs to seal to, e.g. 7+11 (SHA-256 bank)\n"
+        "  --tpm2-device TCTI  the TPM (default device:/dev/tpmrm0; e.g.\n"
+        "                      swtpm:host=127.0.0.1,port=2321)\n"
         "  --extra-keyslot N   accept keyslot N without a token recording it (e.g. the\n"
         "                      passphrase keyslot of a volume enrolled by systemd-cryptenroll);\n"
         "                      repeatable\n"
@@ -49,10 +79,16 @@ static const char USAGE[] =
         "\n"
         "exit status: 0 done (status: header passed), 2 usage, 3 device missing or unreadable,\n"
         "4 not a LUKS2 volume, 5 header refused (tampered or not what enrollment wrote),\n"
+        "6 enroll --format: device not blank, 7 the key does not open the volume,\n"
+        "8 no TPM or a TPM failure, 9 the PCRs differ from those sealed to,\n"
         "1 anything else.  Details: docs/unlock.md\n";
 
 struct opts {
         int json;
+        int format;
+        const char *name;
+        uint32_t tpm2_pcrs;
+        const char *tpm2_device;
         struct kwu_expect exp;
         const char *device;
 };
@@ -64,7 +100,22 @@ static int exit_for(kw_result r)
         case KW_ERR_DEVICE: return EXIT_DEVICE;
         case KW_ERR_LUKS_NOT_LUKS2: return EXIT_NOT_LUKS2;
         case KW_ERR_LUKS_TAMPERED: return EXIT_HEADER;
+        case KW_ERR_EXISTS: return EXIT_NOT_BLANK;
+        case KW_ERR_AUTH: return EXIT_WRONG_KEY;
+        case KW_ERR_TPM: return EXIT_TPM;
+        case KW_ERR_TPM_POLICY: return EXIT_PCR;
         default: return EXIT_OTHER;
+        }
+}
+
+/* What a failure means here (kw_strerror's sentences are the server's). */
+static const char *headline(int code)
+{
+        switch (code) {
+        case KW_ERR_EXISTS: return "the device is not blank";
+        case KW_ERR_AUTH: return "wrong key";
+        case KW_ERR_IO: return "libcryptsetup failed";
+        default: return kw_strerror(code);
         }
 }
 
@@ -72,7 +123,7 @@ static int exit_for(kw_result r)
 static int fail(const char *device, kw_result r)
 {
         const char *d = kw_err_detail();
-        fprintf(stderr, "keyward-unlock: %s: %s%s%s\n", device, kw_strerror(r.code), d[0] ? ": " : "", d);
+        fprintf(stderr, "keyward-unlock: %s: %s%s%s\n", device, headline(r.code), d[0] ? ": " : "", d);
         return exit_for(r);
 }
 
@@ -228,11 +279,162 @@ static int cmd_status(const struct opts *o)
         return rc;
 }
 
+static int cmd_enroll(const struct opts *o)
+{
+        if (!o->format) {
+                fprintf(stderr, "keyward-unlock enroll: give --format: this build enrolls while it formats a "
+                                "blank device\n");
+                return EXIT_USAGE;
+        }
+        char key[KWU_RECOVERY_KEY_LEN + 1], pass[KWU_TPM2_PASSPHRASE + 1] = "";
+        char *token = NULL;
+        struct kwu_tpm *t = NULL;
+        struct kwu_extra_slot extra = { .keyslot = 1 };
+        kw_result r = KW_OK;
+        if (o->tpm2_pcrs != 0) {
+                r = kwu_tpm_open(o->tpm2_device, &t);
+                if (r.code == 0)
+                        r = kwu_tpm_seal(t, o->tpm2_pcrs, extra.keyslot, pass, &token);
+                kwu_tpm_close(t);
+                extra.pass = pass;
+                extra.pass_len = strlen(pass);
+                extra.token_json = token;
+        }
+        if (r.code == 0)
+                r = kwu_volume_format(o->device, o->tpm2_pcrs != 0 ? &extra : NULL, key);
+        OPENSSL_cleanse(pass, sizeof pass);
+        free(token);
+        if (r.code != 0)
+                return fail(o->device, r);
+        fprintf(stderr,
+                "keyward-unlock: %s formatted; keyslot 0 opens it with the recovery key on stdout%s.\n"
+                "Store the key offline now: it is shown once and stored nowhere on this machine.\n",
+                o->device, o->tpm2_pcrs != 0 ? ", keyslot 1 through this TPM" : "");
+        printf("%s\n", key);
+        fflush(stdout);
+        OPENSSL_cleanse(key, sizeof key);
+        return EXIT_DONE;
+}
+
+static int cmd_open(const struct opts *o)
+{
+        struct kwu_volume *v = NULL;
+        kw_result r = kwu_volume_open(o->device, &o->exp, &v);
+        if (r.code != 0)
+                return fail(o->device, r);
+        const struct kwu_hdr *h = kwu_volume_header(v);
+        const struct kwu_layout *l = kwu_volume_layout(v);
+        struct kwu_tpm *t = NULL;
+        struct kw_buf blob, policy;
+        kw_buf_init(&blob, 32 * 1024);
+        kw_buf_init(&policy, 256);
+        int tried = 0;
+        r = KW_RESULT(KW_ERR_NOT_FOUND);
+        for (unsigned i = 0; i < l->ntokens && r.code != 0; i++) {
+                const struct kwu_token *tok = &l->tokens[i];
+                if (tok->type != KWU_TOKEN_SYSTEMD_TPM2)
+                        continue;
+                if (t == NULL) {
+                        r = kwu_tpm_open(o->tpm2_device, &t);
+                        if (r.code != 0)
+                                break;
+                }
+                tried++;
+                char pass[KWU_TPM2_PASSPHRASE + 1];
+                int slot = __builtin_ctz(tok->keyslots);
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &blob);
+                if (r.code == 0)
+                        r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &policy);
+                if (r.code == 0)
+                        r = kwu_tpm_unseal(t, tok, (const char *)blob.p, (const char *)policy.p, pass);
+                if (r.code == 0)
+                        r = kwu_volume_unlock(v, slot, pass, KWU_TPM2_PASSPHRASE, o->name);
+                OPENSSL_cleanse(pass, sizeof pass);
+                if (r.code == 0)
+                        printf("token %u (TPM2) opens keyslot %d%s%s\n", tok->id, slot,
+                               o->name ? ": activated as /dev/mapper/" : "",
+                               o->name ? o->name : " (checked: nothing activated)");
+        }
+        if (tried == 0 && r.code == KW_ERR_NOT_FOUND)
+                kw_err_set_detail("the volume has no TPM2 keyslot (open it with recover)");
+        int rc = r.code == 0 ? EXIT_DONE : fail(o->device, r);
+        kw_buf_free(&blob);
+        kw_buf_free(&policy);
+        kwu_tpm_close(t);
+        kwu_volume_close(v);
+        return rc;
+}
+
+static int cmd_recover(const struct opts *o)
+{
+        char line[256], key[KWU_RECOVERY_KEY_LEN + 1];
+        size_t n = fread(line, 1, sizeof line - 1, stdin);
+        kw_result r = kwu_recovery_key_normalize(line, n, key);
+        OPENSSL_cleanse(line, sizeof line);
+        if (r.code != 0) {
+                fprintf(stderr, "keyward-unlock recover: %s (on stdin)\n", kw_err_detail());
+                return EXIT_USAGE;
+        }
+        struct kwu_volume *v = NULL;
+        r = kwu_volume_open(o->device, &o->exp, &v);
+        int rc = EXIT_DONE;
+        if (r.code != 0) {
+                rc = fail(o->device, r);
+                goto out;
+        }
+        const struct kwu_layout *l = kwu_volume_layout(v);
+        int tried = 0;
+        r = KW_RESULT(KW_ERR_AUTH);
+        for (unsigned i = 0; i < l->ntokens && r.code == KW_ERR_AUTH; i++) {
+                if (l->tokens[i].type != KWU_TOKEN_SYSTEMD_RECOVERY)
+                        continue;
+                int slot = __builtin_ctz(l->tokens[i].keyslots);
+                tried++;
+                r = kwu_volume_unlock(v, slot, key, KWU_RECOVERY_KEY_LEN, o->name);
+                if (r.code == 0)
+                        printf("the recovery key opens keyslot %d%s%s\n", slot, o->name ? ": activated as /dev/mapper/" : "",
+                               o->name ? o->name : " (checked: nothing activated)");
+        }
+        if (tried == 0)
+                kw_err_set_detail("the volume has no recovery keyslot");
+        else if (r.code == KW_ERR_AUTH)
+                kw_err_set_detail("the recovery key does not open this volume");
+        if (r.code != 0)
+                rc = fail(o->device, r);
+out:
+        OPENSSL_cleanse(key, sizeof key);
+        kwu_volume_close(v);
+        return rc;
+}
+
+/* "7+11" or "7,11" to a mask; -1 on anything else. */
+static int parse_pcrs(const char *s, uint32_t *ret)
+{
+        uint32_t m = 0;
+        while (*s != '\0') {
+                char *end = NULL;
+                long n = strtol(s, &end, 10);
+                if (end == s || n < 0 || n > 23 || (*end != '\0' && *end != '+' && *end != ','))
+                        return -1;
+                m |= 1u << n;
+                s = *end != '\0' ? end + 1 : end;
+                if (*end != '\0' && *s == '\0')
+                        return -1;
+        }
+        if (m == 0)
+                return -1;
+        *ret = m;
+        return 0;
+}
+
 static const struct command {
         const char *name;
         int (*run)(const struct opts *o);
 } commands[] = {
         { "status", cmd_status },
+        { "enroll", cmd_enroll },
+        { "recover", cmd_recover },
+        { "open", cmd_open },
 };
 
 int main(int argc, char **argv)
@@ -240,12 +442,21 @@ int main(int argc, char **argv)
         static const struct option longopts[] = {
                 { "json", no_argument, NULL, 'j' },
                 { "extra-keyslot", required_argument, NULL, 'x' },
+                { "format", no_argument, NULL, 'f' },
+                { "name", required_argument, NULL, 'n' },
+                { "tpm2-pcrs", required_argument, NULL, 'p' },
+                { "tpm2-device", required_argument, NULL, 'd' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
+        /* tpm2-tss logs to stderr on its own (e.g. "ERROR:tcti:..." when there
+         * is no TPM); our one line says what failed.  An operator's TSS2_LOG
+         * is kept. */
+        (void)setenv("TSS2_LOG", "all+NONE", 0);
         struct opts o;
         memset(&o, 0, sizeof o);
         kwu_expect_default(&o.exp);
+        o.tpm2_device = KWU_TPM2_DEFAULT_DEVICE;
         if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
                 fputs(USAGE, stdout);
                 return EXIT_DONE;
@@ -270,6 +481,26 @@ int main(int argc, char **argv)
                 switch (c) {
                 case 'j':
                         o.json = 1;
+                        break;
+                case 'f':
+                        o.format = 1;
+                        break;
+                case 'd':
+                        o.tpm2_device = optarg;
+                        break;
+                case 'p':
+                        if (parse_pcrs(optarg, &o.tpm2_pcrs) != 0) {
+                                fprintf(stderr, "keyward-unlock: --tpm2-pcrs wants PCR numbers 0..23 joined by + "
+                                                "or , (e.g. 7+11)\n");
+                                return EXIT_USAGE;
+                        }
+                        break;
+                case 'n':
+                        if (optarg[0] == '\0' || strlen(optarg) > 64 || strchr(optarg, '/') != NULL) {
+                                fprintf(stderr, "keyward-unlock: --name wants a device-mapper name (no '/')\n");
+                                return EXIT_USAGE;
+                        }
+                        o.name = optarg;
                         break;
                 case 'x':
                         n = strtol(optarg, &end, 10);

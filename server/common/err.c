@@ -55,6 +55,7 @@ static const struct err_row err_table[] = {
         { KW_ERR_HSM_MECHANISM, "hsm_mechanism", "the HSM lacks a required mechanism" },
         { KW_ERR_HSM_UNWRAP, "hsm_unwrap", "the master key cannot unwrap this data" },
         { KW_ERR_TPM, "tpm", "TPM error" },
+        { KW_ERR_TPM_POLICY, "tpm_policy", "the PCRs differ from those sealed to" },
         { KW_ERR_LUKS_NOT_LUKS2, "luks_not_luks2", "not a LUKS2 volume" },
         { KW_ERR_LUKS_TAMPERED, "luks_tampered", "the LUKS2 header fails a check" },
         { KW_ERR_DEVICE, "device", "device missing or unreadable" },

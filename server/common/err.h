@@ -69,6 +69,7 @@ enum kw_err {
 
         /* tpm (wave 2) */
         KW_ERR_TPM = -800,
+        KW_ERR_TPM_POLICY = -801,       /* the TPM's PCRs are not the ones sealed to */
 
         /* the data volume (keyward-unlock) */
         KW_ERR_LUKS_NOT_LUKS2 = -1000,  /* no LUKS2 header, or one we cannot read */

@@ -10,7 +10,6 @@ the null cipher in the data segment or in a keyslot area, another key size,
 a keyslot or a token added after enrollment, and the two header copies
 disagreeing.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +18,7 @@ import subprocess
 import pytest
 
 from conftest import BUILD
+from luks import rewrite_header
 from swtpm import swtpm  # noqa: F401 (the fixture)
 
 UNLOCK = os.path.join(BUILD, "keyward-unlock")
@@ -57,29 +57,6 @@ def volume(tmp_path):
     r = run("systemd-cryptenroll", "--recovery-key", path, env=dict(os.environ, PASSWORD=PASS.decode()))
     assert r.returncode == 0, r.stderr
     return path
-
-
-def rewrite_header(path, edit, copies=(0, 1)):
-    """Edits the JSON of the header copies (edit(dict) changes it in place)
-    and writes each back with a valid checksum, as an attacker who controls
-    the disk would."""
-    with open(path, "r+b") as f:
-        first = f.read(4096)
-        size = int.from_bytes(first[8:16], "big")
-        f.seek(0)
-        both = bytearray(f.read(2 * size))
-        for c in copies:
-            base = c * size
-            area = both[base + 4096:base + size]
-            meta = json.loads(area[:area.index(b"\0")].decode())
-            edit(meta)
-            text = json.dumps(meta, separators=(",", ":")).encode()
-            assert len(text) < size - 4096
-            both[base + 4096:base + size] = text + b"\0" * (size - 4096 - len(text))
-            both[base + 448:base + 512] = b"\0" * 64
-            both[base + 448:base + 480] = hashlib.sha256(bytes(both[base:base + size])).digest()
-        f.seek(0)
-        f.write(both)
 
 
 def refused(path, want, *extra):

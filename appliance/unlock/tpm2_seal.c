@@ -1,0 +1,392 @@
+/* tpm2_seal.c - systemd-tpm2 sealing and unsealing over tpm2-tss ESYS (tpm2_seal.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <tss2/tss2_esys.h>
+#include <tss2/tss2_mu.h>
+#include <tss2/tss2_rc.h>
+#include <tss2/tss2_tctildr.h>
+
+#include "../../server/common/b64.h"
+#include "tpm2_seal.h"
+
+#define BLOB_MAX 4096u
+
+struct kwu_tpm {
+        TSS2_TCTI_CONTEXT *tcti;
+        ESYS_CONTEXT *ectx;
+};
+
+/* One TSS2_RC conversion: KW_ERR_TPM with what failed and the TSS text. */
+static kw_result tpm_fail(const char *what, TSS2_RC rc)
+{
+        kw_err_set_detail("%s: %s", what, Tss2_RC_Decode(rc));
+        KW_BAIL(KW_ERR_TPM);
+}
+
+kw_result kwu_tpm_open(const char *tcti, struct kwu_tpm **ret)
+{
+        KW_ENSURE(tcti != NULL && ret != NULL, KW_ERR_INPUT);
+        struct kwu_tpm *t = calloc(1, sizeof *t);
+        KW_ENSURE(t != NULL, KW_ERR_NOMEM);
+        TSS2_RC rc = Tss2_TctiLdr_Initialize(tcti, &t->tcti);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Esys_Initialize(&t->ectx, t->tcti, NULL);
+        if (rc != TSS2_RC_SUCCESS) {
+                kwu_tpm_close(t);
+                kw_err_set_detail("no TPM at %s: %s", tcti, Tss2_RC_Decode(rc));
+                KW_BAIL(KW_ERR_TPM);
+        }
+        *ret = t;
+        return KW_OK;
+}
+
+void kwu_tpm_close(struct kwu_tpm *t)
+{
+        if (t == NULL)
+                return;
+        if (t->ectx != NULL)
+                Esys_Finalize(&t->ectx);
+        if (t->tcti != NULL)
+                Tss2_TctiLdr_Finalize(&t->tcti);
+        free(t);
+}
+
+static void flush(struct kwu_tpm *t, ESYS_TR *h)
+{
+        if (*h != ESYS_TR_NONE)
+                (void)Esys_FlushContext(t->ectx, *h);
+        *h = ESYS_TR_NONE;
+}
+
+/* systemd's primary key: the same template gives the same key from the
+ * owner seed, which is what lets either tool unseal the other's blob. */
+static kw_result make_primary(struct kwu_tpm *t, TPMI_ALG_PUBLIC alg, ESYS_TR *ret)
+{
+        static const TPM2B_SENSITIVE_CREATE sensitive = { 0 };
+        static const TPM2B_DATA outside = { 0 };
+        static const TPML_PCR_SELECTION creation = { 0 };
+        TPM2B_PUBLIC tmpl = { .size = sizeof(TPMT_PUBLIC) };
+        tmpl.publicArea.type = alg;
+        tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
+        tmpl.publicArea.objectAttributes = TPMA_OBJECT_RESTRICTED | TPMA_OBJECT_DECRYPT | TPMA_OBJECT_FIXEDTPM |
+                                           TPMA_OBJECT_FIXEDPARENT | TPMA_OBJECT_SENSITIVEDATAORIGIN |
+                                           TPMA_OBJECT_USERWITHAUTH;
+        if (alg == TPM2_ALG_ECC) {
+                TPMS_ECC_PARMS *p = &tmpl.publicArea.parameters.eccDetail;
+                p->symmetric.algorithm = TPM2_ALG_AES;
+                p->symmetric.keyBits.aes = 128;
+                p->symmetric.mode.aes = TPM2_ALG_CFB;
+                p->scheme.scheme = TPM2_ALG_NULL;
+                p->curveID = TPM2_ECC_NIST_P256;
+                p->kdf.scheme = TPM2_ALG_NULL;
+        } else {
+                TPMS_RSA_PARMS *p = &tmpl.publicArea.parameters.rsaDetail;
+                p->symmetric.algorithm = TPM2_ALG_AES;
+                p->symmetric.keyBits.aes = 128;
+                p->symmetric.mode.aes = TPM2_ALG_CFB;
+                p->scheme.scheme = TPM2_ALG_NULL;
+                p->keyBits = 2048;
+        }
+        TSS2_RC rc = Esys_CreatePrimary(t->ectx, ESYS_TR_RH_OWNER, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE,
+                                        &sensitive, &tmpl, &outside, &creation, ret, NULL, NULL, NULL, NULL);
+        if (rc != TSS2_RC_SUCCESS)
+                return tpm_fail(alg == TPM2_ALG_ECC ? "creating the ECC primary key" : "creating the RSA primary key", rc);
+        return KW_OK;
+}
+
+/* An HMAC session salted with the primary key: parameter encryption both ways. */
+static kw_result encryption_session(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR *ret)
+{
+        static const TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+        TSS2_RC rc = Esys_StartAuthSession(t->ectx, primary, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE,
+                                           NULL, TPM2_SE_HMAC, &sym, TPM2_ALG_SHA256, ret);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Esys_TRSess_SetAttributes(t->ectx, *ret,
+                                               TPMA_SESSION_DECRYPT | TPMA_SESSION_ENCRYPT |
+                                                       TPMA_SESSION_CONTINUESESSION,
+                                               0xff);
+        if (rc != TSS2_RC_SUCCESS) {
+                flush(t, ret);
+                return tpm_fail("starting the encrypted session", rc);
+        }
+        return KW_OK;
+}
+
+static void pcr_selection(uint32_t pcrs, TPML_PCR_SELECTION *sel)
+{
+        memset(sel, 0, sizeof *sel);
+        sel->count = 1;
+        sel->pcrSelections[0].hash = TPM2_ALG_SHA256;
+        sel->pcrSelections[0].sizeofSelect = 3;
+        for (unsigned i = 0; i < 24; i++)
+                if (pcrs & (1u << i))
+                        sel->pcrSelections[0].pcrSelect[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* A policy session over the current PCR values; *digest its policy digest. */
+static kw_result pcr_session(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc, uint32_t pcrs, ESYS_TR *ret,
+                             TPM2B_DIGEST **digest)
+{
+        static const TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+        TPML_PCR_SELECTION sel;
+        pcr_selection(pcrs, &sel);
+        TSS2_RC rc = Esys_StartAuthSession(t->ectx, primary, ESYS_TR_NONE, enc, ESYS_TR_NONE, ESYS_TR_NONE, NULL,
+                                           TPM2_SE_POLICY, &sym, TPM2_ALG_SHA256, ret);
+        if (rc != TSS2_RC_SUCCESS)
+                return tpm_fail("starting the PCR policy session", rc);
+        rc = Esys_PolicyPCR(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &sel);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Esys_PolicyGetDigest(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, digest);
+        if (rc != TSS2_RC_SUCCESS) {
+                flush(t, ret);
+                return tpm_fail("the PCR policy", rc);
+        }
+        return KW_OK;
+}
+
+static kw_result passphrase(const uint8_t secret[KWU_TPM2_SECRET], char pass[KWU_TPM2_PASSPHRASE + 1])
+{
+        struct kw_buf b;
+        kw_buf_init(&b, KWU_TPM2_PASSPHRASE + 1);
+        kw_result r = kw_b64_encode(secret, KWU_TPM2_SECRET, &b);
+        if (r.code == 0 && b.len == KWU_TPM2_PASSPHRASE) {
+                memcpy(pass, b.p, KWU_TPM2_PASSPHRASE);
+                pass[KWU_TPM2_PASSPHRASE] = '\0';
+        } else if (r.code == 0) {
+                r = KW_RESULT(KW_ERR_INTERNAL);
+        }
+        kw_buf_free(&b);   /* wipes */
+        return r;
+}
+
+static char *token_json(int keyslot, uint32_t pcrs, TPMI_ALG_PUBLIC alg, const uint8_t *blob, size_t blob_len,
+                        const TPM2B_DIGEST *policy)
+{
+        struct kw_buf b64;
+        kw_buf_init(&b64, 2 * BLOB_MAX);
+        char slot[12], hex[2 * sizeof policy->buffer + 1];
+        snprintf(slot, sizeof slot, "%d", keyslot);
+        for (size_t i = 0; i < policy->size; i++)
+                snprintf(hex + 2 * i, 3, "%02x", policy->buffer[i]);
+        hex[2 * policy->size] = '\0';
+        cJSON *o = cJSON_CreateObject(), *ks = cJSON_CreateArray(), *pa = cJSON_CreateArray();
+        char *out = NULL;
+        if (o != NULL && ks != NULL && pa != NULL && kw_b64_encode(blob, blob_len, &b64).code == 0 &&
+            kw_buf_put(&b64, "", 1).code == 0) {
+                cJSON_AddStringToObject(o, "type", "systemd-tpm2");
+                cJSON_AddItemToArray(ks, cJSON_CreateString(slot));
+                cJSON_AddItemToObject(o, "keyslots", ks);
+                ks = NULL;
+                cJSON_AddStringToObject(o, "tpm2-blob", (const char *)b64.p);
+                for (unsigned i = 0; i < 24; i++)
+                        if (pcrs & (1u << i))
+                                cJSON_AddItemToArray(pa, cJSON_CreateNumber(i));
+                cJSON_AddItemToObject(o, "tpm2-pcrs", pa);
+                pa = NULL;
+                cJSON_AddStringToObject(o, "tpm2-pcr-bank", "sha256");
+                cJSON_AddStringToObject(o, "tpm2-primary-alg", alg == TPM2_ALG_ECC ? "ecc" : "rsa");
+                cJSON_AddStringToObject(o, "tpm2-policy-hash", hex);
+                cJSON_AddBoolToObject(o, "tpm2-pin", 0);
+                out = cJSON_PrintUnformatted(o);
+        }
+        cJSON_Delete(o);
+        cJSON_Delete(ks);
+        cJSON_Delete(pa);
+        kw_buf_free(&b64);
+        return out;
+}
+
+kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot, char pass[KWU_TPM2_PASSPHRASE + 1],
+                       char **token)
+{
+        KW_ENSURE(t != NULL && pass != NULL && token != NULL && pcrs != 0 && pcrs < (1u << 24), KW_ERR_INPUT);
+        ESYS_TR primary = ESYS_TR_NONE, enc = ESYS_TR_NONE, pol = ESYS_TR_NONE;
+        TPM2B_DIGEST *digest = NULL;
+        TPM2B_PRIVATE *priv = NULL;
+        TPM2B_PUBLIC *pub = NULL;
+        TPMI_ALG_PUBLIC alg = TPM2_ALG_ECC;
+        TPM2B_SENSITIVE_CREATE sens;
+        memset(&sens, 0, sizeof sens);
+        uint8_t blob[BLOB_MAX];
+        size_t off = 0;
+        kw_result r = make_primary(t, alg, &primary);
+        if (r.code != 0) {
+                alg = TPM2_ALG_RSA;
+                r = make_primary(t, alg, &primary);
+        }
+        if (r.code == 0)
+                r = encryption_session(t, primary, &enc);
+        if (r.code == 0)
+                r = pcr_session(t, primary, enc, pcrs, &pol, &digest);
+        flush(t, &pol);   /* only its digest is needed to seal */
+        if (r.code == 0 && RAND_priv_bytes(sens.sensitive.data.buffer, KWU_TPM2_SECRET) != 1)
+                r = KW_RESULT(KW_ERR_RANDOM);
+        if (r.code == 0) {
+                static const TPM2B_DATA outside = { 0 };
+                static const TPML_PCR_SELECTION creation = { 0 };
+                TPM2B_PUBLIC tmpl = { .size = sizeof(TPMT_PUBLIC) };
+                tmpl.publicArea.type = TPM2_ALG_KEYEDHASH;
+                tmpl.publicArea.nameAlg = TPM2_ALG_SHA256;
+                tmpl.publicArea.objectAttributes = TPMA_OBJECT_FIXEDTPM | TPMA_OBJECT_FIXEDPARENT;
+                tmpl.publicArea.parameters.keyedHashDetail.scheme.scheme = TPM2_ALG_NULL;
+                tmpl.publicArea.unique.keyedHash.size = 32;
+                tmpl.publicArea.authPolicy = *digest;
+                sens.size = sizeof sens.sensitive;
+                sens.sensitive.data.size = KWU_TPM2_SECRET;
+                /* the encrypted session carries the secret to the TPM */
+                TSS2_RC rc = Esys_Create(t->ectx, primary, enc, ESYS_TR_NONE, ESYS_TR_NONE, &sens, &tmpl, &outside,
+                                         &creation, &priv, &pub, NULL, NULL, NULL);
+                if (rc != TSS2_RC_SUCCESS)
+                        r = tpm_fail("sealing the secret", rc);
+        }
+        if (r.code == 0 && (Tss2_MU_TPM2B_PRIVATE_Marshal(priv, blob, sizeof blob, &off) != TSS2_RC_SUCCESS ||
+                            Tss2_MU_TPM2B_PUBLIC_Marshal(pub, blob, sizeof blob, &off) != TSS2_RC_SUCCESS)) {
+                kw_err_set_detail("the sealed object does not marshal into %u bytes", BLOB_MAX);
+                r = KW_RESULT(KW_ERR_TPM);
+        }
+        if (r.code == 0)
+                r = passphrase(sens.sensitive.data.buffer, pass);
+        if (r.code == 0) {
+                *token = token_json(keyslot, pcrs, alg, blob, off, digest);
+                if (*token == NULL)
+                        r = KW_RESULT(KW_ERR_NOMEM);
+        }
+        OPENSSL_cleanse(&sens, sizeof sens);
+        if (r.code != 0)
+                OPENSSL_cleanse(pass, KWU_TPM2_PASSPHRASE + 1);
+        Esys_Free(digest);
+        Esys_Free(priv);
+        Esys_Free(pub);
+        flush(t, &enc);
+        flush(t, &primary);
+        return r;
+}
+
+/* "PCR 7 = <hex>, PCR 11 = <hex>" of the current values, for the message. */
+static void pcr_values(struct kwu_tpm *t, uint32_t pcrs, char *out, size_t cap)
+{
+        TPML_PCR_SELECTION sel;
+        pcr_selection(pcrs, &sel);
+        TPML_PCR_SELECTION *got = NULL;
+        TPML_DIGEST *vals = NULL;
+        size_t n = 0;
+        out[0] = '\0';
+        if (Esys_PCR_Read(t->ectx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, NULL, &got, &vals) !=
+            TSS2_RC_SUCCESS)
+                return;
+        unsigned k = 0;
+        for (unsigned i = 0; i < 24 && vals != NULL && k < vals->count; i++) {
+                if (!(pcrs & (1u << i)))
+                        continue;
+                n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%sPCR %u = ", k ? ", " : "", i);
+                for (size_t j = 0; j < vals->digests[k].size && n + 3 < cap; j++)
+                        n += (size_t)snprintf(out + n, cap - n, "%02x", vals->digests[k].buffer[j]);
+                k++;
+        }
+        Esys_Free(got);
+        Esys_Free(vals);
+}
+
+/* Marshalled again, the parts give back exactly the bytes they came from:
+ * tss2-mu accepts a TPM2B whose size field disagrees with what follows (the
+ * fuzzer found one), and such a blob is refused rather than loaded in a
+ * form the header does not say. */
+static int canonical(const TPM2B_PRIVATE *priv, const TPM2B_PUBLIC *pub, const uint8_t *raw, size_t n)
+{
+        uint8_t again[BLOB_MAX];
+        size_t off = 0;
+        return Tss2_MU_TPM2B_PRIVATE_Marshal(priv, again, sizeof again, &off) == TSS2_RC_SUCCESS &&
+               Tss2_MU_TPM2B_PUBLIC_Marshal(pub, again, sizeof again, &off) == TSS2_RC_SUCCESS && off == n &&
+               memcmp(again, raw, n) == 0;
+}
+
+kw_result kwu_tpm_blob_parse(const char *blob_b64, unsigned token_id, TPM2B_PRIVATE *ret_priv,
+                             TPM2B_PUBLIC *ret_pub)
+{
+        KW_ENSURE(blob_b64 != NULL && ret_priv != NULL && ret_pub != NULL, KW_ERR_INPUT);
+        struct kw_buf raw;
+        kw_buf_init(&raw, BLOB_MAX);
+        size_t n = strlen(blob_b64);
+        kw_result r = n <= 2 * BLOB_MAX ? kw_b64_decode(blob_b64, n, &raw) : KW_RESULT(KW_ERR_TOO_LARGE);
+        TPM2B_PRIVATE priv;
+        TPM2B_PUBLIC pub;
+        memset(&priv, 0, sizeof priv);
+        memset(&pub, 0, sizeof pub);
+        size_t off = 0;
+        if (r.code != 0 || Tss2_MU_TPM2B_PRIVATE_Unmarshal(raw.p, raw.len, &off, &priv) != TSS2_RC_SUCCESS ||
+            Tss2_MU_TPM2B_PUBLIC_Unmarshal(raw.p, raw.len, &off, &pub) != TSS2_RC_SUCCESS || off != raw.len ||
+            !canonical(&priv, &pub, raw.p, raw.len)) {
+                kw_buf_free(&raw);
+                kw_err_set_detail("token %u's tpm2-blob is not a sealed TPM object", token_id);
+                KW_BAIL(KW_ERR_LUKS_TAMPERED);
+        }
+        kw_buf_free(&raw);
+        *ret_priv = priv;
+        *ret_pub = pub;
+        return KW_OK;
+}
+
+kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const char *blob_b64,
+                         const char *policy_hex, char pass[KWU_TPM2_PASSPHRASE + 1])
+{
+        KW_ENSURE(t != NULL && tok != NULL && blob_b64 != NULL && policy_hex != NULL && pass != NULL, KW_ERR_INPUT);
+        if (tok->pin || tok->has_pubkey || strcmp(tok->bank, "sha256") != 0) {
+                kw_err_set_detail("token %u needs a PIN, a signed PCR policy or another bank: not unsealed by "
+                                  "this build", tok->id);
+                KW_BAIL(KW_ERR_UNSUPPORTED);
+        }
+        TPM2B_PRIVATE priv;
+        TPM2B_PUBLIC pub;
+        KW_TRY(kwu_tpm_blob_parse(blob_b64, tok->id, &priv, &pub));
+        ESYS_TR primary = ESYS_TR_NONE, enc = ESYS_TR_NONE, pol = ESYS_TR_NONE, obj = ESYS_TR_NONE;
+        TPM2B_DIGEST *digest = NULL;
+        TPM2B_SENSITIVE_DATA *out = NULL;
+        kw_result r = make_primary(t, strcmp(tok->primary_alg, "rsa") == 0 ? TPM2_ALG_RSA : TPM2_ALG_ECC, &primary);
+        if (r.code == 0)
+                r = encryption_session(t, primary, &enc);
+        if (r.code == 0)
+                r = pcr_session(t, primary, enc, tok->pcrs, &pol, &digest);
+        if (r.code == 0) {
+                char hex[2 * sizeof digest->buffer + 1];
+                for (size_t i = 0; i < digest->size; i++)
+                        snprintf(hex + 2 * i, 3, "%02x", digest->buffer[i]);
+                hex[2 * digest->size] = '\0';
+                if (strcmp(hex, policy_hex) != 0) {   /* lint: allow (policy digests are public) */
+                        char now[24 * 72];
+                        pcr_values(t, tok->pcrs, now, sizeof now);
+                        kw_err_set_detail("the PCRs of token %u changed since enrollment; now %s", tok->id, now);
+                        r = KW_RESULT(KW_ERR_TPM_POLICY);
+                }
+        }
+        if (r.code == 0) {
+                TSS2_RC rc = Esys_Load(t->ectx, primary, enc, ESYS_TR_NONE, ESYS_TR_NONE, &priv, &pub, &obj);
+                if (rc != TSS2_RC_SUCCESS)
+                        r = tpm_fail("loading the sealed object (another TPM?)", rc);
+        }
+        if (r.code == 0) {
+                TSS2_RC rc = Esys_Unseal(t->ectx, obj, pol, enc, ESYS_TR_NONE, &out);
+                if (rc != TSS2_RC_SUCCESS)
+                        r = tpm_fail("unsealing", rc);
+                else if (out->size != KWU_TPM2_SECRET) {
+                        kw_err_set_detail("the sealed secret is %u bytes, not %u", out->size, KWU_TPM2_SECRET);
+                        r = KW_RESULT(KW_ERR_LUKS_TAMPERED);
+                }
+        }
+        if (r.code == 0)
+                r = passphrase(out->buffer, pass);
+        if (out != NULL)
+                OPENSSL_cleanse(out, sizeof *out);   /* tpm2-tss frees without wiping */
+        Esys_Free(out);
+        Esys_Free(digest);
+        flush(t, &obj);
+        flush(t, &pol);
+        flush(t, &enc);
+        flush(t, &primary);
+        return r;
+}

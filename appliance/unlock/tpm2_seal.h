@@ -1,0 +1,72 @@
+/*
+ * tpm2_seal.h - the data volume's TPM2 binding, in systemd 252's format
+ * (the systemd-tpm2 LUKS2 token), so that systemd's tools and ours open
+ * each other's enrollments (docs/unlock.md).
+ *
+ * Sealing: a transient primary key in the owner hierarchy from systemd's
+ * template (ECC P-256, AES-128-CFB; RSA-2048 where the TPM has no ECC), a
+ * salted HMAC session bound to it for parameter encryption (the secret
+ * never crosses the TPM bus in clear), a policy session over the current
+ * values of the chosen PCRs (SHA-256 bank) whose digest becomes the
+ * object's authPolicy, and a KEYEDHASH object holding 32 random bytes.
+ * The blob is TPM2B_PRIVATE || TPM2B_PUBLIC, marshalled; the LUKS
+ * passphrase is the base64 of the 32 bytes.
+ *
+ * Unsealing makes the same primary, loads the blob, replays the PCR policy
+ * and unseals in the encrypted session.  When the PCRs moved, the policy
+ * digest differs from the token's: refused before asking the TPM, naming
+ * each PCR of the policy with its current value.
+ *
+ * TSS2_RC codes are converted here, once (KW_ERR_TPM / KW_ERR_TPM_POLICY).
+ */
+#ifndef KWU_TPM2_SEAL_H
+#define KWU_TPM2_SEAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <tss2/tss2_tpm2_types.h>
+
+#include "../../server/common/buf.h"
+#include "../../server/common/result.h"
+#include "luks2_check.h"
+
+#define KWU_TPM2_SECRET 32
+#define KWU_TPM2_PASSPHRASE 44                 /* base64 of 32 bytes */
+#define KWU_TPM2_DEFAULT_DEVICE "device:/dev/tpmrm0"
+
+struct kwu_tpm;
+
+/* Connects through a tpm2-tss TCTI ("device:/dev/tpmrm0",
+ * "swtpm:host=127.0.0.1,port=2321", ...).  KW_ERR_TPM when there is none. */
+KW_MUST_USE kw_result kwu_tpm_open(const char *tcti, struct kwu_tpm **ret);
+void kwu_tpm_close(struct kwu_tpm *t);
+
+/*
+ * Seals 32 random bytes to the current values of pcrs (bit n = PCR n,
+ * SHA-256 bank).  On success: the LUKS passphrase (base64, NUL-terminated)
+ * in pass (wipe it), and the token JSON for keyslot in *token (the caller
+ * frees it).  KW_ERR_TPM on a TPM failure.
+ */
+KW_MUST_USE kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot,
+                                   char pass[KWU_TPM2_PASSPHRASE + 1], char **token);
+
+/*
+ * Unseals what a systemd-tpm2 token holds (blob base64, policy hash hex,
+ * as the header check accepted them) into the LUKS passphrase.
+ * KW_ERR_TPM_POLICY when the PCRs differ from sealing time, with the
+ * current values in the detail; KW_ERR_UNSUPPORTED for a token this build
+ * does not unseal (PIN, signed PCR policy, other bank); KW_ERR_TPM else.
+ */
+KW_MUST_USE kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const char *blob_b64,
+                                     const char *policy_hex, char pass[KWU_TPM2_PASSPHRASE + 1]);
+
+/*
+ * A token's tpm2-blob (base64 of TPM2B_PRIVATE || TPM2B_PUBLIC, nothing
+ * after) into its two parts.  KW_ERR_LUKS_TAMPERED when it is not that;
+ * the outputs are untouched then.
+ */
+KW_MUST_USE kw_result kwu_tpm_blob_parse(const char *blob_b64, unsigned token_id, TPM2B_PRIVATE *ret_priv,
+                                         TPM2B_PUBLIC *ret_pub);
+
+#endif

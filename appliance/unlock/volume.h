@@ -1,0 +1,70 @@
+/*
+ * volume.h - the data volume through libcryptsetup, from a checked header
+ * (docs/unlock.md).  The one place libcryptsetup is called; its errors are
+ * converted here (STYLE.md 3).
+ *
+ * kwu_volume_open reads the header once (luks2_hdr), checks it
+ * (luks2_check), and hands libcryptsetup a private copy of what was checked
+ * (a memfd holding both header copies and the keyslot areas) as a detached
+ * header, with the device as the data device: whatever the disk says after
+ * the check, libcryptsetup never reads the disk's header.
+ */
+#ifndef KWU_VOLUME_H
+#define KWU_VOLUME_H
+
+#include <stddef.h>
+
+#include "../../server/common/result.h"
+#include "luks2_check.h"
+#include "luks2_hdr.h"
+#include "recovery_key.h"
+
+struct kwu_volume;
+
+/*
+ * Opens device for unlocking: KW_ERR_DEVICE, KW_ERR_LUKS_NOT_LUKS2,
+ * KW_ERR_LUKS_TAMPERED (also when libcryptsetup reads the checked copy
+ * differently from us), KW_ERR_NOMEM, KW_ERR_IO (libcryptsetup failed).
+ * Free with kwu_volume_close.
+ */
+KW_MUST_USE kw_result kwu_volume_open(const char *device, const struct kwu_expect *exp, struct kwu_volume **ret);
+void kwu_volume_close(struct kwu_volume *v);
+
+const struct kwu_hdr *kwu_volume_header(const struct kwu_volume *v);
+const struct kwu_layout *kwu_volume_layout(const struct kwu_volume *v);
+
+/*
+ * Tries pass[0..n) on keyslot.  name NULL: nothing is activated (the
+ * activation-free check, which needs no device-mapper); otherwise
+ * /dev/mapper/<name> is set up.  KW_ERR_AUTH when the key does not open
+ * that keyslot; KW_ERR_IO for anything else libcryptsetup refuses.
+ */
+KW_MUST_USE kw_result kwu_volume_unlock(struct kwu_volume *v, int keyslot, const char *pass, size_t n,
+                                        const char *name);
+
+/* A keyslot to add at format time beside the recovery one (the TPM2
+ * binding): its number, passphrase and the token JSON recording it. */
+struct kwu_extra_slot {
+        int keyslot;
+        const char *pass;
+        size_t pass_len;
+        const char *token_json;
+};
+
+/*
+ * Formats device as the data volume: LUKS2, aes-xts-plain64 with a
+ * 512-bit random volume key, 4096-byte sectors, label "keyward-data".  The
+ * device must be blank (its first MiB all zeros) and at least 32 MiB.  Adds
+ * the recovery keyslot 0 (PBKDF2-SHA512, 1000 iterations: the key carries
+ * 256 bits of entropy) recorded by a systemd-recovery token, and extra
+ * when not NULL (same KDF), and writes the recovery key to recovery_out.
+ * Before returning it opens the volume again through kwu_volume_open and
+ * checks that the recovery key, and extra's passphrase, open it.
+ * On failure after formatting began, the header area is zeroed so that a
+ * retry starts from a blank device again.
+ * KW_ERR_EXISTS when the device is not blank; KW_ERR_DEVICE, KW_ERR_IO.
+ */
+KW_MUST_USE kw_result kwu_volume_format(const char *device, const struct kwu_extra_slot *extra,
+                                        char recovery_out[KWU_RECOVERY_KEY_LEN + 1]);
+
+#endif
