@@ -13,7 +13,9 @@
  *   6  enroll --format: the device is not blank (its first MiB holds data)
  *   7  the key given does not open the volume
  *   8  no TPM, or the TPM failed
- *   9  the TPM's PCRs differ from those the volume was sealed to
+ *   9  the TPM's PCRs differ from those the volume was sealed to (or, for a
+ *      signed policy, no signature covers this boot's PCRs)
+ *  10  a signed PCR policy's signature does not hold (another key, or forged)
  *   1  anything else (out of memory, internal error, libcryptsetup failure)
  */
 #include <errno.h>
@@ -30,6 +32,7 @@
 
 #include "luks2_check.h"
 #include "luks2_hdr.h"
+#include "pcrsig.h"
 #include "recovery_key.h"
 #include "tpm2_seal.h"
 #include "volume.h"
@@ -45,6 +48,7 @@ enum {
         EXIT_WRONG_KEY = 7,
         EXIT_TPM = 8,
         EXIT_PCR = 9,
+        EXIT_SIGNATURE = 10,
 };
 
 static const char USAGE[] =
@@ -53,11 +57,13 @@ static const char USAGE[] =
         "commands:\n"
         "  status DEVICE   the header's keyslots and tokens, what each is bound to, and\n"
         "                  whether the header passes the checks done before any use\n"
-        "  enroll --format [--tpm2-pcrs LIST] DEVICE\n"
+        "  enroll --format [--tpm2-public-key PEM] [--tpm2-pcrs LIST] DEVICE\n"
         "                  format a blank DEVICE as the data volume (LUKS2, aes-xts-plain64,\n"
         "                  512-bit key) with a recovery key, printed once on stdout and\n"
-        "                  stored nowhere; with --tpm2-pcrs, also a keyslot sealed by the TPM\n"
-        "                  to the current values of those PCRs (systemd-tpm2 token)\n"
+        "                  stored nowhere, and a keyslot sealed by the TPM (systemd-tpm2\n"
+        "                  token): to a PCR policy the image key signs (--tpm2-public-key,\n"
+        "                  over PCR 11 unless --tpm2-public-key-pcrs says otherwise) and/or\n"
+        "                  to the current values of literal PCRs (--tpm2-pcrs)\n"
         "  open [--name NAME] DEVICE\n"
         "                  after the header checks, unseal each TPM2 token and open DEVICE:\n"
         "                  with --name as /dev/mapper/NAME, without it only check that the TPM\n"
@@ -69,7 +75,12 @@ static const char USAGE[] =
         "\n"
         "options:\n"
         "  --json              status: machine-readable output (one JSON object)\n"
-        "  --tpm2-pcrs LIST    PCRs to seal to, e.g. 7+11 (SHA-256 bank)\n"
+        "  --tpm2-pcrs LIST    literal PCRs to seal to, e.g. 7+11 (SHA-256 bank)\n"
+        "  --tpm2-public-key PEM   the image's RSA public key signing PCR policies\n"
+        "  --tpm2-public-key-pcrs LIST   the PCRs it signs (default 11)\n"
+        "  --tpm2-signature FILE   open: the signature of this boot's PCR policy, as\n"
+        "                      systemd-measure writes it (default\n"
+        "                      /run/systemd/tpm2-pcr-signature.json)\n"
         "  --tpm2-device TCTI  the TPM (default device:/dev/tpmrm0; e.g.\n"
         "                      swtpm:host=127.0.0.1,port=2321)\n"
         "  --extra-keyslot N   accept keyslot N without a token recording it (e.g. the\n"
@@ -80,7 +91,8 @@ static const char USAGE[] =
         "exit status: 0 done (status: header passed), 2 usage, 3 device missing or unreadable,\n"
         "4 not a LUKS2 volume, 5 header refused (tampered or not what enrollment wrote),\n"
         "6 enroll --format: device not blank, 7 the key does not open the volume,\n"
-        "8 no TPM or a TPM failure, 9 the PCRs differ from those sealed to,\n"
+        "8 no TPM or a TPM failure, 9 the PCRs differ from those sealed to (or no\n"
+        "signature covers them), 10 the PCR policy's signature does not hold,\n"
         "1 anything else.  Details: docs/unlock.md\n";
 
 struct opts {
@@ -88,7 +100,10 @@ struct opts {
         int format;
         const char *name;
         uint32_t tpm2_pcrs;
+        uint32_t tpm2_pk_pcrs;
         const char *tpm2_device;
+        const char *tpm2_public_key;
+        const char *tpm2_signature;
         struct kwu_expect exp;
         const char *device;
 };
@@ -104,6 +119,8 @@ static int exit_for(kw_result r)
         case KW_ERR_AUTH: return EXIT_WRONG_KEY;
         case KW_ERR_TPM: return EXIT_TPM;
         case KW_ERR_TPM_POLICY: return EXIT_PCR;
+        case KW_ERR_TPM_SIGNATURE: return EXIT_SIGNATURE;
+        case KW_ERR_BAD_FIELD: return EXIT_USAGE;
         default: return EXIT_OTHER;
         }
 }
@@ -279,6 +296,26 @@ static int cmd_status(const struct opts *o)
         return rc;
 }
 
+/* A whole small file (at most max bytes), NUL-terminated; NULL with errno. */
+static char *read_small(const char *path, size_t max, size_t *ret_len)
+{
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+                return NULL;
+        char *b = malloc(max + 1);
+        size_t n = b != NULL ? fread(b, 1, max + 1, f) : 0;
+        int bad = b == NULL || ferror(f) || n > max;
+        fclose(f);
+        if (bad) {
+                free(b);
+                errno = EFBIG;
+                return NULL;
+        }
+        b[n] = '\0';
+        *ret_len = n;
+        return b;
+}
+
 static int cmd_enroll(const struct opts *o)
 {
         if (!o->format) {
@@ -291,25 +328,38 @@ static int cmd_enroll(const struct opts *o)
         struct kwu_tpm *t = NULL;
         struct kwu_extra_slot extra = { .keyslot = 1 };
         kw_result r = KW_OK;
-        if (o->tpm2_pcrs != 0) {
+        struct kwu_tpm_binding bind = { .pcrs = o->tpm2_pcrs };
+        char *pem = NULL;
+        if (o->tpm2_public_key != NULL) {
+                pem = read_small(o->tpm2_public_key, 16384, &bind.pk_pem_len);
+                if (pem == NULL) {
+                        fprintf(stderr, "keyward-unlock: cannot read %s: %s\n", o->tpm2_public_key, strerror(errno));
+                        return EXIT_USAGE;
+                }
+                bind.pk_pem = pem;
+                bind.pk_pcrs = o->tpm2_pk_pcrs != 0 ? o->tpm2_pk_pcrs : 1u << 11;
+        }
+        int tpm = (bind.pcrs | bind.pk_pcrs) != 0;
+        if (tpm) {
                 r = kwu_tpm_open(o->tpm2_device, &t);
                 if (r.code == 0)
-                        r = kwu_tpm_seal(t, o->tpm2_pcrs, extra.keyslot, pass, &token);
+                        r = kwu_tpm_seal(t, &bind, extra.keyslot, pass, &token);
                 kwu_tpm_close(t);
                 extra.pass = pass;
                 extra.pass_len = strlen(pass);
                 extra.token_json = token;
         }
         if (r.code == 0)
-                r = kwu_volume_format(o->device, o->tpm2_pcrs != 0 ? &extra : NULL, key);
+                r = kwu_volume_format(o->device, tpm ? &extra : NULL, key);
         OPENSSL_cleanse(pass, sizeof pass);
         free(token);
+        free(pem);
         if (r.code != 0)
                 return fail(o->device, r);
         fprintf(stderr,
                 "keyward-unlock: %s formatted; keyslot 0 opens it with the recovery key on stdout%s.\n"
                 "Store the key offline now: it is shown once and stored nowhere on this machine.\n",
-                o->device, o->tpm2_pcrs != 0 ? ", keyslot 1 through this TPM" : "");
+                o->device, tpm ? ", keyslot 1 through this TPM" : "");
         printf("%s\n", key);
         fflush(stdout);
         OPENSSL_cleanse(key, sizeof key);
@@ -325,9 +375,13 @@ static int cmd_open(const struct opts *o)
         const struct kwu_hdr *h = kwu_volume_header(v);
         const struct kwu_layout *l = kwu_volume_layout(v);
         struct kwu_tpm *t = NULL;
-        struct kw_buf blob, policy;
+        struct kw_buf blob, policy, pubkey;
         kw_buf_init(&blob, 32 * 1024);
         kw_buf_init(&policy, 256);
+        kw_buf_init(&pubkey, 32 * 1024);
+        char *sigfile = NULL;
+        size_t siglen = 0;
+        int sig_tried = 0;
         int tried = 0;
         r = KW_RESULT(KW_ERR_NOT_FOUND);
         for (unsigned i = 0; i < l->ntokens && r.code != 0; i++) {
@@ -345,8 +399,19 @@ static int cmd_open(const struct opts *o)
                 r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &blob);
                 if (r.code == 0)
                         r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &policy);
+                if (r.code == 0 && tok->has_pubkey)
+                        r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2_pubkey", &pubkey);
+                if (r.code == 0 && tok->has_pubkey && sigfile == NULL && !sig_tried) {
+                        sig_tried = 1;
+                        sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &siglen);
+                }
+                struct kwu_tpm_token_data d = { .blob_b64 = (const char *)blob.p,
+                                                .policy_hex = (const char *)policy.p,
+                                                .pubkey_b64 = tok->has_pubkey ? (const char *)pubkey.p : NULL,
+                                                .sigfile = sigfile, .sigfile_len = siglen,
+                                                .sigfile_name = o->tpm2_signature };
                 if (r.code == 0)
-                        r = kwu_tpm_unseal(t, tok, (const char *)blob.p, (const char *)policy.p, pass);
+                        r = kwu_tpm_unseal(t, tok, &d, pass);
                 if (r.code == 0)
                         r = kwu_volume_unlock(v, slot, pass, KWU_TPM2_PASSPHRASE, o->name);
                 OPENSSL_cleanse(pass, sizeof pass);
@@ -360,6 +425,8 @@ static int cmd_open(const struct opts *o)
         int rc = r.code == 0 ? EXIT_DONE : fail(o->device, r);
         kw_buf_free(&blob);
         kw_buf_free(&policy);
+        kw_buf_free(&pubkey);
+        free(sigfile);
         kwu_tpm_close(t);
         kwu_volume_close(v);
         return rc;
@@ -446,6 +513,9 @@ int main(int argc, char **argv)
                 { "name", required_argument, NULL, 'n' },
                 { "tpm2-pcrs", required_argument, NULL, 'p' },
                 { "tpm2-device", required_argument, NULL, 'd' },
+                { "tpm2-public-key", required_argument, NULL, 'k' },
+                { "tpm2-public-key-pcrs", required_argument, NULL, 'K' },
+                { "tpm2-signature", required_argument, NULL, 's' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
@@ -457,6 +527,7 @@ int main(int argc, char **argv)
         memset(&o, 0, sizeof o);
         kwu_expect_default(&o.exp);
         o.tpm2_device = KWU_TPM2_DEFAULT_DEVICE;
+        o.tpm2_signature = KWU_PCRSIG_DEFAULT;
         if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
                 fputs(USAGE, stdout);
                 return EXIT_DONE;
@@ -487,6 +558,19 @@ int main(int argc, char **argv)
                         break;
                 case 'd':
                         o.tpm2_device = optarg;
+                        break;
+                case 'k':
+                        o.tpm2_public_key = optarg;
+                        break;
+                case 's':
+                        o.tpm2_signature = optarg;
+                        break;
+                case 'K':
+                        if (parse_pcrs(optarg, &o.tpm2_pk_pcrs) != 0) {
+                                fprintf(stderr, "keyward-unlock: --tpm2-public-key-pcrs wants PCR numbers 0..23 "
+                                                "joined by + or , (e.g. 11)\n");
+                                return EXIT_USAGE;
+                        }
                         break;
                 case 'p':
                         if (parse_pcrs(optarg, &o.tpm2_pcrs) != 0) {
