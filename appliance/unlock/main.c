@@ -16,6 +16,7 @@
  *   9  the TPM's PCRs differ from those the volume was sealed to (or, for a
  *      signed policy, no signature covers this boot's PCRs)
  *  10  a signed PCR policy's signature does not hold (another key, or forged)
+ *  11  open/check: the volume has no TPM2 keyslot
  *   1  anything else (out of memory, internal error, libcryptsetup failure)
  */
 #include <errno.h>
@@ -49,6 +50,7 @@ enum {
         EXIT_TPM = 8,
         EXIT_PCR = 9,
         EXIT_SIGNATURE = 10,
+        EXIT_NO_BINDING = 11,
 };
 
 static const char USAGE[] =
@@ -68,6 +70,8 @@ static const char USAGE[] =
         "                  after the header checks, unseal each TPM2 token and open DEVICE:\n"
         "                  with --name as /dev/mapper/NAME, without it only check that the TPM\n"
         "                  opens the volume now (nothing is activated)\n"
+        "  check DEVICE    would the volume open now?  After the header checks, each binding\n"
+        "                  on its own line: would it open, or why not (nothing activated)\n"
         "  recover [--name NAME] DEVICE\n"
         "                  read a recovery key from stdin and open DEVICE with it, after the\n"
         "                  header checks: with --name as /dev/mapper/NAME, without it only\n"
@@ -93,6 +97,7 @@ static const char USAGE[] =
         "6 enroll --format: device not blank, 7 the key does not open the volume,\n"
         "8 no TPM or a TPM failure, 9 the PCRs differ from those sealed to (or no\n"
         "signature covers them), 10 the PCR policy's signature does not hold,\n"
+        "11 open/check: no TPM2 keyslot,\n"
         "1 anything else.  Details: docs/unlock.md\n";
 
 struct opts {
@@ -121,6 +126,7 @@ static int exit_for(kw_result r)
         case KW_ERR_TPM_POLICY: return EXIT_PCR;
         case KW_ERR_TPM_SIGNATURE: return EXIT_SIGNATURE;
         case KW_ERR_BAD_FIELD: return EXIT_USAGE;
+        case KW_ERR_NOT_FOUND: return EXIT_NO_BINDING;
         default: return EXIT_OTHER;
         }
 }
@@ -132,6 +138,8 @@ static const char *headline(int code)
         case KW_ERR_EXISTS: return "the device is not blank";
         case KW_ERR_AUTH: return "wrong key";
         case KW_ERR_IO: return "libcryptsetup failed";
+        case KW_ERR_NOT_FOUND: return "no measured binding";
+        case KW_ERR_TPM_POLICY: return "the TPM will not unseal for this boot's PCRs";
         default: return kw_strerror(code);
         }
 }
@@ -366,70 +374,140 @@ static int cmd_enroll(const struct opts *o)
         return EXIT_DONE;
 }
 
-static int cmd_open(const struct opts *o)
+/* What opening through the TPM keeps across tokens. */
+struct tpm_open {
+        struct kwu_tpm *t;
+        struct kw_buf blob, policy, pubkey;
+        char *sigfile;
+        size_t siglen;
+        int sig_tried;
+};
+
+static void tpm_open_free(struct tpm_open *c)
+{
+        kw_buf_free(&c->blob);
+        kw_buf_free(&c->policy);
+        kw_buf_free(&c->pubkey);
+        free(c->sigfile);
+        kwu_tpm_close(c->t);
+}
+
+/* Unseals tok and opens its keyslot (activated as name, or only tried). */
+static kw_result tpm_token_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
+                                struct tpm_open *c, const char *name)
+{
+        const struct kwu_hdr *h = kwu_volume_header(v);
+        if (c->t == NULL)
+                KW_TRY(kwu_tpm_open(o->tpm2_device, &c->t));
+        kw_result r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &c->blob);
+        if (r.code == 0)
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &c->policy);
+        if (r.code == 0 && tok->has_pubkey)
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2_pubkey", &c->pubkey);
+        if (r.code == 0 && tok->has_pubkey && !c->sig_tried) {
+                c->sig_tried = 1;
+                c->sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &c->siglen);
+        }
+        KW_TRY(r);
+        struct kwu_tpm_token_data d = { .blob_b64 = (const char *)c->blob.p,
+                                        .policy_hex = (const char *)c->policy.p,
+                                        .pubkey_b64 = tok->has_pubkey ? (const char *)c->pubkey.p : NULL,
+                                        .sigfile = c->sigfile, .sigfile_len = c->siglen,
+                                        .sigfile_name = o->tpm2_signature };
+        char pass[KWU_TPM2_PASSPHRASE + 1];
+        r = kwu_tpm_unseal(c->t, tok, &d, pass);
+        if (r.code == 0)
+                r = kwu_volume_unlock(v, __builtin_ctz(tok->keyslots), pass, KWU_TPM2_PASSPHRASE, name);
+        OPENSSL_cleanse(pass, sizeof pass);
+        return r;
+}
+
+static void binding_text(const struct kwu_token *tok, char *out, size_t cap)
+{
+        char a[64] = "", b[64] = "";
+        if (tok->has_pubkey) {
+                mask_text(tok->pubkey_pcrs, a, sizeof a);
+                snprintf(b, sizeof b, "signed PCR %s", a);
+        }
+        if (tok->pcrs != 0) {
+                mask_text(tok->pcrs, a, sizeof a);
+                snprintf(out, cap, "TPM2, %s%sPCR %s", b, b[0] ? " + " : "", a);
+        } else {
+                snprintf(out, cap, "TPM2, %s", b);
+        }
+}
+
+/* open: the first TPM2 token that opens.  check (all = 1): every binding,
+ * one line each, nothing activated. */
+static int open_or_check(const struct opts *o, int all)
 {
         struct kwu_volume *v = NULL;
         kw_result r = kwu_volume_open(o->device, &o->exp, &v);
         if (r.code != 0)
                 return fail(o->device, r);
-        const struct kwu_hdr *h = kwu_volume_header(v);
         const struct kwu_layout *l = kwu_volume_layout(v);
-        struct kwu_tpm *t = NULL;
-        struct kw_buf blob, policy, pubkey;
-        kw_buf_init(&blob, 32 * 1024);
-        kw_buf_init(&policy, 256);
-        kw_buf_init(&pubkey, 32 * 1024);
-        char *sigfile = NULL;
-        size_t siglen = 0;
-        int sig_tried = 0;
-        int tried = 0;
-        r = KW_RESULT(KW_ERR_NOT_FOUND);
-        for (unsigned i = 0; i < l->ntokens && r.code != 0; i++) {
+        struct tpm_open c;
+        memset(&c, 0, sizeof c);
+        kw_buf_init(&c.blob, 32 * 1024);
+        kw_buf_init(&c.policy, 256);
+        kw_buf_init(&c.pubkey, 32 * 1024);
+        kw_result first = KW_RESULT(KW_ERR_NOT_FOUND);
+        char first_detail[512] = "";
+        int opened = 0;
+        for (unsigned i = 0; i < l->ntokens && (all || !opened); i++) {
                 const struct kwu_token *tok = &l->tokens[i];
-                if (tok->type != KWU_TOKEN_SYSTEMD_TPM2)
-                        continue;
-                if (t == NULL) {
-                        r = kwu_tpm_open(o->tpm2_device, &t);
-                        if (r.code != 0)
-                                break;
-                }
-                tried++;
-                char pass[KWU_TPM2_PASSPHRASE + 1];
                 int slot = __builtin_ctz(tok->keyslots);
-                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &blob);
-                if (r.code == 0)
-                        r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &policy);
-                if (r.code == 0 && tok->has_pubkey)
-                        r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2_pubkey", &pubkey);
-                if (r.code == 0 && tok->has_pubkey && sigfile == NULL && !sig_tried) {
-                        sig_tried = 1;
-                        sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &siglen);
+                char what[96];
+                if (tok->type != KWU_TOKEN_SYSTEMD_TPM2) {
+                        if (all)
+                                printf("token %u (recovery key), keyslot %d: opens only with the key (not tried)\n",
+                                       tok->id, slot);
+                        continue;
                 }
-                struct kwu_tpm_token_data d = { .blob_b64 = (const char *)blob.p,
-                                                .policy_hex = (const char *)policy.p,
-                                                .pubkey_b64 = tok->has_pubkey ? (const char *)pubkey.p : NULL,
-                                                .sigfile = sigfile, .sigfile_len = siglen,
-                                                .sigfile_name = o->tpm2_signature };
-                if (r.code == 0)
-                        r = kwu_tpm_unseal(t, tok, &d, pass);
-                if (r.code == 0)
-                        r = kwu_volume_unlock(v, slot, pass, KWU_TPM2_PASSPHRASE, o->name);
-                OPENSSL_cleanse(pass, sizeof pass);
-                if (r.code == 0)
-                        printf("token %u (TPM2) opens keyslot %d%s%s\n", tok->id, slot,
-                               o->name ? ": activated as /dev/mapper/" : "",
-                               o->name ? o->name : " (checked: nothing activated)");
+                binding_text(tok, what, sizeof what);
+                r = tpm_token_open(o, v, tok, &c, all ? NULL : o->name);
+                if (r.code == 0) {
+                        opened++;
+                        if (all)
+                                printf("token %u (%s), keyslot %d: would open now\n", tok->id, what, slot);
+                        else
+                                printf("token %u (TPM2) opens keyslot %d%s%s\n", tok->id, slot,
+                                       o->name ? ": activated as /dev/mapper/" : "",
+                                       o->name ? o->name : " (checked: nothing activated)");
+                        continue;
+                }
+                if (first.code == KW_ERR_NOT_FOUND) {
+                        first = r;
+                        snprintf(first_detail, sizeof first_detail, "%s", kw_err_detail());
+                }
+                if (all)
+                        printf("token %u (%s), keyslot %d: would NOT open: %s: %s\n", tok->id, what, slot,
+                               headline(r.code), kw_err_detail());
+                if (r.code == KW_ERR_TPM && c.t == NULL)
+                        break;   /* no TPM at all: the other tokens would say the same */
         }
-        if (tried == 0 && r.code == KW_ERR_NOT_FOUND)
-                kw_err_set_detail("the volume has no TPM2 keyslot (open it with recover)");
-        int rc = r.code == 0 ? EXIT_DONE : fail(o->device, r);
-        kw_buf_free(&blob);
-        kw_buf_free(&policy);
-        kw_buf_free(&pubkey);
-        free(sigfile);
-        kwu_tpm_close(t);
+        int rc = EXIT_DONE;
+        if (!opened) {
+                if (first.code == KW_ERR_NOT_FOUND)
+                        kw_err_set_detail("the volume has no TPM2 keyslot (open it with recover)");
+                else
+                        kw_err_set_detail("%s", first_detail);
+                rc = fail(o->device, first.code == KW_ERR_NOT_FOUND ? KW_RESULT(KW_ERR_NOT_FOUND) : first);
+        }
+        tpm_open_free(&c);
         kwu_volume_close(v);
         return rc;
+}
+
+static int cmd_open(const struct opts *o) { return open_or_check(o, 0); }
+
+static int cmd_check(const struct opts *o)
+{
+        if (o->name != NULL) {
+                fprintf(stderr, "keyward-unlock check: activates nothing; --name is for open\n");
+                return EXIT_USAGE;
+        }
+        return open_or_check(o, 1);
 }
 
 static int cmd_recover(const struct opts *o)
@@ -502,6 +580,7 @@ static const struct command {
         { "enroll", cmd_enroll },
         { "recover", cmd_recover },
         { "open", cmd_open },
+        { "check", cmd_check },
 };
 
 int main(int argc, char **argv)

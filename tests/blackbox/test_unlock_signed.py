@@ -142,6 +142,20 @@ def test_a_forged_signature_is_refused(image, swtpm):
     assert r.returncode == 10 and "does not verify under the enrolled key" in r.stderr, r.stderr
 
 
+def test_check_says_which_binding_would_open(image, swtpm):
+    sig = sign(image["dir"], swtpm, image["k1"], image["priv"], image["pub"], "c.json")
+    r = unlock("check", "--tpm2-device", swtpm.tcti, "--tpm2-signature", sig, image["vol"])
+    assert r.returncode == 0, r.stderr
+    assert "token 0 (recovery key), keyslot 0: opens only with the key (not tried)" in r.stdout
+    assert "token 1 (TPM2, signed PCR 11), keyslot 1: would open now" in r.stdout
+    boot(swtpm, b"another kernel")
+    r = unlock("check", "--tpm2-device", swtpm.tcti, "--tpm2-signature", sig, image["vol"])
+    assert r.returncode == 9, (r.stdout, r.stderr)
+    assert "keyslot 1: would NOT open: the TPM will not unseal for this boot's PCRs: no signature under the " \
+           "enrolled key for this boot (PCR 11 = " in r.stdout, r.stdout
+    assert unlock("check", "--name", "x", image["vol"]).returncode == 2
+
+
 def test_no_or_malformed_signature_file(image, swtpm):
     r = open_(swtpm, image["vol"], os.path.join(image["dir"], "missing.json"))
     assert r.returncode == 9 and "no signature file was found" in r.stderr, r.stderr
