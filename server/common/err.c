@@ -57,6 +57,8 @@ static const struct err_row err_table[] = {
         { KW_ERR_TPM, "tpm", "TPM error" },
         { KW_ERR_TPM_POLICY, "tpm_policy", "the PCRs differ from those sealed to" },
         { KW_ERR_TPM_SIGNATURE, "tpm_signature", "the PCR policy's signature does not hold" },
+        { KW_ERR_SNP, "snp", "SEV-SNP error" },
+        { KW_ERR_SNP_TCB, "snp_tcb", "the platform's TCB is below the pinned one" },
         { KW_ERR_LUKS_NOT_LUKS2, "luks_not_luks2", "not a LUKS2 volume" },
         { KW_ERR_LUKS_TAMPERED, "luks_tampered", "the LUKS2 header fails a check" },
         { KW_ERR_DEVICE, "device", "device missing or unreadable" },

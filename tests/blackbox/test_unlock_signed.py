@@ -151,7 +151,7 @@ def test_check_says_which_binding_would_open(image, swtpm):
     boot(swtpm, b"another kernel")
     r = unlock("check", "--tpm2-device", swtpm.tcti, "--tpm2-signature", sig, image["vol"])
     assert r.returncode == 9, (r.stdout, r.stderr)
-    assert "keyslot 1: would NOT open: the TPM will not unseal for this boot's PCRs: no signature under the " \
+    assert "keyslot 1: would NOT open: not the measured boot this volume was sealed to: no signature under the " \
            "enrolled key for this boot (PCR 11 = " in r.stdout, r.stdout
     assert unlock("check", "--name", "x", image["vol"]).returncode == 2
 
