@@ -93,6 +93,12 @@ $(BUILD)/keywardctl: $(CTL_SRCS) $(BUILD)/libkeyward.a
 $(BUILD)/kw-test-dbkey: tests/tools/dbkey.c $(BUILD)/libkeyward.a
 	$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -ldl -o $@
 
+# Test-only LD_PRELOAD shim: a fake /dev/sev-guest answering SNP_GET_DERIVED_KEY
+# for keyward-unlock's SEV-SNP binding (no SEV-SNP guest can run here).
+$(BUILD)/libfakesevguest.so: tests/tools/fake_sev_guest.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -D_GNU_SOURCE -fPIC -shared $< -ldl -lcrypto -o $@
+
 # Fault-injecting PKCS#11 module (wraps a real SoftHSM2) for the HSM tests.
 $(BUILD)/libfaulthsm.so: tests/faulthsm/faulthsm.c
 	@mkdir -p $(dir $@)
@@ -120,7 +126,7 @@ $(BUILD)/santest/reqhead_test: server/front/reqhead_test.c $(BUILD)/libkeyward-s
 
 .PHONY: all deps deps-check users run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
-test-tools: $(BUILD)/kw-test-dbkey
+test-tools: $(BUILD)/kw-test-dbkey $(BUILD)/libfakesevguest.so
 
 # Parts owned by other directories (attestation library and verifier CLI).
 -include attest/attest.mk

@@ -30,7 +30,10 @@ void kwu_expect_default(struct kwu_expect *exp)
 
 const char *kwu_token_type_name(enum kwu_token_type t)
 {
-        return t == KWU_TOKEN_SYSTEMD_TPM2 ? "systemd-tpm2" : t == KWU_TOKEN_SYSTEMD_RECOVERY ? "systemd-recovery" : "?";
+        return t == KWU_TOKEN_SYSTEMD_TPM2       ? "systemd-tpm2"
+               : t == KWU_TOKEN_SYSTEMD_RECOVERY ? "systemd-recovery"
+               : t == KWU_TOKEN_KEYWARD_SNP      ? "keyward-snp"
+                                                 : "?";
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -417,10 +420,51 @@ static kw_result check_tpm2_token(const cJSON *t, const char *where, struct kwu_
         return KW_OK;
 }
 
+/* keyward-snp: what snp_key.h binds, exactly these fields. */
+static kw_result check_snp_token(const cJSON *t, const char *where, struct kwu_token *tok)
+{
+        static const char *const names[] = { "type", "keyslots", "root_key", "fields", "vmpl", "guest_svn",
+                                             "tcb_version", "label", NULL };
+        static const char *const roots[] = { "vcek", "vmrk", NULL };
+        static const char *const fields[] = { "policy", "image_id", "family_id", "measurement", "guest_svn",
+                                              "tcb_version", NULL };
+        KW_TRY(only_members(t, names, where));
+        const char *root = NULL;
+        KW_TRY(need_choice(t, "root_key", roots, where, &root));
+        tok->snp.root = strcmp(root, "vcek") == 0 ? 0 : 1;
+        const cJSON *f = member(t, "fields");
+        if (!cJSON_IsArray(f))
+                REFUSE("%s.fields is missing or not an array", where);
+        for (const cJSON *e = f->child; e != NULL; e = e->next) {
+                unsigned i = 0;
+                while (fields[i] != NULL && !(cJSON_IsString(e) && strcmp(e->valuestring, fields[i]) == 0))
+                        i++;
+                if (fields[i] == NULL)
+                        REFUSE("%s.fields holds an unknown guest field", where);
+                if (tok->snp.fields & (1u << i))
+                        REFUSE("%s.fields names %s twice", where, fields[i]);
+                tok->snp.fields |= 1u << i;
+        }
+        if ((tok->snp.fields & KWU_SNP_F_REQUIRED) != KWU_SNP_F_REQUIRED)
+                REFUSE("%s binds less than the policy, the measurement and the TCB", where);
+        int64_t v = 0;
+        KW_TRY(need_int(t, "vmpl", 0, 3, where, &v));
+        tok->snp.vmpl = (uint32_t)v;
+        KW_TRY(need_int(t, "guest_svn", 0, UINT32_MAX, where, &v));
+        tok->snp.guest_svn = (uint32_t)v;
+        KW_TRY(need_str(t, "tcb_version", NULL, where));
+        const char *tcb = member(t, "tcb_version")->valuestring;
+        if (strlen(tcb) != 16 || strspn(tcb, "0123456789abcdef") != 16)
+                REFUSE("%s.tcb_version is not 16 lower-case hex digits", where);
+        tok->snp.tcb = strtoull(tcb, NULL, 16);
+        KW_TRY(need_str(t, "label", KWU_SNP_LABEL, where));
+        return KW_OK;
+}
+
 static kw_result check_tokens(const cJSON *toks, uint32_t have, const struct kwu_expect *exp,
                               struct kwu_layout *out)
 {
-        static const char *const types[] = { "systemd-tpm2", "systemd-recovery", NULL };
+        static const char *const types[] = { "systemd-tpm2", "systemd-recovery", "keyward-snp", NULL };
         static const char *const recovery[] = { "type", "keyslots", NULL };
         KW_TRY(need_object(toks, "tokens"));
         uint32_t present = 0, owned = 0;
@@ -452,6 +496,9 @@ static kw_result check_tokens(const cJSON *toks, uint32_t have, const struct kwu
                 if (strcmp(tn, "systemd-tpm2") == 0) {
                         tok.type = KWU_TOKEN_SYSTEMD_TPM2;
                         KW_TRY(check_tpm2_token(t, where, &tok));
+                } else if (strcmp(tn, "keyward-snp") == 0) {
+                        tok.type = KWU_TOKEN_KEYWARD_SNP;
+                        KW_TRY(check_snp_token(t, where, &tok));
                 } else {
                         tok.type = KWU_TOKEN_SYSTEMD_RECOVERY;
                         KW_TRY(only_members(t, recovery, where));

@@ -19,7 +19,8 @@
  *   - one digest, binding every keyslot to segment "0";
  *   - config: json_size matching the header, no flags, no requirements
  *     (e.g. a reencryption in progress);
- *   - tokens of known types only (systemd-tpm2, systemd-recovery), each
+ *   - tokens of known types only (systemd-tpm2, systemd-recovery, and our
+ *     keyward-snp), each
  *     naming existing keyslots, with exactly the fields that type has;
  *   - every keyslot recorded by exactly one token (enrollment writes one per
  *     keyslot), unless the caller allows it as an extra.
@@ -33,6 +34,7 @@
 
 #include "../../server/common/buf.h"
 #include "../../server/common/result.h"
+#include "snp_key.h"
 
 #define KWU_MAX_SLOTS 32          /* LUKS2 keyslots and tokens are 0..31 */
 #define KWU_CIPHER_DEFAULT "aes-xts-plain64"
@@ -50,6 +52,7 @@ void kwu_expect_default(struct kwu_expect *exp);
 enum kwu_token_type {
         KWU_TOKEN_SYSTEMD_TPM2 = 1,
         KWU_TOKEN_SYSTEMD_RECOVERY,
+        KWU_TOKEN_KEYWARD_SNP,
 };
 
 struct kwu_token {
@@ -63,6 +66,8 @@ struct kwu_token {
         int pin;                    /* tpm2-pin                                     */
         char bank[8];               /* tpm2-pcr-bank ("sha256" when absent)         */
         char primary_alg[4];        /* tpm2-primary-alg ("ecc" when absent)         */
+        /* keyward-snp only */
+        struct kwu_snp_bind snp;
 };
 
 struct kwu_keyslot {
@@ -99,7 +104,7 @@ KW_MUST_USE kw_result kwu_check_json(const char *json, size_t len, uint64_t hdr_
 KW_MUST_USE kw_result kwu_token_str(const char *json, size_t len, unsigned id, const char *field,
                                     struct kw_buf *out);
 
-/* "systemd-tpm2" / "systemd-recovery". */
+/* "systemd-tpm2" / "systemd-recovery" / "keyward-snp". */
 const char *kwu_token_type_name(enum kwu_token_type t);
 
 #endif

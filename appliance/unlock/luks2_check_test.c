@@ -84,13 +84,21 @@ static void refused(char *json, const char *want)
         free(json);
 }
 
+/* json (freed here) is accepted with keyslots extra allowed; the layout in *l. */
+static void accepted(char *json, uint32_t extra, struct kwu_layout *l)
+{
+        struct kwu_expect exp;
+        kwu_expect_default(&exp);
+        exp.extra_keyslots = extra;
+        assert_int_equal(check_exp(json, &exp, l), 0);
+        free(json);
+}
+
 static void luks2_check_json_enrolled_shape_accepted(void **state)
 {
         (void)state;
-        struct kwu_expect exp;
-        kwu_expect_default(&exp);
         struct kwu_layout l;
-        assert_int_equal(check_exp(BASE, &exp, &l), 0);
+        accepted(strdup(BASE), 0, &l);
         assert_int_equal(l.nslots, 2);
         assert_string_equal(l.slots[0].kdf, "pbkdf2");
         assert_string_equal(l.slots[0].kdf_hash, "sha512");
@@ -149,13 +157,9 @@ static void luks2_check_json_unrecorded_keyslot_refused(void **state)
         char *keep = strdup(m);
         refused(m, "keyslot 2 is recorded by no token");
         /* accepted when the caller names it (a volume systemd-cryptenroll enrolled) */
-        struct kwu_expect exp;
-        kwu_expect_default(&exp);
-        exp.extra_keyslots = 1u << 2;
         struct kwu_layout l;
-        assert_int_equal(check_exp(keep, &exp, &l), 0);
+        accepted(keep, 1u << 2, &l);
         assert_int_equal(l.nslots, 3);
-        free(keep);
 }
 
 static void luks2_check_json_unknown_token_refused(void **state)
@@ -196,12 +200,9 @@ static void luks2_check_json_tpm2_token_fields_checked(void **state)
         char *k = replaced(j, "\"tpm2-pcrs\":[]", "\"tpm2-pcrs\":[7,11]");
         free(j);
         struct kwu_layout l;
-        struct kwu_expect exp;
-        kwu_expect_default(&exp);
-        assert_int_equal(check_exp(k, &exp, &l), 0);
+        accepted(k, 0, &l);
         assert_int_equal(l.tokens[0].pcrs, (1u << 7) | (1u << 11));
         assert_false(l.tokens[0].has_pubkey);
-        free(k);
 }
 
 static void luks2_check_json_parser_differentials_refused(void **state)
@@ -238,6 +239,42 @@ static void luks2_check_json_structure_refused(void **state)
         refused(strdup("\xff"), "does not parse strictly");
 }
 
+#define SNP_TOKEN "{\"type\":\"keyward-snp\",\"keyslots\":[\"1\"],\"root_key\":\"vcek\"," \
+        "\"fields\":[\"policy\",\"measurement\",\"tcb_version\"],\"vmpl\":0,\"guest_svn\":0," \
+        "\"tcb_version\":\"0300000000000008\",\"label\":\"keyward-unlock luks2 v1\"}"
+
+/* BASE with the recovery token replaced by an SNP one (keyslot 1). */
+static char *with_snp(const char *from, const char *to)
+{
+        char *snp = replaced(SNP_TOKEN, from, to);
+        char *j = with("{\"type\":\"systemd-recovery\",\"keyslots\":[\"1\"]}", snp);
+        free(snp);
+        return j;
+}
+
+static void luks2_check_json_snp_token_checked(void **state)
+{
+        (void)state;
+        struct kwu_layout l;
+        accepted(with_snp("\"vmpl\":0", "\"vmpl\":0"), 0, &l);
+        assert_int_equal(l.tokens[1].type, KWU_TOKEN_KEYWARD_SNP);
+        assert_int_equal(l.tokens[1].snp.fields, KWU_SNP_F_REQUIRED);
+        assert_int_equal(l.tokens[1].snp.tcb, 0x0300000000000008ull);
+        assert_int_equal(l.tokens[1].snp.root, 0);
+        static const struct { const char *from, *to, *want; } bad[] = {
+                { "\"policy\",", "", "binds less than the policy, the measurement and the TCB" },
+                { "\"policy\"", "\"debug\"", "unknown guest field" },
+                { "\"policy\",\"measurement\"", "\"policy\",\"policy\",\"measurement\"", "names policy twice" },
+                { "0300000000000008", "03000000000000080", "16 lower-case hex digits" },
+                { "\"vcek\"", "\"none\"", "root_key is \"none\"" },
+                { "\"vmpl\":0", "\"vmpl\":4", "vmpl is out of range" },
+                { "keyward-unlock luks2 v1", "other use", "label is \"other use\"" },
+                { "\"vmpl\":0", "\"vmpl\":0,\"extra\":true", "unexpected member \"extra\"" },
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+                refused(with_snp(bad[i].from, bad[i].to), bad[i].want);
+}
+
 static void luks2_token_str_reads_a_field(void **state)
 {
         (void)state;
@@ -268,6 +305,7 @@ int main(void)
                 cmocka_unit_test(luks2_check_json_tpm2_token_fields_checked),
                 cmocka_unit_test(luks2_check_json_parser_differentials_refused),
                 cmocka_unit_test(luks2_check_json_structure_refused),
+                cmocka_unit_test(luks2_check_json_snp_token_checked),
                 cmocka_unit_test(luks2_token_str_reads_a_field),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

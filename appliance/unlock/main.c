@@ -13,7 +13,12 @@
  *   6  enroll --format: the device is not blank (its first MiB holds data)
  *   7  the key given does not open the volume
  *   8  no TPM, or the TPM failed
- *   9  the TPM's PCRs differ from those the volume was sealed to
+ *   9  the TPM's PCRs differ from those the volume was sealed to (or, for a
+ *      signed policy, no signature covers this boot's PCRs)
+ *  10  a signed PCR policy's signature does not hold (another key, or forged)
+ *  11  open/check: the volume has no TPM2 or SEV-SNP keyslot
+ *  12  no SEV-SNP guest device, or its request failed
+ *  13  the platform's TCB (or guest SVN) is below the one pinned at enrollment
  *   1  anything else (out of memory, internal error, libcryptsetup failure)
  */
 #include <errno.h>
@@ -27,10 +32,13 @@
 #include <cJSON.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #include "luks2_check.h"
 #include "luks2_hdr.h"
+#include "pcrsig.h"
 #include "recovery_key.h"
+#include "snp_key.h"
 #include "tpm2_seal.h"
 #include "volume.h"
 
@@ -45,6 +53,10 @@ enum {
         EXIT_WRONG_KEY = 7,
         EXIT_TPM = 8,
         EXIT_PCR = 9,
+        EXIT_SIGNATURE = 10,
+        EXIT_NO_BINDING = 11,
+        EXIT_SNP = 12,
+        EXIT_SNP_TCB = 13,
 };
 
 static const char USAGE[] =
@@ -53,15 +65,19 @@ static const char USAGE[] =
         "commands:\n"
         "  status DEVICE   the header's keyslots and tokens, what each is bound to, and\n"
         "                  whether the header passes the checks done before any use\n"
-        "  enroll --format [--tpm2-pcrs LIST] DEVICE\n"
+        "  enroll --format [--tpm2-public-key PEM] [--tpm2-pcrs LIST] [--snp --snp-tcb HEX] DEVICE\n"
         "                  format a blank DEVICE as the data volume (LUKS2, aes-xts-plain64,\n"
         "                  512-bit key) with a recovery key, printed once on stdout and\n"
-        "                  stored nowhere; with --tpm2-pcrs, also a keyslot sealed by the TPM\n"
-        "                  to the current values of those PCRs (systemd-tpm2 token)\n"
+        "                  stored nowhere, and a keyslot sealed by the TPM (systemd-tpm2\n"
+        "                  token): to a PCR policy the image key signs (--tpm2-public-key,\n"
+        "                  over PCR 11 unless --tpm2-public-key-pcrs says otherwise) and/or\n"
+        "                  to the current values of literal PCRs (--tpm2-pcrs)\n"
         "  open [--name NAME] DEVICE\n"
         "                  after the header checks, unseal each TPM2 token and open DEVICE:\n"
         "                  with --name as /dev/mapper/NAME, without it only check that the TPM\n"
         "                  opens the volume now (nothing is activated)\n"
+        "  check DEVICE    would the volume open now?  After the header checks, each binding\n"
+        "                  on its own line: would it open, or why not (nothing activated)\n"
         "  recover [--name NAME] DEVICE\n"
         "                  read a recovery key from stdin and open DEVICE with it, after the\n"
         "                  header checks: with --name as /dev/mapper/NAME, without it only\n"
@@ -69,7 +85,18 @@ static const char USAGE[] =
         "\n"
         "options:\n"
         "  --json              status: machine-readable output (one JSON object)\n"
-        "  --tpm2-pcrs LIST    PCRs to seal to, e.g. 7+11 (SHA-256 bank)\n"
+        "  --tpm2-pcrs LIST    literal PCRs to seal to, e.g. 7+11 (SHA-256 bank)\n"
+        "  --tpm2-public-key PEM   the image's RSA public key signing PCR policies\n"
+        "  --tpm2-public-key-pcrs LIST   the PCRs it signs (default 11)\n"
+        "  --snp               enroll: also a keyslot whose passphrase the SEV-SNP firmware\n"
+        "                      derives (VCEK, over policy + measurement + TCB)\n"
+        "  --snp-tcb HEX       the TCB version to pin (16 hex digits)\n"
+        "  --snp-vmpl N        the VMPL to bind (default 0)\n"
+        "  --snp-bind-image-id also bind the image and family IDs\n"
+        "  --snp-device PATH   the guest device (default /dev/sev-guest)\n"
+        "  --tpm2-signature FILE   open: the signature of this boot's PCR policy, as\n"
+        "                      systemd-measure writes it (default\n"
+        "                      /run/systemd/tpm2-pcr-signature.json)\n"
         "  --tpm2-device TCTI  the TPM (default device:/dev/tpmrm0; e.g.\n"
         "                      swtpm:host=127.0.0.1,port=2321)\n"
         "  --extra-keyslot N   accept keyslot N without a token recording it (e.g. the\n"
@@ -80,7 +107,10 @@ static const char USAGE[] =
         "exit status: 0 done (status: header passed), 2 usage, 3 device missing or unreadable,\n"
         "4 not a LUKS2 volume, 5 header refused (tampered or not what enrollment wrote),\n"
         "6 enroll --format: device not blank, 7 the key does not open the volume,\n"
-        "8 no TPM or a TPM failure, 9 the PCRs differ from those sealed to,\n"
+        "8 no TPM or a TPM failure, 9 the PCRs differ from those sealed to (or no\n"
+        "signature covers them), 10 the PCR policy's signature does not hold,\n"
+        "11 open/check: no TPM2 or SEV-SNP keyslot, 12 no SEV-SNP guest device or its request\n"
+        "failed, 13 the platform's TCB is below the pinned one,\n"
         "1 anything else.  Details: docs/unlock.md\n";
 
 struct opts {
@@ -88,7 +118,14 @@ struct opts {
         int format;
         const char *name;
         uint32_t tpm2_pcrs;
+        uint32_t tpm2_pk_pcrs;
+        int snp, snp_tcb_set;
+        const char *snp_device;
+        uint32_t snp_fields, snp_vmpl;
+        uint64_t snp_tcb;
         const char *tpm2_device;
+        const char *tpm2_public_key;
+        const char *tpm2_signature;
         struct kwu_expect exp;
         const char *device;
 };
@@ -104,6 +141,11 @@ static int exit_for(kw_result r)
         case KW_ERR_AUTH: return EXIT_WRONG_KEY;
         case KW_ERR_TPM: return EXIT_TPM;
         case KW_ERR_TPM_POLICY: return EXIT_PCR;
+        case KW_ERR_TPM_SIGNATURE: return EXIT_SIGNATURE;
+        case KW_ERR_BAD_FIELD: return EXIT_USAGE;
+        case KW_ERR_NOT_FOUND: return EXIT_NO_BINDING;
+        case KW_ERR_SNP: return EXIT_SNP;
+        case KW_ERR_SNP_TCB: return EXIT_SNP_TCB;
         default: return EXIT_OTHER;
         }
 }
@@ -115,6 +157,8 @@ static const char *headline(int code)
         case KW_ERR_EXISTS: return "the device is not blank";
         case KW_ERR_AUTH: return "wrong key";
         case KW_ERR_IO: return "libcryptsetup failed";
+        case KW_ERR_NOT_FOUND: return "no measured binding";
+        case KW_ERR_TPM_POLICY: return "not the measured boot this volume was sealed to";
         default: return kw_strerror(code);
         }
 }
@@ -155,6 +199,39 @@ static const struct kwu_token *token_of(const struct kwu_layout *l, unsigned slo
         return NULL;
 }
 
+static void snp_fields_text(uint32_t f, char *out, size_t cap)
+{
+        static const char *const names[] = { "policy", "image_id", "family_id", "measurement", "guest_svn",
+                                             "tcb_version" };
+        size_t n = 0;
+        out[0] = '\0';
+        for (unsigned i = 0; i < 6 && n < cap; i++)
+                if (f & (1u << i))
+                        n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "+" : "", names[i]);
+}
+
+static void binding_text(const struct kwu_token *tok, char *out, size_t cap)
+{
+        if (tok->type == KWU_TOKEN_KEYWARD_SNP) {
+                char f[96];
+                snp_fields_text(tok->snp.fields, f, sizeof f);
+                snprintf(out, cap, "SEV-SNP, %s over %s, TCB %016llx, VMPL %u", tok->snp.root == 0 ? "VCEK" : "VMRK",
+                         f, (unsigned long long)tok->snp.tcb, tok->snp.vmpl);
+                return;
+        }
+        char a[64] = "", b[64] = "";
+        if (tok->has_pubkey) {
+                mask_text(tok->pubkey_pcrs, a, sizeof a);
+                snprintf(b, sizeof b, "signed PCR %s", a);
+        }
+        if (tok->pcrs != 0) {
+                mask_text(tok->pcrs, a, sizeof a);
+                snprintf(out, cap, "TPM2, %s%sPCR %s", b, b[0] ? " + " : "", a);
+        } else {
+                snprintf(out, cap, "TPM2, %s", b);
+        }
+}
+
 static void status_text(const char *device, const struct kwu_hdr *h, const struct kwu_layout *l)
 {
         printf("device: %s\nuuid: %s\nlabel: %s\nheader: %llu bytes a copy, seqid %llu, both copies agree\n",
@@ -184,6 +261,12 @@ static void status_text(const char *device, const struct kwu_hdr *h, const struc
                 if (t->type == KWU_TOKEN_SYSTEMD_RECOVERY) {
                         printf("token %u: systemd-recovery, keyslot %s: a recovery key (never stored here)\n", t->id,
                                slots);
+                        continue;
+                }
+                if (t->type == KWU_TOKEN_KEYWARD_SNP) {
+                        char what[160];
+                        binding_text(t, what, sizeof what);
+                        printf("token %u: keyward-snp, keyslot %s: %s\n", t->id, slots, what);
                         continue;
                 }
                 mask_text(t->pcrs, pcrs, sizeof pcrs);
@@ -232,6 +315,15 @@ static int status_json(const char *device, const struct kwu_hdr *h, const struct
                 cJSON_AddNumberToObject(j, "id", t->id);
                 cJSON_AddStringToObject(j, "type", kwu_token_type_name(t->type));
                 cJSON_AddItemToObject(j, "keyslots", mask_json(t->keyslots));
+                if (t->type == KWU_TOKEN_KEYWARD_SNP) {
+                        char f[96], tcb[20];
+                        snp_fields_text(t->snp.fields, f, sizeof f);
+                        snprintf(tcb, sizeof tcb, "%016llx", (unsigned long long)t->snp.tcb);
+                        cJSON_AddStringToObject(j, "root_key", t->snp.root == 0 ? "vcek" : "vmrk");
+                        cJSON_AddStringToObject(j, "fields", f);
+                        cJSON_AddStringToObject(j, "tcb_version", tcb);
+                        cJSON_AddNumberToObject(j, "vmpl", t->snp.vmpl);
+                }
                 if (t->type != KWU_TOKEN_SYSTEMD_TPM2)
                         continue;
                 cJSON_AddItemToObject(j, "pcrs", mask_json(t->pcrs));
@@ -279,6 +371,40 @@ static int cmd_status(const struct opts *o)
         return rc;
 }
 
+/* A whole small file (at most max bytes), NUL-terminated; NULL with errno. */
+static char *read_small(const char *path, size_t max, size_t *ret_len)
+{
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+                return NULL;
+        char *b = malloc(max + 1);
+        size_t n = b != NULL ? fread(b, 1, max + 1, f) : 0;
+        int bad = b == NULL || ferror(f) || n > max;
+        fclose(f);
+        if (bad) {
+                free(b);
+                errno = EFBIG;
+                return NULL;
+        }
+        b[n] = '\0';
+        *ret_len = n;
+        return b;
+}
+
+/* A random (version 4) UUID, as libcryptsetup would make: known before the
+ * format, because the SEV-SNP passphrase is derived for it. */
+static int uuid_new(char out[37])
+{
+        unsigned char b[16];
+        if (RAND_bytes(b, sizeof b) != 1)
+                return -1;
+        b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+        b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+        snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+                 b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+        return 0;
+}
+
 static int cmd_enroll(const struct opts *o)
 {
         if (!o->format) {
@@ -286,83 +412,212 @@ static int cmd_enroll(const struct opts *o)
                                 "blank device\n");
                 return EXIT_USAGE;
         }
-        char key[KWU_RECOVERY_KEY_LEN + 1], pass[KWU_TPM2_PASSPHRASE + 1] = "";
-        char *token = NULL;
+        if (o->snp && !o->snp_tcb_set) {
+                fprintf(stderr, "keyward-unlock enroll: --snp needs --snp-tcb (the TCB version to pin, 16 hex "
+                                "digits, from the image's policy or an attestation report)\n");
+                return EXIT_USAGE;
+        }
+        char key[KWU_RECOVERY_KEY_LEN + 1], tpass[KWU_TPM2_PASSPHRASE + 1] = "", spass[KWU_SNP_PASSPHRASE + 1] = "";
+        char *token = NULL, *stoken = NULL, uuid[37];
         struct kwu_tpm *t = NULL;
-        struct kwu_extra_slot extra = { .keyslot = 1 };
+        struct kwu_extra_slot extra[2];
+        size_t nextra = 0;
         kw_result r = KW_OK;
-        if (o->tpm2_pcrs != 0) {
+        struct kwu_tpm_binding bind = { .pcrs = o->tpm2_pcrs };
+        char *pem = NULL;
+        if (o->tpm2_public_key != NULL) {
+                pem = read_small(o->tpm2_public_key, 16384, &bind.pk_pem_len);
+                if (pem == NULL) {
+                        fprintf(stderr, "keyward-unlock: cannot read %s: %s\n", o->tpm2_public_key, strerror(errno));
+                        return EXIT_USAGE;
+                }
+                bind.pk_pem = pem;
+                bind.pk_pcrs = o->tpm2_pk_pcrs != 0 ? o->tpm2_pk_pcrs : 1u << 11;
+        }
+        if (uuid_new(uuid) != 0)
+                r = KW_RESULT(KW_ERR_RANDOM);
+        int tpm = (bind.pcrs | bind.pk_pcrs) != 0;
+        if (r.code == 0 && tpm) {
                 r = kwu_tpm_open(o->tpm2_device, &t);
                 if (r.code == 0)
-                        r = kwu_tpm_seal(t, o->tpm2_pcrs, extra.keyslot, pass, &token);
+                        r = kwu_tpm_seal(t, &bind, 1 + (int)nextra, tpass, &token);
                 kwu_tpm_close(t);
-                extra.pass = pass;
-                extra.pass_len = strlen(pass);
-                extra.token_json = token;
+                extra[nextra] = (struct kwu_extra_slot){ .keyslot = 1 + (int)nextra, .pass = tpass,
+                                                         .pass_len = strlen(tpass), .token_json = token };
+                nextra++;
+        }
+        if (r.code == 0 && o->snp) {
+                struct kwu_snp_bind sb = { .root = 0, .fields = o->snp_fields, .vmpl = o->snp_vmpl,
+                                           .guest_svn = 0, .tcb = o->snp_tcb };
+                r = kwu_snp_passphrase(NULL, o->snp_device, &sb, uuid, spass);
+                if (r.code == 0) {
+                        stoken = kwu_snp_token_json(&sb, 1 + (int)nextra);
+                        if (stoken == NULL)
+                                r = KW_RESULT(KW_ERR_NOMEM);
+                }
+                extra[nextra] = (struct kwu_extra_slot){ .keyslot = 1 + (int)nextra, .pass = spass,
+                                                         .pass_len = strlen(spass), .token_json = stoken };
+                nextra++;
         }
         if (r.code == 0)
-                r = kwu_volume_format(o->device, o->tpm2_pcrs != 0 ? &extra : NULL, key);
-        OPENSSL_cleanse(pass, sizeof pass);
+                r = kwu_volume_format(o->device, uuid, extra, nextra, key);
+        OPENSSL_cleanse(tpass, sizeof tpass);
+        OPENSSL_cleanse(spass, sizeof spass);
         free(token);
+        free(stoken);
+        free(pem);
         if (r.code != 0)
                 return fail(o->device, r);
         fprintf(stderr,
-                "keyward-unlock: %s formatted; keyslot 0 opens it with the recovery key on stdout%s.\n"
+                "keyward-unlock: %s formatted; keyslot 0 opens it with the recovery key on stdout%s%s.\n"
                 "Store the key offline now: it is shown once and stored nowhere on this machine.\n",
-                o->device, o->tpm2_pcrs != 0 ? ", keyslot 1 through this TPM" : "");
+                o->device, tpm ? ", keyslot 1 through this TPM" : "",
+                o->snp ? (tpm ? ", keyslot 2 through SEV-SNP" : ", keyslot 1 through SEV-SNP") : "");
         printf("%s\n", key);
         fflush(stdout);
         OPENSSL_cleanse(key, sizeof key);
         return EXIT_DONE;
 }
 
-static int cmd_open(const struct opts *o)
+/* What opening through the TPM keeps across tokens. */
+struct tpm_open {
+        struct kwu_tpm *t;
+        struct kw_buf blob, policy, pubkey;
+        char *sigfile;
+        size_t siglen;
+        int sig_tried;
+};
+
+static void tpm_open_free(struct tpm_open *c)
+{
+        kw_buf_free(&c->blob);
+        kw_buf_free(&c->policy);
+        kw_buf_free(&c->pubkey);
+        free(c->sigfile);
+        kwu_tpm_close(c->t);
+}
+
+/* Unseals tok and opens its keyslot (activated as name, or only tried). */
+static kw_result tpm_token_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
+                                struct tpm_open *c, const char *name)
+{
+        const struct kwu_hdr *h = kwu_volume_header(v);
+        if (c->t == NULL)
+                KW_TRY(kwu_tpm_open(o->tpm2_device, &c->t));
+        kw_result r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &c->blob);
+        if (r.code == 0)
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &c->policy);
+        if (r.code == 0 && tok->has_pubkey)
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2_pubkey", &c->pubkey);
+        if (r.code == 0 && tok->has_pubkey && !c->sig_tried) {
+                c->sig_tried = 1;
+                c->sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &c->siglen);
+        }
+        KW_TRY(r);
+        struct kwu_tpm_token_data d = { .blob_b64 = (const char *)c->blob.p,
+                                        .policy_hex = (const char *)c->policy.p,
+                                        .pubkey_b64 = tok->has_pubkey ? (const char *)c->pubkey.p : NULL,
+                                        .sigfile = c->sigfile, .sigfile_len = c->siglen,
+                                        .sigfile_name = o->tpm2_signature };
+        char pass[KWU_TPM2_PASSPHRASE + 1];
+        r = kwu_tpm_unseal(c->t, tok, &d, pass);
+        if (r.code == 0)
+                r = kwu_volume_unlock(v, __builtin_ctz(tok->keyslots), pass, KWU_TPM2_PASSPHRASE, name);
+        OPENSSL_cleanse(pass, sizeof pass);
+        return r;
+}
+
+/* Derives tok's SEV-SNP passphrase for this volume and opens its keyslot. */
+static kw_result snp_token_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
+                                const char *name)
+{
+        char pass[KWU_SNP_PASSPHRASE + 1];
+        kw_result r = kwu_snp_passphrase(NULL, o->snp_device, &tok->snp, kwu_volume_header(v)->uuid, pass);
+        if (r.code == 0)
+                r = kwu_volume_unlock(v, __builtin_ctz(tok->keyslots), pass, KWU_SNP_PASSPHRASE, name);
+        if (r.code == KW_ERR_AUTH) {
+                kw_err_set_detail("the key this VM derives does not open keyslot %d: its launch measurement or "
+                                  "policy (or the chip) differ from enrollment",
+                                  __builtin_ctz(tok->keyslots));
+                r = KW_RESULT(KW_ERR_TPM_POLICY);
+        }
+        OPENSSL_cleanse(pass, sizeof pass);
+        return r;
+}
+
+/* open: the first TPM2 token that opens.  check (all = 1): every binding,
+ * one line each, nothing activated. */
+static int open_or_check(const struct opts *o, int all)
 {
         struct kwu_volume *v = NULL;
         kw_result r = kwu_volume_open(o->device, &o->exp, &v);
         if (r.code != 0)
                 return fail(o->device, r);
-        const struct kwu_hdr *h = kwu_volume_header(v);
         const struct kwu_layout *l = kwu_volume_layout(v);
-        struct kwu_tpm *t = NULL;
-        struct kw_buf blob, policy;
-        kw_buf_init(&blob, 32 * 1024);
-        kw_buf_init(&policy, 256);
-        int tried = 0;
-        r = KW_RESULT(KW_ERR_NOT_FOUND);
-        for (unsigned i = 0; i < l->ntokens && r.code != 0; i++) {
+        struct tpm_open c;
+        memset(&c, 0, sizeof c);
+        kw_buf_init(&c.blob, 32 * 1024);
+        kw_buf_init(&c.policy, 256);
+        kw_buf_init(&c.pubkey, 32 * 1024);
+        kw_result first = KW_RESULT(KW_ERR_NOT_FOUND);
+        char first_detail[512] = "";
+        int opened = 0;
+        for (unsigned i = 0; i < l->ntokens && (all || !opened); i++) {
                 const struct kwu_token *tok = &l->tokens[i];
-                if (tok->type != KWU_TOKEN_SYSTEMD_TPM2)
-                        continue;
-                if (t == NULL) {
-                        r = kwu_tpm_open(o->tpm2_device, &t);
-                        if (r.code != 0)
-                                break;
-                }
-                tried++;
-                char pass[KWU_TPM2_PASSPHRASE + 1];
                 int slot = __builtin_ctz(tok->keyslots);
-                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &blob);
-                if (r.code == 0)
-                        r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &policy);
-                if (r.code == 0)
-                        r = kwu_tpm_unseal(t, tok, (const char *)blob.p, (const char *)policy.p, pass);
-                if (r.code == 0)
-                        r = kwu_volume_unlock(v, slot, pass, KWU_TPM2_PASSPHRASE, o->name);
-                OPENSSL_cleanse(pass, sizeof pass);
-                if (r.code == 0)
-                        printf("token %u (TPM2) opens keyslot %d%s%s\n", tok->id, slot,
-                               o->name ? ": activated as /dev/mapper/" : "",
-                               o->name ? o->name : " (checked: nothing activated)");
+                char what[96];
+                if (tok->type == KWU_TOKEN_SYSTEMD_RECOVERY) {
+                        if (all)
+                                printf("token %u (recovery key), keyslot %d: opens only with the key (not tried)\n",
+                                       tok->id, slot);
+                        continue;
+                }
+                binding_text(tok, what, sizeof what);
+                r = tok->type == KWU_TOKEN_KEYWARD_SNP ? snp_token_open(o, v, tok, all ? NULL : o->name)
+                                                       : tpm_token_open(o, v, tok, &c, all ? NULL : o->name);
+                if (r.code == 0) {
+                        opened++;
+                        if (all)
+                                printf("token %u (%s), keyslot %d: would open now\n", tok->id, what, slot);
+                        else
+                                printf("token %u (%s) opens keyslot %d%s%s\n", tok->id,
+                                       tok->type == KWU_TOKEN_KEYWARD_SNP ? "SEV-SNP" : "TPM2", slot,
+                                       o->name ? ": activated as /dev/mapper/" : "",
+                                       o->name ? o->name : " (checked: nothing activated)");
+                        continue;
+                }
+                if (first.code == KW_ERR_NOT_FOUND) {
+                        first = r;
+                        snprintf(first_detail, sizeof first_detail, "%s", kw_err_detail());
+                }
+                if (all)
+                        printf("token %u (%s), keyslot %d: would NOT open: %s: %s\n", tok->id, what, slot,
+                               headline(r.code), kw_err_detail());
+                if (!all && r.code == KW_ERR_TPM && c.t == NULL)
+                        continue;   /* no TPM here: an SEV-SNP binding may still open it */
         }
-        if (tried == 0 && r.code == KW_ERR_NOT_FOUND)
-                kw_err_set_detail("the volume has no TPM2 keyslot (open it with recover)");
-        int rc = r.code == 0 ? EXIT_DONE : fail(o->device, r);
-        kw_buf_free(&blob);
-        kw_buf_free(&policy);
-        kwu_tpm_close(t);
+        int rc = EXIT_DONE;
+        if (!opened) {
+                if (first.code == KW_ERR_NOT_FOUND)
+                        kw_err_set_detail("the volume has no TPM2 or SEV-SNP keyslot (open it with recover)");
+                else
+                        kw_err_set_detail("%s", first_detail);
+                rc = fail(o->device, first.code == KW_ERR_NOT_FOUND ? KW_RESULT(KW_ERR_NOT_FOUND) : first);
+        }
+        tpm_open_free(&c);
         kwu_volume_close(v);
         return rc;
+}
+
+static int cmd_open(const struct opts *o) { return open_or_check(o, 0); }
+
+static int cmd_check(const struct opts *o)
+{
+        if (o->name != NULL) {
+                fprintf(stderr, "keyward-unlock check: activates nothing; --name is for open\n");
+                return EXIT_USAGE;
+        }
+        return open_or_check(o, 1);
 }
 
 static int cmd_recover(const struct opts *o)
@@ -435,6 +690,7 @@ static const struct command {
         { "enroll", cmd_enroll },
         { "recover", cmd_recover },
         { "open", cmd_open },
+        { "check", cmd_check },
 };
 
 int main(int argc, char **argv)
@@ -446,6 +702,14 @@ int main(int argc, char **argv)
                 { "name", required_argument, NULL, 'n' },
                 { "tpm2-pcrs", required_argument, NULL, 'p' },
                 { "tpm2-device", required_argument, NULL, 'd' },
+                { "tpm2-public-key", required_argument, NULL, 'k' },
+                { "tpm2-public-key-pcrs", required_argument, NULL, 'K' },
+                { "tpm2-signature", required_argument, NULL, 's' },
+                { "snp", no_argument, NULL, 'S' },
+                { "snp-device", required_argument, NULL, 'D' },
+                { "snp-tcb", required_argument, NULL, 'T' },
+                { "snp-vmpl", required_argument, NULL, 'V' },
+                { "snp-bind-image-id", no_argument, NULL, 'I' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
@@ -457,6 +721,9 @@ int main(int argc, char **argv)
         memset(&o, 0, sizeof o);
         kwu_expect_default(&o.exp);
         o.tpm2_device = KWU_TPM2_DEFAULT_DEVICE;
+        o.tpm2_signature = KWU_PCRSIG_DEFAULT;
+        o.snp_device = KWU_SNP_DEFAULT_DEVICE;
+        o.snp_fields = KWU_SNP_F_REQUIRED;
         if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
                 fputs(USAGE, stdout);
                 return EXIT_DONE;
@@ -487,6 +754,44 @@ int main(int argc, char **argv)
                         break;
                 case 'd':
                         o.tpm2_device = optarg;
+                        break;
+                case 'k':
+                        o.tpm2_public_key = optarg;
+                        break;
+                case 's':
+                        o.tpm2_signature = optarg;
+                        break;
+                case 'S':
+                        o.snp = 1;
+                        break;
+                case 'D':
+                        o.snp_device = optarg;
+                        break;
+                case 'I':
+                        o.snp_fields |= KWU_SNP_F_IMAGE_ID | KWU_SNP_F_FAMILY_ID;
+                        break;
+                case 'T':
+                        o.snp_tcb = strtoull(optarg, &end, 16);
+                        if (strlen(optarg) != 16 || *end != '\0') {
+                                fprintf(stderr, "keyward-unlock: --snp-tcb wants the TCB version as 16 hex digits\n");
+                                return EXIT_USAGE;
+                        }
+                        o.snp_tcb_set = 1;
+                        break;
+                case 'V':
+                        n = strtol(optarg, &end, 10);
+                        if (end == optarg || *end != '\0' || n < 0 || n > 3) {
+                                fprintf(stderr, "keyward-unlock: --snp-vmpl wants 0..3\n");
+                                return EXIT_USAGE;
+                        }
+                        o.snp_vmpl = (uint32_t)n;
+                        break;
+                case 'K':
+                        if (parse_pcrs(optarg, &o.tpm2_pk_pcrs) != 0) {
+                                fprintf(stderr, "keyward-unlock: --tpm2-public-key-pcrs wants PCR numbers 0..23 "
+                                                "joined by + or , (e.g. 11)\n");
+                                return EXIT_USAGE;
+                        }
                         break;
                 case 'p':
                         if (parse_pcrs(optarg, &o.tpm2_pcrs) != 0) {

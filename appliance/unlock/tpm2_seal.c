@@ -13,6 +13,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "../../server/common/b64.h"
+#include "pcrsig.h"
 #include "tpm2_seal.h"
 
 #define BLOB_MAX 4096u
@@ -129,25 +130,161 @@ static void pcr_selection(uint32_t pcrs, TPML_PCR_SELECTION *sel)
                         sel->pcrSelections[0].pcrSelect[i / 8] |= (uint8_t)(1u << (i % 8));
 }
 
-/* A policy session over the current PCR values; *digest its policy digest. */
-static kw_result pcr_session(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc, uint32_t pcrs, ESYS_TR *ret,
-                             TPM2B_DIGEST **digest)
+/* "PCR 7 = <hex>, PCR 11 = <hex>" of the current values, for the message. */
+static void pcr_values(struct kwu_tpm *t, uint32_t pcrs, char *out, size_t cap)
 {
-        static const TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
         TPML_PCR_SELECTION sel;
         pcr_selection(pcrs, &sel);
-        TSS2_RC rc = Esys_StartAuthSession(t->ectx, primary, ESYS_TR_NONE, enc, ESYS_TR_NONE, ESYS_TR_NONE, NULL,
-                                           TPM2_SE_POLICY, &sym, TPM2_ALG_SHA256, ret);
-        if (rc != TSS2_RC_SUCCESS)
-                return tpm_fail("starting the PCR policy session", rc);
-        rc = Esys_PolicyPCR(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &sel);
-        if (rc == TSS2_RC_SUCCESS)
-                rc = Esys_PolicyGetDigest(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, digest);
-        if (rc != TSS2_RC_SUCCESS) {
-                flush(t, ret);
-                return tpm_fail("the PCR policy", rc);
+        TPML_PCR_SELECTION *got = NULL;
+        TPML_DIGEST *vals = NULL;
+        size_t n = 0;
+        out[0] = '\0';
+        if (Esys_PCR_Read(t->ectx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, NULL, &got, &vals) !=
+            TSS2_RC_SUCCESS)
+                return;
+        unsigned k = 0;
+        for (unsigned i = 0; i < 24 && vals != NULL && k < vals->count; i++) {
+                if (!(pcrs & (1u << i)))
+                        continue;
+                n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%sPCR %u = ", k ? ", " : "", i);
+                for (size_t j = 0; j < vals->digests[k].size && n + 3 < cap; j++)
+                        n += (size_t)snprintf(out + n, cap - n, "%02x", vals->digests[k].buffer[j]);
+                k++;
         }
-        return KW_OK;
+        Esys_Free(got);
+        Esys_Free(vals);
+}
+
+/* The image key as the TPM takes it (LoadExternal), the way systemd builds
+ * it, so that the key's name -- and so the policy -- is the same. */
+static void tpm_pubkey(const struct kwu_pubkey *k, TPM2B_PUBLIC *out)
+{
+        memset(out, 0, sizeof *out);
+        out->size = sizeof(TPMT_PUBLIC);
+        out->publicArea.type = TPM2_ALG_RSA;
+        out->publicArea.nameAlg = TPM2_ALG_SHA256;
+        out->publicArea.objectAttributes = TPMA_OBJECT_DECRYPT | TPMA_OBJECT_SIGN_ENCRYPT | TPMA_OBJECT_USERWITHAUTH;
+        out->publicArea.parameters.rsaDetail.symmetric.algorithm = TPM2_ALG_NULL;
+        out->publicArea.parameters.rsaDetail.scheme.scheme = TPM2_ALG_NULL;
+        out->publicArea.parameters.rsaDetail.keyBits = (TPMI_RSA_KEY_BITS)(k->n_len * 8);
+        out->publicArea.parameters.rsaDetail.exponent = 65537;
+        out->publicArea.unique.rsa.size = (UINT16)k->n_len;
+        memcpy(out->publicArea.unique.rsa.buffer, k->n, k->n_len);
+}
+
+/*
+ * The policy, as systemd 252 builds it: the signed PCRs first (PolicyPCR
+ * over their current values, then PolicyAuthorize under the image key, with
+ * a ticket from VerifySignature when a signature file is given, or none in
+ * a trial session while sealing), then the literal PCRs (PolicyPCR).
+ * *ret: the session (ESYS_TR_NONE for a trial one, flushed), *digest its
+ * final digest.
+ */
+struct policy {
+        uint32_t pcrs;                  /* literal                               */
+        uint32_t pk_pcrs;               /* signed                                */
+        const struct kwu_pubkey *pk;    /* with pk_pcrs                          */
+        const char *sigfile;            /* unsealing a signed policy: its text   */
+        size_t sigfile_len;
+};
+
+static kw_result signed_part(struct kwu_tpm *t, ESYS_TR sess, const struct policy *p)
+{
+        TPM2B_PUBLIC pub;
+        tpm_pubkey(p->pk, &pub);
+        ESYS_TR key = ESYS_TR_NONE;
+        TPM2B_NAME *name = NULL;
+        TPM2B_DIGEST *approved = NULL;
+        TPMT_TK_VERIFIED *ticket = NULL;
+        static const TPMT_TK_VERIFIED no_ticket = { .tag = TPM2_ST_VERIFIED, .hierarchy = TPM2_RH_OWNER };
+        static const TPM2B_NONCE no_ref = { 0 };
+        TPML_PCR_SELECTION sel;
+        pcr_selection(p->pk_pcrs, &sel);
+        kw_result r = KW_OK;
+        TSS2_RC rc = Esys_LoadExternal(t->ectx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &pub, TPM2_RH_OWNER,
+                                       &key);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Esys_TR_GetName(t->ectx, key, &name);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Esys_PolicyPCR(t->ectx, sess, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &sel);
+        if (rc == TSS2_RC_SUCCESS)
+                rc = Esys_PolicyGetDigest(t->ectx, sess, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &approved);
+        if (rc != TSS2_RC_SUCCESS)
+                r = tpm_fail("the signed PCR policy", rc);
+        if (r.code == 0 && p->sigfile != NULL) {
+                uint8_t sig[KWU_SIG_MAX];
+                size_t sig_len = 0;
+                int other = 0;
+                r = kwu_pcrsig_find(p->sigfile, p->sigfile_len, "sha256", p->pk_pcrs, p->pk, approved->buffer, sig,
+                                    &sig_len, &other);
+                if (r.code == KW_ERR_NOT_FOUND) {
+                        char now[24 * 72];
+                        pcr_values(t, p->pk_pcrs, now, sizeof now);
+                        kw_err_set_detail("%s for this boot (%s)",
+                                          other ? "the PCR policy is signed by another key than the enrolled one"
+                                                : "no signature under the enrolled key",
+                                          now);
+                        r = KW_RESULT(other ? KW_ERR_TPM_SIGNATURE : KW_ERR_TPM_POLICY);
+                }
+                if (r.code == 0 && (sig_len != p->pk->n_len || approved->size != 32)) {
+                        kw_err_set_detail("the signature is %zu bytes for a %zu-byte key", sig_len, p->pk->n_len);
+                        r = KW_RESULT(KW_ERR_TPM_SIGNATURE);
+                }
+                if (r.code == 0) {
+                        TPM2B_DIGEST h = { .size = 32 };
+                        TPMT_SIGNATURE ts;
+                        memset(&ts, 0, sizeof ts);
+                        ts.sigAlg = TPM2_ALG_RSASSA;
+                        ts.signature.rsassa.hash = TPM2_ALG_SHA256;
+                        ts.signature.rsassa.sig.size = (UINT16)sig_len;
+                        memcpy(ts.signature.rsassa.sig.buffer, sig, sig_len);
+                        if (EVP_Digest(approved->buffer, approved->size, h.buffer, NULL, EVP_sha256(), NULL) != 1)
+                                r = KW_RESULT(KW_ERR_CRYPTO);
+                        else if (Esys_VerifySignature(t->ectx, key, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &h, &ts,
+                                                      &ticket) != TSS2_RC_SUCCESS) {
+                                kw_err_set_detail("the signature for this boot's PCR policy does not verify under "
+                                                  "the enrolled key");
+                                r = KW_RESULT(KW_ERR_TPM_SIGNATURE);
+                        }
+                }
+        }
+        if (r.code == 0) {
+                rc = Esys_PolicyAuthorize(t->ectx, sess, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, approved, &no_ref,
+                                          name, ticket != NULL ? ticket : &no_ticket);
+                if (rc != TSS2_RC_SUCCESS)
+                        r = tpm_fail("authorizing the signed PCR policy", rc);
+        }
+        Esys_Free(ticket);
+        Esys_Free(approved);
+        Esys_Free(name);
+        flush(t, &key);
+        return r;
+}
+
+static kw_result policy_session(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc, TPM2_SE type,
+                                const struct policy *p, ESYS_TR *ret, TPM2B_DIGEST **digest)
+{
+        static const TPMT_SYM_DEF sym = { .algorithm = TPM2_ALG_AES, .keyBits.aes = 128, .mode.aes = TPM2_ALG_CFB };
+        TSS2_RC rc = Esys_StartAuthSession(t->ectx, primary, ESYS_TR_NONE, enc, ESYS_TR_NONE, ESYS_TR_NONE, NULL,
+                                           type, &sym, TPM2_ALG_SHA256, ret);
+        if (rc != TSS2_RC_SUCCESS)
+                return tpm_fail("starting the policy session", rc);
+        kw_result r = p->pk_pcrs != 0 ? signed_part(t, *ret, p) : KW_OK;
+        if (r.code == 0 && p->pcrs != 0) {
+                TPML_PCR_SELECTION sel;
+                pcr_selection(p->pcrs, &sel);
+                rc = Esys_PolicyPCR(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &sel);
+                if (rc != TSS2_RC_SUCCESS)
+                        r = tpm_fail("the PCR policy", rc);
+        }
+        if (r.code == 0) {
+                rc = Esys_PolicyGetDigest(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, digest);
+                if (rc != TSS2_RC_SUCCESS)
+                        r = tpm_fail("the policy digest", rc);
+        }
+        if (r.code != 0)
+                flush(t, ret);
+        return r;
 }
 
 static kw_result passphrase(const uint8_t secret[KWU_TPM2_SECRET], char pass[KWU_TPM2_PASSPHRASE + 1])
@@ -165,11 +302,13 @@ static kw_result passphrase(const uint8_t secret[KWU_TPM2_SECRET], char pass[KWU
         return r;
 }
 
-static char *token_json(int keyslot, uint32_t pcrs, TPMI_ALG_PUBLIC alg, const uint8_t *blob, size_t blob_len,
-                        const TPM2B_DIGEST *policy)
+static char *token_json(int keyslot, const struct kwu_tpm_binding *bind, TPMI_ALG_PUBLIC alg, const uint8_t *blob,
+                        size_t blob_len, const TPM2B_DIGEST *policy)
 {
-        struct kw_buf b64;
+        uint32_t pcrs = bind->pcrs;
+        struct kw_buf b64, pk64;
         kw_buf_init(&b64, 2 * BLOB_MAX);
+        kw_buf_init(&pk64, 32 * 1024);
         char slot[12], hex[2 * sizeof policy->buffer + 1];
         snprintf(slot, sizeof slot, "%d", keyslot);
         for (size_t i = 0; i < policy->size; i++)
@@ -193,8 +332,21 @@ static char *token_json(int keyslot, uint32_t pcrs, TPMI_ALG_PUBLIC alg, const u
                 cJSON_AddStringToObject(o, "tpm2-primary-alg", alg == TPM2_ALG_ECC ? "ecc" : "rsa");
                 cJSON_AddStringToObject(o, "tpm2-policy-hash", hex);
                 cJSON_AddBoolToObject(o, "tpm2-pin", 0);
-                out = cJSON_PrintUnformatted(o);
+                int ok = 1;
+                if (bind->pk_pcrs != 0) {   /* the PEM text as given, base64, as systemd writes it */
+                        cJSON *kp = cJSON_CreateArray();
+                        for (unsigned i = 0; kp != NULL && i < 24; i++)
+                                if (bind->pk_pcrs & (1u << i))
+                                        cJSON_AddItemToArray(kp, cJSON_CreateNumber(i));
+                        cJSON_AddItemToObject(o, "tpm2_pubkey_pcrs", kp);
+                        ok = kp != NULL &&
+                             kw_b64_encode((const uint8_t *)bind->pk_pem, bind->pk_pem_len, &pk64).code == 0 &&
+                             kw_buf_put(&pk64, "", 1).code == 0 &&
+                             cJSON_AddStringToObject(o, "tpm2_pubkey", (const char *)pk64.p) != NULL;
+                }
+                out = ok ? cJSON_PrintUnformatted(o) : NULL;
         }
+        kw_buf_free(&pk64);
         cJSON_Delete(o);
         cJSON_Delete(ks);
         cJSON_Delete(pa);
@@ -202,10 +354,16 @@ static char *token_json(int keyslot, uint32_t pcrs, TPMI_ALG_PUBLIC alg, const u
         return out;
 }
 
-kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot, char pass[KWU_TPM2_PASSPHRASE + 1],
-                       char **token)
+kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int keyslot,
+                       char pass[KWU_TPM2_PASSPHRASE + 1], char **token)
 {
-        KW_ENSURE(t != NULL && pass != NULL && token != NULL && pcrs != 0 && pcrs < (1u << 24), KW_ERR_INPUT);
+        KW_ENSURE(t != NULL && b != NULL && pass != NULL && token != NULL && (b->pcrs | b->pk_pcrs) != 0 &&
+                          (b->pcrs | b->pk_pcrs) < (1u << 24) && (b->pk_pcrs == 0) == (b->pk_pem == NULL),
+                  KW_ERR_INPUT);
+        struct kwu_pubkey pk;
+        struct policy p = { .pcrs = b->pcrs, .pk_pcrs = b->pk_pcrs, .pk = &pk };
+        if (b->pk_pem != NULL)
+                KW_TRY(kwu_pubkey_from_pem(b->pk_pem, b->pk_pem_len, &pk));
         ESYS_TR primary = ESYS_TR_NONE, enc = ESYS_TR_NONE, pol = ESYS_TR_NONE;
         TPM2B_DIGEST *digest = NULL;
         TPM2B_PRIVATE *priv = NULL;
@@ -222,8 +380,11 @@ kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot, char pass[
         }
         if (r.code == 0)
                 r = encryption_session(t, primary, &enc);
+        /* a trial session where the signed PCRs' values are not today's to
+         * check (systemd does the same); a real one otherwise, as some TPMs
+         * get trial sessions wrong */
         if (r.code == 0)
-                r = pcr_session(t, primary, enc, pcrs, &pol, &digest);
+                r = policy_session(t, primary, enc, b->pk_pcrs != 0 ? TPM2_SE_TRIAL : TPM2_SE_POLICY, &p, &pol, &digest);
         flush(t, &pol);   /* only its digest is needed to seal */
         if (r.code == 0 && RAND_priv_bytes(sens.sensitive.data.buffer, KWU_TPM2_SECRET) != 1)
                 r = KW_RESULT(KW_ERR_RANDOM);
@@ -253,7 +414,7 @@ kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot, char pass[
         if (r.code == 0)
                 r = passphrase(sens.sensitive.data.buffer, pass);
         if (r.code == 0) {
-                *token = token_json(keyslot, pcrs, alg, blob, off, digest);
+                *token = token_json(keyslot, b, alg, blob, off, digest);
                 if (*token == NULL)
                         r = KW_RESULT(KW_ERR_NOMEM);
         }
@@ -266,31 +427,6 @@ kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot, char pass[
         flush(t, &enc);
         flush(t, &primary);
         return r;
-}
-
-/* "PCR 7 = <hex>, PCR 11 = <hex>" of the current values, for the message. */
-static void pcr_values(struct kwu_tpm *t, uint32_t pcrs, char *out, size_t cap)
-{
-        TPML_PCR_SELECTION sel;
-        pcr_selection(pcrs, &sel);
-        TPML_PCR_SELECTION *got = NULL;
-        TPML_DIGEST *vals = NULL;
-        size_t n = 0;
-        out[0] = '\0';
-        if (Esys_PCR_Read(t->ectx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, NULL, &got, &vals) !=
-            TSS2_RC_SUCCESS)
-                return;
-        unsigned k = 0;
-        for (unsigned i = 0; i < 24 && vals != NULL && k < vals->count; i++) {
-                if (!(pcrs & (1u << i)))
-                        continue;
-                n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%sPCR %u = ", k ? ", " : "", i);
-                for (size_t j = 0; j < vals->digests[k].size && n + 3 < cap; j++)
-                        n += (size_t)snprintf(out + n, cap - n, "%02x", vals->digests[k].buffer[j]);
-                k++;
-        }
-        Esys_Free(got);
-        Esys_Free(vals);
 }
 
 /* Marshalled again, the parts give back exactly the bytes they came from:
@@ -332,14 +468,39 @@ kw_result kwu_tpm_blob_parse(const char *blob_b64, unsigned token_id, TPM2B_PRIV
         return KW_OK;
 }
 
-kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const char *blob_b64,
-                         const char *policy_hex, char pass[KWU_TPM2_PASSPHRASE + 1])
+kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const struct kwu_tpm_token_data *d,
+                         char pass[KWU_TPM2_PASSPHRASE + 1])
 {
-        KW_ENSURE(t != NULL && tok != NULL && blob_b64 != NULL && policy_hex != NULL && pass != NULL, KW_ERR_INPUT);
-        if (tok->pin || tok->has_pubkey || strcmp(tok->bank, "sha256") != 0) {
-                kw_err_set_detail("token %u needs a PIN, a signed PCR policy or another bank: not unsealed by "
-                                  "this build", tok->id);
+        KW_ENSURE(t != NULL && tok != NULL && d != NULL && d->blob_b64 != NULL && d->policy_hex != NULL &&
+                          pass != NULL,
+                  KW_ERR_INPUT);
+        const char *blob_b64 = d->blob_b64, *policy_hex = d->policy_hex;
+        if (tok->pin || strcmp(tok->bank, "sha256") != 0) {
+                kw_err_set_detail("token %u needs a PIN or another bank than sha256: not unsealed by this build",
+                                  tok->id);
                 KW_BAIL(KW_ERR_UNSUPPORTED);
+        }
+        struct kwu_pubkey pk;
+        struct policy p = { .pcrs = tok->pcrs, .pk_pcrs = tok->has_pubkey ? tok->pubkey_pcrs : 0, .pk = &pk };
+        if (tok->has_pubkey) {
+                if (d->sigfile == NULL) {
+                        kw_err_set_detail("token %u has a signed PCR policy and no signature file was found (%s)",
+                                          tok->id, d->sigfile_name != NULL ? d->sigfile_name : "none given");
+                        KW_BAIL(KW_ERR_TPM_POLICY);
+                }
+                struct kw_buf pem;
+                kw_buf_init(&pem, 32 * 1024);
+                kw_result pr = d->pubkey_b64 != NULL ? kw_b64_decode(d->pubkey_b64, strlen(d->pubkey_b64), &pem)
+                                                     : KW_RESULT(KW_ERR_MISSING_FIELD);
+                if (pr.code == 0)
+                        pr = kwu_pubkey_from_pem((const char *)pem.p, pem.len, &pk);
+                kw_buf_free(&pem);
+                if (pr.code != 0) {
+                        kw_err_set_detail("token %u's tpm2_pubkey is not an RSA public key in PEM", tok->id);
+                        KW_BAIL(KW_ERR_LUKS_TAMPERED);
+                }
+                p.sigfile = d->sigfile;
+                p.sigfile_len = d->sigfile_len;
         }
         TPM2B_PRIVATE priv;
         TPM2B_PUBLIC pub;
@@ -351,7 +512,7 @@ kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const c
         if (r.code == 0)
                 r = encryption_session(t, primary, &enc);
         if (r.code == 0)
-                r = pcr_session(t, primary, enc, tok->pcrs, &pol, &digest);
+                r = policy_session(t, primary, enc, TPM2_SE_POLICY, &p, &pol, &digest);
         if (r.code == 0) {
                 char hex[2 * sizeof digest->buffer + 1];
                 for (size_t i = 0; i < digest->size; i++)
@@ -359,7 +520,7 @@ kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const c
                 hex[2 * digest->size] = '\0';
                 if (strcmp(hex, policy_hex) != 0) {   /* lint: allow (policy digests are public) */
                         char now[24 * 72];
-                        pcr_values(t, tok->pcrs, now, sizeof now);
+                        pcr_values(t, tok->pcrs | p.pk_pcrs, now, sizeof now);
                         kw_err_set_detail("the PCRs of token %u changed since enrollment; now %s", tok->id, now);
                         r = KW_RESULT(KW_ERR_TPM_POLICY);
                 }

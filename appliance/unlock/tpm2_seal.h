@@ -42,24 +42,47 @@ struct kwu_tpm;
 KW_MUST_USE kw_result kwu_tpm_open(const char *tcti, struct kwu_tpm **ret);
 void kwu_tpm_close(struct kwu_tpm *t);
 
-/*
- * Seals 32 random bytes to the current values of pcrs (bit n = PCR n,
- * SHA-256 bank).  On success: the LUKS passphrase (base64, NUL-terminated)
- * in pass (wipe it), and the token JSON for keyslot in *token (the caller
- * frees it).  KW_ERR_TPM on a TPM failure.
- */
-KW_MUST_USE kw_result kwu_tpm_seal(struct kwu_tpm *t, uint32_t pcrs, int keyslot,
-                                   char pass[KWU_TPM2_PASSPHRASE + 1], char **token);
+/* What to seal to: literal PCRs (their current values), and/or PCRs whose
+ * policy the image key signs (pk_pem: its RSA public key, PEM text). */
+struct kwu_tpm_binding {
+        uint32_t pcrs;
+        uint32_t pk_pcrs;
+        const char *pk_pem;
+        size_t pk_pem_len;
+};
 
 /*
- * Unseals what a systemd-tpm2 token holds (blob base64, policy hash hex,
- * as the header check accepted them) into the LUKS passphrase.
- * KW_ERR_TPM_POLICY when the PCRs differ from sealing time, with the
- * current values in the detail; KW_ERR_UNSUPPORTED for a token this build
- * does not unseal (PIN, signed PCR policy, other bank); KW_ERR_TPM else.
+ * Seals 32 random bytes to b.  On success: the LUKS passphrase (base64,
+ * NUL-terminated) in pass (wipe it), and the token JSON for keyslot in
+ * *token (the caller frees it), with tpm2_pubkey / tpm2_pubkey_pcrs for a
+ * signed policy.  KW_ERR_BAD_FIELD for a key that is not RSA PEM;
+ * KW_ERR_TPM on a TPM failure.
  */
-KW_MUST_USE kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const char *blob_b64,
-                                     const char *policy_hex, char pass[KWU_TPM2_PASSPHRASE + 1]);
+KW_MUST_USE kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int keyslot,
+                                   char pass[KWU_TPM2_PASSPHRASE + 1], char **token);
+
+/* What a systemd-tpm2 token holds (as the header check accepted it), and
+ * for a signed policy the signature file's text. */
+struct kwu_tpm_token_data {
+        const char *blob_b64;
+        const char *policy_hex;
+        const char *pubkey_b64;         /* NULL without a signed policy */
+        const char *sigfile;            /* NULL when none was found      */
+        size_t sigfile_len;
+        const char *sigfile_name;       /* for the messages              */
+};
+
+/*
+ * Unseals into the LUKS passphrase.  A signed policy needs the signature
+ * of this boot's PCR policy under the token's key.  Failures:
+ * KW_ERR_TPM_POLICY when the PCRs differ from sealing time or no signature
+ * covers them (the current values in the detail); KW_ERR_TPM_SIGNATURE when
+ * the policy is signed by another key or the signature does not verify;
+ * KW_ERR_UNSUPPORTED for a PIN or another bank; KW_ERR_LUKS_TAMPERED for a
+ * token that does not parse; KW_ERR_TPM else.
+ */
+KW_MUST_USE kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok,
+                                     const struct kwu_tpm_token_data *d, char pass[KWU_TPM2_PASSPHRASE + 1]);
 
 /*
  * A token's tpm2-blob (base64 of TPM2B_PRIVATE || TPM2B_PUBLIC, nothing

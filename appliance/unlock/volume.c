@@ -225,7 +225,8 @@ static void unformat(const char *device)
 
 #define RECOVERY_SLOT 0
 
-static kw_result format_write(const char *device, const char *rkey, const struct kwu_extra_slot *extra)
+static kw_result format_write(const char *device, const char *uuid, const char *rkey,
+                              const struct kwu_extra_slot *extra, size_t nextra)
 {
         char log[256] = "";
         struct crypt_device *cd = NULL;
@@ -238,7 +239,7 @@ static kw_result format_write(const char *device, const char *rkey, const struct
         struct crypt_params_luks2 params = { .pbkdf = &pbkdf, .sector_size = 4096, .label = LABEL,
                                              .subsystem = SUBSYSTEM };
         kw_result r = KW_OK;
-        rc = crypt_format(cd, CRYPT_LUKS2, "aes", "xts-plain64", NULL, NULL, VOLUME_KEY_BYTES, &params);
+        rc = crypt_format(cd, CRYPT_LUKS2, "aes", "xts-plain64", uuid, NULL, VOLUME_KEY_BYTES, &params);
         if (rc < 0) {
                 r = cs_fail("format", rc, log);
                 goto out;
@@ -253,12 +254,12 @@ static kw_result format_write(const char *device, const char *rkey, const struct
                 r = cs_fail("adding the recovery keyslot", rc, log);
                 goto out;
         }
-        if (extra != NULL) {
-                rc = crypt_keyslot_add_by_volume_key(cd, extra->keyslot, NULL, 0, extra->pass, extra->pass_len);
+        for (size_t i = 0; i < nextra; i++) {
+                rc = crypt_keyslot_add_by_volume_key(cd, extra[i].keyslot, NULL, 0, extra[i].pass, extra[i].pass_len);
                 if (rc >= 0)
-                        rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, extra->token_json);
+                        rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, extra[i].token_json);
                 if (rc < 0) {
-                        r = cs_fail("adding the measured keyslot", rc, log);
+                        r = cs_fail("adding a measured keyslot", rc, log);
                         goto out;
                 }
         }
@@ -267,17 +268,19 @@ out:
         return r;
 }
 
-kw_result kwu_volume_format(const char *device, const struct kwu_extra_slot *extra,
-                            char recovery_out[KWU_RECOVERY_KEY_LEN + 1])
+kw_result kwu_volume_format(const char *device, const char *uuid, const struct kwu_extra_slot *extra,
+                            size_t nextra, char recovery_out[KWU_RECOVERY_KEY_LEN + 1])
 {
-        KW_ENSURE(device != NULL && recovery_out != NULL, KW_ERR_INPUT);
-        KW_ENSURE(extra == NULL || (extra->keyslot > RECOVERY_SLOT && extra->keyslot < KWU_MAX_SLOTS &&
-                                    extra->pass != NULL && extra->token_json != NULL),
+        KW_ENSURE(device != NULL && recovery_out != NULL && (nextra == 0 || extra != NULL) && nextra < 8,
                   KW_ERR_INPUT);
+        for (size_t i = 0; i < nextra; i++)
+                KW_ENSURE(extra[i].keyslot > RECOVERY_SLOT && extra[i].keyslot < KWU_MAX_SLOTS &&
+                                  extra[i].pass != NULL && extra[i].token_json != NULL,
+                          KW_ERR_INPUT);
         KW_TRY(check_blank(device));
         char rkey[KWU_RECOVERY_KEY_LEN + 1];
         KW_TRY(kwu_recovery_key_new(rkey));
-        kw_result r = format_write(device, rkey, extra);
+        kw_result r = format_write(device, uuid, rkey, extra, nextra);
         /* read back through the same checks every open makes, and try each key */
         struct kwu_volume *v = NULL;
         struct kwu_expect exp;
@@ -286,8 +289,8 @@ kw_result kwu_volume_format(const char *device, const struct kwu_extra_slot *ext
                 r = kwu_volume_open(device, &exp, &v);
         if (r.code == 0)
                 r = kwu_volume_unlock(v, RECOVERY_SLOT, rkey, KWU_RECOVERY_KEY_LEN, NULL);
-        if (r.code == 0 && extra != NULL)
-                r = kwu_volume_unlock(v, extra->keyslot, extra->pass, extra->pass_len, NULL);
+        for (size_t i = 0; r.code == 0 && i < nextra; i++)
+                r = kwu_volume_unlock(v, extra[i].keyslot, extra[i].pass, extra[i].pass_len, NULL);
         kwu_volume_close(v);
         if (r.code != 0) {
                 OPENSSL_cleanse(rkey, sizeof rkey);

@@ -53,18 +53,19 @@ struct kwu_extra_slot {
 
 /*
  * Formats device as the data volume: LUKS2, aes-xts-plain64 with a
- * 512-bit random volume key, 4096-byte sectors, label "keyward-data".  The
- * device must be blank (its first MiB all zeros) and at least 32 MiB.  Adds
- * the recovery keyslot 0 (PBKDF2-SHA512, 1000 iterations: the key carries
- * 256 bits of entropy) recorded by a systemd-recovery token, and extra
- * when not NULL (same KDF), and writes the recovery key to recovery_out.
- * Before returning it opens the volume again through kwu_volume_open and
- * checks that the recovery key, and extra's passphrase, open it.
+ * 512-bit random volume key, 4096-byte sectors, label "keyward-data", UUID
+ * uuid (NULL: a random one; given when a binding derives its passphrase
+ * from it).  The device must be blank (its first MiB all zeros) and at
+ * least 32 MiB.  Adds the recovery keyslot 0 (PBKDF2-SHA512, 1000
+ * iterations: the key carries 256 bits of entropy) recorded by a
+ * systemd-recovery token, and each of the nextra keyslots (same KDF), and
+ * writes the recovery key to recovery_out.  Before returning it opens the
+ * volume again through kwu_volume_open and checks that every key opens it.
  * On failure after formatting began, the header area is zeroed so that a
  * retry starts from a blank device again.
  * KW_ERR_EXISTS when the device is not blank; KW_ERR_DEVICE, KW_ERR_IO.
  */
-KW_MUST_USE kw_result kwu_volume_format(const char *device, const struct kwu_extra_slot *extra,
-                                        char recovery_out[KWU_RECOVERY_KEY_LEN + 1]);
+KW_MUST_USE kw_result kwu_volume_format(const char *device, const char *uuid, const struct kwu_extra_slot *extra,
+                                        size_t nextra, char recovery_out[KWU_RECOVERY_KEY_LEN + 1]);
 
 #endif

@@ -54,6 +54,9 @@ struct kw_snp_ops {
         void (*close)(void *ctx, int fd);
         void *ctx;
 };
+/* The real ones (open O_RDWR|O_CLOEXEC, ioctl, close); also used by
+ * keyward-unlock's SEV-SNP binding (appliance/unlock/snp_key.c). */
+extern const struct kw_snp_ops kw_snp_real_ops;
 
 /* A collector (copies cfg).  KW_ERR_CONFIG when pcrs is invalid.  The first
  * call sets TSS2_LOG=all+NONE when TSS2_LOG is unset (see collect_tpm.c). */

@@ -47,7 +47,7 @@ static void real_close(void *ctx, int fd)
         (void)ctx;
         close(fd);
 }
-static const struct kw_snp_ops real_ops = { real_open, real_ioctl, real_close, NULL };
+const struct kw_snp_ops kw_snp_real_ops = { real_open, real_ioctl, real_close, NULL };
 
 static uint32_t le32(const uint8_t *p)
 {
@@ -169,7 +169,7 @@ out:
 KW_MUST_USE static kw_result snp_dev(struct kw_attest *a, const uint8_t rd[64], cJSON *doc,
                                      char *why, size_t whysz, int *ret_done)
 {
-        const struct kw_snp_ops *ops = a->snp.ioctl != NULL ? &a->snp : &real_ops;
+        const struct kw_snp_ops *ops = a->snp.ioctl != NULL ? &a->snp : &kw_snp_real_ops;
         *ret_done = 0;
         if (a->snp_device[0] == '\0') {
                 snprintf(why, whysz, "no SEV-SNP device configured ([attestation] snp_device)");

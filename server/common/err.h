@@ -70,6 +70,9 @@ enum kw_err {
         /* tpm (wave 2) */
         KW_ERR_TPM = -800,
         KW_ERR_TPM_POLICY = -801,       /* the TPM's PCRs are not the ones sealed to */
+        KW_ERR_TPM_SIGNATURE = -802,    /* a signed PCR policy's signature does not hold */
+        KW_ERR_SNP = -803,              /* no SEV-SNP guest device, or its request failed */
+        KW_ERR_SNP_TCB = -804,          /* the firmware is below the pinned TCB (or SVN) */
 
         /* the data volume (keyward-unlock) */
         KW_ERR_LUKS_NOT_LUKS2 = -1000,  /* no LUKS2 header, or one we cannot read */

@@ -31,6 +31,9 @@ class Swtpm:
         self.dir = tempfile.mkdtemp(prefix="kw-swtpm-")
         self.port = two_free_ports()
         self.log = open(os.path.join(self.dir, "swtpm.log"), "wb")
+        self._spawn()
+
+    def _spawn(self):
         self.proc = subprocess.Popen(
             ["swtpm", "socket", "--tpm2", "--tpmstate", "dir=" + self.dir,
              "--server", "type=tcp,port=%d,bindaddr=127.0.0.1" % self.port,
@@ -44,6 +47,12 @@ class Swtpm:
             except OSError:
                 time.sleep(0.05)
         raise AssertionError("swtpm did not start")
+
+    def reboot(self):
+        """The same TPM (its seeds and state kept), PCRs back to zero: a new boot."""
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self._spawn()
 
     @property
     def tcti(self):

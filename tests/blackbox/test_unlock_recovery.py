@@ -81,6 +81,14 @@ def test_recover_opens_with_the_key_however_typed(enrolled):
         assert "opens keyslot 0 (checked: nothing activated)" in r.stdout
 
 
+def test_check_and_open_without_a_measured_binding(enrolled):
+    path, _ = enrolled
+    r = unlock("check", path)
+    assert r.returncode == 11 and "no measured binding" in r.stderr, r.stderr
+    assert "token 0 (recovery key), keyslot 0: opens only with the key (not tried)" in r.stdout
+    assert unlock("open", path).returncode == 11
+
+
 def test_recover_refuses_a_wrong_or_malformed_key(enrolled):
     path, key = enrolled
     other = ("c" * 8 + "-") * 7 + "c" * 8
