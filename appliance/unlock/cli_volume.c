@@ -1,0 +1,306 @@
+/* cli_volume.c - keyward-unlock enroll, open, check and recover (cli.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "cli.h"
+#include "luks2_check.h"
+#include "pcrsig.h"
+#include "recovery_key.h"
+#include "snp_key.h"
+#include "tpm2_seal.h"
+#include "volume.h"
+
+static char *read_small(const char *path, size_t max, size_t *ret_len)
+{
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+                return NULL;
+        char *b = malloc(max + 1);
+        size_t n = b != NULL ? fread(b, 1, max + 1, f) : 0;
+        int bad = b == NULL || ferror(f) || n > max;
+        fclose(f);
+        if (bad) {
+                free(b);
+                errno = EFBIG;
+                return NULL;
+        }
+        b[n] = '\0';
+        *ret_len = n;
+        return b;
+}
+
+/* A random (version 4) UUID, as libcryptsetup would make: known before the
+ * format, because the SEV-SNP passphrase is derived for it. */
+static int uuid_new(char out[37])
+{
+        unsigned char b[16];
+        if (RAND_bytes(b, sizeof b) != 1)
+                return -1;
+        b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+        b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+        snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+                 b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+        return 0;
+}
+
+int kwu_cmd_enroll(const struct opts *o)
+{
+        if (!o->format) {
+                fprintf(stderr, "keyward-unlock enroll: give --format: this build enrolls while it formats a "
+                                "blank device\n");
+                return EXIT_USAGE;
+        }
+        if (o->snp && !o->snp_tcb_set) {
+                fprintf(stderr, "keyward-unlock enroll: --snp needs --snp-tcb (the TCB version to pin, 16 hex "
+                                "digits, from the image's policy or an attestation report)\n");
+                return EXIT_USAGE;
+        }
+        char key[KWU_RECOVERY_KEY_LEN + 1], tpass[KWU_TPM2_PASSPHRASE + 1] = "", spass[KWU_SNP_PASSPHRASE + 1] = "";
+        char *token = NULL, *stoken = NULL, uuid[37];
+        struct kwu_tpm *t = NULL;
+        struct kwu_extra_slot extra[2];
+        size_t nextra = 0;
+        kw_result r = KW_OK;
+        struct kwu_tpm_binding bind = { .pcrs = o->tpm2_pcrs };
+        char *pem = NULL;
+        if (o->tpm2_public_key != NULL) {
+                pem = read_small(o->tpm2_public_key, 16384, &bind.pk_pem_len);
+                if (pem == NULL) {
+                        fprintf(stderr, "keyward-unlock: cannot read %s: %s\n", o->tpm2_public_key, strerror(errno));
+                        return EXIT_USAGE;
+                }
+                bind.pk_pem = pem;
+                bind.pk_pcrs = o->tpm2_pk_pcrs != 0 ? o->tpm2_pk_pcrs : 1u << 11;
+        }
+        if (uuid_new(uuid) != 0)
+                r = KW_RESULT(KW_ERR_RANDOM);
+        int tpm = (bind.pcrs | bind.pk_pcrs) != 0;
+        if (r.code == 0 && tpm) {
+                r = kwu_tpm_open(o->tpm2_device, &t);
+                if (r.code == 0)
+                        r = kwu_tpm_seal(t, &bind, 1 + (int)nextra, tpass, &token);
+                kwu_tpm_close(t);
+                extra[nextra] = (struct kwu_extra_slot){ .keyslot = 1 + (int)nextra, .pass = tpass,
+                                                         .pass_len = strlen(tpass), .token_json = token };
+                nextra++;
+        }
+        if (r.code == 0 && o->snp) {
+                struct kwu_snp_bind sb = { .root = 0, .fields = o->snp_fields, .vmpl = o->snp_vmpl,
+                                           .guest_svn = 0, .tcb = o->snp_tcb };
+                r = kwu_snp_passphrase(NULL, o->snp_device, &sb, uuid, spass);
+                if (r.code == 0) {
+                        stoken = kwu_snp_token_json(&sb, 1 + (int)nextra);
+                        if (stoken == NULL)
+                                r = KW_RESULT(KW_ERR_NOMEM);
+                }
+                extra[nextra] = (struct kwu_extra_slot){ .keyslot = 1 + (int)nextra, .pass = spass,
+                                                         .pass_len = strlen(spass), .token_json = stoken };
+                nextra++;
+        }
+        if (r.code == 0)
+                r = kwu_volume_format(o->device, uuid, extra, nextra, key);
+        OPENSSL_cleanse(tpass, sizeof tpass);
+        OPENSSL_cleanse(spass, sizeof spass);
+        free(token);
+        free(stoken);
+        free(pem);
+        if (r.code != 0)
+                return kwu_cli_fail(o->device, r);
+        fprintf(stderr,
+                "keyward-unlock: %s formatted; keyslot 0 opens it with the recovery key on stdout%s%s.\n"
+                "Store the key offline now: it is shown once and stored nowhere on this machine.\n",
+                o->device, tpm ? ", keyslot 1 through this TPM" : "",
+                o->snp ? (tpm ? ", keyslot 2 through SEV-SNP" : ", keyslot 1 through SEV-SNP") : "");
+        printf("%s\n", key);
+        fflush(stdout);
+        OPENSSL_cleanse(key, sizeof key);
+        return EXIT_DONE;
+}
+
+/* What opening through the TPM keeps across tokens. */
+struct tpm_open {
+        struct kwu_tpm *t;
+        struct kw_buf blob, policy, pubkey;
+        char *sigfile;
+        size_t siglen;
+        int sig_tried;
+};
+
+static void tpm_open_free(struct tpm_open *c)
+{
+        kw_buf_free(&c->blob);
+        kw_buf_free(&c->policy);
+        kw_buf_free(&c->pubkey);
+        free(c->sigfile);
+        kwu_tpm_close(c->t);
+}
+
+/* Unseals tok and opens its keyslot (activated as name, or only tried). */
+static kw_result tpm_token_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
+                                struct tpm_open *c, const char *name)
+{
+        const struct kwu_hdr *h = kwu_volume_header(v);
+        if (c->t == NULL)
+                KW_TRY(kwu_tpm_open(o->tpm2_device, &c->t));
+        kw_result r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-blob", &c->blob);
+        if (r.code == 0)
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2-policy-hash", &c->policy);
+        if (r.code == 0 && tok->has_pubkey)
+                r = kwu_token_str(h->json, h->json_len, tok->id, "tpm2_pubkey", &c->pubkey);
+        if (r.code == 0 && tok->has_pubkey && !c->sig_tried) {
+                c->sig_tried = 1;
+                c->sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &c->siglen);
+        }
+        KW_TRY(r);
+        struct kwu_tpm_token_data d = { .blob_b64 = (const char *)c->blob.p,
+                                        .policy_hex = (const char *)c->policy.p,
+                                        .pubkey_b64 = tok->has_pubkey ? (const char *)c->pubkey.p : NULL,
+                                        .sigfile = c->sigfile, .sigfile_len = c->siglen,
+                                        .sigfile_name = o->tpm2_signature };
+        char pass[KWU_TPM2_PASSPHRASE + 1];
+        r = kwu_tpm_unseal(c->t, tok, &d, pass);
+        if (r.code == 0)
+                r = kwu_volume_unlock(v, __builtin_ctz(tok->keyslots), pass, KWU_TPM2_PASSPHRASE, name);
+        OPENSSL_cleanse(pass, sizeof pass);
+        return r;
+}
+
+/* Derives tok's SEV-SNP passphrase for this volume and opens its keyslot. */
+static kw_result snp_token_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
+                                const char *name)
+{
+        char pass[KWU_SNP_PASSPHRASE + 1];
+        kw_result r = kwu_snp_passphrase(NULL, o->snp_device, &tok->snp, kwu_volume_header(v)->uuid, pass);
+        if (r.code == 0)
+                r = kwu_volume_unlock(v, __builtin_ctz(tok->keyslots), pass, KWU_SNP_PASSPHRASE, name);
+        if (r.code == KW_ERR_AUTH) {
+                kw_err_set_detail("the key this VM derives does not open keyslot %d: its launch measurement or "
+                                  "policy (or the chip) differ from enrollment",
+                                  __builtin_ctz(tok->keyslots));
+                r = KW_RESULT(KW_ERR_TPM_POLICY);
+        }
+        OPENSSL_cleanse(pass, sizeof pass);
+        return r;
+}
+
+/* open: the first TPM2 token that opens.  check (all = 1): every binding,
+ * one line each, nothing activated. */
+static int open_or_check(const struct opts *o, int all)
+{
+        struct kwu_volume *v = NULL;
+        kw_result r = kwu_volume_open(o->device, &o->exp, &v);
+        if (r.code != 0)
+                return kwu_cli_fail(o->device, r);
+        const struct kwu_layout *l = kwu_volume_layout(v);
+        struct tpm_open c;
+        memset(&c, 0, sizeof c);
+        kw_buf_init(&c.blob, 32 * 1024);
+        kw_buf_init(&c.policy, 256);
+        kw_buf_init(&c.pubkey, 32 * 1024);
+        kw_result first = KW_RESULT(KW_ERR_NOT_FOUND);
+        char first_detail[512] = "";
+        int opened = 0;
+        for (unsigned i = 0; i < l->ntokens && (all || !opened); i++) {
+                const struct kwu_token *tok = &l->tokens[i];
+                int slot = __builtin_ctz(tok->keyslots);
+                char what[96];
+                if (tok->type == KWU_TOKEN_SYSTEMD_RECOVERY) {
+                        if (all)
+                                printf("token %u (recovery key), keyslot %d: opens only with the key (not tried)\n",
+                                       tok->id, slot);
+                        continue;
+                }
+                kwu_cli_binding_text(tok, what, sizeof what);
+                r = tok->type == KWU_TOKEN_KEYWARD_SNP ? snp_token_open(o, v, tok, all ? NULL : o->name)
+                                                       : tpm_token_open(o, v, tok, &c, all ? NULL : o->name);
+                if (r.code == 0) {
+                        opened++;
+                        if (all)
+                                printf("token %u (%s), keyslot %d: would open now\n", tok->id, what, slot);
+                        else
+                                printf("token %u (%s) opens keyslot %d%s%s\n", tok->id,
+                                       tok->type == KWU_TOKEN_KEYWARD_SNP ? "SEV-SNP" : "TPM2", slot,
+                                       o->name ? ": activated as /dev/mapper/" : "",
+                                       o->name ? o->name : " (checked: nothing activated)");
+                        continue;
+                }
+                if (first.code == KW_ERR_NOT_FOUND) {
+                        first = r;
+                        snprintf(first_detail, sizeof first_detail, "%s", kw_err_detail());
+                }
+                if (all)
+                        printf("token %u (%s), keyslot %d: would NOT open: %s: %s\n", tok->id, what, slot,
+                               kwu_cli_headline(r.code), kw_err_detail());
+                if (!all && r.code == KW_ERR_TPM && c.t == NULL)
+                        continue;   /* no TPM here: an SEV-SNP binding may still open it */
+        }
+        int rc = EXIT_DONE;
+        if (!opened) {
+                if (first.code == KW_ERR_NOT_FOUND)
+                        kw_err_set_detail("the volume has no TPM2 or SEV-SNP keyslot (open it with recover)");
+                else
+                        kw_err_set_detail("%s", first_detail);
+                rc = kwu_cli_fail(o->device, first.code == KW_ERR_NOT_FOUND ? KW_RESULT(KW_ERR_NOT_FOUND) : first);
+        }
+        tpm_open_free(&c);
+        kwu_volume_close(v);
+        return rc;
+}
+
+int kwu_cmd_open(const struct opts *o) { return open_or_check(o, 0); }
+
+int kwu_cmd_check(const struct opts *o)
+{
+        if (o->name != NULL) {
+                fprintf(stderr, "keyward-unlock check: activates nothing; --name is for open\n");
+                return EXIT_USAGE;
+        }
+        return open_or_check(o, 1);
+}
+
+int kwu_cmd_recover(const struct opts *o)
+{
+        char line[256], key[KWU_RECOVERY_KEY_LEN + 1];
+        size_t n = fread(line, 1, sizeof line - 1, stdin);
+        kw_result r = kwu_recovery_key_normalize(line, n, key);
+        OPENSSL_cleanse(line, sizeof line);
+        if (r.code != 0) {
+                fprintf(stderr, "keyward-unlock recover: %s (on stdin)\n", kw_err_detail());
+                return EXIT_USAGE;
+        }
+        struct kwu_volume *v = NULL;
+        r = kwu_volume_open(o->device, &o->exp, &v);
+        int rc = EXIT_DONE;
+        if (r.code != 0) {
+                rc = kwu_cli_fail(o->device, r);
+                goto out;
+        }
+        const struct kwu_layout *l = kwu_volume_layout(v);
+        int tried = 0;
+        r = KW_RESULT(KW_ERR_AUTH);
+        for (unsigned i = 0; i < l->ntokens && r.code == KW_ERR_AUTH; i++) {
+                if (l->tokens[i].type != KWU_TOKEN_SYSTEMD_RECOVERY)
+                        continue;
+                int slot = __builtin_ctz(l->tokens[i].keyslots);
+                tried++;
+                r = kwu_volume_unlock(v, slot, key, KWU_RECOVERY_KEY_LEN, o->name);
+                if (r.code == 0)
+                        printf("the recovery key opens keyslot %d%s%s\n", slot, o->name ? ": activated as /dev/mapper/" : "",
+                               o->name ? o->name : " (checked: nothing activated)");
+        }
+        if (tried == 0)
+                kw_err_set_detail("the volume has no recovery keyslot");
+        else if (r.code == KW_ERR_AUTH)
+                kw_err_set_detail("the recovery key does not open this volume");
+        if (r.code != 0)
+                rc = kwu_cli_fail(o->device, r);
+out:
+        OPENSSL_cleanse(key, sizeof key);
+        kwu_volume_close(v);
+        return rc;
+}
