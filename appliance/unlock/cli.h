@@ -30,6 +30,7 @@ enum {
         EXIT_SNP_TCB = 13,
 };
 
+/* The parsed command line (main.c fills it; the commands read it). */
 struct opts {
         int json;
         int format;

@@ -211,5 +211,3 @@ int kwu_cmd_status(const struct opts *o)
         kwu_hdr_free(&h);
         return rc;
 }
-
-/* A whole small file (at most max bytes), NUL-terminated; NULL with errno. */

@@ -15,6 +15,7 @@
 #include "tpm2_seal.h"
 #include "volume.h"
 
+/* A whole small file (at most max bytes), NUL-terminated; NULL with errno. */
 static char *read_small(const char *path, size_t max, size_t *ret_len)
 {
         FILE *f = fopen(path, "re");
