@@ -237,8 +237,6 @@ static int open_or_check(const struct opts *o, int all)
                 if (all)
                         printf("token %u (%s), keyslot %d: would NOT open: %s: %s\n", tok->id, what, slot,
                                kwu_cli_headline(r.code), kw_err_detail());
-                if (!all && r.code == KW_ERR_TPM && c.t == NULL)
-                        continue;   /* no TPM here: an SEV-SNP binding may still open it */
         }
         int rc = EXIT_DONE;
         if (!opened) {

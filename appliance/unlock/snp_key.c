@@ -12,7 +12,7 @@
 #include <openssl/core_names.h>
 #include <openssl/params.h>
 
-#include "../../server/common/b64.h"
+#include "passphrase.h"
 #include "snp_key.h"
 
 #define FW_INVALID_PARAM 0x16u   /* MSG_KEY_RSP status: a field above what the platform allows */
@@ -88,18 +88,8 @@ kw_result kwu_snp_passphrase(const struct kw_snp_ops *ops, const char *device, c
         if (r.code == 0)
                 r = hkdf(resp.data + 32, uuid, out);
         OPENSSL_cleanse(&resp, sizeof resp);
-        if (r.code == 0) {
-                struct kw_buf s;
-                kw_buf_init(&s, KWU_SNP_PASSPHRASE + 1);
-                r = kw_b64_encode(out, sizeof out, &s);
-                if (r.code == 0 && s.len == KWU_SNP_PASSPHRASE) {
-                        memcpy(pass, s.p, KWU_SNP_PASSPHRASE);
-                        pass[KWU_SNP_PASSPHRASE] = '\0';
-                } else if (r.code == 0) {
-                        r = KW_RESULT(KW_ERR_INTERNAL);
-                }
-                kw_buf_free(&s);
-        }
+        if (r.code == 0)
+                r = kwu_passphrase_b64(out, pass);
         OPENSSL_cleanse(out, sizeof out);
         return r;
 }

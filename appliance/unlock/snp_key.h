@@ -24,9 +24,10 @@
 
 #include "../../attest/collect/collect.h"   /* struct kw_snp_ops: the device seam */
 #include "../../server/common/result.h"
+#include "passphrase.h"
 
 #define KWU_SNP_DEFAULT_DEVICE "/dev/sev-guest"
-#define KWU_SNP_PASSPHRASE 44        /* base64 of 32 bytes */
+#define KWU_SNP_PASSPHRASE KWU_PASSPHRASE_LEN
 #define KWU_SNP_LABEL "keyward-unlock luks2 v1"
 
 /* guest_field_select bits (SEV-SNP ABI, MSG_KEY_REQ) */

@@ -13,6 +13,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include "../../server/common/b64.h"
+#include "passphrase.h"
 #include "pcrsig.h"
 #include "tpm2_seal.h"
 
@@ -287,19 +288,18 @@ static kw_result policy_session(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc,
         return r;
 }
 
-static kw_result passphrase(const uint8_t secret[KWU_TPM2_SECRET], char pass[KWU_TPM2_PASSPHRASE + 1])
+/* A policy digest in lower-case hex, as the token carries it ("" if it
+ * does not fit, which a TPM2B_DIGEST always does). */
+static void digest_hex(const TPM2B_DIGEST *d, char out[2 * sizeof d->buffer + 1])
 {
         struct kw_buf b;
-        kw_buf_init(&b, KWU_TPM2_PASSPHRASE + 1);
-        kw_result r = kw_b64_encode(secret, KWU_TPM2_SECRET, &b);
-        if (r.code == 0 && b.len == KWU_TPM2_PASSPHRASE) {
-                memcpy(pass, b.p, KWU_TPM2_PASSPHRASE);
-                pass[KWU_TPM2_PASSPHRASE] = '\0';
-        } else if (r.code == 0) {
-                r = KW_RESULT(KW_ERR_INTERNAL);
+        kw_buf_init(&b, 2 * sizeof d->buffer + 1);
+        out[0] = '\0';
+        if (kw_hex_encode(d->buffer, d->size, &b).code == 0) {
+                memcpy(out, b.p, b.len);
+                out[b.len] = '\0';
         }
-        kw_buf_free(&b);   /* wipes */
-        return r;
+        kw_buf_free(&b);
 }
 
 static char *token_json(int keyslot, const struct kwu_tpm_binding *bind, TPMI_ALG_PUBLIC alg, const uint8_t *blob,
@@ -311,9 +311,7 @@ static char *token_json(int keyslot, const struct kwu_tpm_binding *bind, TPMI_AL
         kw_buf_init(&pk64, 32 * 1024);
         char slot[12], hex[2 * sizeof policy->buffer + 1];
         snprintf(slot, sizeof slot, "%d", keyslot);
-        for (size_t i = 0; i < policy->size; i++)
-                snprintf(hex + 2 * i, 3, "%02x", policy->buffer[i]);
-        hex[2 * policy->size] = '\0';
+        digest_hex(policy, hex);
         cJSON *o = cJSON_CreateObject(), *ks = cJSON_CreateArray(), *pa = cJSON_CreateArray();
         char *out = NULL;
         if (o != NULL && ks != NULL && pa != NULL && kw_b64_encode(blob, blob_len, &b64).code == 0 &&
@@ -412,7 +410,7 @@ kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int k
                 r = KW_RESULT(KW_ERR_TPM);
         }
         if (r.code == 0)
-                r = passphrase(sens.sensitive.data.buffer, pass);
+                r = kwu_passphrase_b64(sens.sensitive.data.buffer, pass);
         if (r.code == 0) {
                 *token = token_json(keyslot, b, alg, blob, off, digest);
                 if (*token == NULL)
@@ -515,9 +513,7 @@ kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const s
                 r = policy_session(t, primary, enc, TPM2_SE_POLICY, &p, &pol, &digest);
         if (r.code == 0) {
                 char hex[2 * sizeof digest->buffer + 1];
-                for (size_t i = 0; i < digest->size; i++)
-                        snprintf(hex + 2 * i, 3, "%02x", digest->buffer[i]);
-                hex[2 * digest->size] = '\0';
+                digest_hex(digest, hex);
                 if (strcmp(hex, policy_hex) != 0) {   /* lint: allow (policy digests are public) */
                         char now[24 * 72];
                         pcr_values(t, tok->pcrs | p.pk_pcrs, now, sizeof now);
@@ -540,7 +536,7 @@ kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const s
                 }
         }
         if (r.code == 0)
-                r = passphrase(out->buffer, pass);
+                r = kwu_passphrase_b64(out->buffer, pass);
         if (out != NULL)
                 OPENSSL_cleanse(out, sizeof *out);   /* tpm2-tss frees without wiping */
         Esys_Free(out);

@@ -30,9 +30,10 @@
 #include "../../server/common/buf.h"
 #include "../../server/common/result.h"
 #include "luks2_check.h"
+#include "passphrase.h"
 
-#define KWU_TPM2_SECRET 32
-#define KWU_TPM2_PASSPHRASE 44                 /* base64 of 32 bytes */
+#define KWU_TPM2_SECRET KWU_SECRET_LEN
+#define KWU_TPM2_PASSPHRASE KWU_PASSPHRASE_LEN
 #define KWU_TPM2_DEFAULT_DEVICE "device:/dev/tpmrm0"
 
 struct kwu_tpm;
