@@ -44,6 +44,9 @@ struct kwu_expect {
         const char *cipher;       /* data and keyslot area cipher          */
         unsigned key_bytes;       /* volume key size                       */
         uint32_t extra_keyslots;  /* keyslots allowed without a token (bit n = slot n) */
+        int repair_copies;        /* recover: header copies an interrupted update left
+                                   * different are taken from the newest valid one
+                                   * (kwu_hdr_parse_repair) */
 };
 
 /* The defaults above, no extra keyslot. */

@@ -1,8 +1,8 @@
 /*
  * keyward-unlock - the data volume: its LUKS2 header checked before any use,
  * its format with a recovery key, and opening it with that key
- * (docs/unlock.md).  The TPM2 and SEV-SNP bindings (enroll, open, check)
- * come with issue 12's next parts.
+ * (docs/unlock.md), its TPM2 and SEV-SNP bindings (enroll, open, check), and
+ * recovery with re-enrollment.
  *
  * Exit status (stable, documented in docs/unlock.md and --help):
  *   0  done (status: the header passed every check)
@@ -50,10 +50,16 @@ static const char USAGE[] =
         "                  opens the volume now (nothing is activated)\n"
         "  check DEVICE    would the volume open now?  After the header checks, each binding\n"
         "                  on its own line: would it open, or why not (nothing activated)\n"
-        "  recover [--name NAME] DEVICE\n"
+        "  recover [--name NAME] [--no-reenroll | --reenroll-all] [binding options] DEVICE\n"
         "                  read a recovery key from stdin and open DEVICE with it, after the\n"
         "                  header checks: with --name as /dev/mapper/NAME, without it only\n"
-        "                  check that the key opens the volume (nothing is activated)\n"
+        "                  check that the key opens the volume (nothing is activated).\n"
+        "                  Then re-enroll each TPM2 or SEV-SNP binding that does not open\n"
+        "                  now (after an intended change: a new image, firmware, TPM), to\n"
+        "                  the policy it recorded; --tpm2-pcrs / --tpm2-public-key give the\n"
+        "                  TPM2 binding a new policy, --snp-tcb pins another TCB, --snp adds\n"
+        "                  an SEV-SNP binding.  New keyslots are written and tried before\n"
+        "                  the old ones are removed; the recovery key stays as it is\n"
         "\n"
         "options:\n"
         "  --json              status: machine-readable output (one JSON object)\n"
@@ -74,6 +80,9 @@ static const char USAGE[] =
         "  --extra-keyslot N   accept keyslot N without a token recording it (e.g. the\n"
         "                      passphrase keyslot of a volume enrolled by systemd-cryptenroll);\n"
         "                      repeatable\n"
+        "  --no-reenroll       recover: open only, change nothing\n"
+        "  --reenroll-all      recover: seal every measured binding again, also those\n"
+        "                      that open now\n"
         "  -h, --help          this text\n"
         "\n"
         "exit status: 0 done (status: header passed), 2 usage, 3 device missing or unreadable,\n"
@@ -174,6 +183,8 @@ int main(int argc, char **argv)
                 { "snp-tcb", required_argument, NULL, 'T' },
                 { "snp-vmpl", required_argument, NULL, 'V' },
                 { "snp-bind-image-id", no_argument, NULL, 'I' },
+                { "no-reenroll", no_argument, NULL, 'N' },
+                { "reenroll-all", no_argument, NULL, 'A' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
@@ -215,6 +226,12 @@ int main(int argc, char **argv)
                         break;
                 case 'f':
                         o.format = 1;
+                        break;
+                case 'N':
+                        o.no_reenroll = 1;
+                        break;
+                case 'A':
+                        o.reenroll_all = 1;
                         break;
                 case 'd':
                         o.tpm2_device = optarg;
