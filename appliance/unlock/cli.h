@@ -56,8 +56,6 @@ struct opts {
 int kwu_cli_fail(const char *device, kw_result r);
 /* What a failure means here, in a few words. */
 const char *kwu_cli_headline(int code);
-/* "7+11" from a mask ("none" for 0). */
-void kwu_cli_mask_text(uint32_t m, char *out, size_t cap);
 /* "policy+measurement+tcb_version" from a guest field mask. */
 void kwu_cli_snp_fields_text(uint32_t f, char *out, size_t cap);
 /* A token's binding in a few words ("TPM2, signed PCR 11", "SEV-SNP, VCEK over ..."). */

@@ -27,6 +27,7 @@
 struct plan {
         enum kwu_token_type type;
         int old_token, old_slot;          /* -1: a binding added          */
+        struct kwu_token old;             /* what it replaces             */
         int drop;                         /* removed, nothing in its place */
         struct kwu_tpm_binding tb;
         struct kw_buf pem;                /* tb.pk_pem's storage          */
@@ -34,7 +35,7 @@ struct plan {
         char what[96];
         int slot;                         /* the new keyslot              */
         char pass[KWU_PASSPHRASE_LEN + 1];
-        char *token;
+        char *token, *token2;
 };
 
 struct recover {
@@ -124,6 +125,7 @@ static kw_result plan_all(struct recover *rc)
                 KW_ENSURE(p != NULL, KW_ERR_TOO_LARGE);
                 p->old_token = (int)tok->id;
                 p->old_slot = slot;
+                p->old = *tok;
                 snprintf(p->what, sizeof p->what, "%s", what);
                 if (is_tpm && tpm_new) {
                         /* the command line's policy replaces every TPM2 binding by one */
@@ -174,7 +176,7 @@ static kw_result seal_all(struct recover *rc)
                 if (p->type == KWU_TOKEN_SYSTEMD_TPM2) {
                         if (rc->c.t == NULL)
                                 KW_TRY(kwu_tpm_open(rc->o->tpm2_device, &rc->c.t));
-                        KW_TRY(kwu_tpm_seal(rc->c.t, &p->tb, p->slot, p->pass, &p->token));
+                        KW_TRY(kwu_tpm_seal(rc->c.t, &p->tb, p->slot, p->pass, &p->token, &p->token2));
                 } else {
                         KW_TRY(kwu_snp_passphrase(NULL, rc->o->snp_device, &p->sb, uuid, p->pass));
                         p->token = kwu_snp_token_json(&p->sb, p->slot);
@@ -193,7 +195,7 @@ static kw_result write_all(struct recover *rc, const char *key)
                 if (p->drop)
                         continue;
                 struct kwu_extra_slot s = { .keyslot = p->slot, .pass = p->pass, .pass_len = strlen(p->pass),
-                                            .token_json = p->token };
+                                            .token_json = p->token, .token2_json = p->token2 };
                 KW_TRY(kwu_volume_add(rc->v, key, KWU_RECOVERY_KEY_LEN, &s));
                 added = 1;
         }
@@ -207,7 +209,7 @@ static kw_result write_all(struct recover *rc, const char *key)
                 struct plan *p = &rc->p[i];
                 if (p->old_token < 0)
                         continue;
-                KW_TRY(kwu_volume_remove(rc->v, (unsigned)p->old_token, p->old_slot));
+                KW_TRY(kwu_volume_remove(rc->v, &p->old));
                 removed = 1;
         }
         if (removed)
@@ -321,6 +323,7 @@ out:
         for (unsigned i = 0; i < rc.n; i++) {
                 OPENSSL_cleanse(rc.p[i].pass, sizeof rc.p[i].pass);
                 free(rc.p[i].token);
+                free(rc.p[i].token2);
                 kw_buf_free(&rc.p[i].pem);
         }
         free(rc.opt_pem);

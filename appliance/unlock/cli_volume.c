@@ -79,7 +79,7 @@ int kwu_cmd_enroll(const struct opts *o)
                 return EXIT_USAGE;
         }
         char key[KWU_RECOVERY_KEY_LEN + 1], tpass[KWU_TPM2_PASSPHRASE + 1] = "", spass[KWU_SNP_PASSPHRASE + 1] = "";
-        char *token = NULL, *stoken = NULL, uuid[37];
+        char *token = NULL, *ptoken = NULL, *stoken = NULL, uuid[37];
         struct kwu_tpm *t = NULL;
         struct kwu_extra_slot extra[2];
         size_t nextra = 0;
@@ -94,10 +94,11 @@ int kwu_cmd_enroll(const struct opts *o)
         if (r.code == 0 && tpm) {
                 r = kwu_tpm_open(o->tpm2_device, &t);
                 if (r.code == 0)
-                        r = kwu_tpm_seal(t, &bind, 1 + (int)nextra, tpass, &token);
+                        r = kwu_tpm_seal(t, &bind, 1 + (int)nextra, tpass, &token, &ptoken);
                 kwu_tpm_close(t);
                 extra[nextra] = (struct kwu_extra_slot){ .keyslot = 1 + (int)nextra, .pass = tpass,
-                                                         .pass_len = strlen(tpass), .token_json = token };
+                                                         .pass_len = strlen(tpass), .token_json = token,
+                                                         .token2_json = ptoken };
                 nextra++;
         }
         if (r.code == 0 && o->snp) {
@@ -118,6 +119,7 @@ int kwu_cmd_enroll(const struct opts *o)
         OPENSSL_cleanse(tpass, sizeof tpass);
         OPENSSL_cleanse(spass, sizeof spass);
         free(token);
+        free(ptoken);
         free(stoken);
         free(pem);
         if (r.code != 0)
@@ -168,7 +170,13 @@ static kw_result tpm_token_open(const struct opts *o, struct kwu_volume *v, cons
                 c->sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &c->siglen);
         }
         KW_TRY(r);
-        struct kwu_tpm_token_data d = { .blob_b64 = (const char *)c->blob.p,
+        uint8_t expected[24][32];
+        uint32_t emask = 0;
+        int have_expected = tok->has_expected &&
+                            kwu_token_pcr_values(h->json, h->json_len, tok->expected_token, &emask, expected).code == 0;
+        struct kwu_tpm_token_data d = { .expected = have_expected ? (const uint8_t(*)[32])expected : NULL,
+                                        .expected_mask = emask,
+                                        .blob_b64 = (const char *)c->blob.p,
                                         .policy_hex = (const char *)c->policy.p,
                                         .pubkey_b64 = tok->has_pubkey ? (const char *)c->pubkey.p : NULL,
                                         .sigfile = c->sigfile, .sigfile_len = c->siglen,

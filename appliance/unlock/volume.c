@@ -218,6 +218,15 @@ kw_result kwu_volume_free_slots(struct kwu_volume *v, int *slots, size_t n)
         return KW_OK;
 }
 
+/* The tokens recording a new keyslot. */
+static int tokens_set(struct crypt_device *cd, const struct kwu_extra_slot *add)
+{
+        int rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, add->token_json);
+        if (rc >= 0 && add->token2_json != NULL)
+                rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, add->token2_json);
+        return rc;
+}
+
 /* Same KDF as at format time: the passphrases carry 256 bits. */
 static int minimal_pbkdf(struct crypt_device *cd)
 {
@@ -240,19 +249,21 @@ kw_result kwu_volume_add(struct kwu_volume *v, const char *key, size_t key_len, 
                 KW_BAIL(KW_ERR_AUTH);
         }
         if (rc >= 0)
-                rc = crypt_token_json_set(v->cd, CRYPT_ANY_TOKEN, add->token_json);
+                rc = tokens_set(v->cd, add);
         if (rc < 0)
                 return cs_fail("adding a keyslot", rc, v->log);
         return KW_OK;
 }
 
-kw_result kwu_volume_remove(struct kwu_volume *v, unsigned token_id, int keyslot)
+kw_result kwu_volume_remove(struct kwu_volume *v, const struct kwu_token *tok)
 {
-        KW_ENSURE(v != NULL && token_id < KWU_MAX_SLOTS && keyslot >= 0 && keyslot < KWU_MAX_SLOTS, KW_ERR_INPUT);
+        KW_ENSURE(v != NULL && tok != NULL && tok->id < KWU_MAX_SLOTS && tok->keyslots != 0, KW_ERR_INPUT);
         v->log[0] = '\0';
-        int rc = crypt_token_json_set(v->cd, (int)token_id, NULL);
+        int rc = crypt_token_json_set(v->cd, (int)tok->id, NULL);
+        if (rc >= 0 && tok->has_expected)
+                rc = crypt_token_json_set(v->cd, (int)tok->expected_token, NULL);
         if (rc >= 0)
-                rc = crypt_keyslot_destroy(v->cd, keyslot);
+                rc = crypt_keyslot_destroy(v->cd, __builtin_ctz(tok->keyslots));
         if (rc < 0)
                 return cs_fail("removing a keyslot", rc, v->log);
         return KW_OK;
@@ -416,7 +427,7 @@ static kw_result format_write(const char *device, const char *uuid, const char *
         for (size_t i = 0; i < nextra; i++) {
                 rc = crypt_keyslot_add_by_volume_key(cd, extra[i].keyslot, NULL, 0, extra[i].pass, extra[i].pass_len);
                 if (rc >= 0)
-                        rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, extra[i].token_json);
+                        rc = tokens_set(cd, &extra[i]);
                 if (rc < 0) {
                         r = cs_fail("adding a measured keyslot", rc, log);
                         goto out;

@@ -46,13 +46,15 @@ int kwu_volume_repaired(const struct kwu_volume *v);
 KW_MUST_USE kw_result kwu_volume_unlock(struct kwu_volume *v, int keyslot, const char *pass, size_t n,
                                         const char *name);
 
-/* A keyslot to add at format time beside the recovery one (the TPM2
- * binding): its number, passphrase and the token JSON recording it. */
+/* A keyslot to add beside the recovery one (a TPM2 or SEV-SNP binding):
+ * its number, passphrase, the token JSON recording it, and optionally a
+ * second token about it (keyward-tpm2-pcrs). */
 struct kwu_extra_slot {
         int keyslot;
         const char *pass;
         size_t pass_len;
         const char *token_json;
+        const char *token2_json;    /* NULL: none */
 };
 
 /*
@@ -79,13 +81,14 @@ KW_MUST_USE kw_result kwu_volume_format(const char *device, const char *uuid, co
  * numbers (KW_ERR_TOO_LARGE when fewer are free).  kwu_volume_add: a
  * keyslot add->keyslot opened by add->pass, unlocked with key (an existing
  * keyslot's passphrase: KW_ERR_AUTH when it opens none), PBKDF2 as at
- * format time, and add->token_json as a new token.  kwu_volume_remove:
- * token token_id and keyslot keyslot, the keyslot's area wiped.
+ * format time, and add->token_json (and token2_json) as new tokens.
+ * kwu_volume_remove: the binding token tok records and its keyslot (the
+ * area wiped), with the keyward-tpm2-pcrs token beside it.
  */
 KW_MUST_USE kw_result kwu_volume_free_slots(struct kwu_volume *v, int *slots, size_t n);
 KW_MUST_USE kw_result kwu_volume_add(struct kwu_volume *v, const char *key, size_t key_len,
                                      const struct kwu_extra_slot *add);
-KW_MUST_USE kw_result kwu_volume_remove(struct kwu_volume *v, unsigned token_id, int keyslot);
+KW_MUST_USE kw_result kwu_volume_remove(struct kwu_volume *v, const struct kwu_token *tok);
 
 enum kwu_commit {
         KWU_COMMIT_AREAS_FIRST,     /* after adding keyslots   */
