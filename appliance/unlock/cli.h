@@ -40,7 +40,7 @@ struct opts {
         const char *name;
         uint32_t tpm2_pcrs;
         uint32_t tpm2_pk_pcrs;
-        int snp, snp_tcb_set;
+        int snp, snp_tcb_set, snp_vmpl_set;
         int no_reenroll, reenroll_all;
         const char *snp_device;
         uint32_t snp_fields, snp_vmpl;
@@ -83,6 +83,11 @@ void kwu_cli_tpm_ctx_free(struct kwu_tpm_ctx *c);
  * derivation): activated as name, or only tried when name is NULL. */
 KW_MUST_USE kw_result kwu_cli_binding_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
                                            struct kwu_tpm_ctx *c, const char *name);
+
+/* A new SEV-SNP binding from the options: the TCB to pin and the VMPL
+ * from --snp-tcb / --snp-vmpl, or else from this guest's attestation
+ * report (the committed TCB, its VMPL), said on stderr. */
+KW_MUST_USE kw_result kwu_cli_snp_binding(const struct opts *o, struct kwu_snp_bind *b);
 
 int kwu_cmd_status(const struct opts *o);
 int kwu_cmd_enroll(const struct opts *o);

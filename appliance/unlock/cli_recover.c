@@ -151,7 +151,7 @@ static kw_result plan_all(struct recover *rc)
         if (o->snp && !snp_seen) {
                 struct plan *p = plan_new(rc, KWU_TOKEN_KEYWARD_SNP);
                 KW_ENSURE(p != NULL, KW_ERR_TOO_LARGE);
-                p->sb = (struct kwu_snp_bind){ .fields = o->snp_fields, .vmpl = o->snp_vmpl, .tcb = o->snp_tcb };
+                KW_TRY(kwu_cli_snp_binding(o, &p->sb));
         }
         return KW_OK;
 }
@@ -287,10 +287,6 @@ int kwu_cmd_recover(const struct opts *o)
                                o->tpm2_public_key != NULL)) {
                 fprintf(stderr, "keyward-unlock recover: --no-reenroll changes nothing: it takes no binding "
                                 "option\n");
-                return EXIT_USAGE;
-        }
-        if (o->snp && !o->snp_tcb_set) {
-                fprintf(stderr, "keyward-unlock recover: --snp needs --snp-tcb (the TCB version to pin)\n");
                 return EXIT_USAGE;
         }
         struct recover rc;

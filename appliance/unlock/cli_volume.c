@@ -66,16 +66,28 @@ int kwu_cli_tpm_binding(const struct opts *o, struct kwu_tpm_binding *b, char **
         return 0;
 }
 
+kw_result kwu_cli_snp_binding(const struct opts *o, struct kwu_snp_bind *b)
+{
+        *b = (struct kwu_snp_bind){ .root = 0, .fields = o->snp_fields, .vmpl = o->snp_vmpl, .tcb = o->snp_tcb };
+        if (o->snp_tcb_set && o->snp_vmpl_set)
+                return KW_OK;
+        struct kwu_snp_platform pf;
+        KW_TRY(kwu_snp_platform(NULL, o->snp_device, &pf));
+        if (!o->snp_tcb_set)
+                b->tcb = pf.committed_tcb;
+        if (!o->snp_vmpl_set)
+                b->vmpl = pf.vmpl;
+        fprintf(stderr, "keyward-unlock: SEV-SNP binding pins TCB %016llx%s and VMPL %u%s\n",
+                (unsigned long long)b->tcb, o->snp_tcb_set ? "" : " (the platform's committed TCB, from its report)",
+                b->vmpl, o->snp_vmpl_set ? "" : " (this guest's, from its report)");
+        return KW_OK;
+}
+
 int kwu_cmd_enroll(const struct opts *o)
 {
         if (!o->format) {
                 fprintf(stderr, "keyward-unlock enroll: give --format: this build enrolls while it formats a "
                                 "blank device\n");
-                return EXIT_USAGE;
-        }
-        if (o->snp && !o->snp_tcb_set) {
-                fprintf(stderr, "keyward-unlock enroll: --snp needs --snp-tcb (the TCB version to pin, 16 hex "
-                                "digits, from the image's policy or an attestation report)\n");
                 return EXIT_USAGE;
         }
         char key[KWU_RECOVERY_KEY_LEN + 1], tpass[KWU_TPM2_PASSPHRASE + 1] = "", spass[KWU_SNP_PASSPHRASE + 1] = "";
@@ -102,9 +114,10 @@ int kwu_cmd_enroll(const struct opts *o)
                 nextra++;
         }
         if (r.code == 0 && o->snp) {
-                struct kwu_snp_bind sb = { .root = 0, .fields = o->snp_fields, .vmpl = o->snp_vmpl,
-                                           .guest_svn = 0, .tcb = o->snp_tcb };
-                r = kwu_snp_passphrase(NULL, o->snp_device, &sb, uuid, spass);
+                struct kwu_snp_bind sb;
+                r = kwu_cli_snp_binding(o, &sb);
+                if (r.code == 0)
+                        r = kwu_snp_passphrase(NULL, o->snp_device, &sb, uuid, spass);
                 if (r.code == 0) {
                         stoken = kwu_snp_token_json(&sb, 1 + (int)nextra);
                         if (stoken == NULL)

@@ -37,7 +37,7 @@ static const char USAGE[] =
         "commands:\n"
         "  status DEVICE   the header's keyslots and tokens, what each is bound to, and\n"
         "                  whether the header passes the checks done before any use\n"
-        "  enroll --format [--tpm2-public-key PEM] [--tpm2-pcrs LIST] [--snp --snp-tcb HEX] DEVICE\n"
+        "  enroll --format [--tpm2-public-key PEM] [--tpm2-pcrs LIST] [--snp] DEVICE\n"
         "                  format a blank DEVICE as the data volume (LUKS2, aes-xts-plain64,\n"
         "                  512-bit key) with a recovery key, printed once on stdout and\n"
         "                  stored nowhere, and a keyslot sealed by the TPM (systemd-tpm2\n"
@@ -68,8 +68,9 @@ static const char USAGE[] =
         "  --tpm2-public-key-pcrs LIST   the PCRs it signs (default 11)\n"
         "  --snp               enroll: also a keyslot whose passphrase the SEV-SNP firmware\n"
         "                      derives (VCEK, over policy + measurement + TCB)\n"
-        "  --snp-tcb HEX       the TCB version to pin (16 hex digits)\n"
-        "  --snp-vmpl N        the VMPL to bind (default 0)\n"
+        "  --snp-tcb HEX       the TCB version to pin (16 hex digits; default: the\n"
+        "                      platform's committed TCB, from its attestation report)\n"
+        "  --snp-vmpl N        the VMPL to bind (default: this guest's, from the report)\n"
         "  --snp-bind-image-id also bind the image and family IDs\n"
         "  --snp-device PATH   the guest device (default /dev/sev-guest)\n"
         "  --tpm2-signature FILE   open: the signature of this boot's PCR policy, as\n"
@@ -266,6 +267,7 @@ int main(int argc, char **argv)
                                 return EXIT_USAGE;
                         }
                         o.snp_vmpl = (uint32_t)n;
+                        o.snp_vmpl_set = 1;
                         break;
                 case 'K':
                         if (parse_pcrs(optarg, &o.tpm2_pk_pcrs) != 0) {
