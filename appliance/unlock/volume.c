@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -307,7 +308,14 @@ kw_result kwu_volume_commit(struct kwu_volume *v, enum kwu_commit order)
                 r = KW_RESULT(KW_ERR_INTERNAL);
         }
         if (r.code == 0) {
+                /* held until written: another keyward-unlock (or udev's probe,
+                 * which honours it on block devices) waits, then finds the disk
+                 * changed and writes nothing */
                 fd = open(v->device, O_RDWR | O_CLOEXEC);
+                if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+                        close(fd);
+                        fd = -1;
+                }
                 if (fd < 0 || io_all(fd, disk, v->meta, 0, 0) != 0) {
                         kw_err_set_detail("cannot open it to write: %s", strerror(errno ? errno : EIO));
                         r = KW_RESULT(KW_ERR_DEVICE);

@@ -279,3 +279,20 @@ def test_a_torn_header_copy_is_rewritten_from_the_other(sealed, swtpm):
         f.write(bytes([b[0] ^ 0x20]))
     r = unlock("recover", "--tpm2-device", swtpm.tcti, path, input=key)
     assert r.returncode == 5 and "no newer valid copy" in r.stderr, r.stderr
+
+
+def test_a_disk_changed_while_recovering_is_not_written(snp_vm):
+    """Another writer changes the disk between the check and the write (the
+    fake device sets a keyslot-area byte when the key is derived): nothing
+    is written, and recover says why."""
+    vm = snp_vm
+    with open(vm["vol"], "rb") as f:
+        f.seek(8 << 20)
+        assert f.read(1) != b"\x5a"
+    v2 = dict(vm["env"], KWU_FAKE_SNP_MEASUREMENT="image-v2", KWU_FAKE_SNP_TOUCH=vm["vol"] + ":%d" % (8 << 20))
+    r = unlock("recover", "--snp-device", vm["dev"], vm["vol"], input=vm["key"], env=v2)
+    assert r.returncode == 5, (r.stdout, r.stderr)
+    assert "its header changed on the disk since it was checked: nothing written" in r.stderr
+    assert "re-enrolled" not in r.stdout
+    j = status(vm["vol"])
+    assert [(t["type"], t["keyslots"]) for t in j["tokens"]] == [("systemd-recovery", [0]), ("keyward-snp", [1])]

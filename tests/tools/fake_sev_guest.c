@@ -18,8 +18,11 @@
  * ioctl(SNP_GET_REPORT) answers with a report (unsigned: only its fields
  * matter here) whose VMPL is $KWU_FAKE_SNP_VMPL, committed TCB
  * $KWU_FAKE_SNP_TCB and reported TCB $KWU_FAKE_SNP_REPORTED_TCB (default
- * the committed one); logged as "report".  Every other ioctl goes to the
- * real one.
+ * the committed one); logged as "report".  With $KWU_FAKE_SNP_TOUCH
+ * ("FILE:OFFSET"), each key request also sets the byte at OFFSET of FILE
+ * to 0x5a:
+ * another writer changing the disk while keyward-unlock works.  Every other
+ * ioctl goes to the real one.
  */
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -68,6 +71,18 @@ static int fake_derive(struct snp_guest_request_ioctl *io)
                                 (unsigned long long)r->tcb_version);
                         fclose(f);
                 }
+        }
+        const char *touch = getenv("KWU_FAKE_SNP_TOUCH");
+        const char *colon = touch != NULL ? strrchr(touch, ':') : NULL;
+        if (colon != NULL) {
+                char file[4096];
+                snprintf(file, sizeof file, "%.*s", (int)(colon - touch), touch);
+                FILE *t = fopen(file, "r+b");
+                long off = atol(colon + 1);
+                if (t != NULL && fseek(t, off, SEEK_SET) == 0)
+                        fputc(0x5a, t);
+                if (t != NULL)
+                        fclose(t);
         }
         memset(out, 0, sizeof *out);
         uint64_t current = strtoull(env("KWU_FAKE_SNP_TCB", "0"), NULL, 16);
