@@ -12,17 +12,6 @@
 #include "luks2_check.h"
 #include "luks2_hdr.h"
 
-void kwu_cli_mask_text(uint32_t m, char *out, size_t cap)
-{
-        size_t n = 0;
-        out[0] = '\0';
-        for (unsigned i = 0; i < 32 && n + 4 < cap; i++)
-                if (m & (1u << i))
-                        n += (size_t)snprintf(out + n, cap - n, "%s%u", n ? "+" : "", i);
-        if (n == 0)
-                snprintf(out, cap, "none");
-}
-
 static cJSON *mask_json(uint32_t m)
 {
         cJSON *a = cJSON_CreateArray();
@@ -62,11 +51,11 @@ void kwu_cli_binding_text(const struct kwu_token *tok, char *out, size_t cap)
         }
         char a[64] = "", b[64] = "";
         if (tok->has_pubkey) {
-                kwu_cli_mask_text(tok->pubkey_pcrs, a, sizeof a);
+                kwu_mask_text(tok->pubkey_pcrs, a, sizeof a);
                 snprintf(b, sizeof b, "signed PCR %s", a);
         }
         if (tok->pcrs != 0) {
-                kwu_cli_mask_text(tok->pcrs, a, sizeof a);
+                kwu_mask_text(tok->pcrs, a, sizeof a);
                 snprintf(out, cap, "TPM2, %s%sPCR %s", b, b[0] ? " + " : "", a);
         } else {
                 snprintf(out, cap, "TPM2, %s", b);
@@ -98,7 +87,7 @@ static void status_text(const char *device, const struct kwu_hdr *h, const struc
         for (unsigned i = 0; i < l->ntokens; i++) {
                 const struct kwu_token *t = &l->tokens[i];
                 char slots[64], pcrs[64], ppcrs[64];
-                kwu_cli_mask_text(t->keyslots, slots, sizeof slots);
+                kwu_mask_text(t->keyslots, slots, sizeof slots);
                 if (t->type == KWU_TOKEN_SYSTEMD_RECOVERY) {
                         printf("token %u: systemd-recovery, keyslot %s: a recovery key (never stored here)\n", t->id,
                                slots);
@@ -110,13 +99,16 @@ static void status_text(const char *device, const struct kwu_hdr *h, const struc
                         printf("token %u: keyward-snp, keyslot %s: %s\n", t->id, slots, what);
                         continue;
                 }
-                kwu_cli_mask_text(t->pcrs, pcrs, sizeof pcrs);
-                kwu_cli_mask_text(t->pubkey_pcrs, ppcrs, sizeof ppcrs);
+                kwu_mask_text(t->pcrs, pcrs, sizeof pcrs);
+                kwu_mask_text(t->pubkey_pcrs, ppcrs, sizeof ppcrs);
                 printf("token %u: systemd-tpm2, keyslot %s: ", t->id, slots);
                 if (t->has_pubkey)
                         printf("signed PCR policy over PCR %s, ", ppcrs);
-                printf("literal PCRs %s; bank %s, primary key %s, PIN %s\n", pcrs, t->bank, t->primary_alg,
+                printf("literal PCRs %s; bank %s, primary key %s, PIN %s", pcrs, t->bank, t->primary_alg,
                        t->pin ? "yes" : "no");
+                if (t->has_expected)
+                        printf("; their values at sealing in token %u (keyward-tpm2-pcrs)", t->expected_token);
+                printf("\n");
         }
         printf("header check: passed\n");
 }
@@ -173,6 +165,8 @@ static int status_json(const char *device, const struct kwu_hdr *h, const struct
                 cJSON_AddStringToObject(j, "bank", t->bank);
                 cJSON_AddStringToObject(j, "primary_alg", t->primary_alg);
                 cJSON_AddBoolToObject(j, "pin", t->pin);
+                if (t->has_expected)
+                        cJSON_AddNumberToObject(j, "pcr_values_token", t->expected_token);
         }
         cJSON_AddStringToObject(o, "header_check", "passed");
         char *text = cJSON_PrintUnformatted(o);

@@ -1,4 +1,4 @@
-/* cli_volume.c - keyward-unlock enroll, open, check and recover (cli.h). */
+/* cli_volume.c - keyward-unlock enroll, open and check (cli.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +49,40 @@ static int uuid_new(char out[37])
         return 0;
 }
 
+int kwu_cli_tpm_binding(const struct opts *o, struct kwu_tpm_binding *b, char **pem)
+{
+        memset(b, 0, sizeof *b);
+        b->pcrs = o->tpm2_pcrs;
+        *pem = NULL;
+        if (o->tpm2_public_key == NULL)
+                return 0;
+        *pem = read_small(o->tpm2_public_key, 16384, &b->pk_pem_len);
+        if (*pem == NULL) {
+                fprintf(stderr, "keyward-unlock: cannot read %s: %s\n", o->tpm2_public_key, strerror(errno));
+                return -1;
+        }
+        b->pk_pem = *pem;
+        b->pk_pcrs = o->tpm2_pk_pcrs != 0 ? o->tpm2_pk_pcrs : 1u << 11;
+        return 0;
+}
+
+kw_result kwu_cli_snp_binding(const struct opts *o, struct kwu_snp_bind *b)
+{
+        *b = (struct kwu_snp_bind){ .root = 0, .fields = o->snp_fields, .vmpl = o->snp_vmpl, .tcb = o->snp_tcb };
+        if (o->snp_tcb_set && o->snp_vmpl_set)
+                return KW_OK;
+        struct kwu_snp_platform pf;
+        KW_TRY(kwu_snp_platform(NULL, o->snp_device, &pf));
+        if (!o->snp_tcb_set)
+                b->tcb = pf.committed_tcb;
+        if (!o->snp_vmpl_set)
+                b->vmpl = pf.vmpl;
+        fprintf(stderr, "keyward-unlock: SEV-SNP binding pins TCB %016llx%s and VMPL %u%s\n",
+                (unsigned long long)b->tcb, o->snp_tcb_set ? "" : " (the platform's committed TCB, from its report)",
+                b->vmpl, o->snp_vmpl_set ? "" : " (this guest's, from its report)");
+        return KW_OK;
+}
+
 int kwu_cmd_enroll(const struct opts *o)
 {
         if (!o->format) {
@@ -56,44 +90,34 @@ int kwu_cmd_enroll(const struct opts *o)
                                 "blank device\n");
                 return EXIT_USAGE;
         }
-        if (o->snp && !o->snp_tcb_set) {
-                fprintf(stderr, "keyward-unlock enroll: --snp needs --snp-tcb (the TCB version to pin, 16 hex "
-                                "digits, from the image's policy or an attestation report)\n");
-                return EXIT_USAGE;
-        }
         char key[KWU_RECOVERY_KEY_LEN + 1], tpass[KWU_TPM2_PASSPHRASE + 1] = "", spass[KWU_SNP_PASSPHRASE + 1] = "";
-        char *token = NULL, *stoken = NULL, uuid[37];
+        char *token = NULL, *ptoken = NULL, *stoken = NULL, uuid[37];
         struct kwu_tpm *t = NULL;
         struct kwu_extra_slot extra[2];
         size_t nextra = 0;
         kw_result r = KW_OK;
-        struct kwu_tpm_binding bind = { .pcrs = o->tpm2_pcrs };
+        struct kwu_tpm_binding bind;
         char *pem = NULL;
-        if (o->tpm2_public_key != NULL) {
-                pem = read_small(o->tpm2_public_key, 16384, &bind.pk_pem_len);
-                if (pem == NULL) {
-                        fprintf(stderr, "keyward-unlock: cannot read %s: %s\n", o->tpm2_public_key, strerror(errno));
-                        return EXIT_USAGE;
-                }
-                bind.pk_pem = pem;
-                bind.pk_pcrs = o->tpm2_pk_pcrs != 0 ? o->tpm2_pk_pcrs : 1u << 11;
-        }
+        if (kwu_cli_tpm_binding(o, &bind, &pem) != 0)
+                return EXIT_USAGE;
         if (uuid_new(uuid) != 0)
                 r = KW_RESULT(KW_ERR_RANDOM);
         int tpm = (bind.pcrs | bind.pk_pcrs) != 0;
         if (r.code == 0 && tpm) {
                 r = kwu_tpm_open(o->tpm2_device, &t);
                 if (r.code == 0)
-                        r = kwu_tpm_seal(t, &bind, 1 + (int)nextra, tpass, &token);
+                        r = kwu_tpm_seal(t, &bind, 1 + (int)nextra, tpass, &token, &ptoken);
                 kwu_tpm_close(t);
                 extra[nextra] = (struct kwu_extra_slot){ .keyslot = 1 + (int)nextra, .pass = tpass,
-                                                         .pass_len = strlen(tpass), .token_json = token };
+                                                         .pass_len = strlen(tpass), .token_json = token,
+                                                         .token2_json = ptoken };
                 nextra++;
         }
         if (r.code == 0 && o->snp) {
-                struct kwu_snp_bind sb = { .root = 0, .fields = o->snp_fields, .vmpl = o->snp_vmpl,
-                                           .guest_svn = 0, .tcb = o->snp_tcb };
-                r = kwu_snp_passphrase(NULL, o->snp_device, &sb, uuid, spass);
+                struct kwu_snp_bind sb;
+                r = kwu_cli_snp_binding(o, &sb);
+                if (r.code == 0)
+                        r = kwu_snp_passphrase(NULL, o->snp_device, &sb, uuid, spass);
                 if (r.code == 0) {
                         stoken = kwu_snp_token_json(&sb, 1 + (int)nextra);
                         if (stoken == NULL)
@@ -108,6 +132,7 @@ int kwu_cmd_enroll(const struct opts *o)
         OPENSSL_cleanse(tpass, sizeof tpass);
         OPENSSL_cleanse(spass, sizeof spass);
         free(token);
+        free(ptoken);
         free(stoken);
         free(pem);
         if (r.code != 0)
@@ -123,27 +148,27 @@ int kwu_cmd_enroll(const struct opts *o)
         return EXIT_DONE;
 }
 
-/* What opening through the TPM keeps across tokens. */
-struct tpm_open {
-        struct kwu_tpm *t;
-        struct kw_buf blob, policy, pubkey;
-        char *sigfile;
-        size_t siglen;
-        int sig_tried;
-};
+void kwu_cli_tpm_ctx_init(struct kwu_tpm_ctx *c)
+{
+        memset(c, 0, sizeof *c);
+        kw_buf_init(&c->blob, 32 * 1024);
+        kw_buf_init(&c->policy, 256);
+        kw_buf_init(&c->pubkey, 32 * 1024);
+}
 
-static void tpm_open_free(struct tpm_open *c)
+void kwu_cli_tpm_ctx_free(struct kwu_tpm_ctx *c)
 {
         kw_buf_free(&c->blob);
         kw_buf_free(&c->policy);
         kw_buf_free(&c->pubkey);
         free(c->sigfile);
         kwu_tpm_close(c->t);
+        c->t = NULL;
 }
 
 /* Unseals tok and opens its keyslot (activated as name, or only tried). */
 static kw_result tpm_token_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
-                                struct tpm_open *c, const char *name)
+                                struct kwu_tpm_ctx *c, const char *name)
 {
         const struct kwu_hdr *h = kwu_volume_header(v);
         if (c->t == NULL)
@@ -158,7 +183,13 @@ static kw_result tpm_token_open(const struct opts *o, struct kwu_volume *v, cons
                 c->sigfile = read_small(o->tpm2_signature, KWU_PCRSIG_MAX, &c->siglen);
         }
         KW_TRY(r);
-        struct kwu_tpm_token_data d = { .blob_b64 = (const char *)c->blob.p,
+        uint8_t expected[24][32];
+        uint32_t emask = 0;
+        int have_expected = tok->has_expected &&
+                            kwu_token_pcr_values(h->json, h->json_len, tok->expected_token, &emask, expected).code == 0;
+        struct kwu_tpm_token_data d = { .expected = have_expected ? (const uint8_t(*)[32])expected : NULL,
+                                        .expected_mask = emask,
+                                        .blob_b64 = (const char *)c->blob.p,
                                         .policy_hex = (const char *)c->policy.p,
                                         .pubkey_b64 = tok->has_pubkey ? (const char *)c->pubkey.p : NULL,
                                         .sigfile = c->sigfile, .sigfile_len = c->siglen,
@@ -189,6 +220,13 @@ static kw_result snp_token_open(const struct opts *o, struct kwu_volume *v, cons
         return r;
 }
 
+kw_result kwu_cli_binding_open(const struct opts *o, struct kwu_volume *v, const struct kwu_token *tok,
+                               struct kwu_tpm_ctx *c, const char *name)
+{
+        return tok->type == KWU_TOKEN_KEYWARD_SNP ? snp_token_open(o, v, tok, name)
+                                                  : tpm_token_open(o, v, tok, c, name);
+}
+
 /* open: the first TPM2 token that opens.  check (all = 1): every binding,
  * one line each, nothing activated. */
 static int open_or_check(const struct opts *o, int all)
@@ -198,11 +236,8 @@ static int open_or_check(const struct opts *o, int all)
         if (r.code != 0)
                 return kwu_cli_fail(o->device, r);
         const struct kwu_layout *l = kwu_volume_layout(v);
-        struct tpm_open c;
-        memset(&c, 0, sizeof c);
-        kw_buf_init(&c.blob, 32 * 1024);
-        kw_buf_init(&c.policy, 256);
-        kw_buf_init(&c.pubkey, 32 * 1024);
+        struct kwu_tpm_ctx c;
+        kwu_cli_tpm_ctx_init(&c);
         kw_result first = KW_RESULT(KW_ERR_NOT_FOUND);
         char first_detail[512] = "";
         int opened = 0;
@@ -217,8 +252,7 @@ static int open_or_check(const struct opts *o, int all)
                         continue;
                 }
                 kwu_cli_binding_text(tok, what, sizeof what);
-                r = tok->type == KWU_TOKEN_KEYWARD_SNP ? snp_token_open(o, v, tok, all ? NULL : o->name)
-                                                       : tpm_token_open(o, v, tok, &c, all ? NULL : o->name);
+                r = kwu_cli_binding_open(o, v, tok, &c, all ? NULL : o->name);
                 if (r.code == 0) {
                         opened++;
                         if (all)
@@ -246,7 +280,7 @@ static int open_or_check(const struct opts *o, int all)
                         kw_err_set_detail("%s", first_detail);
                 rc = kwu_cli_fail(o->device, first.code == KW_ERR_NOT_FOUND ? KW_RESULT(KW_ERR_NOT_FOUND) : first);
         }
-        tpm_open_free(&c);
+        kwu_cli_tpm_ctx_free(&c);
         kwu_volume_close(v);
         return rc;
 }
@@ -260,46 +294,4 @@ int kwu_cmd_check(const struct opts *o)
                 return EXIT_USAGE;
         }
         return open_or_check(o, 1);
-}
-
-int kwu_cmd_recover(const struct opts *o)
-{
-        char line[256], key[KWU_RECOVERY_KEY_LEN + 1];
-        size_t n = fread(line, 1, sizeof line - 1, stdin);
-        kw_result r = kwu_recovery_key_normalize(line, n, key);
-        OPENSSL_cleanse(line, sizeof line);
-        if (r.code != 0) {
-                fprintf(stderr, "keyward-unlock recover: %s (on stdin)\n", kw_err_detail());
-                return EXIT_USAGE;
-        }
-        struct kwu_volume *v = NULL;
-        r = kwu_volume_open(o->device, &o->exp, &v);
-        int rc = EXIT_DONE;
-        if (r.code != 0) {
-                rc = kwu_cli_fail(o->device, r);
-                goto out;
-        }
-        const struct kwu_layout *l = kwu_volume_layout(v);
-        int tried = 0;
-        r = KW_RESULT(KW_ERR_AUTH);
-        for (unsigned i = 0; i < l->ntokens && r.code == KW_ERR_AUTH; i++) {
-                if (l->tokens[i].type != KWU_TOKEN_SYSTEMD_RECOVERY)
-                        continue;
-                int slot = __builtin_ctz(l->tokens[i].keyslots);
-                tried++;
-                r = kwu_volume_unlock(v, slot, key, KWU_RECOVERY_KEY_LEN, o->name);
-                if (r.code == 0)
-                        printf("the recovery key opens keyslot %d%s%s\n", slot, o->name ? ": activated as /dev/mapper/" : "",
-                               o->name ? o->name : " (checked: nothing activated)");
-        }
-        if (tried == 0)
-                kw_err_set_detail("the volume has no recovery keyslot");
-        else if (r.code == KW_ERR_AUTH)
-                kw_err_set_detail("the recovery key does not open this volume");
-        if (r.code != 0)
-                rc = kwu_cli_fail(o->device, r);
-out:
-        OPENSSL_cleanse(key, sizeof key);
-        kwu_volume_close(v);
-        return rc;
 }

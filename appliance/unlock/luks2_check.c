@@ -420,6 +420,45 @@ static kw_result check_tpm2_token(const cJSON *t, const char *where, struct kwu_
         return KW_OK;
 }
 
+/* The PCR values of a keyward-tpm2-pcrs token: an object of PCR index to
+ * SHA-256 value in lower-case hex; *ret_mask the indexes.  out (may be
+ * NULL): the values by index. */
+static kw_result pcr_values_of(const cJSON *t, const char *where, uint32_t *ret_mask, uint8_t (*out)[32])
+{
+        const cJSON *vals = member(t, "tpm2-pcr-values");
+        if (!cJSON_IsObject(vals) || vals->child == NULL)
+                REFUSE("%s.tpm2-pcr-values is missing, empty or not an object", where);
+        uint32_t mask = 0;
+        for (const cJSON *v = vals->child; v != NULL; v = v->next) {
+                unsigned i;
+                if (!slot_id(v->string, &i) || i > 23)
+                        REFUSE("%s.tpm2-pcr-values has \"%.20s\", not a PCR index (0..23)", where, v->string);
+                if (!cJSON_IsString(v) || strlen(v->valuestring) != 64 ||
+                    strspn(v->valuestring, "0123456789abcdef") != 64)
+                        REFUSE("%s.tpm2-pcr-values.%u is not a SHA-256 value in lower-case hex", where, i);
+                mask |= 1u << i;
+                for (unsigned j = 0; out != NULL && j < 32; j++) {
+                        char hex[3] = { v->valuestring[2 * j], v->valuestring[2 * j + 1], 0 };
+                        out[i][j] = (uint8_t)strtoul(hex, NULL, 16);
+                }
+        }
+        *ret_mask = mask;
+        return KW_OK;
+}
+
+/* keyward-tpm2-pcrs: the values a systemd-tpm2 token's literal PCRs had
+ * when keyward-unlock sealed it, so that a refusal can say which differ.
+ * It records that token's one keyslot; check_tokens ties the two. */
+static kw_result check_pcrs_token(const cJSON *t, const char *where, struct kwu_token *tok)
+{
+        static const char *const names[] = { "type", "keyslots", "tpm2-pcr-bank", "tpm2-pcr-values", NULL };
+        KW_TRY(only_members(t, names, where));
+        KW_TRY(need_str(t, "tpm2-pcr-bank", "sha256", where));
+        if (__builtin_popcount(tok->keyslots) != 1)
+                REFUSE("%s records other than one keyslot", where);
+        return pcr_values_of(t, where, &tok->pcrs, NULL);
+}
+
 /* keyward-snp: what snp_key.h binds, exactly these fields. */
 static kw_result check_snp_token(const cJSON *t, const char *where, struct kwu_token *tok)
 {
@@ -464,10 +503,13 @@ static kw_result check_snp_token(const cJSON *t, const char *where, struct kwu_t
 static kw_result check_tokens(const cJSON *toks, uint32_t have, const struct kwu_expect *exp,
                               struct kwu_layout *out)
 {
-        static const char *const types[] = { "systemd-tpm2", "systemd-recovery", "keyward-snp", NULL };
+        static const char *const types[] = { "systemd-tpm2", "systemd-recovery", "keyward-snp", "keyward-tpm2-pcrs",
+                                             NULL };
         static const char *const recovery[] = { "type", "keyslots", NULL };
         KW_TRY(need_object(toks, "tokens"));
         uint32_t present = 0, owned = 0;
+        struct kwu_token notes[KWU_MAX_SLOTS];   /* keyward-tpm2-pcrs, tied below */
+        unsigned nnotes = 0;
         for (const cJSON *t = toks->child; t != NULL; t = t->next) {
                 unsigned id;
                 if (!slot_id(t->string, &id))
@@ -499,6 +541,10 @@ static kw_result check_tokens(const cJSON *toks, uint32_t have, const struct kwu
                 } else if (strcmp(tn, "keyward-snp") == 0) {
                         tok.type = KWU_TOKEN_KEYWARD_SNP;
                         KW_TRY(check_snp_token(t, where, &tok));
+                } else if (strcmp(tn, "keyward-tpm2-pcrs") == 0) {
+                        KW_TRY(check_pcrs_token(t, where, &tok));
+                        notes[nnotes++] = tok;
+                        continue;
                 } else {
                         tok.type = KWU_TOKEN_SYSTEMD_RECOVERY;
                         KW_TRY(only_members(t, recovery, where));
@@ -507,6 +553,23 @@ static kw_result check_tokens(const cJSON *toks, uint32_t have, const struct kwu
                         REFUSE("%s names a keyslot that another token already records", where);
                 owned |= tok.keyslots;
                 out->tokens[out->ntokens++] = tok;
+        }
+        for (unsigned i = 0; i < nnotes; i++) {
+                struct kwu_token *b = NULL;
+                for (unsigned j = 0; j < out->ntokens && b == NULL; j++)
+                        if (out->tokens[j].keyslots == notes[i].keyslots)
+                                b = &out->tokens[j];
+                if (b == NULL || b->type != KWU_TOKEN_SYSTEMD_TPM2)
+                        REFUSE("tokens.%u records the PCR values of keyslot %d, which no systemd-tpm2 token "
+                               "records",
+                               notes[i].id, __builtin_ctz(notes[i].keyslots));
+                if (b->has_expected)
+                        REFUSE("tokens.%u records keyslot %d's PCR values again", notes[i].id,
+                               __builtin_ctz(notes[i].keyslots));
+                if (notes[i].pcrs != b->pcrs)
+                        REFUSE("tokens.%u records other PCRs than token %u's literal ones", notes[i].id, b->id);
+                b->has_expected = 1;
+                b->expected_token = notes[i].id;
         }
         uint32_t stray = have & ~owned & ~exp->extra_keyslots;
         if (stray != 0)
@@ -554,6 +617,30 @@ kw_result kwu_check_json(const char *json, size_t len, uint64_t hdr_size, const 
         if (r.code == 0)
                 *ret = *out;
         free(out);
+        return r;
+}
+
+void kwu_mask_text(uint32_t m, char *out, size_t cap)
+{
+        size_t n = 0;
+        out[0] = '\0';
+        for (unsigned i = 0; i < 32 && n + 4 < cap; i++)
+                if (m & (1u << i))
+                        n += (size_t)snprintf(out + n, cap - n, "%s%u", n ? "+" : "", i);
+        if (n == 0)
+                snprintf(out, cap, "none");
+}
+
+kw_result kwu_token_pcr_values(const char *json, size_t len, unsigned id, uint32_t *ret_mask, uint8_t (*out)[32])
+{
+        KW_ENSURE(json != NULL && ret_mask != NULL && out != NULL && id < KWU_MAX_SLOTS, KW_ERR_INPUT);
+        cJSON *root = NULL;
+        KW_TRY(kw_json_parse((const uint8_t *)json, len, HDR_JSON_DEPTH, &root));
+        char key[4], where[32];
+        snprintf(key, sizeof key, "%u", id);
+        snprintf(where, sizeof where, "tokens.%u", id);
+        kw_result r = pcr_values_of(member(member(root, "tokens"), key), where, ret_mask, out);
+        cJSON_Delete(root);
         return r;
 }
 

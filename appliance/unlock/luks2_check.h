@@ -20,10 +20,16 @@
  *   - config: json_size matching the header, no flags, no requirements
  *     (e.g. a reencryption in progress);
  *   - tokens of known types only (systemd-tpm2, systemd-recovery, and our
- *     keyward-snp), each
- *     naming existing keyslots, with exactly the fields that type has;
- *   - every keyslot recorded by exactly one token (enrollment writes one per
- *     keyslot), unless the caller allows it as an extra.
+ *     keyward-snp), each naming existing keyslots, with exactly the fields
+ *     that type has;
+ *   - every keyslot recorded by exactly one of them (enrollment writes one
+ *     per keyslot), unless the caller allows it as an extra;
+ *   - beside a systemd-tpm2 token, at most one keyward-tpm2-pcrs token for
+ *     its keyslot: the values its literal PCRs had when sealed (exactly
+ *     those PCRs), so that a refusal names which differ.  It is not a
+ *     binding (kept on the systemd-tpm2 token as expected_token, not in
+ *     tokens[]), and not trusted as such: tpm2_seal.c checks the values
+ *     against the policy digest before it says they were expected.
  * Unknown members are refused at every level.
  */
 #ifndef KWU_LUKS2_CHECK_H
@@ -44,6 +50,9 @@ struct kwu_expect {
         const char *cipher;       /* data and keyslot area cipher          */
         unsigned key_bytes;       /* volume key size                       */
         uint32_t extra_keyslots;  /* keyslots allowed without a token (bit n = slot n) */
+        int repair_copies;        /* recover: header copies an interrupted update left
+                                   * different are taken from the newest valid one
+                                   * (kwu_hdr_parse_repair) */
 };
 
 /* The defaults above, no extra keyslot. */
@@ -66,6 +75,8 @@ struct kwu_token {
         int pin;                    /* tpm2-pin                                     */
         char bank[8];               /* tpm2-pcr-bank ("sha256" when absent)         */
         char primary_alg[4];        /* tpm2-primary-alg ("ecc" when absent)         */
+        int has_expected;           /* a keyward-tpm2-pcrs token records its values */
+        unsigned expected_token;    /* that token's id                              */
         /* keyward-snp only */
         struct kwu_snp_bind snp;
 };
@@ -103,6 +114,16 @@ KW_MUST_USE kw_result kwu_check_json(const char *json, size_t len, uint64_t hdr_
  */
 KW_MUST_USE kw_result kwu_token_str(const char *json, size_t len, unsigned id, const char *field,
                                     struct kw_buf *out);
+
+/*
+ * The values keyward-tpm2-pcrs token id of header JSON (accepted by
+ * kwu_check_json) records: *ret_mask which PCRs, out[i] PCR i's value.
+ */
+KW_MUST_USE kw_result kwu_token_pcr_values(const char *json, size_t len, unsigned id, uint32_t *ret_mask,
+                                           uint8_t (*out)[32]);
+
+/* "7+11" from a keyslot or PCR mask ("none" for 0). */
+void kwu_mask_text(uint32_t m, char *out, size_t cap);
 
 /* "systemd-tpm2" / "systemd-recovery" / "keyward-snp". */
 const char *kwu_token_type_name(enum kwu_token_type t);

@@ -293,6 +293,66 @@ static void luks2_token_str_reads_a_field(void **state)
         kw_buf_free(&b);
 }
 
+#define V64 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+#define TPM_LITERAL "\"tpm2-pcrs\":[7,11],"
+/* BASE with token 0 also over literal PCRs 7+11, and token 2 recording their values. */
+static char *with_note(const char *note)
+{
+        char *a = with("\"tpm2-pcrs\":[],", TPM_LITERAL);
+        char *b = replaced(a, "\"1\":{\"type\":\"systemd-recovery\",\"keyslots\":[\"1\"]}",
+                           note);
+        free(a);
+        return b;
+}
+
+#define RECOVERY "\"1\":{\"type\":\"systemd-recovery\",\"keyslots\":[\"1\"]}"
+#define NOTE(slots, vals) RECOVERY ",\"2\":{\"type\":\"keyward-tpm2-pcrs\",\"keyslots\":" slots \
+        ",\"tpm2-pcr-bank\":\"sha256\",\"tpm2-pcr-values\":" vals "}"
+
+static void luks2_check_json_pcr_values_token_checked(void **state)
+{
+        (void)state;
+        struct kwu_layout l;
+        char *j = with_note(NOTE("[\"0\"]", "{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}"));
+        accepted(strdup(j), 0, &l);
+        /* not a binding: tied to the systemd-tpm2 token, not in tokens[] */
+        assert_int_equal(l.ntokens, 2);
+        assert_int_equal(l.tokens[0].has_expected, 1);
+        assert_int_equal(l.tokens[0].expected_token, 2);
+        assert_int_equal(l.tokens[1].has_expected, 0);
+        uint8_t vals[24][32];
+        uint32_t mask = 0;
+        assert_int_equal(kwu_token_pcr_values(j, strlen(j), 2, &mask, vals).code, 0);
+        assert_int_equal(mask, (1u << 7) | (1u << 11));
+        assert_int_equal(vals[11][0], 0x00);
+        assert_int_equal(vals[11][1], 0x11);
+        assert_int_equal(vals[11][31], 0xff);
+        free(j);
+        refused(with_note(NOTE("[\"1\"]", "{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}")),
+                "which no systemd-tpm2 token records");
+        refused(with_note(NOTE("[\"0\",\"1\"]", "{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}")),
+                "records other than one keyslot");
+        refused(with_note(NOTE("[\"0\"]", "{\"7\":\"" V64 "\"}")), "other PCRs than token 0's literal ones");
+        refused(with_note(NOTE("[\"0\"]", "{\"7\":\"" V64 "\",\"11\":\"" V64 "\",\"12\":\"" V64 "\"}")),
+                "other PCRs than token 0's literal ones");
+        refused(with_note(NOTE("[\"0\"]", "{\"7\":\"" V64 "\",\"11\":\"00\"}")),
+                "tpm2-pcr-values.11 is not a SHA-256 value");
+        refused(with_note(NOTE("[\"0\"]", "{\"7\":\"" V64 "\",\"24\":\"" V64 "\"}")), "not a PCR index");
+        refused(with_note(NOTE("[\"0\"]", "{}")), "tpm2-pcr-values is missing, empty");
+        refused(with_note(RECOVERY ",\"2\":{\"type\":\"keyward-tpm2-pcrs\",\"keyslots\":[\"0\"],"
+                          "\"tpm2-pcr-bank\":\"sha1\",\"tpm2-pcr-values\":{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}}"),
+                "tpm2-pcr-bank");
+        refused(with_note(NOTE("[\"0\"]", "{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}") ",\"3\":{\"type\":"
+                          "\"keyward-tpm2-pcrs\",\"keyslots\":[\"0\"],\"tpm2-pcr-bank\":\"sha256\","
+                          "\"tpm2-pcr-values\":{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}}"),
+                "records keyslot 0's PCR values again");
+        refused(with_note(RECOVERY ",\"2\":{\"type\":\"keyward-tpm2-pcrs\",\"keyslots\":[\"0\"],\"x\":1,"
+                          "\"tpm2-pcr-bank\":\"sha256\",\"tpm2-pcr-values\":{\"7\":\"" V64 "\",\"11\":\"" V64 "\"}}"),
+                "unexpected member");
+        /* and no binding: its keyslot is still unrecorded */
+        refused(replaced(BASE, "\"type\":\"systemd-tpm2\"", "\"type\":\"keyward-tpm2-pcrs\""), "unexpected member");
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -307,6 +367,7 @@ int main(void)
                 cmocka_unit_test(luks2_check_json_structure_refused),
                 cmocka_unit_test(luks2_check_json_snp_token_checked),
                 cmocka_unit_test(luks2_token_str_reads_a_field),
+                cmocka_unit_test(luks2_check_json_pcr_values_token_checked),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

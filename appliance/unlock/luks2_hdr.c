@@ -145,7 +145,7 @@ kw_result kwu_hdr_parse(const uint8_t *buf, size_t len, struct kwu_hdr *ret)
             memcmp(buf + KWU_HDR_BIN, buf + size + KWU_HDR_BIN, jl1) != 0 ||
             memcmp(buf + OFF_UUID, buf + size + OFF_UUID, LEN_UUID) != 0) {
                 kw_err_set_detail("the two header copies differ (seqid %llu and %llu): one was changed "
-                                  "or an update was interrupted",
+                                  "or an update was interrupted (recover rewrites them)",
                                   (unsigned long long)be64(buf + OFF_SEQID),
                                   (unsigned long long)be64(buf + size + OFF_SEQID));
                 KW_BAIL(KW_ERR_LUKS_TAMPERED);
@@ -171,6 +171,73 @@ kw_result kwu_hdr_parse(const uint8_t *buf, size_t len, struct kwu_hdr *ret)
         return KW_OK;
 }
 
+static void put_be64(uint8_t *p, uint64_t v)
+{
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                p[i] = (uint8_t)v;
+}
+
+/* Which copies in buf (2 * size bytes) pass copy_check: bit 0 the
+ * primary, bit 1 the secondary. */
+static unsigned valid_copies(const uint8_t *buf, uint64_t size)
+{
+        size_t jl = 0;
+        unsigned m = 0;
+        if (copy_check(buf, size, 0, &jl).code == 0)
+                m |= 1;
+        if (copy_check(buf + size, size, 1, &jl).code == 0)
+                m |= 2;
+        return m;
+}
+
+kw_result kwu_hdr_parse_repair(const uint8_t *buf, size_t len, struct kwu_hdr *ret, int *repaired)
+{
+        KW_ENSURE(buf != NULL && ret != NULL && repaired != NULL, KW_ERR_INPUT);
+        *repaired = 0;
+        kw_result r = kwu_hdr_parse(buf, len, ret);
+        if (r.code != KW_ERR_LUKS_TAMPERED)
+                return r;
+        char why[256];
+        snprintf(why, sizeof why, "%s", kw_err_detail());
+        /* the size the copies agree on: the primary's, or where a valid
+         * secondary sits when the primary's binary part is torn */
+        uint64_t size = len >= KWU_HDR_BIN ? be64(buf + OFF_HDR_SIZE) : 0;
+        unsigned valid = hdr_size_valid(size) && len / 2 >= size ? valid_copies(buf, size) : 0;
+        for (uint64_t s = KWU_HDR_MIN; valid == 0 && s <= KWU_HDR_MAX && len / 2 >= s; s <<= 1)
+                if ((valid = valid_copies(buf, s) & 2) != 0)
+                        size = s;
+        int use = -1;   /* 0: the primary, 1: the secondary */
+        if (valid == 3 && be64(buf + OFF_SEQID) != be64(buf + size + OFF_SEQID))
+                use = be64(buf + OFF_SEQID) > be64(buf + size + OFF_SEQID) ? 0 : 1;
+        else if (valid == 1 || valid == 2)
+                use = valid == 1 ? 0 : 1;
+        if (use < 0) {
+                kw_err_set_detail("%s; no newer valid copy to rewrite it from", why);
+                KW_BAIL(KW_ERR_LUKS_TAMPERED);
+        }
+        /* the other copy rebuilt from the chosen one: same bytes but its
+         * magic, its offset and so its checksum */
+        uint8_t *nb = malloc((size_t)(2 * size));
+        KW_ENSURE(nb != NULL, KW_ERR_NOMEM);
+        const uint8_t *from = buf + (use ? size : 0);
+        uint8_t *to = nb + (use ? 0 : size);
+        memcpy(nb + (use ? size : 0), from, (size_t)size);
+        memcpy(to, from, (size_t)size);
+        memcpy(to + OFF_MAGIC, use ? MAGIC_PRIMARY : MAGIC_SECONDARY, 6);
+        put_be64(to + OFF_HDR_OFFSET, use ? 0 : size);
+        uint8_t d[32];
+        r = copy_digest(to, size, d);
+        if (r.code == 0) {
+                memset(to + OFF_CSUM, 0, LEN_CSUM);
+                memcpy(to + OFF_CSUM, d, sizeof d);
+                r = kwu_hdr_parse(nb, (size_t)(2 * size), ret);
+        }
+        free(nb);
+        if (r.code == 0)
+                *repaired = 1;
+        return r;
+}
+
 /* pread of exactly n bytes at off; short only at the end of the device. */
 static kw_result read_at(int fd, uint8_t *p, size_t n, uint64_t off, size_t *got)
 {
@@ -191,7 +258,7 @@ static kw_result read_at(int fd, uint8_t *p, size_t n, uint64_t off, size_t *got
         return KW_OK;
 }
 
-kw_result kwu_hdr_read_fd(int fd, struct kwu_hdr *ret)
+static kw_result read_fd(int fd, struct kwu_hdr *ret, int *repaired)
 {
         KW_ENSURE(fd >= 0 && ret != NULL, KW_ERR_INPUT);
         uint8_t first[KWU_HDR_BIN];
@@ -202,15 +269,25 @@ kw_result kwu_hdr_read_fd(int fd, struct kwu_hdr *ret)
                 KW_BAIL(KW_ERR_LUKS_NOT_LUKS2);
         }
         uint64_t size = be64(first + OFF_HDR_SIZE);
-        if (memcmp(first, MAGIC_PRIMARY, sizeof MAGIC_PRIMARY) != 0 || !hdr_size_valid(size))
+        if (memcmp(first, MAGIC_PRIMARY, sizeof MAGIC_PRIMARY) != 0 || (!hdr_size_valid(size) && repaired == NULL))
                 return kwu_hdr_parse(first, sizeof first, ret);   /* says which */
+        if (!hdr_size_valid(size))
+                size = KWU_HDR_MAX;   /* torn: read all a secondary copy may need */
         uint8_t *buf = malloc((size_t)(2 * size));
         KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
         kw_result r = read_at(fd, buf, (size_t)(2 * size), 0, &got);
         if (r.code == 0)
-                r = kwu_hdr_parse(buf, got, ret);
+                r = repaired != NULL ? kwu_hdr_parse_repair(buf, got, ret, repaired) : kwu_hdr_parse(buf, got, ret);
         free(buf);
         return r;
+}
+
+kw_result kwu_hdr_read_fd(int fd, struct kwu_hdr *ret) { return read_fd(fd, ret, NULL); }
+
+kw_result kwu_hdr_read_fd_repair(int fd, struct kwu_hdr *ret, int *repaired)
+{
+        KW_ENSURE(repaired != NULL, KW_ERR_INPUT);
+        return read_fd(fd, ret, repaired);
 }
 
 void kwu_hdr_free(struct kwu_hdr *h)

@@ -58,6 +58,19 @@ KW_MUST_USE kw_result kwu_hdr_parse(const uint8_t *buf, size_t len, struct kwu_h
  */
 KW_MUST_USE kw_result kwu_hdr_read_fd(int fd, struct kwu_hdr *ret);
 
+/*
+ * As kwu_hdr_parse, but a header whose copies differ because an update was
+ * interrupted (docs/unlock.md, "Recovery") is taken from its newest valid
+ * copy: both copies valid with different seqids (the higher wins), or only
+ * one valid.  The other copy is rebuilt from it in *ret's raw bytes and
+ * *repaired set; the result then passes every check kwu_hdr_parse makes.
+ * Only recover uses it (the recovery key proves the operator), so that the
+ * header it rewrites is the one an interrupted re-enrollment meant.
+ * Copies with the same seqid and different contents stay refused.
+ */
+KW_MUST_USE kw_result kwu_hdr_parse_repair(const uint8_t *buf, size_t len, struct kwu_hdr *ret, int *repaired);
+KW_MUST_USE kw_result kwu_hdr_read_fd_repair(int fd, struct kwu_hdr *ret, int *repaired);
+
 /* Frees what kwu_hdr_parse filled; h may be NULL or zeroed. */
 void kwu_hdr_free(struct kwu_hdr *h);
 

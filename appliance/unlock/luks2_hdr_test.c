@@ -48,15 +48,17 @@ static void fill_copy(uint8_t *copy, uint64_t size, int secondary, uint64_t seqi
         seal(copy, size);
 }
 
-/* Both copies of a valid header, 2 * SIZE bytes. */
-static uint8_t *make(void)
+/* Both copies of a valid header (seqid 7) written into b; b. */
+static uint8_t *make_into(uint8_t *b)
 {
-        uint8_t *b = malloc(2 * SIZE);
         assert_non_null(b);
         fill_copy(b, SIZE, 0, 7, JSON);
         fill_copy(b + SIZE, SIZE, 1, 7, JSON);
         return b;
 }
+
+/* Both copies of a valid header, 2 * SIZE bytes. */
+static uint8_t *make(void) { return make_into(malloc(2 * SIZE)); }
 
 /* b (freed here) fails with code, the detail saying want. */
 static void fails(uint8_t *b, size_t len, int code, const char *want)
@@ -195,6 +197,61 @@ static void luks2_hdr_read_fd_reads_both_copies(void **state)
         free(b);
 }
 
+#define JSON2 "{\"keyslots\":{},\"tokens\":{},\"segments\":{},\"digests\":{},\"config\":{ }}"
+
+/* An interrupted update: the newest valid copy wins, the other is rebuilt
+ * from it; anything else stays refused. */
+static void luks2_hdr_parse_repair_takes_the_newest_valid_copy(void **state)
+{
+        (void)state;
+        struct kwu_hdr h;
+        int repaired = -1;
+        /* agreeing copies: nothing to repair */
+        uint8_t *b = make();
+        assert_int_equal(kwu_hdr_parse_repair(b, 2 * SIZE, &h, &repaired).code, 0);
+        assert_int_equal(repaired, 0);
+        kwu_hdr_free(&h);
+        /* the primary written (seqid 8), the secondary not yet */
+        fill_copy(b, SIZE, 0, 8, JSON2);
+        assert_int_equal(kwu_hdr_parse(b, 2 * SIZE, &h).code, KW_ERR_LUKS_TAMPERED);
+        assert_int_equal(kwu_hdr_parse_repair(b, 2 * SIZE, &h, &repaired).code, 0);
+        assert_int_equal(repaired, 1);
+        assert_string_equal(h.json, JSON2);
+        assert_int_equal(h.seqid, 8);
+        uint8_t *want = malloc(2 * SIZE);
+        assert_non_null(want);
+        fill_copy(want, SIZE, 0, 8, JSON2);
+        fill_copy(want + SIZE, SIZE, 1, 8, JSON2);
+        assert_memory_equal(h.raw, want, 2 * SIZE);   /* the secondary rebuilt */
+        kwu_hdr_free(&h);
+        /* the secondary newer */
+        fill_copy(b, SIZE, 0, 7, JSON);
+        fill_copy(b + SIZE, SIZE, 1, 9, JSON2);
+        assert_int_equal(kwu_hdr_parse_repair(b, 2 * SIZE, &h, &repaired).code, 0);
+        assert_int_equal(h.seqid, 9);
+        assert_string_equal(h.json, JSON2);
+        kwu_hdr_free(&h);
+        /* the primary torn (fails its checksum): the secondary's */
+        fill_copy(b + SIZE, SIZE, 1, 7, JSON);
+        b[4096 + 3] ^= 1;
+        assert_int_equal(kwu_hdr_parse_repair(b, 2 * SIZE, &h, &repaired).code, 0);
+        assert_memory_equal(h.raw, make_into(want), 2 * SIZE);
+        kwu_hdr_free(&h);
+        /* the same seqid, different texts: not an interrupted update */
+        fill_copy(b, SIZE, 0, 7, JSON);
+        fill_copy(b + SIZE, SIZE, 1, 7, JSON2);
+        memset(&h, 0x5a, sizeof h);
+        assert_int_equal(kwu_hdr_parse_repair(b, 2 * SIZE, &h, &repaired).code, KW_ERR_LUKS_TAMPERED);
+        assert_non_null(strstr(kw_err_detail(), "no newer valid copy"));
+        /* both torn */
+        fill_copy(b + SIZE, SIZE, 1, 7, JSON);
+        b[4096 + 3] ^= 1;
+        b[SIZE + 4096 + 3] ^= 1;
+        assert_int_equal(kwu_hdr_parse_repair(b, 2 * SIZE, &h, &repaired).code, KW_ERR_LUKS_TAMPERED);
+        free(want);
+        free(b);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -204,6 +261,7 @@ int main(void)
                 cmocka_unit_test(luks2_hdr_parse_json_area_checked),
                 cmocka_unit_test(luks2_hdr_parse_not_luks2),
                 cmocka_unit_test(luks2_hdr_read_fd_reads_both_copies),
+                cmocka_unit_test(luks2_hdr_parse_repair_takes_the_newest_valid_copy),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,8 +1,8 @@
 /*
  * keyward-unlock - the data volume: its LUKS2 header checked before any use,
  * its format with a recovery key, and opening it with that key
- * (docs/unlock.md).  The TPM2 and SEV-SNP bindings (enroll, open, check)
- * come with issue 12's next parts.
+ * (docs/unlock.md), its TPM2 and SEV-SNP bindings (enroll, open, check), and
+ * recovery with re-enrollment.
  *
  * Exit status (stable, documented in docs/unlock.md and --help):
  *   0  done (status: the header passed every check)
@@ -37,7 +37,7 @@ static const char USAGE[] =
         "commands:\n"
         "  status DEVICE   the header's keyslots and tokens, what each is bound to, and\n"
         "                  whether the header passes the checks done before any use\n"
-        "  enroll --format [--tpm2-public-key PEM] [--tpm2-pcrs LIST] [--snp --snp-tcb HEX] DEVICE\n"
+        "  enroll --format [--tpm2-public-key PEM] [--tpm2-pcrs LIST] [--snp] DEVICE\n"
         "                  format a blank DEVICE as the data volume (LUKS2, aes-xts-plain64,\n"
         "                  512-bit key) with a recovery key, printed once on stdout and\n"
         "                  stored nowhere, and a keyslot sealed by the TPM (systemd-tpm2\n"
@@ -50,10 +50,16 @@ static const char USAGE[] =
         "                  opens the volume now (nothing is activated)\n"
         "  check DEVICE    would the volume open now?  After the header checks, each binding\n"
         "                  on its own line: would it open, or why not (nothing activated)\n"
-        "  recover [--name NAME] DEVICE\n"
+        "  recover [--name NAME] [--no-reenroll | --reenroll-all] [binding options] DEVICE\n"
         "                  read a recovery key from stdin and open DEVICE with it, after the\n"
         "                  header checks: with --name as /dev/mapper/NAME, without it only\n"
-        "                  check that the key opens the volume (nothing is activated)\n"
+        "                  check that the key opens the volume (nothing is activated).\n"
+        "                  Then re-enroll each TPM2 or SEV-SNP binding that does not open\n"
+        "                  now (after an intended change: a new image, firmware, TPM), to\n"
+        "                  the policy it recorded; --tpm2-pcrs / --tpm2-public-key give the\n"
+        "                  TPM2 binding a new policy, --snp-tcb pins another TCB, --snp adds\n"
+        "                  an SEV-SNP binding.  New keyslots are written and tried before\n"
+        "                  the old ones are removed; the recovery key stays as it is\n"
         "\n"
         "options:\n"
         "  --json              status: machine-readable output (one JSON object)\n"
@@ -62,8 +68,9 @@ static const char USAGE[] =
         "  --tpm2-public-key-pcrs LIST   the PCRs it signs (default 11)\n"
         "  --snp               enroll: also a keyslot whose passphrase the SEV-SNP firmware\n"
         "                      derives (VCEK, over policy + measurement + TCB)\n"
-        "  --snp-tcb HEX       the TCB version to pin (16 hex digits)\n"
-        "  --snp-vmpl N        the VMPL to bind (default 0)\n"
+        "  --snp-tcb HEX       the TCB version to pin (16 hex digits; default: the\n"
+        "                      platform's committed TCB, from its attestation report)\n"
+        "  --snp-vmpl N        the VMPL to bind (default: this guest's, from the report)\n"
         "  --snp-bind-image-id also bind the image and family IDs\n"
         "  --snp-device PATH   the guest device (default /dev/sev-guest)\n"
         "  --tpm2-signature FILE   open: the signature of this boot's PCR policy, as\n"
@@ -74,6 +81,9 @@ static const char USAGE[] =
         "  --extra-keyslot N   accept keyslot N without a token recording it (e.g. the\n"
         "                      passphrase keyslot of a volume enrolled by systemd-cryptenroll);\n"
         "                      repeatable\n"
+        "  --no-reenroll       recover: open only, change nothing\n"
+        "  --reenroll-all      recover: seal every measured binding again, also those\n"
+        "                      that open now\n"
         "  -h, --help          this text\n"
         "\n"
         "exit status: 0 done (status: header passed), 2 usage, 3 device missing or unreadable,\n"
@@ -174,6 +184,8 @@ int main(int argc, char **argv)
                 { "snp-tcb", required_argument, NULL, 'T' },
                 { "snp-vmpl", required_argument, NULL, 'V' },
                 { "snp-bind-image-id", no_argument, NULL, 'I' },
+                { "no-reenroll", no_argument, NULL, 'N' },
+                { "reenroll-all", no_argument, NULL, 'A' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
@@ -216,6 +228,12 @@ int main(int argc, char **argv)
                 case 'f':
                         o.format = 1;
                         break;
+                case 'N':
+                        o.no_reenroll = 1;
+                        break;
+                case 'A':
+                        o.reenroll_all = 1;
+                        break;
                 case 'd':
                         o.tpm2_device = optarg;
                         break;
@@ -249,6 +267,7 @@ int main(int argc, char **argv)
                                 return EXIT_USAGE;
                         }
                         o.snp_vmpl = (uint32_t)n;
+                        o.snp_vmpl_set = 1;
                         break;
                 case 'K':
                         if (parse_pcrs(optarg, &o.tpm2_pk_pcrs) != 0) {

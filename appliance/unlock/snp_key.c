@@ -38,6 +38,17 @@ static kw_result hkdf(const uint8_t key[32], const char *uuid, uint8_t out[32])
         return KW_OK;
 }
 
+/* Opens the guest device, saying why not (Azure's case included). */
+static int snp_open(const struct kw_snp_ops *ops, const char *device)
+{
+        int fd = ops->open(ops->ctx, device);
+        if (fd < 0)
+                kw_err_set_detail("no SEV-SNP guest device %s (%s); on Azure the paravisor hides it: bind to its "
+                                  "vTPM instead",
+                                  device, strerror(errno));
+        return fd;
+}
+
 kw_result kwu_snp_passphrase(const struct kw_snp_ops *ops, const char *device, const struct kwu_snp_bind *b,
                              const char *uuid, char pass[KWU_SNP_PASSPHRASE + 1])
 {
@@ -49,13 +60,9 @@ kw_result kwu_snp_passphrase(const struct kw_snp_ops *ops, const char *device, c
         }
         if (ops == NULL)
                 ops = &kw_snp_real_ops;
-        int fd = ops->open(ops->ctx, device);
-        if (fd < 0) {
-                kw_err_set_detail("no SEV-SNP guest device %s (%s); on Azure the paravisor hides it: bind to its "
-                                  "vTPM instead",
-                                  device, strerror(errno));
+        int fd = snp_open(ops, device);
+        if (fd < 0)
                 KW_BAIL(KW_ERR_SNP);
-        }
         struct snp_derived_key_req req = { .root_key_select = b->root, .guest_field_select = b->fields,
                                            .vmpl = b->vmpl, .guest_svn = b->guest_svn, .tcb_version = b->tcb };
         struct snp_derived_key_resp resp;
@@ -92,6 +99,57 @@ kw_result kwu_snp_passphrase(const struct kw_snp_ops *ops, const char *device, c
                 r = kwu_passphrase_b64(out, pass);
         OPENSSL_cleanse(out, sizeof out);
         return r;
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; i--)
+                v = v << 8 | p[i];
+        return v;
+}
+
+#define REPORT_LEN 0x4A0u          /* ATTESTATION_REPORT */
+#define OFF_VMPL 0x030u
+#define OFF_REPORTED_TCB 0x180u
+#define OFF_COMMITTED_TCB 0x1E0u
+
+kw_result kwu_snp_platform(const struct kw_snp_ops *ops, const char *device, struct kwu_snp_platform *ret)
+{
+        KW_ENSURE(device != NULL && ret != NULL, KW_ERR_INPUT);
+        if (ops == NULL)
+                ops = &kw_snp_real_ops;
+        int fd = snp_open(ops, device);
+        if (fd < 0)
+                KW_BAIL(KW_ERR_SNP);
+        struct snp_report_req req;
+        struct snp_report_resp resp;
+        memset(&req, 0, sizeof req);
+        memset(&resp, 0, sizeof resp);
+        struct snp_guest_request_ioctl io = { .msg_version = 1, .req_data = (uint64_t)(uintptr_t)&req,
+                                              .resp_data = (uint64_t)(uintptr_t)&resp };
+        int rc = ops->ioctl(ops->ctx, fd, SNP_GET_REPORT, &io);
+        int e = errno;
+        ops->close(ops->ctx, fd);
+        /* MSG_REPORT_RSP: status, report size, 24 reserved, the report */
+        uint32_t status, size;
+        memcpy(&status, resp.data, sizeof status);
+        memcpy(&size, resp.data + 4, sizeof size);
+        if (rc != 0 || status != 0 || size < REPORT_LEN) {
+                kw_err_set_detail("SNP_GET_REPORT failed: %s (firmware 0x%x, status 0x%x)", rc ? strerror(e) : "refused",
+                                  (unsigned)(uint32_t)io.exitinfo2, status);
+                KW_BAIL(KW_ERR_SNP);
+        }
+        const uint8_t *r = resp.data + 32;
+        uint32_t vmpl;
+        memcpy(&vmpl, r + OFF_VMPL, sizeof vmpl);
+        if (vmpl > 3) {
+                kw_err_set_detail("the attestation report gives VMPL %u", vmpl);
+                KW_BAIL(KW_ERR_SNP);
+        }
+        *ret = (struct kwu_snp_platform){ .committed_tcb = le64(r + OFF_COMMITTED_TCB),
+                                          .reported_tcb = le64(r + OFF_REPORTED_TCB), .vmpl = vmpl };
+        return KW_OK;
 }
 
 static const char *const field_names[] = { "policy", "image_id", "family_id", "measurement", "guest_svn",

@@ -62,6 +62,21 @@ KW_MUST_USE kw_result kwu_snp_passphrase(const struct kw_snp_ops *ops, const cha
                                          const struct kwu_snp_bind *b, const char *uuid,
                                          char pass[KWU_SNP_PASSPHRASE + 1]);
 
+/* What this guest's attestation report says of the platform and of it. */
+struct kwu_snp_platform {
+        uint64_t committed_tcb;   /* the TCB the firmware committed to (no rollback below) */
+        uint64_t reported_tcb;    /* the TCB the host has the report state            */
+        uint32_t vmpl;            /* the VMPL this guest runs at                      */
+};
+
+/*
+ * Asks the firmware for a report (SNP_GET_REPORT, no user data) and reads
+ * those fields: what enroll pins when the command line does not say.
+ * KW_ERR_SNP when there is no guest device or the request fails.
+ */
+KW_MUST_USE kw_result kwu_snp_platform(const struct kw_snp_ops *ops, const char *device,
+                                       struct kwu_snp_platform *ret);
+
 /* The keyward-snp token JSON for keyslot (the caller frees it), NULL without memory. */
 char *kwu_snp_token_json(const struct kwu_snp_bind *b, int keyslot);
 

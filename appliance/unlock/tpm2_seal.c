@@ -156,6 +156,56 @@ static void pcr_values(struct kwu_tpm *t, uint32_t pcrs, char *out, size_t cap)
         Esys_Free(vals);
 }
 
+/* The current values of pcrs (SHA-256 bank) by index into out; a TPM
+ * returns at most eight a read, so it reads until all are in. */
+static kw_result pcr_read(struct kwu_tpm *t, uint32_t pcrs, uint8_t (*out)[32])
+{
+        uint32_t left = pcrs;
+        while (left != 0) {
+                TPML_PCR_SELECTION sel, *got = NULL;
+                TPML_DIGEST *vals = NULL;
+                pcr_selection(left, &sel);
+                TSS2_RC rc = Esys_PCR_Read(t->ectx, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &sel, NULL, &got, &vals);
+                if (rc != TSS2_RC_SUCCESS)
+                        return tpm_fail("reading the PCRs", rc);
+                uint32_t done = 0;
+                unsigned k = 0;
+                for (unsigned i = 0; i < 24 && got->count == 1 && k < vals->count; i++)
+                        if (got->pcrSelections[0].pcrSelect[i / 8] & (1u << (i % 8))) {
+                                if ((left & (1u << i)) && vals->digests[k].size == 32) {
+                                        memcpy(out[i], vals->digests[k].buffer, 32);
+                                        done |= 1u << i;
+                                }
+                                k++;
+                        }
+                Esys_Free(got);
+                Esys_Free(vals);
+                if (done == 0) {
+                        kw_err_set_detail("the TPM returns no SHA-256 value for PCR %d", __builtin_ctz(left));
+                        KW_BAIL(KW_ERR_TPM);
+                }
+                left &= ~done;
+        }
+        return KW_OK;
+}
+
+/* PolicyPCR's pcrDigest: SHA-256 over the values of pcrs in index order. */
+static void pcr_digest(uint32_t pcrs, const uint8_t (*vals)[32], TPM2B_DIGEST *out)
+{
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        unsigned n = 0;
+        out->size = 0;
+        if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+                goto done;
+        for (unsigned i = 0; i < 24; i++)
+                if ((pcrs & (1u << i)) && EVP_DigestUpdate(md, vals[i], 32) != 1)
+                        goto done;
+        if (EVP_DigestFinal_ex(md, out->buffer, &n) == 1)
+                out->size = (UINT16)n;
+done:
+        EVP_MD_CTX_free(md);
+}
+
 /* The image key as the TPM takes it (LoadExternal), the way systemd builds
  * it, so that the key's name -- and so the policy -- is the same. */
 static void tpm_pubkey(const struct kwu_pubkey *k, TPM2B_PUBLIC *out)
@@ -187,6 +237,8 @@ struct policy {
         const struct kwu_pubkey *pk;    /* with pk_pcrs                          */
         const char *sigfile;            /* unsealing a signed policy: its text   */
         size_t sigfile_len;
+        const TPM2B_DIGEST *literal;    /* trial: the literal PCRs' pcrDigest,
+                                         * NULL for their current values         */
 };
 
 static kw_result signed_part(struct kwu_tpm *t, ESYS_TR sess, const struct policy *p)
@@ -274,7 +326,7 @@ static kw_result policy_session(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc,
         if (r.code == 0 && p->pcrs != 0) {
                 TPML_PCR_SELECTION sel;
                 pcr_selection(p->pcrs, &sel);
-                rc = Esys_PolicyPCR(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, NULL, &sel);
+                rc = Esys_PolicyPCR(t->ectx, *ret, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, p->literal, &sel);
                 if (rc != TSS2_RC_SUCCESS)
                         r = tpm_fail("the PCR policy", rc);
         }
@@ -300,6 +352,74 @@ static void digest_hex(const TPM2B_DIGEST *d, char out[2 * sizeof d->buffer + 1]
                 out[b.len] = '\0';
         }
         kw_buf_free(&b);
+}
+
+/*
+ * The policy digest p gives when its literal PCRs hold vals (a trial
+ * session: the TPM takes the pcrDigest as given), in hex.  The signed part
+ * needs no values: PolicyAuthorize replaces what came before it.
+ */
+static kw_result digest_for(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc, const struct policy *p,
+                            const uint8_t (*vals)[32], char hex[2 * sizeof(TPMU_HA) + 1])
+{
+        TPM2B_DIGEST lit;
+        pcr_digest(p->pcrs, vals, &lit);
+        KW_ENSURE(lit.size == 32, KW_ERR_CRYPTO);
+        struct policy trial = *p;
+        trial.sigfile = NULL;
+        trial.literal = &lit;
+        ESYS_TR sess = ESYS_TR_NONE;
+        TPM2B_DIGEST *d = NULL;
+        KW_TRY(policy_session(t, primary, enc, TPM2_SE_TRIAL, &trial, &sess, &d));
+        flush(t, &sess);
+        digest_hex(d, hex);
+        Esys_Free(d);
+        return KW_OK;
+}
+
+/* Which of pcrs differ between a and b. */
+static uint32_t differing(uint32_t pcrs, const uint8_t (*a)[32], const uint8_t (*b)[32])
+{
+        uint32_t m = 0;
+        for (unsigned i = 0; i < 24; i++)
+                if ((pcrs & (1u << i)) && memcmp(a[i], b[i], 32) != 0)
+                        m |= 1u << i;
+        return m;
+}
+
+/* The keyward-tpm2-pcrs token: vals of the literal PCRs, for keyslot. */
+static char *pcrs_token_json(int keyslot, uint32_t pcrs, const uint8_t (*vals)[32])
+{
+        cJSON *o = cJSON_CreateObject(), *ks = cJSON_CreateArray(), *v = cJSON_CreateObject();
+        char slot[12], idx[4];
+        struct kw_buf hex;
+        kw_buf_init(&hex, 65);
+        snprintf(slot, sizeof slot, "%d", keyslot);
+        char *out = NULL;
+        int ok = o != NULL && ks != NULL && v != NULL;
+        for (unsigned i = 0; ok && i < 24; i++) {
+                if (!(pcrs & (1u << i)))
+                        continue;
+                kw_buf_reset(&hex);
+                snprintf(idx, sizeof idx, "%u", i);
+                ok = kw_hex_encode(vals[i], 32, &hex).code == 0 && kw_buf_put(&hex, "", 1).code == 0 &&
+                     cJSON_AddStringToObject(v, idx, (const char *)hex.p) != NULL;
+        }
+        if (ok) {
+                cJSON_AddStringToObject(o, "type", "keyward-tpm2-pcrs");
+                cJSON_AddItemToArray(ks, cJSON_CreateString(slot));
+                cJSON_AddItemToObject(o, "keyslots", ks);
+                ks = NULL;
+                cJSON_AddStringToObject(o, "tpm2-pcr-bank", "sha256");
+                cJSON_AddItemToObject(o, "tpm2-pcr-values", v);
+                v = NULL;
+                out = cJSON_PrintUnformatted(o);
+        }
+        kw_buf_free(&hex);
+        cJSON_Delete(o);
+        cJSON_Delete(ks);
+        cJSON_Delete(v);
+        return out;
 }
 
 static char *token_json(int keyslot, const struct kwu_tpm_binding *bind, TPMI_ALG_PUBLIC alg, const uint8_t *blob,
@@ -353,9 +473,10 @@ static char *token_json(int keyslot, const struct kwu_tpm_binding *bind, TPMI_AL
 }
 
 kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int keyslot,
-                       char pass[KWU_TPM2_PASSPHRASE + 1], char **token)
+                       char pass[KWU_TPM2_PASSPHRASE + 1], char **token, char **pcrs_token)
 {
-        KW_ENSURE(t != NULL && b != NULL && pass != NULL && token != NULL && (b->pcrs | b->pk_pcrs) != 0 &&
+        KW_ENSURE(t != NULL && b != NULL && pass != NULL && token != NULL && pcrs_token != NULL &&
+                          (b->pcrs | b->pk_pcrs) != 0 &&
                           (b->pcrs | b->pk_pcrs) < (1u << 24) && (b->pk_pcrs == 0) == (b->pk_pem == NULL),
                   KW_ERR_INPUT);
         struct kwu_pubkey pk;
@@ -384,6 +505,25 @@ kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int k
         if (r.code == 0)
                 r = policy_session(t, primary, enc, b->pk_pcrs != 0 ? TPM2_SE_TRIAL : TPM2_SE_POLICY, &p, &pol, &digest);
         flush(t, &pol);   /* only its digest is needed to seal */
+        /* the literal PCRs' values, recorded for the messages of a later
+         * refusal: read again, and only if they give the digest just sealed
+         * to (they did not move in between) */
+        uint8_t vals[24][32];
+        *pcrs_token = NULL;
+        if (r.code == 0 && b->pcrs != 0) {
+                char want[2 * sizeof(TPMU_HA) + 1], got[2 * sizeof(TPMU_HA) + 1];
+                digest_hex(digest, want);
+                r = pcr_read(t, b->pcrs, vals);
+                if (r.code == 0)
+                        r = digest_for(t, primary, enc, &p, (const uint8_t(*)[32])vals, got);
+                if (r.code == 0 && strcmp(want, got) != 0) {   /* lint: allow (policy digests are public) */
+                        kw_err_set_detail("the PCRs changed while sealing: try again");
+                        r = KW_RESULT(KW_ERR_TPM);
+                }
+                if (r.code == 0 && (*pcrs_token = pcrs_token_json(keyslot, b->pcrs, (const uint8_t(*)[32])vals)) ==
+                                           NULL)
+                        r = KW_RESULT(KW_ERR_NOMEM);
+        }
         if (r.code == 0 && RAND_priv_bytes(sens.sensitive.data.buffer, KWU_TPM2_SECRET) != 1)
                 r = KW_RESULT(KW_ERR_RANDOM);
         if (r.code == 0) {
@@ -417,8 +557,13 @@ kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int k
                         r = KW_RESULT(KW_ERR_NOMEM);
         }
         OPENSSL_cleanse(&sens, sizeof sens);
-        if (r.code != 0)
+        if (r.code != 0) {
                 OPENSSL_cleanse(pass, KWU_TPM2_PASSPHRASE + 1);
+                free(*token);
+                *token = NULL;
+                free(*pcrs_token);
+                *pcrs_token = NULL;
+        }
         Esys_Free(digest);
         Esys_Free(priv);
         Esys_Free(pub);
@@ -464,6 +609,51 @@ kw_result kwu_tpm_blob_parse(const char *blob_b64, unsigned token_id, TPM2B_PRIV
         *ret_priv = priv;
         *ret_pub = pub;
         return KW_OK;
+}
+
+/*
+ * The detail of a refusal for PCRs that moved: with the values recorded at
+ * sealing (a keyward-tpm2-pcrs token), and only when they give the token's
+ * policy digest (else they were edited and prove nothing), each literal PCR
+ * that differs with its expected and current value; without them, the
+ * current values.
+ */
+static void mismatch(struct kwu_tpm *t, ESYS_TR primary, ESYS_TR enc, const struct kwu_token *tok,
+                     const struct kwu_tpm_token_data *d, const struct policy *p)
+{
+        char now[24 * 72], got[2 * sizeof(TPMU_HA) + 1];
+        uint8_t cur[24][32];
+        if (d->expected == NULL || (d->expected_mask != tok->pcrs) || pcr_read(t, tok->pcrs, cur).code != 0 ||
+            digest_for(t, primary, enc, p, d->expected, got).code != 0 ||
+            strcmp(got, d->policy_hex) != 0) {   /* lint: allow (policy digests are public) */
+                pcr_values(t, tok->pcrs | p->pk_pcrs, now, sizeof now);
+                kw_err_set_detail("the PCRs of token %u changed since enrollment (%s); now %s", tok->id,
+                                  d->expected == NULL ? "the values sealed to were not recorded"
+                                                      : "the values recorded for them do not give its policy",
+                                  now);
+                return;
+        }
+        char text[512];
+        size_t n = 0;
+        struct kw_buf hx;
+        kw_buf_init(&hx, 160);
+        for (unsigned i = 0; i < 24 && n < sizeof text; i++) {
+                if (!(tok->pcrs & (1u << i)) || memcmp(cur[i], d->expected[i], 32) == 0)
+                        continue;
+                kw_buf_reset(&hx);
+                if (kw_hex_encode(d->expected[i], 32, &hx).code != 0 || kw_buf_put(&hx, ", now ", 6).code != 0 ||
+                    kw_hex_encode(cur[i], 32, &hx).code != 0 || kw_buf_put(&hx, "", 1).code != 0)
+                        break;
+                n += (size_t)snprintf(text + n, sizeof text - n, "%sPCR %u: expected %s", n ? "; " : "", i,
+                                      (const char *)hx.p);
+        }
+        kw_buf_free(&hx);
+        char same[80];
+        kwu_mask_text(tok->pcrs & ~differing(tok->pcrs, cur, d->expected), same, sizeof same);
+        kw_err_set_detail("the PCRs of token %u changed since enrollment: %s%s%s", tok->id,
+                          n ? text : "no literal PCR differs (its signed part does not hold)",
+                          strcmp(same, "none") != 0 ? "; unchanged: PCR " : "",
+                          strcmp(same, "none") != 0 ? same : "");
 }
 
 kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const struct kwu_tpm_token_data *d,
@@ -515,9 +705,7 @@ kw_result kwu_tpm_unseal(struct kwu_tpm *t, const struct kwu_token *tok, const s
                 char hex[2 * sizeof digest->buffer + 1];
                 digest_hex(digest, hex);
                 if (strcmp(hex, policy_hex) != 0) {   /* lint: allow (policy digests are public) */
-                        char now[24 * 72];
-                        pcr_values(t, tok->pcrs | p.pk_pcrs, now, sizeof now);
-                        kw_err_set_detail("the PCRs of token %u changed since enrollment; now %s", tok->id, now);
+                        mismatch(t, primary, enc, tok, d, &p);
                         r = KW_RESULT(KW_ERR_TPM_POLICY);
                 }
         }

@@ -54,13 +54,15 @@ struct kwu_tpm_binding {
 
 /*
  * Seals 32 random bytes to b.  On success: the LUKS passphrase (base64,
- * NUL-terminated) in pass (wipe it), and the token JSON for keyslot in
- * *token (the caller frees it), with tpm2_pubkey / tpm2_pubkey_pcrs for a
- * signed policy.  KW_ERR_BAD_FIELD for a key that is not RSA PEM;
- * KW_ERR_TPM on a TPM failure.
+ * NUL-terminated) in pass (wipe it), the token JSON for keyslot in *token
+ * (the caller frees it), with tpm2_pubkey / tpm2_pubkey_pcrs for a signed
+ * policy, and with literal PCRs in *pcrs_token a keyward-tpm2-pcrs token
+ * recording their values (NULL without literal PCRs; the caller frees it).
+ * KW_ERR_BAD_FIELD for a key that is not RSA PEM; KW_ERR_TPM on a TPM
+ * failure (also when the PCRs moved while sealing).
  */
 KW_MUST_USE kw_result kwu_tpm_seal(struct kwu_tpm *t, const struct kwu_tpm_binding *b, int keyslot,
-                                   char pass[KWU_TPM2_PASSPHRASE + 1], char **token);
+                                   char pass[KWU_TPM2_PASSPHRASE + 1], char **token, char **pcrs_token);
 
 /* What a systemd-tpm2 token holds (as the header check accepted it), and
  * for a signed policy the signature file's text. */
@@ -71,13 +73,18 @@ struct kwu_tpm_token_data {
         const char *sigfile;            /* NULL when none was found      */
         size_t sigfile_len;
         const char *sigfile_name;       /* for the messages              */
+        const uint8_t (*expected)[32];  /* the literal PCRs' values at sealing
+                                         * (keyward-tpm2-pcrs), NULL if none  */
+        uint32_t expected_mask;
 };
 
 /*
  * Unseals into the LUKS passphrase.  A signed policy needs the signature
  * of this boot's PCR policy under the token's key.  Failures:
- * KW_ERR_TPM_POLICY when the PCRs differ from sealing time or no signature
- * covers them (the current values in the detail); KW_ERR_TPM_SIGNATURE when
+ * KW_ERR_TPM_POLICY when the PCRs differ from sealing time (the detail
+ * names each that differs, expected and current value, when d->expected
+ * gives the token's policy digest; the current values otherwise) or no
+ * signature covers them; KW_ERR_TPM_SIGNATURE when
  * the policy is signed by another key or the signature does not verify;
  * KW_ERR_UNSUPPORTED for a PIN or another bank; KW_ERR_LUKS_TAMPERED for a
  * token that does not parse; KW_ERR_TPM else.

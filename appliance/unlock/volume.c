@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +26,13 @@ struct kwu_volume {
         int hdr_fd;                 /* memfd: the checked copy */
         struct kwu_hdr hdr;
         struct kwu_layout layout;
+        struct kwu_expect exp;
+        char *device;
+        size_t meta;                /* header copies + keyslot areas: bytes */
+        int repaired;               /* the header copies were rewritten from the
+                                     * newest valid one (exp.repair_copies) */
+        uint8_t *base;              /* the metadata as on the disk when
+                                     * checked (or last written)            */
         char log[256];              /* libcryptsetup's last error line */
 };
 
@@ -50,6 +58,7 @@ static kw_result cs_fail(const char *what, int rc, const char *log)
 
 const struct kwu_hdr *kwu_volume_header(const struct kwu_volume *v) { return &v->hdr; }
 const struct kwu_layout *kwu_volume_layout(const struct kwu_volume *v) { return &v->layout; }
+int kwu_volume_repaired(const struct kwu_volume *v) { return v->repaired; }
 
 void kwu_volume_close(struct kwu_volume *v)
 {
@@ -59,6 +68,8 @@ void kwu_volume_close(struct kwu_volume *v)
         if (v->hdr_fd >= 0)
                 close(v->hdr_fd);
         kwu_hdr_free(&v->hdr);
+        free(v->base);
+        free(v->device);
         free(v);
 }
 
@@ -91,21 +102,28 @@ static kw_result header_copy(struct kwu_volume *v, int dev)
                                   (unsigned long long)meta, (unsigned long long)META_MAX);
                 KW_BAIL(KW_ERR_LUKS_TAMPERED);
         }
+        v->meta = (size_t)meta;
         v->hdr_fd = memfd_create("keyward-luks2-header", MFD_CLOEXEC);
         if (v->hdr_fd < 0) {
                 kw_err_set_detail("memfd_create: %s", strerror(errno));
                 KW_BAIL(KW_ERR_IO);
         }
-        size_t rest = (size_t)meta - v->hdr.raw_len;
-        char *buf = malloc(rest > 0 ? rest : 1);
-        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
-        int ok = io_all(v->hdr_fd, v->hdr.raw, v->hdr.raw_len, 0, 1) == 0 &&
-                 io_all(dev, buf, rest, (off_t)v->hdr.raw_len, 0) == 0 &&
-                 io_all(v->hdr_fd, buf, rest, (off_t)v->hdr.raw_len, 1) == 0;
-        free(buf);
-        if (!ok) {
+        /* kept: what the disk holds (read again, whole), which a
+         * re-enrollment compares the disk with before it writes
+         * (kwu_volume_commit).  The copy handed to libcryptsetup is the
+         * header as checked, then the keyslot areas. */
+        v->base = malloc((size_t)meta);
+        KW_ENSURE(v->base != NULL, KW_ERR_NOMEM);
+        if (io_all(dev, v->base, (size_t)meta, 0, 0) != 0 ||
+            io_all(v->hdr_fd, v->hdr.raw, v->hdr.raw_len, 0, 1) != 0 ||
+            io_all(v->hdr_fd, v->base + v->hdr.raw_len, (size_t)meta - v->hdr.raw_len, (off_t)v->hdr.raw_len, 1) !=
+                    0) {
                 kw_err_set_detail("cannot copy the keyslot areas: %s", strerror(errno ? errno : EIO));
                 KW_BAIL(KW_ERR_DEVICE);
+        }
+        if (!v->repaired && memcmp(v->base, v->hdr.raw, v->hdr.raw_len) != 0) {
+                kw_err_set_detail("its header changed while it was read");
+                KW_BAIL(KW_ERR_LUKS_TAMPERED);
         }
         return KW_OK;
 }
@@ -131,14 +149,19 @@ kw_result kwu_volume_open(const char *device, const struct kwu_expect *exp, stru
         struct kwu_volume *v = calloc(1, sizeof *v);
         KW_ENSURE(v != NULL, KW_ERR_NOMEM);
         v->hdr_fd = -1;
-        kw_result r = KW_OK;
-        int dev = open(device, O_RDONLY | O_CLOEXEC);
-        if (dev < 0) {
+        v->exp = *exp;
+        v->device = strdup(device);
+        kw_result r = v->device != NULL ? KW_OK : KW_RESULT(KW_ERR_NOMEM);
+        int dev = r.code == 0 ? open(device, O_RDONLY | O_CLOEXEC) : -1;
+        if (r.code == 0 && dev < 0) {
                 kw_err_set_detail("cannot open it: %s", strerror(errno));
                 r = KW_RESULT(KW_ERR_DEVICE);
-                goto out;
         }
-        KW_TRY_GOTO(r, kwu_hdr_read_fd(dev, &v->hdr), out);
+        if (r.code != 0)
+                goto out;
+        KW_TRY_GOTO(r, exp->repair_copies ? kwu_hdr_read_fd_repair(dev, &v->hdr, &v->repaired)
+                                          : kwu_hdr_read_fd(dev, &v->hdr),
+                    out);
         KW_TRY_GOTO(r, kwu_check_json(v->hdr.json, v->hdr.json_len, v->hdr.hdr_size, exp, &v->layout), out);
         KW_TRY_GOTO(r, header_copy(v, dev), out);
         char hpath[64];
@@ -178,6 +201,161 @@ kw_result kwu_volume_unlock(struct kwu_volume *v, int keyslot, const char *pass,
                 KW_BAIL(KW_ERR_AUTH);
         }
         return cs_fail(name != NULL ? "activation failed" : "the keyslot cannot be tried", rc, v->log);
+}
+
+/* ------------------------------------------------------- re-enrollment */
+
+kw_result kwu_volume_free_slots(struct kwu_volume *v, int *slots, size_t n)
+{
+        KW_ENSURE(v != NULL && slots != NULL, KW_ERR_INPUT);
+        size_t k = 0;
+        for (int i = 0; i < KWU_MAX_SLOTS && k < n; i++)
+                if (crypt_keyslot_status(v->cd, i) == CRYPT_SLOT_INACTIVE)
+                        slots[k++] = i;
+        if (k < n) {
+                kw_err_set_detail("the header has no %zu free keyslots", n);
+                KW_BAIL(KW_ERR_TOO_LARGE);
+        }
+        return KW_OK;
+}
+
+/* The tokens recording a new keyslot. */
+static int tokens_set(struct crypt_device *cd, const struct kwu_extra_slot *add)
+{
+        int rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, add->token_json);
+        if (rc >= 0 && add->token2_json != NULL)
+                rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, add->token2_json);
+        return rc;
+}
+
+/* Same KDF as at format time: the passphrases carry 256 bits. */
+static int minimal_pbkdf(struct crypt_device *cd)
+{
+        struct crypt_pbkdf_type pbkdf = { .type = CRYPT_KDF_PBKDF2, .hash = "sha512", .iterations = 1000,
+                                          .flags = CRYPT_PBKDF_NO_BENCHMARK };
+        return crypt_set_pbkdf_type(cd, &pbkdf);
+}
+
+kw_result kwu_volume_add(struct kwu_volume *v, const char *key, size_t key_len, const struct kwu_extra_slot *add)
+{
+        KW_ENSURE(v != NULL && key != NULL && add != NULL && add->pass != NULL && add->token_json != NULL &&
+                          add->keyslot >= 0 && add->keyslot < KWU_MAX_SLOTS,
+                  KW_ERR_INPUT);
+        v->log[0] = '\0';
+        int rc = minimal_pbkdf(v->cd);
+        if (rc >= 0)
+                rc = crypt_keyslot_add_by_passphrase(v->cd, add->keyslot, key, key_len, add->pass, add->pass_len);
+        if (rc == -EPERM) {
+                kw_err_set_detail("the key given does not open the volume");
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        if (rc >= 0)
+                rc = tokens_set(v->cd, add);
+        if (rc < 0)
+                return cs_fail("adding a keyslot", rc, v->log);
+        return KW_OK;
+}
+
+kw_result kwu_volume_remove(struct kwu_volume *v, const struct kwu_token *tok)
+{
+        KW_ENSURE(v != NULL && tok != NULL && tok->id < KWU_MAX_SLOTS && tok->keyslots != 0, KW_ERR_INPUT);
+        v->log[0] = '\0';
+        int rc = crypt_token_json_set(v->cd, (int)tok->id, NULL);
+        if (rc >= 0 && tok->has_expected)
+                rc = crypt_token_json_set(v->cd, (int)tok->expected_token, NULL);
+        if (rc >= 0)
+                rc = crypt_keyslot_destroy(v->cd, __builtin_ctz(tok->keyslots));
+        if (rc < 0)
+                return cs_fail("removing a keyslot", rc, v->log);
+        return KW_OK;
+}
+
+/* Writes the 4 KiB blocks of [from, to) where now differs from was. */
+static int write_changed(int fd, const uint8_t *now, const uint8_t *was, size_t from, size_t to)
+{
+        int any = 0;
+        for (size_t off = from; off < to; off += 4096) {
+                size_t n = to - off < 4096 ? to - off : 4096;
+                if (memcmp(now + off, was + off, n) == 0)
+                        continue;
+                if (io_all(fd, (void *)(now + off), n, (off_t)off, 1) != 0)
+                        return -1;
+                any = 1;
+        }
+        return any && fdatasync(fd) != 0 ? -1 : 0;
+}
+
+kw_result kwu_volume_commit(struct kwu_volume *v, enum kwu_commit order)
+{
+        KW_ENSURE(v != NULL && v->base != NULL, KW_ERR_INPUT);
+        uint8_t *now = malloc(v->meta), *disk = malloc(v->meta);
+        struct kwu_hdr h;
+        struct kwu_layout l;
+        memset(&h, 0, sizeof h);
+        kw_result r = now != NULL && disk != NULL ? KW_OK : KW_RESULT(KW_ERR_NOMEM);
+        int fd = -1;
+        if (r.code == 0 && io_all(v->hdr_fd, now, v->meta, 0, 0) != 0) {
+                kw_err_set_detail("cannot read the changed copy: %s", strerror(errno ? errno : EIO));
+                r = KW_RESULT(KW_ERR_IO);
+        }
+        /* what is written passes the checks every open makes */
+        if (r.code == 0)
+                r = kwu_hdr_parse(now, v->meta, &h);
+        if (r.code == 0)
+                r = kwu_check_json(h.json, h.json_len, h.hdr_size, &v->exp, &l);
+        if (r.code != 0 && r.code != KW_ERR_NOMEM) {
+                kw_err_set_detail("the changed header would not pass the checks, not written: %s", kw_err_detail());
+                r = KW_RESULT(KW_ERR_INTERNAL);
+        }
+        if (r.code == 0) {
+                /* held until written: another keyward-unlock (or udev's probe,
+                 * which honours it on block devices) waits, then finds the disk
+                 * changed and writes nothing */
+                fd = open(v->device, O_RDWR | O_CLOEXEC);
+                if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+                        close(fd);
+                        fd = -1;
+                }
+                if (fd < 0 || io_all(fd, disk, v->meta, 0, 0) != 0) {
+                        kw_err_set_detail("cannot open it to write: %s", strerror(errno ? errno : EIO));
+                        r = KW_RESULT(KW_ERR_DEVICE);
+                } else if (memcmp(disk, v->base, v->meta) != 0) {
+                        kw_err_set_detail("its header changed on the disk since it was checked: nothing written");
+                        r = KW_RESULT(KW_ERR_LUKS_TAMPERED);
+                }
+        }
+        if (r.code == 0) {
+                /* keyslot areas the new header uses go down before the header
+                 * that points at them; areas it gave up are wiped after the
+                 * header that no longer does: interrupted anywhere, each copy
+                 * on the disk still opens with the keys it names */
+                size_t hs = (size_t)h.hdr_size, areas = 2 * hs;
+                int bad = order == KWU_COMMIT_AREAS_FIRST
+                                  ? write_changed(fd, now, disk, areas, v->meta) != 0 ||
+                                            write_changed(fd, now, disk, 0, hs) != 0 ||
+                                            write_changed(fd, now, disk, hs, areas) != 0
+                                  : write_changed(fd, now, disk, 0, hs) != 0 ||
+                                            write_changed(fd, now, disk, hs, areas) != 0 ||
+                                            write_changed(fd, now, disk, areas, v->meta) != 0;
+                if (bad) {
+                        kw_err_set_detail("writing the header: %s", strerror(errno ? errno : EIO));
+                        r = KW_RESULT(KW_ERR_DEVICE);
+                }
+        }
+        if (fd >= 0)
+                close(fd);
+        free(disk);
+        if (r.code != 0) {
+                free(now);
+                kwu_hdr_free(&h);
+                return r;
+        }
+        free(v->base);
+        v->base = now;
+        kwu_hdr_free(&v->hdr);
+        v->hdr = h;
+        v->layout = l;
+        return KW_OK;
 }
 
 /* ------------------------------------------------------------- format */
@@ -257,7 +435,7 @@ static kw_result format_write(const char *device, const char *uuid, const char *
         for (size_t i = 0; i < nextra; i++) {
                 rc = crypt_keyslot_add_by_volume_key(cd, extra[i].keyslot, NULL, 0, extra[i].pass, extra[i].pass_len);
                 if (rc >= 0)
-                        rc = crypt_token_json_set(cd, CRYPT_ANY_TOKEN, extra[i].token_json);
+                        rc = tokens_set(cd, &extra[i]);
                 if (rc < 0) {
                         r = cs_fail("adding a measured keyslot", rc, log);
                         goto out;

@@ -126,7 +126,7 @@ def test_a_boot_signed_by_another_key_is_refused(image, swtpm):
     r = open_(swtpm, image["vol"], sig)
     assert r.returncode == 10 and "signed by another key" in r.stderr, r.stderr
     # the recovery key still opens it
-    assert unlock("recover", image["vol"], input=image["recovery"]).returncode == 0
+    assert unlock("recover", "--no-reenroll", image["vol"], input=image["recovery"]).returncode == 0
 
 
 def test_a_forged_signature_is_refused(image, swtpm):
@@ -181,3 +181,26 @@ def test_open_what_systemd_cryptenroll_enrolled_with_a_public_key(image, swtpm, 
     r = open_(swtpm, vol, sig, "--extra-keyslot", "0")
     assert r.returncode == 0, r.stderr
     assert re.search(r"token \d+ \(TPM2\) opens keyslot 1", r.stdout)
+
+
+def test_recover_moves_the_binding_to_a_new_image_key(image, swtpm):
+    """The image key is rotated (an intended change): recover seals to the new
+    key; the old key's signatures no longer open, the new key's do, and a
+    binding whose signature still verifies is kept as it is."""
+    d = image["dir"]
+    sig1 = sign(d, swtpm, image["k1"], image["priv"], image["pub"], "sig1.json")
+    r = unlock("recover", "--tpm2-device", swtpm.tcti, "--tpm2-signature", sig1, image["vol"],
+               input=image["recovery"])
+    assert r.returncode == 0 and "signed PCR 11), keyslot 1: opens now, kept" in r.stdout, (r.stdout, r.stderr)
+    priv2, pub2 = keypair(d, "image2")
+    r = unlock("recover", "--tpm2-device", swtpm.tcti, "--tpm2-public-key", pub2, image["vol"],
+               input=image["recovery"])
+    assert r.returncode == 0, r.stderr
+    assert "keyslot 1: re-enrolled as keyslot 2" in r.stdout, r.stdout
+    meta = json.loads(run("cryptsetup", "luksDump", "--dump-json-metadata", image["vol"]))
+    tok = [t for t in meta["tokens"].values() if t["type"] == "systemd-tpm2"]
+    assert len(tok) == 1 and base64.b64decode(tok[0]["tpm2_pubkey"]) == open(pub2, "rb").read()
+    r = open_(swtpm, image["vol"], sig1)
+    assert r.returncode == 10 and "signed by another key" in r.stderr, r.stderr
+    sig2 = sign(d, swtpm, image["k1"], priv2, pub2, "sig2.json")
+    assert open_(swtpm, image["vol"], sig2).returncode == 0

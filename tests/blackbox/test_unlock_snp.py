@@ -54,7 +54,8 @@ def test_enroll_asks_for_the_right_fields_and_records_them(vm, enrolled):
     vol, _ = enrolled
     req = vm["log"].read_text().splitlines()
     # VCEK root; policy (bit 0) + measurement (bit 3) + TCB version (bit 5); VMPL 0; the pinned TCB
-    assert req == ["root=0 fields=0x29 vmpl=0 svn=0 tcb=%s" % TCB], req
+    # the report first (the VMPL is not given), then the key
+    assert req == ["report", "root=0 fields=0x29 vmpl=0 svn=0 tcb=%s" % TCB], req
     j = json.loads(unlock(vm, "status", "--json", vol).stdout)
     snp = [t for t in j["tokens"] if t["type"] == "keyward-snp"][0]
     assert snp == {"id": 1, "type": "keyward-snp", "keyslots": [1], "root_key": "vcek",
@@ -78,7 +79,7 @@ def test_another_measurement_policy_or_chip_derives_another_key(vm, enrolled):
     # fields not selected do not matter: an image ID change keeps the key
     r = unlock(vm, "open", "--snp-device", vm["dev"], vol, KWU_FAKE_SNP_IMAGE_ID="other")
     assert r.returncode == 0, r.stderr
-    assert unlock(vm, "recover", vol, input=key).returncode == 0
+    assert unlock(vm, "recover", "--no-reenroll", vol, input=key).returncode == 0
 
 
 def test_a_platform_below_the_pinned_tcb_is_refused(vm, enrolled):
@@ -99,7 +100,27 @@ def test_no_guest_device(vm, enrolled):
         f.truncate(40 << 20)
     r = unlock(vm, "enroll", "--format", "--snp", "--snp-device", str(vm["dir"] / "none"), "--snp-tcb", TCB, fresh)
     assert r.returncode == 12 and r.stdout == ""
-    assert unlock(vm, "enroll", "--format", "--snp", fresh).returncode == 2      # no TCB pinned
+    # without --snp-tcb the TCB comes from the guest device's report: none here either
+    assert unlock(vm, "enroll", "--format", "--snp", fresh).returncode == 12
+    with open(fresh, "rb") as f:
+        assert f.read(1 << 20) == b"\0" * (1 << 20)
+
+
+def test_the_tcb_and_vmpl_come_from_the_report_when_not_given(vm):
+    """enroll --snp alone pins the platform's committed TCB (not the reported
+    one, which the host chooses and may lower) and binds the guest's VMPL."""
+    vol = str(vm["dir"] / "r.img")
+    with open(vol, "wb") as f:
+        f.truncate(40 << 20)
+    r = unlock(vm, "enroll", "--format", "--snp", "--snp-device", vm["dev"], vol,
+               KWU_FAKE_SNP_VMPL="2", KWU_FAKE_SNP_REPORTED_TCB="0100000000000003")
+    assert r.returncode == 0, r.stderr
+    assert "pins TCB %s (the platform's committed TCB, from its report) and VMPL 2" % TCB in r.stderr, r.stderr
+    assert vm["log"].read_text().splitlines() == ["report", "root=0 fields=0x29 vmpl=2 svn=0 tcb=%s" % TCB]
+    snp = [t for t in json.loads(unlock(vm, "status", "--json", vol).stdout)["tokens"] if t["type"] == "keyward-snp"]
+    assert snp[0]["tcb_version"] == TCB and snp[0]["vmpl"] == 2
+    r = unlock(vm, "open", "--snp-device", vm["dev"], vol, KWU_FAKE_SNP_VMPL="2")
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_weakened_token_is_refused(vm, enrolled):

@@ -88,11 +88,37 @@ def test_a_pcr_extended_after_enrollment_is_refused_and_named(sealed, swtpm):
     assert r.returncode == 0, r.stderr
     r = unlock("open", "--tpm2-device", swtpm.tcti, path)
     assert r.returncode == 9, (r.returncode, r.stderr)
-    assert "the PCRs of token 1 changed since enrollment" in r.stderr
-    assert "PCR 11 = " + pcr_value(swtpm, 11) in r.stderr
+    # which PCR differs, its value at enrollment and now; the one that did not move named as such
+    assert "the PCRs of token 1 changed since enrollment: PCR 11: expected %s, now %s; unchanged: PCR 7" % (
+        "00" * 32, pcr_value(swtpm, 11)) in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1
     # the recovery key still opens it
-    assert unlock("recover", path, input=key).returncode == 0
+    assert unlock("recover", "--no-reenroll", path, input=key).returncode == 0
+
+
+def test_the_recorded_values_are_systemd_independent_and_checked(sealed, swtpm):
+    """The values sealed to are in a token of our own beside systemd's (whose
+    fields stay exactly systemd's), and are believed only when they give the
+    token's policy digest: edited, the message falls back to the current
+    values and says why."""
+    path, _ = sealed
+    note = token_of(path, "keyward-tpm2-pcrs")
+    assert note == {"type": "keyward-tpm2-pcrs", "keyslots": ["1"], "tpm2-pcr-bank": "sha256",
+                    "tpm2-pcr-values": {"7": "00" * 32, "11": "00" * 32}}
+    assert swtpm.tool("tpm2_pcrextend", "7:sha256=" + "ab" * 32).returncode == 0
+    r = unlock("open", "--tpm2-device", swtpm.tcti, path)
+    assert r.returncode == 9 and "PCR 7: expected %s, now %s; unchanged: PCR 11" % ("00" * 32, pcr_value(swtpm, 7)) \
+        in r.stderr, r.stderr
+
+    def edit(m):
+        for t in m["tokens"].values():
+            if t["type"] == "keyward-tpm2-pcrs":
+                t["tpm2-pcr-values"]["7"] = pcr_value(swtpm, 7)
+    rewrite_header(path, edit)
+    r = unlock("open", "--tpm2-device", swtpm.tcti, path)
+    assert r.returncode == 9, r.stderr
+    assert "the values recorded for them do not give its policy); now PCR 7 = " + pcr_value(swtpm, 7) in r.stderr
+    assert "expected" not in r.stderr
 
 
 def test_another_tpm_does_not_unseal(sealed):
@@ -147,6 +173,7 @@ def test_open_what_systemd_cryptenroll_enrolled(tmp_path, swtpm):
     swtpm.tool("tpm2_pcrextend", "7:sha256=" + "cd" * 32)
     r = unlock("open", "--extra-keyslot", "0", "--tpm2-device", swtpm.tcti, path)
     assert r.returncode == 9 and "PCR 7 = " + pcr_value(swtpm, 7) in r.stderr, r.stderr
+    assert "the values sealed to were not recorded" in r.stderr     # systemd does not record them
 
 
 def test_tpm2_tools_unseal_our_blob_with_systemds_template(sealed, swtpm, tmp_path):

@@ -4,7 +4,9 @@
  *
  * The first byte picks the mode:
  *   even: the rest is the start of a device: kwu_hdr_parse, then, when the
- *         copies verify, kwu_check_json on their JSON;
+ *         copies verify, kwu_check_json on their JSON; with bit 1 set,
+ *         kwu_hdr_parse_repair instead (recover's reader), whose result
+ *         must pass kwu_hdr_parse itself;
  *   odd:  the rest is a JSON area: wrapped in two header copies with valid
  *         checksums (so that mutations reach the JSON checks rather than
  *         stop at the checksum), parsed, then checked.
@@ -88,7 +90,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         exp.extra_keyslots = data[0] & 0x80 ? 0x3 : 0;   /* sometimes allow slots 0 and 1 */
         struct kwu_hdr h;
         if ((data[0] & 1) == 0) {
-                kw_result r = kwu_hdr_parse(data + 1, size - 1, &h);
+                int repaired = 0;
+                kw_result r = data[0] & 2 ? kwu_hdr_parse_repair(data + 1, size - 1, &h, &repaired)
+                                          : kwu_hdr_parse(data + 1, size - 1, &h);
+                if (r.code == 0 && repaired) {
+                        struct kwu_hdr again;
+                        if (kwu_hdr_parse(h.raw, h.raw_len, &again).code != 0)
+                                abort();   /* what recover writes passes every open */
+                        kwu_hdr_free(&again);
+                }
                 if (r.code != 0) {
                         if (r.code != KW_ERR_LUKS_NOT_LUKS2 && r.code != KW_ERR_LUKS_TAMPERED &&
                             r.code != KW_ERR_NOMEM)

@@ -14,7 +14,14 @@
  * asks for a TCB with any component above $KWU_FAKE_SNP_TCB (16 hex digits,
  * the platform's committed TCB), a guest SVN above $KWU_FAKE_SNP_SVN or a
  * VMPL below $KWU_FAKE_SNP_VMPL.  Each request is appended to
- * $KWU_FAKE_SNP_LOG ("root=R fields=0xF vmpl=V svn=S tcb=T").  Every other
+ * $KWU_FAKE_SNP_LOG ("root=R fields=0xF vmpl=V svn=S tcb=T").
+ * ioctl(SNP_GET_REPORT) answers with a report (unsigned: only its fields
+ * matter here) whose VMPL is $KWU_FAKE_SNP_VMPL, committed TCB
+ * $KWU_FAKE_SNP_TCB and reported TCB $KWU_FAKE_SNP_REPORTED_TCB (default
+ * the committed one); logged as "report".  With $KWU_FAKE_SNP_TOUCH
+ * ("FILE:OFFSET"), each key request also sets the byte at OFFSET of FILE
+ * to 0x5a:
+ * another writer changing the disk while keyward-unlock works.  Every other
  * ioctl goes to the real one.
  */
 #include <dlfcn.h>
@@ -65,6 +72,18 @@ static int fake_derive(struct snp_guest_request_ioctl *io)
                         fclose(f);
                 }
         }
+        const char *touch = getenv("KWU_FAKE_SNP_TOUCH");
+        const char *colon = touch != NULL ? strrchr(touch, ':') : NULL;
+        if (colon != NULL) {
+                char file[4096];
+                snprintf(file, sizeof file, "%.*s", (int)(colon - touch), touch);
+                FILE *t = fopen(file, "r+b");
+                long off = atol(colon + 1);
+                if (t != NULL && fseek(t, off, SEEK_SET) == 0)
+                        fputc(0x5a, t);
+                if (t != NULL)
+                        fclose(t);
+        }
         memset(out, 0, sizeof *out);
         uint64_t current = strtoull(env("KWU_FAKE_SNP_TCB", "0"), NULL, 16);
         int refuse = r->guest_svn > (uint32_t)atoi(env("KWU_FAKE_SNP_SVN", "0")) ||
@@ -101,6 +120,32 @@ static int fake_derive(struct snp_guest_request_ioctl *io)
         return 0;
 }
 
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+        for (int i = 0; i < n; i++, v >>= 8)
+                p[i] = (uint8_t)v;
+}
+
+static int fake_report(struct snp_guest_request_ioctl *io)
+{
+        struct snp_report_resp *out = (void *)(uintptr_t)io->resp_data;
+        const char *log = getenv("KWU_FAKE_SNP_LOG");
+        FILE *f = log != NULL ? fopen(log, "a") : NULL;
+        if (f != NULL) {
+                fprintf(f, "report\n");
+                fclose(f);
+        }
+        memset(out, 0, sizeof *out);
+        const char *committed = env("KWU_FAKE_SNP_TCB", "0");
+        put_le(out->data + 4, 0x4A0, 4);                 /* report size; status 0 */
+        uint8_t *r = out->data + 32;
+        put_le(r, 2, 4);                                  /* version */
+        put_le(r + 0x30, (uint64_t)atoi(env("KWU_FAKE_SNP_VMPL", "0")), 4);
+        put_le(r + 0x180, strtoull(env("KWU_FAKE_SNP_REPORTED_TCB", committed), NULL, 16), 8);
+        put_le(r + 0x1E0, strtoull(committed, NULL, 16), 8);
+        return 0;
+}
+
 int ioctl(int fd, unsigned long req, ...)
 {
         va_list ap;
@@ -109,6 +154,8 @@ int ioctl(int fd, unsigned long req, ...)
         va_end(ap);
         if (req == SNP_GET_DERIVED_KEY && is_fake(fd))
                 return fake_derive(arg);
+        if (req == SNP_GET_REPORT && is_fake(fd))
+                return fake_report(arg);
         static int (*real)(int, unsigned long, ...);
         if (real == NULL)
                 real = (int (*)(int, unsigned long, ...))dlsym(RTLD_NEXT, "ioctl");
