@@ -38,11 +38,15 @@ static const char USAGE[] =
         "commands:\n"
         "  fetch           find the provisioning document as the first boot does and write it\n"
         "                  to FILE (created, mode 0600; never printed): the first source that\n"
-        "                  has one wins, in this order: --file, AWS IMDSv2 user data, Azure\n"
-        "                  IMDS userData, GCP metadata user-data\n"
+        "                  has one wins, in this order: --file, a NoCloud config disk\n"
+        "                  (user-data), Azure's provisioning CD (ovf-env.xml CustomData),\n"
+        "                  AWS IMDSv2 user data, Azure IMDS userData, GCP metadata user-data\n"
         "\n"
         "source options:\n"
         "  --file PATH         a local document (then no other source is asked)\n"
+        "  --nocloud-device DEV  the config disk (default " KWP_NOCLOUD_DEVICE ")\n"
+        "  --ovf-device DEV    Azure's provisioning CD (default " KWP_OVF_DEVICE ")\n"
+        "  --no-nocloud, --no-ovf   do not look at that device\n"
         "  --aws-url URL       AWS IMDS base URL (default " KWP_AWS_URL ")\n"
         "  --azure-url URL     Azure IMDS base URL (default " KWP_AZURE_URL ")\n"
         "  --gcp-url URL       GCP metadata base URL (default " KWP_GCP_URL ")\n"
@@ -52,7 +56,7 @@ static const char USAGE[] =
         "  -h, --help          this text\n"
         "\n"
         "exit status: 0 done, 2 usage, 3 no source has a document, 4 a document that cannot be\n"
-        "used, 5 the output file cannot be written, 1 anything else.  Details: docs/provisioning.md\n";
+        "used (too large, not base64, refused ovf-env.xml), 5 the output file cannot be written, 1 anything else.  Details: docs/provisioning.md\n";
 
 static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *ret)
 {
@@ -119,6 +123,10 @@ int main(int argc, char **argv)
         static const struct option longopts[] = {
                 { "out", required_argument, NULL, 'o' },
                 { "file", required_argument, NULL, 'f' },
+                { "nocloud-device", required_argument, NULL, 'c' },
+                { "ovf-device", required_argument, NULL, 'v' },
+                { "no-nocloud", no_argument, NULL, 'C' },
+                { "no-ovf", no_argument, NULL, 'V' },
                 { "aws-url", required_argument, NULL, 'a' },
                 { "azure-url", required_argument, NULL, 'z' },
                 { "gcp-url", required_argument, NULL, 'g' },
@@ -148,6 +156,10 @@ int main(int argc, char **argv)
                 switch (c) {
                 case 'o': out = optarg; break;
                 case 'f': s.file = optarg; break;
+                case 'c': s.nocloud_device = optarg; break;
+                case 'v': s.ovf_device = optarg; break;
+                case 'C': s.nocloud_device = NULL; break;
+                case 'V': s.ovf_device = NULL; break;
                 case 'a': s.aws_url = optarg; break;
                 case 'z': s.azure_url = optarg; break;
                 case 'g': s.gcp_url = optarg; break;

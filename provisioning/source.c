@@ -1,16 +1,21 @@
 /* source.c - where the provisioning document comes from (source.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
 
 #include "../server/common/b64.h"
 #include "../server/common/log.h"
+#include "../server/common/readfile.h"
+#include "media.h"
+#include "ovf.h"
 #include "source.h"
 
 #define TOKEN_MAX 512u
@@ -18,7 +23,8 @@
 
 void kwp_sources_default(struct kwp_sources *s)
 {
-        *s = (struct kwp_sources){ .file = NULL, .aws_url = KWP_AWS_URL, .azure_url = KWP_AZURE_URL,
+        *s = (struct kwp_sources){ .file = NULL, .nocloud_device = KWP_NOCLOUD_DEVICE,
+                                   .ovf_device = KWP_OVF_DEVICE, .aws_url = KWP_AWS_URL, .azure_url = KWP_AZURE_URL,
                                    .gcp_url = KWP_GCP_URL, .timeout_ms = 2000, .attempts = 3, .backoff_ms = 250 };
 }
 
@@ -26,6 +32,8 @@ const char *kwp_source_name(enum kwp_source_kind k)
 {
         switch (k) {
         case KWP_SRC_FILE: return "file";
+        case KWP_SRC_NOCLOUD: return "nocloud";
+        case KWP_SRC_AZURE_OVF: return "azure-ovf";
         case KWP_SRC_AWS: return "aws-imds";
         case KWP_SRC_AZURE: return "azure-imds";
         case KWP_SRC_GCP: return "gcp-metadata";
@@ -262,29 +270,36 @@ static enum outcome attempt(const struct kwp_sources *s, const char *name, once_
 
 static kw_result from_file(const char *path, struct kw_buf *doc)
 {
-        FILE *f = fopen(path, "re");
-        if (f == NULL) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
                 kw_err_set_detail("cannot read %s: %s", path, strerror(errno));
                 KW_BAIL(errno == ENOENT ? KW_ERR_NOT_FOUND : KW_ERR_IO);
         }
-        kw_buf_reset(doc);
-        char b[4096];
-        size_t n;
-        kw_result r = KW_OK;
-        while (r.code == 0 && (n = fread(b, 1, sizeof b, f)) > 0) {
-                if (doc->len + n > KWP_DOC_MAX) {
-                        kw_err_set_detail("%s is larger than %u bytes", path, KWP_DOC_MAX);
-                        r = KW_RESULT(KW_ERR_TOO_LARGE);
-                } else {
-                        r = kw_buf_put(doc, b, n);
-                }
+        kw_result r = kw_read_fd(fd, path, KWP_DOC_MAX, doc);
+        close(fd);
+        return r;
+}
+
+/* A config disk's user-data. */
+static kw_result nocloud(const char *device, struct kw_buf *doc)
+{
+        return kwp_media_read(device, "user-data", KWP_DOC_MAX, doc);
+}
+
+/* The provisioning CD's ovf-env.xml, its CustomData. */
+static kw_result azure_ovf(const char *device, struct kw_buf *doc)
+{
+        struct kw_buf xml;
+        kw_buf_init(&xml, KWP_OVF_MAX);
+        kw_result r = kwp_media_read(device, "ovf-env.xml", KWP_OVF_MAX, &xml);
+        if (r.code == 0)
+                r = kwp_ovf_custom_data((const char *)xml.p, xml.len, doc);
+        if (r.code == 0 && doc->len > KWP_DOC_MAX) {
+                kw_err_set_detail("its CustomData is larger than %u bytes", KWP_DOC_MAX);
+                r = KW_RESULT(KW_ERR_TOO_LARGE);
         }
-        if (r.code == 0 && ferror(f)) {
-                kw_err_set_detail("cannot read %s: %s", path, strerror(errno));
-                r = KW_RESULT(KW_ERR_IO);
-        }
-        OPENSSL_cleanse(b, sizeof b);
-        fclose(f);
+        OPENSSL_cleanse(xml.p, xml.len);   /* it also holds a user password */
+        kw_buf_free(&xml);
         return r;
 }
 
@@ -297,6 +312,36 @@ kw_result kwp_fetch(const struct kwp_sources *s, struct kw_buf *doc, enum kwp_so
                 *which = KWP_SRC_FILE;
                 return KW_OK;
         }
+        char seen[768] = "";
+        size_t sn = 0;
+        static const struct {
+                enum kwp_source_kind kind;
+                size_t dev_off;
+                kw_result (*read)(const char *, struct kw_buf *);
+        } media[] = {
+                { KWP_SRC_NOCLOUD, offsetof(struct kwp_sources, nocloud_device), nocloud },
+                { KWP_SRC_AZURE_OVF, offsetof(struct kwp_sources, ovf_device), azure_ovf },
+        };
+        for (size_t i = 0; i < sizeof media / sizeof media[0]; i++) {
+                const char *dev = *(const char *const *)((const char *)s + media[i].dev_off);
+                const char *name = kwp_source_name(media[i].kind);
+                if (dev == NULL || dev[0] == '\0')
+                        continue;
+                kw_result r = media[i].read(dev, doc);
+                if (r.code == 0) {
+                        *which = media[i].kind;
+                        return KW_OK;
+                }
+                char why[512];
+                snprintf(why, sizeof why, "%s", kw_err_detail());
+                if (r.code != KW_ERR_NOT_FOUND) {
+                        kw_err_set_detail("%s: the document is unusable: %s", name, why);
+                        return r;
+                }
+                kw_log(KW_LOG_INFO, "provision_source_absent", "source", name, "why", why, KW_END);
+                if (sn < sizeof seen)
+                        sn += (size_t)snprintf(seen + sn, sizeof seen - sn, "%s%s: %s", sn ? "; " : "", name, why);
+        }
         static const struct {
                 enum kwp_source_kind kind;
                 size_t url_off;
@@ -306,8 +351,6 @@ kw_result kwp_fetch(const struct kwp_sources *s, struct kw_buf *doc, enum kwp_so
                 { KWP_SRC_AZURE, offsetof(struct kwp_sources, azure_url), azure_once },
                 { KWP_SRC_GCP, offsetof(struct kwp_sources, gcp_url), gcp_once },
         };
-        char seen[768] = "";
-        size_t sn = 0;
         for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
                 const char *url = *(const char *const *)((const char *)s + order[i].url_off);
                 const char *name = kwp_source_name(order[i].kind);

@@ -2,7 +2,9 @@
  * source.h - where keyward-provision finds its provisioning document
  * (docs/provisioning.md, "Input").
  *
- * First found wins, in this order: a local file; the instance metadata of
+ * First found wins, in this order: a local file; a NoCloud config disk
+ * (a file system labelled CIDATA holding user-data); Azure's provisioning
+ * CD-ROM (ovf-env.xml, its CustomData: ovf.h); the instance metadata of
  * AWS (IMDSv2: a session token PUT first, then user-data with it), Azure
  * (IMDS userData, base64, with "Metadata: true") and GCP (attributes/
  * user-data with "Metadata-Flavor: Google", and only from a server that
@@ -11,7 +13,8 @@
  * has no user data (the next source is tried); a connection failure, a
  * timeout or another status is retried a bounded number of times, then
  * counts as absent.  Each source's base URL is configurable ("" turns it
- * off) so that tests point it at a loopback stub.
+ * off) so that tests point it at a loopback stub, and each device path
+ * (media.h) so that they point it at a loop device.
  *
  * HTTP only (the metadata services are link-local and plain HTTP), no
  * proxy from the environment, no redirect followed, at most
@@ -32,10 +35,14 @@
 #define KWP_AWS_URL "http://169.254.169.254"
 #define KWP_AZURE_URL "http://169.254.169.254"
 #define KWP_GCP_URL "http://metadata.google.internal"
+#define KWP_NOCLOUD_DEVICE "/dev/disk/by-label/CIDATA"
+#define KWP_OVF_DEVICE "/dev/sr0"
 
 enum kwp_source_kind {
         KWP_SRC_NONE = 0,
         KWP_SRC_FILE,
+        KWP_SRC_NOCLOUD,
+        KWP_SRC_AZURE_OVF,
         KWP_SRC_AWS,
         KWP_SRC_AZURE,
         KWP_SRC_GCP,
@@ -43,6 +50,8 @@ enum kwp_source_kind {
 
 struct kwp_sources {
         const char *file;          /* NULL or "": none                         */
+        const char *nocloud_device;/* NULL or "": that source is off            */
+        const char *ovf_device;
         const char *aws_url;       /* base URLs; NULL or "": that source is off */
         const char *azure_url;
         const char *gcp_url;
@@ -51,10 +60,11 @@ struct kwp_sources {
         unsigned backoff_ms;       /* before the second attempt; doubles       */
 };
 
-/* The defaults above: every cloud on, no file, 2 s, 3 attempts, 250 ms. */
+/* The defaults above: every source on, no file, 2 s, 3 attempts, 250 ms. */
 void kwp_sources_default(struct kwp_sources *s);
 
-/* "file", "aws-imds", "azure-imds", "gcp-metadata", "none". */
+/* "file", "nocloud", "azure-ovf", "aws-imds", "azure-imds", "gcp-metadata",
+ * "none". */
 const char *kwp_source_name(enum kwp_source_kind k);
 
 /*

@@ -1,6 +1,7 @@
 """keyward-provision fetch (issue 13): the provisioning document found in a
 cloud's instance metadata, against loopback stubs of AWS IMDSv2, Azure IMDS
 and GCP's metadata server (imds_stub.py) that also check what is sent."""
+import base64
 import json
 import os
 import stat
@@ -39,8 +40,9 @@ def fetch(tmp_path, *args, env=None, name=None):
 
 
 def only(cloud, url):
-    """Every cloud off but this one, at url."""
-    return [a for c in ("aws", "azure", "gcp") for a in ((("--%s-url" % c), url) if c == cloud else ("--no-" + c,))]
+    """Every source off but this cloud, at url."""
+    return ["--no-nocloud", "--no-ovf"] + [a for c in ("aws", "azure", "gcp")
+                                           for a in ((("--%s-url" % c), url) if c == cloud else ("--no-" + c,))]
 
 
 def test_aws_imdsv2_token_then_user_data(tmp_path, clouds):
@@ -80,7 +82,8 @@ def test_gcp_needs_the_flavor_header_both_ways(tmp_path, clouds):
 
 def test_first_found_wins_in_order(tmp_path, clouds):
     aws, az, g = clouds("aws"), clouds("azure", b"from azure"), clouds("gcp", b"from gcp")
-    r, data, logs, _ = fetch(tmp_path, "--aws-url", aws.url, "--azure-url", az.url, "--gcp-url", g.url)
+    r, data, logs, _ = fetch(tmp_path, "--no-nocloud", "--no-ovf", "--aws-url", aws.url, "--azure-url", az.url,
+                             "--gcp-url", g.url)
     assert r.returncode == 0, r.stderr
     assert data == b"from azure" and logs[-1]["source"] == "azure-imds"
     assert len(aws.requests) == 2           # token, then 404: no user data, no retry
@@ -88,7 +91,7 @@ def test_first_found_wins_in_order(tmp_path, clouds):
     # a local file comes before any cloud
     f = tmp_path / "local.toml"
     f.write_bytes(b"local")
-    r, data, logs, _ = fetch(tmp_path, "--file", str(f), "--aws-url", aws.url)
+    r, data, logs, _ = fetch(tmp_path, "--file", str(f), "--nocloud-device", "/dev/null", "--aws-url", aws.url)
     assert r.returncode == 0 and data == b"local" and logs[-1]["source"] == "file"
     assert len(aws.requests) == 2
 
@@ -106,7 +109,8 @@ def test_failures_are_retried_a_bounded_number_of_times(tmp_path, clouds):
 
 def test_nothing_anywhere(tmp_path, clouds):
     aws, az, g = clouds("aws"), clouds("azure"), clouds("gcp")
-    r, data, _, _ = fetch(tmp_path, "--aws-url", aws.url, "--azure-url", az.url, "--gcp-url", g.url)
+    r, data, _, _ = fetch(tmp_path, "--no-nocloud", "--no-ovf", "--aws-url", aws.url, "--azure-url", az.url,
+                          "--gcp-url", g.url)
     assert r.returncode == 3 and data is None
     assert ("no provisioning document: aws-imds: 404: no user data; azure-imds: empty user data; "
             "gcp-metadata: 404: no user data") in r.stderr, r.stderr
@@ -118,7 +122,8 @@ def test_nothing_anywhere(tmp_path, clouds):
 def test_unusable_documents_stop_the_search(tmp_path, clouds):
     big = clouds("aws", b"x" * (64 * 1024 + 1))
     later = clouds("gcp", DOC)
-    r, data, _, _ = fetch(tmp_path, "--aws-url", big.url, "--no-azure", "--gcp-url", later.url)
+    r, data, _, _ = fetch(tmp_path, "--no-nocloud", "--no-ovf", "--aws-url", big.url, "--no-azure", "--gcp-url",
+                          later.url)
     assert r.returncode == 4 and data is None and "aws-imds: the user data is unusable: more than" in r.stderr
     assert later.requests == []              # a bad document is not a reason to look elsewhere
     bad = clouds("azure", azure_raw=b"%%% not base64")
@@ -153,3 +158,94 @@ def test_output_and_usage_errors(tmp_path, clouds):
     missing = str(tmp_path / "none.toml")
     r, _, _, _ = fetch(tmp_path, "--file", missing)
     assert r.returncode == 3 and "cannot read " + missing in r.stderr
+
+
+OVF = ('<?xml version="1.0" encoding="utf-8"?>\n<ns0:Environment xmlns:ns0="http://schemas.dmtf.org/ovf/environment/1" '
+       'xmlns:ns1="http://schemas.microsoft.com/windowsazure"><ns1:ProvisioningSection>'
+       '<ns1:LinuxProvisioningConfigurationSet><ns1:UserName>azureuser</ns1:UserName>'
+       '<ns1:UserPassword>Hunter2-not-for-us</ns1:UserPassword><ns1:CustomData>%s</ns1:CustomData>'
+       '</ns1:LinuxProvisioningConfigurationSet></ns1:ProvisioningSection></ns0:Environment>\n')
+
+
+@pytest.fixture
+def disk(tmp_path):
+    """disk(label, {name: bytes or ("link", target)}) -> a loop device holding
+    an ext4 file system with those files (this kernel mounts no iso9660,
+    udf or vfat; the code tries them first)."""
+    devs = []
+
+    def make(label, files):
+        root = tmp_path / ("fs-%d" % len(devs))
+        root.mkdir()
+        for name, content in files.items():
+            if isinstance(content, tuple):
+                os.symlink(content[1], str(root / name))
+            else:
+                (root / name).write_bytes(content)
+        img = str(tmp_path / ("disk-%d.img" % len(devs)))
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(root), img, "8M"], check=True,
+                       capture_output=True, timeout=60)
+        dev = subprocess.run(["losetup", "-f", "--show", img], check=True, capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+        devs.append(dev)
+        return dev
+    yield make
+    for d in devs:
+        subprocess.run(["losetup", "-d", d], capture_output=True, timeout=30)
+
+
+def no_clouds():
+    return ["--no-aws", "--no-azure", "--no-gcp"]
+
+
+def test_a_nocloud_config_disk_comes_before_the_clouds(tmp_path, clouds, disk):
+    dev = disk("CIDATA", {"user-data": DOC, "meta-data": b"instance-id: kw1\n"})
+    aws = clouds("aws", b"from aws")
+    r, data, logs, _ = fetch(tmp_path, "--nocloud-device", dev, "--no-ovf", "--aws-url", aws.url, "--no-azure",
+                             "--no-gcp")
+    assert r.returncode == 0, r.stderr
+    assert data == DOC and logs[-1]["source"] == "nocloud"
+    assert aws.requests == []
+    # unmounted again, mount point gone
+    assert dev not in open("/proc/self/mounts").read()
+    assert not [d for d in os.listdir("/run") if d.startswith("keyward-provision-")]
+
+
+def test_azure_custom_data_from_the_provisioning_cd(tmp_path, disk):
+    dev = disk("rd_rdfe", {"ovf-env.xml": (OVF % base64.b64encode(DOC).decode()).encode()})
+    r, data, logs, _ = fetch(tmp_path, "--no-nocloud", "--ovf-device", dev, *no_clouds())
+    assert r.returncode == 0, r.stderr
+    assert data == DOC and logs[-1]["source"] == "azure-ovf"
+    assert "Hunter2" not in r.stderr
+
+
+def test_media_without_the_file_are_passed_over(tmp_path, clouds, disk):
+    empty = disk("CIDATA", {"meta-data": b"instance-id: kw1\n"})
+    no_custom = disk("rd_rdfe", {"ovf-env.xml": (OVF.replace("<ns1:CustomData>%s</ns1:CustomData>", "")).encode()})
+    g = clouds("gcp", DOC)
+    r, data, logs, _ = fetch(tmp_path, "--nocloud-device", empty, "--ovf-device", no_custom, "--no-aws",
+                             "--no-azure", "--gcp-url", g.url)
+    assert r.returncode == 0, r.stderr
+    assert data == DOC and logs[-1]["source"] == "gcp-metadata"
+    absent = [l["source"] for l in logs if l["event"] == "provision_source_absent"]
+    assert absent == ["nocloud", "azure-ovf"]
+    # no such devices at all
+    r, _, _, _ = fetch(tmp_path, "--nocloud-device", str(tmp_path / "none"), "--ovf-device", "/dev/null",
+                       *no_clouds())
+    assert r.returncode == 3
+    assert "nocloud: no %s" % (tmp_path / "none") in r.stderr and "azure-ovf: /dev/null is not a block device" in r.stderr
+
+
+def test_unusable_media_stop_the_search(tmp_path, clouds, disk):
+    aws = clouds("aws", b"from aws")
+    link = disk("CIDATA", {"user-data": ("link", "/etc/shadow")})
+    r, data, _, _ = fetch(tmp_path, "--nocloud-device", link, "--no-ovf", "--aws-url", aws.url, "--no-azure",
+                          "--no-gcp")
+    assert r.returncode == 4 and data is None and "nocloud: the document is unusable" in r.stderr, r.stderr
+    assert aws.requests == []
+    bad = disk("rd_rdfe", {"ovf-env.xml": (OVF % "W3Byb<x/>").encode()})
+    r, data, _, _ = fetch(tmp_path, "--no-nocloud", "--ovf-device", bad, *no_clouds())
+    assert r.returncode == 4 and "CustomData holds something other than base64" in r.stderr, r.stderr
+    big = disk("CIDATA", {"user-data": b"x" * (64 * 1024 + 1)})
+    r, data, _, _ = fetch(tmp_path, "--nocloud-device", big, "--no-ovf", *no_clouds())
+    assert r.returncode == 4 and "larger than" in r.stderr
