@@ -60,6 +60,7 @@ CTL_SRCS  := $(filter-out %_test.c,$(wildcard server/ctl/*.c))
 HEADERS   := $(wildcard server/*.h server/*/*.h)
 # what runs in the VM around the server (keyward-unlock): adds to the lists above
 include appliance/appliance.mk
+include provisioning/provisioning.mk
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 TESTS     := $(patsubst %_test.c,$(BUILD)/test/%_test,$(notdir $(TEST_SRCS)))

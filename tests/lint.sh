@@ -3,7 +3,7 @@
 set -u
 cd "$(dirname "$0")/.."
 fail=0
-src=$(find server attest appliance -name '*.c' ! -name '*_test.c' 2>/dev/null)
+src=$(find server attest appliance provisioning -name '*.c' ! -name '*_test.c' 2>/dev/null)
 rule() {   # rule "message" grep-args...
         msg=$1; shift
         hits=$(grep -nE "$@" $src 2>/dev/null | grep -v 'lint: allow')

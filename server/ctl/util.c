@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../common/b64.h"
+#include "../common/readfile.h"
 #include "ctl.h"
 
 void ctl_err(const char *fmt, ...)
@@ -176,26 +177,7 @@ kw_result ctl_read_file(const char *path, size_t max, struct kw_buf *out)
         }
         struct kw_buf b;
         kw_buf_init(&b, max);
-        uint8_t tmp[4096];
-        kw_result r = KW_OK;
-        for (;;) {
-                ssize_t n = read(fd, tmp, sizeof tmp);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        kw_err_set_detail("cannot read %s: %s", path, strerror(errno));
-                        r = KW_RESULT(KW_ERR_IO);
-                        break;
-                }
-                if (n == 0)
-                        break;
-                r = kw_buf_put(&b, tmp, (size_t)n);
-                if (r.code != 0) {
-                        kw_err_set_detail("%s is larger than %zu bytes", path, max);
-                        break;
-                }
-        }
-        kw_wipe(tmp, sizeof tmp);
+        kw_result r = kw_read_fd(fd, path, max, &b);
         close(fd);
         if (r.code != 0) {
                 kw_buf_free(&b);

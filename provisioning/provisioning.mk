@@ -1,0 +1,17 @@
+# provisioning/provisioning.mk - included by the top Makefile: first-boot
+# set-up, keyward-provision (issue 13).  The parsers of untrusted input
+# (ovf.c) are in LIB_SRCS, so that the unit tests, the sanitizer runs and
+# the fuzzers reach them; the program's own files (main.c, source.c with
+# libcurl, media.c with mount(2)) are linked only into it.
+
+PROV_CLI  := provisioning/main.c provisioning/source.c provisioning/media.c
+PROV_LIB  := $(filter-out %_test.c $(PROV_CLI),$(wildcard provisioning/*.c))
+LIB_SRCS  += $(PROV_LIB)
+HEADERS   += $(wildcard provisioning/*.h)
+TEST_SRCS += $(wildcard provisioning/*_test.c)
+vpath %_test.c provisioning
+
+$(BUILD)/keyward-provision: $(PROV_CLI) $(wildcard provisioning/*.h) $(BUILD)/libkeyward.a
+	$(CC) $(ALL_CFLAGS) $(PROV_CLI) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -o $@
+
+all: $(BUILD)/keyward-provision
