@@ -288,4 +288,4 @@ soak: all test-tools $(BUILD)/bench/kw-loadgen
 # ---- end of soak block ----
 
 clean:
-	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/fuzzobj $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/*.so
+	rm -rf $(BUILD)/obj $(BUILD)/san $(BUILD)/test $(BUILD)/santest $(BUILD)/fuzz $(BUILD)/fuzzobj $(BUILD)/*.a $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision $(BUILD)/*.so
