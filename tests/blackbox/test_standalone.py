@@ -13,8 +13,9 @@ Started as root, each process becomes its configured user (as under the
 unit's User=, where it is that user from the start).
 """
 import os
-import pwd
 import grp
+import pwd
+import resource
 import socket
 import stat
 import subprocess
@@ -75,7 +76,7 @@ class Standalone:
         os.chmod(run, 0o750)
         self.sock_path = os.path.join(run, "custody.sock")
 
-    def start(self, role, notify, env=None, argv_prefix=None, pass_fds=()):
+    def start(self, role, notify, env=None, argv_prefix=None, pass_fds=(), preexec_fn=None):
         log_path = os.path.join(self.s.dir, role + ".log")
         self.logs[role] = log_path
         e = dict(self.s.env, NOTIFY_SOCKET=notify)
@@ -84,7 +85,8 @@ class Standalone:
         self.socks.append(sock)
         argv = (argv_prefix or []) + [KEYWARDD, "--" + role, "--config", self.s.conf]
         with open(log_path, "ab") as log:
-            p = subprocess.Popen(argv, env=e, stdout=log, stderr=log, pass_fds=pass_fds)
+            p = subprocess.Popen(argv, env=e, stdout=log, stderr=log, pass_fds=pass_fds,
+                                 preexec_fn=preexec_fn)
         self.procs[role] = p
         wait_ready(sock, p, log_path)
         return p
@@ -180,18 +182,38 @@ def test_standalone_custody_and_front_serve_and_notify(standalone):
     assert not os.path.exists(sa.sock_path)
 
 
-def test_standalone_custody_takes_the_socket_systemd_passes(standalone):
-    sa = standalone(extra_toml=TOML)
-    # what keyward-custody.socket does: SocketUser=keyward-custody,
-    # SocketGroup=keyward-front, SocketMode=0660, passed as descriptor 3
+def passed_socket(path):
+    """What keyward-custody.socket does: a listening socket on path owned by
+    keyward-custody, group keyward-front, mode 0660; and the argv prefix
+    that passes it as descriptor 3 with LISTEN_PID/LISTEN_FDS, as PID 1 does.
+    Returns (socket, prefix, its descriptor for pass_fds)."""
     lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lsock.bind(sa.sock_path)
-    os.chown(sa.sock_path, pwd.getpwnam("keyward-custody").pw_uid,
-             grp.getgrnam("keyward-front").gr_gid)
-    os.chmod(sa.sock_path, 0o660)
+    lsock.bind(path)
+    os.chown(path, pwd.getpwnam("keyward-custody").pw_uid, grp.getgrnam("keyward-front").gr_gid)
+    os.chmod(path, 0o660)
     lsock.listen(16)
     n = lsock.fileno()
     shell = ["/bin/bash", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&%d %d<&-' % (n, n), "sh"]
+    return lsock, shell, n
+
+
+def unit_user(name, memlock=None):
+    """A preexec_fn that makes the child what User= makes a unit's process:
+    that user from the start, with its groups, and LimitMEMLOCK= when given."""
+    pw = pwd.getpwnam(name)
+
+    def pre():
+        if memlock:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (memlock, memlock))
+        os.initgroups(name, pw.pw_gid)
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+    return pre
+
+
+def test_standalone_custody_takes_the_socket_systemd_passes(standalone):
+    sa = standalone(extra_toml=TOML)
+    lsock, shell, n = passed_socket(sa.sock_path)
     try:
         sa.start("custody", "@kw-notify-custody-sa-%d" % os.getpid(), argv_prefix=shell,
                  pass_fds=(n,))
@@ -209,14 +231,52 @@ def test_standalone_custody_takes_the_socket_systemd_passes(standalone):
         lsock.close()
 
 
+def test_standalone_as_the_units_run_them(standalone):
+    """Each process its unit's user from the start (never root), custody's
+    memory lock limit set as LimitMEMLOCK= sets it, the socket from the
+    .socket unit, the TLS key readable by the front's group (as
+    docs/appliance-units.md says to install it).  Root here may not raise
+    a hard limit (no CAP_SYS_RESOURCE in this container): the secure heap
+    is made small enough for 8 MiB, as the unit's 64M is for 16 MiB."""
+    sa = standalone(extra_toml=TOML, env={"KEYWARD_DB_SECURE_HEAP_BYTES": str(2 << 20)})
+    tls = os.path.join(sa.s.dir, "tls")
+    front_gid = grp.getgrnam("keyward-front").gr_gid
+    for path, mode in ((tls, 0o750), (os.path.join(tls, "key.pem"), 0o640)):
+        os.chown(path, 0, front_gid)
+        os.chmod(path, mode)
+    lsock, shell, n = passed_socket(sa.sock_path)
+    try:
+        sa.start("custody", "@kw-notify-custody-u-%d" % os.getpid(), argv_prefix=shell,
+                 pass_fds=(n,), preexec_fn=unit_user("keyward-custody", memlock=8 << 20))
+        sa.start("front", os.path.join(sa.s.dir, "notify-front.sock"),
+                 preexec_fn=unit_user("keyward-front"))
+        check_serving(sa)
+        # its secure heap is locked although it never was root
+        assert "secure_heap_not_locked" not in read(sa.logs["custody"])
+        sa.stop()
+        assert sa.procs["front"].returncode == 0 and sa.procs["custody"].returncode == 0
+    finally:
+        lsock.close()
+
+
+def test_standalone_custody_needs_its_memory_locked(standalone):
+    """Never root and a memory lock limit too small for the secure heap (a
+    unit without LimitMEMLOCK=): refused, not run with swappable keys."""
+    sa = standalone(env={"KEYWARD_DB_SECURE_HEAP_BYTES": str(2 << 20)})
+    lsock, shell, n = passed_socket(sa.sock_path)
+    try:
+        p = subprocess.run(shell + [KEYWARDD, "--custody", "--config", sa.s.conf], env=sa.s.env,
+                           capture_output=True, text=True, timeout=60, pass_fds=(n,),
+                           preexec_fn=unit_user("keyward-custody", memlock=1 << 20))
+    finally:
+        lsock.close()
+    assert p.returncode == 3, p.stdout + p.stderr
+    assert "LimitMEMLOCK" in p.stderr, p.stderr
+
+
 def test_standalone_custody_refuses_a_socket_on_another_path(standalone):
     sa = standalone()
-    other = os.path.join(sa.s.dir, "run", "other.sock")
-    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    lsock.bind(other)
-    lsock.listen(1)
-    n = lsock.fileno()
-    shell = ["/bin/bash", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$@" 3<&%d %d<&-' % (n, n), "sh"]
+    lsock, shell, n = passed_socket(os.path.join(sa.s.dir, "run", "other.sock"))
     try:
         p = subprocess.run(shell + [KEYWARDD, "--custody", "--config", sa.s.conf], env=sa.s.env,
                            capture_output=True, text=True, timeout=60, pass_fds=(n,))
