@@ -478,6 +478,23 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
 
 /* ------------------------------------------------------------ the front */
 
+/* Standalone and not root (a unit's User=): this must be the [front] user,
+ * the only uid the custody process admits then.  Root becomes it below. */
+static kw_result check_standalone_user(const struct kw_config *cfg, const struct kw_identity *me)
+{
+        if (me->change)
+                return KW_OK;
+        struct kw_identity want;
+        KW_TRY(kw_identity_lookup(cfg->front.user, &want));
+        if (want.uid != me->uid) {
+                kw_err_set_detail("keywardd --front runs as %s (uid %u) but [front] user is %s "
+                                  "(uid %u), the only user the custody process admits",
+                                  me->name, (unsigned)me->uid, want.name, (unsigned)want.uid);
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        return KW_OK;
+}
+
 static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
 {
         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "front");
@@ -493,6 +510,8 @@ static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
 
         struct kw_identity me;
         kw_result r = kw_identity_resolve(cfg->front.user, &me);
+        if (r.code == 0 && standalone)
+                r = check_standalone_user(cfg, &me);
         if (r.code != 0) {
                 fprintf(stderr, "keywardd: %s\n", kw_err_detail());
                 return 2;

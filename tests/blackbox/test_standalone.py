@@ -307,6 +307,18 @@ def test_standalone_custody_refuses_one_user_for_both(standalone):
     assert not os.path.exists(sa.sock_path)
 
 
+def test_standalone_front_must_be_the_front_user(standalone):
+    """A front unit with the wrong User= would be refused by custody on every
+    request: it refuses to start instead, with one line."""
+    sa = standalone()
+    p = subprocess.run([KEYWARDD, "--front", "--config", sa.s.conf], env=sa.s.env,
+                       capture_output=True, text=True, timeout=60,
+                       preexec_fn=unit_user("keyward-custody"))
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "the only user the custody process admits" in lines[0], p.stderr
+
+
 def test_parent_mode_is_unchanged_by_a_notify_socket(make_server):
     """The parent's children are not standalone: they never notify (under a
     unit the parent would be the main process, and NotifyAccess=main)."""
