@@ -232,7 +232,7 @@ fuzz: $(FUZZERS)
 test:
 	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
 	@$(MAKE) --no-print-directory users test-suites
-test-suites: all check-hardening lint unit unit-san fuzz-short blackbox
+test-suites: all check-hardening test-units lint unit unit-san fuzz-short blackbox
 	@echo "make test: all suites passed"
 
 # ---- benchmark (issue 6; tests/bench/): `make bench` writes BENCHMARKS.md ----

@@ -19,3 +19,28 @@ $(BUILD)/keyward-unlock: $(UNLOCK_CLI) appliance/unlock/cli.h $(BUILD)/libkeywar
 	$(CC) $(ALL_CFLAGS) $(UNLOCK_CLI) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) $(UNLOCK_LIBS) -ldl -o $@
 
 all: $(BUILD)/keyward-unlock
+
+# ---- installation (issue 12): what the image build puts on the appliance ----
+# `make install DESTDIR=/some/root`: the binaries, the systemd units, the
+# sysctl and sysusers fragments, and the documents the units name.  The
+# configuration (/etc/keyward/keyward.toml) and the data volume are the
+# provisioning's.  tests/appliance/test_units.py installs into a temp root
+# and checks the units there.
+DESTDIR ?=
+UNITDIR := /usr/lib/systemd/system
+APPLIANCE_UNITS := $(wildcard appliance/systemd/*.service appliance/systemd/*.socket appliance/systemd/*.mount)
+.PHONY: install test-units
+install: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
+	install -D -m 0755 $(BUILD)/keywardd $(DESTDIR)/usr/sbin/keywardd
+	install -D -m 0755 $(BUILD)/keyward-unlock $(DESTDIR)/usr/sbin/keyward-unlock
+	install -D -m 0755 $(BUILD)/keywardctl $(DESTDIR)/usr/bin/keywardctl
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	install -m 0644 $(APPLIANCE_UNITS) $(DESTDIR)$(UNITDIR)/
+	install -D -m 0644 appliance/sysctl.d/50-keyward.conf $(DESTDIR)/usr/lib/sysctl.d/50-keyward.conf
+	install -D -m 0644 appliance/sysusers.d/keyward.conf $(DESTDIR)/usr/lib/sysusers.d/keyward.conf
+	install -d -m 0755 $(DESTDIR)/usr/share/doc/keyward
+	install -m 0644 docs/appliance-units.md docs/unlock.md docs/keyward.example.toml $(DESTDIR)/usr/share/doc/keyward/
+
+# the units: systemd-analyze verify and the exposure bounds, on an installed tree
+test-units: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
+	cd tests/appliance && KEYWARD_SRCDIR=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider .

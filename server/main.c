@@ -17,6 +17,13 @@
  * the parent or each other, and each gets its own address-space layout.
  * Started by another user than root, all three run as that user (said once
  * at start-up): the sandboxes still apply, the separate users do not.
+ *
+ * Standalone: `keywardd --custody` and `keywardd --front` started on their
+ * own (no --ready-fd, no --control-fd), each by a systemd unit under its own
+ * User= (appliance/systemd/, docs/appliance-units.md).  There is no parent:
+ * systemd supervises and restarts, custody admits any process of the
+ * [front] user (which must not be the [custody] user), may take its socket
+ * from a .socket unit, and both say READY=1 to $NOTIFY_SOCKET.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +44,7 @@
 
 #include "common/log.h"
 #include "common/sandbox.h"
+#include "common/sdproto.h"
 #include "config.h"
 #include "custody/custody.h"
 #include "front/front.h"
@@ -104,6 +112,7 @@ static void usage(FILE *f)
 {
         fprintf(f,
                 "usage: keywardd [--config FILE] [--check-config | --recover-admin]\n"
+                "       keywardd [--config FILE] --custody | --front\n"
                 "       keywardd --version | --help\n"
                 "\n"
                 "  --config FILE     configuration (default " KW_CONFIG_DEFAULT_PATH ")\n"
@@ -111,6 +120,15 @@ static void usage(FILE *f)
                 "  --recover-admin   create a new admin token in [admin] token_file (audited as\n"
                 "                    console:<user>), for when no admin token is left; run it as\n"
                 "                    root on the appliance console\n"
+                "  --custody         run only the custody process, standalone (one systemd unit,\n"
+                "                    User=[custody] user): it admits any process of the [front]\n"
+                "                    user, which must be another user; takes its socket from a\n"
+                "                    .socket unit when passed one (LISTEN_FDS)\n"
+                "  --front           run only the front, standalone (User=[front] user)\n"
+                "                    Standalone, each sends READY=1 to $NOTIFY_SOCKET when serving\n"
+                "                    and is not stopped with a parent (systemd supervises it);\n"
+                "                    see docs/appliance-units.md.  Without these two options,\n"
+                "                    keywardd starts and supervises both itself.\n"
                 "\n"
                 "Every setting can be overridden with KEYWARD_<SECTION>_<KEY> (see docs/config.md).\n"
                 "Exit status: 0 ok, 2 usage or configuration, 3 files/network, 4 HSM, 5 database.\n");
@@ -460,10 +478,28 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
 
 /* ------------------------------------------------------------ the front */
 
-static int front_main(struct kw_config *cfg, int ready_fd)
+/* Standalone and not root (a unit's User=): this must be the [front] user,
+ * the only uid the custody process admits then.  Root becomes it below. */
+static kw_result check_standalone_user(const struct kw_config *cfg, const struct kw_identity *me)
+{
+        if (me->change)
+                return KW_OK;
+        struct kw_identity want;
+        KW_TRY(kw_identity_lookup(cfg->front.user, &want));
+        if (want.uid != me->uid) {
+                kw_err_set_detail("keywardd --front runs as %s (uid %u) but [front] user is %s "
+                                  "(uid %u), the only user the custody process admits",
+                                  me->name, (unsigned)me->uid, want.name, (unsigned)want.uid);
+                KW_BAIL(KW_ERR_CONFIG);
+        }
+        return KW_OK;
+}
+
+static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
 {
         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "front");
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (!standalone)
+                prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the parent */
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGTERM);
@@ -474,6 +510,8 @@ static int front_main(struct kw_config *cfg, int ready_fd)
 
         struct kw_identity me;
         kw_result r = kw_identity_resolve(cfg->front.user, &me);
+        if (r.code == 0 && standalone)
+                r = check_standalone_user(cfg, &me);
         if (r.code != 0) {
                 fprintf(stderr, "keywardd: %s\n", kw_err_detail());
                 return 2;
@@ -532,6 +570,8 @@ static int front_main(struct kw_config *cfg, int ready_fd)
                 (void)w;
                 close(ready_fd);
         }
+        if (standalone && kw_sd_notify_ready().code != 0)
+                kw_log(KW_LOG_ERROR, "notify_failed", "message", kw_err_detail(), KW_END);
         int sig = 0;
         sigwait(&set, &sig);
         kw_http_stop(front.http);       /* waits for the requests in progress */
@@ -595,12 +635,14 @@ int main(int argc, char **argv)
         }
         int rc;
         if (custody) {
-                /* no peer until the parent names the front */
+                /* no peer until the parent names the front; standalone,
+                 * any process of the [front] user */
                 struct kw_custody_start st = { .ready_fd = ready_fd, .control_fd = control_fd,
-                                               .front_pid = 0, .front_uid = (uid_t)-1 };
+                                               .front_pid = 0, .front_uid = (uid_t)-1,
+                                               .standalone = ready_fd < 0 && control_fd < 0 };
                 rc = kw_custody_main(cfg, &st);
         } else if (front) {
-                rc = front_main(cfg, ready_fd);
+                rc = front_main(cfg, ready_fd, ready_fd < 0);
         } else if (recover) {
                 char who[96];
                 console_user(who);

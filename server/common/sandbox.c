@@ -18,20 +18,10 @@
 
 #include "sandbox.h"
 
-kw_result kw_identity_resolve(const char *user, struct kw_identity *ret)
+kw_result kw_identity_lookup(const char *user, struct kw_identity *ret)
 {
-        struct kw_identity id;
-        memset(&id, 0, sizeof id);
-        if (geteuid() != 0) {
-                id.uid = getuid();
-                id.gid = getgid();
-                struct passwd *pw = getpwuid(id.uid);
-                snprintf(id.name, sizeof id.name, "%s", pw ? pw->pw_name : "?");
-                *ret = id;
-                return KW_OK;
-        }
         if (user == NULL || user[0] == '\0') {
-                kw_err_set_detail("started as root, keywardd needs a system user for each process");
+                kw_err_set_detail("keywardd needs a system user for each process");
                 KW_BAIL(KW_ERR_CONFIG);
         }
         struct passwd *pw = getpwnam(user);
@@ -45,10 +35,26 @@ kw_result kw_identity_resolve(const char *user, struct kw_identity *ret)
                                   "unprivileged user of its own", user);
                 KW_BAIL(KW_ERR_CONFIG);
         }
+        struct kw_identity id;
+        memset(&id, 0, sizeof id);
         id.uid = pw->pw_uid;
         id.gid = pw->pw_gid;
-        id.change = 1;
+        id.change = geteuid() == 0;
         snprintf(id.name, sizeof id.name, "%s", user);
+        *ret = id;
+        return KW_OK;
+}
+
+kw_result kw_identity_resolve(const char *user, struct kw_identity *ret)
+{
+        if (geteuid() == 0)
+                return kw_identity_lookup(user, ret);
+        struct kw_identity id;
+        memset(&id, 0, sizeof id);
+        id.uid = getuid();
+        id.gid = getgid();
+        struct passwd *pw = getpwuid(id.uid);
+        snprintf(id.name, sizeof id.name, "%s", pw ? pw->pw_name : "?");
         *ret = id;
         return KW_OK;
 }

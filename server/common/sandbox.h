@@ -33,6 +33,15 @@ struct kw_identity {
  */
 KW_MUST_USE kw_result kw_identity_resolve(const char *user, struct kw_identity *ret);
 
+/*
+ * The configured user itself, whoever this process runs as: user must name
+ * an existing user other than root (KW_ERR_CONFIG with a detail otherwise);
+ * change = 1 when this process is root and may switch to it.  For the
+ * standalone processes (main.c), which must know the other process's user
+ * without being root.  *ret set only on success.
+ */
+KW_MUST_USE kw_result kw_identity_lookup(const char *user, struct kw_identity *ret);
+
 /* Empties the capability bounding set when the process may (root); a no-op
  * otherwise.  Affects the calling thread and the threads it creates after. */
 void kw_caps_drop_bounding(void);

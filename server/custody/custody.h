@@ -17,11 +17,18 @@ struct kw_custody_start {
         int control_fd;       /* the parent's "front <pid> <uid>\n" lines; -1: none  */
         pid_t front_pid;      /* the process allowed to connect until told otherwise */
         uid_t front_uid;      /* and its user                                        */
+        int standalone;       /* 1: started on its own (a systemd unit, no parent):  */
+                              /* the peer is any process of the [front] user, which  */
+                              /* must differ from the [custody] user; the socket may */
+                              /* come from systemd; readiness goes to NOTIFY_SOCKET; */
+                              /* front_pid/front_uid and the fds are not used        */
 };
 
 /*
  * Runs the custody process until SIGTERM/SIGINT: as [custody] user when
- * started as root (sandbox.h), serving only the front (st).  Start-up
+ * started as root (sandbox.h), serving only the front (st).  Standalone,
+ * refuses to start (2) when the [front] user is the [custody] user, and the
+ * secure heap must be locked even when not started as root.  Start-up
  * failures (users, HSM, database key, database) are logged as one
  * actionable line and returned as a non-zero exit status: 2 users,
  * 3 configuration/file/sandbox, 4 HSM, 5 database.

@@ -44,6 +44,9 @@ struct custody {
  * and uid as custody_allow_front last said); a reader per connection answers
  * what custody_can_inline allows and queues the rest for [custody] workers. */
 KW_MUST_USE kw_result custody_serve(struct custody *c);
+/* pid CUSTODY_ANY_PID: any process of uid (standalone: systemd starts the
+ * front, nobody tells us its pid; the front's uid is its own there). */
+#define CUSTODY_ANY_PID ((pid_t)-1)
 void custody_allow_front(pid_t pid, uid_t uid);
 /* One request payload -> its reply frame in out (empty); always a frame
  * (custody.c). */

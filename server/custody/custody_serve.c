@@ -221,7 +221,9 @@ static void *conn_reader(void *arg)
 /* ---- who may connect ----
  * Only the front: the process the parent started (its pid, which the parent
  * tells us on the control pipe whenever it starts one) running as the
- * front's user.  Any other process, of any user, is refused at accept. */
+ * front's user.  Any other process, of any user, is refused at accept.
+ * Standalone (no parent: keywardd --custody as a systemd unit), any process
+ * of the front's user, a user of its own (CUSTODY_ANY_PID). */
 
 static struct {
         pthread_mutex_t mu;
@@ -239,6 +241,11 @@ void custody_allow_front(pid_t pid, uid_t uid)
         pthread_mutex_unlock(&peer.mu);
 }
 
+static int peer_is_front(const struct ucred *cr)
+{
+        return peer.uid == cr->uid && (peer.pid == CUSTODY_ANY_PID || peer.pid == cr->pid);
+}
+
 /* 1 when cr is the front; a connection that comes just before the parent's
  * word on a restarted front waits a moment for it. */
 static int peer_allowed(const struct ucred *cr)
@@ -250,10 +257,10 @@ static int peer_allowed(const struct ucred *cr)
         dl.tv_nsec %= 1000000000L;
         pthread_mutex_lock(&peer.mu);
         int ok;
-        while (!(ok = peer.pid == cr->pid && peer.uid == cr->uid))
+        while (!(ok = peer_is_front(cr)))
                 if (pthread_cond_timedwait(&peer.cv, &peer.mu, &dl) != 0)
                         break;
-        ok = peer.pid == cr->pid && peer.uid == cr->uid;
+        ok = peer_is_front(cr);
         pthread_mutex_unlock(&peer.mu);
         return ok;
 }

@@ -25,6 +25,7 @@
 #include "../common/b64.h"
 #include "../common/log.h"
 #include "../common/sandbox.h"
+#include "../common/sdproto.h"
 #include "../common/secret.h"
 #include "crypto.h"
 #include "custody.h"
@@ -360,7 +361,48 @@ static int become_custody(const struct kw_config *cfg, struct kw_identity *me,
         return 0;
 }
 
-static int harden_custody(const struct kw_config *cfg, const struct kw_identity *me, int *ret_status)
+/* Standalone (no parent to say which process is the front): the front is
+ * told by its uid alone, so its user must be a user of its own. */
+static int standalone_front(const struct kw_config *cfg, const struct kw_identity *me,
+                            struct kw_identity *ret_front, int *ret_status)
+{
+        struct kw_identity front, custody;
+        kw_result r = kw_identity_lookup(cfg->front.user, &front);
+        if (r.code == 0)
+                r = kw_identity_lookup(cfg->custody.user, &custody);
+        if (r.code != 0)
+                return *ret_status = fail(2, "users", r), -1;
+        if (front.uid == custody.uid || front.uid == me->uid) {
+                kw_err_set_detail("keywardd --custody on its own tells the front by its uid alone: "
+                                  "[front] user (%s) must be another user than [custody] user (%s) "
+                                  "and than this process's (uid %u)",
+                                  front.name, custody.name, (unsigned)me->uid);
+                return *ret_status = fail(2, "users", KW_RESULT(KW_ERR_CONFIG)), -1;
+        }
+        *ret_front = front;
+        return 0;
+}
+
+/* The socket: systemd's (a .socket unit) when it passed one, else our own. */
+static kw_result custody_socket(const struct kw_config *cfg, const struct kw_custody_start *st,
+                                const struct kw_identity *me, const struct kw_identity *front,
+                                int *ret_fd, int *ret_passed)
+{
+        int fd = -1;
+        if (st->standalone)
+                KW_TRY(kw_sd_listen_fd(cfg->custody.socket_path, &fd));
+        *ret_passed = fd >= 0;
+        if (fd >= 0) {
+                *ret_fd = fd;
+                return KW_OK;
+        }
+        return open_socket(cfg->custody.socket_path, me, front, ret_fd);
+}
+
+/* must_lock: the secure heap must be locked (root, or a systemd unit whose
+ * LimitMEMLOCK= is part of the contract); otherwise a warning. */
+static int harden_custody(const struct kw_config *cfg, const struct kw_identity *me, int must_lock,
+                          int *ret_status)
 {
         /* the secure heap first, while root may lock memory whatever the
          * limit says: its pages stay locked after the switch of user */
@@ -368,7 +410,7 @@ static int harden_custody(const struct kw_config *cfg, const struct kw_identity 
         kw_result r = kw_secret_init((size_t)cfg->db.secure_heap_bytes, &locked);
         if (r.code != 0)
                 return *ret_status = fail(3, "secure memory", r), -1;
-        if (!locked && me->change) {
+        if (!locked && must_lock) {
                 kw_err_set_detail("the secure heap (%lld bytes) cannot be locked in memory: "
                                   "check LimitMEMLOCK= / ulimit -l", (long long)cfg->db.secure_heap_bytes);
                 return *ret_status = fail(3, "secure memory", KW_RESULT(KW_ERR_NOMEM)), -1;
@@ -402,7 +444,8 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         c.listen_fd = -1;
         pthread_mutex_init(&c.write_mu, NULL);
         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "custody");
-        prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the parent */
+        if (!st->standalone)
+                prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the parent */
 
         sigset_t set;
         sigemptyset(&set);
@@ -414,15 +457,18 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
 
         int status = 0;
         struct kw_identity me, front;
-        if (become_custody(cfg, &me, &front, &status) != 0)
+        if (become_custody(cfg, &me, &front, &status) != 0 ||
+            (st->standalone && standalone_front(cfg, &me, &front, &status) != 0))
                 return status;
         /* what needs the privileges we are about to give up */
+        int passed = 0;
         kw_result r = kw_custody_attest_prepare(cfg);
         if (r.code == 0)
-                r = open_socket(cfg->custody.socket_path, &me, &front, &c.listen_fd);
+                r = custody_socket(cfg, st, &me, &front, &c.listen_fd, &passed);
         if (r.code != 0)
                 return fail(3, "socket", r);
-        if (harden_custody(cfg, &me, &status) != 0 || open_store(&c, &status) != 0)
+        if (harden_custody(cfg, &me, me.change || st->standalone, &status) != 0 ||
+            open_store(&c, &status) != 0)
                 return status;
         r = kw_keycache_new((size_t)cfg->db.key_cache_size, &c.kc);
         if (r.code == 0)
@@ -450,7 +496,10 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         r = kw_sandbox_enter(KW_SANDBOX_CUSTODY, (enum kw_sandbox_mode)kw_sandbox_mode_parse(cfg->sandbox.seccomp));
         if (r.code != 0)
                 return fail(3, "sandbox", r);
-        custody_allow_front(st->front_pid, st->front_uid);
+        if (st->standalone)
+                custody_allow_front(CUSTODY_ANY_PID, front.uid);
+        else
+                custody_allow_front(st->front_pid, st->front_uid);
         pthread_t th_sweep, th_ctl;
         if (custody_serve(&c).code != 0 || retention_start(c.rt).code != 0 ||
             pthread_create(&th_sweep, NULL, sweeper_thread, &c) != 0 ||
@@ -472,13 +521,21 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
                 (void)w;
                 close(st->ready_fd);
         }
+        r = st->standalone ? kw_sd_notify_ready() : KW_OK;
+        if (r.code != 0)
+                kw_log(KW_LOG_ERROR, "notify_failed", "message", kw_err_detail(), KW_END);
 
         int sig = 0;
         sigwait(&set, &sig);
         kw_log(KW_LOG_INFO, "custody_stopping", KW_END);
-        shutdown(c.listen_fd, SHUT_RDWR);
+        /* systemd's socket (passed) is shared with PID 1 and stays for the
+         * next start: a shutdown would end it there too; process exit ends
+         * the accept thread instead */
+        if (!passed) {
+                shutdown(c.listen_fd, SHUT_RDWR);
+                unlink(cfg->custody.socket_path);
+        }
         close(c.listen_fd);
-        unlink(cfg->custody.socket_path);
         audit_queue_free(c.aq);   /* flushes queued audit rows */
         kw_log_writer_stop();     /* and the queued log lines */
         /* Connection threads may still be inside a request: the key store and
@@ -498,7 +555,7 @@ int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
         int status = 0;
         struct kw_identity me, front;
         if (become_custody(cfg, &me, &front, &status) != 0 ||
-            harden_custody(cfg, &me, &status) != 0 || open_store(&c, &status) != 0)
+            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, &status) != 0)
                 return status;
         struct kw_token_row row;
         memset(&row, 0, sizeof row);

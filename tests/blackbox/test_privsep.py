@@ -95,6 +95,32 @@ def frame(p, op, fields):
     return struct.pack(">I", len(body)) + body
 
 
+def custody_answer(sock_path, req):
+    """What one request on a new connection to the custody socket gets:
+    'closed' or 'error <errno>' (refused), or 'code <status>' (answered)."""
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(5)
+    try:
+        c.connect(sock_path)
+        c.sendall(req)
+        hdr = c.recv(4)
+        if len(hdr) < 4:
+            return "closed"
+        n = struct.unpack(">I", hdr)[0]
+        data = b""
+        while len(data) < n:
+            chunk = c.recv(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+        code = struct.unpack(">i", data[8:12])[0] if len(data) >= 12 else None
+        return "code %s" % code
+    except OSError as e:
+        return "error %s" % e.errno
+    finally:
+        c.close()
+
+
 def status_of(pid):
     out = {}
     for line in open("/proc/%d/status" % pid):
@@ -182,30 +208,7 @@ def test_another_process_of_the_fronts_user_gets_nothing_from_custody(make_serve
     result_path = os.path.join(s.dir, "probe.out")
 
     def probe():
-        answers = []
-        for req in reqs:
-            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            c.settimeout(5)
-            try:
-                c.connect(sock_path)
-                c.sendall(req)
-                hdr = c.recv(4)
-                if len(hdr) < 4:
-                    answers.append("closed")
-                    continue
-                n = struct.unpack(">I", hdr)[0]
-                data = b""
-                while len(data) < n:
-                    chunk = c.recv(n - len(data))
-                    if not chunk:
-                        break
-                    data += chunk
-                code = struct.unpack(">i", data[8:12])[0] if len(data) >= 12 else None
-                answers.append("code %s" % code)
-            except OSError as e:
-                answers.append("error %s" % e.errno)
-            finally:
-                c.close()
+        answers = [custody_answer(sock_path, req) for req in reqs]
         with open(result_path, "w") as f:
             f.write(json.dumps(answers))
         return 0
