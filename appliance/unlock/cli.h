@@ -41,7 +41,7 @@ struct opts {
         uint32_t tpm2_pcrs;
         uint32_t tpm2_pk_pcrs;
         int snp, snp_tcb_set, snp_vmpl_set;
-        int no_reenroll, reenroll_all;
+        int no_reenroll, reenroll_all, no_tpm2;
         const char *snp_device;
         uint32_t snp_fields, snp_vmpl;
         uint64_t snp_tcb;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -83,8 +84,30 @@ kw_result kwu_cli_snp_binding(const struct opts *o, struct kwu_snp_bind *b)
         return KW_OK;
 }
 
-int kwu_cmd_enroll(const struct opts *o)
+/* Where the image's PCR-policy key is looked for when no TPM2 option is
+ * given, in systemd-cryptenroll's order (systemd-stub puts the UKI's
+ * .pcrpkey in /run/systemd). */
+static const char *const default_pubkeys[] = { "/etc/systemd/tpm2-pcr-public-key.pem",
+                                               "/run/systemd/tpm2-pcr-public-key.pem",
+                                               "/usr/lib/systemd/tpm2-pcr-public-key.pem", NULL };
+
+int kwu_cmd_enroll(const struct opts *in)
 {
+        struct opts copy = *in;
+        const struct opts *o = &copy;
+        if (copy.tpm2_public_key == NULL && copy.tpm2_pcrs == 0 && !copy.no_tpm2) {
+                for (size_t i = 0; default_pubkeys[i] != NULL && copy.tpm2_public_key == NULL; i++)
+                        if (access(default_pubkeys[i], F_OK) == 0)
+                                copy.tpm2_public_key = default_pubkeys[i];
+                if (copy.tpm2_public_key != NULL)
+                        fprintf(stderr, "keyward-unlock: the TPM2 keyslot is sealed to PCR policies signed by the "
+                                        "image key %s (found there; --no-tpm2 to leave it out)\n",
+                                copy.tpm2_public_key);
+        }
+        if (copy.no_tpm2 && (copy.tpm2_public_key != NULL || copy.tpm2_pcrs != 0)) {
+                fprintf(stderr, "keyward-unlock enroll: --no-tpm2 takes no other TPM2 option\n");
+                return EXIT_USAGE;
+        }
         if (!o->format) {
                 fprintf(stderr, "keyward-unlock enroll: give --format: this build enrolls while it formats a "
                                 "blank device\n");
@@ -137,6 +160,10 @@ int kwu_cmd_enroll(const struct opts *o)
         free(pem);
         if (r.code != 0)
                 return kwu_cli_fail(o->device, r);
+        if (!tpm && !o->snp)
+                fprintf(stderr, "keyward-unlock: warning: no measured binding enrolled (no TPM2 option, no image "
+                                "key found, no --snp): only the recovery key opens this volume, so the "
+                                "appliance will not open it at boot by itself\n");
         fprintf(stderr,
                 "keyward-unlock: %s formatted; keyslot 0 opens it with the recovery key on stdout%s%s.\n"
                 "Store the key offline now: it is shown once and stored nowhere on this machine.\n",

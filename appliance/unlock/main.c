@@ -64,7 +64,10 @@ static const char USAGE[] =
         "options:\n"
         "  --json              status: machine-readable output (one JSON object)\n"
         "  --tpm2-pcrs LIST    literal PCRs to seal to, e.g. 7+11 (SHA-256 bank)\n"
-        "  --tpm2-public-key PEM   the image's RSA public key signing PCR policies\n"
+        "  --tpm2-public-key PEM   the image's RSA public key signing PCR policies (enroll,\n"
+        "                      without any TPM2 option: tpm2-pcr-public-key.pem from\n"
+        "                      /etc/systemd, /run/systemd or /usr/lib/systemd when there)\n"
+        "  --no-tpm2           enroll: no TPM2 keyslot, even with an image key found\n"
         "  --tpm2-public-key-pcrs LIST   the PCRs it signs (default 11)\n"
         "  --snp               enroll: also a keyslot whose passphrase the SEV-SNP firmware\n"
         "                      derives (VCEK, over policy + measurement + TCB)\n"
@@ -185,6 +188,7 @@ int main(int argc, char **argv)
                 { "snp-vmpl", required_argument, NULL, 'V' },
                 { "snp-bind-image-id", no_argument, NULL, 'I' },
                 { "no-reenroll", no_argument, NULL, 'N' },
+                { "no-tpm2", no_argument, NULL, 'O' },
                 { "reenroll-all", no_argument, NULL, 'A' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
@@ -230,6 +234,9 @@ int main(int argc, char **argv)
                         break;
                 case 'N':
                         o.no_reenroll = 1;
+                        break;
+                case 'O':
+                        o.no_tpm2 = 1;
                         break;
                 case 'A':
                         o.reenroll_all = 1;

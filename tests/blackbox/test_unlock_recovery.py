@@ -55,6 +55,7 @@ def enrolled(tmp_path):
     key = r.stdout.strip()
     assert r.stdout.count("\n") == 1 and KEY_RE.match(key), r.stdout
     assert "shown once" in r.stderr and key not in r.stderr
+    assert "warning: no measured binding enrolled" in r.stderr
     return path, key
 
 

@@ -204,3 +204,35 @@ def test_recover_moves_the_binding_to_a_new_image_key(image, swtpm):
     assert r.returncode == 10 and "signed by another key" in r.stderr, r.stderr
     sig2 = sign(d, swtpm, image["k1"], priv2, pub2, "sig2.json")
     assert open_(swtpm, image["vol"], sig2).returncode == 0
+
+
+def test_the_image_key_where_systemd_keeps_it_is_the_default(tmp_path, swtpm):
+    """enroll with no TPM2 option seals to the image key found where
+    systemd-cryptenroll looks for it (systemd-stub puts the UKI's .pcrpkey in
+    /run/systemd): a signed PCR 11 policy; --no-tpm2 leaves it out."""
+    dflt = "/run/systemd/tpm2-pcr-public-key.pem"
+    if os.path.exists(dflt) or os.path.exists("/etc/systemd/tpm2-pcr-public-key.pem"):
+        pytest.skip("this machine has an image key of its own")
+    _, pub = keypair(str(tmp_path), "image")
+    os.makedirs("/run/systemd", exist_ok=True)
+    shutil.copy(pub, dflt)
+    try:
+        vol = str(tmp_path / "d.img")
+        with open(vol, "wb") as f:
+            f.truncate(40 << 20)
+        r = unlock("enroll", "--format", "--tpm2-device", swtpm.tcti, vol)
+        assert r.returncode == 0, r.stderr
+        assert "sealed to PCR policies signed by the image key " + dflt in r.stderr
+        meta = json.loads(run("cryptsetup", "luksDump", "--dump-json-metadata", vol))
+        tok = [t for t in meta["tokens"].values() if t["type"] == "systemd-tpm2"]
+        assert len(tok) == 1 and tok[0]["tpm2_pubkey_pcrs"] == [11] and tok[0]["tpm2-pcrs"] == []
+        assert base64.b64decode(tok[0]["tpm2_pubkey"]) == open(pub, "rb").read()
+        vol2 = str(tmp_path / "e.img")
+        with open(vol2, "wb") as f:
+            f.truncate(40 << 20)
+        r = unlock("enroll", "--format", "--no-tpm2", vol2)
+        assert r.returncode == 0, r.stderr
+        assert "no measured binding enrolled" in r.stderr
+        assert unlock("enroll", "--format", "--no-tpm2", "--tpm2-pcrs", "7", vol2).returncode == 2
+    finally:
+        os.unlink(dflt)
