@@ -303,6 +303,19 @@ static kw_result azure_ovf(const char *device, struct kw_buf *doc)
         return r;
 }
 
+/* What each source without a document answered, for the one line. */
+struct seen {
+        char text[768];
+        size_t n;
+};
+
+static void seen_add(struct seen *sn, const char *name, const char *why)
+{
+        if (sn->n < sizeof sn->text)
+                sn->n += (size_t)snprintf(sn->text + sn->n, sizeof sn->text - sn->n, "%s%s: %s", sn->n ? "; " : "",
+                                          name, why);
+}
+
 kw_result kwp_fetch(const struct kwp_sources *s, struct kw_buf *doc, enum kwp_source_kind *which)
 {
         KW_ENSURE(s != NULL && doc != NULL && which != NULL, KW_ERR_INPUT);
@@ -312,8 +325,7 @@ kw_result kwp_fetch(const struct kwp_sources *s, struct kw_buf *doc, enum kwp_so
                 *which = KWP_SRC_FILE;
                 return KW_OK;
         }
-        char seen[768] = "";
-        size_t sn = 0;
+        struct seen seen = { "", 0 };
         static const struct {
                 enum kwp_source_kind kind;
                 size_t dev_off;
@@ -339,8 +351,7 @@ kw_result kwp_fetch(const struct kwp_sources *s, struct kw_buf *doc, enum kwp_so
                         return r;
                 }
                 kw_log(KW_LOG_INFO, "provision_source_absent", "source", name, "why", why, KW_END);
-                if (sn < sizeof seen)
-                        sn += (size_t)snprintf(seen + sn, sizeof seen - sn, "%s%s: %s", sn ? "; " : "", name, why);
+                seen_add(&seen, name, why);
         }
         static const struct {
                 enum kwp_source_kind kind;
@@ -366,9 +377,8 @@ kw_result kwp_fetch(const struct kwp_sources *s, struct kw_buf *doc, enum kwp_so
                         kw_err_set_detail("%s: the user data is unusable: %s", name, why);
                         KW_BAIL(o == TOO_LARGE ? KW_ERR_TOO_LARGE : KW_ERR_BAD_FIELD);
                 }
-                if (sn < sizeof seen)
-                        sn += (size_t)snprintf(seen + sn, sizeof seen - sn, "%s%s: %s", sn ? "; " : "", name, why);
+                seen_add(&seen, name, why);
         }
-        kw_err_set_detail("no provisioning document: %s", sn ? seen : "every source is turned off");
+        kw_err_set_detail("no provisioning document: %s", seen.n ? seen.text : "every source is turned off");
         KW_BAIL(KW_ERR_NOT_FOUND);
 }

@@ -232,8 +232,15 @@ static void report(const struct recover *rc)
                                p->old_token, p->what, p->old_slot, p->slot, kind,
                                p->type == KWU_TOKEN_SYSTEMD_TPM2 ? "boot" : "VM");
         }
-        if (rc->n == 0)
-                printf("every measured binding opens now: nothing re-enrolled\n");
+        if (rc->n != 0)
+                return;
+        const struct kwu_layout *l = kwu_volume_layout(rc->v);
+        unsigned measured = 0;
+        for (unsigned i = 0; i < l->ntokens; i++)
+                measured += l->tokens[i].type != KWU_TOKEN_SYSTEMD_RECOVERY;
+        printf(measured ? "every measured binding opens now: nothing re-enrolled\n"
+                        : "the volume has no measured binding to re-enroll (add one with --tpm2-pcrs, "
+                          "--tpm2-public-key or --snp)\n");
 }
 
 static kw_result reenroll(struct recover *rc, const char *key)

@@ -94,12 +94,16 @@ const char *kw_strerror(int code)
 static __thread char detail_buf[512];
 static __thread char trace_buf[96];
 
+/* Formatted aside first: a detail that quotes the previous one
+ * (kw_err_set_detail("...: %s", kw_err_detail())) reads it whole. */
 void kw_err_set_detail(const char *fmt, ...)
 {
+        char tmp[sizeof detail_buf];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(detail_buf, sizeof detail_buf, fmt, ap);
+        vsnprintf(tmp, sizeof tmp, fmt, ap);
         va_end(ap);
+        memcpy(detail_buf, tmp, sizeof detail_buf);
 }
 
 const char *kw_err_detail(void) { return detail_buf; }

@@ -80,6 +80,7 @@ def test_recover_opens_with_the_key_however_typed(enrolled):
         r = unlock("recover", path, input=typed)
         assert r.returncode == 0, r.stderr
         assert "opens keyslot 0 (checked: nothing activated)" in r.stdout
+        assert "the volume has no measured binding to re-enroll" in r.stdout
 
 
 def test_check_and_open_without_a_measured_binding(enrolled):
