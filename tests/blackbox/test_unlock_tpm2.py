@@ -213,3 +213,18 @@ def test_tpm2_tools_unseal_our_blob_with_systemds_template(sealed, swtpm, tmp_pa
     r = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-slot", "1", "--key-file", "-", path],
                        input=passphrase, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_systemd_cryptenroll_wipes_our_values_token_with_its_keyslot(sealed):
+    """Our keyward-tpm2-pcrs token records the keyslot it describes, so
+    systemd-cryptenroll --wipe-slot removes it along with systemd's token:
+    the header it leaves passes our checks."""
+    path, key = sealed
+    r = subprocess.run(["systemd-cryptenroll", "--wipe-slot=1", path], env=dict(os.environ, PASSWORD=key),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", path], capture_output=True,
+                                     text=True, check=True).stdout)
+    assert sorted(meta["keyslots"]) == ["0"]
+    assert [t["type"] for t in meta["tokens"].values()] == ["systemd-recovery"]
+    assert json.loads(unlock("status", "--json", path).stdout)["header_check"] == "passed"
