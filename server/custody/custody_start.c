@@ -214,24 +214,74 @@ static kw_result mint_token(struct custody *c, struct kw_token_row *row, const c
         return r;
 }
 
+/* 64 hex digits (either case; config.c checked) -> 32 bytes.  ret_hash is
+ * untouched on failure. */
+static kw_result sha256_from_hex(const char *hex, uint8_t ret_hash[32])
+{
+        uint8_t h[32];
+        KW_ENSURE(strlen(hex) == 64, KW_ERR_CONFIG);
+        for (size_t i = 0; i < 32; i++) {
+                int hi = kw_hex_value((uint8_t)hex[2 * i]), lo = kw_hex_value((uint8_t)hex[2 * i + 1]);
+                if (hi < 0 || lo < 0) {
+                        kw_wipe(h, sizeof h);
+                        KW_BAIL(KW_ERR_CONFIG);
+                }
+                h[i] = (uint8_t)(hi << 4 | lo);
+        }
+        memcpy(ret_hash, h, sizeof h);
+        kw_wipe(h, sizeof h);
+        return KW_OK;
+}
+
+/* The first admin token from its SHA-256 ([admin] initial_token_sha256):
+ * the customer holds the token, nothing is written but the row. */
+static kw_result adopt_token(struct custody *c, struct kw_token_row *row, const char *hex,
+                             const struct kw_audit_entry *au)
+{
+        uint8_t hash[32];
+        kw_result r = sha256_from_hex(hex, hash);
+        if (r.code != 0)
+                kw_err_set_detail("[admin] initial_token_sha256 is not 64 hex digits");
+        if (r.code == 0)
+                r = token_row_stamp(row);
+        if (r.code == 0)
+                r = kw_keystore_token_insert(c->ks, row, hash, au);
+        kw_wipe(hash, sizeof hash);
+        return r;
+}
+
 /* The first admin token, only in a key store that never had a token: a
  * store whose tokens were all revoked is not "new" (the last admin token
- * cannot be revoked; recovery is keywardd --recover-admin). */
-static kw_result ensure_first_token(struct custody *c)
+ * cannot be revoked; recovery is keywardd --recover-admin).  From
+ * [admin] initial_token_sha256 when set, else made here and written to
+ * [admin] token_file.  *ret_how (may be NULL): "exists", "token_file" or
+ * "initial_token_sha256"; set only on success. */
+static kw_result ensure_first_token(struct custody *c, const char **ret_how)
 {
+        const struct kw_config *cfg = c->cfg;
         uint64_t n = 0;
         KW_TRY(kw_keystore_token_count(c->ks, &n));
-        if (n != 0)
-                return KW_OK;
-        struct kw_token_row row;
-        memset(&row, 0, sizeof row);
-        snprintf(row.name, sizeof row.name, "initial-admin");
-        snprintf(row.role, sizeof row.role, "admin");
-        struct kw_audit_entry au = { .actor = "custody", .action = "token.create",
-                                     .result = "ok", .detail = "initial admin token" };
-        KW_TRY(mint_token(c, &row, c->cfg->admin.token_file, &au));
-        kw_log(KW_LOG_INFO, "admin_token_created", "token_file", c->cfg->admin.token_file,
-               "token_id", row.id, KW_END);
+        const char *how = "exists";
+        if (n == 0) {
+                struct kw_token_row row;
+                memset(&row, 0, sizeof row);
+                snprintf(row.name, sizeof row.name, "initial-admin");
+                snprintf(row.role, sizeof row.role, "admin");
+                int given = cfg->admin.initial_token_sha256 != NULL &&
+                            cfg->admin.initial_token_sha256[0] != '\0';
+                struct kw_audit_entry au = {
+                        .actor = "custody", .action = "token.create", .result = "ok",
+                        .detail = given ? "initial admin token ([admin] initial_token_sha256)"
+                                        : "initial admin token",
+                };
+                how = given ? "initial_token_sha256" : "token_file";
+                KW_TRY(given ? adopt_token(c, &row, cfg->admin.initial_token_sha256, &au)
+                             : mint_token(c, &row, cfg->admin.token_file, &au));
+                kw_log(KW_LOG_INFO, "admin_token_created", "source", how, "token_file",
+                       given ? KW_LOG_OMIT : cfg->admin.token_file, "token_id", row.id, KW_END);
+        }
+        if (ret_how != NULL)
+                *ret_how = how;
         return KW_OK;
 }
 
@@ -476,7 +526,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         if (r.code == 0)
                 r = retention_new(&c, &c.rt);
         if (r.code == 0)
-                r = ensure_first_token(&c);
+                r = ensure_first_token(&c, NULL);
         if (r.code == 0)
                 r = custody_xks_init(&c);
         if (r.code != 0)
