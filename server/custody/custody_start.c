@@ -367,19 +367,28 @@ static int open_store(struct custody *c, int *ret_status)
 {
         const struct kw_config *cfg = c->cfg;
         int db_exists = file_exists(cfg->db.path);
+        /* a database, or a database key sealed under some master key, says a
+         * master key was there: a new one would open neither, so none is
+         * made (a key file left by an earlier attempt that stopped before
+         * the database was written counts too) */
+        int key_exists = file_exists(cfg->db.key_file);
         struct kw_hsm_config hc = {
                 .module = cfg->hsm.module, .token_label = cfg->hsm.token_label,
                 .pin_file = cfg->hsm.pin_file, .master_key_label = cfg->hsm.master_key_label,
-                .create_master_key = cfg->hsm.create_master_key && !db_exists,
+                .create_master_key = cfg->hsm.create_master_key && !db_exists && !key_exists,
                 .sessions = (unsigned)cfg->hsm.sessions, .timeout_ms = (unsigned)cfg->hsm.timeout_ms,
                 .retry_interval_ms = (unsigned)cfg->hsm.retry_interval_ms,
         };
         int created = 0;
         kw_result r = kw_hsm_open(&hc, &c->hsm, &created);
-        if (r.code == KW_ERR_HSM_NO_MASTER_KEY && db_exists && cfg->hsm.create_master_key)
-                kw_err_set_detail("master key '%s' is missing from token '%s' but the database %s "
-                                  "exists: it cannot be opened without that key",
-                                  cfg->hsm.master_key_label, cfg->hsm.token_label, cfg->db.path);
+        if (r.code == KW_ERR_HSM_NO_MASTER_KEY && (db_exists || key_exists) &&
+            cfg->hsm.create_master_key)
+                kw_err_set_detail("master key '%s' is missing from token '%s' but the %s %s "
+                                  "exists: it cannot be opened without that key (is it the right "
+                                  "token?)",
+                                  cfg->hsm.master_key_label, cfg->hsm.token_label,
+                                  db_exists ? "database" : "database key file",
+                                  db_exists ? cfg->db.path : cfg->db.key_file);
         if (r.code != 0)
                 return *ret_status = fail(4, "hsm", r), -1;
         if (created)
