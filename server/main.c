@@ -111,12 +111,20 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
 static void usage(FILE *f)
 {
         fprintf(f,
-                "usage: keywardd [--config FILE] [--check-config | --recover-admin]\n"
+                "usage: keywardd [--config FILE] [--check-config | --init | --recover-admin]\n"
                 "       keywardd [--config FILE] --custody | --front\n"
                 "       keywardd --version | --help\n"
                 "\n"
                 "  --config FILE     configuration (default " KW_CONFIG_DEFAULT_PATH ")\n"
                 "  --check-config    validate the configuration and the files it names, then exit\n"
+                "  --init            create the key store if there is none (master key when\n"
+                "                    [hsm] create_master_key, database key, database, first\n"
+                "                    admin token), check that it opens, then exit without\n"
+                "                    serving; on an existing store it creates nothing.  Run it\n"
+                "                    as the [custody] user (as root it becomes that user).\n"
+                "                    Prints one JSON line: {\"master_key\":\"created\"|\"found\",\n"
+                "                    \"database\":\"created\"|\"found\",\"admin\":\"token_file\"|\n"
+                "                    \"initial_token_sha256\"|\"exists\"}\n"
                 "  --recover-admin   create a new admin token in [admin] token_file (audited as\n"
                 "                    console:<user>), for when no admin token is left; run it as\n"
                 "                    root on the appliance console\n"
@@ -596,6 +604,7 @@ int main(int argc, char **argv)
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'k' },
+                { "init", no_argument, NULL, 'I' },
                 { "recover-admin", no_argument, NULL, 'R' },
                 { "custody", no_argument, NULL, 'C' },
                 { "front", no_argument, NULL, 'F' },
@@ -605,11 +614,13 @@ int main(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
-        int check_only = 0, recover = 0, custody = 0, front = 0, ready_fd = -1, control_fd = -1, o;
+        int check_only = 0, init = 0, recover = 0, custody = 0, front = 0, ready_fd = -1,
+            control_fd = -1, o;
         while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
                 switch (o) {
                 case 'c': config_path = optarg; break;
                 case 'k': check_only = 1; break;
+                case 'I': init = 1; break;
                 case 'R': recover = 1; break;
                 case 'C': custody = 1; break;
                 case 'F': front = 1; break;
@@ -620,7 +631,7 @@ int main(int argc, char **argv)
                 default: usage(stderr); return 2;
                 }
         }
-        if (optind != argc || check_only + recover + custody + front > 1) {
+        if (optind != argc || check_only + init + recover + custody + front > 1) {
                 usage(stderr);
                 return 2;
         }
@@ -643,6 +654,9 @@ int main(int argc, char **argv)
                 rc = kw_custody_main(cfg, &st);
         } else if (front) {
                 rc = front_main(cfg, ready_fd, ready_fd < 0);
+        } else if (init) {
+                /* the database's directory is the data volume's: never made here */
+                rc = check_db_dir(cfg) != 0 ? 2 : kw_custody_init(cfg);
         } else if (recover) {
                 char who[96];
                 console_user(who);

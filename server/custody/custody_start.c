@@ -2,7 +2,8 @@
  * custody_start.c - the custody process's start-up and end: privileges and
  * sandbox, the HSM link, the database key, the key store, the first admin
  * token, the socket; the console recovery of admin access
- * (keywardd --recover-admin); the deletion sweeper; audit retention's
+ * (keywardd --recover-admin); creating a key store without serving
+ * (keywardd --init); the deletion sweeper; audit retention's
  * thread is started here (custody_retention.c).
  */
 #include <errno.h>
@@ -362,8 +363,15 @@ static void raise_memlock(const struct kw_config *cfg)
         }
 }
 
-/* Everything up to a key store ready for requests (shared with recovery). */
-static int open_store(struct custody *c, int *ret_status)
+/* What open_store made (keywardd --init says it). */
+struct store_report {
+        int master_key_created;
+        int database_created;
+};
+
+/* Everything up to a key store ready for requests (shared with recovery and
+ * keywardd --init).  ret_report may be NULL. */
+static int open_store(struct custody *c, struct store_report *ret_report, int *ret_status)
 {
         const struct kw_config *cfg = c->cfg;
         int db_exists = file_exists(cfg->db.path);
@@ -403,6 +411,8 @@ static int open_store(struct custody *c, int *ret_status)
         kw_secret_free(&dbkey);
         if (r.code != 0)
                 return *ret_status = fail(5, "database", r), -1;
+        if (ret_report != NULL)
+                *ret_report = (struct store_report){ created, !db_exists };
         return 0;
 }
 
@@ -527,7 +537,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         if (r.code != 0)
                 return fail(3, "socket", r);
         if (harden_custody(cfg, &me, me.change || st->standalone, &status) != 0 ||
-            open_store(&c, &status) != 0)
+            open_store(&c, NULL, &status) != 0)
                 return status;
         r = kw_keycache_new((size_t)cfg->db.key_cache_size, &c.kc);
         if (r.code == 0)
@@ -614,7 +624,7 @@ int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
         int status = 0;
         struct kw_identity me, front;
         if (become_custody(cfg, &me, &front, &status) != 0 ||
-            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, &status) != 0)
+            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, NULL, &status) != 0)
                 return status;
         struct kw_token_row row;
         memset(&row, 0, sizeof row);
@@ -637,3 +647,56 @@ int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
         return 0;
 }
 
+int kw_custody_init(struct kw_config *cfg)
+{
+        static struct custody c;
+        c.cfg = cfg;
+        c.listen_fd = -1;
+        pthread_mutex_init(&c.write_mu, NULL);
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "init");
+        int status = 0;
+        struct kw_identity me, front;
+        struct store_report made = { 0, 0 };
+        if (become_custody(cfg, &me, &front, &status) != 0 ||
+            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, &made, &status) != 0)
+                return status;
+        const char *admin = NULL;
+        kw_result r = ensure_first_token(&c, &admin);
+        kw_keystore_close(c.ks);
+        kw_hsm_close(c.hsm);
+        c.ks = NULL;
+        c.hsm = NULL;
+        if (r.code != 0)
+                return fail(r.code == KW_ERR_IO ? 3 : 5, "admin token", r);
+        /* the store as the next start opens it: the key file unsealed anew,
+         * the database opened with that key, an admin token in it */
+        if (open_store(&c, NULL, &status) != 0)
+                return status;
+        uint64_t tokens = 0;
+        r = kw_keystore_token_count(c.ks, &tokens);
+        if (r.code == 0 && tokens == 0) {
+                kw_err_set_detail("the key store has no admin token after --init");
+                r = KW_RESULT(KW_ERR_INTERNAL);
+        }
+        kw_keystore_close(c.ks);
+        kw_hsm_close(c.hsm);
+        c.ks = NULL;
+        c.hsm = NULL;
+        if (r.code != 0)
+                return fail(5, "check", r);
+        kw_config_wipe_secrets(cfg);
+        kw_log(KW_LOG_INFO, "init_done", "master_key", made.master_key_created ? "created" : "found",
+               "database", made.database_created ? "created" : "found", "admin", admin,
+               "user", me.name, KW_END);
+        /* the one line a provisioning program reads; no secret in it */
+        if (printf("{\"master_key\":\"%s\",\"database\":\"%s\",\"admin\":\"%s\"}\n",
+                   made.master_key_created ? "created" : "found",
+                   made.database_created ? "created" : "found", admin) < 0 ||
+            fflush(stdout) != 0) {
+                int e = errno;
+                fprintf(stderr, "keywardd: --init: cannot write its summary to standard output: %s "
+                                "(the key store is ready)\n", strerror(e));
+                return 3;
+        }
+        return 0;
+}
