@@ -259,6 +259,24 @@ static int check_not_front_readable(const struct kw_config *cfg, const struct kw
         return bad;
 }
 
+/* [hsm] evaluation = true: said first by each process that starts on its
+ * own (the parent; --custody and --front under systemd), so that whoever
+ * reads the log sees it before anything else; the start records carry
+ * "evaluation":true too, and /healthz and /metrics say it (route_ops.c). */
+static void warn_evaluation(const struct kw_config *cfg)
+{
+        if (cfg->hsm.evaluation)
+                kw_log(KW_LOG_WARN, "evaluation_mode", "evaluation", KW_LOG_TRUE,
+                       "message", "[hsm] evaluation = true: the HSM is a local SoftHSM2 token, for "
+                                  "evaluation only; do not keep production keys on this appliance",
+                       KW_END);
+}
+
+static const char *evaluation_field(const struct kw_config *cfg)
+{
+        return cfg->hsm.evaluation ? KW_LOG_TRUE : KW_LOG_OMIT;
+}
+
 /* ------------------------------------------------------------ children */
 
 static const char *config_path;
@@ -454,7 +472,7 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
         char url[300];
         snprintf(url, sizeof url, "https://%s", cfg->http.listen);
         kw_log(KW_LOG_INFO, "started", "url", url, "front_user", front->name,
-               "custody_user", cfg->custody.user, KW_END);
+               "custody_user", cfg->custody.user, "evaluation", evaluation_field(cfg), KW_END);
         for (;;) {
                 /* every wake-up, and at least each second, reaps: a SIGCHLD
                  * taken while restarting the other child is not lost */
@@ -506,7 +524,9 @@ static kw_result check_standalone_user(const struct kw_config *cfg, const struct
 static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
 {
         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "front");
-        if (!standalone)
+        if (standalone)
+                warn_evaluation(cfg);
+        else
                 prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the parent */
         sigset_t set;
         sigemptyset(&set);
@@ -572,7 +592,8 @@ static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
         snprintf(admin_url, sizeof admin_url, "https://%s",
                  admin_split(cfg) ? cfg->admin.listen : cfg->http.listen);
         kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", cfg->admin.enable ? admin_url : NULL,
-               "version", KEYWARD_VERSION, "user", me.name, "sandbox", cfg->sandbox.seccomp, KW_END);
+               "version", KEYWARD_VERSION, "user", me.name, "sandbox", cfg->sandbox.seccomp,
+               "evaluation", evaluation_field(cfg), KW_END);
         if (ready_fd >= 0) {
                 ssize_t w = write(ready_fd, "1", 1);
                 (void)w;
@@ -651,6 +672,11 @@ int main(int argc, char **argv)
                 struct kw_custody_start st = { .ready_fd = ready_fd, .control_fd = control_fd,
                                                .front_pid = 0, .front_uid = (uid_t)-1,
                                                .standalone = ready_fd < 0 && control_fd < 0 };
+                if (st.standalone) {
+                        /* the process's name in its lines, as kw_custody_main sets it */
+                        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "custody");
+                        warn_evaluation(cfg);
+                }
                 rc = kw_custody_main(cfg, &st);
         } else if (front) {
                 rc = front_main(cfg, ready_fd, ready_fd < 0);
@@ -684,6 +710,7 @@ int main(int argc, char **argv)
                         printf("keywardd: configuration OK (%s)\n", cfg->source);
                 } else if (rc == 0) {
                         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "parent");
+                        warn_evaluation(cfg);
                         if (!cid.change)
                                 kw_log(KW_LOG_WARN, "single_user",
                                        "message", "not started as root: the front and the custody "

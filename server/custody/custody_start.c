@@ -584,7 +584,8 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         char nk[24];
         snprintf(nk, sizeof nk, "%llu", (unsigned long long)nkeys);
         kw_log(KW_LOG_INFO, "custody_ready", "socket", cfg->custody.socket_path, "keys", nk,
-               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), "user", me.name, KW_END);
+               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), "user", me.name, "evaluation",
+               cfg->hsm.evaluation ? KW_LOG_TRUE : KW_LOG_OMIT, KW_END);
         if (st->ready_fd >= 0) {
                 ssize_t w = write(st->ready_fd, "1", 1);
                 (void)w;

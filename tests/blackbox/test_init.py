@@ -11,12 +11,16 @@ import hashlib
 import json
 import os
 import pwd
+import signal
 import stat
 import subprocess
+import time
 
+import pytest
 import requests
 
 from conftest import KEYWARDD
+from test_standalone import Standalone
 
 
 def run_init(s, env=None, timeout=60):
@@ -252,3 +256,88 @@ def test_init_is_one_mode(make_server):
     p = subprocess.run([KEYWARDD, "--help"], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "--init" in p.stdout
     assert not os.path.exists(os.path.join(s.dir, "keyward.db"))
+
+
+# ---- [hsm] evaluation -------------------------------------------------------
+
+def metric(text, name):
+    vals = [l.split()[1] for l in text.splitlines() if l.split(" ")[0] == name]
+    assert len(vals) == 1, text
+    return vals[0]
+
+
+def start_records(s, timeout=10):
+    """The log's records once the three start records are in (the front's
+    goes through its log writer, a few ms after it serves)."""
+    deadline = time.time() + timeout
+    while True:
+        with open(s.log_path, "rb") as f:
+            recs = records(f.read().decode())
+        if {"started", "custody_ready", "ready"} <= {r["event"] for r in recs} or \
+                time.time() > deadline:
+            return recs
+        time.sleep(0.05)
+
+
+def test_evaluation_is_said_in_healthz_metrics_and_the_first_record(make_server):
+    s = make_server(env={"KEYWARD_CUSTODY_TIMEOUT_MS": "1000"})
+    set_key(s.conf, "hsm", "evaluation = true")
+    s.start()
+    h = requests.get(s.url + "/healthz", verify=s.cacert, timeout=10)
+    assert h.status_code == 200 and h.json() == {"status": "ok", "evaluation": True}, h.text
+    m = requests.get(s.url + "/metrics", verify=s.cacert, timeout=10)
+    assert m.status_code == 200
+    assert "# TYPE keyward_evaluation_mode gauge" in m.text
+    assert metric(m.text, "keyward_evaluation_mode") == "1"
+    recs = start_records(s)
+    # the parent's warning is the first line of all, before its children's
+    first = recs[0]
+    assert (first["proc"], first["level"], first["event"]) == ("parent", "warn", "evaluation_mode")
+    assert first["evaluation"] is True and "evaluation only" in first["message"], first
+    starts = {r["event"]: r for r in recs if r["event"] in ("started", "custody_ready", "ready")}
+    assert set(starts) == {"started", "custody_ready", "ready"}, recs
+    for r in starts.values():
+        assert r["evaluation"] is True, r
+    # the children of a parent do not repeat the warning
+    assert [r["proc"] for r in recs if r["event"] == "evaluation_mode"] == ["parent"]
+    # also when the custody process does not answer: 503, still said
+    os.kill(s.custody_pid(), signal.SIGSTOP)
+    try:
+        h = requests.get(s.url + "/healthz", verify=s.cacert, timeout=30)
+        assert h.status_code == 503 and h.json()["evaluation"] is True, h.text
+        assert h.json()["status"] == "unavailable"
+    finally:
+        os.kill(s.custody_pid(), signal.SIGCONT)
+
+
+def test_no_evaluation_by_default(make_server):
+    s = make_server()
+    s.start()
+    h = requests.get(s.url + "/healthz", verify=s.cacert, timeout=10)
+    assert h.json() == {"status": "ok"}, h.text
+    m = requests.get(s.url + "/metrics", verify=s.cacert, timeout=10)
+    assert metric(m.text, "keyward_evaluation_mode") == "0"
+    recs = start_records(s)
+    assert len([r for r in recs if r["event"] in ("started", "custody_ready", "ready")]) == 3
+    for r in recs:
+        assert "evaluation" not in r and r["event"] != "evaluation_mode", r
+
+
+def test_evaluation_standalone_custody_and_front(make_server):
+    """Under systemd each process starts on its own: each says it first."""
+    if os.geteuid() != 0:
+        pytest.skip("separate users need root")
+    sa = Standalone(make_server(env={"KEYWARD_HSM_EVALUATION": "true"}))
+    try:
+        sa.start("custody", "@kw-notify-eval-custody-%d" % os.getpid())
+        sa.start("front", os.path.join(sa.s.dir, "notify-front.sock"))
+        h = requests.get(sa.s.url + "/healthz", verify=sa.s.cacert, timeout=10)
+        assert h.json() == {"status": "ok", "evaluation": True}, h.text
+    finally:
+        sa.stop()
+    for role, ready in (("custody", "custody_ready"), ("front", "ready")):
+        with open(sa.logs[role]) as f:
+            recs = records(f.read())
+        assert recs[0]["event"] == "evaluation_mode" and recs[0]["proc"] == role, recs[0]
+        assert recs[0]["evaluation"] is True and recs[0]["level"] == "warn"
+        assert [r for r in recs if r["event"] == ready][0]["evaluation"] is True
