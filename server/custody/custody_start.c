@@ -276,6 +276,12 @@ static kw_result ensure_first_token(struct custody *c, const char **ret_how)
                                         : "initial admin token",
                 };
                 how = given ? "initial_token_sha256" : "token_file";
+                if (!given && (cfg->admin.token_file == NULL || cfg->admin.token_file[0] == '\0')) {
+                        kw_err_set_detail("the key store has no admin token yet and neither [admin] "
+                                          "initial_token_sha256 nor token_file is set: set one of "
+                                          "them for the first admin token");
+                        KW_BAIL(KW_ERR_CONFIG);
+                }
                 KW_TRY(given ? adopt_token(c, &row, cfg->admin.initial_token_sha256, &au)
                              : mint_token(c, &row, cfg->admin.token_file, &au));
                 kw_log(KW_LOG_INFO, "admin_token_created", "source", how, "token_file",
@@ -668,7 +674,7 @@ int kw_custody_init(struct kw_config *cfg)
         c.ks = NULL;
         c.hsm = NULL;
         if (r.code != 0)
-                return fail(r.code == KW_ERR_IO ? 3 : 5, "admin token", r);
+                return fail(r.code == KW_ERR_CONFIG ? 2 : r.code == KW_ERR_IO ? 3 : 5, "admin token", r);
         /* the store as the next start opens it: the key file unsealed anew,
          * the database opened with that key, an admin token in it */
         if (open_store(&c, NULL, &status) != 0)

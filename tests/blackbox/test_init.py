@@ -237,6 +237,25 @@ def test_init_never_makes_a_master_key_for_an_existing_store(make_server):
     assert summary(out) == {"master_key": "found", "database": "created", "admin": "token_file"}
 
 
+def test_init_without_any_first_token_setting_says_so(make_server):
+    """[admin] enable = false allows token_file = "": a new store still
+    needs its first admin token from somewhere."""
+    s = make_server(env={"KEYWARD_ADMIN_ENABLE": "false", "KEYWARD_ADMIN_TOKEN_FILE": ""})
+    rc, out, err = run_init(s)
+    assert rc == 2 and out == "", out + err
+    f = failure(err)
+    assert f["step"] == "admin token" and "neither [admin] initial_token_sha256 nor token_file " \
+        "is set" in f["message"], f
+    assert os.listdir(s.dir).count("admin.token") == 0
+    assert not [n for n in os.listdir(s.dir) if ".tmp." in n], os.listdir(s.dir)
+    # given one, the same store gets its token
+    tok, digest = new_token()
+    rc, out, err = run_init(s, env={"KEYWARD_ADMIN_INITIAL_TOKEN_SHA256": digest})
+    assert rc == 0, out + err
+    assert summary(out) == {"master_key": "found", "database": "found",
+                            "admin": "initial_token_sha256"}
+
+
 def test_init_needs_the_database_directory(make_server, tmp_path):
     missing = tmp_path / "not-mounted"
     s = make_server(env={"KEYWARD_DB_PATH": str(missing / "keyward.db")})
