@@ -217,7 +217,7 @@ static kw_result mint_token(struct custody *c, struct kw_token_row *row, const c
 
 /* 64 hex digits (either case; config.c checked) -> 32 bytes.  ret_hash is
  * untouched on failure. */
-static kw_result sha256_from_hex(const char *hex, uint8_t ret_hash[32])
+KW_MUST_USE static kw_result sha256_from_hex(const char *hex, uint8_t ret_hash[32])
 {
         uint8_t h[32];
         KW_ENSURE(strlen(hex) == 64, KW_ERR_CONFIG);
@@ -236,8 +236,8 @@ static kw_result sha256_from_hex(const char *hex, uint8_t ret_hash[32])
 
 /* The first admin token from its SHA-256 ([admin] initial_token_sha256):
  * the customer holds the token, nothing is written but the row. */
-static kw_result adopt_token(struct custody *c, struct kw_token_row *row, const char *hex,
-                             const struct kw_audit_entry *au)
+KW_MUST_USE static kw_result adopt_token(struct custody *c, struct kw_token_row *row,
+                                         const char *hex, const struct kw_audit_entry *au)
 {
         uint8_t hash[32];
         kw_result r = sha256_from_hex(hex, hash);
@@ -257,7 +257,7 @@ static kw_result adopt_token(struct custody *c, struct kw_token_row *row, const 
  * [admin] initial_token_sha256 when set, else made here and written to
  * [admin] token_file.  *ret_how (may be NULL): "exists", "token_file" or
  * "initial_token_sha256"; set only on success. */
-static kw_result ensure_first_token(struct custody *c, const char **ret_how)
+KW_MUST_USE static kw_result ensure_first_token(struct custody *c, const char **ret_how)
 {
         const struct kw_config *cfg = c->cfg;
         uint64_t n = 0;
@@ -654,6 +654,15 @@ int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
         return 0;
 }
 
+/* What open_store opened, closed (keywardd --init, which opens it twice). */
+static void close_store(struct custody *c)
+{
+        kw_keystore_close(c->ks);
+        kw_hsm_close(c->hsm);
+        c->ks = NULL;
+        c->hsm = NULL;
+}
+
 int kw_custody_init(struct kw_config *cfg)
 {
         static struct custody c;
@@ -669,12 +678,11 @@ int kw_custody_init(struct kw_config *cfg)
                 return status;
         const char *admin = NULL;
         kw_result r = ensure_first_token(&c, &admin);
-        kw_keystore_close(c.ks);
-        kw_hsm_close(c.hsm);
-        c.ks = NULL;
-        c.hsm = NULL;
         if (r.code != 0)
-                return fail(r.code == KW_ERR_CONFIG ? 2 : r.code == KW_ERR_IO ? 3 : 5, "admin token", r);
+                status = fail(r.code == KW_ERR_CONFIG ? 2 : r.code == KW_ERR_IO ? 3 : 5, "admin token", r);
+        close_store(&c);
+        if (status != 0)
+                return status;
         /* the store as the next start opens it: the key file unsealed anew,
          * the database opened with that key, an admin token in it */
         if (open_store(&c, NULL, &status) != 0)
@@ -685,12 +693,11 @@ int kw_custody_init(struct kw_config *cfg)
                 kw_err_set_detail("the key store has no admin token after --init");
                 r = KW_RESULT(KW_ERR_INTERNAL);
         }
-        kw_keystore_close(c.ks);
-        kw_hsm_close(c.hsm);
-        c.ks = NULL;
-        c.hsm = NULL;
         if (r.code != 0)
-                return fail(5, "check", r);
+                status = fail(5, "check", r);
+        close_store(&c);
+        if (status != 0)
+                return status;
         kw_config_wipe_secrets(cfg);
         kw_log(KW_LOG_INFO, "init_done", "master_key", made.master_key_created ? "created" : "found",
                "database", made.database_created ? "created" : "found", "admin", admin,
