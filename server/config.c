@@ -117,6 +117,7 @@ static const struct cfg_key cfg_keys[] = {
         K_STR("hsm", hsm, pin_file, "", KF_REQUIRED),
         K_STR("hsm", hsm, master_key_label, "keyward-master", KF_REQUIRED),
         K_BOOL("hsm", hsm, create_master_key, true),
+        K_BOOL("hsm", hsm, evaluation, false),
         K_INT("hsm", hsm, sessions, 4, 1, 64),
         K_INT("hsm", hsm, timeout_ms, 2000, 1, 600000),
         K_INT("hsm", hsm, retry_interval_ms, 1000, 1, 600000),
@@ -134,6 +135,7 @@ static const struct cfg_key cfg_keys[] = {
         K_BOOL("admin", admin, enable, true),
         K_STR("admin", admin, listen, "", 0),
         K_STR("admin", admin, token_file, "/var/lib/keyward/admin.token", 0),
+        K_STR("admin", admin, initial_token_sha256, "", KF_SECRET),
 
         K_STR("log", log, level, "info", KF_REQUIRED),
         K_BOOL("log", log, requests, true),
@@ -1673,6 +1675,16 @@ KW_MUST_USE static kw_result validate_off_section(const struct kw_config *cfg, c
         return KW_OK;
 }
 
+/* [admin] initial_token_sha256: exactly 64 hex digits, either case. */
+static bool sha256_hex_ok(const char *s)
+{
+        size_t n = 0;
+        for (; s[n] != '\0'; n++)
+                if (n == 64 || kw_hex_value((uint8_t)s[n]) < 0)
+                        return false;
+        return n == 64;
+}
+
 /* [attestation] pcrs: "N,N,..." with distinct N in 0..23 ("" = none). */
 static bool attest_pcrs_ok(const char *s)
 {
@@ -1738,6 +1750,11 @@ kw_result kw_config_validate(const struct kw_config *cfg)
                            "[v6]:port with port 1-65535", cfg->admin.listen);
         if (cfg->admin.enable && empty(cfg->admin.token_file))
                 VFAIL(cfg, "[admin] token_file: required when enable = true");
+        if (!empty(cfg->admin.initial_token_sha256) && !sha256_hex_ok(cfg->admin.initial_token_sha256))
+                return validate_fail_key(cfg, key_find(cfg_keys, N_KEYS, "admin", "initial_token_sha256"),
+                                         __LINE__, "[admin] initial_token_sha256: must be \"\" or the "
+                                         "SHA-256 of the first admin token, 64 hex digits (as "
+                                         "sha256sum prints it)");
         KW_TRY(validate_tls(cfg));
         if (strlen(cfg->custody.socket_path) > 107)
                 VFAIL(cfg, "[custody] socket_path: too long for a Unix socket (max 107 bytes)");

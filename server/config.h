@@ -98,6 +98,9 @@ struct kw_config {
                 char *pin_file;      /* required                                      */
                 char *master_key_label;      /* "keyward-master"                      */
                 bool create_master_key;      /* true: create on first start if absent */
+                bool evaluation;     /* false; true: the token is a local SoftHSM2 one,
+                                        for evaluation only (said in /healthz,
+                                        /metrics and the start log records)    */
                 int64_t sessions;    /* 4                                             */
                 int64_t timeout_ms;  /* 2000                                          */
                 int64_t retry_interval_ms;   /* 1000                                  */
@@ -127,6 +130,10 @@ struct kw_config {
                 bool enable;         /* true                                          */
                 char *listen;        /* "" = share [http] listen                      */
                 char *token_file;    /* first admin token, 0600; "/var/lib/keyward/admin.token" */
+                char *initial_token_sha256;  /* "" or 64 hex digits (either case): the
+                                        first admin token is the one with this
+                                        SHA-256, and no token_file is written
+                                        (secret: a weak token could be guessed) */
         } admin;
 
         struct {                     /* [log]                                         */

@@ -136,6 +136,7 @@ static void config_defaults_match_header(void **state)
         assert_string_equal(c->hsm.pin_file, "");
         assert_string_equal(c->hsm.master_key_label, "keyward-master");
         assert_true(c->hsm.create_master_key);
+        assert_false(c->hsm.evaluation);
         assert_int_equal(c->hsm.sessions, 4);
         assert_int_equal(c->hsm.timeout_ms, 2000);
         assert_int_equal(c->hsm.retry_interval_ms, 1000);
@@ -149,6 +150,7 @@ static void config_defaults_match_header(void **state)
         assert_true(c->admin.enable);
         assert_string_equal(c->admin.listen, "");
         assert_string_equal(c->admin.token_file, "/var/lib/keyward/admin.token");
+        assert_string_equal(c->admin.initial_token_sha256, "");
         assert_string_equal(c->log.level, "info");
         assert_true(c->log.requests);
         assert_false(c->ekm.azure_ekm_enable);
@@ -1204,6 +1206,94 @@ static void config_validate_disabled_sections_refuse_settings(void **state)
         kw_config_free(c);
 }
 
+#define HASH64 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+#define HASH64_UPPER "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+
+/* [admin] initial_token_sha256 and [hsm] evaluation: accepted forms, and
+ * the types and defaults the struct gets. */
+static void config_parse_initial_token_sha256_and_evaluation(void **state)
+{
+        (void)state;
+        struct kw_config *c = config_with("[hsm]\nevaluation = true\n"
+                                          "[admin]\ninitial_token_sha256 = \"" HASH64 "\"\n");
+        assert_int_equal(kw_config_validate(c).code, 0);
+        assert_true(c->hsm.evaluation);
+        assert_string_equal(c->admin.initial_token_sha256, HASH64);
+        /* a secret: gone from the processes that wipe theirs */
+        kw_config_wipe_secrets(c);
+        assert_string_equal(c->admin.initial_token_sha256, "");
+        kw_config_free(c);
+        /* upper case is the same hash (PowerShell's Get-FileHash prints it so) */
+        c = config_with("[admin]\ninitial_token_sha256 = \"" HASH64_UPPER "\"\n");
+        assert_int_equal(kw_config_validate(c).code, 0);
+        kw_config_free(c);
+        /* "" (the default, written out) is none */
+        c = config_with("[hsm]\nevaluation = false\n[admin]\ninitial_token_sha256 = \"\"\n");
+        assert_int_equal(kw_config_validate(c).code, 0);
+        assert_false(c->hsm.evaluation);
+        kw_config_free(c);
+        /* evaluation is a boolean, refused at its line otherwise */
+        c = defaults();
+        const char *text = "[hsm]\n\nevaluation = \"yes\"\n";
+        assert_int_equal(kw_config_parse("e.toml", text, strlen(text), c).code, KW_ERR_CONFIG);
+        assert_string_equal(kw_err_detail(), "e.toml:3: key 'evaluation' in [hsm] must be a boolean, "
+                                             "not a string");
+        assert_false(c->hsm.evaluation);
+        kw_config_free(c);
+}
+
+/* A hash that is not 64 hex digits is refused at its line (or naming its
+ * variable), without echoing the value; a refused load returns nothing. */
+static void config_load_initial_token_sha256_malformed_names_line(void **state)
+{
+        (void)state;
+        static const char *const bad[] = {
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0",    /* 63 */
+                HASH64 "0",                                                           /* 65 */
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a0g",   /* not hex */
+                "9f86d081884c7d659a2feaa0c55ad015 3bf4f1b2b0b822cd15d6c15b0f00a08",   /* blank */
+                "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg",                       /* base64url */
+        };
+        struct tmpdir t;
+        char path[128], text[512], want[256];
+        tmp_make(&t);
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                snprintf(text, sizeof text, "%s[admin]\n# the first token's hash\n"
+                                            "initial_token_sha256 = \"%s\"\n", base_valid, bad[i]);
+                tmp_write(&t, "h.toml", text, path, sizeof path);
+                struct kw_config *c = NULL;
+                if (kw_config_load(path, no_env, &c).code != KW_ERR_CONFIG)
+                        fail_msg("case %zu: accepted", i);
+                assert_null(c);
+                snprintf(want, sizeof want, "%s:7: [admin] initial_token_sha256: must be \"\" or the "
+                                            "SHA-256 of the first admin token, 64 hex digits",
+                         path);
+                assert_contains(kw_err_detail(), want);
+                if (strstr(kw_err_detail(), bad[i]) != NULL)
+                        fail_msg("case %zu: the value is echoed: %s", i, kw_err_detail());
+        }
+        /* from the environment: the variable is named */
+        tmp_write(&t, "h.toml", base_valid, path, sizeof path);
+        char *const env[] = { "KEYWARD_ADMIN_INITIAL_TOKEN_SHA256=abc", NULL };
+        struct kw_config *c = NULL;
+        assert_int_equal(kw_config_load(path, env, &c).code, KW_ERR_CONFIG);
+        assert_null(c);
+        assert_contains(kw_err_detail(), "env KEYWARD_ADMIN_INITIAL_TOKEN_SHA256: [admin] "
+                                         "initial_token_sha256: must be");
+        /* and a good one from there is taken, as KEYWARD_HSM_EVALUATION is */
+        char *const good[] = { "KEYWARD_ADMIN_INITIAL_TOKEN_SHA256=" HASH64,
+                               "KEYWARD_HSM_EVALUATION=1", NULL };
+        kw_result r = kw_config_load(path, good, &c);
+        if (!kw_ok(r))
+                fail_msg("refused: %s", kw_err_detail());
+        assert_string_equal(c->admin.initial_token_sha256, HASH64);
+        assert_true(c->hsm.evaluation);
+        kw_config_free(c);
+        tmp_remove(&t, "h.toml");
+        rmdir(t.path);
+}
+
 /* The refusal names the file and the line of the setting, or the
  * environment variable that set it (and the one that turned the switch off). */
 static void config_load_disabled_section_names_line_or_variable(void **state)
@@ -1289,6 +1379,8 @@ int main(void)
                 cmocka_unit_test(config_validate_rejects_each_rule),
                 cmocka_unit_test(config_validate_disabled_sections_refuse_settings),
                 cmocka_unit_test(config_load_disabled_section_names_line_or_variable),
+                cmocka_unit_test(config_parse_initial_token_sha256_and_evaluation),
+                cmocka_unit_test(config_load_initial_token_sha256_malformed_names_line),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

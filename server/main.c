@@ -111,12 +111,20 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
 static void usage(FILE *f)
 {
         fprintf(f,
-                "usage: keywardd [--config FILE] [--check-config | --recover-admin]\n"
+                "usage: keywardd [--config FILE] [--check-config | --init | --recover-admin]\n"
                 "       keywardd [--config FILE] --custody | --front\n"
                 "       keywardd --version | --help\n"
                 "\n"
                 "  --config FILE     configuration (default " KW_CONFIG_DEFAULT_PATH ")\n"
                 "  --check-config    validate the configuration and the files it names, then exit\n"
+                "  --init            create the key store if there is none (master key when\n"
+                "                    [hsm] create_master_key, database key, database, first\n"
+                "                    admin token), check that it opens, then exit without\n"
+                "                    serving; on an existing store it creates nothing.  Run it\n"
+                "                    as the [custody] user (as root it becomes that user).\n"
+                "                    Prints one JSON line: {\"master_key\":\"created\"|\"found\",\n"
+                "                    \"database\":\"created\"|\"found\",\"admin\":\"token_file\"|\n"
+                "                    \"initial_token_sha256\"|\"exists\"}\n"
                 "  --recover-admin   create a new admin token in [admin] token_file (audited as\n"
                 "                    console:<user>), for when no admin token is left; run it as\n"
                 "                    root on the appliance console\n"
@@ -249,6 +257,24 @@ static int check_not_front_readable(const struct kw_config *cfg, const struct kw
                 }
         }
         return bad;
+}
+
+/* [hsm] evaluation = true: said first by each process that starts on its
+ * own (the parent; --custody and --front under systemd), so that whoever
+ * reads the log sees it before anything else; the start records carry
+ * "evaluation":true too, and /healthz and /metrics say it (route_ops.c). */
+static void warn_evaluation(const struct kw_config *cfg)
+{
+        if (cfg->hsm.evaluation)
+                kw_log(KW_LOG_WARN, "evaluation_mode", "evaluation", KW_LOG_TRUE,
+                       "message", "[hsm] evaluation = true: the HSM is a local SoftHSM2 token, for "
+                                  "evaluation only; do not keep production keys on this appliance",
+                       KW_END);
+}
+
+static const char *evaluation_field(const struct kw_config *cfg)
+{
+        return cfg->hsm.evaluation ? KW_LOG_TRUE : KW_LOG_OMIT;
 }
 
 /* ------------------------------------------------------------ children */
@@ -446,7 +472,7 @@ static int supervise(const struct kw_config *cfg, const struct kw_identity *fron
         char url[300];
         snprintf(url, sizeof url, "https://%s", cfg->http.listen);
         kw_log(KW_LOG_INFO, "started", "url", url, "front_user", front->name,
-               "custody_user", cfg->custody.user, KW_END);
+               "custody_user", cfg->custody.user, "evaluation", evaluation_field(cfg), KW_END);
         for (;;) {
                 /* every wake-up, and at least each second, reaps: a SIGCHLD
                  * taken while restarting the other child is not lost */
@@ -498,7 +524,9 @@ static kw_result check_standalone_user(const struct kw_config *cfg, const struct
 static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
 {
         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "front");
-        if (!standalone)
+        if (standalone)
+                warn_evaluation(cfg);
+        else
                 prctl(PR_SET_PDEATHSIG, SIGTERM);   /* never outlive the parent */
         sigset_t set;
         sigemptyset(&set);
@@ -564,7 +592,8 @@ static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
         snprintf(admin_url, sizeof admin_url, "https://%s",
                  admin_split(cfg) ? cfg->admin.listen : cfg->http.listen);
         kw_log(KW_LOG_INFO, "ready", "url", url, "admin_url", cfg->admin.enable ? admin_url : NULL,
-               "version", KEYWARD_VERSION, "user", me.name, "sandbox", cfg->sandbox.seccomp, KW_END);
+               "version", KEYWARD_VERSION, "user", me.name, "sandbox", cfg->sandbox.seccomp,
+               "evaluation", evaluation_field(cfg), KW_END);
         if (ready_fd >= 0) {
                 ssize_t w = write(ready_fd, "1", 1);
                 (void)w;
@@ -596,6 +625,7 @@ int main(int argc, char **argv)
         static const struct option opts[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'k' },
+                { "init", no_argument, NULL, 'I' },
                 { "recover-admin", no_argument, NULL, 'R' },
                 { "custody", no_argument, NULL, 'C' },
                 { "front", no_argument, NULL, 'F' },
@@ -605,11 +635,13 @@ int main(int argc, char **argv)
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
-        int check_only = 0, recover = 0, custody = 0, front = 0, ready_fd = -1, control_fd = -1, o;
+        int check_only = 0, init = 0, recover = 0, custody = 0, front = 0, ready_fd = -1,
+            control_fd = -1, o;
         while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
                 switch (o) {
                 case 'c': config_path = optarg; break;
                 case 'k': check_only = 1; break;
+                case 'I': init = 1; break;
                 case 'R': recover = 1; break;
                 case 'C': custody = 1; break;
                 case 'F': front = 1; break;
@@ -620,7 +652,7 @@ int main(int argc, char **argv)
                 default: usage(stderr); return 2;
                 }
         }
-        if (optind != argc || check_only + recover + custody + front > 1) {
+        if (optind != argc || check_only + init + recover + custody + front > 1) {
                 usage(stderr);
                 return 2;
         }
@@ -640,9 +672,17 @@ int main(int argc, char **argv)
                 struct kw_custody_start st = { .ready_fd = ready_fd, .control_fd = control_fd,
                                                .front_pid = 0, .front_uid = (uid_t)-1,
                                                .standalone = ready_fd < 0 && control_fd < 0 };
+                if (st.standalone) {
+                        /* the process's name in its lines, as kw_custody_main sets it */
+                        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "custody");
+                        warn_evaluation(cfg);
+                }
                 rc = kw_custody_main(cfg, &st);
         } else if (front) {
                 rc = front_main(cfg, ready_fd, ready_fd < 0);
+        } else if (init) {
+                /* the database's directory is the data volume's: never made here */
+                rc = check_db_dir(cfg) != 0 ? 2 : kw_custody_init(cfg);
         } else if (recover) {
                 char who[96];
                 console_user(who);
@@ -670,6 +710,7 @@ int main(int argc, char **argv)
                         printf("keywardd: configuration OK (%s)\n", cfg->source);
                 } else if (rc == 0) {
                         kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "parent");
+                        warn_evaluation(cfg);
                         if (!cid.change)
                                 kw_log(KW_LOG_WARN, "single_user",
                                        "message", "not started as root: the front and the custody "

@@ -17,6 +17,9 @@ static const char *log_proc = "keywardd";
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
+const char kw_log_true_[] = "true";
+const char kw_log_omit_[] = "";
+
 void kw_log_setup(enum kw_log_level min, const char *proc)
 {
         log_min = min;
@@ -214,11 +217,15 @@ void kw_log(enum kw_log_level lvl, const char *event, ...)
                 if (k == NULL || r.code != 0)
                         break;
                 const char *v = va_arg(ap, const char *);
+                if (v == KW_LOG_OMIT)
+                        continue;
                 r = kw_buf_put_str(b, ",\"");
                 if (r.code == 0)
                         r = kw_buf_put_json_escaped(b, k, strlen(k));
                 if (r.code == 0 && v == NULL) {
                         r = kw_buf_put_str(b, "\":null");
+                } else if (r.code == 0 && v == KW_LOG_TRUE) {
+                        r = kw_buf_put_str(b, "\":true");
                 } else if (r.code == 0) {
                         r = kw_buf_put_str(b, "\":\"");
                         if (r.code == 0)

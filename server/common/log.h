@@ -36,11 +36,19 @@ int kw_log_enabled(enum kw_log_level lvl);
 /*
  * One event: kw_log(KW_LOG_WARN, "hsm_down", "reason", "timeout", NULL);
  * Arguments after the event are key/value string pairs, NULL-terminated;
- * values are JSON-escaped; a NULL value is written as null.
+ * values are JSON-escaped; a NULL value is written as null, the value
+ * KW_LOG_TRUE as the JSON literal true, and a pair whose value is
+ * KW_LOG_OMIT is left out (a field present only when a flag is set:
+ * "evaluation", on ? KW_LOG_TRUE : KW_LOG_OMIT).
  */
 void kw_log(enum kw_log_level lvl, const char *event, ...) __attribute__((sentinel));
 /* The sentinel, typed: a bare NULL may be an int 0 in a variadic call. */
 #define KW_END ((const char *)NULL)
+/* Values told apart by their address, not their text (log.c). */
+extern const char kw_log_true_[];
+extern const char kw_log_omit_[];
+#define KW_LOG_TRUE ((const char *)kw_log_true_)
+#define KW_LOG_OMIT ((const char *)kw_log_omit_)
 
 /* A pre-built JSON object body (without braces) appended to the standard
  * fields: {"ts":..,"level":..,"proc":..,<fields>}.  Used for request lines.

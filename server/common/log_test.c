@@ -49,7 +49,8 @@ static char *capture(void (*fn)(void))
 static void emit_two(void)
 {
         const char *absent = NULL;
-        kw_log(KW_LOG_INFO, "started", "who", "a \"quoted\"\n name", "none", absent, KW_END);
+        kw_log(KW_LOG_INFO, "started", "who", "a \"quoted\"\n name", "none", absent,
+               "flag", KW_LOG_TRUE, "skipped", KW_LOG_OMIT, "after", "x", "text", "true", KW_END);
         kw_log_raw(KW_LOG_WARN, "\"event\":\"request\",\"status\":200");
         kw_log(KW_LOG_DEBUG, "hidden", KW_END);   /* below the minimum level */
 }
@@ -84,6 +85,12 @@ static void log_lines_are_json_with_a_correct_timestamp(void **state)
                         assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "who")),
                                             "a \"quoted\"\n name");
                         assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "none")));
+                        /* KW_LOG_TRUE is the literal true, not "true"; an
+                         * omitted pair leaves no trace and ends nothing */
+                        assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "flag")));
+                        assert_null(cJSON_GetObjectItem(j, "skipped"));
+                        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "after")), "x");
+                        assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "text")), "true");
                 } else {
                         assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "level")), "warn");
                         assert_int_equal(cJSON_GetObjectItem(j, "status")->valueint, 200);

@@ -42,6 +42,25 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st);
  */
 int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user);
 
+/*
+ * keywardd --init: creates the key store when it does not exist yet, then
+ * returns without serving.  As the custody process does (same user: as
+ * root it becomes [custody] user first, so the files it makes are that
+ * user's; same HSM; the same open_store, so a master key is made only when
+ * neither the database nor its key file exists and [hsm] create_master_key
+ * is true): the master key, the database key file, the database, the first
+ * admin token (ensure_first_token: [admin] initial_token_sha256, else a
+ * token written to [admin] token_file); then it opens the store again as
+ * the next start will.  On an existing store it creates nothing.  Prints
+ * one line to stdout, no secret in it:
+ *   {"master_key":"created"|"found","database":"created"|"found",
+ *    "admin":"token_file"|"initial_token_sha256"|"exists"}
+ * 0, or the exit status of kw_custody_main (2 users, 3 secure memory,
+ * privileges, the token file or stdout, 4 HSM, 5 database), with one
+ * startup_failed log line saying why.
+ */
+int kw_custody_init(struct kw_config *cfg);
+
 /* Attestation (custody_attest.c): reads the server certificate and sets up
  * the evidence collector; called before privileges are dropped.  Failures
  * only make attestation unavailable (logged). */

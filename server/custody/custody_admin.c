@@ -257,21 +257,27 @@ kw_result op_token_check(struct custody *c, const struct kw_msg *req, struct op_
         return reply_json(reply, d);
 }
 
+kw_result token_row_stamp(struct kw_token_row *row)
+{
+        uint8_t idb[8];
+        KW_TRY(kw_random(idb, sizeof idb));
+        for (int i = 0; i < 8; i++)
+                snprintf(row->id + 2 * i, 3, "%02x", idb[i]);
+        row->created = time(NULL);
+        return KW_OK;
+}
+
 kw_result token_generate(struct kw_token_row *row, struct kw_buf *ret_token, uint8_t ret_hash[32])
 {
-        uint8_t raw[32], idb[8];
+        uint8_t raw[32];
         KW_TRY(kw_random(raw, sizeof raw));
-        kw_result r = kw_random(idb, sizeof idb);
-        if (r.code == 0)
-                r = kw_buf_put_str(ret_token, "kw_");
+        kw_result r = kw_buf_put_str(ret_token, "kw_");
         if (r.code == 0)
                 r = kw_b64url_encode(raw, sizeof raw, ret_token);
         kw_wipe(raw, sizeof raw);
         KW_TRY(r);
+        KW_TRY(token_row_stamp(row));
         kw_sha256(ret_token->p, ret_token->len, ret_hash);
-        for (int i = 0; i < 8; i++)
-                snprintf(row->id + 2 * i, 3, "%02x", idb[i]);
-        row->created = time(NULL);
         return KW_OK;
 }
 

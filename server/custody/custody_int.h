@@ -197,6 +197,9 @@ size_t retention_warning_codes(struct retention *rt, cJSON *arr);
  * ret_hash; row->id and row->created are set. */
 KW_MUST_USE kw_result token_generate(struct kw_token_row *row, struct kw_buf *ret_token,
                                      uint8_t ret_hash[32]);
+/* A new token row's id (16 random hex digits) and creation time (now), for
+ * a token made here (token_generate) or known by its hash alone. */
+KW_MUST_USE kw_result token_row_stamp(struct kw_token_row *row);
 
 /* Reply helpers. */
 /* Consumes doc; its strings (a new token, an import file) are wiped first. */

@@ -2,7 +2,8 @@
  * custody_start.c - the custody process's start-up and end: privileges and
  * sandbox, the HSM link, the database key, the key store, the first admin
  * token, the socket; the console recovery of admin access
- * (keywardd --recover-admin); the deletion sweeper; audit retention's
+ * (keywardd --recover-admin); creating a key store without serving
+ * (keywardd --init); the deletion sweeper; audit retention's
  * thread is started here (custody_retention.c).
  */
 #include <errno.h>
@@ -214,24 +215,80 @@ static kw_result mint_token(struct custody *c, struct kw_token_row *row, const c
         return r;
 }
 
+/* 64 hex digits (either case; config.c checked) -> 32 bytes.  ret_hash is
+ * untouched on failure. */
+KW_MUST_USE static kw_result sha256_from_hex(const char *hex, uint8_t ret_hash[32])
+{
+        uint8_t h[32];
+        KW_ENSURE(strlen(hex) == 64, KW_ERR_CONFIG);
+        for (size_t i = 0; i < 32; i++) {
+                int hi = kw_hex_value((uint8_t)hex[2 * i]), lo = kw_hex_value((uint8_t)hex[2 * i + 1]);
+                if (hi < 0 || lo < 0) {
+                        kw_wipe(h, sizeof h);
+                        KW_BAIL(KW_ERR_CONFIG);
+                }
+                h[i] = (uint8_t)(hi << 4 | lo);
+        }
+        memcpy(ret_hash, h, sizeof h);
+        kw_wipe(h, sizeof h);
+        return KW_OK;
+}
+
+/* The first admin token from its SHA-256 ([admin] initial_token_sha256):
+ * the customer holds the token, nothing is written but the row. */
+KW_MUST_USE static kw_result adopt_token(struct custody *c, struct kw_token_row *row,
+                                         const char *hex, const struct kw_audit_entry *au)
+{
+        uint8_t hash[32];
+        kw_result r = sha256_from_hex(hex, hash);
+        if (r.code != 0)
+                kw_err_set_detail("[admin] initial_token_sha256 is not 64 hex digits");
+        if (r.code == 0)
+                r = token_row_stamp(row);
+        if (r.code == 0)
+                r = kw_keystore_token_insert(c->ks, row, hash, au);
+        kw_wipe(hash, sizeof hash);
+        return r;
+}
+
 /* The first admin token, only in a key store that never had a token: a
  * store whose tokens were all revoked is not "new" (the last admin token
- * cannot be revoked; recovery is keywardd --recover-admin). */
-static kw_result ensure_first_token(struct custody *c)
+ * cannot be revoked; recovery is keywardd --recover-admin).  From
+ * [admin] initial_token_sha256 when set, else made here and written to
+ * [admin] token_file.  *ret_how (may be NULL): "exists", "token_file" or
+ * "initial_token_sha256"; set only on success. */
+KW_MUST_USE static kw_result ensure_first_token(struct custody *c, const char **ret_how)
 {
+        const struct kw_config *cfg = c->cfg;
         uint64_t n = 0;
         KW_TRY(kw_keystore_token_count(c->ks, &n));
-        if (n != 0)
-                return KW_OK;
-        struct kw_token_row row;
-        memset(&row, 0, sizeof row);
-        snprintf(row.name, sizeof row.name, "initial-admin");
-        snprintf(row.role, sizeof row.role, "admin");
-        struct kw_audit_entry au = { .actor = "custody", .action = "token.create",
-                                     .result = "ok", .detail = "initial admin token" };
-        KW_TRY(mint_token(c, &row, c->cfg->admin.token_file, &au));
-        kw_log(KW_LOG_INFO, "admin_token_created", "token_file", c->cfg->admin.token_file,
-               "token_id", row.id, KW_END);
+        const char *how = "exists";
+        if (n == 0) {
+                struct kw_token_row row;
+                memset(&row, 0, sizeof row);
+                snprintf(row.name, sizeof row.name, "initial-admin");
+                snprintf(row.role, sizeof row.role, "admin");
+                int given = cfg->admin.initial_token_sha256 != NULL &&
+                            cfg->admin.initial_token_sha256[0] != '\0';
+                struct kw_audit_entry au = {
+                        .actor = "custody", .action = "token.create", .result = "ok",
+                        .detail = given ? "initial admin token ([admin] initial_token_sha256)"
+                                        : "initial admin token",
+                };
+                how = given ? "initial_token_sha256" : "token_file";
+                if (!given && (cfg->admin.token_file == NULL || cfg->admin.token_file[0] == '\0')) {
+                        kw_err_set_detail("the key store has no admin token yet and neither [admin] "
+                                          "initial_token_sha256 nor token_file is set: set one of "
+                                          "them for the first admin token");
+                        KW_BAIL(KW_ERR_CONFIG);
+                }
+                KW_TRY(given ? adopt_token(c, &row, cfg->admin.initial_token_sha256, &au)
+                             : mint_token(c, &row, cfg->admin.token_file, &au));
+                kw_log(KW_LOG_INFO, "admin_token_created", "source", how, "token_file",
+                       given ? KW_LOG_OMIT : cfg->admin.token_file, "token_id", row.id, KW_END);
+        }
+        if (ret_how != NULL)
+                *ret_how = how;
         return KW_OK;
 }
 
@@ -312,24 +369,40 @@ static void raise_memlock(const struct kw_config *cfg)
         }
 }
 
-/* Everything up to a key store ready for requests (shared with recovery). */
-static int open_store(struct custody *c, int *ret_status)
+/* What open_store made (keywardd --init says it). */
+struct store_report {
+        int master_key_created;
+        int database_created;
+};
+
+/* Everything up to a key store ready for requests (shared with recovery and
+ * keywardd --init).  ret_report may be NULL. */
+static int open_store(struct custody *c, struct store_report *ret_report, int *ret_status)
 {
         const struct kw_config *cfg = c->cfg;
         int db_exists = file_exists(cfg->db.path);
+        /* a database, or a database key sealed under some master key, says a
+         * master key was there: a new one would open neither, so none is
+         * made (a key file left by an earlier attempt that stopped before
+         * the database was written counts too) */
+        int key_exists = file_exists(cfg->db.key_file);
         struct kw_hsm_config hc = {
                 .module = cfg->hsm.module, .token_label = cfg->hsm.token_label,
                 .pin_file = cfg->hsm.pin_file, .master_key_label = cfg->hsm.master_key_label,
-                .create_master_key = cfg->hsm.create_master_key && !db_exists,
+                .create_master_key = cfg->hsm.create_master_key && !db_exists && !key_exists,
                 .sessions = (unsigned)cfg->hsm.sessions, .timeout_ms = (unsigned)cfg->hsm.timeout_ms,
                 .retry_interval_ms = (unsigned)cfg->hsm.retry_interval_ms,
         };
         int created = 0;
         kw_result r = kw_hsm_open(&hc, &c->hsm, &created);
-        if (r.code == KW_ERR_HSM_NO_MASTER_KEY && db_exists && cfg->hsm.create_master_key)
-                kw_err_set_detail("master key '%s' is missing from token '%s' but the database %s "
-                                  "exists: it cannot be opened without that key",
-                                  cfg->hsm.master_key_label, cfg->hsm.token_label, cfg->db.path);
+        if (r.code == KW_ERR_HSM_NO_MASTER_KEY && (db_exists || key_exists) &&
+            cfg->hsm.create_master_key)
+                kw_err_set_detail("master key '%s' is missing from token '%s' but the %s %s "
+                                  "exists: it cannot be opened without that key (is it the right "
+                                  "token?)",
+                                  cfg->hsm.master_key_label, cfg->hsm.token_label,
+                                  db_exists ? "database" : "database key file",
+                                  db_exists ? cfg->db.path : cfg->db.key_file);
         if (r.code != 0)
                 return *ret_status = fail(4, "hsm", r), -1;
         if (created)
@@ -344,6 +417,8 @@ static int open_store(struct custody *c, int *ret_status)
         kw_secret_free(&dbkey);
         if (r.code != 0)
                 return *ret_status = fail(5, "database", r), -1;
+        if (ret_report != NULL)
+                *ret_report = (struct store_report){ created, !db_exists };
         return 0;
 }
 
@@ -468,7 +543,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         if (r.code != 0)
                 return fail(3, "socket", r);
         if (harden_custody(cfg, &me, me.change || st->standalone, &status) != 0 ||
-            open_store(&c, &status) != 0)
+            open_store(&c, NULL, &status) != 0)
                 return status;
         r = kw_keycache_new((size_t)cfg->db.key_cache_size, &c.kc);
         if (r.code == 0)
@@ -476,7 +551,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         if (r.code == 0)
                 r = retention_new(&c, &c.rt);
         if (r.code == 0)
-                r = ensure_first_token(&c);
+                r = ensure_first_token(&c, NULL);
         if (r.code == 0)
                 r = custody_xks_init(&c);
         if (r.code != 0)
@@ -515,7 +590,8 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         char nk[24];
         snprintf(nk, sizeof nk, "%llu", (unsigned long long)nkeys);
         kw_log(KW_LOG_INFO, "custody_ready", "socket", cfg->custody.socket_path, "keys", nk,
-               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), "user", me.name, KW_END);
+               "hsm_mechanism", kw_hsm_mechanism_name(c.hsm), "user", me.name, "evaluation",
+               cfg->hsm.evaluation ? KW_LOG_TRUE : KW_LOG_OMIT, KW_END);
         if (st->ready_fd >= 0) {
                 ssize_t w = write(st->ready_fd, "1", 1);
                 (void)w;
@@ -555,7 +631,7 @@ int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
         int status = 0;
         struct kw_identity me, front;
         if (become_custody(cfg, &me, &front, &status) != 0 ||
-            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, &status) != 0)
+            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, NULL, &status) != 0)
                 return status;
         struct kw_token_row row;
         memset(&row, 0, sizeof row);
@@ -578,3 +654,63 @@ int kw_custody_recover_admin(struct kw_config *cfg, const char *console_user)
         return 0;
 }
 
+/* What open_store opened, closed (keywardd --init, which opens it twice). */
+static void close_store(struct custody *c)
+{
+        kw_keystore_close(c->ks);
+        kw_hsm_close(c->hsm);
+        c->ks = NULL;
+        c->hsm = NULL;
+}
+
+int kw_custody_init(struct kw_config *cfg)
+{
+        static struct custody c;
+        c.cfg = cfg;
+        c.listen_fd = -1;
+        pthread_mutex_init(&c.write_mu, NULL);
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(cfg->log.level), "init");
+        int status = 0;
+        struct kw_identity me, front;
+        struct store_report made = { 0, 0 };
+        if (become_custody(cfg, &me, &front, &status) != 0 ||
+            harden_custody(cfg, &me, me.change, &status) != 0 || open_store(&c, &made, &status) != 0)
+                return status;
+        const char *admin = NULL;
+        kw_result r = ensure_first_token(&c, &admin);
+        if (r.code != 0)
+                status = fail(r.code == KW_ERR_CONFIG ? 2 : r.code == KW_ERR_IO ? 3 : 5, "admin token", r);
+        close_store(&c);
+        if (status != 0)
+                return status;
+        /* the store as the next start opens it: the key file unsealed anew,
+         * the database opened with that key, an admin token in it */
+        if (open_store(&c, NULL, &status) != 0)
+                return status;
+        uint64_t tokens = 0;
+        r = kw_keystore_token_count(c.ks, &tokens);
+        if (r.code == 0 && tokens == 0) {
+                kw_err_set_detail("the key store has no admin token after --init");
+                r = KW_RESULT(KW_ERR_INTERNAL);
+        }
+        if (r.code != 0)
+                status = fail(5, "check", r);
+        close_store(&c);
+        if (status != 0)
+                return status;
+        kw_config_wipe_secrets(cfg);
+        kw_log(KW_LOG_INFO, "init_done", "master_key", made.master_key_created ? "created" : "found",
+               "database", made.database_created ? "created" : "found", "admin", admin,
+               "user", me.name, KW_END);
+        /* the one line a provisioning program reads; no secret in it */
+        if (printf("{\"master_key\":\"%s\",\"database\":\"%s\",\"admin\":\"%s\"}\n",
+                   made.master_key_created ? "created" : "found",
+                   made.database_created ? "created" : "found", admin) < 0 ||
+            fflush(stdout) != 0) {
+                int e = errno;
+                fprintf(stderr, "keywardd: --init: cannot write its summary to standard output: %s "
+                                "(the key store is ready)\n", strerror(e));
+                return 3;
+        }
+        return 0;
+}

@@ -7,10 +7,11 @@
  * /healthz answers 200 {"status":"ok"} when the custody process answers a
  * PING, 200 {"status":"degraded","warnings":[...]} when it answers with
  * storage warnings (codes only), else 503
- * {"status":"unavailable","error","message"}.
+ * {"status":"unavailable","error","message"}; each with "evaluation":true
+ * added when [hsm] evaluation = true.
  * /metrics is the Prometheus text format 0.0.4: the front's HTTP metrics
  * (kw_http_metrics) followed by the custody counters of KW_OP_STATS as
- * keyward_custody_<name>, and keyward_custody_up.
+ * keyward_custody_<name>, keyward_custody_up and keyward_evaluation_mode.
  */
 #include <math.h> /* isfinite (a macro: no libm) */
 #include <stdio.h>
@@ -79,6 +80,17 @@ KW_MUST_USE static kw_result ops_health_body(const struct kw_cc_call *c, struct 
         return r;
 }
 
+/* [hsm] evaluation = true: "evaluation":true added to the body (a JSON
+ * object this file wrote, so it ends with its closing brace). */
+KW_MUST_USE static kw_result ops_health_evaluation(const struct kw_front *front, struct kw_buf *b)
+{
+        if (front->cfg == NULL || !front->cfg->hsm.evaluation)
+                return KW_OK;
+        KW_ENSURE(b->len > 0 && b->p[b->len - 1] == '}', KW_ERR_INTERNAL);
+        b->len--;
+        return kw_buf_put_str(b, ",\"evaluation\":true}");
+}
+
 void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
 {
         struct kw_front *front = ctx;
@@ -114,6 +126,8 @@ void kw_route_healthz(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 if (w.code == 0)
                         w = kw_buf_put_str(&resp->body, "\"}");
         }
+        if (w.code == 0)
+                w = ops_health_evaluation(front, &resp->body);
         kw_cc_end(&c);
         if (w.code != 0)
                 kw_resp_error(resp, 500, kw_err_name(w.code), kw_strerror(w.code));
@@ -217,8 +231,12 @@ void kw_route_metrics(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 r = kw_buf_printf(&resp->body,
                                   "# HELP keyward_custody_up 1 when the custody process answered "
                                   "the stats request\n# TYPE keyward_custody_up gauge\n"
-                                  "keyward_custody_up %d\n",
-                                  up);
+                                  "keyward_custody_up %d\n"
+                                  "# HELP keyward_evaluation_mode 1 when [hsm] evaluation = true "
+                                  "(a SoftHSM2 token: not for production keys)\n"
+                                  "# TYPE keyward_evaluation_mode gauge\n"
+                                  "keyward_evaluation_mode %d\n",
+                                  up, front->cfg != NULL && front->cfg->hsm.evaluation ? 1 : 0);
         }
         if (r.code != 0) {
                 kw_buf_reset(&resp->body);
