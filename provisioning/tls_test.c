@@ -1,7 +1,9 @@
 /*
  * tls_test.c - the TLS key and certificate of first boot (tls.h): each mode
  * read back with OpenSSL, re-runs, resuming, and everything refused.
- * Each case has a fresh directory (mkdtemp), removed after.
+ * Each case has a fresh directory (mkdtemp), removed after.  Linked with
+ * -Wl,--wrap=write,--wrap=fsync,--wrap=renameat2 (provisioning.mk): the
+ * fakes below fail one call on demand.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -26,6 +28,68 @@
 #include <openssl/x509v3.h>
 
 #include "tls.h"
+
+/* ---- I/O faults ---- */
+
+static struct {
+        const char *fn;   /* the call to fail; NULL: none */
+        int nth;          /* its nth call from now */
+        int err;          /* errno; renameat2 with EEXIST: makes the target first */
+        int calls;
+} fault;
+
+static void fault_set(const char *fn, int nth, int err)
+{
+        fault.fn = fn;
+        fault.nth = nth;
+        fault.err = err;
+        fault.calls = 0;
+}
+
+static int fault_hit(const char *fn)
+{
+        return fault.fn != NULL && strcmp(fault.fn, fn) == 0 && ++fault.calls == fault.nth;
+}
+
+ssize_t __real_write(int fd, const void *p, size_t n);
+ssize_t __wrap_write(int fd, const void *p, size_t n);
+int __real_fsync(int fd);
+int __wrap_fsync(int fd);
+int __real_renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned flags);
+int __wrap_renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned flags);
+
+ssize_t __wrap_write(int fd, const void *p, size_t n)
+{
+        if (fault_hit("write")) {
+                errno = fault.err;
+                return -1;
+        }
+        return __real_write(fd, p, n);
+}
+
+int __wrap_fsync(int fd)
+{
+        if (fault_hit("fsync")) {
+                errno = fault.err;
+                return -1;
+        }
+        return __real_fsync(fd);
+}
+
+int __wrap_renameat2(int from_dir, const char *from, int to_dir, const char *to, unsigned flags)
+{
+        if (fault_hit("renameat2")) {
+                if (fault.err != EEXIST) {
+                        errno = fault.err;
+                        return -1;
+                }
+                int fd = openat(to_dir, to, O_WRONLY | O_CREAT | O_EXCL, 0600);   /* another writer's */
+                assert_true(fd >= 0);
+                assert_int_equal(__real_write(fd, "theirs\n", 7), 7);
+                close(fd);
+        }
+        return __real_renameat2(from_dir, from, to_dir, to, flags);
+}
 
 /* ---- fixtures and helpers ---- */
 
@@ -65,6 +129,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
         struct t *t = *state;
+        fault_set(NULL, 0, 0);
         rm_tree(t->dir);
         rm_tree(t->other);
         free(t);
@@ -590,6 +655,67 @@ static void tls_ensure_existing_key_refused(void **state)
         unlink(path_of(t->dir, KWP_TLS_KEY_FILE));
         assert_int_equal(mkdir(path_of(t->dir, KWP_TLS_KEY_FILE), 0700), 0);
         ensure_fails(&req, KW_ERR_EXISTS, "not a regular file");
+}
+
+static void tls_ensure_io_failure_leaves_nothing(void **state)
+{
+        struct t *t = *state;
+        struct kwp_tls_req req = req_for(t->dir, KWP_TLS_SELF_SIGNED);
+        fault_set("write", 1, ENOSPC);
+        ensure_fails(&req, KW_ERR_IO, "cannot write");
+        detail_says("/.key.pem.tmp-");
+        detail_says("No space left on device");
+        fault_set("fsync", 1, EIO);
+        ensure_fails(&req, KW_ERR_IO, "Input/output error");
+        fault_set("renameat2", 1, EXDEV);
+        ensure_fails(&req, KW_ERR_IO, "cannot rename");
+        assert_int_equal(n_entries(t->dir), 0);   /* the temporaries went too */
+        /* the certificate's write fails: the key stays, the next run makes the certificate */
+        fault_set("renameat2", 2, EIO);
+        struct kwp_tls_result res;
+        assert_int_equal(kwp_tls_ensure(&req, &res).code, KW_ERR_IO);
+        detail_says("cert.pem");
+        assert_int_equal(n_entries(t->dir), 1);
+        fault_set(NULL, 0, 0);
+        ensure_ok(&req, &res);
+        assert_int_equal(res.key, KWP_TLS_KEPT);
+        assert_int_equal(res.cert, KWP_TLS_CREATED);
+}
+
+/* Killed after key.pem's rename, before the directory's fsync: the next run
+ * takes that key. */
+static void tls_ensure_directory_sync_failure_resumes(void **state)
+{
+        struct t *t = *state;
+        struct kwp_tls_req req = req_for(t->dir, KWP_TLS_SELF_SIGNED);
+        struct kwp_tls_result res;
+        fault_set("fsync", 2, EIO);
+        assert_int_equal(kwp_tls_ensure(&req, &res).code, KW_ERR_IO);
+        detail_says("cannot sync the directory");
+        assert_int_equal(n_entries(t->dir), 1);
+        EVP_PKEY *key = load_key(t->dir);
+        fault_set(NULL, 0, 0);
+        ensure_ok(&req, &res);
+        assert_int_equal(res.key, KWP_TLS_KEPT);
+        X509 *x = load_cert(t->dir);
+        assert_int_equal(EVP_PKEY_eq(X509_get0_pubkey(x), key), 1);
+        X509_free(x);
+        EVP_PKEY_free(key);
+}
+
+/* key.pem appears between the look and the rename: not overwritten. */
+static void tls_ensure_key_appearing_meanwhile_kept(void **state)
+{
+        struct t *t = *state;
+        struct kwp_tls_req req = req_for(t->dir, KWP_TLS_SELF_SIGNED);
+        struct kwp_tls_result res;
+        fault_set("renameat2", 1, EEXIST);
+        assert_int_equal(kwp_tls_ensure(&req, &res).code, KW_ERR_EXISTS);
+        detail_says("key.pem appeared while it was being made: not overwritten");
+        char *theirs = slurp(t->dir, KWP_TLS_KEY_FILE, NULL);
+        assert_string_equal(theirs, "theirs\n");
+        free(theirs);
+        assert_int_equal(n_entries(t->dir), 1);
 }
 
 /* ---- csr ---- */
@@ -1195,6 +1321,9 @@ int main(void)
                 T(tls_ensure_cert_for_other_key_replaced),
                 T(tls_ensure_changed_names_replace_cert),
                 T(tls_ensure_existing_key_refused),
+                T(tls_ensure_io_failure_leaves_nothing),
+                T(tls_ensure_directory_sync_failure_resumes),
+                T(tls_ensure_key_appearing_meanwhile_kept),
                 T(tls_ensure_csr_writes_request_and_placeholder),
                 T(tls_ensure_csr_for_other_key_replaced),
                 T(tls_ensure_supplied_installs_chain_and_key),
