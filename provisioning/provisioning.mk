@@ -16,3 +16,16 @@ $(BUILD)/keyward-provision: $(PROV_CLI) $(wildcard provisioning/*.h) $(BUILD)/li
 	$(CC) $(ALL_CFLAGS) $(PROV_CLI) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -o $@
 
 all: $(BUILD)/keyward-provision
+
+# tls_test reaches the I/O failures of tls.c's atomic writes with -Wl,--wrap
+# fakes (write, fsync, renameat2 fail on demand; every other call goes
+# through): its own link lines, otherwise those of every unit test.
+KWP_TLS_WRAP := -Wl,--wrap=write,--wrap=fsync,--wrap=renameat2
+$(BUILD)/test/tls_test: provisioning/tls_test.c $(BUILD)/libkeyward.a
+	@mkdir -p $(dir $@)
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(KWP_TLS_WRAP) $(PKG_LIBS) -lcmocka -ldl -o $@
+$(BUILD)/santest/tls_test: provisioning/tls_test.c $(BUILD)/libkeyward-san.a
+	@mkdir -p $(dir $@)
+	@echo "  TEST-SAN $@"
+	$(Q)$(CC) $(SAN_CFLAGS) $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(KWP_TLS_WRAP) $(PKG_LIBS) -lcmocka -ldl -o $@
