@@ -1,11 +1,13 @@
 # provisioning/provisioning.mk - included by the top Makefile: first-boot
 # set-up, keyward-provision (issue 13).  The parsers of untrusted input
-# (ovf.c) are in LIB_SRCS, so that the unit tests, the sanitizer runs and
-# the fuzzers reach them; the program's own files (main.c, source.c with
-# libcurl, media.c with mount(2), disk.c with the block devices) are linked
-# only into it.
+# (ovf.c, selftest_judge.c) and the pure SigV4 signer (sigv4_sign.c) are in
+# LIB_SRCS, so that the unit tests, the sanitizer runs and the fuzzers reach
+# them; the program's own files (main.c; source.c, selftest.c and httpc.c
+# with libcurl; media.c with mount(2); disk.c with the block devices) are
+# linked only into it.
 
-PROV_CLI  := provisioning/main.c provisioning/source.c provisioning/media.c provisioning/disk.c
+PROV_CLI  := provisioning/main.c provisioning/source.c provisioning/media.c provisioning/disk.c \
+             provisioning/httpc.c provisioning/selftest.c
 PROV_LIB  := $(filter-out %_test.c $(PROV_CLI),$(wildcard provisioning/*.c))
 LIB_SRCS  += $(PROV_LIB)
 HEADERS   += $(wildcard provisioning/*.h)

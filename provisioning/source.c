@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -14,12 +13,12 @@
 #include "../server/common/b64.h"
 #include "../server/common/log.h"
 #include "../server/common/readfile.h"
+#include "httpc.h"
 #include "media.h"
 #include "ovf.h"
 #include "source.h"
 
 #define TOKEN_MAX 512u
-#define BACKOFF_MAX_MS 5000u
 
 void kwp_sources_default(struct kwp_sources *s)
 {
@@ -46,22 +45,9 @@ const char *kwp_source_name(enum kwp_source_kind k)
 /* One response: its body (at most cap bytes) and whether the GCP header
  * came with it. */
 struct resp {
-        struct kw_buf *body;
-        size_t cap;
-        int too_large;
+        struct kwp_http_body b;
         int gcp_flavor;
 };
-
-static size_t on_body(char *p, size_t size, size_t n, void *arg)
-{
-        struct resp *r = arg;
-        size_t len = size * n;
-        if (r->body->len + len > r->cap) {
-                r->too_large = 1;
-                return 0;   /* aborts the transfer */
-        }
-        return kw_buf_put(r->body, p, len).code == 0 ? len : 0;
-}
 
 static size_t on_header(char *p, size_t size, size_t n, void *arg)
 {
@@ -105,28 +91,18 @@ static enum outcome request(const struct kwp_sources *s, const char *method, con
                 ok = n != NULL;
                 hl = ok ? n : hl;
         }
-        CURL *c = ok ? curl_easy_init() : NULL;
+        kw_buf_reset(out);
+        struct resp r = { .b = { .buf = out, .cap = cap } };
+        CURL *c = ok ? kwp_http_new("http", s->timeout_ms, &r.b) : NULL;
         if (c == NULL) {
                 curl_slist_free_all(hl);
                 snprintf(why, whysz, "out of memory");
                 return FAILED;
         }
-        kw_buf_reset(out);
-        struct resp r = { .body = out, .cap = cap };
         curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http");
-        curl_easy_setopt(c, CURLOPT_PROXY, "");          /* never a proxy from the environment */
-        curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)s->timeout_ms);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)s->timeout_ms);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
         curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
         curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-        curl_easy_setopt(c, CURLOPT_USERAGENT, "keyward-provision");
         if (strcmp(method, "PUT") == 0) {
                 curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
                 curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
@@ -139,7 +115,7 @@ static enum outcome request(const struct kwp_sources *s, const char *method, con
         curl_easy_cleanup(c);
         if (gcp_flavor != NULL)
                 *gcp_flavor = r.gcp_flavor;
-        if (r.too_large) {
+        if (r.b.too_large) {
                 snprintf(why, whysz, "more than %zu bytes", cap);
                 return TOO_LARGE;
         }
@@ -238,13 +214,6 @@ static enum outcome gcp_once(const struct kwp_sources *s, struct kw_buf *doc, ch
         return o;
 }
 
-static void sleep_ms(unsigned ms)
-{
-        struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-                ;
-}
-
 typedef enum outcome (*once_fn)(const struct kwp_sources *, struct kw_buf *, char *, size_t);
 
 /* A source, tried up to s->attempts times while it fails. */
@@ -254,10 +223,8 @@ static enum outcome attempt(const struct kwp_sources *s, const char *name, once_
         unsigned backoff = s->backoff_ms;
         enum outcome o = FAILED;
         for (unsigned i = 0; i < (s->attempts ? s->attempts : 1); i++) {
-                if (i > 0) {
-                        sleep_ms(backoff);
-                        backoff = backoff * 2 < BACKOFF_MAX_MS ? backoff * 2 : BACKOFF_MAX_MS;
-                }
+                if (i > 0)
+                        kwp_http_backoff(&backoff);
                 o = once(s, doc, why, whysz);
                 if (o != FAILED)
                         break;

@@ -39,6 +39,7 @@
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/pkcs11.h>
 
+#include "../common/readfile.h"
 #include "hsm.h"
 
 #define HSM_BLOB_VERSION 1
@@ -788,52 +789,11 @@ void kw_hsm_get_stats(const struct kw_hsm *h, struct kw_hsm_stats *ret)
 /* PIN = file content with one trailing "\n" or "\r\n" removed; never empty. */
 KW_MUST_USE static kw_result read_pin(const char *path, struct kw_secret *ret)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) {
-                kw_err_set_detail("cannot open the PIN file %s: %s", path, strerror(errno));
-                KW_BAIL(KW_ERR_IO);
-        }
-        struct stat st;
-        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-                close(fd);
-                kw_err_set_detail("the PIN file %s is not a regular file", path);
-                KW_BAIL(KW_ERR_IO);
-        }
-        uint8_t buf[HSM_MAX_PIN + 3];
-        size_t n = 0;
-        while (n < sizeof buf) {
-                ssize_t k = read(fd, buf + n, sizeof buf - n);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0) {
-                        int e = errno;
-                        close(fd);
-                        kw_wipe(buf, sizeof buf);
-                        kw_err_set_detail("cannot read the PIN file %s: %s", path, strerror(e));
-                        KW_BAIL(KW_ERR_IO);
-                }
-                if (k == 0)
-                        break;
-                n += (size_t)k;
-        }
-        close(fd);
-        if (n >= 2 && buf[n - 2] == '\r' && buf[n - 1] == '\n')
-                n -= 2;
-        else if (n >= 1 && buf[n - 1] == '\n')
-                n -= 1;
-        kw_result r = KW_OK;
-        if (n == 0) {
-                kw_err_set_detail("the PIN file %s is empty", path);
-                r = KW_RESULT(KW_ERR_HSM_PIN);
-        } else if (n > HSM_MAX_PIN) {
-                kw_err_set_detail("the PIN in %s is longer than %u bytes", path, HSM_MAX_PIN);
-                r = KW_RESULT(KW_ERR_HSM_PIN);
-        } else {
-                r = kw_secret_dup(buf, n, ret);
-        }
-        kw_wipe(buf, sizeof buf);
-        if (r.code != 0)
-                kw_trace(r.code, __FILE__, __LINE__);
+        char what[PATH_MAX + 16];
+        snprintf(what, sizeof what, "the PIN file %s", path);
+        kw_result r = kw_read_secret_file(path, what, HSM_MAX_PIN, ret);
+        if (r.code == KW_ERR_BAD_LENGTH)
+                KW_BAIL(KW_ERR_HSM_PIN);
         return r;
 }
 

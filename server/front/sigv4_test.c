@@ -23,133 +23,7 @@
 
 #include "custody/sigv4_key.h"
 #include "front/sigv4.h"
-
-#define SECRET "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-#define MAX_CASES 64
-#define MAX_HDRS 32
-
-static char case_dirs[MAX_CASES][512];
-static size_t n_cases;
-
-static char *slurp(const char *path, size_t *ret_len)
-{
-        FILE *f = fopen(path, "rb");
-        if (f == NULL)
-                return NULL;
-        char *buf = malloc(65536);
-        size_t n = buf ? fread(buf, 1, 65535, f) : 0;
-        fclose(f);
-        if (buf == NULL)
-                return NULL;
-        buf[n] = '\0';
-        if (ret_len)
-                *ret_len = n;
-        return buf;
-}
-
-static void find_cases(const char *dir)
-{
-        DIR *d = opendir(dir);
-        if (d == NULL)
-                return;
-        struct dirent *e;
-        while ((e = readdir(d)) != NULL) {
-                if (e->d_name[0] == '.')
-                        continue;
-                char p[512];
-                snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-                struct stat st;
-                if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode))
-                        continue;
-                char req[1100];
-                if (snprintf(req, sizeof req, "%s/%.255s.req", p, e->d_name) >= (int)sizeof req)
-                        continue;
-                if (access(req, R_OK) == 0 && n_cases < MAX_CASES)
-                        snprintf(case_dirs[n_cases++], sizeof case_dirs[0], "%s", p);
-                find_cases(p);
-        }
-        closedir(d);
-}
-
-/* A parsed .req file: pointers into its (mutable) text. */
-struct vreq {
-        char *text;
-        char method[16];
-        char path[1024];
-        char query[1024];
-        int has_query;
-        struct kw_sigv4_header h[MAX_HDRS];
-        size_t nh;
-        const uint8_t *body;
-        size_t body_len;
-};
-
-/* Request line, "Name:value" lines (a line starting with blanks continues
- * the previous header as another value of the same name), a blank line,
- * the body. */
-static void parse_req(char *text, struct vreq *r)
-{
-        memset(r, 0, sizeof *r);
-        r->text = text;
-        char *eol = strchr(text, '\n');
-        assert_non_null(eol);
-        *eol = '\0';
-        char *sp1 = strchr(text, ' ');
-        char *sp2 = strrchr(text, ' ');
-        assert_true(sp1 && sp2 && sp2 > sp1);
-        snprintf(r->method, sizeof r->method, "%.*s", (int)(sp1 - text), text);
-        char target[1024];
-        snprintf(target, sizeof target, "%.*s", (int)(sp2 - sp1 - 1), sp1 + 1);
-        char *qm = strchr(target, '?');
-        if (qm) {
-                *qm = '\0';
-                snprintf(r->query, sizeof r->query, "%s", qm + 1);
-                r->has_query = 1;
-        }
-        snprintf(r->path, sizeof r->path, "%s", target);
-        char *line = eol + 1;
-        const char *last_name = NULL;
-        size_t last_len = 0;
-        for (;;) {
-                char *nl = strchr(line, '\n');
-                size_t len = nl ? (size_t)(nl - line) : strlen(line);
-                if (len == 0) {
-                        if (nl) {
-                                r->body = (const uint8_t *)(nl + 1);
-                                r->body_len = strlen(nl + 1);
-                        }
-                        break;
-                }
-                assert_true(r->nh < MAX_HDRS);
-                struct kw_sigv4_header *h = &r->h[r->nh++];
-                if (line[0] == ' ' || line[0] == '\t') {
-                        h->name = last_name;
-                        h->name_len = last_len;
-                        h->value = line;
-                        h->value_len = len;
-                } else {
-                        char *colon = memchr(line, ':', len);
-                        assert_non_null(colon);
-                        h->name = line;
-                        h->name_len = (size_t)(colon - line);
-                        h->value = colon + 1;
-                        h->value_len = len - h->name_len - 1;
-                        last_name = h->name;
-                        last_len = h->name_len;
-                }
-                if (!nl)
-                        break;
-                line = nl + 1;
-        }
-}
-
-static struct kw_sigv4_request as_request(const struct vreq *v)
-{
-        return (struct kw_sigv4_request){ .method = v->method, .path = v->path,
-                                          .query = v->has_query ? v->query : NULL,
-                                          .headers = v->h, .n_headers = v->nh, .body = v->body,
-                                          .body_len = v->body_len, .normalize_path = 1 };
-}
+#include "front/sigv4_vectors_test.h"
 
 /* 1 when the request verifies against the signature of auth. */
 static int verifies(const struct kw_sigv4_request *rq, const struct kw_sigv4_auth *auth)
@@ -160,8 +34,8 @@ static int verifies(const struct kw_sigv4_request *rq, const struct kw_sigv4_aut
         const char *sts = sg.sts;
         size_t n = sg.sts_len;
         uint8_t key[32], sig[32];
-        if (kw_sigv4_signing_key((const uint8_t *)SECRET, strlen(SECRET), auth->date, auth->region,
-                                 auth->service, key).code != 0 ||
+        if (kw_sigv4_signing_key((const uint8_t *)SIGV4_VEC_SECRET, strlen(SIGV4_VEC_SECRET), auth->date,
+                                 auth->region, auth->service, key).code != 0 ||
             kw_sigv4_signature(key, sts, n, sig).code != 0)
                 return 0;
         /* the keyed context the custody process caches gives the same
@@ -184,23 +58,14 @@ static void mutate(char *p, size_t i) { p[i] = p[i] == 'x' ? 'y' : 'x'; }
 static void sigv4_suite_all_cases_verify_and_tampering_fails(void **state)
 {
         (void)state;
-        const char *src = getenv("KW_SRCDIR");
-        char root[512];
-        snprintf(root, sizeof root, "%s/../shared/vectors/sigv4", src ? src : ".");
-        n_cases = 0;
-        find_cases(root);
+        find_all_cases();
         assert_int_equal(n_cases, 31);
         for (size_t c = 0; c < n_cases; c++) {
                 const char *base = strrchr(case_dirs[c], '/') + 1;
-                char p[1200];
-                snprintf(p, sizeof p, "%.500s/%.100s.req", case_dirs[c], base);
-                char *text = slurp(p, NULL);
-                snprintf(p, sizeof p, "%.500s/%.100s.creq", case_dirs[c], base);
-                char *creq = slurp(p, NULL);
-                snprintf(p, sizeof p, "%.500s/%.100s.sts", case_dirs[c], base);
-                char *sts_want = slurp(p, NULL);
-                snprintf(p, sizeof p, "%.500s/%.100s.authz", case_dirs[c], base);
-                char *authz = slurp(p, NULL);
+                char *text = case_file(case_dirs[c], "req");
+                char *creq = case_file(case_dirs[c], "creq");
+                char *sts_want = case_file(case_dirs[c], "sts");
+                char *authz = case_file(case_dirs[c], "authz");
                 assert_true(text && creq && sts_want && authz);
 
                 struct kw_sigv4_auth auth;
