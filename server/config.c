@@ -9,6 +9,8 @@
  *   3. the TOML-subset parser (bounded cursor over the text; the first error
  *      stops it with "name:line: message").  kw_config_parse works on a deep
  *      copy and commits only on success, so a failed parse changes nothing.
+ *      kw_config_parse_ext reads a document with more tables than ours (the
+ *      provisioning document), described by the caller's table of fields.
  *   4. environment overrides KEYWARD_<SECTION>_<KEY>.
  *   5. kw_config_validate (cross-field checks, no file-system access).
  *   6. kw_config_load (file + env + key_file default + validate).
@@ -481,6 +483,9 @@ static void key_assign(void *base, const struct cfg_key *k, struct value *v)
 
 #define SEC_NONE (-1)
 #define SEC_STORE (-2)
+#define SEC_EXT (-3)
+#define SEC_NAMED (-4)
+#define CFG_EXT_MAX_FIELDS 128u
 
 struct parser {
         const char *name;
@@ -494,6 +499,14 @@ struct parser {
         uint32_t key_line[N_KEYS];       /* line each key was set on, 0 = not set */
         uint32_t store_line[KW_XKS_MAX_STORES];
         uint32_t store_key_line[KW_XKS_MAX_STORES][N_STORE_KEYS];
+        /* kw_config_parse_ext: the extension, its current table (first
+         * field of a fixed table, or a named entry) and table header lines */
+        struct kw_config_ext *ext;
+        size_t ext_sec;                  /* SEC_EXT: index of the table's first field */
+        void *named_base;                /* SEC_NAMED: the entry being filled */
+        uint32_t *named_lines;
+        char named_name[CFG_MAX_NAME + 1];
+        uint32_t ext_sec_line[CFG_EXT_MAX_FIELDS];
 };
 
 static kw_result parser_fail(const struct parser *p, uint32_t line, int src_line, const char *fmt,
@@ -734,6 +747,61 @@ KW_MUST_USE static kw_result parse_u_escape(struct parser *p, struct kw_buf *b)
         return buf_put_checked(p, b, u, n);
 }
 
+/* The character at the cursor into b: no control character (hint says
+ * what to use instead), valid UTF-8. */
+KW_MUST_USE static kw_result take_char(struct parser *p, struct kw_buf *b, const char *hint)
+{
+        uint8_t c = p->p[p->off];
+        if (is_control(c))
+                PFAIL(p, p->line, "control character in string%s", hint);
+        size_t n = 1;
+        if (c >= 0x80 && (n = utf8_len(p->p + p->off, p->len - p->off)) == 0)
+                PFAIL(p, p->line, "invalid UTF-8 in string");
+        KW_TRY(buf_put_checked(p, b, p->p + p->off, n));
+        p->off += n;
+        return KW_OK;
+}
+
+/* A '''multi-line literal''' string (a PEM certificate), cursor at the
+ * first quote: no escapes; a line break right after the opening quotes is
+ * dropped; CR LF is read as LF; it ends at the first three quotes. */
+KW_MUST_USE static kw_result parse_ml_literal(struct parser *p, char **ret)
+{
+        const uint32_t open_line = p->line;
+        kw_result r = KW_OK;
+        struct kw_buf b;
+        kw_buf_init(&b, CFG_MAX_STRING);
+        p->off += 3;
+        size_t nl = newline_len(p);
+        if (nl != 0)
+                KW_TRY_GOTO(r, eat_newline(p, nl), out);
+        for (;;) {
+                if (p->off == p->len) {
+                        r = PERR(p, open_line, "unterminated multi-line string (missing closing ''')");
+                        goto out;
+                }
+                if (p->len - p->off >= 3 && memcmp(p->p + p->off, "'''", 3) == 0) {
+                        p->off += 3;
+                        if (peek(p) == '\'') {
+                                r = PERR(p, p->line, "a quote right after the closing ''' "
+                                                     "(a literal string cannot end with ')");
+                                goto out;
+                        }
+                        break;
+                }
+                if ((nl = newline_len(p)) != 0) {
+                        KW_TRY_GOTO(r, buf_put_checked(p, &b, "\n", 1), out);
+                        KW_TRY_GOTO(r, eat_newline(p, nl), out);
+                        continue;
+                }
+                KW_TRY_GOTO(r, take_char(p, &b, ""), out);
+        }
+        r = buf_take_str(&b, ret);
+out:
+        kw_buf_free(&b);
+        return r;
+}
+
 /* A "basic" (quote = '"', escapes) or 'literal' (quote = '\'') string on
  * one line, cursor at the opening quote. */
 KW_MUST_USE static kw_result parse_string(struct parser *p, char **ret)
@@ -741,11 +809,13 @@ KW_MUST_USE static kw_result parse_string(struct parser *p, char **ret)
         const uint8_t quote = p->p[p->off];
         kw_result r = KW_OK;
         struct kw_buf b;
-        kw_buf_init(&b, CFG_MAX_STRING);
         if (peek_at(p, 1) == quote && peek_at(p, 2) == quote) {
-                r = PERR(p, p->line, "multi-line strings are not supported");
-                goto out;
+                if (quote == '\'')
+                        return parse_ml_literal(p, ret);
+                PFAIL(p, p->line, "multi-line basic strings (\"\"\") are not supported "
+                                  "(use '''...''' for text on several lines)");
         }
+        kw_buf_init(&b, CFG_MAX_STRING);
         p->off++;
         for (;;) {
                 if (p->off == p->len || newline_len(p) != 0) {
@@ -773,18 +843,7 @@ KW_MUST_USE static kw_result parse_string(struct parser *p, char **ret)
                                 KW_TRY_GOTO(r, parse_u_escape(p, &b), out);
                         continue;
                 }
-                if (is_control(c)) {
-                        r = PERR(p, p->line, "control character in string%s",
-                                 quote == '"' ? " (use \\n, \\t or \\uXXXX)" : "");
-                        goto out;
-                }
-                size_t n = 1;
-                if (c >= 0x80 && (n = utf8_len(p->p + p->off, p->len - p->off)) == 0) {
-                        r = PERR(p, p->line, "invalid UTF-8 in string");
-                        goto out;
-                }
-                KW_TRY_GOTO(r, buf_put_checked(p, &b, p->p + p->off, n), out);
-                p->off += n;
+                KW_TRY_GOTO(r, take_char(p, &b, quote == '"' ? " (use \\n, \\t or \\uXXXX)" : ""), out);
         }
         r = buf_take_str(&b, ret);
 out:
@@ -917,8 +976,70 @@ static void section_label(const struct parser *p, char *out, size_t n)
 {
         if (p->sec == SEC_STORE)
                 snprintf(out, n, CFG_STORE_SECTION ".%s", p->cfg->xks_stores[p->store].name);
+        else if (p->sec == SEC_EXT)
+                snprintf(out, n, "%s", p->ext->fields[p->ext_sec].section);
+        else if (p->sec == SEC_NAMED)
+                snprintf(out, n, "%s.%s", p->ext->named, p->named_name);
         else
                 snprintf(out, n, "%s", cfg_keys[p->sec].section);
+}
+
+/* The extension's fixed table named `name`: the index of its first field. */
+static int ext_section_find(const struct kw_config_ext *ext, const char *name)
+{
+        for (size_t i = 0; ext != NULL && i < ext->n_fields; i++)
+                if (strcmp(ext->fields[i].section, name) == 0)
+                        return (int)i;
+        return -1;
+}
+
+/* Why this document may not set the server's table `name`, or NULL. */
+static const char *ext_refused(const struct kw_config_ext *ext, const char *name)
+{
+        for (size_t i = 0; ext != NULL && ext->refused != NULL && ext->refused[i][0] != NULL; i++)
+                if (strcmp(ext->refused[i][0], name) == 0)
+                        return ext->refused[i][1];
+        return NULL;
+}
+
+/* An extension's table header ([a] or [a.b], full name `full`): 1 when it
+ * is one (p->sec set), 0 when not, or the error. */
+KW_MUST_USE static kw_result ext_header(struct parser *p, uint32_t line, const char *a,
+                                        const char *b, const char *full, int *ret_mine)
+{
+        struct kw_config_ext *ext = p->ext;
+        *ret_mine = 0;
+        if (ext == NULL)
+                return KW_OK;
+        int idx = ext_section_find(ext, full);
+        if (idx >= 0) {
+                if (p->ext_sec_line[idx] != 0)
+                        PFAIL(p, line, "duplicate table [%s] (first on line %" PRIu32 ")", full,
+                              p->ext_sec_line[idx]);
+                p->ext_sec_line[idx] = line;
+                p->sec = SEC_EXT;
+                p->ext_sec = (size_t)idx;
+                *ret_mine = 1;
+                return KW_OK;
+        }
+        if (ext->named == NULL || strcmp(a, ext->named) != 0)
+                return KW_OK;
+        if (b[0] == '\0')
+                PFAIL(p, line, "[%s] needs a name: [%s.<name>]", a, a);
+        void *base = NULL;
+        uint32_t *lines = NULL;
+        kw_result r = ext->named_add(ext->ctx, b, line, &base, &lines);
+        if (r.code != 0) {
+                char why[160];
+                snprintf(why, sizeof why, "%s", kw_err_detail());
+                PFAIL(p, line, "[%s]: %s", full, why);
+        }
+        p->sec = SEC_NAMED;
+        p->named_base = base;
+        p->named_lines = lines;
+        snprintf(p->named_name, sizeof p->named_name, "%s", b);
+        *ret_mine = 1;
+        return KW_OK;
 }
 
 /* [name] or [aws_xks_store.<name>], cursor at '['. */
@@ -946,6 +1067,16 @@ KW_MUST_USE static kw_result parse_header(struct parser *p)
                 PFAIL(p, line, "expected ']' to close the table header");
         p->off++;
         KW_TRY(expect_eol(p, "the table header"));
+
+        char full[2 * CFG_MAX_NAME + 2];
+        snprintf(full, sizeof full, dotted ? "%s.%s" : "%s", a, b);
+        int mine = 0;
+        KW_TRY(ext_header(p, line, a, b, full, &mine));
+        if (mine)
+                return KW_OK;
+        const char *refused = ext_refused(p->ext, a);
+        if (refused != NULL)
+                PFAIL(p, line, "[%s] cannot be set in this document: %s", full, refused);
 
         if (!dotted) {
                 int idx = section_find(a);
@@ -983,11 +1114,76 @@ KW_MUST_USE static kw_result parse_header(struct parser *p)
         return KW_OK;
 }
 
+/* The first secret set in an extended document, for its caller's rule. */
+static void note_secret(struct parser *p, uint32_t line, const char *key, const char *label)
+{
+        if (p->ext == NULL || p->ext->secret_line != 0)
+                return;
+        p->ext->secret_line = line;
+        snprintf(p->ext->secret_label, sizeof p->ext->secret_label, "'%s' in [%s]", key, label);
+}
+
+static enum key_type ext_type(enum kw_cfg_type t)
+{
+        switch (t) {
+        case KW_CFG_STR: return KT_STR;
+        case KW_CFG_INT: return KT_INT;
+        case KW_CFG_BOOL: return KT_BOOL;
+        case KW_CFG_LIST: return KT_LIST;
+        }
+        return KT_STR;
+}
+
+/* The extension's `key = value` (the value is at the cursor). */
+KW_MUST_USE static kw_result ext_keyval(struct parser *p, uint32_t line, const char *key,
+                                        const char *label)
+{
+        const struct kw_config_ext *ext = p->ext;
+        const struct kw_cfg_field *tab = p->sec == SEC_EXT ? ext->fields : ext->named_fields;
+        const size_t n = p->sec == SEC_EXT ? ext->n_fields : ext->n_named_fields;
+        const char *section = p->sec == SEC_EXT ? ext->fields[p->ext_sec].section : ext->named;
+        size_t i = 0;
+        while (i < n && !(strcmp(tab[i].section, section) == 0 && strcmp(tab[i].key, key) == 0))
+                i++;
+        if (i == n)
+                PFAIL(p, line, "unknown key '%s' in [%s]", key, label);
+        const struct kw_cfg_field *f = &tab[i];
+        uint32_t *seen = p->sec == SEC_EXT ? &ext->field_line[i] : &p->named_lines[i];
+        void *base = p->sec == SEC_EXT ? ext->base : p->named_base;
+        if (*seen != 0)
+                PFAIL(p, line, "duplicate key '%s' in [%s] (first set on line %" PRIu32 ")", key,
+                      label, *seen);
+
+        struct value v = { 0 };
+        kw_result r = KW_OK;
+        KW_TRY_GOTO(r, parse_value(p, &v), out);
+        if (v.type != ext_type(f->type)) {
+                r = PERR(p, line, "key '%s' in [%s] must be %s, not %s", key, label,
+                         type_name(ext_type(f->type)), type_name(v.type));
+                goto out;
+        }
+        if (v.type == KT_INT && (v.i < f->min || v.i > f->max)) {
+                r = PERR(p, line, "key '%s' in [%s] must be between %" PRId64 " and %" PRId64, key,
+                         label, f->min, f->max);
+                goto out;
+        }
+        KW_TRY_GOTO(r, expect_eol(p, "the value"), out);
+        if ((f->flags & KW_CFG_SECRET) && v.s != NULL && v.s[0] != '\0')
+                note_secret(p, line, key, label);
+        const struct cfg_key k = { section, f->key, v.type, (f->flags & KW_CFG_SECRET) ? KF_SECRET : 0,
+                                   f->off, NULL, 0, 0, 0 };
+        key_assign(base, &k, &v);
+        *seen = line;
+out:
+        value_free(&v);
+        return r;
+}
+
 /* key = value, cursor at the key. */
 KW_MUST_USE static kw_result parse_keyval(struct parser *p)
 {
         const uint32_t line = p->line;
-        char key[CFG_MAX_NAME + 1], label[CFG_MAX_NAME + sizeof CFG_STORE_SECTION + 2];
+        char key[CFG_MAX_NAME + 1], label[2 * CFG_MAX_NAME + 2];
         KW_TRY(read_bare(p, key, "a key"));
         skip_ws(p);
         if (peek(p) == '.')
@@ -1000,6 +1196,8 @@ KW_MUST_USE static kw_result parse_keyval(struct parser *p)
                 PFAIL(p, line, "key '%s' is outside any [section]", key);
         section_label(p, label, sizeof label);
 
+        if (p->sec == SEC_EXT || p->sec == SEC_NAMED)
+                return ext_keyval(p, line, key, label);
         const struct cfg_key *k;
         void *base;
         uint32_t *seen;
@@ -1031,6 +1229,8 @@ KW_MUST_USE static kw_result parse_keyval(struct parser *p)
                 goto out;
         }
         KW_TRY_GOTO(r, expect_eol(p, "the value"), out);
+        if ((k->flags & KF_SECRET) && v.s != NULL && v.s[0] != '\0')
+                note_secret(p, line, key, label);
         key_assign(base, k, &v);
         *seen = line;
 out:
@@ -1072,7 +1272,17 @@ KW_MUST_USE static kw_result parse_document(struct parser *p)
 
 kw_result kw_config_parse(const char *name, const char *text, size_t len, struct kw_config *cfg)
 {
+        return kw_config_parse_ext(name, text, len, cfg, NULL);
+}
+
+kw_result kw_config_parse_ext(const char *name, const char *text, size_t len,
+                              struct kw_config *cfg, struct kw_config_ext *ext)
+{
         KW_ENSURE(cfg != NULL && (text != NULL || len == 0), KW_ERR_INPUT);
+        KW_ENSURE(ext == NULL || (ext->n_fields <= CFG_EXT_MAX_FIELDS &&
+                                  (ext->n_fields == 0 || (ext->base != NULL && ext->field_line != NULL)) &&
+                                  (ext->named == NULL || ext->named_add != NULL)),
+                  KW_ERR_INPUT);
         if (name == NULL)
                 name = "(config)";
         if (len > CFG_MAX_FILE) {
@@ -1085,7 +1295,7 @@ kw_result kw_config_parse(const char *name, const char *text, size_t len, struct
         KW_TRY(config_copy(cfg, &work));
         struct parser p = {
                 .name = name, .p = (const uint8_t *)text, .len = len, .line = 1,
-                .cfg = &work, .sec = SEC_NONE,
+                .cfg = &work, .sec = SEC_NONE, .ext = ext,
         };
         KW_TRY_GOTO(r, parse_document(&p), fail);
         KW_TRY_GOTO(r, str_dup(name, &source), fail);
@@ -1102,6 +1312,113 @@ kw_result kw_config_parse(const char *name, const char *text, size_t len, struct
 fail:
         config_release(&work);
         return r;
+}
+
+void kw_cfg_fields_free(const struct kw_cfg_field *fields, size_t n, void *base)
+{
+        for (size_t i = 0; base != NULL && i < n; i++) {
+                const struct cfg_key k = { fields[i].section, fields[i].key, ext_type(fields[i].type),
+                                           (fields[i].flags & KW_CFG_SECRET) ? KF_SECRET : 0,
+                                           fields[i].off, NULL, 0, 0, 0 };
+                if (k.type == KT_LIST) {
+                        struct kw_strlist *l = key_list(base, &k);
+                        for (size_t j = 0; j < l->n; j++)
+                                str_free(&l->v[j], k.flags & KF_SECRET);
+                }
+                key_free(base, &k);
+        }
+}
+
+kw_result kw_config_doc_fail(const char *name, uint32_t line, const char *fmt, ...)
+{
+        char msg[224];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+        kw_err_set_detail("%s:%" PRIu32 ": %s", name, line, msg);
+        kw_trace(KW_ERR_CONFIG, __FILE__, __LINE__);
+        return KW_RESULT(KW_ERR_CONFIG);
+}
+
+/* ---- writing a configuration back ---------------------------------------- */
+
+KW_MUST_USE static kw_result put_str(struct kw_buf *b, const char *s)
+{
+        return kw_buf_put(b, s, strlen(s));
+}
+
+/* A basic string: quotes, backslashes and control characters escaped. */
+KW_MUST_USE static kw_result put_quoted(struct kw_buf *b, const char *s)
+{
+        KW_TRY(put_str(b, "\""));
+        for (; *s != '\0'; s++) {
+                uint8_t c = (uint8_t)*s;
+                char esc[8];
+                if (c == '"' || c == '\\')
+                        snprintf(esc, sizeof esc, "\\%c", c);
+                else if (c == '\n')
+                        snprintf(esc, sizeof esc, "\\n");
+                else if (c == '\t')
+                        snprintf(esc, sizeof esc, "\\t");
+                else if (c < 0x20 || c == 0x7f)
+                        snprintf(esc, sizeof esc, "\\u%04X", c);
+                else
+                        esc[0] = (char)c, esc[1] = '\0';
+                KW_TRY(put_str(b, esc));
+        }
+        return put_str(b, "\"");
+}
+
+KW_MUST_USE static kw_result put_key(struct kw_buf *b, const void *base, const struct cfg_key *k)
+{
+        char num[32];
+        if (k->type == KT_STR && key_cstr(base, k) == NULL)
+                return KW_OK; /* unset (a store key without default) */
+        KW_TRY(put_str(b, k->key));
+        KW_TRY(put_str(b, " = "));
+        switch (k->type) {
+        case KT_STR: KW_TRY(put_quoted(b, key_cstr(base, k))); break;
+        case KT_INT:
+                snprintf(num, sizeof num, "%" PRId64, *(const int64_t *)((const char *)base + k->off));
+                KW_TRY(put_str(b, num));
+                break;
+        case KT_BOOL:
+                KW_TRY(put_str(b, *(const bool *)((const char *)base + k->off) ? "true" : "false"));
+                break;
+        case KT_LIST: {
+                const struct kw_strlist *l = (const struct kw_strlist *)((const char *)base + k->off);
+                KW_TRY(put_str(b, "["));
+                for (size_t i = 0; i < l->n; i++) {
+                        KW_TRY(put_str(b, i == 0 ? "" : ", "));
+                        KW_TRY(put_quoted(b, l->v[i]));
+                }
+                KW_TRY(put_str(b, "]"));
+                break;
+        }
+        }
+        return put_str(b, "\n");
+}
+
+kw_result kw_config_write(const struct kw_config *cfg, struct kw_buf *out)
+{
+        KW_ENSURE(cfg != NULL && out != NULL, KW_ERR_INPUT);
+        for (size_t i = 0; i < N_KEYS; i++) {
+                if (i == 0 || strcmp(cfg_keys[i].section, cfg_keys[i - 1].section) != 0) {
+                        KW_TRY(put_str(out, i == 0 ? "[" : "\n["));
+                        KW_TRY(put_str(out, cfg_keys[i].section));
+                        KW_TRY(put_str(out, "]\n"));
+                }
+                KW_TRY(put_key(out, cfg, &cfg_keys[i]));
+        }
+        for (size_t s = 0; s < cfg->n_xks_stores && s < KW_XKS_MAX_STORES; s++) {
+                KW_TRY(put_str(out, "\n[" CFG_STORE_SECTION "."));
+                KW_TRY(put_str(out, cfg->xks_stores[s].name));
+                KW_TRY(put_str(out, "]\n"));
+                for (size_t i = 0; i < N_STORE_KEYS; i++)
+                        KW_TRY(put_key(out, &cfg->xks_stores[s], &store_keys[i]));
+        }
+        return KW_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1397,6 +1714,23 @@ static const char *env_var_of(const struct kw_config *cfg, const char *msg)
         return var;
 }
 
+/* The schema row a message "[section] key: ..." is about, or -1. */
+static int row_of_message(const char *msg)
+{
+        const char *close = msg[0] == '[' ? strchr(msg, ']') : NULL;
+        if (close == NULL || close[1] != ' ')
+                return -1;
+        char section[CFG_MAX_NAME + 1], key[CFG_MAX_NAME + 1];
+        size_t sn = (size_t)(close - msg - 1), kn = strcspn(close + 2, ": ");
+        if (sn > CFG_MAX_NAME || kn == 0 || kn > CFG_MAX_NAME)
+                return -1;
+        memcpy(section, msg + 1, sn);
+        section[sn] = '\0';
+        memcpy(key, close + 2, kn);
+        key[kn] = '\0';
+        return key_find(cfg_keys, N_KEYS, section, key);
+}
+
 /* The detail of a validation failure about msg: a value that came from the
  * environment is blamed on its variable; one from the file on the file,
  * with the line of key row `row` when it is known (row < 0: no line). */
@@ -1409,6 +1743,8 @@ static kw_result validate_fail_v(const struct kw_config *cfg, int row, int src_l
         vsnprintf(msg, sizeof msg, fmt, ap);
         const char *var = env_var_of(cfg, msg);
         const char *src = cfg->source ? cfg->source : "(config)";
+        if (row < 0)
+                row = row_of_message(msg);
         if (var != NULL)
                 kw_err_set_detail("env %s: %s", var, msg);
         else if (row >= 0 && (size_t)row < N_KEYS && cfg->key_line_[row] != 0)

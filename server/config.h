@@ -2,7 +2,8 @@
  * config.h - keywardd configuration: a TOML subset -> typed struct.
  *
  * Supported TOML: comments, [table] and [dotted.table] headers, bare keys,
- * basic "strings" (with \" \\ \n \t \uXXXX escapes) and 'literal strings',
+ * basic "strings" (with \" \\ \n \t \uXXXX escapes), 'literal strings' and
+ * '''multi-line literal strings''' (no escapes; for PEM text),
  * decimal integers (optional sign, '_' separators), true/false, and arrays of
  * strings (may span lines, trailing comma allowed).  Anything else, unknown
  * sections and unknown keys included, is an error "file:line: message".
@@ -208,6 +209,67 @@ KW_MUST_USE kw_result kw_config_load(const char *path, char *const *envp, struct
  * validation.  For tests and the fuzzer. */
 KW_MUST_USE kw_result kw_config_parse(const char *name, const char *text, size_t len,
                                       struct kw_config *cfg);
+/* ---- Documents that extend this schema ------------------------------------
+ *
+ * The provisioning document (provisioning/doc.c) is this file's syntax with
+ * more tables: the same parser reads it, with the same messages, and puts
+ * the server's tables into a struct kw_config and the extension's into a
+ * struct of the caller's, described by a table of fields like ours. */
+enum kw_cfg_type { KW_CFG_STR, KW_CFG_INT, KW_CFG_BOOL, KW_CFG_LIST };
+#define KW_CFG_SECRET 1u     /* wiped on free; never echoed; counted as a secret */
+
+struct kw_cfg_field {
+        const char *section; /* "provision", "provision.disk"; named tables: the prefix */
+        const char *key;
+        enum kw_cfg_type type;
+        unsigned flags;      /* KW_CFG_SECRET */
+        size_t off;          /* offset of the member in the struct it fills */
+        int64_t min, max;    /* KW_CFG_INT: accepted range, checked while parsing */
+};
+
+struct kw_config_ext {
+        /* tables with fixed names, filling *base; field_line[i] (n_fields
+         * slots, zeroed by the caller) gets the line field i was set on */
+        const struct kw_cfg_field *fields;
+        size_t n_fields;
+        void *base;
+        uint32_t *field_line;
+        /* [<named>.<name>] tables (NULL: none): named_add makes the entry for
+         * a new name and returns the struct it fills and its line slots
+         * (n_named_fields each); an error it returns is reported on the
+         * header's line (kw_err_detail() is its message) */
+        const char *named;
+        const struct kw_cfg_field *named_fields;
+        size_t n_named_fields;
+        kw_result (*named_add)(void *ctx, const char *name, uint32_t line, void **ret_base,
+                               uint32_t **ret_lines);
+        void *ctx;
+        /* server tables refused in this document: {section, why} pairs, up
+         * to a {NULL, NULL} row */
+        const char *const (*refused)[2];
+        /* out: the first line that sets a secret (a non-empty value of a
+         * secret key, the server's or the extension's), and which key */
+        uint32_t secret_line;
+        char secret_label[208];
+};
+
+/* kw_config_parse over cfg and ext together.  On failure cfg is unchanged,
+ * while ext's struct may hold some values: the caller frees it whole. */
+KW_MUST_USE kw_result kw_config_parse_ext(const char *name, const char *text, size_t len,
+                                          struct kw_config *cfg, struct kw_config_ext *ext);
+/* Frees (and wipes, for secrets) the strings and lists fields point into. */
+void kw_cfg_fields_free(const struct kw_cfg_field *fields, size_t n, void *base);
+/* The error kw_config_parse_ext gives: KW_ERR_CONFIG, kw_err_detail() =
+ * "name:line: message", for the extension's own cross-field checks. */
+KW_MUST_USE kw_result kw_config_doc_fail(const char *name, uint32_t line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* The configuration as a document kw_config_parse reads back to the same
+ * values: every key of every table, then the stores.  Secrets included (the
+ * caller writes it where only keywardd's users read it). */
+struct kw_buf;
+KW_MUST_USE kw_result kw_config_write(const struct kw_config *cfg, struct kw_buf *out);
+
 /* Cross-field checks (ports, required keys, prefix alphabets, files given in
  * pairs...).  Does not touch the file system. */
 KW_MUST_USE kw_result kw_config_validate(const struct kw_config *cfg);

@@ -11,6 +11,8 @@
 
 #include <cmocka.h>
 
+#include "common/buf.h"
+
 #include "config.h"
 
 #define AKID "AKIAXKSEXAMPLEKEY234"                          /* 20 of [A-Z2-7] */
@@ -390,8 +392,9 @@ static const struct err_case err_cases[] = {
         { "[[aws_xks_store]]\n", 0, 1, "arrays of tables", false },
         { "[aws_xks_store.a.b]\n", 0, 1, "at most two name parts", false },
         { "[db]\npath = { a = 1 }\n", 0, 2, "inline tables are not supported", false },
-        { "[db]\npath = \"\"\"x\"\"\"\n", 0, 2, "multi-line strings are not supported", false },
-        { "[db]\npath = '''x'''\n", 0, 2, "multi-line strings are not supported", false },
+        { "[db]\npath = \"\"\"x\"\"\"\n", 0, 2, "multi-line basic strings", false },
+        { "[db]\npath = '''x\n\n", 0, 2, "unterminated multi-line string", false },
+        { "[db]\npath = '''x''''\n", 0, 2, "a quote right after the closing", false },
         { "[db]\nkey_cache_size = 1.5\n", 0, 2, "floating-point numbers are not supported", false },
         { "[db]\nkey_cache_size = 1e3\n", 0, 2, "floating-point numbers are not supported", false },
         { "[db]\nkey_cache_size = 0x10\n", 0, 2, "only decimal integers", false },
@@ -887,7 +890,7 @@ static void config_load_file_errors(void **state)
         tmp_write(&t, "inv.toml", "[hsm]\nmodule = \"/m\"\ntoken_label = \"t\"\npin_file = \"/p\"\n"
                                   "sessions = 65\n", path, sizeof path);
         assert_int_equal(kw_config_load(path, no_env, &c).code, KW_ERR_CONFIG);
-        snprintf(want, sizeof want, "%s: [hsm] sessions: must be between 1 and 64", path);
+        snprintf(want, sizeof want, "%s:5: [hsm] sessions: must be between 1 and 64", path);
         assert_string_equal(kw_err_detail(), want);
 
         assert_true(c == (struct kw_config *)(uintptr_t)0x1); /* untouched */
@@ -1141,7 +1144,7 @@ static void config_validate_rejects_each_rule(void **state)
                 if (kw_config_validate(c).code != KW_ERR_CONFIG)
                         fail_msg("vcase %zu: accepted", i);
                 const char *d = kw_err_detail();
-                if (strncmp(d, "v.toml: ", 8) != 0 || strstr(d, vcases[i].needle) == NULL)
+                if (strncmp(d, "v.toml:", 7) != 0 || strstr(d, vcases[i].needle) == NULL)
                         fail_msg("vcase %zu: '%s' lacks 'v.toml: ...%s'", i, d, vcases[i].needle);
                 /* Secret values never appear in messages. */
                 assert_null(strstr(d, "hunter2"));
@@ -1345,6 +1348,52 @@ static void config_load_disabled_section_names_line_or_variable(void **state)
         rmdir(t.path);
 }
 
+/* '''...''' keeps the text as written: a PEM, line breaks and all. */
+static void config_parse_multi_line_literal(void **state)
+{
+        (void)state;
+        struct kw_config *c = defaults();
+        parse_ok(c, "ml.toml", "[db]\npath = '''\n/var/lib/\"x\"\\n\n  two'''\n[http]\nlisten = \"127.0.0.1:1\"\n");
+        assert_string_equal(c->db.path, "/var/lib/\"x\"\\n\n  two");
+        assert_string_equal(c->http.listen, "127.0.0.1:1");
+        parse_ok(c, "ml2.toml", "[db]\npath = '''a\r\nb'''\n");
+        assert_string_equal(c->db.path, "a\nb");
+        kw_config_free(c);
+}
+
+/* kw_config_write's text reads back to the same configuration (written
+ * again, the same text), secrets and quotes included. */
+static void config_write_reads_back(void **state)
+{
+        (void)state;
+        struct kw_config *c = defaults();
+        parse_ok(c, "w.toml",
+                 "[db]\npath = \"/a \\\"b\\\" \\\\ c\\td\"\n"
+                 "[azure_ekm_config]\nazure_ekm_client_cns = [\"x\", \"y \\u0001\"]\n"
+                 "[aws_xks_config]\naws_xks_enable = true\naws_xks_sigv4_access_key_id = \"ABCDEFGHIJKLMNOPQRST\"\n"
+                 "aws_xks_sigv4_secret_access_key = \"" "abcdefghijabcdefghijabcdefghijabcdefghij123" "\"\n"
+                 "[aws_xks_store.s1]\nuri_prefix = \"/s1\"\naccess_key_id = \"ABCDEFGHIJKLMNOPQRSZ\"\n"
+                 "secret_access_key = \"" "zbcdefghijabcdefghijabcdefghijabcdefghij123" "\"\n");
+        struct kw_buf a, b;
+        kw_buf_init(&a, 1u << 20);
+        kw_buf_init(&b, 1u << 20);
+        assert_int_equal(kw_config_write(c, &a).code, 0);
+        struct kw_config *d = defaults();
+        assert_int_equal(kw_config_parse("back.toml", (const char *)a.p, a.len, d).code, 0);
+        assert_int_equal(kw_config_write(d, &b).code, 0);
+        assert_int_equal(a.len, b.len);
+        assert_memory_equal(a.p, b.p, a.len);
+        assert_string_equal(d->db.path, "/a \"b\" \\ c\td");
+        assert_string_equal(d->ekm.azure_ekm_client_cns.v[1], "y \001");
+        assert_int_equal(d->n_xks_stores, 1);
+        assert_string_equal(d->xks_stores[0].secret_access_key, c->xks_stores[0].secret_access_key);
+        assert_true(d->xks.aws_xks_enable);
+        kw_buf_free(&a);
+        kw_buf_free(&b);
+        kw_config_free(c);
+        kw_config_free(d);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -1381,6 +1430,8 @@ int main(void)
                 cmocka_unit_test(config_load_disabled_section_names_line_or_variable),
                 cmocka_unit_test(config_parse_initial_token_sha256_and_evaluation),
                 cmocka_unit_test(config_load_initial_token_sha256_malformed_names_line),
+                cmocka_unit_test(config_parse_multi_line_literal),
+                cmocka_unit_test(config_write_reads_back),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "result.h"
 
 struct err_row {
         int code;
@@ -96,14 +97,31 @@ static __thread char trace_buf[96];
 
 /* Formatted aside first: a detail that quotes the previous one
  * (kw_err_set_detail("...: %s", kw_err_detail())) reads it whole. */
-void kw_err_set_detail(const char *fmt, ...)
+/* Formatted aside first: a detail that quotes the previous one reads it whole. */
+static void set_detail_v(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+static void set_detail_v(const char *fmt, va_list ap)
 {
         char tmp[sizeof detail_buf];
+        vsnprintf(tmp, sizeof tmp, fmt, ap);
+        memcpy(detail_buf, tmp, sizeof detail_buf);
+}
+
+void kw_err_set_detail(const char *fmt, ...)
+{
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(tmp, sizeof tmp, fmt, ap);
+        set_detail_v(fmt, ap);
         va_end(ap);
-        memcpy(detail_buf, tmp, sizeof detail_buf);
+}
+
+kw_result kw_fail_at(int code, const char *file, int line, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        set_detail_v(fmt, ap);
+        va_end(ap);
+        kw_trace(code, file, line);
+        return KW_RESULT(code);
 }
 
 const char *kw_err_detail(void) { return detail_buf; }

@@ -18,6 +18,13 @@ typedef struct {
 
 #define KW_MUST_USE __attribute__((warn_unused_result))
 
+/* A failure with its detail in one call: sets kw_err_set_detail(fmt, ...),
+ * records the trace and returns KW_RESULT(code), for `return KW_FAIL(...)`
+ * and `r = KW_FAIL(...)` alike. */
+kw_result kw_fail_at(int code, const char *file, int line, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+#define KW_FAIL(c, ...) kw_fail_at((c), __FILE__, __LINE__, __VA_ARGS__)
+
 #define KW_OK ((kw_result){ 0 })
 #define KW_RESULT(c) ((kw_result){ (c) })
 #define KW_BAIL(c)                                                  \
