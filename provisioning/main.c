@@ -36,6 +36,7 @@
 
 #include "../server/common/log.h"
 #include "../server/common/secret.h"
+#include "cli.h"
 #include "disk.h"
 #include "selftest.h"
 #include "source.h"
@@ -53,7 +54,9 @@ enum {
 };
 
 static const char USAGE[] =
-        "usage: keyward-provision fetch --out FILE [source options]\n"
+        "usage: keyward-provision run [--doc FILE | source options] [options]   (see run --help)\n"
+        "       keyward-provision check FILE\n"
+        "       keyward-provision fetch --out FILE [source options]\n"
         "       keyward-provision find-disk [--device PATH]\n"
         "       keyward-provision selftest --url https://HOST:PORT (--cacert FILE | --pin-sha256 HEX)\n"
         "                [--xks-prefix PREFIX --access-key-id ID --secret-file FILE [--region R]\n"
@@ -388,6 +391,8 @@ static const struct {
         const char *name;
         int (*run)(int argc, char **argv);
 } commands[] = {
+        { "run", kwp_cli_run },
+        { "check", kwp_cli_check },
         { "fetch", main_fetch },
         { "find-disk", main_find_disk },
         { "selftest", main_selftest },

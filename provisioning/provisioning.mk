@@ -7,7 +7,9 @@
 # linked only into it.
 
 PROV_CLI  := provisioning/main.c provisioning/source.c provisioning/media.c provisioning/disk.c \
-             provisioning/httpc.c provisioning/selftest.c
+             provisioning/httpc.c provisioning/selftest.c \
+             provisioning/cli_run.c provisioning/run.c provisioning/runfs.c provisioning/spawn.c \
+             provisioning/p11init.c provisioning/output.c provisioning/run_api.c
 PROV_LIB  := $(filter-out %_test.c $(PROV_CLI),$(wildcard provisioning/*.c))
 LIB_SRCS  += $(PROV_LIB)
 HEADERS   += $(wildcard provisioning/*.h)
@@ -15,9 +17,18 @@ TEST_SRCS += $(wildcard provisioning/*_test.c)
 vpath %_test.c provisioning
 
 $(BUILD)/keyward-provision: $(PROV_CLI) $(wildcard provisioning/*.h) $(BUILD)/libkeyward.a
-	$(CC) $(ALL_CFLAGS) $(PROV_CLI) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -o $@
+	$(CC) $(ALL_CFLAGS) $(PROV_CLI) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -ldl -o $@
 
 all: $(BUILD)/keyward-provision
+
+# The same program with fault points (KEYWARD_PROVISION_FAULT=step:point
+# kills it there): for the tests that stop a run at each step.  Never
+# installed.
+$(BUILD)/test/keyward-provision-faults: $(PROV_CLI) $(wildcard provisioning/*.h) $(BUILD)/libkeyward.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DKWP_FAULTS $(PROV_CLI) $(BUILD)/libkeyward.a $(ALL_LDFLAGS) $(PKG_LIBS) -lcurl -ldl -o $@
+
+all: $(BUILD)/test/keyward-provision-faults
 
 # tls_test reaches the I/O failures of tls.c's atomic writes with -Wl,--wrap
 # fakes (write, fsync, renameat2 fail on demand; every other call goes

@@ -1,0 +1,187 @@
+/*
+ * output.c - what the customer gets back (output.h).
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../server/common/buf.h"
+#include "../server/common/err.h"
+#include "../server/common/secret.h"
+#include "output.h"
+#include "tls.h"
+
+#define OUT_MAX (64u * 1024u)
+
+KW_MUST_USE static kw_result put(struct kw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+KW_MUST_USE static kw_result put(struct kw_buf *b, const char *fmt, ...)
+{
+        char line[2048];
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(line, sizeof line, fmt, ap);
+        va_end(ap);
+        KW_ENSURE(n >= 0 && (size_t)n < sizeof line, KW_ERR_TOO_LARGE);
+        kw_result r = kw_buf_put(b, line, (size_t)n);
+        kw_wipe(line, sizeof line);
+        return r;
+}
+
+void kwp_public_host(const struct kwp_doc *doc, const struct kw_config *cfg, char *host, size_t cap)
+{
+        const char *listen = cfg->http.listen;
+        const char *colon = strrchr(listen, ':');
+        const char *port = colon != NULL ? colon + 1 : "443";
+        const char *name = doc->tls.names.n > 0 ? doc->tls.names.v[0] : NULL;
+        char addr[128];
+        if (name == NULL) {
+                size_t n = colon != NULL ? (size_t)(colon - listen) : strlen(listen);
+                snprintf(addr, sizeof addr, "%.*s", (int)n, listen);
+                name = addr;
+        }
+        bool v6 = strchr(name, ':') != NULL && name[0] != '[';
+        snprintf(host, cap, "%s%s%s%s%s", v6 ? "[" : "", name, v6 ? "]" : "",
+                 strcmp(port, "443") == 0 ? "" : ":", strcmp(port, "443") == 0 ? "" : port);
+}
+
+KW_MUST_USE static kw_result put_store(struct kw_buf *b, const char *host, const char *store,
+                                       const char *prefix, const char *akid, const char *secret)
+{
+        KW_TRY(put(b, "  key store %s: endpoint https://%s, path %s/kms/xks/v1\n", store, host, prefix));
+        return put(b, "    import file: {\"XksProxyUriEndpoint\":\"https://%s\",\"XksProxyUriPath\":"
+                      "\"%s/kms/xks/v1\",\"XksProxyAuthenticationCredential\":{\"AccessKeyId\":\"%s\","
+                      "\"RawSecretAccessKey\":\"%s\"}}\n",
+                   host, prefix, akid, secret);
+}
+
+KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const struct kw_config *cfg,
+                                     const struct kwp_paths *p, struct kw_buf *b)
+{
+        char host[300], fp[KWP_TLS_FINGERPRINT_SIZE] = "";
+        kwp_public_host(doc, cfg, host, sizeof host);
+        char when[32];
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+
+        struct kw_buf rk, tok;
+        kw_buf_init(&rk, 4096);
+        kw_buf_init(&tok, 4096);
+        kw_result r = kwp_read_secret_file(p->recovery, &rk);
+        if (r.code == 0 && (doc->admin.token_sha256 == NULL || doc->admin.token_sha256[0] == '\0'))
+                r = kwp_read_secret_file(cfg->admin.token_file, &tok);
+        char cert[KWP_PATH_MAX + 16];
+        snprintf(cert, sizeof cert, "%s/" KWP_TLS_CERT_FILE, p->tls);
+        struct kw_buf pem;
+        kw_buf_init(&pem, KWP_TLS_PEM_MAX);
+        if (r.code == 0)
+                r = kwp_read_secret_file(cert, &pem);
+        if (r.code == 0)
+                r = kwp_tls_fingerprint((const char *)pem.p, pem.len, fp);
+        kw_buf_free(&pem);
+        while (tok.len > 0 && (tok.p[tok.len - 1] == '\n' || tok.p[tok.len - 1] == '\r'))
+                tok.len--;
+        if (r.code != 0)
+                goto out;
+        KW_TRY_GOTO(r, put(b, "\n==== Keyward: provisioned %s (shown once; also in %s, root only) ====\n",
+                           when, p->output), out);
+        if (doc->hsm.evaluation)
+                KW_TRY_GOTO(r, put(b, "EVALUATION MODE: the HSM is a local SoftHSM2 token on the data "
+                                      "volume. Not for production keys.\n"), out);
+        KW_TRY_GOTO(r, put(b, "Recovery key of the data volume (keep it offline; it opens the volume "
+                              "when the TPM or SEV-SNP binding no longer does):\n  %.*s\n",
+                           (int)rk.len, (const char *)rk.p), out);
+        if (tok.len > 0)
+                KW_TRY_GOTO(r, put(b, "First admin API token (Authorization: Bearer ...):\n  %.*s\n",
+                                   (int)tok.len, (const char *)tok.p), out);
+        else
+                KW_TRY_GOTO(r, put(b, "Admin access: the token whose SHA-256 the document gave "
+                                      "([provision.admin] token_sha256)\n"), out);
+        KW_TRY_GOTO(r, put(b, "TLS certificate SHA-256 fingerprint: %s\n", fp), out);
+        if (doc->tls_mode == KWP_TLS_CSR)
+                KW_TRY_GOTO(r, put(b, "Certificate request to sign with your CA: %s/" KWP_TLS_CSR_FILE " (the "
+                                      "appliance serves a self-signed certificate for the same key "
+                                      "until the signed one is installed)\n", p->tls), out);
+        KW_TRY_GOTO(r, put(b, "Verify this appliance from outside:\n  keyward-attest verify https://%s "
+                              "--policy policy.json   (policy.json: published with the image)\n", host), out);
+        if (cfg->xks.aws_xks_enable || cfg->n_xks_stores > 0)
+                KW_TRY_GOTO(r, put(b, "AWS XKS (the import file goes into the KMS console's \"external "
+                                      "key store\" form):\n"), out);
+        if (cfg->xks.aws_xks_enable)
+                KW_TRY_GOTO(r, put_store(b, host, "default", cfg->xks.aws_xks_uri_prefix,
+                                         cfg->xks.aws_xks_sigv4_access_key_id,
+                                         cfg->xks.aws_xks_sigv4_secret_access_key), out);
+        for (size_t i = 0; i < cfg->n_xks_stores; i++) {
+                const struct kw_xks_store *s = &cfg->xks_stores[i];
+                KW_TRY_GOTO(r, put_store(b, host, s->name, s->uri_prefix, s->access_key_id,
+                                         s->secret_access_key), out);
+        }
+        if (cfg->ekm.azure_ekm_enable) {
+                const char *pp = cfg->ekm.azure_ekm_path_prefix;
+                KW_TRY_GOTO(r, put(b, "Azure EKM: register key URLs https://%s/azureekm/%s%s<key name>\n",
+                                   host, pp, pp[0] != '\0' ? "/" : ""), out);
+                for (size_t i = 0; i < doc->n_keys; i++)
+                        if (doc->keys[i].ekm_clients.n > 0)
+                                KW_TRY_GOTO(r, put(b, "  %s: https://%s/azureekm/%s%s%s\n", doc->keys[i].name,
+                                                   host, pp, pp[0] != '\0' ? "/" : "", doc->keys[i].name),
+                                            out);
+        }
+        KW_TRY_GOTO(r, put(b, "==== end ====\n"), out);
+out:
+        kw_buf_free(&rk);
+        kw_buf_free(&tok);
+        return r;
+}
+
+KW_MUST_USE static kw_result to_console(const char *console, const struct kw_buf *b)
+{
+        int fd = open(console, O_WRONLY | O_NOCTTY | O_CLOEXEC | O_APPEND);
+        if (fd < 0) {
+                kw_err_set_detail("open the console %s: %s", console, strerror(errno));
+                KW_BAIL(KW_ERR_IO);
+        }
+        size_t off = 0;
+        while (off < b->len) {
+                ssize_t w = write(fd, b->p + off, b->len - off);
+                if (w < 0 && errno == EINTR)
+                        continue;
+                if (w <= 0)
+                        break;
+                off += (size_t)w;
+        }
+        close(fd);
+        if (off != b->len) {
+                kw_err_set_detail("write to the console %s: %s", console, strerror(errno));
+                KW_BAIL(KW_ERR_IO);
+        }
+        return KW_OK;
+}
+
+kw_result kwp_output(const struct kwp_doc *doc, const struct kw_config *cfg, const struct kwp_run_opts *o,
+                     const struct kwp_paths *p)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, OUT_MAX);
+        kw_result r = KW_OK;
+        if (access(p->recovery, F_OK) != 0 && access(p->output, F_OK) == 0) {
+                /* written before a stop: the file is the copy; shown again */
+                r = kwp_read_secret_file(p->output, &b);
+        } else {
+                r = compose(doc, cfg, p, &b);
+                if (r.code == 0)
+                        r = kwp_write_file(p->output, b.p, b.len, 0400, 0, 0);
+                if (r.code == 0)
+                        kwp_remove_secret_file(p->recovery);
+        }
+        if (r.code == 0)
+                r = to_console(o->console, &b);
+        kw_buf_free(&b);
+        return r;
+}

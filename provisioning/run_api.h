@@ -1,0 +1,25 @@
+/*
+ * run_api.h - the provisioning steps that talk to the started appliance
+ * through its own listeners on this machine: the initial keys (admin API)
+ * and the self-test (selftest.h).  TLS is pinned to the appliance's own
+ * key (the host name of a loopback connection proves nothing).
+ */
+#ifndef KWP_RUN_API_H
+#define KWP_RUN_API_H
+
+#include "../server/common/result.h"
+#include "../server/config.h"
+#include "doc.h"
+#include "run.h"
+#include "runfs.h"
+
+/* The document's [key.<name>] keys, created with the first admin token; a
+ * key of that name already there (a run resumed) is kept. */
+KW_MUST_USE kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cfg,
+                                       const struct kwp_run_opts *o, const struct kwp_paths *p);
+
+/* healthz, XKS health with a configured store's credential, EKM info. */
+KW_MUST_USE kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opts *o,
+                                       const struct kwp_paths *p);
+
+#endif

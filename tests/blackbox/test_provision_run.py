@@ -1,0 +1,348 @@
+"""keyward-provision run (issue 13): from a blank data disk to a serving
+appliance, on this machine's real parts: the disk is a loop device (listed
+in a /sys/block tree of the test's own, as a virtio disk), the TPM is
+swtpm, the HSM a SoftHSM2 token (evaluation mode), keywardd the real
+server.  No device-mapper here, so the volume is formatted and enrolled
+on the disk but not opened (--no-activate): a directory stands for its
+file system (the image boot test opens and mounts it).  systemd is not
+PID 1 here either, so --systemctl names a script that starts keywardd
+(both processes, their users) as the units would.
+
+A run killed at each step and run again ends where an uninterrupted run
+ends."""
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BUILD, SOFTHSM, free_port
+from swtpm import swtpm  # noqa: F401 - the fixture
+from test_provision_disk import machine  # noqa: F401 - the fixture
+from test_xks import Xks
+
+PROV = os.path.join(BUILD, "keyward-provision")
+FAULTS = os.path.join(BUILD, "test", "keyward-provision-faults")
+UNLOCK = os.path.join(BUILD, "keyward-unlock")
+KEYWARDD = os.path.join(BUILD, "keywardd")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices, users and a TPM need root")
+
+DOC = """\
+# a customer's user data
+[provision]
+version = 1
+
+[provision.unlock]
+tpm2 = "pcrs"
+tpm2_pcrs = "7"
+
+[provision.hsm]
+evaluation = true
+
+[provision.tls]
+names = ["127.0.0.1", "kw.example.test"]
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[aws_xks_config]
+aws_xks_enable = true
+aws_xks_uri_prefix = "/kms-a"
+
+[key.payments]
+type = "aes"
+ops = ["encrypt", "decrypt"]
+xks_stores = ["default"]
+"""
+
+STEPS = ["disk", "volume", "filesystem", "hsm", "tls", "config", "store", "services", "keys",
+         "selftest", "output"]
+
+
+class Appliance:
+    def __init__(self, base, disk, sysb, devdir, tcti):
+        self.base, self.disk, self.sysb, self.devdir, self.tcti = base, disk, sysb, devdir, tcti
+        self.data = os.path.join(base, "data")
+        self.state = os.path.join(base, "state")
+        self.console = os.path.join(base, "console")      # stands for the serial console
+        open(self.console, "w").close()
+        self.port = free_port()
+        self.doc = os.path.join(base, "user-data")
+        with open(self.doc, "w") as f:
+            f.write(DOC.format(port=self.port))
+        self.systemctl = os.path.join(base, "systemctl")
+        self.pidfile = os.path.join(base, "keywardd.pid")
+        with open(self.systemctl, "w") as f:
+            f.write("#!/bin/sh\n"
+                    "# systemctl's stand-in: systemd is not PID 1 here; starts both processes\n"
+                    "# of keywardd as keyward-custody.socket + keyward-front.service would\n"
+                    "[ \"$1 $2\" = \"--no-block start\" ] || exit 3\n"
+                    "# started already: nothing to do (as systemctl start)\n"
+                    "[ -f %s ] && kill -0 \"$(cat %s)\" 2>/dev/null && exit 0\n"
+                    "SOFTHSM2_CONF=%s/etc/softhsm2.conf setsid %s --config %s/etc/keyward.toml "
+                    ">>%s/keywardd.log 2>&1 </dev/null &\n"
+                    "echo $! >%s\n" % (self.pidfile, self.pidfile, self.data, KEYWARDD, self.data, base,
+                                        self.pidfile))
+        os.chmod(self.systemctl, 0o755)
+
+    def run(self, fault=None, binary=PROV, *extra):
+        env = dict(os.environ)
+        env.pop("KEYWARD_PROVISION_FAULT", None)
+        if fault:
+            env["KEYWARD_PROVISION_FAULT"] = fault
+        return subprocess.run([binary, "run", "--doc", self.doc, "--data-dir", self.data,
+                               "--state-dir", self.state, "--no-activate", "--console", self.console,
+                               "--tpm2-device", self.tcti, "--unlock", UNLOCK, "--keywardd", KEYWARDD,
+                               "--systemctl", self.systemctl, "--softhsm-module", SOFTHSM,
+                               "--sys-block", self.sysb, "--dev-dir", self.devdir, *extra],
+                              capture_output=True, text=True, timeout=600, env=env)
+
+    def stop_services(self):
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        for _ in range(100):
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        os.unlink(self.pidfile)
+
+    def journal(self):
+        with open(os.path.join(self.data, "provision", "journal")) as f:
+            return [json.loads(line) for line in f]
+
+    def output(self):
+        with open(os.path.join(self.data, "provision", "first-boot.txt")) as f:
+            return f.read()
+
+    def config(self):
+        with open(os.path.join(self.data, "etc", "keyward.toml")) as f:
+            return f.read()
+
+    def shape(self):
+        """What must be the same however the run went: every file and
+        directory with its mode and owner, the journal's steps, the
+        configuration with its generated credentials masked, the volume's
+        keyslots and tokens."""
+        files = []
+        for root, dirs, names in os.walk(self.data):
+            for n in sorted(dirs) + sorted(names):
+                p = os.path.join(root, n)
+                st = os.lstat(p)
+                rel = os.path.relpath(p, self.data)
+                if "/softhsm/tokens/" in rel:      # SoftHSM's own names (UUIDs)
+                    rel = re.sub(r"tokens/.*", "tokens/*", rel)
+                if rel.endswith(("-wal", "-shm", "-journal")):   # SQLite's, while it runs
+                    continue
+                files.append((rel, stat.filemode(st.st_mode), st.st_uid, st.st_gid))
+        conf = re.sub(r"(access_key_id|secret_access_key) = \"[^\"]*\"", r"\1 = *", self.config())
+        steps = [(j["step"], j["state"]) for j in self.journal() if j["state"] == "done"]
+        st = subprocess.run([UNLOCK, "status", "--json", self.disk], capture_output=True, text=True,
+                            timeout=60)
+        assert st.returncode == 0, st.stderr
+        vol = json.loads(st.stdout)
+        return sorted(set(files)), conf, sorted(set(steps)), \
+            sorted(t["type"] for t in vol.get("tokens", [])), len(vol.get("keyslots", []))
+
+
+@pytest.fixture
+def appliance(machine, swtpm, tmp_path):  # noqa: F811 - fixtures
+    base = tempfile.mkdtemp(prefix="kwprov.", dir="/tmp")
+    os.chmod(base, 0o755)
+    disk = machine.disk("vdb", mib=64)
+    a = Appliance(base, disk, str(tmp_path / "sys" / "block"), str(tmp_path / "dev"), swtpm.tcti)
+    a.swtpm = swtpm
+    yield a
+    a.stop_services()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def xks_creds(conf):
+    akid = re.search(r'aws_xks_sigv4_access_key_id = "([^"]*)"', conf).group(1)
+    secret = re.search(r'aws_xks_sigv4_secret_access_key = "([^"]*)"', conf).group(1)
+    return akid, secret
+
+
+class Server:
+    def __init__(self, a):
+        self.url = "https://127.0.0.1:%d" % a.port
+        self.cacert = os.path.join(a.data, "etc", "tls", "cert.pem")
+
+
+def test_a_blank_disk_becomes_a_serving_appliance(appliance):
+    a = appliance
+    r = a.run()
+    assert r.returncode == 0, r.stderr
+    # every step done, in order, on the journal the volume holds
+    done = [j["step"] for j in a.journal() if j["state"] == "done"]
+    assert done == ["document"] + STEPS + ["provisioned"]
+    out = a.output()
+    with open(a.console) as f:
+        assert f.read() == out                        # once on the console, the same in the file
+    st = os.stat(os.path.join(a.data, "provision", "first-boot.txt"))
+    assert (st.st_mode & 0o777, st.st_uid) == (0o400, 0)
+    assert not os.path.exists(os.path.join(a.data, "provision", "recovery-key"))
+    assert not os.path.exists(os.path.join(a.state, "recovery-key"))
+    recovery = re.search(r"Recovery key of the data volume.*\n  (\S+)\n", out).group(1)
+    token = re.search(r"First admin API token.*\n  (\S+)\n", out).group(1)
+    fp = re.search(r"TLS certificate SHA-256 fingerprint: (\S+)", out).group(1)
+    cert = os.path.join(a.data, "etc", "tls", "cert.pem")
+    x = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", cert],
+                       capture_output=True, text=True, timeout=30).stdout
+    assert x.strip().split("=", 1)[1] == fp
+    assert "keyward-attest verify https://127.0.0.1:%d --policy" % a.port in out
+    akid, secret = xks_creds(a.config())
+    imp = json.loads(re.search(r"import file: (\{.*\})\n", out).group(1))
+    assert imp == {"XksProxyUriEndpoint": "https://127.0.0.1:%d" % a.port, "XksProxyUriPath": "/kms-a/kms/xks/v1",
+                   "XksProxyAuthenticationCredential": {"AccessKeyId": akid, "RawSecretAccessKey": secret}}
+    # nothing secret in what was logged
+    for s in (recovery, token, secret):
+        assert s not in r.stderr and s not in r.stdout
+    # the volume: the TPM opens it now, and so does the recovery key
+    c = subprocess.run([UNLOCK, "check", "--tpm2-device", a.tcti, a.disk], capture_output=True, text=True,
+                       timeout=120)
+    assert c.returncode == 0, c.stdout + c.stderr
+    rc = subprocess.run([UNLOCK, "recover", "--no-reenroll", "--tpm2-device", a.tcti, a.disk],
+                        input=recovery + "\n", capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, rc.stdout + rc.stderr
+    # the appliance serves: the initial key through XKS with the generated credential
+    x = Xks(Server(a))
+    e = x.enc("/kms-a", "payments", b"first boot", akid=akid, secret=secret, region="us-east-1", service="kms-xks-proxy")
+    assert e.status_code == 200, e.text
+    d = x.dec("/kms-a", "payments", e.json(), akid=akid, secret=secret, region="us-east-1", service="kms-xks-proxy")
+    assert d.status_code == 200 and base64.b64decode(d.json()["plaintext"]) == b"first boot", d.text
+    # the admin token works; evaluation mode is said
+    import requests
+    h = requests.get(Server(a).url + "/healthz", verify=cert, timeout=30).json()
+    assert h.get("evaluation") is True
+    st = requests.get(Server(a).url + "/api/v1/status", headers={"Authorization": "Bearer " + token},
+                      verify=cert, timeout=30)
+    assert st.status_code == 200, st.text
+    # files: who owns what
+    def owner(p):
+        s = os.stat(os.path.join(a.data, p))
+        return stat.filemode(s.st_mode), s.st_uid, s.st_gid
+    import pwd
+    cu = pwd.getpwnam("keyward-custody")
+    fu = pwd.getpwnam("keyward-front")
+    assert owner("custody") == ("drwx------", cu.pw_uid, cu.pw_gid)
+    assert owner("custody/hsm.pin") == ("-rw-------", cu.pw_uid, cu.pw_gid)
+    assert owner("etc/tls/key.pem") == ("-rw-r-----", 0, fu.pw_gid)
+    assert owner("provision") == ("drwx------", 0, 0)
+
+
+def test_run_again_when_provisioned_changes_nothing(appliance):
+    a = appliance
+    assert a.run().returncode == 0
+    before = a.shape()
+    out = a.output()
+    r = a.run()
+    assert r.returncode == 11, r.stderr
+    assert "was provisioned on" in r.stderr
+    assert a.shape() == before and a.output() == out
+
+
+def test_a_run_under_way_with_another_document_is_refused(appliance):
+    a = appliance
+    r = a.run("config:end", FAULTS)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    with open(a.doc, "a") as f:
+        f.write("\n[log]\nlevel = \"debug\"\n")
+    r = a.run()
+    assert r.returncode == 12, r.stderr
+    assert "another document" in r.stderr
+
+
+def test_a_disk_that_holds_data_is_never_formatted(appliance):
+    a = appliance
+    subprocess.run(["mkfs.ext4", "-q", a.disk], check=True, capture_output=True, timeout=60)
+    before = hashlib.sha256(open(a.disk, "rb").read()).hexdigest()
+    r = a.run()
+    assert r.returncode == 10, r.stderr
+    assert "step disk failed" in r.stderr
+    assert hashlib.sha256(open(a.disk, "rb").read()).hexdigest() == before
+    # named in the document: refused the same way
+    with open(a.doc, "a") as f:
+        f.write("\n[provision.disk]\ndevice = \"%s\"\n" % a.disk)
+    shutil.rmtree(a.state)
+    r = a.run()
+    assert r.returncode == 10 and "holds data" in r.stderr, r.stderr
+    assert hashlib.sha256(open(a.disk, "rb").read()).hexdigest() == before
+
+
+# each step, killed where it has done its work but not recorded it (and a
+# few points inside the longer ones)
+KILLS = ["%s:end" % s for s in STEPS] + ["volume:begin", "volume:formatted", "filesystem:mounted",
+                                         "hsm:pin", "config:written"]
+
+
+@pytest.mark.parametrize("kill", KILLS)
+def test_killed_at_each_step_and_run_again_ends_the_same(appliance, kill):
+    a = appliance
+    r = a.run(kill, FAULTS)
+    assert r.returncode == -signal.SIGKILL, (kill, r.returncode, r.stderr)
+    r = a.run()
+    assert r.returncode == 0, (kill, r.stderr)
+    shape = a.shape()
+    assert shape[0] == expected_files(), kill
+    done = [j["step"] for j in a.journal() if j["state"] == "done"]
+    assert set(done) == set(["document"] + STEPS + ["provisioned"]), (kill, done)
+    assert shape[3] == ["systemd-recovery", "systemd-tpm2"], shape[3]
+    assert shape[4] == 2, shape
+    # still serving, with what the customer was given
+    akid, secret = xks_creds(a.config())
+    e = Xks(Server(a)).enc("/kms-a", "payments", b"x", akid=akid, secret=secret, region="us-east-1", service="kms-xks-proxy")
+    assert e.status_code == 200, e.text
+    out = a.output()
+    recovery = re.search(r"Recovery key of the data volume.*\n  (\S+)\n", out).group(1)
+    rc = subprocess.run([UNLOCK, "recover", "--no-reenroll", "--tpm2-device", a.tcti, a.disk],
+                        input=recovery + "\n", capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, (kill, rc.stdout + rc.stderr)
+
+
+def expected_files():
+    """The files of an uninterrupted run (mode and owner)."""
+    import pwd
+    cu = pwd.getpwnam("keyward-custody")
+    fu = pwd.getpwnam("keyward-front")
+    c, f = (cu.pw_uid, cu.pw_gid), (0, fu.pw_gid)
+    rows = [
+        ("custody", "drwx------") + c,
+        ("custody/admin.token", "-rw-------") + c,
+        ("custody/hsm.pin", "-rw-------") + c,
+        ("custody/keyward.db", "-rw-------") + c,
+        ("custody/keyward.db.key", "-rw-------") + c,
+        ("custody/softhsm", "drwx------") + c,
+        ("custody/softhsm/tokens", "drwx------") + c,
+        ("custody/softhsm/tokens/*", "drwx------") + c,
+        ("custody/softhsm/tokens/*", "-rw-------") + c,
+        ("etc", "drwxr-xr-x", 0, 0),
+        ("etc/keyward.toml", "-rw-r--r--", 0, 0),
+        ("etc/softhsm2.conf", "-rw-r--r--", 0, 0),
+        ("etc/tls", "drwxr-x---") + f,
+        ("etc/tls/cert.pem", "-rw-r--r--", 0, 0),
+        ("etc/tls/key.pem", "-rw-r-----") + f,
+        ("provision", "drwx------", 0, 0),
+        ("provision/first-boot.txt", "-r--------", 0, 0),
+        ("provision/journal", "-rw-------", 0, 0),
+    ]
+    return sorted(set(rows))
