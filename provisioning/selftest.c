@@ -254,11 +254,16 @@ static CURLcode pin_ctx(CURL *c, void *ssl_ctx, void *arg)
         return CURLE_OK;
 }
 
-/* Transport failures worth another attempt while the appliance starts. */
+/* Transport failures worth another attempt while the appliance starts:
+ * no listener yet, no answer in time, a connection closed or reset, a
+ * handshake cut short (SSL_ERROR_SYSCALL: a front starting or restarting
+ * accepts and closes).  A certificate that does not verify is
+ * CURLE_PEER_FAILED_VERIFICATION, and a pin mismatch is caught before:
+ * neither is retried. */
 static int transient_curl(CURLcode rc)
 {
         return rc == CURLE_COULDNT_CONNECT || rc == CURLE_OPERATION_TIMEDOUT || rc == CURLE_GOT_NOTHING ||
-               rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR;
+               rc == CURLE_RECV_ERROR || rc == CURLE_SEND_ERROR || rc == CURLE_SSL_CONNECT_ERROR;
 }
 
 static void hex32(const uint8_t b[32], char out[65])

@@ -23,7 +23,8 @@
  * no host name).  There is no insecure mode.
  *
  * Each check is tried up to attempts times while the appliance is not up
- * yet (connection refused or reset, a timeout, 503, 429), with a back-off
+ * yet (connection refused or reset, a TLS handshake cut short, a timeout,
+ * 503, 429), with a back-off
  * from backoff_ms doubling up to 5 s; each failed attempt is logged
  * (selftest_attempt_failed), every check's outcome too (selftest_passed,
  * selftest_warning, selftest_failed), as JSON lines on stderr (log.h).  A

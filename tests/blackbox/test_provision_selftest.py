@@ -192,9 +192,10 @@ def test_a_wrong_pin_or_ca_fails_the_tls_verification(appliance):
                             "pinned one (its SHA-256: %s)" % pin_of(appliance))
     assert not events(logs, "selftest_attempt_failed")   # not retried
     # a CA file that did not issue the server's certificate (the EKM clients' CA)
-    p, _, _ = selftest("--url", appliance.url, "--cacert", appliance.pki["ca"])
+    p, logs, _ = selftest("--url", appliance.url, "--cacert", appliance.pki["ca"])
     assert p.returncode == FAILED
     assert last_line(p).startswith("keyward-provision: selftest: healthz: TLS: SSL certificate problem")
+    assert not events(logs, "selftest_attempt_failed")
 
 
 def test_no_server_fails_after_the_bounded_attempts(appliance):
