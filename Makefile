@@ -191,8 +191,8 @@ blackbox: all test-tools
 	cd tests/blackbox && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
 lint:
 	@tests/lint.sh
-check-hardening: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
-	@tests/check-hardening.sh $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
+check-hardening: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision
+	@tests/check-hardening.sh $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision
 
 FUZZ_SRCS := $(wildcard tests/fuzz/*_fuzz.c)
 FUZZERS   := $(patsubst tests/fuzz/%_fuzz.c,$(BUILD)/fuzz/%_fuzz,$(FUZZ_SRCS))

@@ -30,8 +30,9 @@ DESTDIR ?=
 UNITDIR := /usr/lib/systemd/system
 APPLIANCE_UNITS := $(wildcard appliance/systemd/*.service appliance/systemd/*.socket appliance/systemd/*.mount)
 .PHONY: install test-units
-install: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
+install: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision
 	install -D -m 0755 $(BUILD)/keywardd $(DESTDIR)/usr/sbin/keywardd
+	install -D -m 0755 $(BUILD)/keyward-provision $(DESTDIR)/usr/sbin/keyward-provision
 	install -D -m 0755 $(BUILD)/keyward-unlock $(DESTDIR)/usr/sbin/keyward-unlock
 	install -D -m 0755 $(BUILD)/keywardctl $(DESTDIR)/usr/bin/keywardctl
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
@@ -39,8 +40,8 @@ install: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
 	install -D -m 0644 appliance/sysctl.d/50-keyward.conf $(DESTDIR)/usr/lib/sysctl.d/50-keyward.conf
 	install -D -m 0644 appliance/sysusers.d/keyward.conf $(DESTDIR)/usr/lib/sysusers.d/keyward.conf
 	install -d -m 0755 $(DESTDIR)/usr/share/doc/keyward
-	install -m 0644 docs/appliance-units.md docs/unlock.md docs/keyward.example.toml $(DESTDIR)/usr/share/doc/keyward/
+	install -m 0644 docs/appliance-units.md docs/unlock.md docs/provisioning.md docs/keyward.example.toml $(DESTDIR)/usr/share/doc/keyward/
 
 # the units: systemd-analyze verify and the exposure bounds, on an installed tree
-test-units: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock
+test-units: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision
 	cd tests/appliance && KEYWARD_SRCDIR=$(CURDIR) /usr/bin/python3 -m pytest -q -p no:cacheprovider .

@@ -165,6 +165,58 @@ static int sys_check(const char *sys, const char *name, char *why, size_t whysz)
         return 0;
 }
 
+/* The names under sys_block, sorted; the caller frees them. */
+KW_MUST_USE static kw_result list_disks(const struct kwp_disk_cfg *c, char *names[MAX_DISKS], size_t *ret_n)
+{
+        DIR *d = opendir(c->sys_block);
+        if (d == NULL) {
+                kw_err_set_detail("cannot list %s: %s", c->sys_block, strerror(errno));
+                KW_BAIL(KW_ERR_DEVICE);
+        }
+        size_t n = 0;
+        struct dirent *e;
+        while (n < MAX_DISKS && (e = readdir(d)) != NULL)
+                if (e->d_name[0] != '.' && (names[n] = strdup(e->d_name)) != NULL)
+                        n++;
+        closedir(d);
+        qsort(names, n, sizeof names[0], by_name);
+        *ret_n = n;
+        return KW_OK;
+}
+
+/* LUKS2's binary header: magic, version 2, and the label at byte 24. */
+static int holds_volume(const char *path, const char *label)
+{
+        unsigned char h[72];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        ssize_t got = pread(fd, h, sizeof h, 0);
+        close(fd);
+        size_t ln = strlen(label);
+        return got == (ssize_t)sizeof h && memcmp(h, "LUKS\xba\xbe\x00\x02", 8) == 0 && ln < 48 &&
+               memcmp(h + 24, label, ln) == 0 && h[24 + ln] == 0;
+}
+
+kw_result kwp_disk_find_volume(const struct kwp_disk_cfg *c, const char *label, char *out, size_t cap)
+{
+        KW_ENSURE(c != NULL && label != NULL && out != NULL, KW_ERR_INPUT);
+        char *names[MAX_DISKS] = { NULL };
+        size_t n = 0;
+        KW_TRY(list_disks(c, names, &n));
+        kw_result r = KW_RESULT(KW_ERR_NOT_FOUND);
+        for (size_t i = 0; i < n; i++) {
+                char path[512];
+                snprintf(path, sizeof path, "%s/%s", c->dev_dir, names[i]);
+                if (r.code != 0 && sys_exists(c->sys_block, names[i], "device") && holds_volume(path, label)) {
+                        snprintf(out, cap, "%s", path);
+                        r = KW_OK;
+                }
+                free(names[i]);
+        }
+        return r;
+}
+
 kw_result kwp_disk_find(const struct kwp_disk_cfg *c, char *out, size_t cap, uint64_t *ret_bytes)
 {
         KW_ENSURE(c != NULL && out != NULL && ret_bytes != NULL, KW_ERR_INPUT);
@@ -178,19 +230,9 @@ kw_result kwp_disk_find(const struct kwp_disk_cfg *c, char *out, size_t cap, uin
                 snprintf(out, cap, "%s", c->device);
                 return KW_OK;
         }
-        DIR *d = opendir(c->sys_block);
-        if (d == NULL) {
-                kw_err_set_detail("cannot list %s: %s", c->sys_block, strerror(errno));
-                KW_BAIL(KW_ERR_DEVICE);
-        }
         char *names[MAX_DISKS] = { NULL };
         size_t n = 0;
-        struct dirent *e;
-        while (n < MAX_DISKS && (e = readdir(d)) != NULL)
-                if (e->d_name[0] != '.' && (names[n] = strdup(e->d_name)) != NULL)
-                        n++;
-        closedir(d);
-        qsort(names, n, sizeof names[0], by_name);
+        KW_TRY(list_disks(c, names, &n));
         char seen[1024] = "";
         size_t sn = 0;
         kw_result r = KW_RESULT(KW_ERR_NOT_FOUND);

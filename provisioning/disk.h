@@ -40,4 +40,9 @@ void kwp_disk_cfg_default(struct kwp_disk_cfg *c);
  */
 KW_MUST_USE kw_result kwp_disk_find(const struct kwp_disk_cfg *c, char *out, size_t cap, uint64_t *ret_bytes);
 
+/* The disk that already holds a LUKS2 volume labelled `label` (the data
+ * volume of an appliance provisioned before): its path into out, or
+ * KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kwp_disk_find_volume(const struct kwp_disk_cfg *c, const char *label, char *out, size_t cap);
+
 #endif

@@ -42,6 +42,7 @@
 #include "tls.h"
 
 #define MAPPER_NAME "keyward-data"
+#define KWP_VOLUME_LABEL "keyward-data"   /* keyward-unlock's LUKS2 label */
 #define MAPPER_PATH "/dev/mapper/" MAPPER_NAME
 #define SECRET_MAX 4096u
 
@@ -521,6 +522,16 @@ int kwp_run(const struct kwp_run_opts *o)
         r.o = o;
         int rc = 0;
         kwp_paths_init(&r.p, o->data_dir, o->state_dir);
+        if (o->if_needed && access(r.p.state_journal, F_OK) != 0 && access(r.p.journal, F_OK) != 0) {
+                /* a boot after the first: the volume is there, keyward-unlock opens it
+                 * (and a run stopped on an earlier boot goes on once it is mounted) */
+                char dev[512];
+                if (kwp_disk_find_volume(&o->disk, KWP_VOLUME_LABEL, dev, sizeof dev).code == 0) {
+                        kw_log(KW_LOG_INFO, "provision_not_needed", "why", "data volume present", "disk",
+                               dev, KW_END);
+                        return 0;
+                }
+        }
         kw_result res = load_document(&r);
         if (res.code != 0) {
                 fprintf(stderr, "keyward-provision: %s\n", kw_err_detail());
@@ -533,6 +544,11 @@ int kwp_run(const struct kwp_run_opts *o)
                 goto out;
         }
         const char *sha = kwp_journal_get(r.j, "document", "sha256");
+        if (o->if_needed && kwp_journal_done(r.j, "provisioned")) {
+                kw_log(KW_LOG_INFO, "provision_not_needed", "why", "provisioned", "journal",
+                       kwp_journal_path(r.j), KW_END);
+                goto out;
+        }
         if (kwp_journal_done(r.j, "provisioned") && !o->reprovision) {
                 fprintf(stderr, "keyward-provision: this appliance was provisioned on %s (journal %s); "
                                 "nothing done\n", kwp_journal_time(r.j, "provisioned"), kwp_journal_path(r.j));

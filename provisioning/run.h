@@ -50,6 +50,7 @@ struct kwp_run_opts {
         const char *state_dir;       /* "/run/keyward-provision"                      */
         bool activate;               /* false: --no-activate                          */
         bool reprovision;
+        bool if_needed;              /* --if-needed: the boot unit's mode              */
         const char *unlock_bin;      /* "/usr/sbin/keyward-unlock"                    */
         const char *keywardd_bin;    /* "/usr/sbin/keywardd"                          */
         const char *keywardctl_bin;  /* "/usr/bin/keywardctl"                         */

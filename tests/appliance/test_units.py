@@ -38,7 +38,7 @@ OURS = sorted(f for f in os.listdir(os.path.join(SRC, "appliance", "systemd"))
               if f.endswith((".service", ".socket", ".mount")))
 # exposure bound (tenths) of each unit that runs something
 BOUND = {"keyward-custody.service": 20, "keyward-front.service": 20,
-         "keyward-unlock.service": 35}
+         "keyward-unlock.service": 35, "keyward-provision.service": 40}
 KEYWARDD_UNITS = ["keyward-custody.service", "keyward-front.service"]
 
 
@@ -134,6 +134,13 @@ SET_BY_ANALYZER = {
                               "LockPersonality", "ProtectProc", "ProcSubset", "UMask",
                               "KeyringMode", "RemoveIPC", "RestrictNamespaces_user",
                               "SystemCallFilter_privileged"],
+    "keyward-provision.service": ["NoNewPrivileges", "MemoryDenyWriteExecute",
+                                  "SystemCallArchitectures", "ProtectKernelTunables",
+                                  "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+                                  "ProtectClock", "ProtectHostname", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
+                                  "ProtectProc", "UMask", "KeyringMode", "RestrictNamespaces_user",
+                                  "CapabilityBoundingSet_CAP_SYS_MODULE",
+                                  "CapabilityBoundingSet_CAP_NET_ADMIN"],
     "keyward-unlock.service": ["NoNewPrivileges", "MemoryDenyWriteExecute",
                                "SystemCallArchitectures", "ProtectKernelTunables",
                                "ProtectKernelModules", "ProtectKernelLogs", "RestrictRealtime",
@@ -152,8 +159,9 @@ def check_protections(root, name):
     for field in SET_BY_ANALYZER[name]:
         if a.get(field, {}).get("set") is not True:
             problems.append("%s: %s is not set" % (name, a.get(field, {}).get("name", field)))
-    want = {"NoNewPrivileges": ["yes"], "ProtectSystem": ["strict"],
-            "MemoryDenyWriteExecute": ["yes"], "LimitCORE": ["0"]}
+    want = {"NoNewPrivileges": ["yes"], "MemoryDenyWriteExecute": ["yes"], "LimitCORE": ["0"],
+            # keyward-provision mounts the data volume and writes under it
+            "ProtectSystem": ["full"] if name == "keyward-provision.service" else ["strict"]}
     if name in KEYWARDD_UNITS:
         want.update({"PrivateTmp": ["yes"], "CapabilityBoundingSet": [""], "Type": ["notify"],
                      "RequiresMountsFor": ["/var/lib/keyward"]})
@@ -196,6 +204,14 @@ def check_boot_order(root):
     for k in ("Requires", "After"):
         if "keyward-unlock.service" not in " ".join(m.get(k, [])).split():
             problems.append("var-lib-keyward.mount: no %s=keyward-unlock.service" % k)
+    # first boot: provisioning makes and opens the volume before unlock runs
+    p = directives(unit_text(root, "keyward-provision.service"))
+    for after in ("keyward-unlock.service", "var-lib-keyward.mount", "keyward-custody.socket",
+                  "keyward-front.service"):
+        if after not in " ".join(p.get("Before", [])).split():
+            problems.append("keyward-provision.service is not Before=%s" % after)
+    if u.get("ConditionPathExists") != ["!/dev/mapper/keyward-data"]:
+        problems.append("keyward-unlock.service: ConditionPathExists=%s" % u.get("ConditionPathExists"))
     if m.get("What") != ["/dev/mapper/keyward-data"] or m.get("Where") != ["/var/lib/keyward"]:
         problems.append("var-lib-keyward.mount: What=%s Where=%s" % (m.get("What"), m.get("Where")))
     return problems

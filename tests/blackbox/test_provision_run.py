@@ -346,3 +346,26 @@ def expected_files():
         ("provision/journal", "-rw-------", 0, 0),
     ]
     return sorted(set(rows))
+
+
+def test_the_boot_units_mode_does_nothing_once_provisioned(appliance):
+    """--if-needed (keyward-provision.service): done at once when the journal
+    says provisioned, or, on a later boot before the volume is open (no
+    run-time journal, the volume's not reachable), when a disk holds the
+    keyward-data volume."""
+    a = appliance
+    assert a.run().returncode == 0
+    out = a.output()
+    r = a.run(None, PROV, "--if-needed")
+    assert r.returncode == 0, r.stderr
+    assert '"why":"provisioned"' in r.stderr
+    # a later boot: /run is empty and the volume is not mounted yet
+    shutil.rmtree(a.state)
+    r = subprocess.run([PROV, "run", "--if-needed", "--data-dir", os.path.join(a.base, "not-mounted"),
+                        "--state-dir", a.state, "--no-activate", "--sys-block", a.sysb, "--dev-dir", a.devdir,
+                        "--no-nocloud", "--no-ovf", "--no-aws", "--no-azure", "--no-gcp"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '"why":"data volume present"' in r.stderr and a.disk in r.stderr
+    assert not os.path.exists(os.path.join(a.base, "not-mounted"))
+    assert a.output() == out
