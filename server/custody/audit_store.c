@@ -264,6 +264,17 @@ static kw_result load_head(struct kw_keystore *ks)
         return KW_OK;
 }
 
+kw_result ks_audit_sync_head(struct kw_keystore *ks)
+{
+        int64_t v = 0;
+        KW_TRY(ks_pragma_int(ks, "PRAGMA data_version", &v));
+        if (v == ks->data_version)
+                return KW_OK;
+        KW_TRY(load_head(ks));
+        ks->data_version = v;
+        return KW_OK;
+}
+
 static kw_result open_reader(struct kw_keystore *ks, const struct kw_secret *db_key)
 {
         int rc = sqlite3_open_v2(ks->path, &ks->rdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
@@ -283,6 +294,7 @@ static kw_result open_reader(struct kw_keystore *ks, const struct kw_secret *db_
 kw_result ks_audit_open(struct kw_keystore *ks, const struct kw_secret *db_key)
 {
         KW_TRY(load_head(ks));
+        KW_TRY(ks_pragma_int(ks, "PRAGMA data_version", &ks->data_version));
         KW_TRY(kw_audit_hasher_new(&ks->hasher));
         KW_TRY(kw_audit_hasher_new(&ks->rhasher));
         KW_TRY(kw_audit_encoder_new(ZLEVEL, &ks->encoder));

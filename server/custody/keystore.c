@@ -300,6 +300,11 @@ int64_t ks_now_ms(void)
 kw_result ks_tx_begin(struct kw_keystore *ks, struct ks_tx *tx)
 {
         KW_TRY(ks_exec(ks, "BEGIN IMMEDIATE", "begin"));
+        kw_result r = ks_audit_sync_head(ks);
+        if (r.code != 0) {
+                ks_tx_rollback(ks);
+                return r;
+        }
         tx->seq = ks->head_seq;
         memcpy(tx->head, ks->head, KS_HASH_LEN);
         return KW_OK;
@@ -420,14 +425,23 @@ static kw_result ks_pragmas(struct kw_keystore *ks)
         return KW_OK;
 }
 
-static kw_result ks_user_version(struct kw_keystore *ks, int *ret)
+kw_result ks_pragma_int(struct kw_keystore *ks, const char *pragma, int64_t *ret)
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
-        KW_TRY(ks_prepare(ks, "PRAGMA user_version", &st));
+        KW_TRY(ks_prepare(ks, pragma, &st));
         int row = 0;
-        KW_TRY(ks_step_row(ks, st, "user_version", &row));
+        KW_TRY(ks_step_row(ks, st, pragma, &row));
         KW_ENSURE(row, KW_ERR_STORAGE);
-        *ret = sqlite3_column_int(st, 0);
+        *ret = sqlite3_column_int64(st, 0);
+        return KW_OK;
+}
+
+static kw_result ks_user_version(struct kw_keystore *ks, int *ret)
+{
+        int64_t v = 0;
+        KW_TRY(ks_pragma_int(ks, "PRAGMA user_version", &v));
+        KW_ENSURE(v >= INT32_MIN && v <= INT32_MAX, KW_ERR_DB_CORRUPT);
+        *ret = (int)v;
         return KW_OK;
 }
 

@@ -30,6 +30,9 @@ struct kw_keystore {
         int schema_version;
         uint64_t head_seq;                /* seq of the last committed audit record (0: none) */
         uint8_t head[KS_HASH_LEN];        /* its hash (zeros: none)                        */
+        int64_t data_version;             /* PRAGMA data_version when the head was read:
+                                             another process's commit (keywardd
+                                             --recover-admin) changes it */
         sqlite3_stmt *st_key_get;         /* hot statements, prepared once */
         sqlite3_stmt *st_get_blob;
         sqlite3_stmt *st_token_find;
@@ -53,6 +56,8 @@ struct kw_keystore {
 kw_result ks_fail(sqlite3 *db, int rc, const char *what);
 kw_result ks_check(struct kw_keystore *ks, int rc, const char *what);
 kw_result ks_exec(struct kw_keystore *ks, const char *sql, const char *what);
+/* A PRAGMA that answers one integer ("PRAGMA user_version"). */
+kw_result ks_pragma_int(struct kw_keystore *ks, const char *pragma, int64_t *ret);
 kw_result ks_prepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret);
 /* The same on the reader connection. */
 kw_result ks_rprepare(struct kw_keystore *ks, const char *sql, sqlite3_stmt **ret);
@@ -121,6 +126,9 @@ kw_result ks_check_audit_entry(const struct kw_audit_entry *e);
 kw_result ks_tx_audit(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_audit_entry *e);
 /* After migrations: the chain head, the reader connection, the statements. */
 kw_result ks_audit_open(struct kw_keystore *ks, const struct kw_secret *db_key);
+/* Under the write lock: the chain head read again when another connection
+ * committed since it was read (another process appended a record). */
+kw_result ks_audit_sync_head(struct kw_keystore *ks);
 /* Closes what ks_audit_open opened (the reader connection first). */
 void ks_audit_close(struct kw_keystore *ks);
 

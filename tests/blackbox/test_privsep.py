@@ -297,6 +297,13 @@ def test_last_admin_token_cannot_be_revoked_and_recovery(make_server):
     assert s.api("GET", "/api/v1/status", token=recovered).status_code == 200
     ev = s.api("GET", "/api/v1/audit?action=token.recover", token=recovered).json()["events"]
     assert len(ev) == 1 and ev[0]["actor"].startswith("console:uid=%d(" % os.getuid()), ev
+    # the running server writes on after the record another process appended
+    # (it reads the chain head again), and the chain holds
+    for i, body in enumerate(({"name": "after-recover", "type": "AES"}, {"name": "after-2", "type": "AES"})):
+        r = s.api("POST", "/api/v1/keys", body, token=recovered)
+        assert r.status_code == 201, (i, r.text)
+    v = s.api("POST", "/api/v1/audit/verify", token=recovered).json()
+    assert v["ok"] is True and "first_bad_seq" not in v, v
 
 
 # ---- finding 6 ------------------------------------------------------------------
