@@ -119,6 +119,11 @@ void kwp_doc_free(struct kwp_doc *d)
                 kw_cfg_fields_free(key_fields, N_KEY_FIELDS, &d->keys[i]);
                 free(d->keys[i].name);
         }
+        for (size_t i = 0; i < d->n_xks; i++) {
+                free(d->xks[i].name);
+                free(d->xks[i].uri_prefix);
+                free(d->xks[i].region);
+        }
         kw_wipe(d, sizeof *d);
         free(d);
 }
@@ -189,7 +194,7 @@ KW_MUST_USE static kw_result check_unlock(struct kwp_doc *d)
         if (!in_list(p, policies))
                 DFAIL(d, line_of(d, R_TPM2), "[provision.unlock] tpm2 must be \"signed\" (PCR 11 as "
                                              "the image key signs it), \"pcrs\" or \"none\"");
-        d->tpm2 = strcmp(p, "signed") == 0 ? KWP_TPM2_SIGNED
+        d->tpm2 = strcmp(p, "signed") == 0 ? KWP_TPM2_SIGNED /* lint: allow (a policy name) */
                   : strcmp(p, "pcrs") == 0 ? KWP_TPM2_PCRS : KWP_TPM2_NONE;
         if (!empty(d->unlock.tpm2_pcrs) && !pcr_list_ok(d->unlock.tpm2_pcrs))
                 DFAIL(d, line_of(d, R_TPM2_PCRS), "[provision.unlock] tpm2_pcrs must be distinct PCR "
@@ -306,24 +311,58 @@ KW_MUST_USE static kw_result check_admin(struct kwp_doc *d)
         return KW_OK;
 }
 
-static bool store_known(const struct kw_config *c, const char *name)
+static bool store_known(const struct kwp_doc *d, const char *name)
 {
-        if (strcmp(name, "default") == 0)
-                return c->xks.aws_xks_enable;
-        for (size_t i = 0; i < c->n_xks_stores; i++)
-                if (strcmp(c->xks_stores[i].name, name) == 0)
+        for (size_t i = 0; i < d->n_xks; i++)
+                if (strcmp(d->xks[i].name, name) == 0)
                         return true;
         return false;
+}
+
+/* The XKS key stores: only what the admin API takes (uri_prefix, region). */
+KW_MUST_USE static kw_result check_xks(struct kwp_doc *d)
+{
+        static const char *const not_here[] = { "service", "access_key_id", "secret_access_key",
+                                                "access_key_id_2", "secret_access_key_2",
+                                                "client_ca_file", "client_subjects", NULL };
+        const struct kw_config *c = d->cfg;
+        if (c->xks.aws_xks_enable)
+                DFAIL(d, kw_config_key_line(c, "aws_xks_config", "aws_xks_enable"),
+                      "[aws_xks_config] aws_xks_enable: its store's secret would be in keyward.toml, "
+                      "which the front reads; declare each key store as [aws_xks_store.<name>] "
+                      "(made in the encrypted key store, its credential shown once)");
+        for (size_t i = 0; i < c->n_xks_stores; i++)
+                for (size_t k = 0; not_here[k] != NULL; k++) {
+                        uint32_t l = kw_config_store_line(c, i, not_here[k]);
+                        if (l != 0)
+                                DFAIL(d, l, "[aws_xks_store.%s] %s: a key store made at provisioning "
+                                      "lives in the key store, which makes its credential and shows it "
+                                      "once; only uri_prefix and region are set here (the rest through "
+                                      "the admin API later)", c->xks_stores[i].name, not_here[k]);
+                }
+        return KW_OK;
+}
+
+/* The stores, checked with the configuration, move out of it. */
+KW_MUST_USE static kw_result take_stores(struct kwp_doc *d)
+{
+        struct kw_config *c = d->cfg;
+        for (size_t i = 0; i < c->n_xks_stores && i < KW_XKS_MAX_STORES; i++) {
+                struct kwp_doc_store *st = &d->xks[d->n_xks];
+                st->name = strdup(c->xks_stores[i].name);
+                st->uri_prefix = strdup(c->xks_stores[i].uri_prefix);
+                st->region = strdup(c->xks_stores[i].region);
+                d->n_xks++;
+                KW_ENSURE(st->name != NULL && st->uri_prefix != NULL && st->region != NULL, KW_ERR_NOMEM);
+        }
+        kw_config_drop_stores(c);
+        return KW_OK;
 }
 
 KW_MUST_USE static kw_result check_keys(struct kwp_doc *d)
 {
         static const char *const types[] = { "aes", "rsa", NULL };
         static const char *const ops[] = { "encrypt", "decrypt", "wrap", "unwrap", NULL };
-        if (d->n_keys != 0 && !empty(d->admin.token_sha256))
-                DFAIL(d, d->keys[0].line, "[key.%s]: initial keys are made with the admin token the "
-                      "appliance generates; with [provision.admin] token_sha256, create them after "
-                      "provisioning with your own token", d->keys[0].name);
         for (size_t i = 0; i < d->n_keys; i++) {
                 struct kwp_doc_key *k = &d->keys[i];
                 const uint32_t *ln = d->key_lines_[i];
@@ -348,10 +387,9 @@ KW_MUST_USE static kw_result check_keys(struct kwp_doc *d)
                                               k->ops.v[j]);
                 }
                 for (size_t j = 0; j < k->xks_stores.n; j++)
-                        if (!store_known(d->cfg, k->xks_stores.v[j]))
-                                DFAIL(d, ln[KR_XKS], "[key.%s] xks_stores: item %zu names no XKS store "
-                                      "of this document (\"default\" is [aws_xks_config], when "
-                                      "enabled; others are [aws_xks_store.<name>])", k->name, j + 1);
+                        if (!store_known(d, k->xks_stores.v[j]))
+                                DFAIL(d, ln[KR_XKS], "[key.%s] xks_stores: item %zu names no "
+                                      "[aws_xks_store.<name>] of this document", k->name, j + 1);
                 for (size_t j = 0; j < k->ekm_clients.n; j++)
                         if (empty(k->ekm_clients.v[j]) || strlen(k->ekm_clients.v[j]) > 64)
                                 DFAIL(d, ln[KR_EKM], "[key.%s] ekm_clients: item %zu must be a "
@@ -453,16 +491,18 @@ kw_result kwp_doc_parse(const struct kwp_doc_base *base, const char *name, const
                                                 "keyward.toml)");
                 goto fail;
         }
+        KW_TRY_GOTO(r, check_xks(d), fail);
         KW_TRY_GOTO(r, check_secrets(d, &ext), fail);
         KW_TRY_GOTO(r, check_unlock(d), fail);
         KW_TRY_GOTO(r, check_hsm(d), fail);
         KW_TRY_GOTO(r, check_tls(d), fail);
         KW_TRY_GOTO(r, check_admin(d), fail);
-        KW_TRY_GOTO(r, check_keys(d), fail);
         KW_TRY_GOTO(r, apply_appliance(d, base), fail);
         /* the server's own checks now, on the document's lines, with the
          * credentials the document leaves to the appliance made */
         KW_TRY_GOTO(r, kwp_doc_fill_credentials(d), fail);
+        KW_TRY_GOTO(r, take_stores(d), fail);
+        KW_TRY_GOTO(r, check_keys(d), fail);
         *ret = d;
         return KW_OK;
 fail:

@@ -9,7 +9,12 @@
  * [azure_ekm_config], [aws_xks_config], [aws_xks_store.<name>]) are read
  * over the appliance's own settings; those the appliance fixes ([tls],
  * [db], [hsm], [admin], [custody], [front], [sandbox], [attestation]) are
- * refused with the table of this document that says the same.
+ * refused with the table of this document that says the same.  The XKS
+ * key stores ([aws_xks_store.<name>]: uri_prefix, region) are made through
+ * the admin API, so that their credentials live in the encrypted key store
+ * and never in keyward.toml, which the front reads; [aws_xks_config]'s own
+ * store (aws_xks_enable = true), whose secret would be in that file, is
+ * refused.
  *
  * Every error is "name:line: message", the first one stops the parse.
  * Secrets (the HSM PIN, a TLS private key, an XKS secret access key) are
@@ -41,6 +46,12 @@ struct kwp_doc_key {                 /* [key.<name>]                            
         struct kw_strlist xks_stores;
         struct kw_strlist ekm_clients;
         uint32_t line;               /* of its header                                 */
+};
+
+struct kwp_doc_store {               /* [aws_xks_store.<name>]: made through the admin API */
+        char *name;
+        char *uri_prefix;
+        char *region;
 };
 
 struct kwp_doc {
@@ -81,6 +92,10 @@ struct kwp_doc {
         } admin;
         struct kwp_doc_key keys[KWP_DOC_MAX_KEYS];
         size_t n_keys;
+        /* the XKS key stores: not in cfg (whose file the front reads) but
+         * made in the key store, their credentials generated there */
+        struct kwp_doc_store xks[KW_XKS_MAX_STORES];
+        size_t n_xks;
 
         enum kwp_tpm2_policy tpm2;   /* decoded from unlock.tpm2                      */
         enum kwp_tls_mode tls_mode;  /* decoded from tls.mode                         */
@@ -115,10 +130,10 @@ KW_MUST_USE kw_result kwp_doc_parse(const struct kwp_doc_base *base, const char 
 void kwp_doc_free(struct kwp_doc *d);
 
 /*
- * The XKS credentials left out of the document: each enabled store's
- * access key id (20 upper-case letters and digits, starting "KW") and
- * secret (43 base64url characters), from the OS's random source.  Then the
- * whole configuration is validated as keywardd would (kw_config_validate).
+ * The XKS credentials left out of the configuration: each enabled store's
+ * access key id (20 of A-Z and 2-7, starting "KW") and secret (44 base64
+ * characters), from the OS's random source.  Then the whole configuration
+ * is validated as keywardd would (kw_config_validate).
  */
 KW_MUST_USE kw_result kwp_doc_fill_credentials(struct kwp_doc *d);
 

@@ -40,10 +40,10 @@ static void doc_good_and_derived(void **state)
 {
         (void)state;
         struct kwp_doc *d = parse_ok(MIN "[provision.unlock]\ntpm2_pcrs = \"7+11\"\nsnp = true\n"
-                                         "[aws_xks_config]\naws_xks_enable = true\n"
                                          "[aws_xks_store.s1]\nuri_prefix = \"/s1\"\n"
+                                         "[aws_xks_store.s2]\nuri_prefix = \"/s2\"\nregion = \"eu-west-3\"\n"
                                          "[key.k1]\ntype = \"aes\"\nops = [\"wrap\", \"unwrap\"]\n"
-                                         "xks_stores = [\"default\", \"s1\"]\n[key.k2]\ntype = \"rsa\"\n"
+                                         "xks_stores = [\"s1\", \"s2\"]\n[key.k2]\ntype = \"rsa\"\n"
                                          "[provision.admin]\nlisten = \"0.0.0.0:9443\"\n");
         assert_int_equal(d->tpm2, KWP_TPM2_SIGNED);
         assert_true(d->unlock.snp);
@@ -51,7 +51,7 @@ static void doc_good_and_derived(void **state)
         assert_int_equal(d->tls_key, KWP_TLS_KEY_EC_P256);
         assert_int_equal(d->n_keys, 2);
         assert_string_equal(d->keys[0].name, "k1");
-        assert_int_equal(d->keys[0].line, 14);
+        assert_int_equal(d->keys[0].line, 15);
         assert_int_equal(d->keys[0].xks_stores.n, 2);
         assert_string_equal(d->keys[1].type, "rsa");
         /* what the appliance sets */
@@ -64,11 +64,13 @@ static void doc_good_and_derived(void **state)
         assert_string_equal(c->tls.tls_key_file, "/data/etc/tls/key.pem");
         assert_string_equal(c->http.listen, "0.0.0.0:443");
         assert_string_equal(c->admin.listen, "0.0.0.0:9443");
-        /* generated credentials, in the XKS alphabets */
-        assert_int_equal(strlen(c->xks.aws_xks_sigv4_access_key_id), 20);
-        assert_int_equal(strspn(c->xks.aws_xks_sigv4_access_key_id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"), 20);
-        assert_int_equal(strlen(c->xks_stores[0].secret_access_key), 44);
-        assert_string_not_equal(c->xks_stores[0].secret_access_key, c->xks.aws_xks_sigv4_secret_access_key);
+        /* the stores: out of the configuration (the front reads it), for the admin API */
+        assert_int_equal(c->n_xks_stores, 0);
+        assert_int_equal(d->n_xks, 2);
+        assert_string_equal(d->xks[0].name, "s1");
+        assert_string_equal(d->xks[0].uri_prefix, "/s1");
+        assert_string_equal(d->xks[0].region, "us-east-1");
+        assert_string_equal(d->xks[1].region, "eu-west-3");
         assert_int_equal(d->n_warnings, 0);
         kwp_doc_free(d);
 }

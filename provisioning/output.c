@@ -9,10 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <cjson/cJSON.h>
 #include <unistd.h>
 
 #include "../server/common/buf.h"
 #include "../server/common/err.h"
+#include "../server/common/json_io.h"
 #include "../server/common/secret.h"
 #include "output.h"
 #include "tls.h"
@@ -50,14 +53,64 @@ void kwp_public_host(const struct kwp_doc *doc, const struct kw_config *cfg, cha
                  strcmp(port, "443") == 0 ? "" : ":", strcmp(port, "443") == 0 ? "" : port);
 }
 
-KW_MUST_USE static kw_result put_store(struct kw_buf *b, const char *host, const char *store,
-                                       const char *prefix, const char *akid, const char *secret)
+/* The stores' import files (the keys step's answers of the admin API),
+ * each with the endpoint the KMS console also asks for. */
+KW_MUST_USE static kw_result put_stores(struct kw_buf *b, const char *host, const struct kwp_paths *p)
 {
-        KW_TRY(put(b, "  key store %s: endpoint https://%s, path %s/kms/xks/v1\n", store, host, prefix));
-        return put(b, "    import file: {\"XksProxyUriEndpoint\":\"https://%s\",\"XksProxyUriPath\":"
-                      "\"%s/kms/xks/v1\",\"XksProxyAuthenticationCredential\":{\"AccessKeyId\":\"%s\","
-                      "\"RawSecretAccessKey\":\"%s\"}}\n",
-                   host, prefix, akid, secret);
+        if (access(p->xks_import, F_OK) != 0)
+                return KW_OK;
+        struct kw_buf raw;
+        kw_buf_init(&raw, 256 * 1024);
+        KW_TRY(kwp_read_secret_file(p->xks_import, &raw));
+        cJSON *all = NULL;
+        kw_result r = kw_json_parse(raw.p, raw.len, 8, &all);
+        kw_buf_free(&raw);
+        KW_TRY(r);
+        const cJSON *stores = cJSON_GetObjectItemCaseSensitive(all, "stores");
+        r = put(b, "AWS XKS (each import file goes into the KMS console's \"external key store\" form):\n");
+        const cJSON *e = NULL;
+        cJSON_ArrayForEach(e, stores) {
+                const cJSON *store = cJSON_GetObjectItemCaseSensitive(e, "store");
+                cJSON *file = cJSON_GetObjectItemCaseSensitive(e, "import_file");
+                const cJSON *path = cJSON_GetObjectItemCaseSensitive(file, "XksProxyUriPath");
+                if (r.code != 0 || !cJSON_IsString(store) || !cJSON_IsString(path))
+                        continue;
+                char endpoint[320];
+                snprintf(endpoint, sizeof endpoint, "https://%s", host);
+                cJSON *copy = cJSON_Duplicate(file, 1);
+                cJSON *with = cJSON_CreateObject();
+                char *text = NULL;
+                if (copy != NULL && with != NULL && cJSON_AddStringToObject(with, "XksProxyUriEndpoint", endpoint)) {
+                        for (cJSON *m = copy->child; m != NULL;) {
+                                cJSON *next = m->next;
+                                cJSON_AddItemToObject(with, m->string, cJSON_DetachItemViaPointer(copy, m));
+                                m = next;
+                        }
+                        text = cJSON_PrintUnformatted(with);
+                }
+                if (text == NULL)
+                        r = KW_RESULT(KW_ERR_NOMEM);
+                if (r.code == 0)
+                        r = put(b, "  key store %s: endpoint https://%s, path %s\n    import file: %s\n",
+                                store->valuestring, host, path->valuestring, text);
+                if (text != NULL) {
+                        kw_wipe(text, strlen(text));
+                        free(text);
+                }
+                cJSON_Delete(with);
+                cJSON_Delete(copy);
+        }
+        /* the secrets in the parsed tree */
+        cJSON_ArrayForEach(e, stores) {
+                const cJSON *sec = cJSON_GetObjectItemCaseSensitive(
+                        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "import_file"),
+                                                         "XksProxyAuthenticationCredential"),
+                        "RawSecretAccessKey");
+                if (cJSON_IsString(sec))
+                        kw_wipe(sec->valuestring, strlen(sec->valuestring));
+        }
+        cJSON_Delete(all);
+        return r;
 }
 
 KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const struct kw_config *cfg,
@@ -111,18 +164,7 @@ KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const struct kw_
                                       "until the signed one is installed)\n", p->tls), out);
         KW_TRY_GOTO(r, put(b, "Verify this appliance from outside:\n  keyward-attest verify https://%s "
                               "--policy policy.json   (policy.json: published with the image)\n", host), out);
-        if (cfg->xks.aws_xks_enable || cfg->n_xks_stores > 0)
-                KW_TRY_GOTO(r, put(b, "AWS XKS (the import file goes into the KMS console's \"external "
-                                      "key store\" form):\n"), out);
-        if (cfg->xks.aws_xks_enable)
-                KW_TRY_GOTO(r, put_store(b, host, "default", cfg->xks.aws_xks_uri_prefix,
-                                         cfg->xks.aws_xks_sigv4_access_key_id,
-                                         cfg->xks.aws_xks_sigv4_secret_access_key), out);
-        for (size_t i = 0; i < cfg->n_xks_stores; i++) {
-                const struct kw_xks_store *s = &cfg->xks_stores[i];
-                KW_TRY_GOTO(r, put_store(b, host, s->name, s->uri_prefix, s->access_key_id,
-                                         s->secret_access_key), out);
-        }
+        KW_TRY_GOTO(r, put_stores(b, host, p), out);
         if (cfg->ekm.azure_ekm_enable) {
                 const char *pp = cfg->ekm.azure_ekm_path_prefix;
                 KW_TRY_GOTO(r, put(b, "Azure EKM: register key URLs https://%s/azureekm/%s%s<key name>\n",
@@ -177,8 +219,10 @@ kw_result kwp_output(const struct kwp_doc *doc, const struct kw_config *cfg, con
                 r = compose(doc, cfg, p, &b);
                 if (r.code == 0)
                         r = kwp_write_file(p->output, b.p, b.len, 0400, 0, 0);
-                if (r.code == 0)
+                if (r.code == 0) {
                         kwp_remove_secret_file(p->recovery);
+                        kwp_remove_secret_file(p->xks_import);
+                }
         }
         if (r.code == 0)
                 r = to_console(o->console, &b);

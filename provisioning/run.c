@@ -366,6 +366,7 @@ KW_MUST_USE static kw_result step_store(struct run *r)
                                                "the HSM", "the database" };
         if (res.code != 0 || st != 0)
                 return child_fail("keywardd --init", res, st, st >= 2 && st <= 5 ? meaning[st] : NULL);
+        KW_TRY(kwp_provisioning_token(r->doc, r->cfg, r->o, &r->p));
         fault("store", "end");
         return kwp_journal_record(r->j, "store", "done", NULL);
 }

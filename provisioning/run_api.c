@@ -1,7 +1,9 @@
 /*
  * run_api.c - the steps that use the started appliance (run_api.h).
  */
+#include <stdbool.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,12 +14,14 @@
 #include <openssl/x509.h>
 
 #include "../server/common/b64.h"
+#include "../server/common/json_io.h"
 #include "../server/common/err.h"
 #include "../server/common/log.h"
 #include "../server/common/secret.h"
 #include "httpc.h"
 #include "run_api.h"
 #include "selftest.h"
+#include "spawn.h"
 #include "tls.h"
 
 /* https://HOST:PORT of a listen address ("0.0.0.0:443", "[::]:8443"). */
@@ -138,57 +142,232 @@ static char *key_body(const struct kwp_doc_key *k)
         return s;
 }
 
-kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cfg,
-                           const struct kwp_run_opts *o, const struct kwp_paths *p)
+static bool empty(const char *s) { return s == NULL || s[0] == '\0'; }
+
+/* The admin API as provisioning uses it: where, pinned to what, with which token. */
+struct api {
+        char base[300];
+        char pin[128];
+        char token[1025];
+        bool temporary;              /* made by keywardd --recover-admin for this step */
+};
+
+/* A call with a few tries while the services start (503, no connection). */
+KW_MUST_USE static kw_result api_try(struct api *a, const char *method, const char *path, const char *body,
+                                     long *st, struct kw_buf *ans)
 {
-        if (doc->n_keys == 0)
-                return KW_OK;
-        char pin[128], base[300];
-        KW_TRY(spki_pin(p, pin, sizeof pin));
-        url_of(o->host, admin_listen(cfg), base, sizeof base);
+        char url[600];
+        snprintf(url, sizeof url, "%s%s", a->base, path);
+        unsigned backoff = 250;
+        kw_result r = KW_OK;
+        for (int i = 0; i < 20; i++) {
+                kw_buf_reset(ans);
+                r = api_call(method, url, a->pin, a->token, body, st, ans);
+                if (r.code == 0 && *st != 503)
+                        return KW_OK;
+                kwp_http_backoff(&backoff);
+        }
+        return r.code != 0 ? r : KW_FAIL(KW_ERR_BAD_STATE, "%s %s: still 503 (the services do not answer)",
+                                         method, path);
+}
+
+/* The first admin token: the generated one, or (the document gave only its
+ * hash) provisioning's own (kwp_provisioning_token), revoked at the end. */
+KW_MUST_USE static kw_result api_open(struct api *a, const struct kwp_doc *doc, const struct kw_config *cfg,
+                                      const struct kwp_run_opts *o, const struct kwp_paths *p)
+{
+        memset(a, 0, sizeof *a);
+        KW_TRY(spki_pin(p, a->pin, sizeof a->pin));
+        url_of(o->host, admin_listen(cfg), a->base, sizeof a->base);
+        a->temporary = !empty(doc->admin.token_sha256);
         struct kw_buf tok;
         kw_buf_init(&tok, 1024);
         KW_TRY(kwp_read_secret_file(cfg->admin.token_file, &tok));
         while (tok.len > 0 && (tok.p[tok.len - 1] == '\n' || tok.p[tok.len - 1] == '\r'))
                 tok.len--;
-        char token[1025];
-        snprintf(token, sizeof token, "%.*s", (int)tok.len, (const char *)tok.p);
+        snprintf(a->token, sizeof a->token, "%.*s", (int)tok.len, (const char *)tok.p);
         kw_buf_free(&tok);
+        return KW_OK;
+}
+
+/* The temporary token revoked (the customer's, whose hash they gave, stays)
+ * and its file removed. */
+KW_MUST_USE static kw_result api_close(struct api *a, const struct kw_config *cfg)
+{
         kw_result r = KW_OK;
+        if (a->temporary) {
+                struct kw_buf ans;
+                kw_buf_init(&ans, 256 * 1024);
+                long st = 0;
+                r = api_try(a, "GET", "/api/v1/tokens", NULL, &st, &ans);
+                cJSON *doc = NULL;
+                if (r.code == 0 && (st != 200 || kw_json_parse(ans.p, ans.len, 8, &doc).code != 0))
+                        r = KW_FAIL(KW_ERR_BAD_STATE, "GET /api/v1/tokens: %ld", st);
+                const cJSON *t = NULL;
+                const cJSON *list = doc != NULL ? cJSON_GetObjectItemCaseSensitive(doc, "tokens") : NULL;
+                cJSON_ArrayForEach(t, list) {
+                        const cJSON *id = cJSON_GetObjectItemCaseSensitive(t, "id");
+                        const cJSON *name = cJSON_GetObjectItemCaseSensitive(t, "name");
+                        const cJSON *rev = cJSON_GetObjectItemCaseSensitive(t, "revoked");
+                        if (r.code != 0 || !cJSON_IsString(id) || !cJSON_IsString(name) ||
+                            strncmp(name->valuestring, "recovered-admin-", 16) != 0 || !cJSON_IsNull(rev))
+                                continue;
+                        char path[128];
+                        snprintf(path, sizeof path, "/api/v1/tokens/%.64s", id->valuestring);
+                        r = api_try(a, "DELETE", path, NULL, &st, &ans);
+                        if (r.code == 0 && st != 200)
+                                r = KW_FAIL(KW_ERR_BAD_STATE, "revoke provisioning's token: %ld", st);
+                        if (r.code == 0)
+                                kw_log(KW_LOG_INFO, "provision_token_revoked", "token", id->valuestring, KW_END);
+                }
+                cJSON_Delete(doc);
+                kw_buf_free(&ans);
+                if (r.code == 0)
+                        kwp_remove_secret_file(cfg->admin.token_file);
+        }
+        kw_wipe(a, sizeof *a);
+        return r;
+}
+
+/* POST body (taken: freed here; NULL: out of memory) to path. */
+KW_MUST_USE static kw_result api_create(struct api *a, const char *path, char *body, long *st,
+                                        struct kw_buf *ans)
+{
+        kw_result r = body != NULL ? api_try(a, "POST", path, body, st, ans) : KW_RESULT(KW_ERR_NOMEM);
+        free(body);
+        return r;
+}
+
+/* The API's refusal of the document's [table.name], its answer quoted. */
+static kw_result api_refused(const char *table, const char *name, long st, const struct kw_buf *ans)
+{
+        return KW_FAIL(KW_ERR_BAD_STATE, "[%s.%s]: the admin API answered %ld: %.*s", table, name, st,
+                       (int)(ans->len > 300 ? 300 : ans->len), (const char *)ans->p);
+}
+
+/* {"name","uri_prefix","region"} */
+static char *store_body(const struct kwp_doc_store *s)
+{
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", s->name);
+        cJSON_AddStringToObject(o, "uri_prefix", s->uri_prefix);
+        cJSON_AddStringToObject(o, "region", s->region);
+        char *t = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        return t;
+}
+
+/* Each store made (or found: a run resumed), its import file kept for the
+ * self-test and the output: {"stores":[the API's answers]}, in a file
+ * only root reads on the encrypted volume. */
+KW_MUST_USE static kw_result make_stores(struct api *a, const struct kwp_doc *doc, const struct kwp_paths *p)
+{
+        struct kw_buf all, ans;
+        kw_buf_init(&all, 256 * 1024);
+        kw_buf_init(&ans, 64 * 1024);
+        kw_result r = kw_buf_put(&all, "{\"stores\":[", 11);
+        for (size_t i = 0; i < doc->n_xks && r.code == 0; i++) {
+                const struct kwp_doc_store *s = &doc->xks[i];
+                long st = 0;
+                r = api_create(a, "/api/v1/xks/stores", store_body(s), &st, &ans);
+                if (r.code == 0 && st == 409) {
+                        char path[128];
+                        snprintf(path, sizeof path, "/api/v1/xks/stores/%s/import-file", s->name);
+                        r = api_try(a, "GET", path, NULL, &st, &ans);
+                        if (r.code == 0 && st != 200)
+                                r = KW_FAIL(KW_ERR_BAD_STATE, "[aws_xks_store.%s]: the store's name or prefix is "
+                                            "taken by another store (%ld)", s->name, st);
+                } else if (r.code == 0 && st != 201) {
+                        r = api_refused("aws_xks_store", s->name, st, &ans);
+                }
+                if (r.code == 0 && i > 0)
+                        r = kw_buf_put(&all, ",", 1);
+                if (r.code == 0)
+                        r = kw_buf_put(&all, ans.p, ans.len);
+                if (r.code == 0)
+                        kw_log(KW_LOG_INFO, "provision_xks_store", "store", s->name, KW_END);
+        }
+        if (r.code == 0)
+                r = kw_buf_put(&all, "]}", 2);
+        if (r.code == 0)
+                r = kwp_write_secret_file(p->xks_import, all.p, all.len, 0, 0);
+        kw_buf_free(&all);
+        kw_buf_free(&ans);
+        return r;
+}
+
+KW_MUST_USE static kw_result make_keys(struct api *a, const struct kwp_doc *doc)
+{
+        kw_result r = KW_OK;
+        struct kw_buf ans;
+        kw_buf_init(&ans, 16384);
         for (size_t i = 0; i < doc->n_keys && r.code == 0; i++) {
                 const struct kwp_doc_key *k = &doc->keys[i];
-                char url[400];
-                snprintf(url, sizeof url, "%s/api/v1/keys", base);
-                char *body = key_body(k);
-                if (body == NULL) {
-                        r = KW_RESULT(KW_ERR_NOMEM);
-                        break;
-                }
-                struct kw_buf ans;
-                kw_buf_init(&ans, 16384);
                 long st = 0;
-                /* the services may still be starting: a few tries */
-                unsigned backoff = 250;
-                for (int a = 0; a < 20; a++) {
-                        kw_buf_reset(&ans);
-                        r = api_call("POST", url, pin, token, body, &st, &ans);
-                        if (r.code == 0 && st != 503)
-                                break;
-                        kwp_http_backoff(&backoff);
-                }
-                free(body);
-                if (r.code == 0 && st == 409) {
+                r = api_create(a, "/api/v1/keys", key_body(k), &st, &ans);
+                if (r.code == 0 && st == 409)
                         kw_log(KW_LOG_INFO, "provision_key_exists", "key", k->name, KW_END);
-                } else if (r.code == 0 && st != 201) {
-                        r = KW_FAIL(KW_ERR_BAD_STATE, "[key.%s]: the admin API answered %ld: %.*s", k->name,
-                                     st, (int)(ans.len > 300 ? 300 : ans.len), (const char *)ans.p);
-                } else if (r.code == 0) {
+                else if (r.code == 0 && st != 201)
+                        r = api_refused("key", k->name, st, &ans);
+                else if (r.code == 0)
                         kw_log(KW_LOG_INFO, "provision_key_created", "key", k->name, KW_END);
-                }
-                kw_buf_free(&ans);
         }
-        kw_wipe(token, sizeof token);
+        kw_buf_free(&ans);
         return r;
+}
+
+kw_result kwp_provisioning_token(const struct kwp_doc *doc, const struct kw_config *cfg,
+                                 const struct kwp_run_opts *o, const struct kwp_paths *p)
+{
+        if (empty(doc->admin.token_sha256) || (doc->n_keys == 0 && doc->n_xks == 0) ||
+            access(cfg->admin.token_file, F_OK) == 0)
+                return KW_OK;
+        char conf_env[KWP_PATH_MAX + 16];
+        snprintf(conf_env, sizeof conf_env, "SOFTHSM2_CONF=%s", p->softhsm_conf);
+        const char *env[] = { conf_env, NULL };
+        const char *argv[] = { o->keywardd_bin, "--config", p->conf, "--recover-admin", NULL };
+        struct kwp_spawn sp = { .argv = argv, .env = env, .timeout_ms = 120000 };
+        int st = 0;
+        kw_result r = kwp_spawn_run(&sp, NULL, &st);
+        if (r.code != 0 || st != 0)
+                return KW_FAIL(KW_ERR_IO, "keywardd --recover-admin (a token for provisioning's own "
+                                          "calls): %s", r.code ? kw_err_detail() : "failed");
+        return KW_OK;
+}
+
+kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cfg,
+                           const struct kwp_run_opts *o, const struct kwp_paths *p)
+{
+        if (doc->n_keys == 0 && doc->n_xks == 0)
+                return KW_OK;
+        struct api a;
+        KW_TRY(api_open(&a, doc, cfg, o, p));
+        kw_result r = make_stores(&a, doc, p);
+        if (r.code == 0)
+                r = make_keys(&a, doc);
+        char why[512];
+        snprintf(why, sizeof why, "%s", kw_err_detail());
+        kw_result c = api_close(&a, cfg);
+        if (r.code != 0)
+                kw_err_set_detail("%s", why); /* the first failure is the one to fix */
+        return r.code != 0 ? r : c;
+}
+
+/* The first store's credential, from the import files the keys step kept. */
+KW_MUST_USE static kw_result first_store(const struct kwp_paths *p, cJSON **ret_doc, const cJSON **ret_file)
+{
+        struct kw_buf b;
+        kw_buf_init(&b, 256 * 1024);
+        kw_result r = kwp_read_secret_file(p->xks_import, &b);
+        cJSON *doc = NULL;
+        if (r.code == 0 && kw_json_parse(b.p, b.len, 8, &doc).code != 0)
+                r = KW_FAIL(KW_ERR_BAD_FIELD, "%s is not what the keys step wrote", p->xks_import);
+        kw_buf_free(&b);
+        KW_TRY(r);
+        *ret_doc = doc;
+        *ret_file = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "stores"), 0), "import_file");
+        return KW_OK;
 }
 
 kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opts *o,
@@ -214,27 +393,29 @@ kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opt
         so.pin_sha256 = pin;
         so.attempts = 20;
         so.timeout_ms = 5000;
-        const char *secret = NULL;
-        if (cfg->xks.aws_xks_enable) {
-                so.xks_prefix = cfg->xks.aws_xks_uri_prefix;
-                so.access_key_id = cfg->xks.aws_xks_sigv4_access_key_id;
-                secret = cfg->xks.aws_xks_sigv4_secret_access_key;
-                so.region = cfg->xks.aws_xks_region;
-                so.service = cfg->xks.aws_xks_service;
-        } else if (cfg->n_xks_stores > 0) {
-                const struct kw_xks_store *s = &cfg->xks_stores[0];
-                so.xks_prefix = s->uri_prefix;
-                so.access_key_id = s->access_key_id;
-                secret = s->secret_access_key;
-                so.region = s->region;
-                so.service = s->service;
-        }
-        if (secret != NULL) {
-                so.secret = (const uint8_t *)secret;
-                so.secret_len = strlen(secret);
+        cJSON *imp = NULL;
+        const cJSON *file = NULL;
+        if (access(p->xks_import, F_OK) == 0)
+                KW_TRY(first_store(p, &imp, &file));
+        const cJSON *cred = cJSON_GetObjectItemCaseSensitive(file, "XksProxyAuthenticationCredential");
+        const cJSON *path = cJSON_GetObjectItemCaseSensitive(file, "XksProxyUriPath");
+        const cJSON *akid = cJSON_GetObjectItemCaseSensitive(cred, "AccessKeyId");
+        const cJSON *sec = cJSON_GetObjectItemCaseSensitive(cred, "RawSecretAccessKey");
+        char prefix[200] = "";
+        if (cJSON_IsString(path) && cJSON_IsString(akid) && cJSON_IsString(sec)) {
+                size_t pl = strlen(path->valuestring), tail = strlen("/kms/xks/v1");
+                snprintf(prefix, sizeof prefix, "%.*s", (int)(pl >= tail ? pl - tail : 0), path->valuestring);
+                so.xks_prefix = prefix;
+                so.access_key_id = akid->valuestring;
+                so.secret = (const uint8_t *)sec->valuestring;
+                so.secret_len = strlen(sec->valuestring);
         }
         if (cfg->ekm.azure_ekm_enable)
                 so.ekm_prefix = cfg->ekm.azure_ekm_path_prefix;
         struct kwp_selftest_report rep;
-        return kwp_selftest_run(&so, &rep);
+        r = kwp_selftest_run(&so, &rep);
+        if (cJSON_IsString(sec))
+                kw_wipe(sec->valuestring, strlen(sec->valuestring));
+        cJSON_Delete(imp);
+        return r;
 }

@@ -13,6 +13,13 @@
 #include "run.h"
 #include "runfs.h"
 
+/* With [provision.admin] token_sha256 and stores or keys to make: a token
+ * of provisioning's own, made by keywardd --recover-admin (audited) into
+ * [admin] token_file while the services do not run yet, and revoked once
+ * they are made. */
+KW_MUST_USE kw_result kwp_provisioning_token(const struct kwp_doc *doc, const struct kw_config *cfg,
+                                             const struct kwp_run_opts *o, const struct kwp_paths *p);
+
 /* The document's [key.<name>] keys, created with the first admin token; a
  * key of that name already there (a run resumed) is kept. */
 KW_MUST_USE kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cfg,

@@ -40,6 +40,7 @@ void kwp_paths_init(struct kwp_paths *p, const char *d, const char *s)
         join(p->journal, d, "provision/journal");
         join(p->recovery, d, "provision/recovery-key");
         join(p->output, d, "provision/first-boot.txt");
+        join(p->xks_import, d, "provision/xks-import.json");
         join(p->state_journal, s, "journal");
         join(p->state_recovery, s, "recovery-key");
 }

@@ -29,6 +29,7 @@ struct kwp_paths {
         char journal[KWP_PATH_MAX];      /* data/provision/journal            */
         char recovery[KWP_PATH_MAX];     /* data/provision/recovery-key       */
         char output[KWP_PATH_MAX];       /* data/provision/first-boot.txt     */
+        char xks_import[KWP_PATH_MAX];   /* data/provision/xks-import.json    */
         char state_journal[KWP_PATH_MAX];/* state/journal                     */
         char state_recovery[KWP_PATH_MAX];/* state/recovery-key               */
 };

@@ -201,6 +201,8 @@ static const struct cfg_key store_keys[] = {
         S_LIST(client_subjects),
 };
 #define N_STORE_KEYS (sizeof store_keys / sizeof store_keys[0])
+_Static_assert(N_STORE_KEYS <= sizeof ((struct kw_config *)0)->store_key_line_[0] / sizeof(uint32_t),
+               "struct kw_config store_key_line_[][] must have a slot per store_keys row");
 
 /* Index of the first row of a section (identifies the section), or -1. */
 static int section_find(const char *name)
@@ -1306,12 +1308,43 @@ kw_result kw_config_parse_ext(const char *name, const char *text, size_t len,
         memset(work.key_line_, 0, sizeof work.key_line_);
         for (size_t i = 0; i < N_KEYS; i++)
                 work.key_line_[i] = p.key_line[i];
+        memset(work.store_line_, 0, sizeof work.store_line_);
+        memset(work.store_key_line_, 0, sizeof work.store_key_line_);
+        for (size_t i = 0; i < KW_XKS_MAX_STORES; i++) {
+                work.store_line_[i] = p.store_line[i];
+                for (size_t k = 0; k < N_STORE_KEYS; k++)
+                        work.store_key_line_[i][k] = p.store_key_line[i][k];
+        }
         config_release(cfg);
         *cfg = work; /* commit */
         return KW_OK;
 fail:
         config_release(&work);
         return r;
+}
+
+uint32_t kw_config_key_line(const struct kw_config *cfg, const char *section, const char *key)
+{
+        int row = key_find(cfg_keys, N_KEYS, section, key);
+        return row < 0 ? 0 : cfg->key_line_[row];
+}
+
+uint32_t kw_config_store_line(const struct kw_config *cfg, size_t i, const char *key)
+{
+        if (i >= KW_XKS_MAX_STORES)
+                return 0;
+        if (key == NULL)
+                return cfg->store_line_[i];
+        int k = key_find(store_keys, N_STORE_KEYS, CFG_STORE_SECTION, key);
+        return k < 0 ? 0 : cfg->store_key_line_[i][k];
+}
+
+void kw_config_drop_stores(struct kw_config *cfg)
+{
+        for (size_t i = 0; i < cfg->n_xks_stores && i < KW_XKS_MAX_STORES; i++)
+                store_release(&cfg->xks_stores[i]);
+        memset(cfg->xks_stores, 0, sizeof cfg->xks_stores);
+        cfg->n_xks_stores = 0;
 }
 
 void kw_cfg_fields_free(const struct kw_cfg_field *fields, size_t n, void *base)
@@ -1714,8 +1747,10 @@ static const char *env_var_of(const struct kw_config *cfg, const char *msg)
         return var;
 }
 
-/* The schema row a message "[section] key: ..." is about, or -1. */
-static int row_of_message(const char *msg)
+/* The schema row a message "[section] key: ..." is about, or -1; for
+ * "[aws_xks_store.<name>] key: ..." the line of that key (or of the
+ * store's header) into *ret_store_line. */
+static int row_of_message(const struct kw_config *cfg, const char *msg, uint32_t *ret_store_line)
 {
         const char *close = msg[0] == '[' ? strchr(msg, ']') : NULL;
         if (close == NULL || close[1] != ' ')
@@ -1728,6 +1763,12 @@ static int row_of_message(const char *msg)
         section[sn] = '\0';
         memcpy(key, close + 2, kn);
         key[kn] = '\0';
+        const size_t pl = sizeof CFG_STORE_SECTION - 1;
+        for (size_t i = 0; strncmp(section, CFG_STORE_SECTION ".", pl + 1) == 0 && i < cfg->n_xks_stores; i++)
+                if (strcmp(cfg->xks_stores[i].name, section + pl + 1) == 0) {
+                        uint32_t l = kw_config_store_line(cfg, i, key);
+                        *ret_store_line = l != 0 ? l : kw_config_store_line(cfg, i, NULL);
+                }
         return key_find(cfg_keys, N_KEYS, section, key);
 }
 
@@ -1743,12 +1784,15 @@ static kw_result validate_fail_v(const struct kw_config *cfg, int row, int src_l
         vsnprintf(msg, sizeof msg, fmt, ap);
         const char *var = env_var_of(cfg, msg);
         const char *src = cfg->source ? cfg->source : "(config)";
+        uint32_t store_line = 0;
         if (row < 0)
-                row = row_of_message(msg);
+                row = row_of_message(cfg, msg, &store_line);
         if (var != NULL)
                 kw_err_set_detail("env %s: %s", var, msg);
         else if (row >= 0 && (size_t)row < N_KEYS && cfg->key_line_[row] != 0)
                 kw_err_set_detail("%s:%" PRIu32 ": %s", src, cfg->key_line_[row], msg);
+        else if (store_line != 0)
+                kw_err_set_detail("%s:%" PRIu32 ": %s", src, store_line, msg);
         else
                 kw_err_set_detail("%s: %s", src, msg);
         kw_trace(KW_ERR_CONFIG, __FILE__, src_line);

@@ -198,6 +198,9 @@ struct kw_config {
          * schema was set (0 = not set there), so that a cross-field
          * validation error can point at it ("file:12: ...") */
         uint32_t key_line_[96];
+        /* private: the same for each [aws_xks_store.<name>] (header, keys) */
+        uint32_t store_line_[KW_XKS_MAX_STORES];
+        uint32_t store_key_line_[KW_XKS_MAX_STORES][12];
 };
 
 /* Defaults for every key (as documented above). */
@@ -252,6 +255,14 @@ struct kw_config_ext {
         uint32_t secret_line;
         char secret_label[208];
 };
+
+/* The line of the last parsed document on which "[section] key" was set, 0
+ * when it was not (or is no key of the schema).  kw_config_store_line: of
+ * key (NULL: the header) in the store at index i. */
+uint32_t kw_config_key_line(const struct kw_config *cfg, const char *section, const char *key);
+uint32_t kw_config_store_line(const struct kw_config *cfg, size_t i, const char *key);
+/* Forgets every [aws_xks_store.*] (their secrets wiped). */
+void kw_config_drop_stores(struct kw_config *cfg);
 
 /* kw_config_parse over cfg and ext together.  On failure cfg is unchanged,
  * while ext's struct may hold some values: the caller frees it whole. */

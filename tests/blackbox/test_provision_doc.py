@@ -27,14 +27,13 @@ evaluation = true
 [provision.tls]
 names = ["kw.example.test", "10.0.0.5"]
 
-[aws_xks_config]
-aws_xks_enable = true
-aws_xks_uri_prefix = "/kms-a"
+[aws_xks_store.kms-a]
+uri_prefix = "/kms-a"
 
 [key.payments]
 type = "aes"
 ops = ["encrypt", "decrypt"]
-xks_stores = ["default"]
+xks_stores = ["kms-a"]
 """
 
 # The smallest document that passes: what each bad one is built from.
@@ -92,9 +91,14 @@ BAD = [
     (MIN.replace("evaluation = true", "module = \"/usr/lib/x.so\"\ntoken_label = \"t\"\npin = \"1234\""), 6,
      "'pin' in [provision.hsm] is a secret"),
     (MIN + "[aws_xks_config]\naws_xks_enable = true\naws_xks_sigv4_secret_access_key = \"" + "A" * 43 + "\"\n",
-     9, "'aws_xks_sigv4_secret_access_key' in [aws_xks_config] is a secret"),
+     8, "its store's secret would be in keyward.toml"),
     (MIN + "[aws_xks_store.s1]\nuri_prefix = \"/s1\"\nsecret_access_key = \"" + "B" * 43 + "\"\n", 9,
-     "'secret_access_key' in [aws_xks_store.s1] is a secret"),
+     "[aws_xks_store.s1] secret_access_key: a key store made at provisioning lives in the key store"),
+    (MIN + "[aws_xks_store.s1]\nuri_prefix = \"/s1\"\naccess_key_id = \"ABCDEFGHIJKLMNOPQRST\"\n", 9,
+     "[aws_xks_store.s1] access_key_id: a key store made at provisioning"),
+    (MIN + "[aws_xks_store.s1]\nuri_prefix = \"/s1\"\nclient_subjects = [\"CN=x\"]\n", 9,
+     "[aws_xks_store.s1] client_subjects"),
+    (MIN + "[aws_xks_store.s1]\nregion = \"eu-west-1\"\n", 7, "[aws_xks_store.s1] uri_prefix"),
     (MIN.replace("[provision.tls]", "[provision.tls]\nmode = \"supplied\"\ncertificate = '''\n" + PEM_CERT
                  + "'''\nprivate_key = '''\n" + PEM_KEY + "'''"), 12, "'private_key' in [provision.tls] is a secret"),
     (MIN + "[provision.unlock]\ntpm2 = \"maybe\"\n", 8, "tpm2 must be \"signed\""),
@@ -120,12 +124,10 @@ BAD = [
     (MIN + "[key.a]\ntype = \"rsa\"\nsize = 1024\n", 9, "2048, 3072 or 4096"),
     (MIN + "[key.a]\ntype = \"aes\"\nops = [\"sign\"]\n", 9, "not one of encrypt"),
     (MIN + "[key.a]\ntype = \"aes\"\nops = [\"wrap\", \"wrap\"]\n", 9, "\"wrap\" twice"),
-    (MIN + "[key.a]\ntype = \"aes\"\nxks_stores = [\"nowhere\"]\n", 9, "names no XKS store"),
+    (MIN + "[key.a]\ntype = \"aes\"\nxks_stores = [\"nowhere\"]\n", 9, "names no [aws_xks_store.<name>]"),
     (MIN + "[key.a]\ntype = \"aes\"\nekm_clients = [\"cn\"]\n", 9, "azure_ekm_enable is not true"),
-    (MIN + "[provision.admin]\ntoken_sha256 = \"" + "a" * 64 + "\"\n[key.a]\ntype = \"aes\"\n", 9,
-     "initial keys are made with the admin token"),
     # the server's own checks, at the line of the key
-    (MIN + "[aws_xks_config]\naws_xks_enable = true\naws_xks_uri_prefix = \"no-slash\"\n", 9, "aws_xks_uri_prefix"),
+    (MIN + "[aws_xks_store.s1]\nuri_prefix = \"no-slash\"\n", 8, "[aws_xks_store.s1] uri_prefix"),
     (MIN + "[http]\nmax_connections = 0\n", 8, "max_connections"),
 ]
 
@@ -183,12 +185,12 @@ def test_there_are_at_least_forty_bad_documents():
 def test_secrets_allowed_are_warned_about_and_never_echoed(tmp_path):
     secret = "Zq" * 22
     doc = tmp_path / "user-data"
-    doc.write_text(MIN.replace("version = 1", "version = 1\nallow_secrets = true") +
-                   "[aws_xks_config]\naws_xks_enable = true\naws_xks_sigv4_access_key_id = \"ABCDEFGHIJKLMNOPQRST\"\n"
-                   "aws_xks_sigv4_secret_access_key = \"%s\"\n" % secret)
+    doc.write_text(MIN.replace("version = 1", "version = 1\nallow_secrets = true").replace(
+        "evaluation = true", "module = \"/usr/lib/x.so\"\ntoken_label = \"t\"\npin = \"%s\"" % secret))
     r = subprocess.run([PROV, "check", str(doc)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert "warning" in r.stderr and "metadata" in r.stderr and "encrypted data volume" in r.stderr
+    assert "'pin' in [provision.hsm]" in r.stderr
     assert secret not in r.stderr + r.stdout
 
 

@@ -54,14 +54,13 @@ names = ["127.0.0.1", "kw.example.test"]
 [http]
 listen = "127.0.0.1:{port}"
 
-[aws_xks_config]
-aws_xks_enable = true
-aws_xks_uri_prefix = "/kms-a"
+[aws_xks_store.kms-a]
+uri_prefix = "/kms-a"
 
 [key.payments]
 type = "aes"
 ops = ["encrypt", "decrypt"]
-xks_stores = ["default"]
+xks_stores = ["kms-a"]
 """
 
 STEPS = ["disk", "volume", "filesystem", "hsm", "tls", "config", "store", "services", "keys",
@@ -154,7 +153,7 @@ class Appliance:
                 if rel.endswith(("-wal", "-shm", "-journal")):   # SQLite's, while it runs
                     continue
                 files.append((rel, stat.filemode(st.st_mode), st.st_uid, st.st_gid))
-        conf = re.sub(r"(access_key_id|secret_access_key) = \"[^\"]*\"", r"\1 = *", self.config())
+        conf = self.config()
         steps = [(j["step"], j["state"]) for j in self.journal() if j["state"] == "done"]
         st = subprocess.run([UNLOCK, "status", "--json", self.disk], capture_output=True, text=True,
                             timeout=60)
@@ -176,10 +175,14 @@ def appliance(machine, swtpm, tmp_path):  # noqa: F811 - fixtures
     shutil.rmtree(base, ignore_errors=True)
 
 
-def xks_creds(conf):
-    akid = re.search(r'aws_xks_sigv4_access_key_id = "([^"]*)"', conf).group(1)
-    secret = re.search(r'aws_xks_sigv4_secret_access_key = "([^"]*)"', conf).group(1)
-    return akid, secret
+def import_file(out):
+    return json.loads(re.search(r"import file: (\{.*\})\n", out).group(1))
+
+
+def xks_creds(out):
+    """The credential the customer was shown (the store made in the key store)."""
+    c = import_file(out)["XksProxyAuthenticationCredential"]
+    return c["AccessKeyId"], c["RawSecretAccessKey"]
 
 
 class Server:
@@ -210,8 +213,8 @@ def test_a_blank_disk_becomes_a_serving_appliance(appliance):
                        capture_output=True, text=True, timeout=30).stdout
     assert x.strip().split("=", 1)[1] == fp
     assert "keyward-attest verify https://127.0.0.1:%d --policy" % a.port in out
-    akid, secret = xks_creds(a.config())
-    imp = json.loads(re.search(r"import file: (\{.*\})\n", out).group(1))
+    akid, secret = xks_creds(out)
+    imp = import_file(out)
     assert imp == {"XksProxyUriEndpoint": "https://127.0.0.1:%d" % a.port, "XksProxyUriPath": "/kms-a/kms/xks/v1",
                    "XksProxyAuthenticationCredential": {"AccessKeyId": akid, "RawSecretAccessKey": secret}}
     # nothing secret in what was logged
@@ -309,7 +312,7 @@ def test_killed_at_each_step_and_run_again_ends_the_same(appliance, kill):
     assert shape[3] == ["systemd-recovery", "systemd-tpm2"], shape[3]
     assert shape[4] == 2, shape
     # still serving, with what the customer was given
-    akid, secret = xks_creds(a.config())
+    akid, secret = xks_creds(a.output())
     e = Xks(Server(a)).enc("/kms-a", "payments", b"x", akid=akid, secret=secret, region="us-east-1", service="kms-xks-proxy")
     assert e.status_code == 200, e.text
     out = a.output()
@@ -369,3 +372,33 @@ def test_the_boot_units_mode_does_nothing_once_provisioned(appliance):
     assert '"why":"data volume present"' in r.stderr and a.disk in r.stderr
     assert not os.path.exists(os.path.join(a.base, "not-mounted"))
     assert a.output() == out
+
+
+def test_with_the_admin_tokens_hash_only_the_customer_holds_the_token(appliance):
+    """[provision.admin] token_sha256: no token travels or is shown; the
+    stores and keys are made with a token of provisioning's own (keywardd
+    --recover-admin, audited), revoked when they are made."""
+    import requests
+    a = appliance
+    token = "kw_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
+    with open(a.doc, "a") as f:
+        f.write("\n[provision.admin]\ntoken_sha256 = \"%s\"\n" % hashlib.sha256(token.encode()).hexdigest())
+    r = a.run()
+    assert r.returncode == 0, r.stderr
+    out = a.output()
+    assert "First admin API token" not in out and "token_sha256" in out
+    assert token not in out
+    assert not os.path.exists(os.path.join(a.data, "custody", "admin.token"))
+    cert = os.path.join(a.data, "etc", "tls", "cert.pem")
+    url = "https://127.0.0.1:%d" % a.port
+    h = {"Authorization": "Bearer " + token}
+    toks = requests.get(url + "/api/v1/tokens", headers=h, verify=cert, timeout=30).json()["tokens"]
+    live = [t["name"] for t in toks if t["revoked"] is None]
+    assert live == ["initial-admin"], toks
+    assert any(t["name"].startswith("recovered-admin-") and t["revoked"] for t in toks), toks
+    keys = requests.get(url + "/api/v1/keys", headers=h, verify=cert, timeout=30).json()
+    assert [k["name"] for k in keys["keys"]] == ["payments"], keys
+    akid, secret = xks_creds(out)
+    e = Xks(Server(a)).enc("/kms-a", "payments", b"x", akid=akid, secret=secret, region="us-east-1",
+                           service="kms-xks-proxy")
+    assert e.status_code == 200, e.text
