@@ -28,6 +28,9 @@ static const char RUN_USAGE[] =
         "  --if-needed           the boot unit's mode: exit 0 at once when this appliance was\n"
         "                        provisioned (its journal says so, or a disk holds the data\n"
         "                        volume and no run is under way in this boot)\n"
+        "  --reprovision         on a provisioned appliance: apply this document's TLS, server\n"
+        "                        tables, key stores and keys (the disk, its bindings and the\n"
+        "                        HSM stay: the document must say what the first one did)\n"
         "  --data-dir DIR        where the data volume is mounted (default /var/lib/keyward)\n"
         "  --state-dir DIR       the journal until the volume exists (default\n"
         "                        /run/keyward-provision)\n"
@@ -59,12 +62,13 @@ int kwp_cli_check(int argc, char **argv)
 
 int kwp_cli_run(int argc, char **argv)
 {
-        enum { O_IFNEEDED = 255, O_DOC = 256, O_DATA, O_STATE, O_NOACT, O_CONSOLE, O_TPM, O_SNP, O_UNLOCK, O_KWD,
+        enum { O_REPROV = 254, O_IFNEEDED = 255, O_DOC = 256, O_DATA, O_STATE, O_NOACT, O_CONSOLE, O_TPM, O_SNP, O_UNLOCK, O_KWD,
                O_SYSTEMCTL, O_SOFTHSM, O_HOST, O_SYSB, O_DEVD, O_FILE, O_NOCLOUD, O_OVF, O_NONC,
                O_NOOVF, O_AWS, O_AZ, O_GCP, O_NOAWS, O_NOAZ, O_NOGCP, O_TIMEOUT, O_ATTEMPTS };
         static const struct option longopts[] = {
                 { "doc", required_argument, NULL, O_DOC },
                 { "if-needed", no_argument, NULL, O_IFNEEDED },
+                { "reprovision", no_argument, NULL, O_REPROV },
                 { "data-dir", required_argument, NULL, O_DATA },
                 { "state-dir", required_argument, NULL, O_STATE },
                 { "no-activate", no_argument, NULL, O_NOACT },
@@ -102,6 +106,7 @@ int kwp_cli_run(int argc, char **argv)
                 switch (c) {
                 case O_DOC: o.doc_path = optarg; break;
                 case O_IFNEEDED: o.if_needed = true; break;
+                case O_REPROV: o.reprovision = true; break;
                 case O_DATA: o.data_dir = optarg; break;
                 case O_STATE: o.state_dir = optarg; break;
                 case O_NOACT: o.activate = false; break;

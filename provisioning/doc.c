@@ -455,8 +455,8 @@ KW_MUST_USE static kw_result apply_appliance(struct kwp_doc *d, const struct kwp
         KW_TRY(set_str(&c->hsm.master_key_label, d->hsm.master_key_label));
         if (!empty(d->admin.listen))
                 KW_TRY(set_str(&c->admin.listen, d->admin.listen));
-        if (!empty(d->admin.token_sha256))
-                KW_TRY(set_str(&c->admin.initial_token_sha256, d->admin.token_sha256));
+        /* [admin] initial_token_sha256 is not written: keywardd --init gets it
+         * from its environment (the file is one the front reads) */
         c->hsm.evaluation = d->hsm.evaluation;
         return KW_OK;
 }

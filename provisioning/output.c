@@ -113,7 +113,7 @@ KW_MUST_USE static kw_result put_stores(struct kw_buf *b, const char *host, cons
         return r;
 }
 
-KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const struct kw_config *cfg,
+KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const char *doc_sha, const struct kw_config *cfg,
                                      const struct kwp_paths *p, struct kw_buf *b)
 {
         char host[300], fp[KWP_TLS_FINGERPRINT_SIZE] = "";
@@ -127,7 +127,10 @@ KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const struct kw_
         struct kw_buf rk, tok;
         kw_buf_init(&rk, 4096);
         kw_buf_init(&tok, 4096);
+        /* absent when re-provisioning: shown by the first provisioning only */
         kw_result r = kwp_read_secret_file(p->recovery, &rk);
+        if (r.code == KW_ERR_NOT_FOUND)
+                r = KW_OK;
         if (r.code == 0 && (doc->admin.token_sha256 == NULL || doc->admin.token_sha256[0] == '\0'))
                 r = kwp_read_secret_file(cfg->admin.token_file, &tok);
         char cert[KWP_PATH_MAX + 16];
@@ -143,14 +146,18 @@ KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const struct kw_
                 tok.len--;
         if (r.code != 0)
                 goto out;
-        KW_TRY_GOTO(r, put(b, "\n==== Keyward: provisioned %s (shown once; also in %s, root only) ====\n",
-                           when, p->output), out);
+        KW_TRY_GOTO(r, put(b, "\n==== Keyward: provisioned %s, document sha256 %.16s (shown once; also in "
+                              "%s, root only) ====\n", when, doc_sha, p->output), out);
         if (doc->hsm.evaluation)
                 KW_TRY_GOTO(r, put(b, "EVALUATION MODE: the HSM is a local SoftHSM2 token on the data "
                                       "volume. Not for production keys.\n"), out);
-        KW_TRY_GOTO(r, put(b, "Recovery key of the data volume (keep it offline; it opens the volume "
-                              "when the TPM or SEV-SNP binding no longer does):\n  %.*s\n",
-                           (int)rk.len, (const char *)rk.p), out);
+        if (rk.len > 0)
+                KW_TRY_GOTO(r, put(b, "Recovery key of the data volume (keep it offline; it opens the volume "
+                                      "when the TPM or SEV-SNP binding no longer does):\n  %.*s\n",
+                                   (int)rk.len, (const char *)rk.p), out);
+        else
+                KW_TRY_GOTO(r, put(b, "Recovery key of the data volume: unchanged (shown by the first "
+                                      "provisioning; not kept on the appliance)\n"), out);
         if (tok.len > 0)
                 KW_TRY_GOTO(r, put(b, "First admin API token (Authorization: Bearer ...):\n  %.*s\n",
                                    (int)tok.len, (const char *)tok.p), out);
@@ -206,17 +213,29 @@ KW_MUST_USE static kw_result to_console(const char *console, const struct kw_buf
         return KW_OK;
 }
 
-kw_result kwp_output(const struct kwp_doc *doc, const struct kw_config *cfg, const struct kwp_run_opts *o,
-                     const struct kwp_paths *p)
+/* The output file was written for this document (a run stopped after it). */
+static bool written_for(const struct kwp_paths *p, const char *doc_sha, struct kw_buf *b)
+{
+        char mark[40];
+        snprintf(mark, sizeof mark, "document sha256 %.16s ", doc_sha);
+        if (access(p->recovery, F_OK) == 0 || kwp_read_secret_file(p->output, b).code != 0)
+                return false;
+        const char *nl = memchr(b->p + 1, '\n', b->len > 1 ? b->len - 1 : 0);
+        size_t head = nl != NULL ? (size_t)(nl - (const char *)b->p) : 0;
+        return memmem(b->p, head, mark, strlen(mark)) != NULL;
+}
+
+kw_result kwp_output(const struct kwp_doc *doc, const char *doc_sha, const struct kw_config *cfg,
+                     const struct kwp_run_opts *o, const struct kwp_paths *p)
 {
         struct kw_buf b;
         kw_buf_init(&b, OUT_MAX);
         kw_result r = KW_OK;
-        if (access(p->recovery, F_OK) != 0 && access(p->output, F_OK) == 0) {
+        if (written_for(p, doc_sha, &b)) {
                 /* written before a stop: the file is the copy; shown again */
-                r = kwp_read_secret_file(p->output, &b);
         } else {
-                r = compose(doc, cfg, p, &b);
+                kw_buf_reset(&b);
+                r = compose(doc, doc_sha, cfg, p, &b);
                 if (r.code == 0)
                         r = kwp_write_file(p->output, b.p, b.len, 0400, 0, 0);
                 if (r.code == 0) {

@@ -21,7 +21,9 @@
 #include "run.h"
 #include "runfs.h"
 
-KW_MUST_USE kw_result kwp_output(const struct kwp_doc *doc, const struct kw_config *cfg,
+/* doc_sha: the document's SHA-256 (hex), named in the output's first line
+ * so that a run stopped after writing it shows that file again. */
+KW_MUST_USE kw_result kwp_output(const struct kwp_doc *doc, const char *doc_sha, const struct kw_config *cfg,
                                  const struct kwp_run_opts *o, const struct kwp_paths *p);
 
 /* The name clients reach the appliance by (the first TLS name, else the

@@ -52,6 +52,8 @@ struct run {
         struct kwp_journal *j;
         struct kw_config *cfg;       /* as written by the config step */
         char doc_sha[65];
+        char foundation[65];         /* SHA-256 of what re-provisioning cannot change */
+        bool reprovisioning;
         char device[512];
         struct kwp_paths p;
         uid_t custody_uid, front_uid;
@@ -328,12 +330,13 @@ KW_MUST_USE static kw_result step_tls(struct run *r)
         return kwp_journal_record(r->j, "tls", "done", NULL);
 }
 
-/* The configuration written (once: a run resumed keeps the credentials it
- * generated), then read back as keywardd will. */
+/* The configuration written, then read back as keywardd will. */
 KW_MUST_USE static kw_result step_config(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "config", "start", NULL));
-        if (access(r->p.conf, F_OK) != 0) {
+        {
+                /* no generated secret is in it (the XKS stores live in the key
+                 * store): the same document writes the same bytes */
                 struct kw_buf text;
                 kw_buf_init(&text, 1u << 20);
                 kw_result res = kw_config_write(r->doc->cfg, &text);
@@ -351,9 +354,15 @@ KW_MUST_USE static kw_result step_config(struct run *r)
 KW_MUST_USE static kw_result step_store(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "store", "start", NULL));
-        char conf_env[600];
+        char conf_env[600], hash_env[128] = "";
         snprintf(conf_env, sizeof conf_env, "SOFTHSM2_CONF=%s", r->p.softhsm_conf);
-        const char *env[] = { conf_env, NULL };
+        const char *env[] = { conf_env, NULL, NULL };
+        if (r->doc->admin.token_sha256 != NULL && r->doc->admin.token_sha256[0] != '\0') {
+                /* not in keyward.toml, which the front reads */
+                snprintf(hash_env, sizeof hash_env, "KEYWARD_ADMIN_INITIAL_TOKEN_SHA256=%s",
+                         r->doc->admin.token_sha256);
+                env[1] = hash_env;
+        }
         const char *argv[] = { r->o->keywardd_bin, "--init", "--config", r->p.conf, NULL };
         struct kwp_spawn sp = { .argv = argv, .env = env, .user = r->cfg->custody.user,
                                 .timeout_ms = 180000 };
@@ -374,9 +383,13 @@ KW_MUST_USE static kw_result step_store(struct run *r)
 KW_MUST_USE static kw_result step_services(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "services", "start", NULL));
-        /* --no-block: this runs from a unit ordered before these */
-        const char *argv[] = { r->o->systemctl, "--no-block", "start", "keyward-custody.socket",
-                               "keyward-front.service", NULL };
+        /* --no-block: this runs from a unit ordered before these.  Re-provisioning:
+         * both processes started again on the new configuration. */
+        const char *start[] = { r->o->systemctl, "--no-block", "start", "keyward-custody.socket",
+                                "keyward-front.service", NULL };
+        const char *restart[] = { r->o->systemctl, "--no-block", "restart", "keyward-custody.service",
+                                  "keyward-front.service", NULL };
+        const char *const *argv = r->reprovisioning ? restart : start;
         struct kwp_spawn sp = { .argv = argv, .timeout_ms = 60000 };
         int st = 0;
         kw_result res = kwp_spawn_run(&sp, NULL, &st);
@@ -389,6 +402,7 @@ KW_MUST_USE static kw_result step_services(struct run *r)
 KW_MUST_USE static kw_result step_keys(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "keys", "start", NULL));
+        KW_TRY(kwp_provisioning_token(r->doc, r->cfg, r->o, &r->p)); /* re-provisioning: none yet */
         KW_TRY(kwp_initial_keys(r->doc, r->cfg, r->o, &r->p));
         fault("keys", "end");
         return kwp_journal_record(r->j, "keys", "done", NULL);
@@ -405,7 +419,7 @@ KW_MUST_USE static kw_result step_selftest(struct run *r)
 KW_MUST_USE static kw_result step_output(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "output", "start", NULL));
-        KW_TRY(kwp_output(r->doc, r->cfg, r->o, &r->p));
+        KW_TRY(kwp_output(r->doc, r->doc_sha, r->cfg, r->o, &r->p));
         fault("output", "end");
         return kwp_journal_record(r->j, "output", "done", NULL);
 }
@@ -433,8 +447,58 @@ static const struct step {
         { "output", step_output, "see the message" },
 };
 #define N_STEPS (sizeof steps / sizeof steps[0])
+#define FIRST_REDONE 4u  /* re-provisioning runs the steps from steps[4] ("tls") on */
+_Static_assert(N_STEPS > FIRST_REDONE, "the steps re-provisioning runs again");
 
 /* ---- the driver ------------------------------------------------------------------ */
+
+static void hex32(const uint8_t md[32], char out[65])
+{
+        for (unsigned i = 0; i < 32; i++)
+                snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* What re-provisioning keeps (the disk, its bindings, the HSM link but for
+ * the PIN), as one digest recorded with the document. */
+KW_MUST_USE static kw_result foundation(const struct kwp_doc *d, char out[65])
+{
+        char text[2048];
+#define S(x) ((x) != NULL ? (x) : "")
+        int n = snprintf(text, sizeof text,
+                         "disk=%s\ntpm2=%d\npcrs=%s\nkey=%s\nsnp=%d\ntcb=%s\nevaluation=%d\n"
+                         "module=%s\ntoken=%s\nmaster=%s\n",
+                         S(d->disk.device), (int)d->tpm2, S(d->unlock.tpm2_pcrs), S(d->unlock.tpm2_public_key),
+                         d->unlock.snp, S(d->unlock.snp_tcb), d->hsm.evaluation, S(d->hsm.module),
+                         S(d->hsm.token_label), S(d->hsm.master_key_label));
+#undef S
+        KW_ENSURE(n > 0 && (size_t)n < sizeof text, KW_ERR_TOO_LARGE);
+        uint8_t md[32];
+        unsigned mdn = 0;
+        KW_ENSURE(EVP_Digest(text, (size_t)n, md, &mdn, EVP_sha256(), NULL) == 1, KW_ERR_CRYPTO);
+        hex32(md, out);
+        return KW_OK;
+}
+
+/* --reprovision on a provisioned appliance: the steps from tls on marked
+ * to run again with the new document (the disk, the volume, the HSM and the
+ * key store stay; so must the document's parts about them). */
+KW_MUST_USE static kw_result begin_reprovision(struct run *r)
+{
+        const char *f = kwp_journal_get(r->j, "document", "foundation");
+        if (f == NULL || strcmp(f, r->foundation) != 0)
+                return KW_FAIL(KW_ERR_CONFIG, "re-provisioning keeps the data disk, its bindings and the "
+                                              "HSM: [provision.disk], [provision.unlock] and "
+                                              "[provision.hsm] (but for the PIN) must say what the first "
+                                              "document said (the bindings change with keyward-unlock "
+                                              "recover)");
+        const char *kv[] = { "sha256", r->doc_sha, NULL };
+        KW_TRY(kwp_journal_record(r->j, "reprovision", "start", kv));
+        for (size_t i = FIRST_REDONE; i < N_STEPS; i++)
+                KW_TRY(kwp_journal_record(r->j, steps[i].name, "start", NULL));
+        const char *dk[] = { "sha256", r->doc_sha, "foundation", r->foundation, NULL };
+        KW_TRY(kwp_journal_record(r->j, "document", "done", dk));
+        return kwp_journal_record(r->j, "provisioned", "start", NULL);
+}
 
 KW_MUST_USE static kw_result load_document(struct run *r)
 {
@@ -454,8 +518,8 @@ KW_MUST_USE static kw_result load_document(struct run *r)
                 unsigned mdn = 0;
                 if (EVP_Digest(text.p, text.len, md, &mdn, EVP_sha256(), NULL) != 1)
                         res = KW_RESULT(KW_ERR_CRYPTO);
-                for (unsigned i = 0; res.code == 0 && i < 32; i++)
-                        snprintf(r->doc_sha + 2 * i, 3, "%02x", md[i]);
+                if (res.code == 0)
+                        hex32(md, r->doc_sha);
         }
         if (res.code == 0) {
                 struct kwp_doc_base base = { .data_dir = r->o->data_dir,
@@ -463,6 +527,8 @@ KW_MUST_USE static kw_result load_document(struct run *r)
                 const char *name = which == KWP_SRC_FILE ? s.file : kwp_source_name(which);
                 res = kwp_doc_parse(&base, name, (const char *)text.p, text.len, &r->doc);
         }
+        if (res.code == 0)
+                res = foundation(r->doc, r->foundation);
         kw_buf_free(&text);
         return res;
 }
@@ -552,10 +618,21 @@ int kwp_run(const struct kwp_run_opts *o)
         }
         if (kwp_journal_done(r.j, "provisioned") && !o->reprovision) {
                 fprintf(stderr, "keyward-provision: this appliance was provisioned on %s (journal %s); "
-                                "nothing done\n", kwp_journal_time(r.j, "provisioned"), kwp_journal_path(r.j));
+                                "nothing done (--reprovision applies a new document)\n",
+                        kwp_journal_time(r.j, "provisioned"), kwp_journal_path(r.j));
                 rc = KWP_EXIT_PROVISIONED;
                 goto out;
         }
+        if (kwp_journal_done(r.j, "provisioned") && o->reprovision) {
+                if ((res = begin_reprovision(&r)).code != 0) {
+                        fprintf(stderr, "keyward-provision: %s\n", kw_err_detail());
+                        rc = res.code == KW_ERR_CONFIG ? 4 : 1;
+                        goto out;
+                }
+                sha = kwp_journal_get(r.j, "document", "sha256");
+        }
+        const char *again = kwp_journal_get(r.j, "reprovision", "sha256");
+        r.reprovisioning = again != NULL && strcmp(again, r.doc_sha) == 0;
         if (sha != NULL && strcmp(sha, r.doc_sha) != 0) {
                 fprintf(stderr, "keyward-provision: provisioning began on %s with another document "
                                 "(sha256 %.16s...); run it again with that document\n",
@@ -564,7 +641,7 @@ int kwp_run(const struct kwp_run_opts *o)
                 goto out;
         }
         if (sha == NULL) {
-                const char *kv[] = { "sha256", r.doc_sha, NULL };
+                const char *kv[] = { "sha256", r.doc_sha, "foundation", r.foundation, NULL };
                 if ((res = kwp_journal_record(r.j, "document", "done", kv)).code != 0) {
                         rc = report("document", "see the message");
                         goto out;
@@ -573,8 +650,10 @@ int kwp_run(const struct kwp_run_opts *o)
         for (size_t i = 0; i < N_STEPS; i++) {
                 const struct step *s = &steps[i];
                 if (kwp_journal_done(r.j, s->name)) {
-                        if (strcmp(s->name, "config") == 0 && (res = kwp_load_config(r.p.conf, &r.cfg)).code != 0)
-                                return report(s->name, s->fix);
+                        if (strcmp(s->name, "config") == 0 && (res = kwp_load_config(r.p.conf, &r.cfg)).code != 0) {
+                                rc = report(s->name, s->fix);
+                                goto out;
+                        }
                         continue;
                 }
                 kw_log(KW_LOG_INFO, "provision_step", "step", s->name, KW_END);

@@ -84,13 +84,18 @@ class Appliance:
             f.write("#!/bin/sh\n"
                     "# systemctl's stand-in: systemd is not PID 1 here; starts both processes\n"
                     "# of keywardd as keyward-custody.socket + keyward-front.service would\n"
-                    "[ \"$1 $2\" = \"--no-block start\" ] || exit 3\n"
+                    "[ \"$1\" = \"--no-block\" ] || exit 3\n"
+                    "if [ \"$2\" = restart ] && [ -f %s ]; then\n"
+                    "  pid=$(cat %s); kill -TERM -$pid 2>/dev/null\n"
+                    "  for i in $(seq 100); do kill -0 -$pid 2>/dev/null || break; sleep 0.1; done\n"
+                    "  rm -f %s\n"
+                    "elif [ \"$2\" != start ]; then exit 3; fi\n"
                     "# started already: nothing to do (as systemctl start)\n"
                     "[ -f %s ] && kill -0 \"$(cat %s)\" 2>/dev/null && exit 0\n"
                     "SOFTHSM2_CONF=%s/etc/softhsm2.conf setsid %s --config %s/etc/keyward.toml "
                     ">>%s/keywardd.log 2>&1 </dev/null &\n"
-                    "echo $! >%s\n" % (self.pidfile, self.pidfile, self.data, KEYWARDD, self.data, base,
-                                        self.pidfile))
+                    "echo $! >%s\n" % ((self.pidfile,) * 5 + (self.data, KEYWARDD, self.data, base,
+                                                             self.pidfile)))
         os.chmod(self.systemctl, 0o755)
 
     def run(self, fault=None, binary=PROV, *extra):
@@ -402,3 +407,53 @@ def test_with_the_admin_tokens_hash_only_the_customer_holds_the_token(appliance)
     e = Xks(Server(a)).enc("/kms-a", "payments", b"x", akid=akid, secret=secret, region="us-east-1",
                            service="kms-xks-proxy")
     assert e.status_code == 200, e.text
+
+
+def test_reprovision_applies_a_new_document_and_keeps_the_volume(appliance):
+    """--reprovision: the new document's TLS names, server tables, key stores
+    and keys; the disk, its bindings, the HSM and the keys made before stay,
+    and the services start again on the new configuration.  A document that
+    changes what stays is refused, and without --reprovision nothing runs."""
+    import requests
+    a = appliance
+    assert a.run().returncode == 0
+    first = a.output()
+    akid, secret = xks_creds(first)
+    header = subprocess.run(["sha256sum", a.disk], capture_output=True, text=True).stdout.split()[0]
+    with open(a.doc) as f:
+        doc = f.read()
+    new = doc.replace('names = ["127.0.0.1", "kw.example.test"]', 'names = ["127.0.0.1", "kms.example.test"]')
+    new += '\n[aws_xks_store.kms-b]\nuri_prefix = "/kms-b"\n\n[key.ledger]\ntype = "aes"\nxks_stores = ["kms-b"]\n'
+    with open(a.doc, "w") as f:
+        f.write(new)
+    r = a.run()
+    assert r.returncode == 11 and "--reprovision" in r.stderr, r.stderr
+    # what stays may not change
+    with open(a.doc, "w") as f:
+        f.write(new.replace('tpm2_pcrs = "7"', 'tpm2_pcrs = "7+11"'))
+    r = a.run(None, PROV, "--reprovision")
+    assert r.returncode == 4 and "keeps the data disk" in r.stderr, r.stderr
+    with open(a.doc, "w") as f:
+        f.write(new)
+    r = a.run(None, PROV, "--reprovision")
+    assert r.returncode == 0, r.stderr
+    out = a.output()
+    assert "Recovery key of the data volume: unchanged" in out
+    stores = {m.group(1): json.loads(m.group(2)) for m in
+              re.finditer(r"key store (\S+): .*\n    import file: (\{.*\})\n", out)}
+    assert set(stores) == {"kms-a", "kms-b"}, out
+    # the certificate names the new name; the old key and credential still work
+    cert = os.path.join(a.data, "etc", "tls", "cert.pem")
+    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", cert],
+                          capture_output=True, text=True).stdout
+    assert "kms.example.test" in text and "kw.example.test" not in text
+    x = Xks(Server(a))
+    e = x.enc("/kms-a", "payments", b"old", akid=akid, secret=secret, region="us-east-1", service="kms-xks-proxy")
+    assert e.status_code == 200, e.text
+    b = stores["kms-b"]["XksProxyAuthenticationCredential"]
+    e = x.enc("/kms-b", "ledger", b"new", akid=b["AccessKeyId"], secret=b["RawSecretAccessKey"],
+              region="us-east-1", service="kms-xks-proxy")
+    assert e.status_code == 200, e.text
+    done = [j["step"] for j in a.journal() if j["state"] == "done"]
+    assert done.count("volume") == 1 and done.count("tls") == 2 and done[-1] == "provisioned"
+    assert subprocess.run(["sha256sum", a.disk], capture_output=True, text=True).stdout.split()[0] == header
