@@ -3,10 +3,15 @@
  * server tables it may set, and the checks across them (doc.h).
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include "../server/common/b64.h"
 #include "../server/common/buf.h"
@@ -27,7 +32,7 @@
 enum {                               /* rows of fields[], for the line of each */
         R_VERSION, R_ALLOW_SECRETS, R_DEVICE, R_TPM2, R_TPM2_PCRS, R_TPM2_KEY, R_SNP, R_SNP_TCB,
         R_EVALUATION, R_MODULE, R_TOKEN_LABEL, R_PIN, R_MASTER_KEY_LABEL, R_TLS_MODE, R_NAMES,
-        R_KEY_TYPE, R_DAYS, R_CERTIFICATE, R_PRIVATE_KEY, R_TOKEN_SHA256, R_ADMIN_LISTEN,
+        R_KEY_TYPE, R_DAYS, R_CERTIFICATE, R_PRIVATE_KEY, R_CLIENT_CA, R_TOKEN_SHA256, R_ADMIN_LISTEN,
 };
 
 static const struct kw_cfg_field fields[] = {
@@ -50,6 +55,7 @@ static const struct kw_cfg_field fields[] = {
         [R_DAYS] = F_INT("provision.tls", tls, days, 1, 3650),
         [R_CERTIFICATE] = F_STR("provision.tls", tls, certificate, 0),
         [R_PRIVATE_KEY] = F_STR("provision.tls", tls, private_key, KW_CFG_SECRET),
+        [R_CLIENT_CA] = F_STR("provision.tls", tls, client_ca, 0),
         [R_TOKEN_SHA256] = F_STR("provision.admin", admin, token_sha256, 0),
         [R_ADMIN_LISTEN] = F_STR("provision.admin", admin, listen, 0),
 };
@@ -251,6 +257,38 @@ KW_MUST_USE static kw_result check_hsm(struct kwp_doc *d)
             (empty(d->hsm.master_key_label) || strlen(d->hsm.master_key_label) > 64))
                 DFAIL(d, line_of(d, R_MASTER_KEY_LABEL), "[provision.hsm] master_key_label must be "
                                                          "1-64 bytes");
+        return KW_OK;
+}
+
+/* The client CA: PEM certificates only, at least one, each one a CA. */
+KW_MUST_USE static kw_result check_client_ca(struct kwp_doc *d)
+{
+        const struct kw_config *c = d->cfg;
+        bool ekm_mtls = c->ekm.azure_ekm_enable && !c->ekm.azure_ekm_disable_client_auth;
+        if (empty(d->tls.client_ca)) {
+                if (ekm_mtls)
+                        DFAIL(d, kw_config_key_line(c, "azure_ekm_config", "azure_ekm_enable"),
+                              "[azure_ekm_config] azure_ekm_enable: Azure Managed HSM is authenticated by "
+                              "its client certificate: give its CA as [provision.tls] client_ca (PEM), or "
+                              "set azure_ekm_disable_client_auth = true");
+                return KW_OK;
+        }
+        BIO *bio = BIO_new_mem_buf(d->tls.client_ca, (int)strlen(d->tls.client_ca));
+        size_t n = 0, not_ca = 0;
+        X509 *x = NULL;
+        while (bio != NULL && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+                n++;
+                if (X509_check_ca(x) == 0)
+                        not_ca++;
+                X509_free(x);
+        }
+        BIO_free(bio);
+        ERR_clear_error();
+        if (n == 0)
+                DFAIL(d, line_of(d, R_CLIENT_CA), "[provision.tls] client_ca holds no PEM certificate");
+        if (not_ca != 0)
+                DFAIL(d, line_of(d, R_CLIENT_CA), "[provision.tls] client_ca: %zu of its %zu certificates "
+                                                  "are not CA certificates", not_ca, n);
         return KW_OK;
 }
 
@@ -458,6 +496,12 @@ KW_MUST_USE static kw_result apply_appliance(struct kwp_doc *d, const struct kwp
         /* [admin] initial_token_sha256 is not written: keywardd --init gets it
          * from its environment (the file is one the front reads) */
         c->hsm.evaluation = d->hsm.evaluation;
+        if (!empty(d->tls.client_ca)) {
+                char ca[512];
+                n = snprintf(ca, sizeof ca, "%s/etc/tls/" KWP_CLIENT_CA_FILE, b->data_dir);
+                KW_ENSURE(n > 0 && (size_t)n < sizeof ca, KW_ERR_INPUT);
+                KW_TRY(set_str(&c->tls.clients_ca_cert_file, ca));
+        }
         return KW_OK;
 }
 
@@ -496,6 +540,7 @@ kw_result kwp_doc_parse(const struct kwp_doc_base *base, const char *name, const
         KW_TRY_GOTO(r, check_unlock(d), fail);
         KW_TRY_GOTO(r, check_hsm(d), fail);
         KW_TRY_GOTO(r, check_tls(d), fail);
+        KW_TRY_GOTO(r, check_client_ca(d), fail);
         KW_TRY_GOTO(r, check_admin(d), fail);
         KW_TRY_GOTO(r, apply_appliance(d, base), fail);
         /* the server's own checks now, on the document's lines, with the

@@ -85,6 +85,8 @@ struct kwp_doc {
                 int64_t days;        /* 825                                           */
                 char *certificate;   /* PEM chain (supplied)                          */
                 char *private_key;   /* PEM (supplied); secret                        */
+                char *client_ca;     /* PEM: the CA of the clients' certificates (Azure
+                                        Managed HSM's, for EKM's mutual TLS)          */
         } tls;
         struct {                     /* [provision.admin]                             */
                 char *token_sha256;  /* "" = a token generated and shown once         */
@@ -119,6 +121,7 @@ struct kwp_doc_base {
 };
 
 #define KWP_SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define KWP_CLIENT_CA_FILE "client-ca.pem"   /* in data/etc/tls */
 #define KWP_EVALUATION_TOKEN "keyward-evaluation"
 
 /* Parses and checks text[0..len) (name is used in messages), the server's

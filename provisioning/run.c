@@ -321,6 +321,11 @@ KW_MUST_USE static kw_result step_tls(struct run *r)
                 kw_log(KW_LOG_WARN, "provision_tls_warning", "warning", res.warning, KW_END);
         kw_log(KW_LOG_INFO, "provision_tls", "key", kwp_tls_action_name(res.key), "certificate",
                kwp_tls_action_name(res.cert), "fingerprint", res.fingerprint, KW_END);
+        if (d->tls.client_ca != NULL && d->tls.client_ca[0] != '\0') {
+                char ca[KWP_PATH_MAX + 32];
+                snprintf(ca, sizeof ca, "%s/" KWP_CLIENT_CA_FILE, r->p.tls);
+                KW_TRY(kwp_write_file(ca, d->tls.client_ca, strlen(d->tls.client_ca), 0644, 0, 0));
+        }
         /* the front reads the key as its own user */
         char key[KWP_PATH_MAX + 16];
         snprintf(key, sizeof key, "%s/" KWP_TLS_KEY_FILE, r->p.tls);

@@ -126,6 +126,8 @@ BAD = [
     (MIN + "[key.a]\ntype = \"aes\"\nops = [\"wrap\", \"wrap\"]\n", 9, "\"wrap\" twice"),
     (MIN + "[key.a]\ntype = \"aes\"\nxks_stores = [\"nowhere\"]\n", 9, "names no [aws_xks_store.<name>]"),
     (MIN + "[key.a]\ntype = \"aes\"\nekm_clients = [\"cn\"]\n", 9, "azure_ekm_enable is not true"),
+    (MIN + "[azure_ekm_config]\nazure_ekm_enable = true\n", 8, "give its CA as [provision.tls] client_ca"),
+    (MIN + "client_ca = '''\nnot a certificate\n'''\n", 7, "client_ca holds no PEM certificate"),
     # the server's own checks, at the line of the key
     (MIN + "[aws_xks_store.s1]\nuri_prefix = \"no-slash\"\n", 8, "[aws_xks_store.s1] uri_prefix"),
     (MIN + "[http]\nmax_connections = 0\n", 8, "max_connections"),

@@ -457,3 +457,43 @@ def test_reprovision_applies_a_new_document_and_keeps_the_volume(appliance):
     done = [j["step"] for j in a.journal() if j["state"] == "done"]
     assert done.count("volume") == 1 and done.count("tls") == 2 and done[-1] == "provisioned"
     assert subprocess.run(["sha256sum", a.disk], capture_output=True, text=True).stdout.split()[0] == header
+
+
+def test_azure_ekm_with_the_clients_ca_from_the_document(appliance):
+    """[provision.tls] client_ca: the CA of Azure Managed HSM's client
+    certificates, so that EKM's mutual TLS works from the first boot; the
+    self-test sees EKM answer (401 to a caller without a certificate), a
+    client of that CA gets the info and the key's metadata."""
+    import requests
+    from ekm_certs import make_pki
+    a = appliance
+    pki = make_pki(os.path.join(a.base, "pki"), "contoso.managedhsmclient.azure.net", "other.example")
+    with open(pki["ca"]) as f:
+        ca = f.read()
+    with open(a.doc) as f:
+        doc = f.read()
+    doc = doc.replace('names = ["127.0.0.1", "kw.example.test"]',
+                      "names = [\"127.0.0.1\", \"kw.example.test\"]\nclient_ca = '''\n%s'''" % ca)
+    doc += ('\n[azure_ekm_config]\nazure_ekm_enable = true\nazure_ekm_path_prefix = "tenant0"\n'
+            'azure_ekm_client_cns = ["contoso.managedhsmclient.azure.net"]\n\n'
+            '[key.ekm-kek]\ntype = "rsa"\nops = ["wrap", "unwrap"]\n'
+            'ekm_clients = ["contoso.managedhsmclient.azure.net"]\n')
+    with open(a.doc, "w") as f:
+        f.write(doc)
+    r = a.run()
+    assert r.returncode == 0, r.stderr
+    out = a.output()
+    url = "https://127.0.0.1:%d/azureekm/tenant0" % a.port
+    assert "  ekm-kek: %s/ekm-kek" % url in out, out
+    cert = os.path.join(a.data, "etc", "tls", "cert.pem")
+    body = json.dumps({"request_context": {"request_id": "1", "correlation_id": "2", "pool_name": "p"}})
+    h = {"Content-Type": "application/json"}
+    r = requests.post(url + "/info?api-version=0.1-preview", data=body, headers=h, cert=pki["allowed"],
+                      verify=cert, timeout=30)
+    assert r.status_code == 200 and r.json()["api_version"] == "0.1-preview", r.text
+    r = requests.post(url + "/ekm-kek/metadata?api-version=0.1-preview", data=body, headers=h,
+                      cert=pki["allowed"], verify=cert, timeout=30)
+    assert r.status_code == 200 and r.json()["key_type"] == "RSA" and r.json()["key_size"] == 3072, r.text
+    r = requests.post(url + "/info?api-version=0.1-preview", data=body, headers=h, cert=pki["foreign"],
+                      verify=cert, timeout=30)
+    assert r.status_code == 401, r.text
