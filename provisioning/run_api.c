@@ -105,6 +105,8 @@ KW_MUST_USE static kw_result api_call(const char *method, const char *url, const
         CURLcode cc = curl_easy_perform(c);
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
         curl_easy_cleanup(c);
+        for (struct curl_slist *x = hl; x != NULL; x = x->next)
+                kw_wipe(x->data, strlen(x->data)); /* libcurl's copy of the bearer token */
         curl_slist_free_all(hl);
         if (cc != CURLE_OK)
                 return KW_FAIL(KW_ERR_IO, "%s %s: %s", method, url, curl_easy_strerror(cc));
