@@ -1136,6 +1136,38 @@ static enum key_type ext_type(enum kw_cfg_type t)
         return KT_STR;
 }
 
+/* The value of row k at the cursor into base (seen: the line the key was
+ * set on); range: check k's integer range now (the extension's keys; the
+ * server's are checked by kw_config_validate). */
+KW_MUST_USE static kw_result take_value(struct parser *p, uint32_t line, const char *key, const char *label,
+                                        const struct cfg_key *k, void *base, uint32_t *seen, bool range)
+{
+        if (*seen != 0)
+                PFAIL(p, line, "duplicate key '%s' in [%s] (first set on line %" PRIu32 ")", key,
+                      label, *seen);
+        struct value v = { 0 };
+        kw_result r = KW_OK;
+        KW_TRY_GOTO(r, parse_value(p, &v), out);
+        if (v.type != k->type) {
+                r = PERR(p, line, "key '%s' in [%s] must be %s, not %s", key, label,
+                         type_name(k->type), type_name(v.type));
+                goto out;
+        }
+        if (range && v.type == KT_INT && (v.i < k->min || v.i > k->max)) {
+                r = PERR(p, line, "key '%s' in [%s] must be between %" PRId64 " and %" PRId64, key,
+                         label, k->min, k->max);
+                goto out;
+        }
+        KW_TRY_GOTO(r, expect_eol(p, "the value"), out);
+        if ((k->flags & KF_SECRET) && v.s != NULL && v.s[0] != '\0')
+                note_secret(p, line, key, label);
+        key_assign(base, k, &v);
+        *seen = line;
+out:
+        value_free(&v);
+        return r;
+}
+
 /* The extension's `key = value` (the value is at the cursor). */
 KW_MUST_USE static kw_result ext_keyval(struct parser *p, uint32_t line, const char *key,
                                         const char *label)
@@ -1150,35 +1182,11 @@ KW_MUST_USE static kw_result ext_keyval(struct parser *p, uint32_t line, const c
         if (i == n)
                 PFAIL(p, line, "unknown key '%s' in [%s]", key, label);
         const struct kw_cfg_field *f = &tab[i];
-        uint32_t *seen = p->sec == SEC_EXT ? &ext->field_line[i] : &p->named_lines[i];
-        void *base = p->sec == SEC_EXT ? ext->base : p->named_base;
-        if (*seen != 0)
-                PFAIL(p, line, "duplicate key '%s' in [%s] (first set on line %" PRIu32 ")", key,
-                      label, *seen);
-
-        struct value v = { 0 };
-        kw_result r = KW_OK;
-        KW_TRY_GOTO(r, parse_value(p, &v), out);
-        if (v.type != ext_type(f->type)) {
-                r = PERR(p, line, "key '%s' in [%s] must be %s, not %s", key, label,
-                         type_name(ext_type(f->type)), type_name(v.type));
-                goto out;
-        }
-        if (v.type == KT_INT && (v.i < f->min || v.i > f->max)) {
-                r = PERR(p, line, "key '%s' in [%s] must be between %" PRId64 " and %" PRId64, key,
-                         label, f->min, f->max);
-                goto out;
-        }
-        KW_TRY_GOTO(r, expect_eol(p, "the value"), out);
-        if ((f->flags & KW_CFG_SECRET) && v.s != NULL && v.s[0] != '\0')
-                note_secret(p, line, key, label);
-        const struct cfg_key k = { section, f->key, v.type, (f->flags & KW_CFG_SECRET) ? KF_SECRET : 0,
-                                   f->off, NULL, 0, 0, 0 };
-        key_assign(base, &k, &v);
-        *seen = line;
-out:
-        value_free(&v);
-        return r;
+        const struct cfg_key k = { section, f->key, ext_type(f->type),
+                                   (f->flags & KW_CFG_SECRET) ? KF_SECRET : 0, f->off, NULL, 0,
+                                   f->min, f->max };
+        return take_value(p, line, key, label, &k, p->sec == SEC_EXT ? ext->base : p->named_base,
+                          p->sec == SEC_EXT ? &ext->field_line[i] : &p->named_lines[i], true);
 }
 
 /* key = value, cursor at the key. */
@@ -1200,44 +1208,17 @@ KW_MUST_USE static kw_result parse_keyval(struct parser *p)
 
         if (p->sec == SEC_EXT || p->sec == SEC_NAMED)
                 return ext_keyval(p, line, key, label);
-        const struct cfg_key *k;
-        void *base;
-        uint32_t *seen;
         if (p->sec == SEC_STORE) {
                 int idx = key_find(store_keys, N_STORE_KEYS, CFG_STORE_SECTION, key);
                 if (idx < 0)
                         PFAIL(p, line, "unknown key '%s' in [%s]", key, label);
-                k = &store_keys[idx];
-                base = &p->cfg->xks_stores[p->store];
-                seen = &p->store_key_line[p->store][idx];
-        } else {
-                int idx = key_find(cfg_keys, N_KEYS, cfg_keys[p->sec].section, key);
-                if (idx < 0)
-                        PFAIL(p, line, "unknown key '%s' in [%s]", key, label);
-                k = &cfg_keys[idx];
-                base = p->cfg;
-                seen = &p->key_line[idx];
+                return take_value(p, line, key, label, &store_keys[idx], &p->cfg->xks_stores[p->store],
+                                  &p->store_key_line[p->store][idx], false);
         }
-        if (*seen != 0)
-                PFAIL(p, line, "duplicate key '%s' in [%s] (first set on line %" PRIu32 ")", key,
-                      label, *seen);
-
-        struct value v = { 0 };
-        kw_result r = KW_OK;
-        KW_TRY_GOTO(r, parse_value(p, &v), out);
-        if (v.type != k->type) {
-                r = PERR(p, line, "key '%s' in [%s] must be %s, not %s", key, label,
-                         type_name(k->type), type_name(v.type));
-                goto out;
-        }
-        KW_TRY_GOTO(r, expect_eol(p, "the value"), out);
-        if ((k->flags & KF_SECRET) && v.s != NULL && v.s[0] != '\0')
-                note_secret(p, line, key, label);
-        key_assign(base, k, &v);
-        *seen = line;
-out:
-        value_free(&v);
-        return r;
+        int idx = key_find(cfg_keys, N_KEYS, cfg_keys[p->sec].section, key);
+        if (idx < 0)
+                PFAIL(p, line, "unknown key '%s' in [%s]", key, label);
+        return take_value(p, line, key, label, &cfg_keys[idx], p->cfg, &p->key_line[idx], false);
 }
 
 KW_MUST_USE static kw_result parse_document(struct parser *p)
