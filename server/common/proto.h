@@ -94,7 +94,7 @@ enum kw_op {
          * /dev/sev-guest are, bound to the TLS key custody reads from the
          * configured certificate itself */
         KW_OP_ATTEST = 60,       /* P     R NONCE -> JSON evidence                      */
-        KW_OP_MAX = 64
+        KW_OP_MAX = 128
 };
 /* Roles in the table: A* any role (auditor, operator, admin); A ko operator
  * or admin; A a admin only.  The table itself is op_table in custody.c. */

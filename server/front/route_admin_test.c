@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "admin_util.c"
+#include "admin_ops.c"
 #include "route_admin.c"
 #include "route_ops.c"
 

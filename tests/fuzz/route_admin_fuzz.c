@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "../../server/common/log.h"
+#include "../../server/front/admin_util.c"
+#include "../../server/front/admin_ops.c"
 #include "../../server/front/route_admin.c"
 
 static struct kw_front front;
