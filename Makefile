@@ -125,7 +125,7 @@ $(BUILD)/santest/reqhead_test: server/front/reqhead_test.c $(BUILD)/libkeyward-s
 	@echo "  TEST-SAN $@"
 	$(Q)$(CC) $(SAN_CFLAGS) $(CW_DEFS) -I$(CW_SRC)/src -w $< $(BUILD)/libkeyward-san.a $(SAN_LDFLAGS) $(PKG_LIBS) -lcmocka -ldl -o $@
 
-.PHONY: all deps deps-check users run test test-suites unit unit-san blackbox lint fuzz fuzz-short clean check-hardening
+.PHONY: all deps deps-check users run test test-suites unit unit-san blackbox test-console lint fuzz fuzz-short clean check-hardening
 all: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/libfaulthsm.so
 test-tools: $(BUILD)/kw-test-dbkey $(BUILD)/libfakesevguest.so
 
@@ -139,9 +139,14 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             python3-pytest python3-requests python3-botocore python3-cryptography \
             libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
             libseccomp-dev passwd acl util-linux zlib1g-dev \
-            cryptsetup-bin libcryptsetup-dev systemd
+            cryptsetup-bin libcryptsetup-dev systemd chromium
+# the console's browser tests (tests/console) run playwright-core under Node.js:
+# Debian's nodejs and npm, installed only when there is no node at all (a newer
+# Node.js installed otherwise is kept)
+NODE_PKGS := nodejs npm
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing $(NODE_PKGS)"; fi; \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
 	  echo "enabling deb-src (for CivetWeb's source package)"; \
 	  if [ -f /etc/apt/sources.list.d/debian.sources ]; then \
@@ -166,6 +171,7 @@ users:
 
 deps-check:
 	@for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || exit 1; done; \
+	command -v node >/dev/null && command -v npm >/dev/null && \
 	grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/
 
 # ---- run a development instance under ./var ----
@@ -189,6 +195,17 @@ unit-san: $(SAN_TESTS)
 	  UBSAN_OPTIONS=print_stacktrace=1 $$t; done
 blackbox: all test-tools
 	cd tests/blackbox && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
+# The web console in a real browser (tests/console: playwright-core, pinned in
+# package-lock.json, driving Debian's /usr/bin/chromium; never a downloaded
+# browser).  node_modules is (re)installed with `npm ci` when it is missing or
+# older than the lock file; screenshots go to build/artefacts/console/.
+CONSOLE_TESTS := tests/console
+$(CONSOLE_TESTS)/node_modules/.installed: $(CONSOLE_TESTS)/package-lock.json $(CONSOLE_TESTS)/package.json
+	cd $(CONSOLE_TESTS) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+test-console: all $(CONSOLE_TESTS)/node_modules/.installed
+	@test -x /usr/bin/chromium || { echo "test-console: /usr/bin/chromium is missing: make deps (as root)" >&2; exit 1; }
+	cd $(CONSOLE_TESTS) && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider test_console.py
 lint:
 	@tests/lint.sh
 check-hardening: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision
@@ -238,7 +255,7 @@ fuzz: $(FUZZERS)
 test:
 	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
 	@$(MAKE) --no-print-directory users test-suites
-test-suites: all check-hardening test-units lint unit unit-san fuzz-short blackbox
+test-suites: all check-hardening test-units lint unit unit-san fuzz-short blackbox test-console
 	@echo "make test: all suites passed"
 
 # ---- benchmark (issue 6; tests/bench/): `make bench` writes BENCHMARKS.md ----
