@@ -61,6 +61,11 @@ HEADERS   := $(wildcard server/*.h server/*/*.h)
 # what runs in the VM around the server (keyward-unlock): adds to the lists above
 include appliance/appliance.mk
 include provisioning/provisioning.mk
+# the web console (server/ui/, docs/console.md): its files compiled into
+# keywardd as one generated C file (never committed), part of the library
+UI_FILES  := $(sort $(wildcard server/ui/*.html server/ui/*.css server/ui/*.js server/ui/*.svg))
+UI_GEN    := $(BUILD)/gen/ui_assets.c
+LIB_SRCS  += $(UI_GEN)
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SAN_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/san/%.o)
 TESTS     := $(patsubst %_test.c,$(BUILD)/test/%_test,$(notdir $(TEST_SRCS)))
@@ -76,6 +81,14 @@ $(BUILD)/san/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
 	@echo "  CC-SAN  $<"
 	$(Q)$(CC) $(SAN_CFLAGS) -c $< -o $@
+
+$(BUILD)/ui-embed: server/ui_embed.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE $< $(LDHARD) $(shell pkg-config --libs libcrypto) -o $@
+$(UI_GEN): $(BUILD)/ui-embed $(UI_FILES)
+	@mkdir -p $(dir $@)
+	@echo "  EMBED   $(words $(UI_FILES)) files of server/ui/"
+	$(Q)$(BUILD)/ui-embed $@ $(UI_FILES)
 
 $(BUILD)/libkeyward.a: $(LIB_OBJS) $(BUILD)/obj/civetweb.o
 	@rm -f $@

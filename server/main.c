@@ -50,6 +50,7 @@
 #include "front/front.h"
 #include "front/route_attest.h"
 #include "front/route_ekm.h"
+#include "front/route_ui.h"
 #include "front/route_xks.h"
 
 #ifndef KEYWARD_VERSION
@@ -92,6 +93,8 @@ static const struct kw_route *build_routes(const struct kw_config *cfg)
         if (cfg->admin.enable) {
                 route_add(&n, "/api/v1/", admin, kw_route_admin, "admin", NULL);
                 route_add(&n, "/metrics", admin, kw_route_metrics, "metrics", NULL);
+                if (kw_ui_enabled(cfg))   /* the web console, beside its API */
+                        route_add(&n, "/ui", admin, kw_route_ui, "ui", NULL);
         }
         /* protocol routes: on the main listener only */
         if (cfg->ekm.azure_ekm_enable)

@@ -633,7 +633,7 @@ static int client_keeps_alive(const struct mg_connection *conn)
 /* Status line, headers and body in one buffer, one write.  0 when the
  * connection failed (the caller then closes it). */
 static int send_response(struct mg_connection *conn, const struct kw_resp *resp, int head_only,
-                         int keep_alive)
+                         int keep_alive, int admin_headers)
 {
         int st = resp->status;
         int no_body = (st >= 100 && st < 200) || st == 204 || st == 304;
@@ -645,9 +645,11 @@ static int send_response(struct mg_connection *conn, const struct kw_resp *resp,
                                   resp->content_type ? resp->content_type : "application/json",
                                   resp->body.len);
         if (r.code == 0)
-                r = kw_buf_printf(&out, "Connection: %s\r\nCache-Control: no-store\r\n"
-                                        "X-Content-Type-Options: nosniff\r\n%s\r\n",
-                                  keep_alive ? "keep-alive" : "close", resp->extra_headers);
+                r = kw_buf_printf(&out, "Connection: %s\r\nCache-Control: %s\r\n"
+                                        "X-Content-Type-Options: nosniff\r\n%s%s\r\n",
+                                  keep_alive ? "keep-alive" : "close",
+                                  resp->cache_control ? resp->cache_control : "no-store",
+                                  admin_headers ? KW_HTTP_ADMIN_HEADERS : "", resp->extra_headers);
         if (r.code == 0 && !no_body && !head_only && resp->body.len != 0)
                 r = kw_buf_put(&out, resp->body.p, resp->body.len);
         int ok = r.code == 0 && conn_write(conn, out.p, out.len);
@@ -885,6 +887,14 @@ static void linger_drain(struct mg_connection *conn)
         }
 }
 
+/* Whether a pool's listener serves the admin API (and the console): the
+ * admin pool, or the main one when the admin API shares it.  Its every
+ * answer, errors included, carries KW_HTTP_ADMIN_HEADERS. */
+static int serves_admin(const struct kw_http *h, int pool)
+{
+        return pool == POOL_ADMIN || (h->main_mask & KW_LISTENER_ADMIN) != 0;
+}
+
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
         struct kw_http *h = cbdata;
@@ -955,9 +965,11 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                         error = req.log_error;
                         if (resp.status < 100 || resp.status > 599 ||
                             !headers_well_formed(resp.extra_headers) ||
-                            (resp.content_type != NULL && !token_safe(resp.content_type))) {
+                            (resp.content_type != NULL && !token_safe(resp.content_type)) ||
+                            (resp.cache_control != NULL && !token_safe(resp.cache_control))) {
                                 kw_resp_error(&resp, 500, "internal", "internal error");
                                 resp.extra_headers[0] = '\0';
+                                resp.cache_control = NULL;
                                 error = "internal";
                         }
                 } else {
@@ -983,7 +995,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                 body_in_buf = (size_t)ri->content_length;
 
         int keep = !force_close && client_keeps_alive(conn);
-        if (!send_response(conn, &resp, strcmp(req.method, "HEAD") == 0, keep))
+        if (!send_response(conn, &resp, strcmp(req.method, "HEAD") == 0, keep, serves_admin(h, tl_pool)))
                 force_close = 1;
 
         uint64_t us = elapsed_us(&t0);
@@ -1024,7 +1036,7 @@ static int on_http_error(struct mg_connection *conn, int status, const char *msg
         struct kw_resp resp;
         resp_init(&resp);
         kw_resp_error(&resp, status, name, status == 404 ? "no such path" : "malformed request");
-        (void)send_response(conn, &resp, 0, 0);   /* closed below either way */
+        (void)send_response(conn, &resp, 0, 0, serves_admin(h, tl_pool));   /* closed below either way */
         struct kw_req req;
         memset(&req, 0, sizeof req);
         req.method = ri && ri->request_method ? ri->request_method : "";

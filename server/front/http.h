@@ -57,6 +57,7 @@ struct kw_resp {
         const char *content_type;  /* default "application/json"                   */
         struct kw_buf body;        /* initialised by http.c, max 1 MiB             */
         char extra_headers[256];   /* e.g. "Retry-After: 1\r\n" (each line CRLF-terminated) */
+        const char *cache_control; /* Cache-Control value; NULL: "no-store"        */
 };
 
 typedef void (*kw_route_fn)(struct kw_req *req, struct kw_resp *resp, void *ctx);
@@ -73,6 +74,15 @@ struct kw_route {
         const char *name;          /* metrics/log label when the handler sets none */
         kw_route_error_fn error;   /* optional, see above                          */
 };
+
+/* Every response of a listener that serves the admin API (the admin
+ * listener, or the main one when they are shared) carries these headers, the
+ * console's (docs/console.md); every response of every listener carries
+ * X-Content-Type-Options: nosniff and Cache-Control (kw_resp.cache_control). */
+#define KW_HTTP_ADMIN_HEADERS                                                  \
+        "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'\r\n" \
+        "X-Frame-Options: DENY\r\n"                                             \
+        "Referrer-Policy: no-referrer\r\n"
 
 /* Starts the listeners of cfg ([http], [tls], [admin]).  routes ends with
  * a { NULL } row; ctx is passed to every handler.  Unmatched paths get 404

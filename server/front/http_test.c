@@ -300,6 +300,13 @@ static void r_err(struct kw_req *req, struct kw_resp *resp, void *ctx)
         snprintf(req->log_error, sizeof req->log_error, "forbidden");
 }
 
+/* A handler's Cache-Control: "/cache/ok" a valid one, any other a bad one. */
+static void r_cache(struct kw_req *req, struct kw_resp *resp, void *ctx)
+{
+        echo(req, resp, "cache", ctx);
+        resp->cache_control = strcmp(req->path, "/cache/ok") == 0 ? "no-cache" : "no-cache\r\nX-Evil: 1";
+}
+
 /* A protocol's own shape for http.c's refusals on its route. */
 static void r_proto_error(struct kw_req *req, struct kw_resp *resp, int code)
 {
@@ -317,6 +324,7 @@ static const struct kw_route routes[] = {
         { "/err", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_err, "err", NULL },
         { "/proto/", KW_LISTENER_MAIN, r_v1, "proto", r_proto_error },
         { "/healthz", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_v1, "healthz", NULL },
+        { "/cache/", KW_LISTENER_MAIN | KW_LISTENER_ADMIN, r_cache, "cache", NULL },
         { NULL, 0, NULL, NULL, NULL },
 };
 
@@ -760,6 +768,62 @@ static void http_dispatch_shared_listener_serves_admin_routes(void **state)
         one_shot(s.port, GET("/admin/keys"), &r);
         assert_int_equal(r.status, 404);
         hresp_free(&r);
+        srv_stop(&s);
+}
+
+static int has_admin_headers(const struct hresp *r)
+{
+        return has_header(r, "Content-Security-Policy: default-src 'self'; frame-ancestors 'none'") &&
+               has_header(r, "X-Frame-Options: DENY") && has_header(r, "Referrer-Policy: no-referrer") &&
+               has_header(r, "X-Content-Type-Options: nosniff");
+}
+
+/* The console's headers on every answer of a listener serving the admin
+ * API (routes, 404, CivetWeb's own errors), on no answer of a main
+ * listener that does not; a handler's Cache-Control used when well formed. */
+static void http_admin_listener_answers_carry_console_headers(void **state)
+{
+        (void)state;
+        struct srv s;
+        s.port = free_port();
+        s.aport = free_port();
+        srv_start(&s, cfg_new(s.port, s.aport));
+        static const char *const reqs[] = { GET("/admin/keys"), GET("/nothing"), GET("/healthz"),
+                                            GET("/err"), "GET /x HTTP/9.9\r\n\r\n" };
+        struct hresp r;
+        for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+                one_shot(s.aport, reqs[i], &r);
+                assert_true(r.status > 0);
+                assert_true(has_admin_headers(&r));
+                hresp_free(&r);
+                one_shot(s.port, reqs[i], &r);
+                assert_true(r.status > 0);
+                assert_true(has_header(&r, "X-Content-Type-Options: nosniff"));
+                assert_false(has_header(&r, "X-Frame-Options: DENY"));
+                hresp_free(&r);
+        }
+        one_shot(s.aport, GET("/admin/keys"), &r);
+        assert_true(has_header(&r, "Cache-Control: no-store"));
+        hresp_free(&r);
+        one_shot(s.aport, GET("/cache/ok"), &r);
+        assert_int_equal(r.status, 200);
+        assert_true(has_header(&r, "Cache-Control: no-cache"));
+        hresp_free(&r);
+        one_shot(s.aport, GET("/cache/bad"), &r);              /* header injection: refused */
+        assert_int_equal(r.status, 500);
+        assert_true(has_header(&r, "Cache-Control: no-store"));
+        assert_false(has_header(&r, "X-Evil: 1"));
+        hresp_free(&r);
+        srv_stop(&s);
+
+        /* shared listener: it is the admin listener, every answer has them */
+        s.port = free_port();
+        srv_start(&s, cfg_new(s.port, 0));
+        for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+                one_shot(s.port, reqs[i], &r);
+                assert_true(has_admin_headers(&r));
+                hresp_free(&r);
+        }
         srv_stop(&s);
 }
 
@@ -1245,6 +1309,7 @@ int main(void)
                 cmocka_unit_test(http_start_port_in_use_fails_io),
                 cmocka_unit_test(http_dispatch_longest_prefix_and_listener_mask),
                 cmocka_unit_test(http_dispatch_shared_listener_serves_admin_routes),
+                cmocka_unit_test(http_admin_listener_answers_carry_console_headers),
                 cmocka_unit_test(http_request_malformed_gets_json_error),
                 cmocka_unit_test(http_body_limits_enforced),
                 cmocka_unit_test(http_response_keep_alive_two_requests_one_connection),
