@@ -48,7 +48,7 @@ def console(tmp_path_factory):
     try:
         env = ekm_env(pki, KEYWARD_CUSTODY_TIMEOUT_MS="60000")
         env.update(attest_env(tpm))
-        if os.environ.get("KW_TMP_NOCONSOLE") != "1": env.update(CONSOLE_ENV)
+        env.update(CONSOLE_ENV)
         s = Server(os.path.join(d, "srv"), env=env, extra_toml=XKS_TOML).start()
         yield s, pki
     finally:
