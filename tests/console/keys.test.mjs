@@ -2,7 +2,7 @@
 // through the console, each step checked through the admin API.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { api, goTo, launch, newRole, screenshots, settled, signInToken, unique } from './lib.mjs';
+import { api, goTo, launch, newRole, rowOf, screenshots, settled, signInToken, unique } from './lib.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -14,15 +14,10 @@ async function key(name) {
   return r.json;
 }
 
-// The row of the key (its name in the first cell).
-function row(page, name) {
-  return page.getByRole('row').filter({ has: page.getByRole('cell', { name, exact: true }).first() });
-}
-
 // Clicks a change button in the key's row; answers a confirmation if the
 // console asks for one.  Returns once the region is no longer busy.
 async function act(page, name, button) {
-  await row(page, name).getByRole('button', { name: button, exact: true }).click();
+  await rowOf(page, name).getByRole('button', { name: button, exact: true }).click();
   await confirmIfAsked(page, button);
   await settled(page);
 }
@@ -61,7 +56,7 @@ test('create, disable, rotate and schedule deletion of a key through the console
     await form.getByLabel('Name', { exact: true }).fill(name);
     await form.getByRole('button', { name: 'Create key', exact: true }).click();
     await settled(p);
-    await row(p, name).waitFor();
+    await rowOf(p, name).waitFor();
     const k0 = await key(name);
     assert.equal(k0.type, 'AES');
     assert.equal(k0.state, 'enabled');
@@ -70,14 +65,14 @@ test('create, disable, rotate and schedule deletion of a key through the console
 
     await act(p, name, 'Disable');
     await until('disabled', async () => (await key(name)).state === 'disabled');
-    await row(p, name).getByRole('button', { name: 'Enable', exact: true }).waitFor();
+    await rowOf(p, name).getByRole('button', { name: 'Enable', exact: true }).waitFor();
 
     await act(p, name, 'Rotate');
     await until('version 2', async () => (await key(name)).current_version === 2);
 
     // schedule deletion: the console may ask for a waiting time; the harness
     // runs keywardd with deletion_min_wait_seconds = 1, any value the form offers passes
-    await row(p, name).getByRole('button', { name: 'Schedule deletion', exact: true }).click();
+    await rowOf(p, name).getByRole('button', { name: 'Schedule deletion', exact: true }).click();
     await confirmIfAsked(p, 'Schedule deletion');
     await settled(p);
     const k3 = await until('pending deletion', async () => {
@@ -85,7 +80,7 @@ test('create, disable, rotate and schedule deletion of a key through the console
       return k.state === 'pending_deletion' && k;
     });
     assert.ok(k3.delete_at, JSON.stringify(k3));
-    await row(p, name).getByRole('button', { name: 'Cancel deletion', exact: true }).waitFor();
+    await rowOf(p, name).getByRole('button', { name: 'Cancel deletion', exact: true }).waitFor();
     await screenshots(p, 'keys-pending-deletion');
 
     // each change is in the audit, as the admin token's

@@ -180,6 +180,11 @@ export async function settled(page) {
   await page.waitForFunction(() => !document.querySelector('[aria-busy="true"]'), null, { timeout: STEP_MS });
 }
 
+// A table row whose first cell holds name (a key, a store).
+export function rowOf(page, name) {
+  return page.getByRole('row').filter({ has: page.getByRole('cell', { name, exact: true }).first() });
+}
+
 // The current session's cookie and CSRF token, as the page holds them.
 export async function session(page) {
   const cookies = await page.context().cookies(URL_BASE);

@@ -4,15 +4,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, test } from 'node:test';
-import { api, goTo, launch, newRole, screenshots, settled, signInToken, unique } from './lib.mjs';
+import { api, goTo, launch, newRole, rowOf, screenshots, settled, signInToken, unique } from './lib.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
-
-function row(page, name) {
-  return page.getByRole('row').filter({ has: page.getByRole('cell', { name, exact: true }).first() });
-}
 
 async function store(name) {
   const r = await api('GET', '/api/v1/xks/stores');
@@ -34,7 +30,7 @@ test('create an XKS store, rotate its credential, download the import file', { t
     await form.getByLabel(/prefix/i).fill(prefix);
     await form.getByRole('button', { name: 'Create store', exact: true }).click();
     await settled(p);
-    await row(p, name).waitFor();
+    await rowOf(p, name).waitFor();
     const s0 = await store(name);
     assert.ok(s0, 'the store is not in the API list');
     assert.equal(s0.uri_prefix, prefix);
@@ -42,7 +38,7 @@ test('create an XKS store, rotate its credential, download the import file', { t
     assert.equal(s0.access_key_ids.length, 1);
 
     // rotation: a second credential, its secret shown once in the page
-    await row(p, name).getByRole('button', { name: 'Rotate credential', exact: true }).click();
+    await rowOf(p, name).getByRole('button', { name: 'Rotate credential', exact: true }).click();
     const dialog = p.getByRole('dialog');
     if (await dialog.isVisible().catch(() => false) &&
         await dialog.getByRole('button', { name: 'Rotate credential', exact: true }).count())
@@ -60,7 +56,7 @@ test('create an XKS store, rotate its credential, download the import file', { t
     // the download is the API's import file
     const [download] = await Promise.all([
       p.waitForEvent('download', { timeout: 15000 }),
-      row(p, name).getByRole('button', { name: 'Download import file', exact: true }).click(),
+      rowOf(p, name).getByRole('button', { name: 'Download import file', exact: true }).click(),
     ]);
     const file = await download.path();
     const got = JSON.parse(fs.readFileSync(file, 'utf8'));
