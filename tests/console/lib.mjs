@@ -158,8 +158,8 @@ export async function signInToken(page, token = ADMIN_TOKEN) {
 
 export async function signInPassword(page, user, password) {
   await openSignIn(page);
-  await page.getByLabel('User name').fill(user);
-  await page.getByLabel('Password').fill(password);
+  await page.getByLabel('User name', { exact: true }).fill(user);
+  await page.getByLabel('Password', { exact: true }).fill(password);
   await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await signedIn(page);
 }
