@@ -53,7 +53,8 @@ $(BUILD)/san/civetweb.o: $(CW_SRC)/.stamp Makefile
 	$(CC) -O1 -g -w -fsanitize=address,undefined -fno-omit-frame-pointer $(CW_DEFS) -I$(CW_INC) -c $(CW_SRC)/src/civetweb.c -o $@
 
 # ---- sources ----
-LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*.c server/front/*.c attest/collect/*.c)) server/config.c
+LIB_SRCS  := $(filter-out %_test.c,$(wildcard server/common/*.c server/custody/*.c server/front/*.c attest/collect/*.c)) server/config.c \
+             attest/verify/snp_report.c
 TEST_SRCS := $(wildcard server/*_test.c server/*/*_test.c)
 VERSION   := 0.1.0
 CTL_SRCS  := $(filter-out %_test.c,$(wildcard server/ctl/*.c))

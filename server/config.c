@@ -175,6 +175,7 @@ static const struct cfg_key cfg_keys[] = {
         K_STR("attestation", attestation, event_log,
               "/sys/kernel/security/tpm0/binary_bios_measurements", 0),
         K_STR("attestation", attestation, expected_values_id, "", 0),
+        K_STR("attestation", attestation, unlock_record, "/run/keyward/unlock.json", 0),
         K_INT("attestation", attestation, rate_limit, 10, 0, 1000000),
 };
 #define N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])

@@ -181,6 +181,8 @@ struct kw_config {
                 char *tsm_report_dir;/* "/sys/kernel/config/tsm/report"; "" = none     */
                 char *event_log;     /* TCG boot event log; "" = none                 */
                 char *expected_values_id; /* id of the image's expected-values document */
+                char *unlock_record; /* "/run/keyward/unlock.json": keyward-unlock's record
+                                        of this boot, read once at start (GET status) */
                 int64_t rate_limit;  /* requests/s, 10; 0 = none                      */
         } attestation;
 

@@ -555,6 +555,12 @@ static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
         }
         kw_route_attest_setup(cfg);
         struct kw_front front = { .cfg = cfg };
+        struct kw_admin_info *info = NULL;
+        if (kw_admin_info_load(cfg, &info).code != 0) {
+                fprintf(stderr, "keywardd: out of memory\n");
+                return 3;
+        }
+        front.info = info;
         r = kw_cc_new(cfg->custody.socket_path, (unsigned)cfg->custody.connections,
                       (unsigned)cfg->custody.timeout_ms, &front.cc);
         /* the log writer thread: after the bounding set is dropped (a new
@@ -608,6 +614,7 @@ static int front_main(struct kw_config *cfg, int ready_fd, int standalone)
         sigwait(&set, &sig);
         kw_http_stop(front.http);       /* waits for the requests in progress */
         kw_cc_free(front.cc);
+        kw_admin_info_free(info);
         kw_log_writer_stop();           /* their lines, and every other, written */
         return 0;
 }

@@ -2,7 +2,8 @@
  * kwa.h - keyward-attest, the verifier (mbedTLS only: it must not trust the
  * server's crypto stack).  Modules:
  *   rd.c       bounded reader (LE/BE) and hex helpers for untrusted bytes
- *   snp.c      SEV-SNP report parser, AMD chain (ARK->ASK->VCEK), report checks
+ *   snp_report.c  SEV-SNP report parser (no crypto: the server uses it too)
+ *   snp.c      AMD chain (ARK->ASK->VCEK), report checks
  *   tpm.c      TPM2B_PUBLIC / TPMS_ATTEST / TPMT_SIGNATURE parsers, quote checks
  *   eventlog.c TCG crypto-agile event log parser and sha256 replay
  *   hcl.c      Azure HCL report (vTPM NV 0x01400001)
@@ -45,8 +46,14 @@ KWA_MUST_USE int kwa_rd_u32le(struct kwa_rd *r, uint32_t *ret);
 KWA_MUST_USE int kwa_rd_bytes(struct kwa_rd *r, size_t n, const uint8_t **ret);
 /* A TPM2B: u16be size then that many bytes (at most max). */
 KWA_MUST_USE int kwa_rd_tpm2b(struct kwa_rd *r, size_t max, const uint8_t **ret, size_t *ret_len);
-uint32_t kwa_le32(const uint8_t *p);
-uint64_t kwa_le64(const uint8_t *p);
+static inline uint32_t kwa_le32(const uint8_t *p)
+{
+        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t kwa_le64(const uint8_t *p)
+{
+        return (uint64_t)kwa_le32(p) | (uint64_t)kwa_le32(p + 4) << 32;
+}
 /* Exactly 2*n hex digits -> out[n]; 0 or -1. */
 int kwa_hex_decode(const char *s, uint8_t *out, size_t n);
 void kwa_hex_encode(const uint8_t *p, size_t n, char *out /* 2n+1 */);
@@ -83,7 +90,7 @@ int kwa_checks_ok(const struct kwa_checks *cs);
 void kwa_checks_print_json(const struct kwa_checks *cs, int ok);
 void kwa_checks_print_failed(const struct kwa_checks *cs);
 
-/* ---- snp.c ---- */
+/* ---- snp_report.c, snp.c ---- */
 #define KWA_SNP_REPORT_LEN 1184
 #define KWA_SNP_SIGNED_LEN 0x2A0
 struct kwa_snp_report {

@@ -99,12 +99,6 @@ int kwa_rd_tpm2b(struct kwa_rd *r, size_t max, const uint8_t **ret, size_t *ret_
         return KWA_OK;
 }
 
-uint32_t kwa_le32(const uint8_t *p)
-{
-        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-uint64_t kwa_le64(const uint8_t *p) { return (uint64_t)kwa_le32(p) | (uint64_t)kwa_le32(p + 4) << 32; }
 
 static int hexval(int c)
 {

@@ -1,5 +1,5 @@
 /*
- * snp.c - SEV-SNP: the report parser, the AMD chain ARK -> ASK -> VCEK at a
+ * snp.c - SEV-SNP (the report parser is snp_report.c): the AMD chain ARK -> ASK -> VCEK at a
  * given time, the VCEK's hwID/TCB extensions against the report, the
  * report's ECDSA P-384 signature, the binding and the policy.
  * Check names: snp.report, snp.ark, snp.ask, snp.vcek, snp.chip_id, snp.tcb,
@@ -18,38 +18,6 @@
 #include <mbedtls/x509_crt.h>
 
 #include "kwa.h"
-
-int kwa_snp_parse(const uint8_t *p, size_t n, struct kwa_snp_report *ret)
-{
-        if (n < KWA_SNP_REPORT_LEN)
-                return KWA_E_TRUNC;
-        if (n != KWA_SNP_REPORT_LEN)
-                return KWA_E_FORMAT;
-        struct kwa_snp_report r;
-        memset(&r, 0, sizeof r);
-        r.version = kwa_le32(p + 0x000);
-        r.guest_svn = kwa_le32(p + 0x004);
-        r.policy = kwa_le64(p + 0x008);
-        r.vmpl = kwa_le32(p + 0x030);
-        r.sig_algo = kwa_le32(p + 0x034);
-        r.current_tcb = kwa_le64(p + 0x038);
-        memcpy(r.report_data, p + 0x050, 64);
-        memcpy(r.measurement, p + 0x090, 48);
-        memcpy(r.host_data, p + 0x0C0, 32);
-        memcpy(r.id_key_digest, p + 0x0E0, 48);
-        memcpy(r.author_key_digest, p + 0x110, 48);
-        r.reported_tcb = kwa_le64(p + 0x180);
-        memcpy(r.chip_id, p + 0x1A0, 64);
-        r.committed_tcb = kwa_le64(p + 0x1E0);
-        r.launch_tcb = kwa_le64(p + 0x1F0);
-        memcpy(r.sig_r, p + 0x2A0, 72);
-        memcpy(r.sig_s, p + 0x2E8, 72);
-        r.raw = p;
-        if (r.version < 2 || r.version > 5)
-                return KWA_E_FORMAT;
-        *ret = r;
-        return KWA_OK;
-}
 
 struct kwa_tcb kwa_snp_tcb(uint64_t v, const char *product)
 {

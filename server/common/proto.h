@@ -94,6 +94,9 @@ enum kw_op {
          * /dev/sev-guest are, bound to the TLS key custody reads from the
          * configured certificate itself */
         KW_OP_ATTEST = 60,       /* P     R NONCE -> JSON evidence                      */
+        /* the console's information ops (issue 14, B: 80-89) */
+        KW_OP_KEY_VERSIONS = 80, /* A*    R NAME -> JSON {name, current_version,
+                                  *       versions:[{version, created, current}]}    */
         KW_OP_MAX = 128
 };
 /* Roles in the table: A* any role (auditor, operator, admin); A ko operator

@@ -89,6 +89,7 @@ kw_result op_key_rotate(struct custody *, const struct kw_msg *, struct op_calle
 kw_result op_key_schedule_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_key_cancel_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_key_update(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_key_versions(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_wrap(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_unwrap(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_audit_query(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);

@@ -593,6 +593,59 @@ kw_result op_key_get(struct custody *c, const struct kw_msg *req, struct op_call
         return r;
 }
 
+static int versions_cb(uint32_t version, int64_t created, void *arg)
+{
+        cJSON *arr = arg;
+        cJSON *v = cJSON_CreateObject();
+        if (v == NULL || !cJSON_AddItemToArray(arr, v)) {
+                cJSON_Delete(v);
+                return 1;
+        }
+        char t[32];
+        format_time(created, t);
+        cJSON_AddNumberToObject(v, "version", version);
+        cJSON_AddStringToObject(v, "created", t);
+        return 0;
+}
+
+/* KW_OP_KEY_VERSIONS: {"name","current_version","versions":[{"version",
+ * "created","current"}]}, versions in order (none once destroyed). */
+kw_result op_key_versions(struct custody *c, const struct kw_msg *req, struct op_caller *who,
+                          struct kw_buf *reply)
+{
+        (void)who;
+        char name[65];
+        KW_TRY(kw_msg_get_str(req, KW_T_NAME, name, sizeof name));
+        KW_ENSURE(valid_name(name), KW_ERR_BAD_NAME);
+        struct kw_key_row row;
+        memset(&row, 0, sizeof row);
+        KW_TRY(kw_keystore_key_get(c->ks, name, &row));
+        cJSON *d = cJSON_CreateObject();
+        cJSON *arr = d != NULL ? cJSON_AddArrayToObject(d, "versions") : NULL;
+        kw_result r = arr != NULL ? KW_OK : KW_RESULT(KW_ERR_NOMEM);
+        if (kw_ok(r)) {
+                cJSON_AddStringToObject(d, "name", row.name);
+                cJSON_AddNumberToObject(d, "current_version", row.current_version);
+                r = kw_keystore_key_versions(c->ks, row.id, versions_cb, arr);
+        }
+        int n = kw_ok(r) ? cJSON_GetArraySize(arr) : 0;
+        for (int i = 0; i < n; i++) {
+                cJSON *v = cJSON_GetArrayItem(arr, i);
+                const cJSON *num = cJSON_GetObjectItem(v, "version");
+                if (num == NULL) {
+                        r = KW_RESULT(KW_ERR_NOMEM);   /* versions_cb ran out of memory */
+                        break;
+                }
+                cJSON_AddBoolToObject(v, "current", (uint32_t)num->valuedouble == row.current_version);
+        }
+        kw_key_row_clear(&row);
+        if (!kw_ok(r)) {
+                cJSON_Delete(d);
+                return r;
+        }
+        return reply_json(reply, d);
+}
+
 kw_result custody_key_xks_metadata(struct custody *c, const struct op_caller *who, const char *name,
                                    struct custody_key_info *ret)
 {

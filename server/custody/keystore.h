@@ -88,6 +88,13 @@ KW_MUST_USE kw_result kw_keystore_key_get(struct kw_keystore *ks, const char *na
 /* Appends the sealed blob of (key id, version) to out; KW_ERR_NOT_FOUND. */
 KW_MUST_USE kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id,
                                                uint32_t version, struct kw_buf *out);
+/* The versions of the key with id key_id (none left once destroyed), in
+ * version order: cb(version, created Unix seconds, arg) for each; cb
+ * returning non-zero stops the walk.  KW_ERR_BAD_FIELD for a malformed id. */
+KW_MUST_USE kw_result kw_keystore_key_versions(struct kw_keystore *ks, const char *key_id,
+                                               int (*cb)(uint32_t version, int64_t created,
+                                                         void *arg),
+                                               void *arg);
 /* Calls cb for each matching row in name order (at most limit rows); writes
  * the name to continue after into next (next[0] = 0 when no more). cb returning
  * non-zero stops the walk. */

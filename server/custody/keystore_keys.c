@@ -290,6 +290,33 @@ kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id, u
         return r;
 }
 
+kw_result kw_keystore_key_versions(struct kw_keystore *ks, const char *key_id,
+                                   int (*cb)(uint32_t version, int64_t created, void *arg),
+                                   void *arg)
+{
+        KW_ENSURE(ks != NULL && key_id != NULL && cb != NULL, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        ks_lock(ks);
+        kw_result r;
+        {
+                sqlite3_stmt *st _cleanup_finalize_ = NULL;
+                r = ks_prepare(ks, "SELECT version, created FROM key_versions WHERE key_id = ?1"
+                                   " ORDER BY version", &st);
+                if (kw_ok(r))
+                        r = ks_bind_text(ks, st, 1, key_id);
+                int row = 1;
+                while (kw_ok(r) && row) {
+                        r = ks_step_row(ks, st, "key versions", &row);
+                        if (kw_ok(r) && row &&
+                            cb((uint32_t)sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                               arg) != 0)
+                                break;
+                }
+        }
+        ks_unlock(ks);
+        return r;
+}
+
 /* "k=v": does tags_json have k whose value is the string v? */
 static int tags_match(const char *tags_json, const char *k, size_t klen, const char *v)
 {

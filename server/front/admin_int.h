@@ -137,6 +137,7 @@ void admin_put_attrs(struct kw_cc_call *c, const struct admin_attrs *at);
 void admin_json_wipe(cJSON *v);
 void admin_begin(struct admin_call *a, uint8_t op, struct kw_cc_call *c);
 KW_MUST_USE kw_result admin_invoke(struct admin_call *a, struct kw_cc_call *c, int status);
+KW_MUST_USE kw_result admin_invoke_json(struct kw_cc_call *c, const char **ret_json, size_t *ret_len);
 void admin_begin_key(struct admin_call *a, uint8_t op, struct kw_cc_call *c);
 
 /* ---- handlers (admin_ops.c) ---- */
@@ -165,5 +166,16 @@ KW_MUST_USE kw_result admin_xks_rotate(struct admin_call *a);
 KW_MUST_USE kw_result admin_xks_import_file(struct admin_call *a);
 KW_MUST_USE kw_result admin_xks_delete(struct admin_call *a);
 KW_MUST_USE kw_result admin_xks_delete_cred(struct admin_call *a);
+
+/* ---- admin_info.c: the console's information endpoints ---- */
+KW_MUST_USE kw_result admin_metrics_history(struct admin_call *a);
+KW_MUST_USE kw_result admin_ekm_info(struct admin_call *a);
+KW_MUST_USE kw_result admin_attestation(struct admin_call *a);
+KW_MUST_USE kw_result admin_keys_versions(struct admin_call *a);
+/* ,"evaluation":bool,"unlock":{...} appended to b (GET status). */
+KW_MUST_USE kw_result admin_status_extra(struct admin_call *a, struct kw_buf *b);
+/* Exposed for the unit test and the fuzz target. */
+KW_MUST_USE kw_result admin_snp_fields(const uint8_t *report, size_t n, cJSON *snp);
+KW_MUST_USE kw_result admin_attest_summarize(const uint8_t *json, size_t len, cJSON *out);
 
 #endif

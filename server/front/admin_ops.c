@@ -24,23 +24,19 @@ KW_MUST_USE kw_result admin_status(struct admin_call *a)
 {
         struct kw_cc_call c;
         admin_begin(a, KW_OP_STATUS, &c);
-        kw_result r = kw_cc_invoke(&c);
-        if (r.code != 0) {
-                if (c.detail[0] != '\0')
-                        kw_err_set_detail("%s", c.detail);
-                kw_cc_end(&c);
-                return r;
-        }
         const char *json = NULL;
         size_t len = 0;
+        KW_TRY(admin_invoke_json(&c, &json, &len));
         struct kw_buf *b = &a->resp->body;
-        r = kw_cc_reply_json(&c, &json, &len);
-        if (r.code == 0)
-                r = kw_buf_put_str(b, "{\"custody\":");
+        kw_result r = kw_buf_put_str(b, "{\"custody\":");
         if (r.code == 0)
                 r = kw_buf_put(b, json, len);
         if (r.code == 0)
-                r = kw_buf_put_str(b, ",\"version\":\"" KEYWARD_VERSION "\"}");
+                r = kw_buf_put_str(b, ",\"version\":\"" KEYWARD_VERSION "\"");
+        if (r.code == 0)
+                r = admin_status_extra(a, b);
+        if (r.code == 0)
+                r = kw_buf_put_str(b, "}");
         kw_cc_end(&c);
         KW_TRY(r);
         a->resp->status = 200;

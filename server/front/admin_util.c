@@ -550,22 +550,31 @@ void admin_begin(struct admin_call *a, uint8_t op, struct kw_cc_call *c)
  * status, on failure the custody detail becomes the thread's detail.  Ends c. */
 KW_MUST_USE kw_result admin_invoke(struct admin_call *a, struct kw_cc_call *c, int status)
 {
-        kw_result r = kw_cc_invoke(c);
-        if (r.code != 0) {
-                if (c->detail[0] != '\0')
-                        kw_err_set_detail("%s", c->detail);
-                kw_cc_end(c);
-                return r;
-        }
         const char *json = NULL;
         size_t len = 0;
-        r = kw_cc_reply_json(c, &json, &len);
-        if (r.code == 0)
-                r = kw_buf_put(&a->resp->body, json, len);
+        KW_TRY(admin_invoke_json(c, &json, &len));
+        kw_result r = kw_buf_put(&a->resp->body, json, len);
         kw_cc_end(c);
         KW_TRY(r);
         a->resp->status = status;
         return KW_OK;
+}
+
+/* Invokes c; on success *ret_json points at the reply's JSON (valid until
+ * kw_cc_end, which the caller then owes), on failure c is ended and the
+ * custody detail is the thread's detail. */
+KW_MUST_USE kw_result admin_invoke_json(struct kw_cc_call *c, const char **ret_json,
+                                        size_t *ret_len)
+{
+        kw_result r = kw_cc_invoke(c);
+        if (r.code == 0)
+                r = kw_cc_reply_json(c, ret_json, ret_len);
+        if (r.code != 0) {
+                if (c->detail[0] != '\0')
+                        kw_err_set_detail("%s", c->detail);
+                kw_cc_end(c);
+        }
+        return r;
 }
 
 /* A call on the key named in the path. */

@@ -83,6 +83,7 @@
 #include "../common/log.h"
 #include "../config.h"
 #include "connlimit.h"
+#include "history.h"
 #include "http.h"
 #include "../common/json_io.h"
 #include "reqbuf.h"
@@ -109,6 +110,7 @@ static const char *const bucket_le[N_BUCKETS] = { "0.0005", "0.001", "0.0025", "
 /* Metrics of one route label; lock-free counters. */
 struct route_slot {
         const char *name;
+        int hist_class;                              /* kw_history_class(name) */
         _Atomic uint64_t by_status[STATUS_SLOTS];
         _Atomic uint64_t errors;
         _Atomic uint64_t bucket[N_BUCKETS + 1];      /* per bucket, not cumulative */
@@ -138,6 +140,7 @@ struct kw_http {
         size_t *route_slot;                     /* routes[i] -> slots[route_slot[i]] */
         struct route_slot *slots;               /* slots[0] is "none" */
         size_t n_slots;
+        struct kw_history *history;             /* per-minute, by route class */
         void *ctx;
         int admin_separate;
         unsigned main_mask;
@@ -1001,6 +1004,8 @@ static int on_request(struct mg_connection *conn, void *cbdata)
         uint64_t us = elapsed_us(&t0);
         const char *route = req.log_route[0] != '\0' ? req.log_route : h->slots[slot].name;
         metrics_record(h, slot, resp.status, us);
+        kw_history_record(h->history, h->slots[slot].hist_class, (int64_t)time(NULL), resp.status,
+                          us, error);
         log_request(h, &req, route, resp.status, us, ri->remote_addr, error);
 
         int status = resp.status;
@@ -1062,6 +1067,11 @@ static kw_result put_label(struct kw_buf *b, const char *s)
                         KW_TRY(kw_buf_put(b, s, 1));
         }
         return KW_OK;
+}
+
+struct kw_history *kw_http_history(const struct kw_http *h)
+{
+        return h != NULL ? h->history : NULL;
 }
 
 int kw_http_tls_spki_sha256(const struct kw_http *h, unsigned char out[32])
@@ -1169,14 +1179,17 @@ static KW_MUST_USE kw_result slots_build(struct kw_http *h)
         h->slots = calloc(h->n_routes + 1, sizeof *h->slots);
         KW_ENSURE(h->route_slot != NULL && h->slots != NULL, KW_ERR_NOMEM);
         h->slots[0].name = "none";
+        h->slots[0].hist_class = -1;
         h->n_slots = 1;
         for (size_t i = 0; i < h->n_routes; i++) {
                 const char *name = h->routes[i].name ? h->routes[i].name : h->routes[i].prefix;
                 size_t k = 0;
                 while (k < h->n_slots && strcmp(h->slots[k].name, name) != 0)
                         k++;
-                if (k == h->n_slots)
+                if (k == h->n_slots) {
+                        h->slots[k].hist_class = kw_history_class(name);
                         h->slots[h->n_slots++].name = name;
+                }
                 h->route_slot[i] = k;
         }
         return KW_OK;
@@ -1195,6 +1208,7 @@ void kw_http_stop(struct kw_http *h)
         kw_connlimit_free(h->cl);
         free(h->route_slot);
         free(h->slots);
+        kw_history_free(h->history);
         free(h);
 }
 
@@ -1328,6 +1342,8 @@ kw_result kw_http_start(const struct kw_config *cfg, const struct kw_route *rout
                 lc.threads[p] = h->pool[p].threads;
         }
         kw_result r = slots_build(h);
+        if (r.code == 0)
+                r = kw_history_new(&h->history);
         if (r.code == 0)
                 r = kw_connlimit_new(&lc, &h->cl);
         if (r.code == 0)

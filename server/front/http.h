@@ -95,6 +95,11 @@ void kw_http_stop(struct kw_http *h);
 /* The Prometheus text of the front's metrics (appended to out). */
 KW_MUST_USE kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out);
 
+/* The per-minute request history (history.h) of the running server, or
+ * NULL (h NULL).  Owned by h. */
+struct kw_history;
+struct kw_history *kw_http_history(const struct kw_http *h);
+
 /* SHA-256 of the DER SubjectPublicKeyInfo of the TLS certificate loaded at
  * start (the attestation binding).  0 and out filled, or -1 (no TLS yet). */
 int kw_http_tls_spki_sha256(const struct kw_http *h, unsigned char out[32]);

@@ -78,6 +78,8 @@ static const struct admin_route admin_routes[] = {
         { "GET", "keys/*", ROLES_READ, BODY_NONE, 0, NULL, "admin.keys.get", admin_keys_get },
         { "PATCH", "keys/*", ROLES_KEYS, BODY_REQUIRED, 0, NULL, "admin.keys.update",
           admin_keys_update },
+        { "GET", "keys/*/versions", ROLES_READ, BODY_NONE, 0, NULL, "admin.keys.versions",
+          admin_keys_versions },
         { "POST", "keys/*/enable", ROLES_KEYS, BODY_NONE, 0, NULL, "admin.keys.enable",
           admin_keys_enable },
         { "POST", "keys/*/disable", ROLES_KEYS, BODY_NONE, 0, NULL, "admin.keys.disable",
@@ -111,6 +113,12 @@ static const struct admin_route admin_routes[] = {
           "admin.xks.delete_credential", admin_xks_delete_cred },
         { "DELETE", "tokens/*", ROLES_ADMIN, BODY_NONE, 0, NULL, "admin.tokens.revoke",
           admin_tokens_revoke },
+        /* the console's information endpoints (admin_info.c) */
+        { "GET", "metrics/history", ROLES_READ, BODY_NONE, 0, NULL, "admin.metrics.history",
+          admin_metrics_history },
+        { "GET", "ekm", ROLES_READ, BODY_NONE, 0, NULL, "admin.ekm.info", admin_ekm_info },
+        { "GET", "attestation", ROLES_READ, BODY_NONE, 0, NULL, "admin.attestation",
+          admin_attestation },
         { NULL, NULL, 0, BODY_NONE, 0, NULL, NULL, NULL },
 };
 

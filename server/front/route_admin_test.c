@@ -1021,7 +1021,9 @@ static void route_admin_status_wraps_custody(void **state)
         assert_int_equal(run(admin_status, NULL, NULL, NULL, &resp).code, 0);
         assert_int_equal(resp.status, 200);
         assert_string_equal(resp_str(&resp), "{\"custody\":{\"state\":\"open\",\"keys\":3},"
-                                             "\"version\":\"" KEYWARD_VERSION "\"}");
+                                             "\"version\":\"" KEYWARD_VERSION "\","
+                                             "\"evaluation\":false,\"unlock\":{\"state\":"
+                                             "\"unknown\",\"detail\":\"not read\"}}");
         kw_buf_free(&resp.body);
 }
 
