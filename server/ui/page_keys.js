@@ -58,6 +58,7 @@ export async function render(el, ctx) {
     'At least 7 days; used by "Schedule deletion".');
   const tableHolder = h('div', {});
   const pager = h('div', { class: 'pager' });
+  waitDays.wrap.classList.add('narrow');
   listRegion.append(filterForm, writer ? waitDays.wrap : null, tableHolder, pager);
 
   filterForm.addEventListener('submit', (ev) => {
