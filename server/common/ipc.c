@@ -20,8 +20,10 @@ uint32_t kw_tag_max(uint8_t tag)
         case KW_T_KEY_TYPE: return 8;
         case KW_T_KEY_SIZE: case KW_T_OPS: case KW_T_WAIT_SECONDS: case KW_T_LIMIT:
         case KW_T_VERSION: case KW_T_ALG: case KW_T_CALLER: case KW_T_MATERIAL_FORMAT:
+        case KW_T_DESC:
                 return 4;
-        case KW_T_SEQ: return 8;
+        case KW_T_SEQ: case KW_T_SINCE: case KW_T_UNTIL: case KW_T_BEFORE: return 8;
+        case KW_T_ACTOR: return 128;
         case KW_T_TAGS: return 8192;
         case KW_T_RULES: return 16384;
         case KW_T_MATERIAL: return 24u * 1024u;

@@ -68,7 +68,8 @@ enum kw_op {
         KW_OP_KEY_UPDATE = 18,   /* A ko  R NAME; O TAGS RULES OPS -> JSON key          */
         KW_OP_WRAP = 22,         /* E     R NAME ALG DATA -> DATA VERSION               */
         KW_OP_UNWRAP = 23,       /* E     R NAME ALG DATA; O VERSION -> DATA VERSION    */
-        KW_OP_AUDIT_QUERY = 30,  /* A*    O LIMIT SEQ NAME ACTION -> JSON {events,next} */
+        KW_OP_AUDIT_QUERY = 30,  /* A*    O LIMIT SEQ NAME ACTION ACTOR SINCE UNTIL DESC
+                                  *       BEFORE -> JSON {events,next}                 */
         KW_OP_AUDIT_VERIFY = 31, /* A*    -> JSON {ok, rows, first_bad_seq?, first_bad_batch?,
                                   *       reason?, checkpoint?}                          */
         KW_OP_AUDIT_PRUNE = 32,  /* A a   -> JSON {exported:[...], pruned_records, audit}:
@@ -143,6 +144,12 @@ enum kw_tag {
         KW_T_BODY = 46,         /* the HTTP request body as received (<= 512 KiB)   */
         KW_T_MATERIAL_FORMAT = 47, /* u32 enum kw_material_format                   */
         KW_T_NONCE = 48,        /* attestation nonce, 32 bytes                      */
+        /* the console's audit filters (issue 14, B: 56-62) */
+        KW_T_ACTOR = 56,        /* audit actor prefix, printable ASCII (<= 128)     */
+        KW_T_SINCE = 57,        /* u64 Unix ms: records at or after it              */
+        KW_T_UNTIL = 58,        /* u64 Unix ms: records before it                   */
+        KW_T_DESC = 59,         /* u32 1: newest first                              */
+        KW_T_BEFORE = 60,       /* u64 audit sequence: records below it             */
         KW_T_MAX = 64
 };
 

@@ -257,9 +257,10 @@ struct qrow {
 };
 
 struct query {
-        uint64_t after;
+        const struct kw_audit_filter *f;
+        uint64_t hi;                 /* seq < hi (UINT64_MAX: none) */
         uint32_t limit;
-        const char *key, *action;
+        char actor_hi[KW_AUDIT_ACTOR_PREFIX_MAX + 1];   /* the prefix's upper bound */
         struct qrow *rows;
         size_t n;
 };
@@ -290,21 +291,70 @@ static kw_result qrow_add(struct query *q, uint64_t seq, const struct kw_audit_r
         return KW_OK;
 }
 
-static int rec_matches(const struct query *q, const struct kw_audit_rec *r)
+static int field_is(const struct kw_audit_rec *r, int i, const char *want)
 {
-        return (q->key == NULL || (r->flen[KW_AUDIT_KEY] == strlen(q->key) &&
-                                   memcmp(r->f[KW_AUDIT_KEY], q->key, r->flen[KW_AUDIT_KEY]) == 0)) &&
-               (q->action == NULL ||
-                (r->flen[KW_AUDIT_ACTION] == strlen(q->action) &&
-                 memcmp(r->f[KW_AUDIT_ACTION], q->action, r->flen[KW_AUDIT_ACTION]) == 0));
+        return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);
 }
 
-/* The batches that may hold records after q->after: from the one holding
- * after + 1, through the name index when a filter is given. */
+static int rec_matches(const struct query *q, uint64_t seq, const struct kw_audit_rec *r)
+{
+        const struct kw_audit_filter *f = q->f;
+        size_t ap = f->actor_prefix != NULL ? strlen(f->actor_prefix) : 0;
+        return seq > f->after && seq < q->hi && field_is(r, KW_AUDIT_KEY, f->key_name) &&
+               field_is(r, KW_AUDIT_ACTION, f->action) &&
+               (ap == 0 || (r->flen[KW_AUDIT_ACTOR] >= ap &&
+                            memcmp(r->f[KW_AUDIT_ACTOR], f->actor_prefix, ap) == 0)) &&
+               (f->since_ms == 0 || r->ts_ms >= f->since_ms) &&
+               (f->until_ms == 0 || r->ts_ms < f->until_ms);
+}
+
+/* The SQL of the filter's admin rows (parameters: ?1 after, ?2 before, ?3
+ * key, ?4 action, ?5 ?6 the actor prefix's range, ?7 since, ?8 until; only
+ * those of the filters given appear) and of its batches (?1 the first
+ * batch that can hold a record after `after`, ?2 before, ?3 the batch name
+ * "k:<key>" or "a:<action>" when one of those is given (the name index),
+ * ?7 ?8 against the batch's time range).  0, or -1 when out does not fit
+ * (it always does at the sizes used). */
+int as_query_sql(const struct kw_audit_filter *f, int batches, char *out, size_t outsz)
+{
+        int named = f->key_name != NULL || f->action != NULL;
+        const char *b = named ? "b." : "";
+        int n = batches
+                ? snprintf(out, outsz, "SELECT %sfirst_seq, %slast_seq, %smin_ts_ms, %smax_ts_ms,"
+                                       " %sprev_hash, %shash, %sdata FROM %s WHERE %s"
+                                       "%sfirst_seq >= ?1 AND %sfirst_seq < ?2%s%s"
+                                       " ORDER BY %sfirst_seq%s",
+                           b, b, b, b, b, b, b,
+                           named ? "audit_batch_name n JOIN audit_batch b ON b.first_seq = n.first_seq"
+                                 : "audit_batch",
+                           named ? "n.name = ?3 AND " : "", b, b,
+                           f->since_ms != 0 ? (named ? " AND b.max_ts_ms >= ?7" : " AND max_ts_ms >= ?7") : "",
+                           f->until_ms != 0 ? (named ? " AND b.min_ts_ms < ?8" : " AND min_ts_ms < ?8") : "",
+                           b, f->desc ? " DESC" : "")
+                : snprintf(out, outsz, "SELECT " ROW_COLS " FROM audit WHERE seq > ?1 AND seq < ?2"
+                                       "%s%s%s%s%s ORDER BY seq%s",
+                           f->key_name != NULL ? " AND key_name = ?3" : "",
+                           f->action != NULL ? " AND action = ?4" : "",
+                           f->actor_prefix != NULL ? " AND actor >= ?5 AND actor < ?6" : "",
+                           f->since_ms != 0 ? " AND ts_ms >= ?7" : "",
+                           f->until_ms != 0 ? " AND ts_ms < ?8" : "", f->desc ? " DESC" : "");
+        return n > 0 && (size_t)n < outsz ? 0 : -1;
+}
+
+static int64_t seq_param(uint64_t v)
+{
+        return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+/* The units that may hold matching records: from the batch holding
+ * after + 1 (rows and batches merged by seq, in the filter's order),
+ * through the name index when a key or action is given. */
 static kw_result query_units(struct kw_keystore *ks, const struct query *q, struct units *it)
 {
+        const struct kw_audit_filter *f = q->f;
         memset(it, 0, sizeof *it);
-        uint64_t from = q->after >= (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : q->after + 1, start;
+        it->desc = f->desc;
+        uint64_t from = f->after >= (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX : f->after + 1, start;
         {
                 sqlite3_stmt *st _cleanup_finalize_ = NULL;
                 KW_TRY(ks_rprepare(ks, "SELECT first_seq FROM audit_batch WHERE first_seq <= ?1"
@@ -314,23 +364,55 @@ static kw_result query_units(struct kw_keystore *ks, const struct query *q, stru
                 KW_TRY(ks_step_row(ks, st, "audit query", &row));
                 start = row ? (uint64_t)sqlite3_column_int64(st, 0) : from;
         }
-        int variant = (q->key != NULL ? 1 : 0) | (q->action != NULL ? 2 : 0);
-        KW_TRY(ks_rprepare(ks, as_sql_rows[variant], &it->rows));
+        char sql[640];
+        KW_ENSURE(as_query_sql(f, 0, sql, sizeof sql) == 0, KW_ERR_INTERNAL);
+        KW_TRY(ks_rprepare(ks, sql, &it->rows));
         KW_TRY(ks_bind_i64(ks, it->rows, 1, (int64_t)(from - 1)));
-        if (q->key != NULL)
-                KW_TRY(ks_bind_text(ks, it->rows, 2, q->key));
-        if (q->action != NULL)
-                KW_TRY(ks_bind_text(ks, it->rows, 3, q->action));
-        KW_TRY(ks_rprepare(ks, variant ? SQL_BATCHES_NAMED : SQL_BATCHES, &it->batches));
+        KW_TRY(ks_bind_i64(ks, it->rows, 2, seq_param(q->hi)));
+        if (f->key_name != NULL)
+                KW_TRY(ks_bind_text(ks, it->rows, 3, f->key_name));
+        if (f->action != NULL)
+                KW_TRY(ks_bind_text(ks, it->rows, 4, f->action));
+        if (f->actor_prefix != NULL) {
+                KW_TRY(ks_bind_text(ks, it->rows, 5, f->actor_prefix));
+                KW_TRY(ks_bind_text(ks, it->rows, 6, q->actor_hi));
+        }
+        KW_ENSURE(as_query_sql(f, 1, sql, sizeof sql) == 0, KW_ERR_INTERNAL);
+        KW_TRY(ks_rprepare(ks, sql, &it->batches));
         KW_TRY(ks_bind_i64(ks, it->batches, 1, (int64_t)start));
-        if (variant != 0) {
+        KW_TRY(ks_bind_i64(ks, it->batches, 2, seq_param(q->hi)));
+        if (f->key_name != NULL || f->action != NULL) {
                 /* the key's index when there is one (fewer batches), else the action's */
-                const char *v = q->key != NULL ? q->key : q->action;
                 char name[70];
-                snprintf(name, sizeof name, "%c:%s", q->key != NULL ? 'k' : 'a', v);
-                int rc = sqlite3_bind_text(it->batches, 2, name, -1, SQLITE_TRANSIENT);
-                if (rc != SQLITE_OK)
-                        return ks_fail(ks->rdb, rc, "bind");
+                snprintf(name, sizeof name, "%c:%s", f->key_name != NULL ? 'k' : 'a',
+                         f->key_name != NULL ? f->key_name : f->action);
+                KW_TRY(ks_bind_text(ks, it->batches, 3, name));
+        }
+        for (int i = 0; i < 2; i++) {
+                sqlite3_stmt *st = i ? it->batches : it->rows;
+                if (f->since_ms != 0)
+                        KW_TRY(ks_bind_i64(ks, st, 7, f->since_ms));
+                if (f->until_ms != 0)
+                        KW_TRY(ks_bind_i64(ks, st, 8, f->until_ms));
+        }
+        return KW_OK;
+}
+
+/* The matching records of a decoded batch, each with its chain hash
+ * (recomputed from the batch's stored prev_hash), in the query's order. */
+static kw_result query_batch(struct kw_keystore *ks, struct query *q, const struct unit *u,
+                             const struct unit_recs *ur, uint8_t (*hashes)[KS_HASH_LEN])
+{
+        uint8_t h[KS_HASH_LEN];
+        memcpy(h, u->prev != NULL ? u->prev : as_zero_hash, KS_HASH_LEN);
+        for (size_t i = 0; i < ur->n; i++) {
+                KW_TRY(kw_audit_chain_step(ks->rhasher, h, u->first + i, &ur->recs[i], h));
+                memcpy(hashes[i], h, KS_HASH_LEN);
+        }
+        for (size_t k = 0; k < ur->n && q->n < q->limit; k++) {
+                size_t i = q->f->desc ? ur->n - 1 - k : k;
+                if (rec_matches(q, u->first + i, &ur->recs[i]))
+                        KW_TRY(qrow_add(q, u->first + i, &ur->recs[i], hashes[i]));
         }
         return KW_OK;
 }
@@ -340,6 +422,8 @@ static kw_result query_locked(struct kw_keystore *ks, struct query *q)
         struct units it;
         struct unit_recs ur;
         memset(&ur, 0, sizeof ur);
+        uint8_t (*hashes)[KS_HASH_LEN] = calloc(KW_AUDIT_BATCH_MAX_RECORDS, KS_HASH_LEN);
+        KW_ENSURE(hashes != NULL, KW_ERR_NOMEM);
         kw_result r = query_units(ks, q, &it);
         while (kw_ok(r) && q->n < q->limit) {
                 struct unit u;
@@ -356,39 +440,55 @@ static kw_result query_locked(struct kw_keystore *ks, struct query *q)
                 r = as_unit_records(&u, &ur);
                 if (r.code == KW_ERR_DB_CORRUPT)
                         kw_err_set_detail("the audit batch of seq %llu-%llu cannot be decoded (run "
-                                          "audit verify); page past it with after=%llu",
+                                          "audit verify); page past it with %s=%llu",
                                           (unsigned long long)u.first, (unsigned long long)u.last,
-                                          (unsigned long long)u.last);
-                uint8_t h[KS_HASH_LEN];
+                                          q->f->desc ? "before" : "after",
+                                          (unsigned long long)(q->f->desc ? u.first : u.last));
                 if (kw_ok(r))
-                        memcpy(h, u.prev != NULL ? u.prev : as_zero_hash, KS_HASH_LEN);
-                for (size_t i = 0; kw_ok(r) && i < ur.n && q->n < q->limit; i++) {
-                        uint64_t seq = u.first + i;
-                        r = kw_audit_chain_step(ks->rhasher, h, seq, &ur.recs[i], h);
-                        if (kw_ok(r) && seq > q->after && rec_matches(q, &ur.recs[i]))
-                                r = qrow_add(q, seq, &ur.recs[i], h);
-                }
+                        r = query_batch(ks, q, &u, &ur, hashes);
         }
+        free(hashes);
         kw_audit_batch_clear(&ur.batch);
         as_units_free(&it);
         return r;
 }
 
-kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq, uint32_t limit,
-                                  const char *key_name, const char *action,
-                                  int (*cb)(const struct kw_audit_row *row, void *arg), void *arg)
+/* A prefix of printable ASCII; its upper bound (the prefix with its last
+ * byte incremented) into hi: every string starting with it sorts in
+ * [prefix, hi) under SQLite's binary collation. */
+static int actor_prefix_ok(const char *p, char hi[KW_AUDIT_ACTOR_PREFIX_MAX + 1])
 {
-        KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
-        if (limit == 0)
-                limit = LIST_DEFAULT;
-        if (limit > LIST_MAX) {
+        size_t n = strnlen(p, KW_AUDIT_ACTOR_PREFIX_MAX + 1);
+        if (n == 0 || n > KW_AUDIT_ACTOR_PREFIX_MAX)
+                return 0;
+        for (size_t i = 0; i < n; i++)
+                if (p[i] < 0x20 || p[i] > 0x7e)
+                        return 0;
+        memcpy(hi, p, n + 1);
+        hi[n - 1]++;
+        return 1;
+}
+
+kw_result kw_keystore_audit_query_filter(struct kw_keystore *ks, const struct kw_audit_filter *f,
+                                         int (*cb)(const struct kw_audit_row *row, void *arg),
+                                         void *arg)
+{
+        KW_ENSURE(ks != NULL && f != NULL && cb != NULL, KW_ERR_INPUT);
+        struct query q = { .f = f, .limit = f->limit ? f->limit : LIST_DEFAULT,
+                           .hi = f->before ? f->before : UINT64_MAX };
+        if (q.limit > LIST_MAX) {
                 kw_err_set_detail("limit must be 1..%u", LIST_MAX);
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
-        KW_ENSURE(key_name == NULL || strnlen(key_name, 65) <= 64, KW_ERR_TOO_LARGE);
-        KW_ENSURE(action == NULL || strnlen(action, 65) <= 64, KW_ERR_TOO_LARGE);
-        struct query q = { .after = after_seq, .limit = limit, .key = key_name, .action = action };
-        q.rows = calloc(limit, sizeof *q.rows);
+        KW_ENSURE(f->key_name == NULL || strnlen(f->key_name, 65) <= 64, KW_ERR_TOO_LARGE);
+        KW_ENSURE(f->action == NULL || strnlen(f->action, 65) <= 64, KW_ERR_TOO_LARGE);
+        if ((f->actor_prefix != NULL && !actor_prefix_ok(f->actor_prefix, q.actor_hi)) ||
+            f->since_ms < 0 || f->until_ms < 0) {
+                kw_err_set_detail("actor is 1..%d printable ASCII characters; times are not negative",
+                                  KW_AUDIT_ACTOR_PREFIX_MAX);
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        q.rows = calloc(q.limit, sizeof *q.rows);
         KW_ENSURE(q.rows != NULL, KW_ERR_NOMEM);
         kw_result r = as_read_begin(ks);
         if (kw_ok(r)) {
@@ -412,4 +512,13 @@ kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq, ui
                 free(q.rows[i].buf);
         free(q.rows);
         return r;
+}
+
+kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t after_seq, uint32_t limit,
+                                  const char *key_name, const char *action,
+                                  int (*cb)(const struct kw_audit_row *row, void *arg), void *arg)
+{
+        const struct kw_audit_filter f = { .after = after_seq, .limit = limit,
+                                           .key_name = key_name, .action = action };
+        return kw_keystore_audit_query_filter(ks, &f, cb, arg);
 }

@@ -41,13 +41,6 @@
 #define ZLEVEL 1
 
 
-/* Rows after ?1 with the filters of each combination (each can use its index). */
-const char *const as_sql_rows[4] = {
-        "SELECT " ROW_COLS " FROM audit WHERE seq > ?1 ORDER BY seq",
-        "SELECT " ROW_COLS " FROM audit WHERE key_name = ?2 AND seq > ?1 ORDER BY seq",
-        "SELECT " ROW_COLS " FROM audit WHERE action = ?3 AND seq > ?1 ORDER BY seq",
-        "SELECT " ROW_COLS " FROM audit WHERE key_name = ?2 AND action = ?3 AND seq > ?1 ORDER BY seq",
-};
 
 /* ------------------------------------------------------------------ checks */
 
@@ -344,9 +337,11 @@ kw_result as_units_next(struct kw_keystore *ks, struct units *it, struct unit *u
         KW_TRY(units_peek(ks, it->rows, &it->row_pending, &it->rows_done));
         KW_TRY(units_peek(ks, it->batches, &it->batch_pending, &it->batches_done));
         int take_row = it->row_pending;
-        if (it->row_pending && it->batch_pending)
-                take_row = (uint64_t)sqlite3_column_int64(it->rows, 0) <
-                           (uint64_t)sqlite3_column_int64(it->batches, 0);
+        if (it->row_pending && it->batch_pending) {
+                uint64_t row = (uint64_t)sqlite3_column_int64(it->rows, 0),
+                         batch = (uint64_t)sqlite3_column_int64(it->batches, 0);
+                take_row = it->desc ? row > batch : row < batch;
+        }
         *ret_have = it->row_pending || it->batch_pending;
         if (!*ret_have)
                 return KW_OK;
@@ -507,7 +502,7 @@ kw_result as_read_checkpoint(struct kw_keystore *ks, uint64_t *seq, uint8_t hash
 kw_result as_units_all(struct kw_keystore *ks, struct units *it)
 {
         memset(it, 0, sizeof *it);
-        KW_TRY(ks_rprepare(ks, as_sql_rows[0], &it->rows));
+        KW_TRY(ks_rprepare(ks, SQL_ROWS_AFTER, &it->rows));
         KW_TRY(ks_bind_i64(ks, it->rows, 1, 0));
         KW_TRY(ks_rprepare(ks, SQL_BATCHES, &it->batches));
         return ks_bind_i64(ks, it->batches, 1, 0);

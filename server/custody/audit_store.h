@@ -74,6 +74,29 @@ KW_MUST_USE kw_result kw_keystore_audit_query(struct kw_keystore *ks, uint64_t a
                                               int (*cb)(const struct kw_audit_row *row, void *arg),
                                               void *arg);
 
+/* The filters of kw_keystore_audit_query_filter (all optional: 0 / NULL). */
+struct kw_audit_filter {
+        uint64_t after;              /* seq > after                                   */
+        uint64_t before;             /* seq < before (0: no bound)                    */
+        uint32_t limit;              /* 1..1000, 0 = 100                              */
+        const char *key_name;        /* exact key name (<= 64)                        */
+        const char *action;          /* exact action (<= 64)                          */
+        const char *actor_prefix;    /* actor starts with it: 1..128 printable ASCII  */
+        int64_t since_ms;            /* ts_ms >= since_ms (0: no bound)               */
+        int64_t until_ms;            /* ts_ms < until_ms (0: no bound)                */
+        int desc;                    /* newest first (page on with before)            */
+};
+#define KW_AUDIT_ACTOR_PREFIX_MAX 128
+
+/* Records matching f, in seq order (descending with f->desc), up to
+ * f->limit, admin rows and batch records alike; as kw_keystore_audit_query
+ * otherwise.  KW_ERR_BAD_FIELD for a filter out of its range. */
+KW_MUST_USE kw_result kw_keystore_audit_query_filter(struct kw_keystore *ks,
+                                                     const struct kw_audit_filter *f,
+                                                     int (*cb)(const struct kw_audit_row *row,
+                                                               void *arg),
+                                                     void *arg);
+
 struct kw_audit_verify {
         uint64_t records;            /* records checked (up to and with the bad one's unit) */
         uint64_t batches;            /* batches among them                             */

@@ -20,15 +20,15 @@
 #define SQL_BATCH_NAME "INSERT OR IGNORE INTO audit_batch_name (name, first_seq) VALUES (?1, ?2)"
 
 #define SQL_BATCHES "SELECT " BATCH_COLS " FROM audit_batch WHERE first_seq >= ?1 ORDER BY first_seq"
-#define SQL_BATCHES_NAMED                                                                   \
-        "SELECT b.first_seq, b.last_seq, b.min_ts_ms, b.max_ts_ms, b.prev_hash, b.hash, b.data" \
-        " FROM audit_batch_name n JOIN audit_batch b ON b.first_seq = n.first_seq"          \
-        " WHERE n.name = ?2 AND n.first_seq >= ?1 ORDER BY n.first_seq"
 #define SQL_CHECKPOINT "SELECT seq, hash FROM audit_checkpoint ORDER BY seq DESC LIMIT 1"
 
-/* Rows after ?1 with the filters of each combination: none, key (?2),
- * action (?3), both (each can use its index). */
-extern const char *const as_sql_rows[4];
+/* Every admin row after ?1, in seq order. */
+#define SQL_ROWS_AFTER "SELECT " ROW_COLS " FROM audit WHERE seq > ?1 ORDER BY seq"
+/* The SQL of a filtered query's admin rows (batches = 0) or batches
+ * (batches = 1), parameters as audit_read.c says; 0, or -1 when it does not
+ * fit in out. */
+struct kw_audit_filter;
+int as_query_sql(const struct kw_audit_filter *f, int batches, char *out, size_t outsz);
 
 /* One storage unit, its columns valid until the next as_units_next. */
 struct unit {
@@ -44,6 +44,7 @@ struct unit {
 struct units {
         sqlite3_stmt *rows, *batches;
         int row_pending, rows_done, batch_pending, batches_done;
+        int desc;                    /* both statements in descending seq order */
 };
 
 /* The records of a unit: one from the row's columns, or the decoded batch. */
@@ -60,7 +61,8 @@ const void *as_col_hash(sqlite3_stmt *st, int col);
  * verify flags them); finalize with as_units_free. */
 kw_result as_units_all(struct kw_keystore *ks, struct units *it);
 void as_units_free(struct units *it);
-/* The next unit by seq; *ret_have = 0 at the end. */
+/* The next unit by seq (the highest first with it->desc); *ret_have = 0 at
+ * the end. */
 kw_result as_units_next(struct kw_keystore *ks, struct units *it, struct unit *u, int *ret_have);
 /* An admin row's record, from ROW_COLS (strings point into the statement). */
 void as_row_rec(sqlite3_stmt *st, struct kw_audit_rec *r);

@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "custody/keystore.h"
+#include "custody/audit_store_int.h"
 
 static struct kw_secret key_a;
 
@@ -552,6 +553,137 @@ static void audit_store_read_oldest_stops_at_a_broken_chain(void **state)
         assert_non_null(strstr(kw_err_detail(), "seq 11"));
 }
 
+/* ------------------------------------------------ console filters (issue 14) */
+
+/* Every record matching *flt, page by page: ascending with after, or
+ * descending with before = the smallest seq of the page before. */
+static void query_filter_all(struct fx *f, struct kw_audit_filter flt, struct got *g)
+{
+        memset(g, 0, sizeof *g);
+        for (;;) {
+                size_t before = g->n;
+                assert_int_equal(kw_keystore_audit_query_filter(f->ks, &flt, got_cb, g).code, 0);
+                if (g->n - before < flt.limit)
+                        return;
+                if (flt.desc)
+                        flt.before = g->seq[g->n - 1];
+                else
+                        flt.after = g->seq[g->n - 1];
+        }
+}
+
+/* seq 1..10 key uses (ts 1000..1009), 11 an admin row, 12..21 key uses
+ * (ts 2000..2009), 22 an admin row. */
+static void filter_fixture(struct fx *f)
+{
+        append_uses(f, 10, 0, 1000);
+        admin_row(f, 1);
+        append_uses(f, 10, 1, 2000);
+        admin_row(f, 2);
+}
+
+static void audit_store_query_filter_actor_prefix_over_rows_and_batches(void **state)
+{
+        struct fx *f = *state;
+        filter_fixture(f);
+        static struct got g;
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 7, .actor_prefix = "xks:" }, &g);
+        assert_int_equal(g.n, 20);
+        for (size_t i = 0; i < g.n; i++)
+                assert_string_equal(g.f[i][0], "xks:default:AKIA");
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 7, .actor_prefix = "token:t" }, &g);
+        assert_int_equal(g.n, 2);
+        assert_true(g.seq[0] == 11 && g.seq[1] == 22);
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 7, .actor_prefix = "xks:default:AKIB" }, &g);
+        assert_int_equal(g.n, 0);
+        /* with a key: through the name index, the actor checked record by record */
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 3, .actor_prefix = "xks:d",
+                                                      .key_name = "k0" }, &g);
+        assert_int_equal(g.n, 8);   /* i % 3 == 0 of 0..9, twice */
+}
+
+static void audit_store_query_filter_time_range(void **state)
+{
+        struct fx *f = *state;
+        filter_fixture(f);
+        static struct got g;
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 4, .since_ms = 1005, .until_ms = 2003 }, &g);
+        assert_int_equal(g.n, 8);   /* ts 1005..1009 and 2000..2002; the admin rows are now */
+        static const uint64_t want[] = { 6, 7, 8, 9, 10, 12, 13, 14 };
+        for (size_t i = 0; i < g.n; i++)
+                assert_int_equal(g.seq[i], want[i]);
+        /* a batch wholly outside the range is not even decoded: same answer */
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 100, .since_ms = 2005 }, &g);
+        assert_int_equal(g.n, 5 + 2);   /* 2005..2009 and both admin rows (now) */
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 100, .until_ms = 1000 }, &g);
+        assert_int_equal(g.n, 0);
+}
+
+static void audit_store_query_filter_desc_paging(void **state)
+{
+        struct fx *f = *state;
+        filter_fixture(f);
+        static struct got g;
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 3, .desc = 1 }, &g);
+        assert_int_equal(g.n, 22);
+        for (size_t i = 0; i < g.n; i++)
+                assert_int_equal(g.seq[i], 22 - i);
+        /* the hashes are those of the ascending query */
+        static struct got a;
+        query_all(f, 0, NULL, NULL, 100, &a);
+        assert_int_equal(a.n, 22);
+        for (size_t i = 0; i < g.n; i++)
+                assert_string_equal(g.hash[i], a.hash[21 - i]);
+        /* desc with filters and a starting bound */
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 2, .desc = 1, .before = 20,
+                                                      .action = "xks.encrypt", .since_ms = 1004 }, &g);
+        static const uint64_t want[] = { 18, 16, 14, 12, 9, 7, 5 };
+        assert_int_equal(g.n, 7);
+        for (size_t i = 0; i < g.n; i++)
+                assert_int_equal(g.seq[i], want[i]);
+        /* after and before together: a window */
+        query_filter_all(f, (struct kw_audit_filter){ .limit = 100, .after = 9, .before = 13 }, &g);
+        assert_int_equal(g.n, 3);
+        assert_true(g.seq[0] == 10 && g.seq[1] == 11 && g.seq[2] == 12);
+}
+
+static void audit_store_query_filter_sql_and_bad_values(void **state)
+{
+        struct fx *f = *state;
+        char sql[640];
+        struct kw_audit_filter all = { .key_name = "k", .action = "a", .actor_prefix = "u:",
+                                       .since_ms = 1, .until_ms = 2, .desc = 1 };
+        assert_int_equal(as_query_sql(&all, 0, sql, sizeof sql), 0);
+        assert_non_null(strstr(sql, "WHERE seq > ?1 AND seq < ?2 AND key_name = ?3 AND action = ?4"
+                                    " AND actor >= ?5 AND actor < ?6 AND ts_ms >= ?7 AND ts_ms < ?8"
+                                    " ORDER BY seq DESC"));
+        assert_int_equal(as_query_sql(&all, 1, sql, sizeof sql), 0);
+        assert_non_null(strstr(sql, "FROM audit_batch_name n JOIN audit_batch b ON b.first_seq = "
+                                    "n.first_seq WHERE n.name = ?3 AND b.first_seq >= ?1 AND "
+                                    "b.first_seq < ?2 AND b.max_ts_ms >= ?7 AND b.min_ts_ms < ?8 "
+                                    "ORDER BY b.first_seq DESC"));
+        struct kw_audit_filter none = { 0 };
+        assert_int_equal(as_query_sql(&none, 1, sql, sizeof sql), 0);
+        assert_non_null(strstr(sql, "FROM audit_batch WHERE first_seq >= ?1 AND first_seq < ?2 "
+                                    "ORDER BY first_seq"));
+        assert_null(strstr(sql, "DESC"));
+        assert_int_equal(as_query_sql(&all, 0, sql, 40), -1);
+        /* out of range: nothing called back */
+        static struct got g;
+        memset(&g, 0, sizeof g);
+        const char *bad_actor[] = { "", "a\001b", "\x7f" };
+        for (size_t i = 0; i < 3; i++)
+                assert_int_equal(kw_keystore_audit_query_filter(
+                                         f->ks, &(struct kw_audit_filter){ .actor_prefix = bad_actor[i] },
+                                         got_cb, &g).code,
+                                 KW_ERR_BAD_FIELD);
+        assert_int_equal(kw_keystore_audit_query_filter(f->ks, &(struct kw_audit_filter){ .limit = 1001 },
+                                                        got_cb, &g).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(kw_keystore_audit_query_filter(f->ks, &(struct kw_audit_filter){ .since_ms = -1 },
+                                                        got_cb, &g).code, KW_ERR_BAD_FIELD);
+        assert_int_equal(g.n, 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -564,6 +696,10 @@ int main(void)
                 T(audit_store_prune_behind_checkpoint_keeps_verification),
                 T(audit_store_read_oldest_by_age_and_cap),
                 T(audit_store_read_oldest_stops_at_a_broken_chain),
+                T(audit_store_query_filter_actor_prefix_over_rows_and_batches),
+                T(audit_store_query_filter_time_range),
+                T(audit_store_query_filter_desc_paging),
+                T(audit_store_query_filter_sql_and_bad_values),
 #undef T
         };
         return cmocka_run_group_tests(tests, fx_group_setup, fx_group_teardown);

@@ -120,27 +120,48 @@ static int audit_cb(const struct kw_audit_row *row, void *arg)
         return 0;
 }
 
+/* An optional u64 field into *v (untouched when absent). */
+static kw_result msg_opt_u64(const struct kw_msg *req, uint8_t tag, uint64_t *v)
+{
+        return kw_msg_has(req, tag) ? kw_msg_get_u64(req, tag, v) : KW_OK;
+}
+
 kw_result op_audit_query(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                          struct kw_buf *reply)
 {
         (void)who;
-        uint64_t after = 0;
-        uint32_t limit = 100;
-        char name[65] = "", action[65] = "";
-        if (kw_msg_has(req, KW_T_SEQ))
-                KW_TRY(kw_msg_get_u64(req, KW_T_SEQ, &after));
+        uint32_t limit = 100, desc = 0;
+        uint64_t since = 0, until = 0;
+        char name[65] = "", action[65] = "", actor[KW_AUDIT_ACTOR_PREFIX_MAX + 1] = "";
+        struct kw_audit_filter f = { 0 };
+        KW_TRY(msg_opt_u64(req, KW_T_SEQ, &f.after));
+        KW_TRY(msg_opt_u64(req, KW_T_BEFORE, &f.before));
+        KW_TRY(msg_opt_u64(req, KW_T_SINCE, &since));
+        KW_TRY(msg_opt_u64(req, KW_T_UNTIL, &until));
         if (kw_msg_has(req, KW_T_LIMIT))
                 KW_TRY(kw_msg_get_u32(req, KW_T_LIMIT, &limit));
-        KW_ENSURE(limit >= 1 && limit <= 1000, KW_ERR_BAD_FIELD);
+        if (kw_msg_has(req, KW_T_DESC))
+                KW_TRY(kw_msg_get_u32(req, KW_T_DESC, &desc));
+        KW_ENSURE(limit >= 1 && limit <= 1000 && desc <= 1 && since <= INT64_MAX &&
+                          until <= INT64_MAX,
+                  KW_ERR_BAD_FIELD);
         if (kw_msg_has(req, KW_T_NAME))
                 KW_TRY(kw_msg_get_str(req, KW_T_NAME, name, sizeof name));
         if (kw_msg_has(req, KW_T_ACTION))
                 KW_TRY(kw_msg_get_str(req, KW_T_ACTION, action, sizeof action));
+        if (kw_msg_has(req, KW_T_ACTOR))
+                KW_TRY(kw_msg_get_str(req, KW_T_ACTOR, actor, sizeof actor));
+        f.limit = limit;
+        f.desc = (int)desc;
+        f.since_ms = (int64_t)since;
+        f.until_ms = (int64_t)until;
+        f.key_name = name[0] ? name : NULL;
+        f.action = action[0] ? action : NULL;
+        f.actor_prefix = kw_msg_has(req, KW_T_ACTOR) ? actor : NULL;
         KW_TRY(audit_flush(c->aq));   /* what was done is what is shown */
         cJSON *arr = cJSON_CreateArray();
         KW_ENSURE(arr != NULL, KW_ERR_NOMEM);
-        kw_result r = kw_keystore_audit_query(c->ks, after, limit, name[0] ? name : NULL,
-                                              action[0] ? action : NULL, audit_cb, arr);
+        kw_result r = kw_keystore_audit_query_filter(c->ks, &f, audit_cb, arr);
         if (r.code != 0) {
                 cJSON_Delete(arr);
                 return r;

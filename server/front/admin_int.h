@@ -27,7 +27,7 @@
 #define ADMIN_NAME_MAX 64         /* key, token name and token id length */
 #define ADMIN_PATH_MAX 512
 #define ADMIN_TOKEN_MAX 512       /* bearer token characters */
-#define ADMIN_Q_MAX 8             /* query parameters per request */
+#define ADMIN_Q_MAX 12            /* query parameters per request */
 #define ADMIN_Q_VALUE_MAX 256
 #define ADMIN_TAGS_MAX 64
 #define ADMIN_TAG_KEY_MAX 128
@@ -120,6 +120,7 @@ KW_MUST_USE kw_result admin_path_parse(const char *path, struct admin_path *ret)
 KW_MUST_USE kw_result admin_query_parse(const char *q, const char *const *allowed, struct admin_query *ret);
 const char *admin_query_get(const struct admin_query *q, const char *name);
 KW_MUST_USE kw_result admin_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret);
+KW_MUST_USE kw_result admin_parse_rfc3339_ms(const char *s, int64_t *ret);
 int admin_pattern_match(const char *pattern, const struct admin_path *p, const char **ret_param);
 const struct admin_route *admin_route_match(const struct admin_route *routes, const struct admin_path *p, const char *method, char *allow, size_t allowsz, const char **ret_param);
 int admin_content_type_is_json(const char *ct);

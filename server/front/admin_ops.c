@@ -298,7 +298,8 @@ KW_MUST_USE kw_result admin_keys_schedule_delete(struct admin_call *a)
         return admin_invoke(a, &c, 200);
 }
 
-const char *const admin_q_audit[] = { "after", "limit", "key", "action", NULL };
+const char *const admin_q_audit[] = { "after", "limit", "key", "action", "actor", "since",
+                                     "until", "order", "before", NULL };
 
 static int admin_action_ok(const char *s)
 {
@@ -311,14 +312,52 @@ static int admin_action_ok(const char *s)
         return 1;
 }
 
+/* An actor prefix: 1..128 printable ASCII characters ("token:ab12",
+ * "user:alice", "xks:store:", "ekm:contoso"). */
+static int admin_actor_ok(const char *s)
+{
+        size_t n = strlen(s);
+        if (n == 0 || n > 128)
+                return 0;
+        for (; *s; s++)
+                if (*s < 0x20 || *s > 0x7e)
+                        return 0;
+        return 1;
+}
+
+/* The time filters: RFC 3339 UTC; since before until. */
+KW_MUST_USE static kw_result admin_audit_times(const struct admin_query *q, int64_t *since,
+                                               int64_t *until)
+{
+        const char *since_s = admin_query_get(q, "since"), *until_s = admin_query_get(q, "until");
+        if ((since_s != NULL && admin_parse_rfc3339_ms(since_s, since).code != 0) ||
+            (until_s != NULL && admin_parse_rfc3339_ms(until_s, until).code != 0)) {
+                kw_err_set_detail("'since' and 'until' are RFC 3339 UTC times, "
+                                  "e.g. 2026-01-31T12:00:00Z");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        if (since_s != NULL && until_s != NULL && *since >= *until) {
+                kw_err_set_detail("'since' must be before 'until'");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        return KW_OK;
+}
+
 KW_MUST_USE kw_result admin_audit_query(struct admin_call *a)
 {
         const struct admin_query *q = &a->query;
         const char *after_s = admin_query_get(q, "after"), *limit_s = admin_query_get(q, "limit");
         const char *key = admin_query_get(q, "key"), *action = admin_query_get(q, "action");
-        uint64_t after = 0, limit = 0;
+        const char *actor = admin_query_get(q, "actor"), *order = admin_query_get(q, "order");
+        const char *before_s = admin_query_get(q, "before");
+        uint64_t after = 0, limit = 0, before = 0;
+        int64_t since = 0, until = 0;
         if (after_s != NULL && admin_parse_u64(after_s, 0, UINT64_MAX, &after).code != 0) {
                 kw_err_set_detail("'after' is an audit sequence number");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        if (before_s != NULL && admin_parse_u64(before_s, 1, INT64_MAX, &before).code != 0) {
+                kw_err_set_detail("'before' is an audit sequence number");
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
         if (limit_s != NULL && admin_parse_u64(limit_s, 1, ADMIN_LIST_LIMIT_MAX, &limit).code != 0) {
@@ -333,16 +372,35 @@ KW_MUST_USE kw_result admin_audit_query(struct admin_call *a)
                 kw_err_set_detail("'action' must match [A-Za-z0-9._-]{1,64}");
                 KW_BAIL(KW_ERR_BAD_FIELD);
         }
+        if (actor != NULL && !admin_actor_ok(actor)) {
+                kw_err_set_detail("'actor' is a prefix of 1..128 printable ASCII characters");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        if (order != NULL && strcmp(order, "asc") != 0 && strcmp(order, "desc") != 0) {
+                kw_err_set_detail("'order' is asc or desc");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        KW_TRY(admin_audit_times(q, &since, &until));
         struct kw_cc_call c;
         admin_begin(a, KW_OP_AUDIT_QUERY, &c);
         if (limit != 0)
                 kw_cc_put_u32(&c, KW_T_LIMIT, (uint32_t)limit);
         if (after_s != NULL)
                 kw_cc_put_u64(&c, KW_T_SEQ, after);
+        if (before_s != NULL)
+                kw_cc_put_u64(&c, KW_T_BEFORE, before);
         if (key != NULL)
                 kw_cc_put_str(&c, KW_T_NAME, key);
         if (action != NULL)
                 kw_cc_put_str(&c, KW_T_ACTION, action);
+        if (actor != NULL)
+                kw_cc_put_str(&c, KW_T_ACTOR, actor);
+        if (admin_query_get(q, "since") != NULL)
+                kw_cc_put_u64(&c, KW_T_SINCE, (uint64_t)since);
+        if (admin_query_get(q, "until") != NULL)
+                kw_cc_put_u64(&c, KW_T_UNTIL, (uint64_t)until);
+        if (order != NULL && strcmp(order, "desc") == 0)
+                kw_cc_put_u32(&c, KW_T_DESC, 1);
         return admin_invoke(a, &c, 200);
 }
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include "../common/b64.h"
 #include "../common/names.h"
 #include "../common/proto.h"
@@ -236,6 +237,57 @@ KW_MUST_USE kw_result admin_parse_u64(const char *s, uint64_t min, uint64_t max,
         }
         KW_ENSURE(v >= min && v <= max, KW_ERR_BAD_FIELD);
         *ret = v;
+        return KW_OK;
+}
+
+/* n decimal digits at s into *ret. */
+static int digits(const char *s, int n, int *ret)
+{
+        int v = 0;
+        for (int i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return 0;
+                v = v * 10 + (s[i] - '0');
+        }
+        *ret = v;
+        return 1;
+}
+
+/* RFC 3339 in UTC: YYYY-MM-DDTHH:MM:SS[.fraction]Z (T and Z in either
+ * case, 1..9 fraction digits, years 1970..9999, no leap second) -> Unix
+ * milliseconds (the fraction truncated).  KW_ERR_BAD_FIELD otherwise. */
+KW_MUST_USE kw_result admin_parse_rfc3339_ms(const char *s, int64_t *ret)
+{
+        int y, mo, d, h, mi, sec;
+        size_t n = strlen(s);
+        KW_ENSURE(n >= 20 && n <= 30 && digits(s, 4, &y) && s[4] == '-' && digits(s + 5, 2, &mo) &&
+                          s[7] == '-' && digits(s + 8, 2, &d) && (s[10] == 'T' || s[10] == 't') &&
+                          digits(s + 11, 2, &h) && s[13] == ':' && digits(s + 14, 2, &mi) &&
+                          s[16] == ':' && digits(s + 17, 2, &sec),
+                  KW_ERR_BAD_FIELD);
+        int ms = 0;
+        size_t i = 19;
+        if (s[i] == '.') {
+                size_t f0 = ++i;
+                while (i < n && s[i] >= '0' && s[i] <= '9') {
+                        if (i - f0 < 3)
+                                ms = ms * 10 + (s[i] - '0');
+                        i++;
+                }
+                KW_ENSURE(i - f0 >= 1 && i - f0 <= 9, KW_ERR_BAD_FIELD);
+                for (size_t k = i - f0; k < 3; k++)
+                        ms *= 10;
+        }
+        KW_ENSURE(i == n - 1 && (s[i] == 'Z' || s[i] == 'z'), KW_ERR_BAD_FIELD);
+        KW_ENSURE(y >= 1970 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h <= 23 && mi <= 59 &&
+                          sec <= 59,
+                  KW_ERR_BAD_FIELD);
+        struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+                         .tm_min = mi, .tm_sec = sec };
+        time_t t = timegm(&tm);
+        /* timegm normalises 2025-02-30 into March: refuse what moved */
+        KW_ENSURE(t >= 0 && tm.tm_mday == d && tm.tm_mon == mo - 1, KW_ERR_BAD_FIELD);
+        *ret = (int64_t)t * 1000 + ms;
         return KW_OK;
 }
 

@@ -1027,6 +1027,29 @@ static void route_admin_status_wraps_custody(void **state)
         kw_buf_free(&resp.body);
 }
 
+static void route_admin_parse_rfc3339_ms_strict(void **state)
+{
+        (void)state;
+        int64_t t = 42;
+        assert_int_equal(admin_parse_rfc3339_ms("2026-01-01T00:00:00Z", &t).code, 0);
+        assert_int_equal(t, 1767225600000LL);
+        assert_int_equal(admin_parse_rfc3339_ms("2026-01-01t00:00:01.5z", &t).code, 0);
+        assert_int_equal(t, 1767225601500LL);
+        assert_int_equal(admin_parse_rfc3339_ms("2024-02-29T23:59:59.123456789Z", &t).code, 0);
+        assert_int_equal(t % 1000, 123);
+        static const char *const bad[] = {
+                "2026-01-01T00:00:00",       "2026-01-01 00:00:00Z",  "2026-01-01T00:00:00+01:00",
+                "2025-02-29T00:00:00Z",      "2026-13-01T00:00:00Z",  "2026-01-01T24:00:00Z",
+                "2026-01-01T00:00:60Z",      "2026-01-01T00:00:00.Z", "1969-12-31T23:59:59Z",
+                "2026-01-01T00:00:00.1234567890Z", "yesterday", "",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                t = 42;
+                assert_int_equal(admin_parse_rfc3339_ms(bad[i], &t).code, KW_ERR_BAD_FIELD);
+                assert_int_equal(t, 42);
+        }
+}
+
 static void route_admin_tokens_create_and_revoke(void **state)
 {
         (void)state;
@@ -1121,6 +1144,7 @@ int main(void)
                 cmocka_unit_test(route_admin_keys_list_and_audit_query),
                 cmocka_unit_test(route_admin_status_wraps_custody),
                 cmocka_unit_test(route_admin_tokens_create_and_revoke),
+                cmocka_unit_test(route_admin_parse_rfc3339_ms_strict),
                 cmocka_unit_test(route_ops_stats_to_prometheus),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
