@@ -22,7 +22,11 @@
  *   PUBLIC  no proof; only the ops marked P below (liveness, counters, the
  *           XKS routing table, attestation evidence: nothing secret).
  *   ADMIN   KW_T_TOKEN, the bearer token as received; custody hashes it and
- *           looks it up; the token's role must be one the op allows.
+ *           looks it up; the token's role must be one the op allows.  Or
+ *           KW_T_SESSION, a console session id as received (custody keeps
+ *           the sessions, docs/api.md "Sessions"), with KW_T_CSRF: every op
+ *           not marked read-only in op_table needs the session's CSRF token
+ *           (KW_ERR_CSRF otherwise).  Exactly one of TOKEN and SESSION.
  *   XKS     the SigV4 parts (XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG
  *           SIGV4_CREQ BODY): custody checks the signature over the string
  *           to sign, that the string to sign hashes this canonical request,
@@ -95,6 +99,21 @@ enum kw_op {
          * /dev/sev-guest are, bound to the TLS key custody reads from the
          * configured certificate itself */
         KW_OP_ATTEST = 60,       /* P     R NONCE -> JSON evidence                      */
+        /* console sessions and users (docs/api.md "Sessions", "Users"); a
+         * session's role is its user's or its token's */
+        KW_OP_SESSION_LOGIN = 70,/* P     R USER PASSWORD; O CLIENT_ADDR, or
+                                  * A*    (by token, never by a session) O CLIENT_ADDR
+                                  *       -> JSON session document + SESSION (the new id).
+                                  *       KW_ERR_LOCKED carries WAIT_SECONDS (Retry-After) */
+        KW_OP_SESSION_GET = 71,  /* A* (a session) -> JSON session document              */
+        KW_OP_SESSION_LOGOUT = 72, /* A* (a session) O CLIENT_ADDR -> JSON {ended}: every
+                                  *       session of the account ends                    */
+        KW_OP_USER_CREATE = 73,  /* A a   R USER ROLE PASSWORD -> JSON user              */
+        KW_OP_USER_LIST = 74,    /* A a   -> JSON {users:[...]}                          */
+        KW_OP_USER_DELETE = 75,  /* A a   R USER -> JSON user; the last admin credential
+                                  *       cannot go (KW_ERR_BAD_STATE)                  */
+        KW_OP_USER_PASSWORD = 76,/* A a, or A* for the caller's own user session
+                                  *       R USER PASSWORD -> JSON user                   */
         /* the console's information ops (issue 14, B: 80-89) */
         KW_OP_KEY_VERSIONS = 80, /* A*    R NAME -> JSON {name, current_version,
                                   *       versions:[{version, created, current}]}    */
@@ -144,6 +163,12 @@ enum kw_tag {
         KW_T_BODY = 46,         /* the HTTP request body as received (<= 512 KiB)   */
         KW_T_MATERIAL_FORMAT = 47, /* u32 enum kw_material_format                   */
         KW_T_NONCE = 48,        /* attestation nonce, 32 bytes                      */
+        /* console sessions (ADMIN proof) and users */
+        KW_T_SESSION = 49,      /* session id as received: 43 base64url chars (<= 64) */
+        KW_T_CSRF = 50,         /* the X-CSRF-Token header as received (<= 64)      */
+        KW_T_CLIENT_ADDR = 51,  /* the client's IP address, for audit details (<= 64) */
+        KW_T_USER = 52,         /* console user name [A-Za-z0-9._-]{1,64}           */
+        KW_T_PASSWORD = 53,     /* a password, 12..128 bytes UTF-8 (secret: wiped)  */
         /* the console's audit filters (issue 14, B: 56-62) */
         KW_T_ACTOR = 56,        /* audit actor prefix, printable ASCII (<= 128)     */
         KW_T_SINCE = 57,        /* u64 Unix ms: records at or after it              */
