@@ -146,12 +146,12 @@ export const PAGES = ['Overview', 'Keys', 'Azure EKM', 'AWS XKS', 'Audit', 'Atte
 
 export async function openSignIn(page) {
   await page.goto(UI, { waitUntil: 'load' });
-  await page.getByLabel('API token').waitFor();
+  await page.getByLabel('API token', { exact: true }).waitFor();
 }
 
 export async function signInToken(page, token = ADMIN_TOKEN) {
   await openSignIn(page);
-  await page.getByLabel('API token').fill(token);
+  await page.getByLabel('API token', { exact: true }).fill(token);
   await page.getByRole('button', { name: 'Sign in with token' }).click();
   await signedIn(page);
 }

@@ -50,7 +50,7 @@ test('password sign-in, then sign-out ends the session (the old cookie gets 401)
     assert.equal(s.doc.role, 'operator');
     assert.equal(s.doc.principal, 'user:' + u.name);
     await r.page.getByRole('navigation').getByRole('button', { name: 'Sign out' }).click();
-    await r.page.getByLabel('API token').waitFor();
+    await r.page.getByLabel('API token', { exact: true }).waitFor();
     const old = await api('GET', '/api/v1/session', { cookie: s.cookie });
     assert.equal(old.status, 401, old.text);
     const keys = await api('GET', '/api/v1/keys', { cookie: s.cookie });
