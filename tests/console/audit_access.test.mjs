@@ -34,7 +34,7 @@ test('audit: Verify chain shows the chain is ok', T, async () => {
     const v = await api('POST', '/api/v1/audit/verify');
     assert.equal(v.status, 200, v.text);
     assert.equal(v.json.ok, true, v.text);
-    await p.getByRole('main').getByText(/\bok\b|intact|verified/i).first().waitFor();
+    await p.getByRole('main').getByText(/chain verifies|\bok\b|intact/i).first().waitFor();
     await screenshots(p, 'audit-verified');
     await r.assertClean();
   } finally {

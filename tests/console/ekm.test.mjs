@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { after, before, test } from 'node:test';
-import { api, goTo, launch, newRole, request, screenshots, signInToken, unique } from './lib.mjs';
+import { api, goTo, launch, newRole, request, rowOf, screenshots, signInToken, unique } from './lib.mjs';
 
 const EKM_CERT = fs.readFileSync(process.env.KW_EKM_CERT, 'utf8');
 const EKM_KEY = fs.readFileSync(process.env.KW_EKM_KEY, 'utf8');
@@ -34,11 +34,11 @@ test("the EKM page's key URL answers an EKM client over mutual TLS", { timeout: 
   try {
     await signInToken(p);
     await goTo(p, 'Azure EKM');
-    const main = p.getByRole('main');
-    const text = await main.innerText();
-    const esc = name.replace(/[-]/g, '\\-');
-    const m = text.match(new RegExp(`https://[^\\s"'<>]+/${esc}(?![A-Za-z0-9-])`));
-    assert.ok(m, `no URL for ${name} on the Azure EKM page:\n${text}`);
+    const text = await p.getByRole('main').innerText();
+    // the key's row (its name in the first cell) shows its URL
+    const rowText = await rowOf(p, name).innerText();
+    const m = rowText.match(new RegExp(`https://[^\\s"'<>]+/${name}(?![A-Za-z0-9-])`));
+    assert.ok(m, `no URL for ${name} in its row of the Azure EKM page:\n${rowText}`);
     const url = m[0];
     assert.equal(url, (await api('GET', '/api/v1/keys/' + name)).json.ekm_url);
     assert.ok(url.startsWith(info.json.url_base + '/'), `${url} is not under ${info.json.url_base}`);
