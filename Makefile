@@ -11,7 +11,9 @@ CLANG   ?= clang
 BUILD   := build
 # zlib: the key-use audit's batches and its gzip exports (server/custody/audit_codec.c,
 # audit_export.c)
-PKGS    := openssl libcjson sqlcipher p11-kit-1 tss2-esys tss2-mu tss2-tctildr tss2-rc libseccomp zlib
+# libargon2: console users' password hashes (server/custody/password.c)
+PKGS    := openssl libcjson sqlcipher p11-kit-1 tss2-esys tss2-mu tss2-tctildr tss2-rc libseccomp zlib \
+           libargon2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -153,7 +155,7 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             python3-pytest python3-requests python3-botocore python3-cryptography \
             libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
             libseccomp-dev passwd acl util-linux zlib1g-dev \
-            cryptsetup-bin libcryptsetup-dev systemd
+            cryptsetup-bin libcryptsetup-dev systemd libargon2-dev
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then \

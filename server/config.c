@@ -139,6 +139,13 @@ static const struct cfg_key cfg_keys[] = {
         K_STR("admin", admin, token_file, "/var/lib/keyward/admin.token", 0),
         K_STR("admin", admin, initial_token_sha256, "", KF_SECRET),
 
+        K_BOOL("console", console, enable, true),
+        K_INT("console", console, session_idle_seconds, 900, 1, 86400),
+        K_INT("console", console, session_max_seconds, 28800, 1, 604800),
+        K_INT("console", console, login_max_failures, 5, 1, 100),
+        K_INT("console", console, lockout_seconds, 30, 1, 86400),
+        K_INT("console", console, lockout_max_seconds, 900, 1, 604800),
+
         K_STR("log", log, level, "info", KF_REQUIRED),
         K_BOOL("log", log, requests, true),
 

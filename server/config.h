@@ -137,6 +137,16 @@ struct kw_config {
                                         (secret: a weak token could be guessed) */
         } admin;
 
+        struct {                     /* [console] (docs/api.md "Sessions")            */
+                bool enable;         /* true: the session and user routes (and /ui/)  */
+                int64_t session_idle_seconds;  /* 900: a session unused this long ends */
+                int64_t session_max_seconds;   /* 28800: a session's absolute lifetime */
+                int64_t login_max_failures;    /* 5: consecutive failures before a lock */
+                int64_t lockout_seconds;       /* 30: the first lock; doubles after each
+                                                  further failure                      */
+                int64_t lockout_max_seconds;   /* 900: the longest lock                */
+        } console;
+
         struct {                     /* [log]                                         */
                 char *level;         /* "info"                                        */
                 bool requests;       /* one line per request, true                    */

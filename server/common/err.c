@@ -29,6 +29,8 @@ static const struct err_row err_table[] = {
         { KW_ERR_AUTH, "unauthenticated", "authentication failed" },
         { KW_ERR_FORBIDDEN, "forbidden", "not allowed for this role" },
         { KW_ERR_ACCESS_DENIED, "access_denied", "denied by the key's access rules" },
+        { KW_ERR_CSRF, "csrf", "missing or wrong CSRF token, or a cross-site request" },
+        { KW_ERR_LOCKED, "locked", "too many failed sign-ins: the account is locked" },
         { KW_ERR_NOT_FOUND, "not_found", "no such key" },
         { KW_ERR_EXISTS, "exists", "the name is already in use" },
         { KW_ERR_NO_ROUTE, "no_route", "no such path" },

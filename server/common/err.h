@@ -30,6 +30,10 @@ enum kw_err {
         KW_ERR_AUTH = -200,           /* authentication failed */
         KW_ERR_FORBIDDEN = -201,      /* authenticated, role does not allow */
         KW_ERR_ACCESS_DENIED = -202,  /* a per-key rule denied the caller */
+        KW_ERR_CSRF = -203,           /* a session's change without its CSRF token,
+                                         or a cross-site request (403) */
+        KW_ERR_LOCKED = -204,         /* the account is locked after failed sign-ins
+                                         (429 with Retry-After) */
 
         /* not found / conflict */
         KW_ERR_NOT_FOUND = -300,      /* no such key (or version) */

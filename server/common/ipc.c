@@ -48,6 +48,8 @@ uint32_t kw_tag_max(uint8_t tag)
         case KW_T_XKS_PREFIX: return 128;
         case KW_T_XKS_REGION: return 64;
         case KW_T_NONCE: return 32;
+        case KW_T_SESSION: case KW_T_CSRF: case KW_T_CLIENT_ADDR: case KW_T_USER: return 64;
+        case KW_T_PASSWORD: return 128;
         default: return 0;
         }
 }

@@ -22,7 +22,11 @@
  *   PUBLIC  no proof; only the ops marked P below (liveness, counters, the
  *           XKS routing table, attestation evidence: nothing secret).
  *   ADMIN   KW_T_TOKEN, the bearer token as received; custody hashes it and
- *           looks it up; the token's role must be one the op allows.
+ *           looks it up; the token's role must be one the op allows.  Or
+ *           KW_T_SESSION, a console session id as received (custody keeps
+ *           the sessions, docs/api.md "Sessions"), with KW_T_CSRF: every op
+ *           not marked read-only in op_table needs the session's CSRF token
+ *           (KW_ERR_CSRF otherwise).  Exactly one of TOKEN and SESSION.
  *   XKS     the SigV4 parts (XKS_STORE SIGV4_AKID SIGV4_STS SIGV4_SIG
  *           SIGV4_CREQ BODY): custody checks the signature over the string
  *           to sign, that the string to sign hashes this canonical request,
@@ -98,6 +102,21 @@ enum kw_op {
         /* the console's information ops (issue 14, B: 80-89) */
         KW_OP_KEY_VERSIONS = 80, /* A*    R NAME -> JSON {name, current_version,
                                   *       versions:[{version, created, current}]}    */
+        /* console sessions and users (docs/api.md "Sessions", "Users"); a
+         * session's role is its user's or its token's */
+        KW_OP_SESSION_LOGIN = 70,/* P     R USER PASSWORD; O CLIENT_ADDR, or
+                                  * A*    (by token, never by a session) O CLIENT_ADDR
+                                  *       -> JSON session document + SESSION (the new id).
+                                  *       KW_ERR_LOCKED carries WAIT_SECONDS (Retry-After) */
+        KW_OP_SESSION_GET = 71,  /* A* (a session) -> JSON session document              */
+        KW_OP_SESSION_LOGOUT = 72, /* A* (a session) O CLIENT_ADDR -> JSON {ended}: every
+                                  *       session of the account ends                    */
+        KW_OP_USER_CREATE = 73,  /* A a   R USER ROLE PASSWORD -> JSON user              */
+        KW_OP_USER_LIST = 74,    /* A a   -> JSON {users:[...]}                          */
+        KW_OP_USER_DELETE = 75,  /* A a   R USER -> JSON user; the last admin credential
+                                  *       cannot go (KW_ERR_BAD_STATE)                  */
+        KW_OP_USER_PASSWORD = 76,/* A a, or A* for the caller's own user session
+                                  *       R USER PASSWORD -> JSON user                   */
         KW_OP_MAX = 128
 };
 /* Roles in the table: A* any role (auditor, operator, admin); A ko operator
@@ -150,6 +169,12 @@ enum kw_tag {
         KW_T_UNTIL = 58,        /* u64 Unix ms: records before it                   */
         KW_T_DESC = 59,         /* u32 1: newest first                              */
         KW_T_BEFORE = 60,       /* u64 audit sequence: records below it             */
+        /* console sessions (ADMIN proof) and users */
+        KW_T_SESSION = 49,      /* session id as received: 43 base64url chars (<= 64) */
+        KW_T_CSRF = 50,         /* the X-CSRF-Token header as received (<= 64)      */
+        KW_T_CLIENT_ADDR = 51,  /* the client's IP address, for audit details (<= 64) */
+        KW_T_USER = 52,         /* console user name [A-Za-z0-9._-]{1,64}           */
+        KW_T_PASSWORD = 53,     /* a password, 12..128 bytes UTF-8 (secret: wiped)  */
         KW_T_MAX = 64
 };
 

@@ -347,7 +347,7 @@ static void audit_store_migrates_a_schema_3_file(void **state)
         }
         ks_open_ok(f);
         assert_int_equal(kw_keystore_schema_version(f->ks), KW_SCHEMA_VERSION);
-        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 4);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), KW_SCHEMA_VERSION);
         struct kw_audit_verify v = verify(f);
         assert_int_equal(v.first_bad_seq, 0);
         assert_int_equal(v.records, 303);

@@ -59,6 +59,21 @@ kw_result reply_json(struct kw_buf *reply, cJSON *doc)
         return r;
 }
 
+kw_result reply_list(struct kw_buf *reply, const char *key, cJSON *arr, kw_result filled)
+{
+        if (filled.code != 0) {
+                cJSON_Delete(arr);
+                return filled;
+        }
+        cJSON *d = cJSON_CreateObject();
+        if (d == NULL) {
+                cJSON_Delete(arr);
+                KW_BAIL(KW_ERR_NOMEM);
+        }
+        cJSON_AddItemToObject(d, key, arr);
+        return reply_json(reply, d);
+}
+
 /* --------------------------------------------------------------- dispatch */
 
 /* Caller classes, as bits of op_row.callers. */
@@ -68,7 +83,14 @@ enum {
         BY_XKS = 1u << 2,
         BY_EKM = 1u << 3,
 };
-#define ROLES_ANY (ROLE_AUDITOR | ROLE_OPERATOR | ROLE_ADMIN)
+/* OP_READ_ONLY in op_row.roles: the op changes nothing, so a console
+ * session may send it without its CSRF token.  Every op open to auditors
+ * is read-only (an auditor changes nothing): ROLES_ANY carries the mark.
+ * ROLES_EVERY is every role for an op that changes something (the caller's
+ * own session or password). */
+#define OP_READ_ONLY (1u << 8)
+#define ROLES_EVERY (ROLE_AUDITOR | ROLE_OPERATOR | ROLE_ADMIN)
+#define ROLES_ANY (ROLES_EVERY | OP_READ_ONLY)
 #define ROLES_KEYS (ROLE_OPERATOR | ROLE_ADMIN)
 #define ROLES_ADMIN ROLE_ADMIN
 
@@ -122,7 +144,7 @@ static const struct op_row op_table[] = {
         { KW_OP_AUDIT_PRUNE, "audit.prune", op_audit_prune, BY_ADMIN, ROLES_ADMIN },
         { KW_OP_TOKEN_CHECK, "token.check", op_token_check, BY_ADMIN, ROLES_ANY },
         { KW_OP_TOKEN_CREATE, "token.create", op_token_create, BY_ADMIN, ROLES_ADMIN },
-        { KW_OP_TOKEN_LIST, "token.list", op_token_list, BY_ADMIN, ROLES_ADMIN },
+        { KW_OP_TOKEN_LIST, "token.list", op_token_list, BY_ADMIN, ROLES_ADMIN | OP_READ_ONLY },
         { KW_OP_TOKEN_REVOKE, "token.revoke", op_token_revoke, BY_ADMIN, ROLES_ADMIN },
         { KW_OP_XKS, "xks", op_xks, BY_XKS, 0 },
         { KW_OP_XKS_STORES, "xks.stores", op_xks_stores, BY_PUBLIC | BY_ADMIN, ROLES_ANY },
@@ -132,8 +154,19 @@ static const struct op_row op_table[] = {
         { KW_OP_XKS_CRED_DELETE, "xks.credential.delete", op_xks_cred_delete, BY_ADMIN,
           ROLES_ADMIN },
         { KW_OP_XKS_STORE_DELETE, "xks.store.delete", op_xks_store_delete, BY_ADMIN, ROLES_ADMIN },
-        { KW_OP_XKS_IMPORT_FILE, "xks.import_file", op_xks_import_file, BY_ADMIN, ROLES_ADMIN },
+        { KW_OP_XKS_IMPORT_FILE, "xks.import_file", op_xks_import_file, BY_ADMIN,
+          ROLES_ADMIN | OP_READ_ONLY },
         { KW_OP_ATTEST, "attest", op_attest, BY_PUBLIC, 0 },
+        /* by password: public; by token: admin (the token is the proof) */
+        { KW_OP_SESSION_LOGIN, "session.login", op_session_login, BY_PUBLIC | BY_ADMIN,
+          ROLES_ANY },
+        { KW_OP_SESSION_GET, "session.get", op_session_get, BY_ADMIN, ROLES_ANY },
+        { KW_OP_SESSION_LOGOUT, "session.logout", op_session_logout, BY_ADMIN, ROLES_EVERY },
+        { KW_OP_USER_CREATE, "user.create", op_user_create, BY_ADMIN, ROLES_ADMIN },
+        { KW_OP_USER_LIST, "user.list", op_user_list, BY_ADMIN, ROLES_ADMIN | OP_READ_ONLY },
+        { KW_OP_USER_DELETE, "user.delete", op_user_delete, BY_ADMIN, ROLES_ADMIN },
+        /* admin, or a user in its own session: op_user_password decides */
+        { KW_OP_USER_PASSWORD, "user.password", op_user_password, BY_ADMIN, ROLES_EVERY },
 };
 
 static const struct op_row *op_find(uint8_t op)
@@ -150,7 +183,7 @@ static const char *const caller_names[] = { "?", "admin", "xks", "ekm", "public"
  * other (a front that mixes them is out of step with this protocol). */
 static int proof_fields_ok(const struct kw_msg *m, enum kw_caller kind)
 {
-        static const uint8_t admin[] = { KW_T_TOKEN };
+        static const uint8_t admin[] = { KW_T_TOKEN, KW_T_SESSION, KW_T_CSRF };
         static const uint8_t xks[] = { KW_T_SIGV4_STS, KW_T_SIGV4_SIG, KW_T_SIGV4_CREQ,
                                        KW_T_BODY };
         static const uint8_t ekm[] = { KW_T_EKM_CN };
@@ -187,31 +220,85 @@ static unsigned role_bit(const char *role)
                                                : 0;
 }
 
-/* ADMIN: the bearer token, hashed here and looked up (active tokens only). */
-static kw_result auth_admin(struct custody *c, const struct kw_msg *m, const struct op_row *row,
-                            struct op_caller *w)
+/* The active token with this SHA-256 into *w (role, id, name, actor). */
+static kw_result auth_token_hash(struct custody *c, const uint8_t hash[32], struct op_caller *w)
 {
-        struct kw_field t;
-        if (kw_msg_get(m, KW_T_TOKEN, &t).code != 0 || !token_syntax_ok(t.p, t.len)) {
-                kw_err_set_detail("unknown or revoked token");
-                KW_BAIL(KW_ERR_AUTH);
-        }
-        uint8_t hash[32];
-        kw_sha256(t.p, t.len, hash);
         struct kw_token_row tok;
         kw_result r = kw_keystore_token_find(c->ks, hash, &tok);
-        kw_wipe(hash, sizeof hash);
         if (r.code == KW_ERR_NOT_FOUND) {
                 kw_err_set_detail("unknown or revoked token");
                 KW_BAIL(KW_ERR_AUTH);
         }
         KW_TRY(r);
         w->role = role_bit(tok.role);
+        memcpy(w->token_hash, hash, sizeof w->token_hash);
         snprintf(w->token_id, sizeof w->token_id, "%s", tok.id);
         snprintf(w->token_name, sizeof w->token_name, "%s", tok.name);
         snprintf(w->actor, sizeof w->actor, "token:%s(%s)", tok.id, tok.name);
+        return KW_OK;
+}
+
+/* A console session: live in the table, and for a token's session the
+ * token still active (revoked meanwhile by another path: the session ends).
+ * The CSRF token is checked by the caller. */
+static kw_result auth_session(struct custody *c, const struct kw_field *sid, struct op_caller *w)
+{
+        if (c->sessions == NULL) {
+                kw_err_set_detail("console sessions are not enabled");
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        KW_TRY(kw_sessions_find(c->sessions, sid->p, sid->len, custody_mono_now(), &w->session));
+        w->by_session = 1;
+        if (w->session.kind == KW_SESSION_TOKEN) {
+                kw_result r = auth_token_hash(c, w->session.token_hash, w);
+                if (r.code == KW_ERR_AUTH)
+                        kw_sessions_end_account(c->sessions, KW_SESSION_TOKEN, w->session.account,
+                                                NULL);
+                KW_TRY(r);
+        } else {
+                w->role = role_bit(w->session.role);
+                snprintf(w->actor, sizeof w->actor, "%s", w->session.actor);
+        }
+        return KW_OK;
+}
+
+/* ADMIN: the bearer token, hashed here and looked up (active tokens only),
+ * or a console session with, for an op that changes something, its CSRF
+ * token (compared in constant time). */
+static kw_result auth_admin(struct custody *c, const struct kw_msg *m, const struct op_row *row,
+                            struct op_caller *w)
+{
+        struct kw_field t;
+        int has_token = kw_msg_has(m, KW_T_TOKEN), has_session = kw_msg_has(m, KW_T_SESSION);
+        if (has_token && has_session) {
+                kw_err_set_detail("a request carries a token or a session, not both");
+                KW_BAIL(KW_ERR_PROTOCOL);
+        }
+        if (has_session) {
+                KW_TRY(kw_msg_get(m, KW_T_SESSION, &t));
+                KW_TRY(auth_session(c, &t, w));
+                struct kw_field csrf = { 0 };
+                if ((row->roles & OP_READ_ONLY) == 0 &&
+                    (kw_msg_get(m, KW_T_CSRF, &csrf).code != 0 ||
+                     !kw_session_csrf_ok(w->session.csrf, csrf.p, csrf.len))) {
+                        kw_err_set_detail("a change in a console session needs its X-CSRF-Token");
+                        KW_BAIL(KW_ERR_CSRF);
+                }
+        } else {
+                if (kw_msg_get(m, KW_T_TOKEN, &t).code != 0 || !token_syntax_ok(t.p, t.len)) {
+                        kw_err_set_detail("unknown or revoked token");
+                        KW_BAIL(KW_ERR_AUTH);
+                }
+                uint8_t hash[32];
+                kw_sha256(t.p, t.len, hash);
+                kw_result r = auth_token_hash(c, hash, w);
+                kw_wipe(hash, sizeof hash);
+                KW_TRY(r);
+        }
         if ((w->role & row->roles) == 0) {
-                kw_err_set_detail("the %s role cannot do this", tok.role);
+                kw_err_set_detail("the %s role cannot do this",
+                                  w->role == ROLE_ADMIN ? "admin"
+                                  : w->role == ROLE_OPERATOR ? "operator" : "auditor");
                 KW_BAIL(KW_ERR_FORBIDDEN);
         }
         return KW_OK;
@@ -318,11 +405,16 @@ void custody_handle(struct custody *c, const uint8_t *p, size_t n, struct kw_buf
         if (kw_log_enabled(KW_LOG_DEBUG))
                 kw_log(KW_LOG_DEBUG, "custody_error", "op", row ? row->name : "?", "error",
                        kw_err_name(r.code), "detail", detail, "at", kw_trace_last(), KW_END);
-        if (r.code == KW_ERR_FORBIDDEN && who.actor[0] != '\0')
+        if ((r.code == KW_ERR_FORBIDDEN || r.code == KW_ERR_CSRF) && who.actor[0] != '\0')
                 audit_push(c->aq, &who, row->name, "", r.code, detail);
+        else if (r.code == KW_ERR_AUTH && row != NULL && row->op == KW_OP_SESSION_LOGIN &&
+                 who.actor[0] == '\0')
+                custody_audit_login_denied(c, &req, &who);
         if (kw_msg_begin_reply(out, op, id, r.code).code != 0 ||
             (detail[0] != '\0' &&
              kw_msg_put(out, KW_T_DETAIL, detail, strnlen(detail, 256)).code != 0) ||
+            (who.retry_after != 0 &&
+             kw_msg_put_u32(out, KW_T_WAIT_SECONDS, who.retry_after).code != 0) ||
             (who.request_id[0] != '\0' &&
              kw_msg_put_str(out, KW_T_REQUEST_ID, who.request_id).code != 0) ||
             kw_msg_end(out).code != 0) {

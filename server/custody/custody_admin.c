@@ -270,11 +270,15 @@ kw_result op_token_check(struct custody *c, const struct kw_msg *req, struct op_
         (void)req;
         cJSON *d = cJSON_CreateObject();
         KW_ENSURE(d != NULL, KW_ERR_NOMEM);
-        cJSON_AddStringToObject(d, "id", who->token_id);
-        cJSON_AddStringToObject(d, "name", who->token_name);
+        int user = who->by_session && who->session.kind == KW_SESSION_USER;
+        /* a user's session: the user name stands where a token's id would */
+        cJSON_AddStringToObject(d, "id", user ? who->session.account : who->token_id);
+        cJSON_AddStringToObject(d, "name", user ? who->session.name : who->token_name);
         cJSON_AddStringToObject(d, "role", who->role == ROLE_ADMIN      ? "admin"
                                            : who->role == ROLE_OPERATOR ? "operator"
                                                                         : "auditor");
+        cJSON_AddStringToObject(d, "kind", user ? "user" : "token");
+        cJSON_AddBoolToObject(d, "session", who->by_session);
         return reply_json(reply, d);
 }
 
@@ -362,18 +366,7 @@ kw_result op_token_list(struct custody *c, const struct kw_msg *req, struct op_c
         (void)who;
         cJSON *arr = cJSON_CreateArray();
         KW_ENSURE(arr != NULL, KW_ERR_NOMEM);
-        kw_result r = kw_keystore_token_list(c->ks, token_list_cb, arr);
-        if (r.code != 0) {
-                cJSON_Delete(arr);
-                return r;
-        }
-        cJSON *d = cJSON_CreateObject();
-        if (d == NULL) {
-                cJSON_Delete(arr);
-                KW_BAIL(KW_ERR_NOMEM);
-        }
-        cJSON_AddItemToObject(d, "tokens", arr);
-        return reply_json(reply, d);
+        return reply_list(reply, "tokens", arr, kw_keystore_token_list(c->ks, token_list_cb, arr));
 }
 
 kw_result op_token_revoke(struct custody *c, const struct kw_msg *req, struct op_caller *who,
@@ -384,6 +377,7 @@ kw_result op_token_revoke(struct custody *c, const struct kw_msg *req, struct op
         struct kw_audit_entry au = { .actor = who->actor, .action = "token.revoke",
                                      .result = "ok", .detail = id, .request_id = who->request_id };
         KW_TRY(kw_keystore_token_revoke(c->ks, id, &au));
+        kw_sessions_end_account(c->sessions, KW_SESSION_TOKEN, id, NULL);   /* at once */
         cJSON *d = cJSON_CreateObject();
         KW_ENSURE(d != NULL, KW_ERR_NOMEM);
         cJSON_AddStringToObject(d, "id", id);

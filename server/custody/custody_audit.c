@@ -237,6 +237,12 @@ static void copy_cut(char *dst, size_t dstsz, const char *s)
 void audit_push(struct audit_queue *q, const struct op_caller *who, const char *action,
                 const char *key_name, int code, const char *detail)
 {
+        audit_push_result(q, who, action, key_name, code == 0 ? "ok" : kw_err_name(code), detail);
+}
+
+void audit_push_result(struct audit_queue *q, const struct op_caller *who, const char *action,
+                       const char *key_name, const char *result, const char *detail)
+{
         pthread_mutex_lock(&q->mu);
         while (q->n >= AUDIT_QUEUE_MAX && !q->stop) {   /* back-pressure, never drop */
                 pthread_cond_signal(&q->cv_flush);
@@ -248,7 +254,7 @@ void audit_push(struct audit_queue *q, const struct op_caller *who, const char *
                 copy_cut(it->actor, sizeof it->actor, who ? who->actor : "");
                 copy_cut(it->action, sizeof it->action, action);
                 copy_cut(it->key_name, sizeof it->key_name, key_name);
-                copy_cut(it->result, sizeof it->result, code == 0 ? "ok" : kw_err_name(code));
+                copy_cut(it->result, sizeof it->result, result);
                 copy_cut(it->detail, sizeof it->detail, detail);
                 copy_cut(it->request_id, sizeof it->request_id, who ? who->request_id : "");
                 if (q->n >= AUDIT_FLUSH_EARLY)

@@ -20,6 +20,7 @@
 #include "keycache.h"
 #include "keystore.h"
 #include "rules.h"
+#include "session.h"
 
 struct audit_queue;
 struct xks_state;
@@ -37,6 +38,7 @@ struct custody {
         uint64_t inline_total, queued_total, reader_wakeups;  /* atomics (serving) */
         uint64_t queued_now;                                   /* atomic          */
         struct xks_state *xks;        /* XKS stores and SigV4 secrets (custody_xks.c) */
+        struct kw_sessions *sessions; /* console sessions (session.h); NULL: none    */
         int listen_fd;                /* the socket the front connects to           */
 };
 
@@ -74,6 +76,13 @@ struct op_caller {
         char store[33], akid[129];    /* XKS: verified store and access key id  */
         char cn[257];                 /* EKM: the client certificate's CN       */
         char ekm_path[80];            /* EKM: "/azureekm[/<prefix>]"           */
+        /* ADMIN by a console session (KW_T_SESSION): the session as custody
+         * keeps it; by a token: token_hash is the token's SHA-256 */
+        int by_session;
+        struct kw_session_info session;
+        uint8_t token_hash[32];
+        uint32_t retry_after;         /* set by a handler: a failed reply carries it
+                                         as KW_T_WAIT_SECONDS (KW_ERR_LOCKED)     */
 };
 
 typedef kw_result (*op_fn)(struct custody *c, const struct kw_msg *req, struct op_caller *who,
@@ -100,6 +109,21 @@ kw_result op_token_create(struct custody *, const struct kw_msg *, struct op_cal
 kw_result op_token_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_token_revoke(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_status(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+/* Console sessions and users (custody_session.c). */
+kw_result op_session_login(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_session_get(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_session_logout(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_user_create(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_user_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_user_delete(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_user_password(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+/* The console session table for c's configuration (custody_start.c). */
+KW_MUST_USE kw_result custody_sessions_init(struct custody *c);
+/* Audits a token sign-in whose token custody did not accept (custody.c,
+ * before any handler ran). */
+void custody_audit_login_denied(struct custody *c, const struct kw_msg *req, struct op_caller *who);
+/* Monotonic seconds: session expiry. */
+int64_t custody_mono_now(void);
 kw_result op_stats(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_attest(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 
@@ -160,6 +184,9 @@ KW_MUST_USE kw_result audit_queue_new(struct kw_keystore *ks, unsigned flush_ms,
 void audit_queue_free(struct audit_queue *q);          /* flushes */
 void audit_push(struct audit_queue *q, const struct op_caller *who, const char *action,
                 const char *key_name, int code, const char *detail);
+/* The same with the result word given ("ok", "denied", "locked"). */
+void audit_push_result(struct audit_queue *q, const struct op_caller *who, const char *action,
+                       const char *key_name, const char *result, const char *detail);
 /* Returns when every record queued before the call is durable (KW_OK), or
  * when writing them failed (they stay queued and are written again first). */
 KW_MUST_USE kw_result audit_flush(struct audit_queue *q);
@@ -205,6 +232,10 @@ KW_MUST_USE kw_result token_row_stamp(struct kw_token_row *row);
 /* Reply helpers. */
 /* Consumes doc; its strings (a new token, an import file) are wiped first. */
 KW_MUST_USE kw_result reply_json(struct kw_buf *reply, cJSON *doc);
+/* {"<key>": arr} as the reply when filled (the result of filling arr) is
+ * KW_OK; else arr is freed and filled returned. */
+KW_MUST_USE kw_result reply_list(struct kw_buf *reply, const char *key, cJSON *arr,
+                                 kw_result filled);
 void format_time(int64_t t, char out[32]);                            /* RFC 3339 UTC */
 int valid_name(const char *s);                                        /* [A-Za-z0-9._-]{1,64} */
 

@@ -554,6 +554,8 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
                 r = ensure_first_token(&c, NULL);
         if (r.code == 0)
                 r = custody_xks_init(&c);
+        if (r.code == 0)
+                r = custody_sessions_init(&c);
         if (r.code != 0)
                 return fail(5, "initialisation", r);
         /* the SigV4 secrets are in secret memory now (custody_xks.c), the

@@ -142,6 +142,16 @@ static const char *const ks_migrations[] = {
         " records INTEGER NOT NULL,"
         " export_file TEXT NOT NULL,"
         " export_sha256 BLOB NOT NULL);",
+        /* 4 -> 5: console users (keystore_users.c): an argon2id encoded hash,
+         * and the failed sign-ins and lock, kept across restarts */
+        "CREATE TABLE users ("
+        " name TEXT PRIMARY KEY NOT NULL,"
+        " role TEXT NOT NULL,"
+        " hash TEXT NOT NULL,"
+        " created INTEGER NOT NULL,"
+        " last_login INTEGER NOT NULL DEFAULT 0,"
+        " failed INTEGER NOT NULL DEFAULT 0,"
+        " locked_until INTEGER NOT NULL DEFAULT 0);",
 };
 _Static_assert(sizeof ks_migrations / sizeof ks_migrations[0] == KW_SCHEMA_VERSION,
                "one migration step per schema version");
@@ -570,6 +580,19 @@ int kw_keystore_schema_version(struct kw_keystore *ks)
         int v = ks->schema_version;
         ks_unlock(ks);
         return v;
+}
+
+kw_result ks_grow(void **rows, size_t *cap, size_t n, size_t size)
+{
+        if (n < *cap)
+                return KW_OK;
+        size_t c = *cap ? *cap * 2 : 16;
+        KW_ENSURE(c <= SIZE_MAX / size, KW_ERR_NOMEM);
+        void *p = realloc(*rows, c * size);
+        KW_ENSURE(p != NULL, KW_ERR_NOMEM);
+        *rows = p;
+        *cap = c;
+        return KW_OK;
 }
 
 kw_result ks_count(struct kw_keystore *ks, const char *sql, uint64_t *ret)

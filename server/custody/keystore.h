@@ -25,7 +25,7 @@
 #include "../common/secret.h"
 #include "audit_store.h"
 
-#define KW_SCHEMA_VERSION 4
+#define KW_SCHEMA_VERSION 5
 
 struct kw_keystore;
 
@@ -133,12 +133,65 @@ KW_MUST_USE kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8
 KW_MUST_USE kw_result kw_keystore_token_list(struct kw_keystore *ks,
                                              int (*cb)(const struct kw_token_row *row, void *arg),
                                              void *arg);
-/* Revokes an active token; the last active admin token cannot be revoked
- * (KW_ERR_BAD_STATE, checked in the same transaction). */
+/* Revokes an active token; the last admin credential (active admin token or
+ * admin console user) cannot go (KW_ERR_BAD_STATE, checked in the same
+ * transaction). */
 KW_MUST_USE kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
                                                const struct kw_audit_entry *audit);
 /* Tokens ever created, revoked ones included. */
 KW_MUST_USE kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret);
+
+/* Console users (schema 5): the password as an argon2id encoded hash
+ * (password.h), never the password; failed sign-ins and the lock they
+ * caused are kept here, so that a restart does not lift a lock. */
+#define KW_USER_HASH_MAX 160
+struct kw_user_row {
+        char name[65];               /* [A-Za-z0-9._-]{1,64}                          */
+        char role[16];               /* "admin" | "operator" | "auditor"              */
+        char hash[KW_USER_HASH_MAX]; /* "$argon2id$v=19$m=...": get only; "" in lists  */
+        int64_t created;
+        int64_t last_login;          /* 0: never                                      */
+        uint32_t failed;             /* consecutive failed sign-ins                   */
+        int64_t locked_until;        /* unix seconds; 0: not locked                   */
+};
+/* KW_ERR_EXISTS when the name is taken. */
+KW_MUST_USE kw_result kw_keystore_user_insert(struct kw_keystore *ks, const struct kw_user_row *row,
+                                              const struct kw_audit_entry *audit);
+/* By name, with its hash; KW_ERR_NOT_FOUND. */
+KW_MUST_USE kw_result kw_keystore_user_get(struct kw_keystore *ks, const char *name,
+                                           struct kw_user_row *ret);
+/* Every user in name order, without hashes. */
+KW_MUST_USE kw_result kw_keystore_user_list(struct kw_keystore *ks,
+                                            int (*cb)(const struct kw_user_row *row, void *arg),
+                                            void *arg);
+/* Deletes a user; KW_ERR_NOT_FOUND; KW_ERR_BAD_STATE when it is an admin and
+ * no other admin credential (admin user or active admin token) would be
+ * left (checked in the same transaction).  *ret (may be NULL): the row. */
+KW_MUST_USE kw_result kw_keystore_user_delete(struct kw_keystore *ks, const char *name,
+                                              const struct kw_audit_entry *audit,
+                                              struct kw_user_row *ret);
+/* A new password hash; the failure count and the lock are reset.
+ * KW_ERR_NOT_FOUND.  *ret (may be NULL): the row after the change. */
+KW_MUST_USE kw_result kw_keystore_user_set_password(struct kw_keystore *ks, const char *name,
+                                                    const char *hash,
+                                                    const struct kw_audit_entry *audit,
+                                                    struct kw_user_row *ret);
+/* The outcome of a password check of this user at now (unix seconds), with
+ * its audit row, in one transaction: ok resets the failure count and the
+ * lock and sets last_login; a failure counts and, from max_failures
+ * consecutive ones on, locks the user for kw_lockout_seconds(...).
+ * KW_ERR_NOT_FOUND (deleted meanwhile).  *ret: the row after the change. */
+struct kw_lockout_policy {
+        uint32_t max_failures;
+        int64_t base_seconds, max_seconds;
+};
+KW_MUST_USE kw_result kw_keystore_user_login(struct kw_keystore *ks, const char *name, int ok,
+                                             int64_t now, const struct kw_lockout_policy *pol,
+                                             const struct kw_audit_entry *audit,
+                                             struct kw_user_row *ret);
+/* The lock after `failures` consecutive failures: 0 below max_failures, else
+ * base * 2^(failures - max_failures), at most max_seconds (no overflow). */
+int64_t kw_lockout_seconds(uint32_t failures, const struct kw_lockout_policy *pol);
 
 /* AWS XKS key stores created through the admin API (schema 2).  The SigV4
  * secret access keys are stored sealed under the HSM master key (schema 3;

@@ -113,13 +113,7 @@ static kw_result token_list_read(struct kw_keystore *ks, struct token_vec *v)
                 KW_TRY(ks_step_row(ks, st, "token list", &row));
                 if (!row)
                         break;
-                if (v->n == v->cap) {
-                        size_t cap = v->cap ? v->cap * 2 : 16;
-                        struct kw_token_row *p = realloc(v->rows, cap * sizeof *p);
-                        KW_ENSURE(p != NULL, KW_ERR_NOMEM);
-                        v->rows = p;
-                        v->cap = cap;
-                }
+                KW_TRY(ks_grow((void **)&v->rows, &v->cap, v->n, sizeof *v->rows));
                 KW_TRY(token_row_from_stmt(st, &v->rows[v->n]));
                 v->n++;
         }
@@ -163,11 +157,11 @@ static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const
                 /* in the same transaction as the revocation: two concurrent
                  * revocations cannot both see another admin left */
                 uint64_t admins = 0;
-                KW_TRY(ks_count(ks, "SELECT count(*) FROM tokens WHERE revoked = 0 AND role = 'admin'",
-                                &admins));
+                KW_TRY(ks_admin_credentials(ks, &admins));
                 if (admins <= 1) {
-                        kw_err_set_detail("%s is the last active admin token: create another admin "
-                                          "token first (or recover with keywardd --recover-admin)",
+                        kw_err_set_detail("%s is the last active admin token and there is no "
+                                          "admin user: create another admin first (or recover "
+                                          "with keywardd --recover-admin)",
                                           name);
                         KW_BAIL(KW_ERR_BAD_STATE);
                 }

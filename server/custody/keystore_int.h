@@ -75,6 +75,12 @@ int64_t ks_now_ms(void);
 int64_t ks_now_s(void);
 int ks_valid_name(const char *s);
 kw_result ks_count(struct kw_keystore *ks, const char *sql, uint64_t *ret);
+/* Room for row n in *rows (elements of size bytes, *cap of them; doubled
+ * from 16 when full). */
+kw_result ks_grow(void **rows, size_t *cap, size_t n, size_t size);
+/* Active admin tokens plus admin console users (the last-admin rule;
+ * keystore_users.c).  Inside the caller's transaction. */
+kw_result ks_admin_credentials(struct kw_keystore *ks, uint64_t *ret);
 /* The caller's entry, or a default one naming the action and the key. */
 const struct kw_audit_entry *ks_audit_or_default(const struct kw_audit_entry *e, struct kw_audit_entry *def,
                                                  const char *action, const char *key_name,

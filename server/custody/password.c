@@ -1,0 +1,114 @@
+/*
+ * password.c - argon2id hashing and checking of console passwords
+ * (contract in password.h).  libargon2's codes are converted here.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <argon2.h>
+
+#include "../common/log.h"
+#include "../common/names.h"
+#include "../common/secret.h"
+#include "crypto.h"
+#include "password.h"
+
+#define PW_T_COST 3
+#define PW_M_COST 65536   /* KiB */
+#define PW_LANES 1
+#define PW_SALT_LEN 16
+#define PW_TAG_LEN 32
+
+/* Bounds the memory of concurrent hashes (custody workers are many). */
+static pthread_mutex_t pw_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pw_cv = PTHREAD_COND_INITIALIZER;
+static unsigned pw_running;
+
+static void pw_enter(void)
+{
+        pthread_mutex_lock(&pw_mu);
+        while (pw_running >= KW_PASSWORD_CONCURRENCY)
+                pthread_cond_wait(&pw_cv, &pw_mu);
+        pw_running++;
+        pthread_mutex_unlock(&pw_mu);
+}
+
+static void pw_leave(void)
+{
+        pthread_mutex_lock(&pw_mu);
+        pw_running--;
+        pthread_cond_signal(&pw_cv);
+        pthread_mutex_unlock(&pw_mu);
+}
+
+int kw_password_acceptable(const uint8_t *p, size_t n)
+{
+        if (p == NULL || n < KW_PASSWORD_MIN || n > KW_PASSWORD_MAX || memchr(p, 0, n) != NULL)
+                return 0;
+        char tmp[KW_PASSWORD_MAX + 1];
+        memcpy(tmp, p, n);
+        tmp[n] = '\0';
+        int ok = kw_utf8_printable(tmp);
+        kw_wipe(tmp, sizeof tmp);
+        return ok;
+}
+
+static kw_result pw_hash_salted(const uint8_t *p, size_t n, const uint8_t salt[PW_SALT_LEN],
+                                char ret[KW_USER_HASH_MAX])
+{
+        _Static_assert(KW_USER_HASH_MAX > 100, "an argon2id encoded hash fits");
+        KW_ENSURE(argon2_encodedlen(PW_T_COST, PW_M_COST, PW_LANES, PW_SALT_LEN, PW_TAG_LEN,
+                                    Argon2_id) <= KW_USER_HASH_MAX,
+                  KW_ERR_INTERNAL);
+        char enc[KW_USER_HASH_MAX];
+        pw_enter();
+        int rc = argon2id_hash_encoded(PW_T_COST, PW_M_COST, PW_LANES, p, n, salt, PW_SALT_LEN,
+                                       PW_TAG_LEN, enc, sizeof enc);
+        pw_leave();
+        if (rc != ARGON2_OK) {
+                kw_err_set_detail("argon2id: %s", argon2_error_message(rc));
+                KW_BAIL(rc == ARGON2_MEMORY_ALLOCATION_ERROR ? KW_ERR_NOMEM : KW_ERR_CRYPTO);
+        }
+        memcpy(ret, enc, sizeof enc);
+        return KW_OK;
+}
+
+kw_result kw_password_hash(const uint8_t *p, size_t n, char ret[KW_USER_HASH_MAX])
+{
+        KW_ENSURE(p != NULL && n <= KW_PASSWORD_MAX, KW_ERR_INPUT);
+        uint8_t salt[PW_SALT_LEN];
+        KW_TRY(kw_random(salt, sizeof salt));
+        return pw_hash_salted(p, n, salt, ret);
+}
+
+/* The dummy hash an unknown user name is checked against: made once, of a
+ * random password nobody knows. */
+static char dummy_hash[KW_USER_HASH_MAX];
+static int dummy_ok;
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+static void dummy_make(void)
+{
+        uint8_t pw[32], salt[PW_SALT_LEN];
+        if (kw_random(pw, sizeof pw).code == 0 && kw_random(salt, sizeof salt).code == 0)
+                dummy_ok = pw_hash_salted(pw, sizeof pw, salt, dummy_hash).code == 0;
+        kw_wipe(pw, sizeof pw);
+}
+
+int kw_password_verify(const char *encoded, const uint8_t *p, size_t n)
+{
+        if (p == NULL || n > KW_PASSWORD_MAX)
+                return 0;
+        int real = encoded != NULL;
+        if (!real) {
+                pthread_once(&dummy_once, dummy_make);
+                if (!dummy_ok)
+                        return 0;
+                encoded = dummy_hash;
+        }
+        pw_enter();
+        int rc = argon2id_verify(encoded, p, n);
+        pw_leave();
+        return real && rc == ARGON2_OK;
+}
