@@ -17,10 +17,7 @@
 
 int kw_ui_enabled(const struct kw_config *cfg)
 {
-        /* [console] enable comes with the session branch (docs/console.md);
-         * until it is merged the console is always on where the admin API is */
-        (void)cfg;
-        return 1;
+        return cfg->console.enable;   /* [console] enable, true by default */
 }
 
 static const struct kw_ui_asset *ui_find(const char *name)

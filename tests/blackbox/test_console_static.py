@@ -192,3 +192,12 @@ def test_console_absent_without_the_admin_api(make_server):
     s = make_server(env={"KEYWARD_ADMIN_ENABLE": "false"}).start()
     r = get(s.url + "/ui/", s.cacert)
     assert r.status_code == 404
+
+
+def test_console_absent_when_disabled(make_server):
+    s = make_server(env={"KEYWARD_CONSOLE_ENABLE": "false"}).start()
+    r = get(s.url + "/ui/", s.cacert)
+    assert r.status_code == 404 and r.json()["error"] == "no_route"
+    # the admin API itself stays
+    r = get(s.url + "/api/v1/keys", s.cacert, headers={"Authorization": "Bearer " + s.token})
+    assert r.status_code == 200
