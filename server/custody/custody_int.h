@@ -122,7 +122,7 @@ KW_MUST_USE kw_result custody_sessions_init(struct custody *c);
 /* Audits a token sign-in whose token custody did not accept (custody.c,
  * before any handler ran). */
 void custody_audit_login_denied(struct custody *c, const struct kw_msg *req, struct op_caller *who);
-/* Monotonic seconds: session expiry. */
+/* Monotonic milliseconds: session expiry. */
 int64_t custody_mono_now(void);
 kw_result op_stats(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_attest(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);

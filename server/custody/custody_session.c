@@ -19,7 +19,7 @@ int64_t custody_mono_now(void)
 {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec;
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 kw_result custody_sessions_init(struct custody *c)

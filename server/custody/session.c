@@ -15,21 +15,22 @@
 
 struct slot {
         int used;
-        int64_t created, last_used;   /* monotonic seconds */
+        int64_t created, last_used;   /* monotonic milliseconds */
         struct kw_session_info info;
 };
 
 struct kw_sessions {
         pthread_mutex_t mu;
         size_t max;
-        int64_t idle, absolute;
+        int64_t idle, absolute;       /* milliseconds */
         struct slot *slots;
 };
 
 kw_result kw_sessions_new(size_t max, int64_t idle_seconds, int64_t max_seconds,
                           struct kw_sessions **ret)
 {
-        KW_ENSURE(max >= 1 && max <= KW_SESSIONS_MAX && idle_seconds >= 1 && max_seconds >= 1,
+        KW_ENSURE(max >= 1 && max <= KW_SESSIONS_MAX && idle_seconds >= 1 && max_seconds >= 1 &&
+                          idle_seconds <= 1000000000 && max_seconds <= 1000000000,
                   KW_ERR_INPUT);
         struct kw_sessions *s = calloc(1, sizeof *s);
         KW_ENSURE(s != NULL, KW_ERR_NOMEM);
@@ -40,8 +41,8 @@ kw_result kw_sessions_new(size_t max, int64_t idle_seconds, int64_t max_seconds,
                 KW_BAIL(KW_ERR_NOMEM);
         }
         s->max = max;
-        s->idle = idle_seconds;
-        s->absolute = max_seconds;
+        s->idle = idle_seconds * 1000;
+        s->absolute = max_seconds * 1000;
         *ret = s;
         return KW_OK;
 }
@@ -56,7 +57,7 @@ void kw_sessions_free(struct kw_sessions *s)
         free(s);
 }
 
-int64_t kw_sessions_idle_seconds(const struct kw_sessions *s) { return s->idle; }
+int64_t kw_sessions_idle_seconds(const struct kw_sessions *s) { return s->idle / 1000; }
 
 static void slot_drop(struct slot *sl) { kw_wipe(sl, sizeof *sl); }
 
@@ -103,7 +104,7 @@ kw_result kw_sessions_create(struct kw_sessions *s, const struct kw_session_info
         }
         kw_sha256(id, KW_SESSION_ID_LEN, n.info.id_hash);
         n.info.created_wall = wall;
-        n.info.expires_wall = wall + s->absolute;
+        n.info.expires_wall = wall + s->absolute / 1000;
 
         pthread_mutex_lock(&s->mu);
         struct slot *free_slot = NULL, *lru = NULL;

@@ -6,8 +6,9 @@
  * at created + absolute, or when ended by its account (sign-out, token
  * revocation, user deletion, password change).  At most max sessions: a
  * new one first drops the expired, then the least recently used.
- * Thread-safe (one mutex).  Times are the caller's (monotonic seconds for
- * the expiry, wall seconds for the documents), so tests can move them.
+ * Thread-safe (one mutex).  Times are the caller's (`now`: monotonic
+ * milliseconds, for the expiry; `wall`: unix seconds, for the documents), so
+ * tests can move them.
  */
 #ifndef KW_SESSION_H
 #define KW_SESSION_H
@@ -38,6 +39,7 @@ struct kw_session_info {
 
 struct kw_sessions;
 
+/* idle_seconds, max_seconds: 1 .. 10^9. */
 KW_MUST_USE kw_result kw_sessions_new(size_t max, int64_t idle_seconds, int64_t max_seconds,
                                       struct kw_sessions **ret);
 void kw_sessions_free(struct kw_sessions *s);   /* wipes; NULL-safe */

@@ -62,12 +62,18 @@ enum admin_body {
         BODY_REQUIRED,  /* a JSON object                 */
 };
 
+/* admin_route.flags */
+#define ADMIN_F_SENSITIVE 1u      /* the body carries key material or a password: wiped */
+#define ADMIN_F_NOAUTH 2u         /* no proof before the handler (POST session: it makes one) */
+#define ADMIN_F_CONSOLE 4u        /* [console] enable = false: 404 no_route */
+#define ADMIN_F_COOKIE 8u         /* the session cookie is the proof; Authorization ignored */
+
 struct admin_route {
         const char *method;
         const char *pattern;      /* segments; "*" captures one name */
         unsigned roles;
         enum admin_body body;
-        int sensitive;            /* body carries key material: wipe it */
+        unsigned flags;           /* ADMIN_F_*: 1 is ADMIN_F_SENSITIVE */
         const char *const *query; /* allowed query parameters (NULL: none) */
         const char *log_route;
         admin_fn fn;
@@ -77,8 +83,15 @@ struct admin_principal {
         char id[ADMIN_NAME_MAX + 1];
         char name[ADMIN_NAME_MAX + 1];
         unsigned role;
+        int user;           /* a console user's session (id is the user name) */
         const char *token;  /* the bearer token, in the request's header (not copied) */
         size_t token_len;
+        /* or a console session: the cookie's id and the X-CSRF-Token header
+         * (NULL when absent), in the request's headers (not copied) */
+        const char *session;
+        size_t session_len;
+        const char *csrf;
+        size_t csrf_len;
 };
 
 struct admin_call {
@@ -89,6 +102,7 @@ struct admin_call {
         const cJSON *body;        /* parsed body object, or NULL when empty */
         struct admin_query query;
         struct admin_principal who;
+        unsigned retry_after;     /* KW_ERR_LOCKED: seconds for Retry-After */
 };
 
 
@@ -178,5 +192,24 @@ KW_MUST_USE kw_result admin_status_extra(struct admin_call *a, struct kw_buf *b)
 /* Exposed for the unit test and the fuzz target. */
 KW_MUST_USE kw_result admin_snp_fields(const uint8_t *report, size_t n, cJSON *snp);
 KW_MUST_USE kw_result admin_attest_summarize(const uint8_t *json, size_t len, cJSON *out);
+/* ---- console sessions and users (admin_session.c) ---- */
+#define ADMIN_COOKIE_NAME "__Host-keyward_session"
+#define ADMIN_SESSION_LEN 43      /* base64url of 32 bytes */
+/* The session cookie among the request's Cookie headers: 1 and its value
+ * (43 base64url characters) in *ret, 0 when there is none, -1 when it is
+ * malformed or sent twice.  Other cookies are ignored. */
+int admin_session_cookie(const struct kw_req *req, const char **ret, size_t *ret_len);
+/* The same over one Cookie header value: the count of session cookies in
+ * it, the last one's value in *ret (not checked). */
+int admin_cookie_scan(const char *hdr, const char **ret, size_t *ret_len);
+/* 1 when s (n bytes) is a session id's or CSRF token's form. */
+int admin_session_form_ok(const char *s, size_t n);
+KW_MUST_USE kw_result admin_session_create(struct admin_call *a);
+KW_MUST_USE kw_result admin_session_get(struct admin_call *a);
+KW_MUST_USE kw_result admin_session_delete(struct admin_call *a);
+KW_MUST_USE kw_result admin_users_list(struct admin_call *a);
+KW_MUST_USE kw_result admin_users_create(struct admin_call *a);
+KW_MUST_USE kw_result admin_users_delete(struct admin_call *a);
+KW_MUST_USE kw_result admin_users_password(struct admin_call *a);
 
 #endif

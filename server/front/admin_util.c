@@ -590,12 +590,19 @@ const char *const admin_f_none[] = { NULL };
 
 /* ---- custody calls ----------------------------------------------------------- */
 
-/* A call as this admin caller: its token is the proof custody checks. */
+/* A call as this admin caller: its token, or its session and CSRF token, is
+ * the proof custody checks. */
 
 void admin_begin(struct admin_call *a, uint8_t op, struct kw_cc_call *c)
 {
         kw_cc_begin(a->front->cc, op, KW_CALLER_ADMIN, c);
-        kw_cc_put(c, KW_T_TOKEN, a->who.token, a->who.token_len);
+        if (a->who.session != NULL) {
+                kw_cc_put(c, KW_T_SESSION, a->who.session, a->who.session_len);
+                if (a->who.csrf != NULL)
+                        kw_cc_put(c, KW_T_CSRF, a->who.csrf, a->who.csrf_len);
+        } else {
+                kw_cc_put(c, KW_T_TOKEN, a->who.token, a->who.token_len);
+        }
 }
 
 /* Invokes c; on success the reply's JSON becomes the response body with

@@ -44,7 +44,9 @@ static int admin_http_status(int code, int *ret_retry)
         case KW_ERR_UNSUPPORTED: status = 501; break;
         case KW_ERR_AUTH: status = 401; break;
         case KW_ERR_FORBIDDEN:
+        case KW_ERR_CSRF:
         case KW_ERR_ACCESS_DENIED: status = 403; break;
+        case KW_ERR_LOCKED: status = 429; retry = 1; break;
         case KW_ERR_NOT_FOUND:
         case KW_ERR_NO_ROUTE: status = 404; break;
         case KW_ERR_EXISTS:
@@ -119,6 +121,24 @@ static const struct admin_route admin_routes[] = {
         { "GET", "ekm", ROLES_READ, BODY_NONE, 0, NULL, "admin.ekm.info", admin_ekm_info },
         { "GET", "attestation", ROLES_READ, BODY_NONE, 0, NULL, "admin.attestation",
           admin_attestation },
+        /* console sessions and users (admin_session.c) */
+        { "POST", "session", ROLES_READ, BODY_REQUIRED,
+          ADMIN_F_NOAUTH | ADMIN_F_CONSOLE | ADMIN_F_SENSITIVE, NULL, "admin.session.create",
+          admin_session_create },
+        { "GET", "session", ROLES_READ, BODY_NONE, ADMIN_F_COOKIE | ADMIN_F_CONSOLE, NULL,
+          "admin.session.get", admin_session_get },
+        { "DELETE", "session", ROLES_READ, BODY_NONE, ADMIN_F_COOKIE | ADMIN_F_CONSOLE, NULL,
+          "admin.session.delete", admin_session_delete },
+        { "GET", "users", ROLES_ADMIN, BODY_NONE, ADMIN_F_CONSOLE, NULL, "admin.users.list",
+          admin_users_list },
+        { "POST", "users", ROLES_ADMIN, BODY_REQUIRED, ADMIN_F_CONSOLE | ADMIN_F_SENSITIVE, NULL,
+          "admin.users.create", admin_users_create },
+        { "DELETE", "users/*", ROLES_ADMIN, BODY_NONE, ADMIN_F_CONSOLE, NULL,
+          "admin.users.delete", admin_users_delete },
+        /* admin, or the user in its own session (custody decides) */
+        { "POST", "users/*/password", ROLES_READ, BODY_REQUIRED,
+          ADMIN_F_CONSOLE | ADMIN_F_SENSITIVE, NULL, "admin.users.password",
+          admin_users_password },
         { NULL, NULL, 0, BODY_NONE, 0, NULL, NULL, NULL },
 };
 
@@ -154,7 +174,7 @@ KW_MUST_USE static kw_result admin_bearer_token(const char *hdr, const char **re
         return KW_OK;
 }
 
-/* Reads the TOKEN_CHECK reply {"id","name","role"} into *who. */
+/* Reads the TOKEN_CHECK reply {"id","name","role"[,"kind"]} into *who. */
 KW_MUST_USE static kw_result admin_principal_parse(const char *json, size_t len,
                                                    struct admin_principal *who)
 {
@@ -173,10 +193,14 @@ KW_MUST_USE static kw_result admin_principal_parse(const char *json, size_t len,
                 snprintf(who->id, sizeof who->id, "%s", id);
                 snprintf(who->name, sizeof who->name, "%s", name);
                 who->role = bit;
+                const cJSON *kind = cJSON_GetObjectItemCaseSensitive(doc, "kind");
+                who->user = cJSON_IsString(kind) && strcmp(kind->valuestring, "user") == 0;
         }
         cJSON_Delete(doc);
         return r;
 }
+
+KW_MUST_USE static kw_result admin_check_proof(struct admin_call *a);
 
 /* Authenticates the bearer token of the Authorization header authz (may be
  * NULL) with the custody process; fills a->who on success.  The token is
@@ -191,6 +215,40 @@ KW_MUST_USE static kw_result admin_authenticate(struct admin_call *a, const char
         }
         a->who.token = tok;
         a->who.token_len = len;
+        return admin_check_proof(a);
+}
+
+/* Authenticates the console session of the cookie (id, n bytes) with the
+ * custody process, with the X-CSRF-Token header when there is one (custody
+ * checks it for every change).  A cross-site request (Sec-Fetch-Site) with
+ * the cookie is refused here: 403 csrf. */
+KW_MUST_USE static kw_result admin_authenticate_session(struct admin_call *a, const char *id,
+                                                        size_t n)
+{
+        const char *site = kw_req_header(a->req, "Sec-Fetch-Site");
+        if (site != NULL && strcasecmp(site, "cross-site") == 0) {
+                kw_err_set_detail("a cross-site request cannot use the session cookie");
+                KW_BAIL(KW_ERR_CSRF);
+        }
+        a->who.session = id;
+        a->who.session_len = n;
+        const char *csrf = kw_req_header(a->req, "X-CSRF-Token");
+        if (csrf != NULL && strlen(csrf) <= ADMIN_SESSION_LEN + 21) {
+                a->who.csrf = csrf;
+                a->who.csrf_len = strlen(csrf);
+        }
+        KW_TRY(admin_check_proof(a));
+        int safe = strcmp(a->req->method, "GET") == 0 || strcmp(a->req->method, "HEAD") == 0;
+        if (!safe && a->who.csrf == NULL) {
+                kw_err_set_detail("a change in a console session needs the X-CSRF-Token header");
+                KW_BAIL(KW_ERR_CSRF);
+        }
+        return KW_OK;
+}
+
+/* TOKEN_CHECK with a->who's proof: who it is and its role, into a->who. */
+KW_MUST_USE static kw_result admin_check_proof(struct admin_call *a)
+{
         struct kw_cc_call c;
         admin_begin(a, KW_OP_TOKEN_CHECK, &c);
         kw_result r = kw_cc_invoke(&c);
@@ -211,9 +269,39 @@ KW_MUST_USE static kw_result admin_authenticate(struct admin_call *a, const char
         return r;
 }
 
+/* The proof of a request for route rt: the bearer token when there is an
+ * Authorization header (it wins over the cookie), else the session cookie
+ * ([console] enable); the session routes take the cookie only. */
+KW_MUST_USE static kw_result admin_authenticate_request(struct admin_call *a,
+                                                        const struct admin_route *rt,
+                                                        int *ret_had_token)
+{
+        const char *authz = kw_req_header(a->req, "Authorization");
+        if ((rt->flags & ADMIN_F_COOKIE) != 0)
+                authz = NULL;
+        *ret_had_token = authz != NULL;
+        const char *sid = NULL;
+        size_t n = 0;
+        int cookie = authz == NULL && a->front->cfg->console.enable
+                             ? admin_session_cookie(a->req, &sid, &n)
+                             : 0;
+        if (cookie < 0) {
+                kw_err_set_detail("malformed or repeated %s cookie", ADMIN_COOKIE_NAME);
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        if (cookie == 0 && (rt->flags & ADMIN_F_COOKIE) != 0) {
+                kw_err_set_detail("no session: sign in first (POST /api/v1/session)");
+                KW_BAIL(KW_ERR_AUTH);
+        }
+        if (cookie > 0)
+                return admin_authenticate_session(a, sid, n);
+        return admin_authenticate(a, authz);
+}
+
 /* ---- the handler ------------------------------------------------------------------- */
 
-static void admin_error(struct kw_req *req, struct kw_resp *resp, int code, int had_token)
+static void admin_error(struct kw_req *req, struct kw_resp *resp, int code, int had_token,
+                        unsigned retry_after)
 {
         int retry = 0;
         int status = admin_http_status(code, &retry);
@@ -226,7 +314,8 @@ static void admin_error(struct kw_req *req, struct kw_resp *resp, int code, int 
         kw_buf_reset(&resp->body);
         resp->content_type = NULL;
         if (retry)
-                snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: 1\r\n");
+                snprintf(resp->extra_headers, sizeof resp->extra_headers, "Retry-After: %u\r\n",
+                         retry_after != 0 ? retry_after : 1);
         else if (status == 401)
                 snprintf(resp->extra_headers, sizeof resp->extra_headers,
                          "WWW-Authenticate: Bearer realm=\"keyward\"%s\r\n",
@@ -284,16 +373,22 @@ void kw_route_admin(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 goto fail;
         }
         snprintf(req->log_route, sizeof req->log_route, "%s", rt->log_route);
-
-        const char *authz = kw_req_header(req, "Authorization");
-        had_token = authz != NULL;
-        KW_TRY_GOTO(r, admin_authenticate(&a, authz), fail);
-        snprintf(req->log_principal, sizeof req->log_principal, "token:%s", a.who.id);
+        if ((rt->flags & ADMIN_F_CONSOLE) != 0 && !a.front->cfg->console.enable) {
+                kw_err_set_detail("the console is not enabled");
+                r = KW_RESULT(KW_ERR_NO_ROUTE);
+                goto fail;
+        }
+        if ((rt->flags & ADMIN_F_NOAUTH) != 0)
+                goto checked;
+        KW_TRY_GOTO(r, admin_authenticate_request(&a, rt, &had_token), fail);
+        snprintf(req->log_principal, sizeof req->log_principal, "%s:%s",
+                 a.who.user ? "user" : "token", a.who.id);
         if ((a.who.role & rt->roles) == 0) {
                 kw_err_set_detail("the %s role cannot do this", admin_role_name(a.who.role));
                 r = KW_RESULT(KW_ERR_FORBIDDEN);
                 goto fail;
         }
+checked:
         KW_TRY_GOTO(r, admin_query_parse(req->query, rt->query, &a.query), fail);
         if (admin_body_expected(req, rt) &&
             !admin_content_type_is_json(kw_req_header(req, "Content-Type"))) {
@@ -310,9 +405,9 @@ void kw_route_admin(struct kw_req *req, struct kw_resp *resp, void *ctx)
         KW_TRY_GOTO(r, rt->fn(&a), fail);
         goto out;
 fail:
-        admin_error(req, resp, r.code, had_token);
+        admin_error(req, resp, r.code, had_token, a.retry_after);
 out:
-        if (rt != NULL && rt->sensitive) {
+        if (rt != NULL && (rt->flags & ADMIN_F_SENSITIVE) != 0) {
                 admin_json_wipe(body);
                 /* http.c hands the handler its own heap copy of the body
                  * (http.h: "NUL-terminated copy"); wipe the key material in it. */

@@ -281,7 +281,7 @@ static void route_admin_roles_table_matches_the_policy(void **state)
                                                     "admin.tokens.revoke" };
         for (size_t i = 0; i < 3; i++)
                 assert_int_equal(route_named(token_routes[i])->roles, ROLE_ADMIN);
-        assert_int_equal(route_named("admin.keys.import")->sensitive, 1);
+        assert_int_equal(route_named("admin.keys.import")->flags, ADMIN_F_SENSITIVE);
 }
 
 /* ---- path parsing and route matching -------------------------------------------- */
