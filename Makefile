@@ -221,7 +221,7 @@ $(CONSOLE_TESTS)/node_modules/.installed: $(CONSOLE_TESTS)/package-lock.json $(C
 	@touch $@
 test-console: all $(CONSOLE_TESTS)/node_modules/.installed
 	@test -x /usr/bin/chromium || { echo "test-console: /usr/bin/chromium is missing: make deps (as root)" >&2; exit 1; }
-	cd $(CONSOLE_TESTS) && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider test_console.py
+	cd $(CONSOLE_TESTS) && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider test_console.py
 lint:
 	@tests/lint.sh
 check-hardening: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/keyward-provision

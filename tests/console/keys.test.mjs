@@ -43,7 +43,7 @@ async function until(what, fn) {
   }
 }
 
-test('create, disable, rotate and schedule deletion of a key through the console', { timeout: 120000 }, async () => {
+test('create, rotate, disable and schedule deletion of a key through the console', { timeout: 120000 }, async () => {
   const r = await newRole(browser, 'keys');
   const p = r.page;
   const name = unique('ui-key');
@@ -65,12 +65,13 @@ test('create, disable, rotate and schedule deletion of a key through the console
     assert.equal(k0.current_version, 1);
     await screenshots(p, 'keys-created');
 
+    // rotate while enabled (the page offers Rotate on enabled keys only)
+    await act(p, name, 'Rotate');
+    await until('version 2', async () => (await key(name)).current_version === 2);
+
     await act(p, name, 'Disable');
     await until('disabled', async () => (await key(name)).state === 'disabled');
     await rowOf(p, name).getByRole('button', { name: 'Enable', exact: true }).waitFor();
-
-    await act(p, name, 'Rotate');
-    await until('version 2', async () => (await key(name)).current_version === 2);
 
     // schedule deletion: the console may ask for a waiting time; the harness
     // runs keywardd with deletion_min_wait_seconds = 1, any value the form offers passes

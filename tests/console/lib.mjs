@@ -94,7 +94,9 @@ function contentKind(resp) {
   const ct = (resp.headers()['content-type'] || '').toLowerCase();
   const u = new URL(resp.url());
   if (resp.status() !== 200 && resp.status() !== 304) return 'document';
-  if (/^(text|application)\/(javascript|css)/.test(ct) || /\.(m?js|css)$/.test(u.pathname)) return 'asset';
+  // the console's static files but its HTML (CSS, JS, the icon): revalidated
+  if (/^(text|application)\/(javascript|css)/.test(ct) || /\.(m?js|css)$/.test(u.pathname) ||
+      (u.pathname.startsWith('/ui/') && !ct.startsWith('text/html') && /\.[a-z]+$/.test(u.pathname))) return 'asset';
   return 'document';   // HTML, API JSON, errors, health: never stored
 }
 
