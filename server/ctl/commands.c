@@ -1,9 +1,11 @@
 /* commands.c - one function per keywardctl command. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "../common/b64.h"
+#include "../common/readfile.h"
 #include "ctl.h"
 
 #define CTL_BODY_MAX (1024u * 1024u)
@@ -682,11 +684,11 @@ static const struct ctl_col ctl_token_cols[] = {
         { "REVOKED", { "revoked" } },
 };
 
-int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a)
+/* GET <what>: a table of the reply's array <what> (raw with --json). */
+static int ctl_list_table(struct ctl *c, const char *what, const struct ctl_col *cols, size_t ncols)
 {
-        (void)a;
         struct kw_buf path;
-        int rc = ctl_path(&path, "tokens", NULL, NULL);
+        int rc = ctl_path(&path, what, NULL, NULL);
         if (rc != CTL_OK)
                 return rc;
         struct ctl_resp r;
@@ -696,14 +698,13 @@ int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a)
                 ctl_print_raw(&r);
         } else {
                 cJSON *doc = ctl_reply_json(&r);
-                const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, "tokens");
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, what);
                 if (!cJSON_IsArray(t)) {
                         if (doc != NULL)
-                                ctl_err("the server's reply has no 'tokens' array");
+                                ctl_err("the server's reply has no '%s' array", what);
                         rc = CTL_SERVER;
                 } else {
-                        ctl_print_table(t, ctl_token_cols,
-                                        sizeof ctl_token_cols / sizeof ctl_token_cols[0]);
+                        ctl_print_table(t, cols, ncols);
                 }
                 cJSON_Delete(doc);
         }
@@ -711,9 +712,126 @@ int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a)
         return rc;
 }
 
+int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_list_table(c, "tokens", ctl_token_cols,
+                              sizeof ctl_token_cols / sizeof ctl_token_cols[0]);
+}
+
 int ctl_cmd_token_revoke(struct ctl *c, const struct ctl_args *a)
 {
         return ctl_simple(c, "DELETE", "tokens", a->pos[0], NULL, NULL);
+}
+
+/* ---- console users ------------------------------------------------------------- */
+
+#define CTL_PASSWORD_MAX 128
+
+/* The password of --password-file FILE, else of standard input (never the
+ * command line): one line, its line end dropped, into a secret. */
+static int ctl_read_password(const struct ctl_args *a, struct kw_secret *ret)
+{
+        const char *file = ctl_args_get(a, "password-file");
+        struct kw_buf b;
+        kw_buf_init(&b, CTL_PASSWORD_MAX + 2);
+        kw_result r = file != NULL ? ctl_read_file(file, CTL_PASSWORD_MAX + 2, &b)
+                                   : kw_read_fd(0, "standard input", CTL_PASSWORD_MAX + 2, &b);
+        size_t n = b.len;
+        if (r.code == 0 && n > 0 && b.p[n - 1] == '\n')
+                n--;
+        if (r.code == 0 && n > 0 && b.p[n - 1] == '\r')
+                n--;
+        int rc = CTL_OK;
+        if (r.code != 0) {
+                ctl_err("cannot read the password: %s", kw_err_detail());
+                rc = CTL_USAGE;
+        } else if (n == 0 || n > CTL_PASSWORD_MAX || memchr(b.p, '\n', n) != NULL) {
+                ctl_err("the password is one line of 12..128 bytes (from --password-file or "
+                        "standard input)");
+                rc = CTL_USAGE;
+        } else if (kw_secret_dup(b.p, n, ret).code != 0) {
+                ctl_err("out of memory");
+                rc = CTL_USAGE;
+        }
+        kw_buf_free(&b);   /* wipes */
+        return rc;
+}
+
+/* POST <path> with {"password"} (+ name and role) as a wiped body. */
+static int ctl_password_call(struct ctl *c, const char *a_seg, const char *name, const char *b_seg,
+                             cJSON *doc, const struct kw_secret *pw)
+{
+        char *s = strndup((const char *)pw->p, pw->len);
+        if (s == NULL) {
+                cJSON_Delete(doc);
+                ctl_err("out of memory");
+                return CTL_USAGE;
+        }
+        cJSON_AddStringToObject(doc, "password", s);
+        kw_wipe(s, strlen(s));
+        free(s);
+        struct kw_buf path, body;
+        int rc = ctl_path(&path, a_seg, name, b_seg);
+        if (rc != CTL_OK) {
+                ctl_json_wipe_delete(doc);
+                return rc;
+        }
+        if ((rc = ctl_body(doc, 1, &body)) != CTL_OK) {
+                kw_buf_free(&path);
+                return rc;
+        }
+        struct ctl_resp r;
+        rc = ctl_call(c, "POST", &path, &body, &r);   /* frees (wipes) the body */
+        return rc == CTL_OK ? ctl_show(c, &r) : rc;
+}
+
+static const struct ctl_col ctl_user_cols[] = {
+        { "NAME", { "name" } },           { "ROLE", { "role" } },
+        { "CREATED", { "created" } },     { "LAST LOGIN", { "last_login" } },
+        { "FAILED", { "failed_logins" } }, { "LOCKED UNTIL", { "locked_until" } },
+};
+
+int ctl_cmd_user_list(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_list_table(c, "users", ctl_user_cols,
+                              sizeof ctl_user_cols / sizeof ctl_user_cols[0]);
+}
+
+int ctl_cmd_user_create(struct ctl *c, const struct ctl_args *a)
+{
+        const char *role = ctl_args_get(a, "role");
+        if (role == NULL) {
+                ctl_err("--role admin|operator|auditor is required");
+                return CTL_USAGE;
+        }
+        struct kw_secret pw = { 0 };
+        int rc = ctl_read_password(a, &pw);
+        if (rc != CTL_OK)
+                return rc;
+        cJSON *doc = cJSON_CreateObject();
+        cJSON_AddStringToObject(doc, "name", a->pos[0]);
+        cJSON_AddStringToObject(doc, "role", role);
+        rc = ctl_password_call(c, "users", NULL, NULL, doc, &pw);
+        kw_secret_free(&pw);
+        return rc;
+}
+
+int ctl_cmd_user_passwd(struct ctl *c, const struct ctl_args *a)
+{
+        struct kw_secret pw = { 0 };
+        int rc = ctl_read_password(a, &pw);
+        if (rc != CTL_OK)
+                return rc;
+        rc = ctl_password_call(c, "users", a->pos[0], "password", cJSON_CreateObject(), &pw);
+        kw_secret_free(&pw);
+        return rc;
+}
+
+int ctl_cmd_user_delete(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_simple(c, "DELETE", "users", a->pos[0], NULL, NULL);
 }
 
 /* ---- AWS XKS key stores (docs/xks.md) ----------------------------------------- */

@@ -16,7 +16,7 @@
 typedef int (*ctl_fn)(struct ctl *c, const struct ctl_args *a);
 
 struct ctl_command {
-        const char *group;          /* "key", "audit", "token", or NULL   */
+        const char *group;          /* "key", "audit", "token", "user", ...  */
         const char *name;
         const char *args;           /* positional arguments, for usage    */
         size_t npos;                /* how many (exactly)                 */
@@ -111,6 +111,17 @@ static const struct ctl_opt o_token[] = {
         { NULL, 0, NULL },
 };
 
+static const struct ctl_opt o_user[] = {
+        { "role", 1, "admin, operator or auditor (required)" },
+        { "password-file", 1, "read the password from FILE (else from standard input; "
+                              "never from the command line)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_passwd[] = {
+        { "password-file", 1, "read the password from FILE (else from standard input)" },
+        { NULL, 0, NULL },
+};
+
 static const struct ctl_opt o_xks_create[] = {
         { "uri-prefix", 1, "URI prefix: \"\" or /a/b (required)" },
         { "region", 1, "SigV4 region (default us-east-1)" },
@@ -151,6 +162,13 @@ static const struct ctl_command ctl_commands[] = {
           ctl_cmd_token_create },
         { "token", "list", "", 0, "list API tokens", o_none, ctl_cmd_token_list },
         { "token", "revoke", "ID", 1, "revoke an API token", o_none, ctl_cmd_token_revoke },
+        { "user", "list", "", 0, "list console users", o_none, ctl_cmd_user_list },
+        { "user", "create", "NAME", 1, "create a console user (password from --password-file "
+          "or standard input)", o_user, ctl_cmd_user_create },
+        { "user", "delete", "NAME", 1, "delete a console user (its sessions end)", o_none,
+          ctl_cmd_user_delete },
+        { "user", "passwd", "NAME", 1, "set a console user's password (its sessions end)",
+          o_passwd, ctl_cmd_user_passwd },
         { "xks", "list", "", 0, "list AWS XKS key stores", o_none, ctl_cmd_xks_list },
         { "xks", "create", "NAME", 1, "create an XKS key store (prints its console import file)",
           o_xks_create, ctl_cmd_xks_create },

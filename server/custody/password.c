@@ -96,6 +96,8 @@ static void dummy_make(void)
         kw_wipe(pw, sizeof pw);
 }
 
+void kw_password_prepare(void) { pthread_once(&dummy_once, dummy_make); }
+
 int kw_password_verify(const char *encoded, const uint8_t *p, size_t n)
 {
         if (p == NULL || n > KW_PASSWORD_MAX)

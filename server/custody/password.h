@@ -28,5 +28,8 @@ KW_MUST_USE kw_result kw_password_hash(const uint8_t *p, size_t n, char ret[KW_U
  * the same work against a dummy hash, and 0 (an unknown user name costs
  * what a known one does). */
 int kw_password_verify(const char *encoded, const uint8_t *p, size_t n);
+/* Makes the dummy hash now (one argon2id run), so that the first unknown
+ * user name costs what any other does. */
+void kw_password_prepare(void);
 
 #endif

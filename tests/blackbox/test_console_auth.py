@@ -336,6 +336,37 @@ def test_console_disabled_answers_no_route(make_server):
     assert s.api("GET", "/api/v1/keys").status_code == 200
 
 
+def test_keywardctl_user_commands(srv):
+    import subprocess
+    from conftest import KEYWARDCTL
+    env = dict(os.environ, KEYWARD_URL=srv.url, KEYWARD_CACERT=srv.cacert,
+               KEYWARD_TOKEN_FILE=os.path.join(srv.dir, "admin.token"))
+
+    def ctl(*args, stdin=""):
+        return subprocess.run([KEYWARDCTL] + list(args), env=env, input=stdin,
+                              capture_output=True, text=True, timeout=30)
+
+    SECRETS.extend(["erin-password-stdin", "erin-password-file"])
+    p = ctl("user", "create", "erin", "--role", "operator", stdin="erin-password-stdin\n")
+    assert p.returncode == 0, p.stderr
+    sign_in(srv, {"user": "erin", "password": "erin-password-stdin"})
+    p = ctl("user", "list")
+    assert p.returncode == 0 and "erin" in p.stdout and "operator" in p.stdout, p.stdout
+    pwfile = os.path.join(srv.dir, "erin.pw")
+    with open(pwfile, "w") as f:
+        f.write("erin-password-file\n")
+    p = ctl("user", "passwd", "erin", "--password-file", pwfile)
+    assert p.returncode == 0, p.stderr
+    sign_in(srv, {"user": "erin", "password": "erin-password-file"})
+    err(sign_in(srv, {"user": "erin", "password": "erin-password-stdin"}, 401), 401,
+        "unauthenticated")
+    p = ctl("user", "create", "frank", "--role", "operator", stdin="short\n")
+    assert p.returncode == 1 and "bad_field" in p.stderr + p.stdout or p.returncode != 0
+    p = ctl("user", "delete", "erin")
+    assert p.returncode == 0, p.stderr
+    assert "erin" not in ctl("user", "list").stdout
+
+
 # -------------------------------------------------------------- audit and logs
 
 
@@ -361,3 +392,4 @@ def test_audit_rows_and_no_secret_in_logs(srv):
     for secret in SECRETS + list(PW.values()):
         assert secret not in logs, secret
         assert secret not in everything, secret
+
