@@ -48,9 +48,15 @@ struct opts {
         const char *tpm2_device;
         const char *tpm2_public_key;
         const char *tpm2_signature;
+        const char *record;          /* the unlock record to write ("" = none) */
         struct kwu_expect exp;
         const char *device;
 };
+
+/* After the volume was activated as o->name: the unlock record (o->record)
+ * saying it opened through binding; a failure is a warning on stderr, not
+ * an error (the volume is open). */
+void kwu_cli_write_record(const struct opts *o, const struct kwu_layout *l, const char *binding);
 
 /* One line on stderr for a failure (what, and the detail); its exit status. */
 int kwu_cli_fail(const char *device, kw_result r);

@@ -18,6 +18,7 @@
 
 #include "../../server/common/b64.h"
 #include "cli.h"
+#include "unlock_record.h"
 #include "recovery_key.h"
 #include "snp_key.h"
 
@@ -317,7 +318,10 @@ int kwu_cmd_recover(const struct opts *o)
         struct kwu_expect exp = o->exp;
         exp.repair_copies = !o->no_reenroll;
         r = kwu_volume_open(o->device, &exp, &rc.v);
-        if (r.code == 0 && open_with_key(o, rc.v, key, &r) >= 0 && !o->no_reenroll)
+        int slot = r.code == 0 ? open_with_key(o, rc.v, key, &r) : -1;
+        if (slot >= 0)
+                kwu_cli_write_record(o, kwu_volume_layout(rc.v), "recovery");
+        if (slot >= 0 && !o->no_reenroll)
                 r = reenroll(&rc, key);
         if (r.code != 0)
                 status = kwu_cli_fail(o->device, r);

@@ -3,12 +3,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "cli.h"
+#include "unlock_record.h"
 #include "luks2_check.h"
 #include "pcrsig.h"
 #include "recovery_key.h"
@@ -268,6 +270,7 @@ static int open_or_check(const struct opts *o, int all)
         kw_result first = KW_RESULT(KW_ERR_NOT_FOUND);
         char first_detail[512] = "";
         int opened = 0;
+        const struct kwu_token *opener = NULL;
         for (unsigned i = 0; i < l->ntokens && (all || !opened); i++) {
                 const struct kwu_token *tok = &l->tokens[i];
                 int slot = __builtin_ctz(tok->keyslots);
@@ -282,6 +285,8 @@ static int open_or_check(const struct opts *o, int all)
                 r = kwu_cli_binding_open(o, v, tok, &c, all ? NULL : o->name);
                 if (r.code == 0) {
                         opened++;
+                        if (opener == NULL)
+                                opener = tok;
                         if (all)
                                 printf("token %u (%s), keyslot %d: would open now\n", tok->id, what, slot);
                         else
@@ -300,6 +305,8 @@ static int open_or_check(const struct opts *o, int all)
                                kwu_cli_headline(r.code), kw_err_detail());
         }
         int rc = EXIT_DONE;
+        if (!all && opener != NULL)
+                kwu_cli_write_record(o, l, kwu_binding_name(opener->type));
         if (!opened) {
                 if (first.code == KW_ERR_NOT_FOUND)
                         kw_err_set_detail("the volume has no TPM2 or SEV-SNP keyslot (open it with recover)");
@@ -310,6 +317,16 @@ static int open_or_check(const struct opts *o, int all)
         kwu_cli_tpm_ctx_free(&c);
         kwu_volume_close(v);
         return rc;
+}
+
+void kwu_cli_write_record(const struct opts *o, const struct kwu_layout *l, const char *binding)
+{
+        if (o->name == NULL || o->record == NULL || o->record[0] == '\0')
+                return;   /* nothing activated, or no record wanted */
+        kw_result r = kwu_unlock_record_write(o->record, o->device, o->name, binding, l, time(NULL));
+        if (r.code != 0)
+                fprintf(stderr, "keyward-unlock: warning: the volume is open but its unlock record "
+                                "was not written: %s\n", kw_err_detail());
 }
 
 int kwu_cmd_open(const struct opts *o) { return open_or_check(o, 0); }

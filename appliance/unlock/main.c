@@ -29,6 +29,7 @@
 #include "cli.h"
 #include "pcrsig.h"
 #include "snp_key.h"
+#include "unlock_record.h"
 #include "tpm2_seal.h"
 
 static const char USAGE[] =
@@ -76,6 +77,9 @@ static const char USAGE[] =
         "  --snp-vmpl N        the VMPL to bind (default: this guest's, from the report)\n"
         "  --snp-bind-image-id also bind the image and family IDs\n"
         "  --snp-device PATH   the guest device (default /dev/sev-guest)\n"
+        "  --record PATH       open/recover with --name: where to record which binding\n"
+        "                      opened the volume (default /run/keyward/unlock.json, read by\n"
+        "                      keywardd for GET /api/v1/status; \"\" = nowhere)\n"
         "  --tpm2-signature FILE   open: the signature of this boot's PCR policy, as\n"
         "                      systemd-measure writes it (default\n"
         "                      /run/systemd/tpm2-pcr-signature.json)\n"
@@ -184,6 +188,7 @@ int main(int argc, char **argv)
                 { "tpm2-signature", required_argument, NULL, 's' },
                 { "snp", no_argument, NULL, 'S' },
                 { "snp-device", required_argument, NULL, 'D' },
+                { "record", required_argument, NULL, 'R' },
                 { "snp-tcb", required_argument, NULL, 'T' },
                 { "snp-vmpl", required_argument, NULL, 'V' },
                 { "snp-bind-image-id", no_argument, NULL, 'I' },
@@ -203,6 +208,7 @@ int main(int argc, char **argv)
         o.tpm2_device = KWU_TPM2_DEFAULT_DEVICE;
         o.tpm2_signature = KWU_PCRSIG_DEFAULT;
         o.snp_device = KWU_SNP_DEFAULT_DEVICE;
+        o.record = KWU_UNLOCK_RECORD_DEFAULT;
         o.snp_fields = KWU_SNP_F_REQUIRED;
         if (argc >= 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
                 fputs(USAGE, stdout);
@@ -255,6 +261,9 @@ int main(int argc, char **argv)
                         break;
                 case 'D':
                         o.snp_device = optarg;
+                        break;
+                case 'R':
+                        o.record = optarg;
                         break;
                 case 'I':
                         o.snp_fields |= KWU_SNP_F_IMAGE_ID | KWU_SNP_F_FAMILY_ID;

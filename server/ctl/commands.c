@@ -442,6 +442,75 @@ int ctl_cmd_key_get(struct ctl *c, const struct ctl_args *a)
         return ctl_simple(c, "GET", "keys", a->pos[0], NULL, NULL);
 }
 
+static const struct ctl_col ctl_version_cols[] = {
+        { "VERSION", { "version" } },
+        { "CREATED", { "created" } },
+        { "CURRENT", { "current" } },
+};
+
+/* GET path (consumed): the reply's array `member` as a table of cols (the
+ * document itself with --json); when next_opt is given and the reply's
+ * "next" is not null, a hint on stderr to page on with --<next_opt>. */
+static int ctl_print_list(struct ctl *c, struct kw_buf *path, const char *member,
+                          const struct ctl_col *cols, size_t ncols, const char *next_opt)
+{
+        struct ctl_resp r;
+        int rc = ctl_call(c, "GET", path, NULL, &r);
+        if (rc != CTL_OK)
+                return rc;
+        if (c->json) {
+                ctl_print_raw(&r);
+        } else {
+                cJSON *doc = ctl_reply_json(&r);
+                const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, member);
+                const cJSON *nx = cJSON_GetObjectItemCaseSensitive(doc, "next");
+                if (!cJSON_IsArray(t)) {
+                        if (doc != NULL)
+                                ctl_err("the server's reply has no '%s' array", member);
+                        rc = CTL_SERVER;
+                } else {
+                        ctl_print_table(t, cols, ncols);
+                        char nt[64];
+                        if (next_opt != NULL && nx != NULL && !cJSON_IsNull(nx)) {
+                                ctl_value_text(nx, nt, sizeof nt);
+                                fprintf(stderr, "(more %s: --%s %s)\n", member, next_opt, nt);
+                        }
+                }
+                cJSON_Delete(doc);
+        }
+        ctl_resp_free(&r);
+        return rc;
+}
+
+/* GET coll[/name[/sub]] as ctl_print_list, without paging. */
+static int ctl_get_table(struct ctl *c, const char *coll, const char *name, const char *sub,
+                         const char *member, const struct ctl_col *cols, size_t ncols)
+{
+        struct kw_buf path;
+        int rc = ctl_path(&path, coll, name, sub);
+        if (rc != CTL_OK)
+                return rc;
+        return ctl_print_list(c, &path, member, cols, ncols, NULL);
+}
+
+int ctl_cmd_key_versions(struct ctl *c, const struct ctl_args *a)
+{
+        return ctl_get_table(c, "keys", a->pos[0], "versions", "versions", ctl_version_cols,
+                             sizeof ctl_version_cols / sizeof ctl_version_cols[0]);
+}
+
+int ctl_cmd_ekm_info(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_simple(c, "GET", "ekm", NULL, NULL, NULL);
+}
+
+int ctl_cmd_attestation(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        return ctl_simple(c, "GET", "attestation", NULL, NULL, NULL);
+}
+
 int ctl_cmd_key_enable(struct ctl *c, const struct ctl_args *a)
 {
         return ctl_simple(c, "POST", "keys", a->pos[0], "enable", NULL);
@@ -548,46 +617,26 @@ static const struct ctl_col ctl_audit_cols[] = {
 
 int ctl_cmd_audit_list(struct ctl *c, const struct ctl_args *a)
 {
-        static const char *const q[][2] = { { "key", "key" }, { "action", "action" },
-                                            { "after", "after" }, { "limit", "limit" } };
+        static const char *const q[] = { "key", "action", "after", "before", "actor",
+                                         "since", "until", "limit" };
+        int desc = ctl_args_has(a, "desc");
         struct kw_buf path;
         int rc = ctl_path(&path, "audit", NULL, NULL);
         if (rc != CTL_OK)
                 return rc;
-        for (size_t i = 0; i < 4; i++) {
-                const char *v = ctl_args_get(a, q[i][0]);
-                if (v != NULL && ctl_query_add(&path, q[i][1], v).code != 0) {
+        for (size_t i = 0; i <= sizeof q / sizeof q[0]; i++) {
+                const char *name = i < sizeof q / sizeof q[0] ? q[i] : "order";
+                const char *v = i < sizeof q / sizeof q[0] ? ctl_args_get(a, q[i])
+                                                           : desc ? "desc" : NULL;
+                if (v != NULL && ctl_query_add(&path, name, v).code != 0) {
                         kw_buf_free(&path);
                         ctl_err("argument too long");
                         return CTL_USAGE;
                 }
         }
-        struct ctl_resp r;
-        if ((rc = ctl_call(c, "GET", &path, NULL, &r)) != CTL_OK)
-                return rc;
-        if (c->json) {
-                ctl_print_raw(&r);
-        } else {
-                cJSON *doc = ctl_reply_json(&r);
-                const cJSON *ev = cJSON_GetObjectItemCaseSensitive(doc, "events");
-                const cJSON *nx = cJSON_GetObjectItemCaseSensitive(doc, "next");
-                if (!cJSON_IsArray(ev)) {
-                        if (doc != NULL)
-                                ctl_err("the server's reply has no 'events' array");
-                        rc = CTL_SERVER;
-                } else {
-                        ctl_print_table(ev, ctl_audit_cols,
-                                        sizeof ctl_audit_cols / sizeof ctl_audit_cols[0]);
-                        char nt[64];
-                        if (nx != NULL && !cJSON_IsNull(nx)) {
-                                ctl_value_text(nx, nt, sizeof nt);
-                                fprintf(stderr, "(more events: --after %s)\n", nt);
-                        }
-                }
-                cJSON_Delete(doc);
-        }
-        ctl_resp_free(&r);
-        return rc;
+        return ctl_print_list(c, &path, "events", ctl_audit_cols,
+                              sizeof ctl_audit_cols / sizeof ctl_audit_cols[0],
+                              desc ? "before" : "after");
 }
 
 int ctl_cmd_audit_verify(struct ctl *c, const struct ctl_args *a)
@@ -687,29 +736,7 @@ static const struct ctl_col ctl_token_cols[] = {
 /* GET <what>: a table of the reply's array <what> (raw with --json). */
 static int ctl_list_table(struct ctl *c, const char *what, const struct ctl_col *cols, size_t ncols)
 {
-        struct kw_buf path;
-        int rc = ctl_path(&path, what, NULL, NULL);
-        if (rc != CTL_OK)
-                return rc;
-        struct ctl_resp r;
-        if ((rc = ctl_call(c, "GET", &path, NULL, &r)) != CTL_OK)
-                return rc;
-        if (c->json) {
-                ctl_print_raw(&r);
-        } else {
-                cJSON *doc = ctl_reply_json(&r);
-                const cJSON *t = cJSON_GetObjectItemCaseSensitive(doc, what);
-                if (!cJSON_IsArray(t)) {
-                        if (doc != NULL)
-                                ctl_err("the server's reply has no '%s' array", what);
-                        rc = CTL_SERVER;
-                } else {
-                        ctl_print_table(t, cols, ncols);
-                }
-                cJSON_Delete(doc);
-        }
-        ctl_resp_free(&r);
-        return rc;
+        return ctl_get_table(c, what, NULL, NULL, what, cols, ncols);
 }
 
 int ctl_cmd_token_list(struct ctl *c, const struct ctl_args *a)

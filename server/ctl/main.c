@@ -96,6 +96,11 @@ static const struct ctl_opt o_audit[] = {
         { "key", 1, "events of this key" },
         { "action", 1, "events of this action, e.g. key.create" },
         { "after", 1, "events after this sequence number" },
+        { "before", 1, "events before this sequence number (paging with --desc)" },
+        { "actor", 1, "events whose actor starts with this, e.g. token:1a2b, xks:, user:alice" },
+        { "since", 1, "events at or after this time (RFC 3339 UTC, 2026-01-31T12:00:00Z)" },
+        { "until", 1, "events before this time (RFC 3339 UTC)" },
+        { "desc", 0, "newest first" },
         { "limit", 1, "events per page, 1..1000" },
         { NULL, 0, NULL },
 };
@@ -138,6 +143,7 @@ static const struct ctl_command ctl_commands[] = {
         { "key", "import", "NAME", 1, "import an AES or RSA key", o_import, ctl_cmd_key_import },
         { "key", "list", "", 0, "list keys", o_list, ctl_cmd_key_list },
         { "key", "get", "NAME", 1, "show a key", o_none, ctl_cmd_key_get },
+        { "key", "versions", "NAME", 1, "list a key's versions", o_none, ctl_cmd_key_versions },
         { "key", "enable", "NAME", 1, "enable a key", o_none, ctl_cmd_key_enable },
         { "key", "disable", "NAME", 1, "disable a key", o_none, ctl_cmd_key_disable },
         { "key", "rotate", "NAME", 1, "add a new key version and make it current", o_none,
@@ -180,6 +186,10 @@ static const struct ctl_command ctl_commands[] = {
           ctl_cmd_xks_delete_credential },
         { "xks", "delete", "NAME", 1, "delete an XKS key store created through the API", o_none,
           ctl_cmd_xks_delete },
+        { "ekm", "info", "", 0, "show the Azure EKM set-up (URL base, client CNs and CA)", o_none,
+          ctl_cmd_ekm_info },
+        { NULL, "attestation", "", 0, "summarise fresh attestation evidence", o_none,
+          ctl_cmd_attestation },
         { NULL, NULL, NULL, 0, NULL, NULL, NULL },
 };
 

@@ -424,9 +424,10 @@ static cJSON *snp_summary(const cJSON *snp)
         cJSON_AddBoolToObject(o, "available", 1);
         cJSON_AddStringToObject(o, "source", cJSON_IsString(src) && text_ok(src->valuestring)
                                                      ? src->valuestring : "");
-        while (fields->child != NULL)
-                cJSON_AddItemToObject(o, fields->child->string,
-                                      cJSON_DetachItemViaPointer(fields, fields->child));
+        while (fields->child != NULL) {
+                cJSON *f = cJSON_DetachItemViaPointer(fields, fields->child);
+                cJSON_AddItemToObject(o, f->string, f);   /* copies the key first */
+        }
         cJSON_Delete(fields);
         const cJSON *certs = cJSON_GetObjectItemCaseSensitive(snp, "certs");
         cJSON_AddBoolToObject(o, "vcek", cJSON_IsString(cJSON_GetObjectItemCaseSensitive(certs, "vcek")));

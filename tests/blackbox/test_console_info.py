@@ -267,3 +267,26 @@ def test_status_unlock_record_absent_or_bad(make_server, tmp_path):
     s2 = make_server(env={"KEYWARD_ATTESTATION_UNLOCK_RECORD": str(bad)}).start()
     u = get(s2, "/api/v1/status")["unlock"]
     assert u["state"] == "unknown" and "not usable" in u["detail"]
+
+
+def test_keywardctl_console_commands(server):
+    s = server
+    assert s.api("POST", "/api/v1/keys", {"name": "ck", "type": "AES"}).status_code == 201
+    assert s.api("POST", "/api/v1/keys/ck/rotate").status_code == 200
+    p = s.ctl("key", "versions", "ck", check=True)
+    lines = p.stdout.strip().splitlines()
+    assert lines[0].split()[:3] == ["VERSION", "CREATED", "CURRENT"] and len(lines) == 3, p.stdout
+    assert json.loads(s.ctl("--json", "key", "versions", "ck", check=True).stdout)["current_version"] == 2
+    assert json.loads(s.ctl("--json", "ekm", "info", check=True).stdout)["enabled"] is False
+    assert json.loads(s.ctl("--json", "attestation", check=True).stdout)["enabled"] is False
+    d = json.loads(s.ctl("--json", "audit", "list", "--desc", "--limit", "1", "--actor", "token:",
+                         check=True).stdout)
+    assert len(d["events"]) == 1 and d["events"][0]["action"] == "key.rotate"
+    d2 = json.loads(s.ctl("--json", "audit", "list", "--desc", "--limit", "1", "--before",
+                          str(d["next"]), check=True).stdout)
+    assert d2["events"][0]["seq"] < d["events"][0]["seq"]
+    p = s.ctl("audit", "list", "--since", "2000-01-01T00:00:00Z", "--until", "2999-01-01T00:00:00Z",
+              check=True)
+    assert "key.create" in p.stdout
+    p = s.ctl("audit", "list", "--since", "yesterday")
+    assert p.returncode == 1 and "RFC 3339" in p.stderr
