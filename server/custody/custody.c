@@ -402,9 +402,16 @@ void custody_handle(struct custody *c, const uint8_t *p, size_t n, struct kw_buf
         uint8_t op = row ? row->op : 0;
         uint32_t id = kw_ipc_peek_id(p, n);
         const char *detail = kw_err_detail();
-        if (kw_log_enabled(KW_LOG_DEBUG))
-                kw_log(KW_LOG_DEBUG, "custody_error", "op", row ? row->name : "?", "error",
-                       kw_err_name(r.code), "detail", detail, "at", kw_trace_last(), KW_END);
+        /* a fault of this side (not of the request, not a known outage the HSM
+         * state already reports): the answer says only "internal" or "hsm",
+         * so the why is logged here */
+        int fault = r.code <= KW_ERR_CRYPTO && r.code != KW_ERR_DECRYPT &&
+                    r.code != KW_ERR_HSM_UNAVAILABLE && r.code != KW_ERR_HSM_TIMEOUT &&
+                    r.code != KW_ERR_HSM_UNWRAP;
+        if (fault || kw_log_enabled(KW_LOG_DEBUG))
+                kw_log(fault ? KW_LOG_ERROR : KW_LOG_DEBUG, "custody_error", "op",
+                       row ? row->name : "?", "error", kw_err_name(r.code), "detail", detail,
+                       "at", kw_trace_last(), KW_END);
         if ((r.code == KW_ERR_FORBIDDEN || r.code == KW_ERR_CSRF) && who.actor[0] != '\0')
                 audit_push(c->aq, &who, row->name, "", r.code, detail);
         else if (r.code == KW_ERR_AUTH && row != NULL && row->op == KW_OP_SESSION_LOGIN &&

@@ -196,7 +196,9 @@ static kw_result login_check(struct custody *c, const struct kw_user_row *u,
         struct kw_lockout_policy pol = { (uint32_t)cfg->console.login_max_failures,
                                          cfg->console.lockout_seconds,
                                          cfg->console.lockout_max_seconds };
-        int ok = kw_password_verify(u->hash, pw->p, pw->len);
+        int ok = 0;
+        /* overloaded: refused before anything is counted against the user */
+        KW_TRY(kw_password_verify(u->hash, pw->p, pw->len, &ok));
         int64_t now = (int64_t)time(NULL);
         int64_t lock = ok ? 0 : kw_lockout_seconds(u->failed < UINT32_MAX ? u->failed + 1 : u->failed,
                                                    &pol);
@@ -241,8 +243,10 @@ static kw_result login_password(struct custody *c, const struct kw_msg *req, str
         memset(&u, 0, sizeof u);
         kw_result r = kw_keystore_user_get(c->ks, name, &u);
         if (r.code == KW_ERR_NOT_FOUND) {
-                (void)kw_password_verify(NULL, pw.p, pw.len);   /* the same work */
+                int match = 0;   /* the same work as a known user's check */
+                kw_result vr = kw_password_verify(NULL, pw.p, pw.len, &match);
                 kw_secret_free(&pw);
+                KW_TRY(vr);   /* overloaded: as a known name would be */
                 char detail[128];
                 snprintf(detail, sizeof detail, "password, from %s: no such user", addr);
                 struct op_caller anon = *who;

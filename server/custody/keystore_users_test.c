@@ -225,10 +225,17 @@ static void password_hash_verify_and_form(void **state)
         char h[KW_USER_HASH_MAX];
         assert_int_equal(kw_password_hash(pw, sizeof pw - 1, h).code, 0);
         assert_true(strncmp(h, "$argon2id$v=19$m=65536,t=3,p=1$", 31) == 0);
-        assert_true(kw_password_verify(h, pw, sizeof pw - 1));
-        assert_false(kw_password_verify(h, pw, sizeof pw - 2));
-        assert_false(kw_password_verify(NULL, pw, sizeof pw - 1));   /* dummy: never */
-        assert_false(kw_password_verify("$argon2id$garbage", pw, sizeof pw - 1));
+        int m = -1;
+        assert_int_equal(kw_password_verify(h, pw, sizeof pw - 1, &m).code, 0);
+        assert_int_equal(m, 1);
+        assert_int_equal(kw_password_verify(h, pw, sizeof pw - 2, &m).code, 0);
+        assert_int_equal(m, 0);
+        m = -1;
+        assert_int_equal(kw_password_verify(NULL, pw, sizeof pw - 1, &m).code, 0);
+        assert_int_equal(m, 0);   /* dummy: never */
+        m = -1;
+        assert_int_equal(kw_password_verify("$argon2id$garbage", pw, sizeof pw - 1, &m).code, 0);
+        assert_int_equal(m, 0);
         char h2[KW_USER_HASH_MAX];
         assert_int_equal(kw_password_hash(pw, sizeof pw - 1, h2).code, 0);
         assert_string_not_equal(h, h2);   /* a fresh salt each time */

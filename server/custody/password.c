@@ -20,18 +20,29 @@
 #define PW_SALT_LEN 16
 #define PW_TAG_LEN 32
 
-/* Bounds the memory of concurrent hashes (custody workers are many). */
+/* Bounds the memory of concurrent hashes (64 MiB each) and the custody
+ * workers a flood of sign-ins can hold: at most KW_PASSWORD_CONCURRENCY run
+ * and KW_PASSWORD_QUEUE wait; the next caller is refused (KW_ERR_OVERLOAD)
+ * at once instead of taking a worker that key operations need. */
 static pthread_mutex_t pw_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pw_cv = PTHREAD_COND_INITIALIZER;
-static unsigned pw_running;
+static unsigned pw_running, pw_waiting;
 
-static void pw_enter(void)
+KW_MUST_USE static kw_result pw_enter(void)
 {
         pthread_mutex_lock(&pw_mu);
+        if (pw_running >= KW_PASSWORD_CONCURRENCY && pw_waiting >= KW_PASSWORD_QUEUE) {
+                pthread_mutex_unlock(&pw_mu);
+                kw_err_set_detail("too many password checks at once: try again in a moment");
+                KW_BAIL(KW_ERR_OVERLOAD);
+        }
+        pw_waiting++;
         while (pw_running >= KW_PASSWORD_CONCURRENCY)
                 pthread_cond_wait(&pw_cv, &pw_mu);
+        pw_waiting--;
         pw_running++;
         pthread_mutex_unlock(&pw_mu);
+        return KW_OK;
 }
 
 static void pw_leave(void)
@@ -62,7 +73,7 @@ static kw_result pw_hash_salted(const uint8_t *p, size_t n, const uint8_t salt[P
                                     Argon2_id) <= KW_USER_HASH_MAX,
                   KW_ERR_INTERNAL);
         char enc[KW_USER_HASH_MAX];
-        pw_enter();
+        KW_TRY(pw_enter());
         int rc = argon2id_hash_encoded(PW_T_COST, PW_M_COST, PW_LANES, p, n, salt, PW_SALT_LEN,
                                        PW_TAG_LEN, enc, sizeof enc);
         pw_leave();
@@ -98,19 +109,21 @@ static void dummy_make(void)
 
 void kw_password_prepare(void) { pthread_once(&dummy_once, dummy_make); }
 
-int kw_password_verify(const char *encoded, const uint8_t *p, size_t n)
+kw_result kw_password_verify(const char *encoded, const uint8_t *p, size_t n, int *ret_match)
 {
+        *ret_match = 0;
         if (p == NULL || n > KW_PASSWORD_MAX)
-                return 0;
+                return KW_OK;
         int real = encoded != NULL;
         if (!real) {
                 pthread_once(&dummy_once, dummy_make);
                 if (!dummy_ok)
-                        return 0;
+                        return KW_OK;
                 encoded = dummy_hash;
         }
-        pw_enter();
+        KW_TRY(pw_enter());
         int rc = argon2id_verify(encoded, p, n);
         pw_leave();
-        return real && rc == ARGON2_OK;
+        *ret_match = real && rc == ARGON2_OK;
+        return KW_OK;
 }

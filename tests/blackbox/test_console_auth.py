@@ -137,6 +137,36 @@ def test_sign_in_with_password_and_wrong_ones(srv):
         "bad_field")
 
 
+def test_sign_in_flood_is_refused_not_queued(srv):
+    """At most 2 argon2id checks run and 2 wait; the others are refused at
+    once (429 overload, Retry-After) and counted against nobody, and key
+    operations go on meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+    make_user(srv, "flood", "auditor", "flood-password-44")
+    n = 12
+    with ThreadPoolExecutor(max_workers=n + 1) as ex:
+        futs = [ex.submit(req, srv, "POST", "/api/v1/session",
+                          {"user": "flood" if i % 2 else "ghost-%d" % i,
+                           "password": "wrong-password-%d" % i}) for i in range(n)]
+        side = ex.submit(srv.api, "POST", "/api/v1/keys", {"name": "flood-side", "type": "AES"})
+        got = [f.result() for f in futs]
+        assert side.result().status_code == 201, side.result().text
+    codes = sorted(r.status_code for r in got)
+    assert set(codes) <= {401, 429}, codes
+    over = [r for r in got if r.status_code == 429]
+    assert over, "a flood of %d sign-ins was all queued: %s" % (n, codes)
+    for r in over:
+        assert r.json()["error"] in ("overload", "locked"), r.text
+        assert r.headers.get("Retry-After"), r.headers
+    denied = [r for i, r in enumerate(got) if i % 2 and r.status_code == 401]
+    locked = [r for i, r in enumerate(got) if i % 2 and r.status_code == 429 and
+              r.json()["error"] == "locked"]
+    users = {u["name"]: u for u in srv.api("GET", "/api/v1/users").json()["users"]}
+    # only checks that ran count as failures (an overload is not a wrong password;
+    # a refusal of an account already locked is no check either)
+    assert len(denied) <= users["flood"]["failed_logins"] <= len(denied) + len(locked)
+
+
 def test_user_create_refuses_bad_input(srv):
     for body in ({"name": "bad name", "role": "admin", "password": "long-enough-pw"},
                  {"name": "u1", "role": "root", "password": "long-enough-pw"},
