@@ -383,10 +383,10 @@ static kw_result query_units(struct kw_keystore *ks, const struct query *q, stru
         KW_TRY(ks_bind_i64(ks, it->batches, 2, seq_param(q->hi)));
         if (f->key_name != NULL || f->action != NULL) {
                 /* the key's index when there is one (fewer batches), else the action's */
-                char name[70];
-                snprintf(name, sizeof name, "%c:%s", f->key_name != NULL ? 'k' : 'a',
+                snprintf(it->batch_name, sizeof it->batch_name, "%c:%s",
+                         f->key_name != NULL ? 'k' : 'a',
                          f->key_name != NULL ? f->key_name : f->action);
-                KW_TRY(ks_bind_text(ks, it->batches, 3, name));
+                KW_TRY(ks_bind_text(ks, it->batches, 3, it->batch_name));
         }
         for (int i = 0; i < 2; i++) {
                 sqlite3_stmt *st = i ? it->batches : it->rows;

@@ -45,6 +45,8 @@ struct units {
         sqlite3_stmt *rows, *batches;
         int row_pending, rows_done, batch_pending, batches_done;
         int desc;                    /* both statements in descending seq order */
+        char batch_name[70];         /* "k:<key>" / "a:<action>", bound (SQLITE_STATIC)
+                                        to batches: lives as long as it */
 };
 
 /* The records of a unit: one from the row's columns, or the decoded batch. */

@@ -32,6 +32,7 @@
 #define INFO_UNLOCK_MAX 4096            /* bytes of the unlock record read */
 #define INFO_TEXT_MAX 256               /* a string of the unlock record */
 #define INFO_XKS_BUDGET_MS 250          /* AWS's latency budget of an XKS call */
+#define INFO_EKM_BUDGET_MS 250          /* Azure's of an EKM call (end to end) */
 #define ATTEST_NONCE_LEN 32
 
 struct kw_admin_info {
@@ -257,10 +258,10 @@ KW_MUST_USE kw_result admin_metrics_history(struct admin_call *a)
         char ts[64];
         rfc3339_now(now, ts);
         struct kw_buf *b = &a->resp->body;
-        KW_TRY(kw_buf_printf(b, "{\"interval_seconds\":60,\"now\":\"%s\",\"budget_ms\":{\"xks\":%d},"
+        KW_TRY(kw_buf_printf(b, "{\"interval_seconds\":60,\"now\":\"%s\",\"budget_ms\":{\"xks\":%d,\"ekm\":%d},"
                                 "\"throttle\":{\"xks_per_store_rps\":%lld,\"ekm_rps\":%lld},"
                                 "\"series\":",
-                             ts, INFO_XKS_BUDGET_MS, (long long)cfg->xks.aws_xks_rate_limit,
+                             ts, INFO_XKS_BUDGET_MS, INFO_EKM_BUDGET_MS, (long long)cfg->xks.aws_xks_rate_limit,
                              (long long)cfg->ekm.azure_ekm_rate_limit));
         KW_TRY(kw_history_json(h, (int64_t)now, b));
         KW_TRY(kw_buf_put_str(b, "}"));

@@ -88,7 +88,7 @@ function charts(hist) {
     refs, labels);
   const lat = series.map((se) => {
     const r = [];
-    const b = budget[se.route] ?? (se.route === 'ekm' ? 250 : undefined);
+    const b = budget[se.route];
     if (b) r.push({ name: `${se.route === 'ekm' ? 'Azure' : 'AWS'} budget ${b} ms`, value: b, cls: 'budget' });
     return lineChart(`${ROUTE_NAMES[se.route] || se.route} latency`, 'ms',
       ['p50', 'p95', 'p99'].map((q) => ({ name: q, cls: `c-${q}`, values: se.points.map((p) => p[`${q}_ms`]) })), r, labels);

@@ -65,7 +65,7 @@ def test_history_counts_xks_ekm_and_admin_requests(make_server, pki):
     s = make_server(extra_toml=XKS_TOML, env=ekm_env(pki)).start()
     xks_key(s)
     before = get(s, "/api/v1/metrics/history")
-    assert before["interval_seconds"] == 60 and before["budget_ms"] == {"xks": 250}
+    assert before["interval_seconds"] == 60 and before["budget_ms"] == {"xks": 250, "ekm": 250}
     assert before["throttle"] == {"xks_per_store_rps": 0, "ekm_rps": 0}   # as test_xks.TOML sets
     assert [x["route"] for x in before["series"]] == ["xks", "ekm", "admin"]
     assert all(len(x["points"]) == 60 for x in before["series"])
