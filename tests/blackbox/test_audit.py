@@ -427,7 +427,6 @@ def test_prune_exports_what_the_api_showed_and_verify_still_passes(make_server):
     assert [e["seq"] for e in got] == list(range(1, pruned + 1))
     for e, x in zip(shown, got):
         assert {k: x[k] for k in e} == e, (e, x)
-    assert head - pruned >= 1024
     # what remains: from the checkpoint on
     st = status(s)
     assert st["checkpoint"] == {"seq": pruned, "hash": prev_hash}, st
@@ -436,6 +435,11 @@ def test_prune_exports_what_the_api_showed_and_verify_still_passes(make_server):
     left = all_events_between(s, 0, 10 ** 12)
     assert left[0]["seq"] == pruned + 1
     assert left[-1]["action"] == "audit.prune" and left[-1]["actor"].startswith("token:"), left[-1]
+    # the newest 1,024 records of the store as the prune found it stay: that
+    # may end after head, with key uses whose records were queued after the
+    # verify that read head (seen: 1,022 of head kept, 2 later ones)
+    at_prune = max(e["seq"] for e in left if e["action"] != "audit.prune")
+    assert at_prune >= head and at_prune - pruned >= 1024, (head, at_prune, pruned)
     assert os.path.basename(files[-1]) in left[-1]["detail"]
     assert s.ctl("audit", "verify").returncode == 0
     # pinned to the chain around it, and a tampered copy
