@@ -27,7 +27,6 @@ kw_result custody_sessions_init(struct custody *c)
         const struct kw_config *cfg = c->cfg;
         if (!cfg->console.enable)
                 return KW_OK;   /* c->sessions stays NULL: no session is ever accepted */
-        kw_password_prepare();
         return kw_sessions_new(KW_SESSIONS_MAX, cfg->console.session_idle_seconds,
                                cfg->console.session_max_seconds, &c->sessions);
 }

@@ -32,8 +32,5 @@ KW_MUST_USE kw_result kw_password_hash(const uint8_t *p, size_t n, char ret[KW_U
  * KW_PASSWORD_CONCURRENCY checks run and KW_PASSWORD_QUEUE wait already. */
 KW_MUST_USE kw_result kw_password_verify(const char *encoded, const uint8_t *p, size_t n,
                                          int *ret_match);
-/* Makes the dummy hash now (one argon2id run), so that the first unknown
- * user name costs what any other does. */
-void kw_password_prepare(void);
 
 #endif
