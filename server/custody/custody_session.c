@@ -217,7 +217,7 @@ static kw_result login_check(struct custody *c, const struct kw_user_row *u,
         KW_TRY(kw_keystore_user_login(c->ks, u->name, ok, now, &pol, &au, &after));
         if (!ok && after.locked_until > now) {
                 who->retry_after = (uint32_t)(after.locked_until - now);
-                kw_err_set_detail("too many failed sign-ins: try again in %u seconds",
+                kw_err_set_detail("try again in %u seconds",
                                   who->retry_after);
                 KW_BAIL(KW_ERR_LOCKED);
         }
@@ -266,7 +266,7 @@ static kw_result login_password(struct custody *c, const struct kw_msg *req, str
                 snprintf(me.actor, sizeof me.actor, "user:%s", name);
                 audit_push_result(c->aq, &me, "session.login", "", "locked", detail);
                 kw_wipe(&u, sizeof u);
-                kw_err_set_detail("too many failed sign-ins: try again in %u seconds",
+                kw_err_set_detail("try again in %u seconds",
                                   who->retry_after);
                 KW_BAIL(KW_ERR_LOCKED);
         }

@@ -55,7 +55,7 @@ function signInView(message) {
       startShell();
     } catch (e) {
       showError(box, e.code === 'locked'
-        ? `${e.message}${e.retryAfter ? ` Locked for ${e.retryAfter} more seconds (Retry-After).` : ''}`
+        ? e.message
         : e);
     } finally {
       form.setAttribute('aria-busy', 'false');
