@@ -81,6 +81,7 @@
 #include <openssl/x509.h>
 
 #include "../common/log.h"
+#include "../common/secret.h"
 #include "../config.h"
 #include "connlimit.h"
 #include "history.h"
@@ -1015,6 +1016,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
                 kw_reqbuf_wipe_strings(ri);
         kw_buf_free(&body);
         kw_buf_free(&resp.body);
+        kw_wipe(resp.extra_headers, sizeof resp.extra_headers);   /* may hold Set-Cookie's session id */
         if (linger)
                 linger_drain(conn);
         kw_connlimit_idle(h->cl, tl_slot);
