@@ -22,7 +22,7 @@ WARN    := -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototy
 HARDEN  := -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fstack-clash-protection -fPIE
 LDHARD  := -pie -Wl,-z,relro,-z,now,-z,noexecstack
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = $(CFLAGS) $(WARN) $(HARDEN) -D_GNU_SOURCE -DKEYWARD_VERSION='"$(VERSION)"' -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+ALL_CFLAGS = $(CFLAGS) -ffile-prefix-map=$(CURDIR)=. $(WARN) $(HARDEN) -D_GNU_SOURCE -DKEYWARD_VERSION='"$(VERSION)"' -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
 ALL_LDFLAGS = $(LDHARD) -pthread
 
 # Sanitizer build of the library and unit tests (make test runs both).
@@ -64,6 +64,7 @@ HEADERS   := $(wildcard server/*.h server/*/*.h)
 # what runs in the VM around the server (keyward-unlock): adds to the lists above
 include appliance/appliance.mk
 include provisioning/provisioning.mk
+include image/image.mk
 # the web console (server/ui/, docs/console.md): its files compiled into
 # keywardd as one generated C file (never committed), part of the library
 UI_FILES  := $(sort $(wildcard server/ui/*.html server/ui/*.css server/ui/*.js server/ui/*.svg))
