@@ -514,3 +514,20 @@ def test_azure_ekm_with_the_clients_ca_from_the_document(appliance):
     r = requests.post(url + "/info?api-version=0.1-preview", data=body, headers=h, cert=pki["foreign"],
                       verify=cert, timeout=30)
     assert r.status_code == 401, r.text
+
+
+def test_without_a_tpm_the_output_has_no_ak_pin(appliance):
+    """A machine whose TPM does not answer when the output is made (a
+    development machine has none): no pin, and a verify command without
+    --ak-sha256; the output is written all the same."""
+    a = appliance
+    r = a.run("selftest:end", FAULTS)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    a.swtpm.stop()                      # the server's attestation TPM is gone
+    r = a.run()
+    assert r.returncode == 0, r.stderr
+    out = a.output()
+    assert re.search(r"Attestation key \(AK\) of this instance: none \(no TPM: [^\n]+\)\n", out), out
+    assert ("keyward-attest verify https://127.0.0.1:%d --policy policy.json --policy-key image-key.pem\n"
+            % a.port) in out
+    assert "--ak-sha256" not in out
