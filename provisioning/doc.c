@@ -496,6 +496,12 @@ KW_MUST_USE static kw_result apply_appliance(struct kwp_doc *d, const struct kwp
         /* [admin] initial_token_sha256 is not written: keywardd --init gets it
          * from its environment (the file is one the front reads) */
         c->hsm.evaluation = d->hsm.evaluation;
+        /* the appliance answers GET /attestation (docs/attestation.md) with the
+         * TPM keyward-unlock binds the volume to; a piece the machine lacks is
+         * said "absent" in the evidence */
+        c->attestation.enable = true;
+        if (!empty(b->tpm_tcti))
+                KW_TRY(set_str(&c->attestation.tpm_tcti, b->tpm_tcti));
         if (!empty(d->tls.client_ca)) {
                 char ca[512];
                 n = snprintf(ca, sizeof ca, "%s/etc/tls/" KWP_CLIENT_CA_FILE, b->data_dir);

@@ -118,6 +118,7 @@ struct kwp_doc {
 struct kwp_doc_base {
         const char *data_dir;
         const char *softhsm_module;  /* NULL: KWP_SOFTHSM_MODULE                      */
+        const char *tpm_tcti;        /* NULL: [attestation] tpm_tcti's default        */
 };
 
 #define KWP_SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"

@@ -18,6 +18,7 @@
 #include "../server/common/json_io.h"
 #include "../server/common/secret.h"
 #include "output.h"
+#include "run_api.h"
 #include "tls.h"
 
 #define OUT_MAX (64u * 1024u)
@@ -113,8 +114,23 @@ KW_MUST_USE static kw_result put_stores(struct kw_buf *b, const char *host, cons
         return r;
 }
 
+/* The instance's AK pin and the command that verifies the appliance with
+ * the image's signed policy (docs/attestation.md). */
+KW_MUST_USE static kw_result put_verify(struct kw_buf *b, const char *host, const struct kwp_ak_pin *ak)
+{
+        if (ak->sha256[0] != '\0')
+                KW_TRY(put(b, "Attestation key (AK) of this instance, SHA-256 of its TPMT_PUBLIC (the pin "
+                              "to verify it with; keep it):\n  %s\n", ak->sha256));
+        else
+                KW_TRY(put(b, "Attestation key (AK) of this instance: none (%s)\n", ak->why));
+        return put(b, "Verify this appliance from outside (policy.json, policy.json.sig and image-key.pem "
+                      "are published with the image):\n  keyward-attest verify https://%s --policy "
+                      "policy.json --policy-key image-key.pem%s%s\n", host,
+                   ak->sha256[0] != '\0' ? " --ak-sha256 " : "", ak->sha256);
+}
+
 KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const char *doc_sha, const struct kw_config *cfg,
-                                     const struct kwp_paths *p, struct kw_buf *b)
+                                     const struct kwp_run_opts *o, const struct kwp_paths *p, struct kw_buf *b)
 {
         char host[300], fp[KWP_TLS_FINGERPRINT_SIZE] = "";
         kwp_public_host(doc, cfg, host, sizeof host);
@@ -169,8 +185,9 @@ KW_MUST_USE static kw_result compose(const struct kwp_doc *doc, const char *doc_
                 KW_TRY_GOTO(r, put(b, "Certificate request to sign with your CA: %s/" KWP_TLS_CSR_FILE " (the "
                                       "appliance serves a self-signed certificate for the same key "
                                       "until the signed one is installed)\n", p->tls), out);
-        KW_TRY_GOTO(r, put(b, "Verify this appliance from outside:\n  keyward-attest verify https://%s "
-                              "--policy policy.json   (policy.json: published with the image)\n", host), out);
+        struct kwp_ak_pin ak;
+        kwp_ak_pin(cfg, o, p, &ak);
+        KW_TRY_GOTO(r, put_verify(b, host, &ak), out);
         KW_TRY_GOTO(r, put_stores(b, host, p), out);
         if (cfg->ekm.azure_ekm_enable) {
                 const char *pp = cfg->ekm.azure_ekm_path_prefix;
@@ -235,7 +252,7 @@ kw_result kwp_output(const struct kwp_doc *doc, const char *doc_sha, const struc
                 /* written before a stop: the file is the copy; shown again */
         } else {
                 kw_buf_reset(&b);
-                r = compose(doc, doc_sha, cfg, p, &b);
+                r = compose(doc, doc_sha, cfg, o, p, &b);
                 if (r.code == 0)
                         r = kwp_write_file(p->output, b.p, b.len, 0400, 0, 0);
                 if (r.code == 0) {

@@ -6,7 +6,8 @@
  *
  * It holds the data volume's recovery key, the first admin token when one
  * was generated, the TLS certificate's fingerprint (and the CSR to sign in
- * csr mode), the command that verifies the appliance from outside, each
+ * csr mode), the instance's attestation key pin and the command that
+ * verifies the appliance from outside with it (run_api.h: kwp_ak_pin), each
  * AWS XKS key store's import file and the Azure EKM URLs.  Once written,
  * the recovery key's own file is removed: first-boot.txt is its one copy
  * on the appliance (the customer should keep it offline and may delete

@@ -528,7 +528,8 @@ KW_MUST_USE static kw_result load_document(struct run *r)
         }
         if (res.code == 0) {
                 struct kwp_doc_base base = { .data_dir = r->o->data_dir,
-                                             .softhsm_module = r->o->softhsm_module };
+                                             .softhsm_module = r->o->softhsm_module,
+                                             .tpm_tcti = r->o->tpm2_device };
                 const char *name = which == KWP_SRC_FILE ? s.file : kwp_source_name(which);
                 res = kwp_doc_parse(&base, name, (const char *)text.p, text.len, &r->doc);
         }

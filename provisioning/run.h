@@ -55,7 +55,7 @@ struct kwp_run_opts {
         const char *keywardd_bin;    /* "/usr/sbin/keywardd"                          */
         const char *keywardctl_bin;  /* "/usr/bin/keywardctl"                         */
         const char *systemctl;       /* "/usr/bin/systemctl"                          */
-        const char *tpm2_device;     /* NULL: keyward-unlock's default                */
+        const char *tpm2_device;     /* NULL: the default TPM (unlock, attestation)   */
         const char *snp_device;      /* NULL: keyward-unlock's default                */
         const char *console;         /* "/dev/console"                                */
         const char *softhsm_module;  /* NULL: KWP_SOFTHSM_MODULE                      */

@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 #include "../server/common/b64.h"
@@ -18,6 +19,7 @@
 #include "../server/common/err.h"
 #include "../server/common/log.h"
 #include "../server/common/secret.h"
+#include "../server/common/tpm_ak.h"
 #include "httpc.h"
 #include "run_api.h"
 #include "selftest.h"
@@ -353,6 +355,86 @@ kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cf
         if (r.code != 0)
                 kw_err_set_detail("%s", why); /* the first failure is the one to fix */
         return r.code != 0 ? r : c;
+}
+
+/* GET url with TLS pinned to pin; the body into ans, *ret_status the HTTP status. */
+KW_MUST_USE static kw_result public_get(const char *url, const char *pin, long *ret_status, struct kw_buf *ans)
+{
+        struct kwp_http_body hb = { .buf = ans, .cap = ans->max };
+        CURL *c = kwp_http_new("https", 30000, &hb);
+        KW_ENSURE(c != NULL, KW_ERR_NOMEM);
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        /* a loopback connection to our own key: pinned, no name to check */
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+        curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pin);
+        CURLcode cc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
+        curl_easy_cleanup(c);
+        if (cc != CURLE_OK)
+                return KW_FAIL(KW_ERR_IO, "GET %s: %s", url, curl_easy_strerror(cc));
+        return KW_OK;
+}
+
+/* The pin from one evidence document answering nonce. */
+static void ak_of_evidence(const struct kw_buf *ans, const char *nonce, struct kwp_ak_pin *ret)
+{
+        cJSON *ev = NULL;
+        if (kw_json_parse(ans->p, ans->len, 8, &ev).code != 0 || !cJSON_IsObject(ev)) {
+                snprintf(ret->why, sizeof ret->why, "GET /attestation did not answer evidence");
+                cJSON_Delete(ev);
+                return;
+        }
+        const char *n = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "nonce"));
+        const cJSON *tpm = cJSON_GetObjectItemCaseSensitive(ev, "tpm");
+        const char *absent = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(tpm, "absent"));
+        const char *akp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(tpm, "ak_public"));
+        if (n == NULL || strcmp(n, nonce) != 0)
+                snprintf(ret->why, sizeof ret->why, "the evidence does not answer our nonce");
+        else if (absent != NULL)
+                snprintf(ret->why, sizeof ret->why, "no TPM: %.240s", absent);
+        else if (kw_tpm_ak_sha256(akp, ret->sha256).code != 0)
+                snprintf(ret->why, sizeof ret->why, "the evidence's tpm.ak_public is not a TPM2B_PUBLIC");
+        cJSON_Delete(ev);
+}
+
+void kwp_ak_pin(const struct kw_config *cfg, const struct kwp_run_opts *o, const struct kwp_paths *p,
+                struct kwp_ak_pin *ret)
+{
+        memset(ret, 0, sizeof *ret);
+        if (!cfg->attestation.enable) {
+                snprintf(ret->why, sizeof ret->why, "[attestation] enable = false");
+                return;
+        }
+        uint8_t nonce[32];
+        char nhex[65], base[300], url[400], pin[128];
+        struct kw_buf ans;
+        kw_buf_init(&ans, 4u << 20);
+        kw_result r = RAND_bytes(nonce, sizeof nonce) == 1 ? KW_OK : KW_FAIL(KW_ERR_RANDOM, "RAND_bytes");
+        for (size_t i = 0; r.code == 0 && i < sizeof nonce; i++)
+                snprintf(nhex + 2 * i, 3, "%02x", nonce[i]);
+        if (r.code == 0)
+                r = spki_pin(p, pin, sizeof pin);
+        url_of(o->host, cfg->http.listen, base, sizeof base);
+        snprintf(url, sizeof url, "%s/attestation?nonce=%s", base, r.code == 0 ? nhex : "");
+        long st = 0;
+        unsigned backoff = 250;
+        /* the services answer already (the self-test); 503 while custody sets
+         * the collector up, 429 past its rate */
+        for (int i = 0; r.code == 0 && i < 8; i++) {
+                kw_buf_reset(&ans);
+                r = public_get(url, pin, &st, &ans);
+                if (r.code != 0 || (st != 503 && st != 429))
+                        break;
+                kwp_http_backoff(&backoff);
+        }
+        if (r.code != 0)
+                snprintf(ret->why, sizeof ret->why, "%.290s", kw_err_detail());
+        else if (st != 200)
+                snprintf(ret->why, sizeof ret->why, "GET /attestation answered %ld", st);
+        else
+                ak_of_evidence(&ans, nhex, ret);
+        kw_buf_free(&ans);
 }
 
 /* The first store's credential, from the import files the keys step kept. */

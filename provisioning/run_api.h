@@ -25,6 +25,21 @@ KW_MUST_USE kw_result kwp_provisioning_token(const struct kwp_doc *doc, const st
 KW_MUST_USE kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cfg,
                                        const struct kwp_run_opts *o, const struct kwp_paths *p);
 
+/* The instance's attestation key pin (keyward-attest verify --ak-sha256),
+ * from the started server's own evidence: GET /attestation on the main
+ * listener (TLS pinned to the appliance's key) with a fresh nonce, the
+ * SHA-256 of the TPMT_PUBLIC in its tpm.ak_public (server/common/tpm_ak.h).
+ * No TPM code here. */
+struct kwp_ak_pin {
+        char sha256[65];             /* "" when there is none           */
+        char why[300];               /* then why (for the output)        */
+};
+/* Always fills ret: no TPM in the evidence, attestation off or an answer
+ * that does not say are a pin of "" and the reason, not a failure (the
+ * output still goes to the customer). */
+void kwp_ak_pin(const struct kw_config *cfg, const struct kwp_run_opts *o, const struct kwp_paths *p,
+                struct kwp_ak_pin *ret);
+
 /* healthz, XKS health with a configured store's credential, EKM info. */
 KW_MUST_USE kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opts *o,
                                        const struct kwp_paths *p);

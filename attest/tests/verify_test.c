@@ -1,7 +1,8 @@
 /*
  * verify_test.c - the verifier against the real Milan report and VCEK of
  * ../shared/vectors/sev-snp (pinned time; its VCEK expires in 2029), single
- * bit flips in each signed part, and the TPM/event-log/policy parsers.
+ * bit flips in each signed part, the TPM/event-log/policy parsers, and the
+ * policy file's signature (RSA keys made here with mbedTLS).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/rsa.h>
 
 #include "kwa.h"
 
@@ -284,6 +290,185 @@ static void policy_parse_rejects_unknown_member(void **state)
         kwa_policy_free(&p);
 }
 
+/* ---- the policy's signature (policysig.c) and the "image" member ---- */
+
+#define HEX64 "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+#define IMAGE_POLICY                                                                                          \
+        "{\"keyward_policy\":1,\"tofu\":false,\"comment\":\"c\",\"source\":\"image build\","                 \
+        "\"created\":\"2026-01-01T00:00:00Z\",\"require\":{\"snp\":false,\"tpm\":true,\"azure\":false,"       \
+        "\"event_log\":true},\"tpm\":{\"pcrs\":{\"4\":\"" HEX64 "\",\"11\":\"" HEX64 "\"}},"                   \
+        "\"image\":{\"version\":\"0.1.0\",\"verity_root_hash\":\"" HEX64 "\",\"cmdline\":\"roothash=x ro\","  \
+        "\"uki_sha256\":\"" HEX64 "\",\"uki_authenticode_sha256\":\"" HEX64 "\",\"pcr11\":{\"\":\"" HEX64     \
+        "\",\"sysinit\":\"" HEX64 "\",\"sysinit:ready\":\"" HEX64 "\"},\"pcr_public_key_sha256\":\"" HEX64    \
+        "\",\"pcr_signature\":{\"sha256\":[{\"pcrs\":[11],\"pkfp\":\"ab\",\"pol\":\"cd\",\"sig\":\"ef\"}]},"  \
+        "\"manifest_sha256\":\"" HEX64 "\"}}"
+
+struct signer {
+        mbedtls_pk_context pk;
+        uint8_t pem[2048];
+        size_t pem_len;
+};
+static struct signer key_a, key_b;
+static mbedtls_entropy_context ent;
+static mbedtls_ctr_drbg_context drbg;
+
+static void signer_make(struct signer *s)
+{
+        mbedtls_pk_init(&s->pk);
+        assert_int_equal(mbedtls_pk_setup(&s->pk, mbedtls_pk_info_from_type(MBEDTLS_PK_RSA)), 0);
+        assert_int_equal(mbedtls_rsa_gen_key(mbedtls_pk_rsa(s->pk), mbedtls_ctr_drbg_random, &drbg, 2048, 65537), 0);
+        assert_int_equal(mbedtls_pk_write_pubkey_pem(&s->pk, s->pem, sizeof s->pem), 0);
+        s->pem_len = strlen((const char *)s->pem);
+}
+
+static int signers_setup(void **state)
+{
+        (void)state;
+        mbedtls_entropy_init(&ent);
+        mbedtls_ctr_drbg_init(&drbg);
+        if (mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, (const unsigned char *)"t", 1) != 0)
+                return -1;
+        signer_make(&key_a);
+        signer_make(&key_b);
+        return 0;
+}
+
+static int signers_teardown(void **state)
+{
+        (void)state;
+        mbedtls_pk_free(&key_a.pk);
+        mbedtls_pk_free(&key_b.pk);
+        mbedtls_ctr_drbg_free(&drbg);
+        mbedtls_entropy_free(&ent);
+        return 0;
+}
+
+/* RSA PKCS#1 v1.5 SHA-256 over doc, as `openssl dgst -sha256 -sign` makes it. */
+static size_t sign(struct signer *s, const char *doc, size_t n, uint8_t sig[512])
+{
+        uint8_t h[32];
+        size_t sl = 0;
+        kwa_sha256(doc, n, h);
+        assert_int_equal(mbedtls_pk_sign(&s->pk, MBEDTLS_MD_SHA256, h, 32, sig, &sl, mbedtls_ctr_drbg_random, &drbg), 0);
+        return sl;
+}
+
+static void policy_sig_verify_good_signature_passes(void **state)
+{
+        (void)state;
+        uint8_t sig[512], kh[32] = { 0 }, zero[32] = { 0 };
+        char err[300] = "";
+        size_t sl = sign(&key_a, IMAGE_POLICY, strlen(IMAGE_POLICY), sig);
+        assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)IMAGE_POLICY,
+                                               strlen(IMAGE_POLICY), sig, sl, kh, err, sizeof err), 0);
+        assert_memory_not_equal(kh, zero, 32);   /* the key's SPKI hash */
+}
+
+static void policy_sig_verify_flipped_byte_in_file_fails(void **state)
+{
+        (void)state;
+        uint8_t sig[512], kh[32] = { 0 }, zero[32] = { 0 };
+        char err[300] = "", doc[sizeof IMAGE_POLICY];
+        memcpy(doc, IMAGE_POLICY, sizeof doc);
+        size_t n = strlen(doc), sl = sign(&key_a, doc, n, sig);
+        for (size_t at = 0; at < n; at += n / 7 + 1) {
+                doc[at] ^= 0x01;
+                assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)doc, n, sig, sl, kh,
+                                                       err, sizeof err), KWA_E_CRYPTO);
+                doc[at] ^= 0x01;
+        }
+        /* a byte added at the end (a newline) is another file too */
+        doc[n] = '\n';
+        assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)doc, n + 1, sig, sl, kh,
+                                               err, sizeof err), KWA_E_CRYPTO);
+        assert_non_null(strstr(err, "does not verify"));
+        assert_memory_equal(kh, zero, 32);   /* untouched on failure */
+}
+
+static void policy_sig_verify_wrong_key_fails(void **state)
+{
+        (void)state;
+        uint8_t sig[512], kh[32];
+        char err[300] = "";
+        size_t n = strlen(IMAGE_POLICY), sl = sign(&key_b, IMAGE_POLICY, n, sig);
+        assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)IMAGE_POLICY, n, sig, sl,
+                                               kh, err, sizeof err), KWA_E_CRYPTO);
+        /* and not a key at all, or an EC key */
+        const char *junk = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert_int_equal(kwa_policy_sig_verify((const uint8_t *)junk, strlen(junk), (const uint8_t *)IMAGE_POLICY, n,
+                                               sig, sl, kh, err, sizeof err), KWA_E_FORMAT);
+}
+
+static void policy_sig_verify_missing_or_cut_signature_fails(void **state)
+{
+        (void)state;
+        uint8_t sig[512], kh[32];
+        char err[300] = "";
+        size_t n = strlen(IMAGE_POLICY), sl = sign(&key_a, IMAGE_POLICY, n, sig);
+        assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)IMAGE_POLICY, n, sig, 0,
+                                               kh, err, sizeof err), KWA_E_CRYPTO);
+        assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)IMAGE_POLICY, n, sig,
+                                               sl - 1, kh, err, sizeof err), KWA_E_CRYPTO);
+        sig[sl] = 0;
+        assert_int_equal(kwa_policy_sig_verify(key_a.pem, key_a.pem_len, (const uint8_t *)IMAGE_POLICY, n, sig,
+                                               sl + 1, kh, err, sizeof err), KWA_E_CRYPTO);
+}
+
+static void policy_parse_image_member(void **state)
+{
+        (void)state;
+        struct kwa_policy p;
+        char err[200] = "";
+        assert_int_equal(kwa_policy_parse(IMAGE_POLICY, strlen(IMAGE_POLICY), &p, err, sizeof err), 0);
+        assert_true(p.image.set);
+        assert_string_equal(p.image.version, "0.1.0");
+        assert_int_equal(p.image.n_pcr11, 3);
+        assert_true(p.image.has_authenticode && p.image.has_pcr_key && p.image.has_manifest &&
+                    p.image.has_pcr_signature);
+        assert_int_equal(p.image.verity_root_hash[0], 0x00);
+        assert_int_equal(p.image.verity_root_hash[1], 0x11);
+        assert_int_equal(p.pcr_mask, (1u << 4) | (1u << 11));
+        assert_false(p.ak_pinned);   /* per instance: --ak-sha256 */
+        kwa_policy_free(&p);
+        /* each change below makes a policy the parser must refuse */
+        static const struct { const char *from, *to, *say; } bad[] = {
+                { "\"manifest_sha256\"", "\"manifest_sha265\"", "manifest_sha265" },           /* unknown */
+                { "\"uki_sha256\":\"00", "\"uki_sha256\":\"0", "uki_sha256" },                 /* 63 hex */
+                { "\"verity_root_hash\":\"00", "\"verity_root_hash\":\"000", "verity_root_hash" },   /* 65 */
+                { "\"uki_authenticode_sha256\":\"00", "\"uki_authenticode_sha256\":\"zz", "authenticode" },
+                { "\"sysinit\":\"00", "\"sysinit\":\"0", "pcr11" },
+                { "\"sysinit\":", "\"SysInit\":", "pcr11" },
+                { "\"sysinit\":", "\"sysinit:ready\":", "twice" },
+                { "\"pcr_signature\":{", "\"pcr_signature\":[{", "" },   /* an array, fixed below */
+                { "\"version\":\"0.1.0\"", "\"version\":\"\"", "image.version" },
+                { "\"version\":\"0.1.0\"", "\"version\":1", "image.version" },
+                { "\"cmdline\":\"roothash=x ro\"", "\"cmdline\":\"a\\nb\"", "cmdline" },
+                { "\"tofu\":false", "\"tofu\":true", "tofu" },
+                { "\"pcr11\":{", "\"pcr11x\":{", "pcr11x" },
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                char doc[sizeof IMAGE_POLICY + 64];
+                const char *at = strstr(IMAGE_POLICY, bad[i].from);
+                assert_non_null(at);
+                size_t pre = (size_t)(at - IMAGE_POLICY);
+                snprintf(doc, sizeof doc, "%.*s%s%s", (int)pre, IMAGE_POLICY, bad[i].to, at + strlen(bad[i].from));
+                if (strstr(bad[i].to, "[{") != NULL) {   /* close the array: ...}]}]},"manifest... */
+                        char *m = strstr(doc, "}]},\"manifest");
+                        assert_non_null(m);
+                        memmove(m + 4, m + 3, strlen(m + 3) + 1);
+                        m[3] = ']';
+                }
+                err[0] = '\0';
+                memset(&p, 0x5a, sizeof p);
+                assert_int_not_equal(kwa_policy_parse(doc, strlen(doc), &p, err, sizeof err), 0);
+                assert_non_null(strstr(err, bad[i].say));
+                assert_int_equal(((const uint8_t *)&p)[0], 0x5a);   /* untouched */
+        }
+        /* "image" that is not an object */
+        const char *s = "{\"keyward_policy\":1,\"require\":{},\"image\":[]}";
+        assert_int_not_equal(kwa_policy_parse(s, strlen(s), &p, err, sizeof err), 0);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -299,6 +484,14 @@ int main(void)
                 cmocka_unit_test(tpm_parsers_reject_truncated_and_trailing),
                 cmocka_unit_test(eventlog_replay_matches_manual_extend),
                 cmocka_unit_test(policy_parse_rejects_unknown_member),
+                cmocka_unit_test(policy_parse_image_member),
         };
-        return cmocka_run_group_tests(tests, load_vectors, free_vectors);
+        const struct CMUnitTest sig_tests[] = {
+                cmocka_unit_test(policy_sig_verify_good_signature_passes),
+                cmocka_unit_test(policy_sig_verify_flipped_byte_in_file_fails),
+                cmocka_unit_test(policy_sig_verify_wrong_key_fails),
+                cmocka_unit_test(policy_sig_verify_missing_or_cut_signature_fails),
+        };
+        int failed = cmocka_run_group_tests(tests, load_vectors, free_vectors);
+        return failed + cmocka_run_group_tests_name("policy_signature", sig_tests, signers_setup, signers_teardown);
 }

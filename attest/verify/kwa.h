@@ -9,6 +9,7 @@
  *   hcl.c      Azure HCL report (vTPM NV 0x01400001)
  *   evidence.c evidence JSON -> struct kwa_evidence
  *   policy.c   policy.json (expected values)
+ *   policysig.c  policy.json's signature with the image's key (RSA, mbedTLS)
  *   check.c    the check list: each check named, passed/failed/skipped, printed
  *   verify.c   all checks of an evidence document against a policy
  *   net.c      TLS (mbedTLS) GET, the peer certificate's SPKI
@@ -197,12 +198,25 @@ KWA_MUST_USE int kwa_evidence_parse(const char *json, size_t len, struct kwa_evi
 void kwa_evidence_free(struct kwa_evidence *e);
 
 /* ---- policy.c ---- */
+/* The "image" member of a policy the image build made (docs/attestation.md):
+ * what the build computed, kept for the report; the PCR values the checks
+ * use are tpm.pcrs.  A hash not given is all zeros (has_* says which). */
+#define KWA_IMAGE_MAX_PHASES 16
+struct kwa_image_policy {
+        int set;
+        char version[64];
+        uint8_t verity_root_hash[32], uki_sha256[32];
+        int has_authenticode, has_pcr_key, has_manifest, has_pcr_signature;
+        uint8_t uki_authenticode_sha256[32], pcr_public_key_sha256[32], manifest_sha256[32];
+        size_t n_pcr11;                                   /* phases of the pcr11 map */
+};
 struct kwa_policy {
         int tofu;
         int require_snp, require_tpm, require_azure, require_event_log;
         uint32_t pcr_mask; uint8_t pcrs[24][32];          /* expected values */
         int ak_pinned; uint8_t ak_sha256[32];             /* SHA-256 of the TPMT_PUBLIC */
         struct kwa_snp_policy snp;
+        struct kwa_image_policy image;
 };
 KWA_MUST_USE int kwa_policy_parse(const char *json, size_t len, struct kwa_policy *ret,
                                   char *err, size_t errsz);
@@ -210,6 +224,16 @@ void kwa_policy_free(struct kwa_policy *p);
 /* A trust-on-first-use policy from verified evidence, as JSON (malloc'd). */
 KWA_MUST_USE int kwa_policy_from_evidence(const struct kwa_evidence *e, const char *source,
                                           char **ret);
+
+/* ---- policysig.c ---- */
+/* RSA PKCS#1 v1.5 SHA-256 signature sig over the exact bytes doc[0..doc_len)
+ * with the RSA public key (PEM or DER SubjectPublicKeyInfo, at least 2048
+ * bits) key[0..key_len).  0 when it verifies, with ret_key_sha256 the
+ * SHA-256 of the key's DER SubjectPublicKeyInfo; else a negative KWA_E_*
+ * and err a sentence (KWA_E_CRYPTO: it does not verify). */
+KWA_MUST_USE int kwa_policy_sig_verify(const uint8_t *key, size_t key_len, const uint8_t *doc, size_t doc_len,
+                                       const uint8_t *sig, size_t sig_len, uint8_t ret_key_sha256[32],
+                                       char *err, size_t errsz);
 
 /* ---- verify.c ---- */
 struct kwa_verify_in {

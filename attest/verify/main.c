@@ -1,11 +1,15 @@
 /*
  * main.c - keyward-attest: verify a Keyward server's attestation evidence.
  *
- *   keyward-attest verify https://HOST:PORT --policy policy.json [--ca FILE | --insecure-tls]
- *                  [--at TIME] [--json] [--vcek FILE] [--save FILE]
+ *   keyward-attest verify https://HOST[:PORT] --policy policy.json [--policy-key KEY.pem [--policy-sig FILE]]
+ *                  [--ak-sha256 HEX] [--ca FILE | --insecure-tls] [--at TIME] [--json] [--vcek FILE] [--save FILE]
  *   keyward-attest policy-from https://HOST:PORT [--ca FILE | --insecure-tls] [--at TIME] > policy.json
- *   keyward-attest check-snp REPORT --vcek FILE [--policy policy.json] [--at TIME] [--json]
+ *   keyward-attest check-snp REPORT --vcek FILE [--policy policy.json [--policy-key KEY.pem]] [--at TIME] [--json]
  *   keyward-attest show FILE
+ *
+ * With --policy-key, the policy file's signature (FILE.sig, or --policy-sig)
+ * is checked before anything of the file is used; a policy made by the image
+ * build (one with "image") is refused without it.
  *
  * Exit: 0 every required check passed; 1 a check failed (named on stderr);
  * 2 usage, file, network or TLS error.
@@ -16,26 +20,41 @@
 #include <string.h>
 #include <time.h>
 
+#include <mbedtls/constant_time.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 
 #include "kwa.h"
 
 #define FILE_MAX (4u << 20)
+#define SIG_MAX 2048u   /* an RSA signature up to 16384 bits */
 
 struct opts {
-        const char *url, *policy, *ca, *at, *vcek, *save;
+        const char *url, *policy, *ca, *at, *vcek, *save, *policy_key, *policy_sig, *ak_sha256;
         int insecure, json;
+};
+
+/* What was checked of the policy file before it was used. */
+struct policy_origin {
+        int signed_ok;                  /* --policy-key given and the signature verified */
+        uint8_t key_sha256[32];         /* SHA-256 of the key's SubjectPublicKeyInfo */
+        char sig_path[1024];
 };
 
 static int usage(FILE *f, int rc)
 {
         fprintf(f, "usage:\n"
-                   "  keyward-attest verify https://HOST:PORT --policy policy.json [--ca FILE | --insecure-tls]\n"
+                   "  keyward-attest verify https://HOST[:PORT] --policy policy.json [--policy-key image-key.pem]\n"
+                   "                 [--policy-sig FILE] [--ak-sha256 HEX] [--ca FILE | --insecure-tls]\n"
                    "                 [--at TIME] [--json] [--vcek FILE] [--save FILE]\n"
-                   "  keyward-attest policy-from https://HOST:PORT [--ca FILE | --insecure-tls] [--at TIME]\n"
-                   "  keyward-attest check-snp REPORT --vcek FILE [--policy policy.json] [--at TIME] [--json]\n"
+                   "  keyward-attest policy-from https://HOST[:PORT] [--ca FILE | --insecure-tls] [--at TIME]\n"
+                   "  keyward-attest check-snp REPORT --vcek FILE [--policy policy.json [--policy-key KEY]]\n"
+                   "                 [--at TIME] [--json]\n"
                    "  keyward-attest show FILE\n"
+                   "--policy-key: the image's public key (RSA, PEM), published with the image; the policy's\n"
+                   "  signature (--policy-sig, default POLICY.sig) must verify with it. Required for an image policy.\n"
+                   "--ak-sha256: the instance's AK (SHA-256 of its TPMT_PUBLIC), as its provisioning printed it.\n"
+                   "PORT: 443 when not given.\n"
                    "TIME: seconds since 1970 or YYYY-MM-DDTHH:MM:SSZ (certificate validity time; default now).\n"
                    "Exit status: 0 all required checks passed, 1 a check failed, 2 usage/network/TLS error.\n");
         return rc;
@@ -62,7 +81,7 @@ static int parse_time(const char *s, time_t *ret)
         return 0;
 }
 
-/* https://HOST:PORT[/] -> host, port ([v6] accepted). */
+/* https://HOST[:PORT][/] -> host, port (443 when not given; [v6] accepted). */
 static int parse_url(const char *url, char *host, size_t hsz, char *port, size_t psz)
 {
         if (strncmp(url, "https://", 8) != 0)
@@ -70,18 +89,24 @@ static int parse_url(const char *url, char *host, size_t hsz, char *port, size_t
         const char *h = url + 8, *colon, *hend;
         if (*h == '[') {
                 hend = strchr(h, ']');
-                if (hend == NULL || hend[1] != ':')
+                if (hend == NULL || (hend[1] != ':' && hend[1] != '\0' && strcmp(hend + 1, "/") != 0))
                         return -1;
-                colon = hend + 1;
+                colon = hend[1] == ':' ? hend + 1 : NULL;
                 h++;
         } else {
                 colon = strrchr(h, ':');
-                hend = colon;
+                hend = colon != NULL ? colon : h + strcspn(h, "/");
+                if (colon == NULL && *hend != '\0' && strcmp(hend, "/") != 0)
+                        return -1;
         }
-        if (colon == NULL || (size_t)(hend - h) >= hsz || hend == h)
+        if ((size_t)(hend - h) >= hsz || hend == h || strcspn(h, "/") < (size_t)(hend - h))
                 return -1;
         memcpy(host, h, (size_t)(hend - h));
         host[hend - h] = '\0';
+        if (colon == NULL) {
+                snprintf(port, psz, "443");
+                return 0;
+        }
         const char *p = colon + 1;
         size_t pl = strspn(p, "0123456789");
         if (pl == 0 || pl >= psz || (p[pl] != '\0' && strcmp(p + pl, "/") != 0))
@@ -91,20 +116,104 @@ static int parse_url(const char *url, char *host, size_t hsz, char *port, size_t
         return 0;
 }
 
-static int load_policy(const char *path, struct kwa_policy *pol)
+/* The policy file's signature checked with --policy-key: 0, or -1 with the
+ * reason printed. */
+static int check_policy_sig(const struct opts *o, const uint8_t *doc, size_t doc_len, struct policy_origin *org)
+{
+        uint8_t *key = NULL, *sig = NULL;
+        size_t key_len = 0, sig_len = 0;
+        char err[300] = "";
+        snprintf(org->sig_path, sizeof org->sig_path, "%s%s", o->policy_sig ? o->policy_sig : o->policy,
+                 o->policy_sig ? "" : ".sig");
+        if (kwa_read_file(o->policy_key, 64u << 10, &key, &key_len) != 0) {
+                fprintf(stderr, "keyward-attest: cannot read the policy key %s\n", o->policy_key);
+                return -1;
+        }
+        int r = kwa_read_file(org->sig_path, SIG_MAX, &sig, &sig_len);
+        if (r != 0) {
+                fprintf(stderr, "keyward-attest: cannot read the policy's signature %s (published with the "
+                                "policy; or give its path with --policy-sig): the policy is not used\n",
+                        org->sig_path);
+                free(key);
+                return -1;
+        }
+        r = kwa_policy_sig_verify(key, key_len, doc, doc_len, sig, sig_len, org->key_sha256, err, sizeof err);
+        free(key);
+        free(sig);
+        if (r != 0) {
+                fprintf(stderr, "keyward-attest: the policy %s is NOT signed by %s (signature %s): %s; the "
+                                "policy is not used\n", o->policy, o->policy_key, org->sig_path, err);
+                return -1;
+        }
+        org->signed_ok = 1;
+        return 0;
+}
+
+/* The policy, its signature checked first (--policy-key), then --ak-sha256
+ * applied.  0, or -1 with the reason printed (exit 2). */
+static int load_policy(const struct opts *o, struct kwa_policy *pol, struct policy_origin *org)
 {
         uint8_t *p = NULL;
         size_t n = 0;
         char err[200] = "";
-        if (kwa_read_file(path, FILE_MAX, &p, &n) != 0) {
-                fprintf(stderr, "keyward-attest: cannot read the policy %s\n", path);
+        memset(org, 0, sizeof *org);
+        if (kwa_read_file(o->policy, FILE_MAX, &p, &n) != 0) {
+                fprintf(stderr, "keyward-attest: cannot read the policy %s\n", o->policy);
+                return -1;
+        }
+        if (o->policy_key != NULL && check_policy_sig(o, p, n, org) != 0) {
+                free(p);
                 return -1;
         }
         int rc = kwa_policy_parse((const char *)p, n, pol, err, sizeof err);
         free(p);
-        if (rc != 0)
-                fprintf(stderr, "keyward-attest: %s: %s\n", path, err);
-        return rc;
+        if (rc != 0) {
+                fprintf(stderr, "keyward-attest: %s: %s\n", o->policy, err);
+                return -1;
+        }
+        if (pol->image.set && !org->signed_ok) {
+                fprintf(stderr, "keyward-attest: %s is an image policy: give the image's public key with "
+                                "--policy-key image-key.pem (published with the image, beside policy.json and "
+                                "policy.json.sig) so that its signature is checked\n", o->policy);
+                kwa_policy_free(pol);
+                return -1;
+        }
+        if (o->ak_sha256 != NULL) {
+                uint8_t ak[32];
+                if (kwa_hex_decode(o->ak_sha256, ak, 32) != 0) {
+                        fprintf(stderr, "keyward-attest: --ak-sha256 must be 64 hex digits (the AK pin the "
+                                        "instance's provisioning printed)\n");
+                        kwa_policy_free(pol);
+                        return -1;
+                }
+                if (pol->ak_pinned && mbedtls_ct_memcmp(ak, pol->ak_sha256, 32) != 0) {
+                        fprintf(stderr, "keyward-attest: --ak-sha256 differs from the policy's tpm.ak_sha256: "
+                                        "give one of them\n");
+                        kwa_policy_free(pol);
+                        return -1;
+                }
+                memcpy(pol->ak_sha256, ak, 32);
+                pol->ak_pinned = 1;
+        }
+        return 0;
+}
+
+/* The checks of where the policy comes from, first in the list. */
+static void policy_checks(struct kwa_checks *cs, const struct kwa_policy *pol, const struct policy_origin *org,
+                          const struct opts *o, const struct kwa_evidence *ev)
+{
+        char kh[65];
+        kwa_hex_encode(org->key_sha256, 32, kh);
+        if (org->signed_ok)
+                kwa_check(cs, "policy.signature", 1, KWA_PASS, "%s verifies with %s (key sha256 %.16s...)",
+                          org->sig_path, o->policy_key, kh);
+        else
+                kwa_check(cs, "policy.signature", 0, KWA_SKIP, "no --policy-key: the policy's origin is not checked");
+        if (!pol->image.set || ev == NULL)
+                return;
+        int same = strcmp(pol->image.version, ev->image_version) == 0;
+        kwa_check(cs, "image.version", 0, same ? KWA_PASS : KWA_FAIL, "policy for image %s, the server says %s",
+                  pol->image.version, ev->image_version[0] ? ev->image_version : "(nothing)");
 }
 
 static int finish(struct kwa_checks *cs, int json)
@@ -123,7 +232,7 @@ static int fetch(const struct opts *o, uint8_t nonce[32], uint8_t spki[32], stru
 {
         char host[256], port[8], path[128], nhex[65], err[600] = "";
         if (parse_url(o->url, host, sizeof host, port, sizeof port) != 0) {
-                fprintf(stderr, "keyward-attest: the URL must be https://HOST:PORT\n");
+                fprintf(stderr, "keyward-attest: the URL must be https://HOST[:PORT]\n");
                 return 2;
         }
         if (o->ca == NULL && !o->insecure) {
@@ -193,10 +302,11 @@ static int add_vcek(const char *path, struct kwa_evidence *ev)
 static int cmd_verify(const struct opts *o)
 {
         struct kwa_policy pol;
+        struct policy_origin org;
         time_t at;
         if (o->policy == NULL || parse_time(o->at, &at) != 0)
                 return usage(stderr, 2);
-        if (load_policy(o->policy, &pol) != 0)
+        if (load_policy(o, &pol, &org) != 0)
                 return 2;
         uint8_t nonce[32], spki[32];
         struct kwa_evidence ev;
@@ -216,6 +326,7 @@ static int cmd_verify(const struct opts *o)
         if (!o->json)
                 printf("keyward-attest: %s (image %s)%s\n", o->url, ev.image_version,
                        pol.tofu ? "\n  NOTE: the policy is TRUST ON FIRST USE" : "");
+        policy_checks(&cs, &pol, &org, o, &ev);
         struct kwa_verify_in in = { &ev, &pol, nonce, spki, at, kwa_amd_anchors };
         kwa_verify(&in, &cs);
         rc = finish(&cs, o->json);
@@ -273,8 +384,10 @@ static int cmd_check_snp(const struct opts *o, const char *report)
         if (o->vcek == NULL || parse_time(o->at, &at) != 0)
                 return usage(stderr, 2);
         struct kwa_policy pol;
+        struct policy_origin org;
         memset(&pol, 0, sizeof pol);
-        if (o->policy != NULL && load_policy(o->policy, &pol) != 0)
+        memset(&org, 0, sizeof org);
+        if (o->policy != NULL && load_policy(o, &pol, &org) != 0)
                 return 2;
         uint8_t *r = NULL, *v = NULL;
         size_t rn = 0, vn = 0;
@@ -287,6 +400,8 @@ static int cmd_check_snp(const struct opts *o, const char *report)
         static struct kwa_checks cs;
         memset(&cs, 0, sizeof cs);
         cs.print = !o->json;
+        if (o->policy != NULL)
+                policy_checks(&cs, &pol, &org, o, NULL);
         kwa_snp_verify(&cs, r, rn, v, vn, kwa_amd_anchors, at, NULL, &pol.snp, "", 1);
         free(r);
         free(v);
@@ -390,6 +505,8 @@ int main(int argc, char **argv)
                 { "insecure-tls", no_argument, NULL, 'k' }, { "at", required_argument, NULL, 't' },
                 { "json", no_argument, NULL, 'j' },         { "vcek", required_argument, NULL, 'v' },
                 { "save", required_argument, NULL, 's' },   { "help", no_argument, NULL, 'h' },
+                { "policy-key", required_argument, NULL, 'K' }, { "policy-sig", required_argument, NULL, 'S' },
+                { "ak-sha256", required_argument, NULL, 'A' },
                 { NULL, 0, NULL, 0 },
         };
         struct opts o;
@@ -410,11 +527,15 @@ int main(int argc, char **argv)
                 case 'j': o.json = 1; break;
                 case 'v': o.vcek = optarg; break;
                 case 's': o.save = optarg; break;
+                case 'K': o.policy_key = optarg; break;
+                case 'S': o.policy_sig = optarg; break;
+                case 'A': o.ak_sha256 = optarg; break;
                 case 'h': return usage(stdout, 0);
                 default: return usage(stderr, 2);
                 }
         }
-        if (optind != argc - 1 || (o.ca != NULL && o.insecure))
+        if (optind != argc - 1 || (o.ca != NULL && o.insecure) || (o.policy_sig != NULL && o.policy_key == NULL) ||
+            (o.policy_key != NULL && o.policy == NULL))
                 return usage(stderr, 2);
         const char *arg = argv[optind];
         o.url = arg;

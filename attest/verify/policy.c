@@ -13,6 +13,8 @@
 #include "kwa.h"
 
 #define POLICY_MAX_MEASUREMENTS 64
+#define POLICY_MAX_CMDLINE 4096
+#define POLICY_MAX_PHASE 128
 
 static int only_members(const cJSON *o, const char *const *allowed, char *err, size_t errsz, const char *where)
 {
@@ -106,10 +108,120 @@ bad:
         return -1;
 }
 
+/* A hash member: absent (0, *has untouched), or 64 hex digits (*has = 1). */
+static int get_hash(const cJSON *o, const char *name, uint8_t out[32], int *has)
+{
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+        if (v == NULL)
+                return 0;
+        if (!cJSON_IsString(v) || kwa_hex_decode(v->valuestring, out, 32) != 0)
+                return -1;
+        *has = 1;
+        return 0;
+}
+
+/* Printable ASCII (a command line, a version). */
+static int printable(const char *s, size_t max)
+{
+        size_t n = 0;
+        for (; s[n] != '\0'; n++)
+                if (n >= max || (unsigned char)s[n] < 0x20 || (unsigned char)s[n] > 0x7e)
+                        return 0;
+        return 1;
+}
+
+/* pcr11: {"<phase>": "<64 hex>", ...}; a phase is "" or systemd-pcrphase
+ * words ([a-z0-9-]) joined by ':'. */
+static int parse_pcr11(const cJSON *m, struct kwa_image_policy *im, char *err, size_t errsz)
+{
+        const cJSON *it, *prev;
+        if (!cJSON_IsObject(m))
+                goto bad;
+        cJSON_ArrayForEach(it, m) {
+                uint8_t h[32];
+                const char *k = it->string;
+                if (k == NULL || strlen(k) > POLICY_MAX_PHASE || strspn(k, "abcdefghijklmnopqrstuvwxyz0123456789-:") !=
+                    strlen(k) || !cJSON_IsString(it) || kwa_hex_decode(it->valuestring, h, 32) != 0 ||
+                    im->n_pcr11 == KWA_IMAGE_MAX_PHASES)
+                        goto bad;
+                for (prev = m->child; prev != it; prev = prev->next)
+                        if (strcmp(prev->string, k) == 0) {
+                                snprintf(err, errsz, "policy: image.pcr11: the phase \"%.40s\" is given twice", k);
+                                return -1;
+                        }
+                im->n_pcr11++;
+        }
+        if (im->n_pcr11 == 0)
+                goto bad;
+        return 0;
+bad:
+        snprintf(err, errsz, "policy: image.pcr11 must map 1-%d phases (\"\", \"sysinit\", \"sysinit:ready\", ...) "
+                             "to 64 hex digits", KWA_IMAGE_MAX_PHASES);
+        return -1;
+}
+
+/* The "image" member (what the image build computed).  version,
+ * verity_root_hash, cmdline, uki_sha256 and pcr11 are required; the other
+ * hashes are checked for form when present; pcr_signature (systemd-measure's
+ * JSON) must be an object and is otherwise kept opaque. */
+static int parse_image(const cJSON *o, struct kwa_image_policy *im, char *err, size_t errsz)
+{
+        static const char *const keys[] = { "version", "verity_root_hash", "cmdline", "uki_sha256",
+                                            "uki_authenticode_sha256", "pcr11", "pcr_public_key_sha256",
+                                            "pcr_signature", "manifest_sha256", NULL };
+        if (!cJSON_IsObject(o)) {
+                snprintf(err, errsz, "policy: \"image\" must be an object");
+                return -1;
+        }
+        if (only_members(o, keys, err, errsz, "image") != 0)
+                return -1;
+        const char *ver = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "version"));
+        if (ver == NULL || ver[0] == '\0' || strlen(ver) >= sizeof im->version || !printable(ver, sizeof im->version)) {
+                snprintf(err, errsz, "policy: image.version must be a short printable string");
+                return -1;
+        }
+        snprintf(im->version, sizeof im->version, "%s", ver);
+        const char *cmd = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, "cmdline"));
+        if (cmd == NULL || cmd[0] == '\0' || !printable(cmd, POLICY_MAX_CMDLINE)) {
+                snprintf(err, errsz, "policy: image.cmdline must be the kernel command line (printable, "
+                                     "at most %d characters)", POLICY_MAX_CMDLINE);
+                return -1;
+        }
+        static const char *const required[] = { "verity_root_hash", "uki_sha256", NULL };
+        uint8_t *req_out[] = { im->verity_root_hash, im->uki_sha256 };
+        for (size_t i = 0; required[i] != NULL; i++) {
+                int has = 0;
+                if (get_hash(o, required[i], req_out[i], &has) != 0 || !has) {
+                        snprintf(err, errsz, "policy: image.%s must be 64 hex digits", required[i]);
+                        return -1;
+                }
+        }
+        static const char *const optional[] = { "uki_authenticode_sha256", "pcr_public_key_sha256",
+                                                "manifest_sha256", NULL };
+        uint8_t *opt_out[] = { im->uki_authenticode_sha256, im->pcr_public_key_sha256, im->manifest_sha256 };
+        int *opt_has[] = { &im->has_authenticode, &im->has_pcr_key, &im->has_manifest };
+        for (size_t i = 0; optional[i] != NULL; i++)
+                if (get_hash(o, optional[i], opt_out[i], opt_has[i]) != 0) {
+                        snprintf(err, errsz, "policy: image.%s must be 64 hex digits", optional[i]);
+                        return -1;
+                }
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "pcr11");
+        if (parse_pcr11(m, im, err, errsz) != 0)
+                return -1;
+        const cJSON *ps = cJSON_GetObjectItemCaseSensitive(o, "pcr_signature");
+        if (ps != NULL && !cJSON_IsObject(ps)) {
+                snprintf(err, errsz, "policy: image.pcr_signature must be an object (systemd-measure sign's JSON)");
+                return -1;
+        }
+        im->has_pcr_signature = ps != NULL;
+        im->set = 1;
+        return 0;
+}
+
 int kwa_policy_parse(const char *json, size_t len, struct kwa_policy *ret, char *err, size_t errsz)
 {
         static const char *const top[] = { "keyward_policy", "tofu", "comment", "source", "created",
-                                           "require", "tpm", "snp", NULL };
+                                           "require", "tpm", "snp", "image", NULL };
         static const char *const req_keys[] = { "snp", "tpm", "azure", "event_log", NULL };
         static const char *const tpm_keys[] = { "pcrs", "ak_sha256", NULL };
         struct kwa_policy p;
@@ -166,6 +278,13 @@ int kwa_policy_parse(const char *json, size_t len, struct kwa_policy *ret, char 
         const cJSON *snp = cJSON_GetObjectItemCaseSensitive(doc, "snp");
         if (snp != NULL && parse_snp(snp, &p.snp, err, errsz) != 0)
                 goto out;
+        const cJSON *image = cJSON_GetObjectItemCaseSensitive(doc, "image");
+        if (image != NULL && parse_image(image, &p.image, err, errsz) != 0)
+                goto out;
+        if (p.image.set && p.tofu) {
+                snprintf(err, errsz, "policy: an image policy (\"image\") cannot be \"tofu\": true");
+                goto out;
+        }
         if (p.require_snp && !p.snp.set) {
                 snprintf(err, errsz, "policy: require.snp needs an \"snp\" section");
                 goto out;

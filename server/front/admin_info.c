@@ -24,6 +24,7 @@
 #include "../common/b64.h"
 #include "../common/json_io.h"
 #include "../common/proto.h"
+#include "../common/tpm_ak.h"
 #include "admin_int.h"
 #include "history.h"
 #include "route_ekm.h"
@@ -383,6 +384,11 @@ static cJSON *tpm_summary(const cJSON *tpm)
                                                        ? bank->valuestring : "");
         cJSON_AddStringToObject(o, "ak_handle", cJSON_IsString(ak) && text_ok(ak->valuestring)
                                                         ? ak->valuestring : "");
+        /* the AK's pin (keyward-attest --ak-sha256): only of a well-formed TPM2B_PUBLIC */
+        char akh[KW_TPM_AK_HEX_SIZE];
+        const cJSON *akp = cJSON_GetObjectItemCaseSensitive(tpm, "ak_public");
+        if (cJSON_IsString(akp) && kw_tpm_ak_sha256(akp->valuestring, akh).code == 0)
+                cJSON_AddStringToObject(o, "ak_sha256", akh);
         cJSON *pcrs = cJSON_AddObjectToObject(o, "pcrs");
         const cJSON *in = cJSON_GetObjectItemCaseSensitive(tpm, "pcrs");
         int n = 0;
@@ -466,11 +472,16 @@ kw_result admin_attest_summarize(const uint8_t *json, size_t len, cJSON *out)
         return KW_OK;
 }
 
+/* The command that verifies this server from outside; with the AK's pin
+ * when the evidence had one (an image policy pins no AK: --ak-sha256). */
 static void verify_command(const struct kw_config *cfg, cJSON *d)
 {
-        char cmd[400];
-        snprintf(cmd, sizeof cmd, "keyward-attest verify https://%s --policy policy.json",
-                 cfg->http.listen);
+        char cmd[600];
+        const char *ak = cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(d, "tpm"), "ak_sha256"));
+        snprintf(cmd, sizeof cmd, "keyward-attest verify https://%s --policy policy.json%s%s",
+                 cfg->http.listen, ak != NULL ? " --policy-key image-key.pem --ak-sha256 " : "",
+                 ak != NULL ? ak : "");
         cJSON_AddStringToObject(d, "verify_command", cmd);
 }
 

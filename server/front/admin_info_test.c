@@ -95,6 +95,7 @@ static void admin_attest_summarize_copies_checked_values(void **state)
         snprintf(ev, 8192,
                  "{\"version\":1,\"tls_spki_sha256\":\"%s\",\"image_version\":\"0.1.0\",\"time\":5,"
                  "\"tpm\":{\"quote\":\"AAAA\",\"pcr_bank\":\"sha256\",\"ak_handle\":\"0x81000003\","
+                 "\"ak_public\":\"AANhYmM=\","
                  "\"pcrs\":{\"0\":\"%s\",\"7\":\"zz\",\"99\":\"%s\"},\"ek_cert\":{\"absent\":\"no\"}},"
                  "\"snp\":{\"report\":\"%.*s\",\"source\":\"sev-guest\",\"certs\":{\"vcek\":\"AA==\"}}}",
                  spki, spki, spki, (int)b64.len, (const char *)b64.p);
@@ -107,6 +108,9 @@ static void admin_attest_summarize_copies_checked_values(void **state)
         assert_int_equal(cJSON_GetArraySize(pcrs), 1);   /* "7" not hex, "99" no PCR */
         assert_string_equal(str(pcrs, "0"), spki);
         assert_true(cJSON_IsFalse(cJSON_GetObjectItem(tpm, "ek_cert")));
+        /* SHA-256 of the TPMT_PUBLIC inside the TPM2B ("abc" here) */
+        assert_string_equal(str(tpm, "ak_sha256"),
+                            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         const cJSON *snp = cJSON_GetObjectItem(o, "snp");
         assert_true(cJSON_IsTrue(cJSON_GetObjectItem(snp, "available")));
         assert_string_equal(str(snp, "reported_tcb"), "0x1122334455667788");
@@ -119,6 +123,7 @@ static void admin_attest_summarize_copies_checked_values(void **state)
         o = cJSON_CreateObject();
         assert_int_equal(admin_attest_summarize((const uint8_t *)ev, strlen(ev), o).code, 0);
         assert_string_equal(str(cJSON_GetObjectItem(o, "tpm"), "absent"), "no TPM here");
+        assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "tpm"), "ak_sha256"));
         assert_string_equal(str(cJSON_GetObjectItem(o, "snp"), "absent"),
                             "the SEV-SNP report does not parse");
         cJSON_Delete(o);

@@ -2,7 +2,8 @@
 per test on free loopback ports), verified by keyward-attest (mbedTLS) and,
 independently, by tpm2-tools' tpm2_checkquote; negative cases: bad nonce,
 a PCR extended after the policy was made, another AK, and a replay of the
-evidence by a server with the same or another TLS key."""
+evidence by a server with the same or another TLS key; an image policy
+(issue 15) signed with an image key made here, used only with that key."""
 import base64
 import hashlib
 import http.server
@@ -320,3 +321,109 @@ def test_attest_without_tpm_logs_one_json_line(make_server):
     s2.stop()
     with open(s2.log_path) as f:
         assert "ERROR:tcti:" in f.read()
+
+
+def openssl(*args):
+    r = subprocess.run(["openssl"] + list(args), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def image_key(d, name):
+    """An RSA 2048 image key: the private half signs, the public one is published."""
+    priv, pub = os.path.join(d, name + ".key"), os.path.join(d, name + ".pem")
+    openssl("genrsa", "-out", priv, "2048")
+    openssl("rsa", "-in", priv, "-pubout", "-out", pub)
+    return priv, pub
+
+
+def image_policy(swtpm, d, priv):
+    """policy.json as the image build writes it (contract of issue 15), with
+    the PCR values read from the swtpm itself, signed as the build signs it:
+    RSA PKCS#1 v1.5 SHA-256 over the file's bytes, in policy.json.sig."""
+    raw = os.path.join(d, "pcrs.bin")
+    r = swtpm.tool("tpm2_pcrread", "sha256:4,11", "-o", raw)
+    assert r.returncode == 0, r.stderr
+    with open(raw, "rb") as f:
+        vals = f.read()
+    pcr4, pcr11 = vals[:32].hex(), vals[32:64].hex()
+    h = hashlib.sha256(b"test").hexdigest()
+    pol = {"keyward_policy": 1, "tofu": False,
+           "comment": "expected values of the Keyward 0.1.0 image, computed by its build",
+           "source": "image build", "created": "2026-01-01T00:00:00Z",
+           "require": {"snp": False, "tpm": True, "azure": False, "event_log": False},
+           "tpm": {"pcrs": {"4": pcr4, "11": pcr11}},
+           "image": {"version": "0.1.0", "verity_root_hash": h, "cmdline": "roothash=%s ro" % h,
+                     "uki_sha256": h, "uki_authenticode_sha256": h,
+                     "pcr11": {"": h, "sysinit": h, "sysinit:ready": pcr11},
+                     "pcr_public_key_sha256": h,
+                     "pcr_signature": {"sha256": [{"pcrs": [11], "pkfp": h, "pol": h, "sig": "AAAA"}]},
+                     "manifest_sha256": h}}
+    path = os.path.join(d, "policy.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(pol, indent=2) + "\n")
+    openssl("dgst", "-sha256", "-sign", priv, "-out", path + ".sig", path)
+    return path
+
+
+def test_attest_image_policy_signed_with_the_image_key(make_server, swtpm, tmp_path):
+    s = make_server(env=attest_env(swtpm)).start()
+    d = str(tmp_path)
+    priv, pub = image_key(d, "image-key")
+    _, other = image_key(d, "other-key")
+    path = image_policy(swtpm, d, priv)
+    # the instance's AK, as policy-from computes it (provisioning prints the same)
+    os.mkdir(os.path.join(d, "tofu"))
+    tofu, pol = make_policy(s, os.path.join(d, "tofu"))
+    ak = pol["tpm"]["ak_sha256"]
+    base = ["verify", url_of(s), "--policy", path, "--ca", s.cacert]
+
+    ok = attest(*base, "--policy-key", pub, "--ak-sha256", ak, "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    checks = {c["name"]: c for c in json.loads(ok.stdout)["checks"]}
+    assert checks["policy.signature"]["status"] == "pass" and checks["policy.signature"]["required"]
+    assert checks["tpm.ak_pinned"]["status"] == "pass"
+    assert checks["tpm.pcrs_policy"]["status"] == "pass"
+    assert "policy.tofu" not in checks
+    human = attest(*base, "--policy-key", pub, "--ak-sha256", ak)
+    assert human.returncode == 0 and "policy.signature" in human.stdout, human.stdout + human.stderr
+
+    # the signature file named explicitly
+    os.rename(path + ".sig", os.path.join(d, "elsewhere.sig"))
+    missing = attest(*base, "--policy-key", pub, "--ak-sha256", ak)
+    assert missing.returncode == 2 and "policy.json.sig" in missing.stderr, missing.stderr
+    there = attest(*base, "--policy-key", pub, "--policy-sig", os.path.join(d, "elsewhere.sig"), "--ak-sha256", ak)
+    assert there.returncode == 0, there.stdout + there.stderr
+    os.rename(os.path.join(d, "elsewhere.sig"), path + ".sig")
+
+    # an image policy is never used unsigned
+    nokey = attest(*base, "--ak-sha256", ak)
+    assert nokey.returncode == 2 and "--policy-key" in nokey.stderr and "published with the image" in nokey.stderr
+
+    # another key
+    wrong = attest(*base, "--policy-key", other, "--ak-sha256", ak)
+    assert wrong.returncode == 2 and "NOT signed" in wrong.stderr, wrong.stderr
+
+    # one byte of the file changed (a PCR value a step closer to this instance)
+    with open(path, "rb") as f:
+        text = f.read()
+    i = text.index(b'"4": "') + 6
+    with open(path, "wb") as f:
+        f.write(text[:i] + bytes([text[i] ^ 1]) + text[i + 1:])
+    flipped = attest(*base, "--policy-key", pub, "--ak-sha256", ak)
+    assert flipped.returncode == 2 and "NOT signed" in flipped.stderr, flipped.stderr
+    with open(path, "wb") as f:
+        f.write(text)
+
+    # the AK: not pinned, pinned to another, or given twice in disagreement
+    unpinned = attest(*base, "--policy-key", pub)
+    assert unpinned.returncode == 1 and "tpm.ak_pinned" in unpinned.stderr, unpinned.stdout + unpinned.stderr
+    other_ak = attest(*base, "--policy-key", pub, "--ak-sha256", "00" * 32)
+    assert other_ak.returncode == 1 and "tpm.ak_pinned" in other_ak.stderr
+    bad_hex = attest(*base, "--policy-key", pub, "--ak-sha256", ak[:-1])
+    assert bad_hex.returncode == 2 and "64 hex" in bad_hex.stderr
+    both = attest("verify", url_of(s), "--policy", tofu, "--ca", s.cacert, "--ak-sha256", "00" * 32)
+    assert both.returncode == 2 and "differs" in both.stderr
+    # a TOFU policy still verifies as before, and with its own AK given again
+    again = attest("verify", url_of(s), "--policy", tofu, "--ca", s.cacert, "--ak-sha256", ak)
+    assert again.returncode == 0, again.stdout + again.stderr

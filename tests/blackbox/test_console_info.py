@@ -6,6 +6,7 @@ the PCRs and the listener's key; the audit filters (actor, time range, newest
 first with paging) cover admin rows and key-use batches alike; a key's
 versions after a rotation; the unlock record in GET status; bad query values
 are 400 bad_field."""
+import base64
 import datetime
 import hashlib
 import json
@@ -145,8 +146,12 @@ def test_attestation_summary_with_swtpm(make_server, swtpm):  # noqa: F811
     assert all(len(v) == 64 for v in tpm["pcrs"].values())
     assert d["snp"]["available"] is False and d["snp"]["absent"]
     assert len(d["nonce"]) == 64
-    assert d["verify_command"] == ("keyward-attest verify https://127.0.0.1:%d --policy policy.json"
-                                   % s.port)
+    # the AK's pin: SHA-256 of the TPMT_PUBLIC in the evidence's TPM2B_PUBLIC
+    ev = requests.get(s.url + "/attestation", params={"nonce": "00" * 32}, verify=s.cacert, timeout=30).json()
+    ak = hashlib.sha256(base64.b64decode(ev["tpm"]["ak_public"])[2:]).hexdigest()
+    assert tpm["ak_sha256"] == ak
+    assert d["verify_command"] == ("keyward-attest verify https://127.0.0.1:%d --policy policy.json "
+                                   "--policy-key image-key.pem --ak-sha256 %s" % (s.port, ak))
     # each call is fresh evidence: another nonce
     assert get(s, "/api/v1/attestation")["nonce"] != d["nonce"]
 

@@ -32,6 +32,7 @@ from test_xks import Xks
 PROV = os.path.join(BUILD, "keyward-provision")
 FAULTS = os.path.join(BUILD, "test", "keyward-provision-faults")
 UNLOCK = os.path.join(BUILD, "keyward-unlock")
+ATTEST = os.path.join(BUILD, "keyward-attest")
 KEYWARDD = os.path.join(BUILD, "keywardd")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices, users and a TPM need root")
@@ -217,7 +218,23 @@ def test_a_blank_disk_becomes_a_serving_appliance(appliance):
     x = subprocess.run(["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", cert],
                        capture_output=True, text=True, timeout=30).stdout
     assert x.strip().split("=", 1)[1] == fp
-    assert "keyward-attest verify https://127.0.0.1:%d --policy" % a.port in out
+    # the instance's AK pin (the swtpm's AK, read from the server's own evidence), in the command
+    pin = re.search(r"Attestation key \(AK\) of this instance, SHA-256 of its TPMT_PUBLIC.*\n  ([0-9a-f]{64})\n",
+                    out).group(1)
+    assert ("keyward-attest verify https://127.0.0.1:%d --policy policy.json --policy-key image-key.pem "
+            "--ak-sha256 %s\n" % (a.port, pin)) in out
+    url = "https://127.0.0.1:%d" % a.port
+    tofu = subprocess.run([ATTEST, "policy-from", url, "--ca", cert], capture_output=True, text=True, timeout=60)
+    assert tofu.returncode == 0, tofu.stderr
+    assert json.loads(tofu.stdout)["tpm"]["ak_sha256"] == pin     # as the verifier computes it
+    pol = os.path.join(a.base, "tofu-policy.json")
+    with open(pol, "w") as f:
+        p = json.loads(tofu.stdout)
+        del p["tpm"]["ak_sha256"]           # pinned by the printed value only
+        json.dump(p, f)
+    v = subprocess.run([ATTEST, "verify", url, "--policy", pol, "--ca", cert, "--ak-sha256", pin],
+                       capture_output=True, text=True, timeout=60)
+    assert v.returncode == 0, v.stdout + v.stderr
     akid, secret = xks_creds(out)
     imp = import_file(out)
     assert imp == {"XksProxyUriEndpoint": "https://127.0.0.1:%d" % a.port, "XksProxyUriPath": "/kms-a/kms/xks/v1",
@@ -497,3 +514,20 @@ def test_azure_ekm_with_the_clients_ca_from_the_document(appliance):
     r = requests.post(url + "/info?api-version=0.1-preview", data=body, headers=h, cert=pki["foreign"],
                       verify=cert, timeout=30)
     assert r.status_code == 401, r.text
+
+
+def test_without_a_tpm_the_output_has_no_ak_pin(appliance):
+    """A machine whose TPM does not answer when the output is made (a
+    development machine has none): no pin, and a verify command without
+    --ak-sha256; the output is written all the same."""
+    a = appliance
+    r = a.run("selftest:end", FAULTS)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    a.swtpm.stop()                      # the server's attestation TPM is gone
+    r = a.run()
+    assert r.returncode == 0, r.stderr
+    out = a.output()
+    assert re.search(r"Attestation key \(AK\) of this instance: none \(no TPM: [^\n]+\)\n", out), out
+    assert ("keyward-attest verify https://127.0.0.1:%d --policy policy.json --policy-key image-key.pem\n"
+            % a.port) in out
+    assert "--ak-sha256" not in out
