@@ -54,7 +54,9 @@ if [ -n "${REPRODUCE:-}" ]; then
         RDIR=$(mktemp -d)
         trap 'rm -rf "$RDIR"' EXIT
         cp "$REPRODUCE" "$RDIR/manifest.json"
-        [ ! -f "$(dirname "$REPRODUCE")/policy.json" ] || cp "$(dirname "$REPRODUCE")/policy.json" "$RDIR/policy.json"
+        for f in policy.json policy.json.sig "keyward-$VERSION.efi"; do
+                [ ! -f "$(dirname "$REPRODUCE")/$f" ] || cp "$(dirname "$REPRODUCE")/$f" "$RDIR/$f"
+        done
         REPRODUCE="$RDIR/manifest.json"
         SOURCE_DATE_EPOCH=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["source_date_epoch"])' "$REPRODUCE")
         MIRROR=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mirror"])' "$REPRODUCE")
@@ -70,7 +72,16 @@ mkdir -p "$WORK" "$PARTS" "$KEYDIR"
 T0=$(date +%s)
 
 # ---- keys -------------------------------------------------------------------
-if [ -z "${IMAGE_KEY:-}" ]; then
+SPLICE=""
+if [ -n "${REPRODUCE:-}" ] && [ -f "$RDIR/keyward-$VERSION.efi" ]; then
+        # a rebuild without the publisher's private keys: the image key's public
+        # half and the two signatures (the UKI's .pcrsig, the Secure Boot one)
+        # come from the published UKI; everything they cover is rebuilt and compared
+        SPLICE="$RDIR/keyward-$VERSION.efi"
+        objcopy --dump-section .pcrpkey="$WORK/image-key.pem" "$SPLICE" "$WORK/discard.efi" ||
+                die "the published keyward-$VERSION.efi has no .pcrpkey section"
+        IMAGE_KEY=""
+elif [ -z "${IMAGE_KEY:-}" ]; then
         IMAGE_KEY="$KEYDIR/image-key.pem"
         if [ ! -f "$IMAGE_KEY" ]; then
                 say "no IMAGE_KEY given: making a throwaway image key in $IMAGE_KEY (for tests only)"
@@ -78,9 +89,10 @@ if [ -z "${IMAGE_KEY:-}" ]; then
                 chmod 0600 "$IMAGE_KEY"
         fi
 fi
-openssl pkey -in "$IMAGE_KEY" -pubout -out "$WORK/image-key.pem" 2>/dev/null || die "IMAGE_KEY=$IMAGE_KEY is not a private key in PEM"
+[ -n "$SPLICE" ] || openssl pkey -in "$IMAGE_KEY" -pubout -out "$WORK/image-key.pem" 2>/dev/null ||
+        die "IMAGE_KEY=$IMAGE_KEY is not a private key in PEM"
 SB_KEY=${SB_KEY:-}
-if [ -z "$SB_KEY" ]; then
+if [ -z "$SB_KEY" ] && [ -z "$SPLICE" ]; then
         SB_KEY="$KEYDIR/db.key" SB_CERT="$KEYDIR/db.crt"
         if [ ! -f "$SB_KEY" ]; then
                 say "no SB_KEY given: making a throwaway Secure Boot db key in $KEYDIR (for tests only)"
@@ -161,6 +173,7 @@ in_root systemctl mask getty@.service serial-getty@.service console-getty.servic
 in_root systemctl enable systemd-networkd.service systemd-resolved.service keyward-provision.service \
         keyward-custody.socket keyward-custody.service keyward-front.service var-lib-keyward.mount 2>/dev/null
 in_root systemctl set-default multi-user.target 2>/dev/null
+rm -rf "$ROOT/etc/systemd/system/getty.target.wants"   # masked above; no link left either
 
 # initrd: initramfs-tools with the verity hook (image/rootfs/etc/initramfs-tools)
 say "initrd"
@@ -235,11 +248,26 @@ sign_pcrs() {   # parts dir, private key, out
         [ $rc = 0 ] || die "systemd-measure sign failed"
 }
 say "UKI (systemd-stub + kernel + initrd + cmdline + os-release + PCR 11 signature)"
-sign_pcrs "$PARTS" "$IMAGE_KEY" "$PARTS/pcrsig"
+SB_SIG=""
+if [ -n "$SPLICE" ]; then
+        say "reproducing: the image key, the PCR signature and the Secure Boot signature come from the published keyward-$VERSION.efi"
+        objcopy --dump-section .pcrsig="$PARTS/pcrsig" "$SPLICE" "$WORK/discard.efi"
+        if sbattach --detach "$WORK/sb.sig" "$SPLICE" >/dev/null 2>&1; then
+                SB_SIG="$WORK/sb.sig"
+        else
+                SB_KEY=none
+        fi
+else
+        sign_pcrs "$PARTS" "$IMAGE_KEY" "$PARTS/pcrsig"
+fi
 /usr/bin/python3 "$IMG/uki.py" --stub "$WORK/stub.efi" --linux "$PARTS/linux" --initrd "$PARTS/initrd" \
         --cmdline "$PARTS/cmdline" --osrel "$PARTS/osrel" --pcrpkey "$PARTS/pcrpkey" --pcrsig "$PARTS/pcrsig" \
         --epoch "$SOURCE_DATE_EPOCH" --out "$PARTS/uki-unsigned.efi"
-if [ "$SB_KEY" = none ]; then
+if [ -n "$SB_SIG" ]; then
+        cp "$PARTS/uki-unsigned.efi" "$OUT/keyward-$VERSION.efi"
+        sbattach --attach "$SB_SIG" "$OUT/keyward-$VERSION.efi" >/dev/null ||
+                die "the published Secure Boot signature does not attach to the rebuilt UKI"
+elif [ "$SB_KEY" = none ]; then
         cp "$PARTS/uki-unsigned.efi" "$OUT/keyward-$VERSION.efi"
 else
         sbsign --key "$SB_KEY" --cert "$SB_CERT" --output "$OUT/keyward-$VERSION.efi" "$PARTS/uki-unsigned.efi" 2>/dev/null ||
@@ -305,7 +333,13 @@ cp "$WORK/image-key.pem" "$OUT/image-key.pem"
 /usr/bin/python3 "$IMG/policy.py" --uki "$UKI" --parts "$PARTS" --pcrsig "$PARTS/pcrsig" --roothash "$ROOTHASH" \
         --version "$VERSION" --epoch "$SOURCE_DATE_EPOCH" --manifest "$OUT/manifest.json" \
         --pubkey "$OUT/image-key.pem" --out "$OUT/policy.json"
-openssl dgst -sha256 -sign "$IMAGE_KEY" -out "$OUT/policy.json.sig" "$OUT/policy.json"
+if [ -n "$SPLICE" ]; then
+        [ -f "$RDIR/policy.json.sig" ] && cmp -s "$RDIR/policy.json" "$OUT/policy.json" ||
+                die "policy.json differs from the published one (or it has no policy.json.sig beside it)"
+        cp "$RDIR/policy.json.sig" "$OUT/policy.json.sig"   # the publisher's, over the same bytes
+else
+        openssl dgst -sha256 -sign "$IMAGE_KEY" -out "$OUT/policy.json.sig" "$OUT/policy.json"
+fi
 (cd "$OUT" && sha256sum "keyward-$VERSION.raw" "keyward-$VERSION.vhd" "keyward-$VERSION-gcp.tar.gz" \
         "keyward-$VERSION.efi" policy.json manifest.json image-key.pem > SHA256SUMS)
 

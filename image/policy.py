@@ -75,7 +75,10 @@ def main() -> int:
         "source": "image build",
         "created": created,
         "require": {"snp": False, "tpm": True, "azure": False, "event_log": True},
-        "tpm": {"pcrs": {"4": pehelp.expected_pcr4(auth), "11": p11["sysinit:ready"]}},
+        # PCR 12: nothing measured (all zeros).  systemd-stub measures into it a
+        # command line the boot option passes, which replaces the UKI's when
+        # Secure Boot is off, and credentials from the ESP: neither belongs here.
+        "tpm": {"pcrs": {"4": pehelp.expected_pcr4(auth), "11": p11["sysinit:ready"], "12": "00" * 32}},
         "image": {
             "version": a.version,
             "verity_root_hash": a.roothash,

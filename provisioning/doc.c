@@ -500,6 +500,7 @@ KW_MUST_USE static kw_result apply_appliance(struct kwp_doc *d, const struct kwp
          * TPM keyward-unlock binds the volume to; a piece the machine lacks is
          * said "absent" in the evidence */
         c->attestation.enable = true;
+        KW_TRY(set_str(&c->attestation.pcrs, KWP_ATTEST_PCRS));
         if (!empty(b->tpm_tcti))
                 KW_TRY(set_str(&c->attestation.tpm_tcti, b->tpm_tcti));
         if (!empty(d->tls.client_ca)) {

@@ -121,6 +121,14 @@ struct kwp_doc_base {
         const char *tpm_tcti;        /* NULL: [attestation] tpm_tcti's default        */
 };
 
+/* With tpm2 = "signed" and no tpm2_pcrs, the volume is also sealed to PCR 12's
+ * value at enrollment (docs/image.md): systemd-stub 252 replaces the UKI's
+ * command line with the boot option's when Secure Boot is off and measures
+ * that into PCR 12, not 11; a host could otherwise boot our UKI with another
+ * root hash under the same PCR 11. */
+#define KWP_SIGNED_LITERAL_PCRS "12"
+/* the PCRs the appliance quotes (docs/attestation.md): the default's and 12 */
+#define KWP_ATTEST_PCRS "0,1,2,3,4,7,11,12"
 #define KWP_SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define KWP_CLIENT_CA_FILE "client-ca.pem"   /* in data/etc/tls */
 #define KWP_EVALUATION_TOKEN "keyward-evaluation"

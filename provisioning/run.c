@@ -158,6 +158,8 @@ KW_MUST_USE static kw_result enroll(struct run *r, struct kw_buf *recovery)
                         argv[n++] = "--tpm2-public-key", argv[n++] = d->unlock.tpm2_public_key;
                 if (d->unlock.tpm2_pcrs != NULL && d->unlock.tpm2_pcrs[0] != '\0')
                         argv[n++] = "--tpm2-pcrs", argv[n++] = d->unlock.tpm2_pcrs;
+                else if (d->tpm2 == KWP_TPM2_SIGNED)
+                        argv[n++] = "--tpm2-pcrs", argv[n++] = KWP_SIGNED_LITERAL_PCRS;
                 if (r->o->tpm2_device != NULL)
                         argv[n++] = "--tpm2-device", argv[n++] = r->o->tpm2_device;
         }
