@@ -523,11 +523,11 @@ def test_uki_signature_covers_the_same_digest(img, uki):
 
 
 def test_uki_sha256(img, policy):
-    unsigned = os.path.join(img.parts, "uki-unsigned.efi")
-    # the contract: "64 hex of the unsigned UKI file"
-    want = sha256_file(unsigned) if os.path.exists(unsigned) else sha256_file(img.efi)
+    # docs/image.md: the hash of the UKI as published and installed in the ESP
+    # (Secure Boot-signed); its Authenticode digest is the same signed or not
+    want = sha256_file(img.efi)
     assert policy["image"]["uki_sha256"] == want, \
-        f"policy.json uki_sha256 {policy['image']['uki_sha256']}: unsigned UKI {want}, keyward-<V>.efi {sha256_file(img.efi)}"
+        f"policy.json uki_sha256 {policy['image']['uki_sha256']}: keyward-<V>.efi {want}"
 
 
 def pcr11(uki, phase):
@@ -620,7 +620,9 @@ def test_policy_members(img, policy, epoch):
     assert policy["keyward_policy"] == 1 and policy["tofu"] is False
     assert policy["require"] == {"snp": False, "tpm": True, "azure": False, "event_log": True}
     assert set(policy["tpm"]) == {"pcrs"}, "an image policy has no tpm.ak_sha256 (the AK is per instance)"
-    assert set(policy["tpm"]["pcrs"]) == {"4", "11"}
+    assert set(policy["tpm"]["pcrs"]) == {"4", "11", "12"}
+    # PCR 12: nothing measured (a boot option's command line, ESP credentials)
+    assert policy["tpm"]["pcrs"]["12"] == "00" * 32
     assert set(policy["image"]) == {"version", "verity_root_hash", "cmdline", "uki_sha256", "uki_authenticode_sha256",
                                     "pcr11", "pcr_public_key_sha256", "pcr_signature", "manifest_sha256"}
     assert policy["image"]["version"] == VERSION
