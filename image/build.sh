@@ -61,6 +61,13 @@ if [ -n "${REPRODUCE:-}" ]; then
         SOURCE_DATE_EPOCH=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["source_date_epoch"])' "$REPRODUCE")
         MIRROR=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["mirror"])' "$REPRODUCE")
         say "reproducing $REPRODUCE (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, mirror $MIRROR)"
+        WANT_COMMIT=$(/usr/bin/python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(m["source_commit"], m["source_modified"])' "$REPRODUCE")
+        [ "${WANT_COMMIT% *}" = "$(git -C "$SRC" rev-parse HEAD 2>/dev/null)" ] ||
+                die "the manifest was built from commit ${WANT_COMMIT% *}: git checkout it first"
+        [ "${WANT_COMMIT#* }" = False ] ||
+                die "the manifest's build had uncommitted changes (source_modified): it cannot be reproduced from a commit"
+        [ -z "$(git -C "$SRC" status --porcelain --untracked-files=no)" ] ||
+                die "this tree has uncommitted changes: commit or stash them to reproduce"
 fi
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$SRC" log -1 --format=%ct 2>/dev/null || echo 0)}
 export SOURCE_DATE_EPOCH
@@ -161,7 +168,7 @@ EOF
 ln -sfn ../run/systemd/resolve/stub-resolv.conf "$ROOT/etc/resolv.conf"
 
 # users (sysusers at build time: /etc is read-only at run time)
-in_root systemd-sysusers
+in_root systemd-sysusers >/dev/null
 # no login: root has no password and no shell; no console getty, no rescue shell
 in_root usermod -s /usr/sbin/nologin root
 in_root passwd -l root >/dev/null
@@ -265,7 +272,7 @@ fi
         --epoch "$SOURCE_DATE_EPOCH" --out "$PARTS/uki-unsigned.efi"
 if [ -n "$SB_SIG" ]; then
         cp "$PARTS/uki-unsigned.efi" "$OUT/keyward-$VERSION.efi"
-        sbattach --attach "$SB_SIG" "$OUT/keyward-$VERSION.efi" >/dev/null ||
+        sbattach --attach "$SB_SIG" "$OUT/keyward-$VERSION.efi" >/dev/null 2>&1 ||
                 die "the published Secure Boot signature does not attach to the rebuilt UKI"
 elif [ "$SB_KEY" = none ]; then
         cp "$PARTS/uki-unsigned.efi" "$OUT/keyward-$VERSION.efi"
