@@ -31,6 +31,22 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+# the build host's toolchain and the -dev packages our binaries are built
+# against: the same binaries come only from the same ones
+BUILD_HOST_PACKAGES = ["gcc-12", "binutils", "libc6-dev", "libssl-dev", "libcjson-dev", "libsqlcipher-dev",
+                       "libp11-kit-dev", "libtss2-dev", "libseccomp-dev", "zlib1g-dev", "libargon2-dev",
+                       "libcryptsetup-dev", "libcurl4-openssl-dev", "make", "squashfs-tools",
+                       "cryptsetup-bin", "systemd", "systemd-boot-efi", "sbsigntool", "gdisk",
+                       "dosfstools", "mtools", "python3-pefile", "debootstrap"]
+
+
+def host_packages() -> dict:
+    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\n"] + BUILD_HOST_PACKAGES,
+                         capture_output=True, text=True).stdout
+    have = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
+    return {p: have.get(p, "") for p in BUILD_HOST_PACKAGES}
+
+
 def tree_files(top: str):
     for dirpath, dirnames, filenames in os.walk(top):
         dirnames.sort()
@@ -65,6 +81,7 @@ def make(a) -> dict:
         "source_commit": commit,
         "source_modified": dirty,
         "kernel": a.kernel,
+        "build_host": host_packages(),
         "packages": pkgs,
         "inputs": inputs,
         "outputs": outputs,
@@ -77,6 +94,10 @@ def compare(old_path: str, new_path: str) -> int:
     with open(new_path, encoding="utf-8") as f:
         new = json.load(f)
     bad = 0
+    for k in sorted(set(old.get("build_host", {})) | set(new.get("build_host", {}))):
+        if old.get("build_host", {}).get(k) != new.get("build_host", {}).get(k):
+            print(f"image: build host {k}: manifest {old['build_host'].get(k)}, here {new['build_host'].get(k)}"
+                  " (our binaries may differ)", file=sys.stderr)
     for section in ["packages", "inputs", "outputs"]:
         o, n = old.get(section), new.get(section)
         if section == "packages":
