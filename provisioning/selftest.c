@@ -320,6 +320,10 @@ static enum kwp_verdict exchange(struct st *x, const char *path, const char *con
                 curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
                 curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, pin_ctx);
                 curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, x);
+                /* the pin decides; no CA file (the appliance has no system bundle,
+                 * and libcurl fails on a default one that is missing) */
+                curl_easy_setopt(c, CURLOPT_CAINFO, NULL);
+                curl_easy_setopt(c, CURLOPT_CAPATH, NULL);
         } else {
                 curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
                 curl_easy_setopt(c, CURLOPT_CAINFO, x->o->cacert);
