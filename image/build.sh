@@ -52,7 +52,6 @@ if [ -n "${REPRODUCE:-}" ]; then
         [ -f "$REPRODUCE" ] || die "REPRODUCE=$REPRODUCE: no such manifest"
         # a copy: the rebuild may write over the manifest and policy.json it compares with
         RDIR=$(mktemp -d)
-        trap 'rm -rf "$RDIR"' EXIT
         cp "$REPRODUCE" "$RDIR/manifest.json"
         for f in policy.json policy.json.sig "keyward-$VERSION.efi"; do
                 [ ! -f "$(dirname "$REPRODUCE")/$f" ] || cp "$(dirname "$REPRODUCE")/$f" "$RDIR/$f"
@@ -74,6 +73,14 @@ export SOURCE_DATE_EPOCH
 WORK="$OUT/work"
 PARTS="$OUT/parts"
 ROOT="$WORK/root"
+# whatever an interrupted debootstrap left mounted in the root (proc, sys)
+# goes before anything is removed under it
+unmount_work() {
+        findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do umount -l "$m"; done
+}
+cleanup() { unmount_work; [ -z "${RDIR:-}" ] || rm -rf "$RDIR"; }
+trap cleanup EXIT
+unmount_work
 rm -rf "$WORK" "$PARTS"
 mkdir -p "$WORK" "$PARTS" "$KEYDIR"
 T0=$(date +%s)
