@@ -39,6 +39,7 @@ install: $(BUILD)/keywardd $(BUILD)/keywardctl $(BUILD)/keyward-unlock $(BUILD)/
 	install -m 0644 $(APPLIANCE_UNITS) $(DESTDIR)$(UNITDIR)/
 	install -D -m 0644 appliance/sysctl.d/50-keyward.conf $(DESTDIR)/usr/lib/sysctl.d/50-keyward.conf
 	install -D -m 0644 appliance/sysusers.d/keyward.conf $(DESTDIR)/usr/lib/sysusers.d/keyward.conf
+	install -D -m 0644 appliance/tmpfiles.d/keyward.conf $(DESTDIR)/usr/lib/tmpfiles.d/keyward.conf
 	install -d -m 0755 $(DESTDIR)/usr/share/doc/keyward
 	install -m 0644 docs/appliance-units.md docs/unlock.md docs/provisioning.md docs/keyward.example.toml $(DESTDIR)/usr/share/doc/keyward/
 

@@ -390,12 +390,19 @@ KW_MUST_USE static kw_result step_store(struct run *r)
 KW_MUST_USE static kw_result step_services(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "services", "start", NULL));
-        /* --no-block: this runs from a unit ordered before these.  Re-provisioning:
-         * both processes started again on the new configuration. */
-        const char *start[] = { r->o->systemctl, "--no-block", "start", "keyward-custody.socket",
-                                "keyward-front.service", NULL };
-        const char *restart[] = { r->o->systemctl, "--no-block", "restart", "keyward-custody.service",
-                                  "keyward-front.service", NULL };
+        /* This runs from a unit ordered before these, and the next step waits
+         * for them: --no-block, and --job-mode=ignore-dependencies, or their
+         * jobs would wait for this unit through var-lib-keyward.mount and
+         * keyward-unlock.service (seen as a deadlock in the image boot test).
+         * The volume they need is open and mounted by now.  Custody is started
+         * by name: its socket's activation would queue a job with its
+         * dependencies.  Re-provisioning: both started again on the new
+         * configuration. */
+        const char *start[] = { r->o->systemctl, "--no-block", "start", "--job-mode=ignore-dependencies",
+                                "keyward-custody.socket", "keyward-custody.service", "keyward-front.service",
+                                NULL };
+        const char *restart[] = { r->o->systemctl, "--no-block", "restart", "--job-mode=ignore-dependencies",
+                                  "keyward-custody.service", "keyward-front.service", NULL };
         const char *const *argv = r->reprovisioning ? restart : start;
         struct kwp_spawn sp = { .argv = argv, .timeout_ms = 60000 };
         int st = 0;
@@ -418,7 +425,7 @@ KW_MUST_USE static kw_result step_keys(struct run *r)
 KW_MUST_USE static kw_result step_selftest(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "selftest", "start", NULL));
-        KW_TRY(kwp_run_selftest(r->cfg, r->o, &r->p));
+        KW_TRY(kwp_run_selftest(r->cfg, r->o, &r->p, r->doc->n_xks > 0 ? r->doc->xks[0].region : NULL));
         fault("selftest", "end");
         return kwp_journal_record(r->j, "selftest", "done", NULL);
 }

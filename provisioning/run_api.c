@@ -455,7 +455,7 @@ KW_MUST_USE static kw_result first_store(const struct kwp_paths *p, cJSON **ret_
 }
 
 kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opts *o,
-                           const struct kwp_paths *p)
+                           const struct kwp_paths *p, const char *xks_region)
 {
         struct kwp_selftest_opts so;
         kwp_selftest_opts_default(&so);
@@ -493,6 +493,8 @@ kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opt
                 so.access_key_id = akid->valuestring;
                 so.secret = (const uint8_t *)sec->valuestring;
                 so.secret_len = strlen(sec->valuestring);
+                if (xks_region != NULL && xks_region[0] != '\0')
+                        so.region = xks_region;   /* the store's: the front checks the scope */
         }
         if (cfg->ekm.azure_ekm_enable)
                 so.ekm_prefix = cfg->ekm.azure_ekm_path_prefix;

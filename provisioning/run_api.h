@@ -40,8 +40,9 @@ struct kwp_ak_pin {
 void kwp_ak_pin(const struct kw_config *cfg, const struct kwp_run_opts *o, const struct kwp_paths *p,
                 struct kwp_ak_pin *ret);
 
-/* healthz, XKS health with a configured store's credential, EKM info. */
+/* healthz, XKS health with the first store's credential, signed for its
+ * region (xks_region: the document's, NULL for the default), EKM info. */
 KW_MUST_USE kw_result kwp_run_selftest(const struct kw_config *cfg, const struct kwp_run_opts *o,
-                                       const struct kwp_paths *p);
+                                       const struct kwp_paths *p, const char *xks_region);
 
 #endif

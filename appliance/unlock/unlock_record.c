@@ -64,8 +64,16 @@ kw_result kwu_unlock_record_write(const char *path, const char *device, const ch
         KW_ENSURE(n > 0 && (size_t)n < sizeof dir, KW_ERR_TOO_LARGE);
         char *slash = strrchr(dir, '/');
         *slash = '\0';
-        if (dir[0] != '\0' && mkdir(dir, 0755) != 0 && errno != EEXIST)
-                return KW_FAIL(KW_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+        if (dir[0] != '\0') {
+                if (mkdir(dir, 0755) == 0) {
+                        /* 0755 whatever the umask (the provisioning unit's is 0077): the
+                         * directory also holds the custody socket the front connects to */
+                        if (chmod(dir, 0755) != 0)
+                                return KW_FAIL(KW_ERR_IO, "cannot chmod %s: %s", dir, strerror(errno));
+                } else if (errno != EEXIST) {
+                        return KW_FAIL(KW_ERR_IO, "cannot create %s: %s", dir, strerror(errno));
+                }
+        }
         snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
         char *text = record_text(device, name, binding, l, now);
         KW_ENSURE(text != NULL, KW_ERR_NOMEM);

@@ -38,7 +38,10 @@ OURS = sorted(f for f in os.listdir(os.path.join(SRC, "appliance", "systemd"))
               if f.endswith((".service", ".socket", ".mount")))
 # exposure bound (tenths) of each unit that runs something
 BOUND = {"keyward-custody.service": 20, "keyward-front.service": 20,
-         "keyward-unlock.service": 35, "keyward-provision.service": 40}
+         "keyward-unlock.service": 35,
+         # no mount namespace of its own: the volume it mounts must be seen by
+         # systemd and the services (the unit's "left out" block says each)
+         "keyward-provision.service": 50}
 KEYWARDD_UNITS = ["keyward-custody.service", "keyward-front.service"]
 
 
@@ -135,10 +138,9 @@ SET_BY_ANALYZER = {
                               "KeyringMode", "RemoveIPC", "RestrictNamespaces_user",
                               "SystemCallFilter_privileged"],
     "keyward-provision.service": ["NoNewPrivileges", "MemoryDenyWriteExecute",
-                                  "SystemCallArchitectures", "ProtectKernelTunables",
-                                  "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
+                                  "SystemCallArchitectures",
                                   "ProtectClock", "ProtectHostname", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality",
-                                  "ProtectProc", "UMask", "KeyringMode", "RestrictNamespaces_user",
+                                  "UMask", "KeyringMode", "RestrictNamespaces_user",
                                   "CapabilityBoundingSet_CAP_SYS_MODULE",
                                   "CapabilityBoundingSet_CAP_NET_ADMIN"],
     "keyward-unlock.service": ["NoNewPrivileges", "MemoryDenyWriteExecute",
@@ -160,8 +162,9 @@ def check_protections(root, name):
         if a.get(field, {}).get("set") is not True:
             problems.append("%s: %s is not set" % (name, a.get(field, {}).get("name", field)))
     want = {"NoNewPrivileges": ["yes"], "MemoryDenyWriteExecute": ["yes"], "LimitCORE": ["0"],
-            # keyward-provision mounts the data volume and writes under it
-            "ProtectSystem": ["full"] if name == "keyward-provision.service" else ["strict"]}
+            # keyward-provision mounts the data volume for the services to see:
+            # no mount namespace (the unit says why)
+            "ProtectSystem": None if name == "keyward-provision.service" else ["strict"]}
     if name in KEYWARDD_UNITS:
         want.update({"PrivateTmp": ["yes"], "CapabilityBoundingSet": [""], "Type": ["notify"],
                      "RequiresMountsFor": ["/var/lib/keyward"]})

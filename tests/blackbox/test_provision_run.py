@@ -86,6 +86,8 @@ class Appliance:
                     "# systemctl's stand-in: systemd is not PID 1 here; starts both processes\n"
                     "# of keywardd as keyward-custody.socket + keyward-front.service would\n"
                     "[ \"$1\" = \"--no-block\" ] || exit 3\n"
+                    "# the jobs must not wait for the provisioning unit (docs/provisioning.md)\n"
+                    "[ \"$3\" = \"--job-mode=ignore-dependencies\" ] || exit 3\n"
                     "if [ \"$2\" = restart ] && [ -f %s ]; then\n"
                     "  pid=$(cat %s); kill -TERM -$pid 2>/dev/null\n"
                     "  for i in $(seq 100); do kill -0 -$pid 2>/dev/null || break; sleep 0.1; done\n"
