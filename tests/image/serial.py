@@ -30,8 +30,12 @@ class SerialLog:
         return len(self.text().replace("\r", ""))
 
     def tail(self, n=60):
+        """The last n lines, after our programs' own lines (a refusal or a
+        failed step says why), which the shutdown's noise would bury."""
         lines = self.text().replace("\r", "").splitlines()
-        return "\n".join(lines[-n:])
+        ours = [ln for ln in lines if re.search(r"(^|: )(keyward-unlock|keyward-provision|keywardd)( \w+)?: ", ln)][-20:]
+        head = "our programs said:\n%s\n---\n" % "\n".join(ours) if ours else ""
+        return head + "\n".join(lines[-n:])
 
     def check(self, vm=None, fatal=FATAL, what="the boot", start=0):
         """Fails when one of `fatal` matches the log (from `start`) or the
