@@ -66,6 +66,7 @@ include appliance/appliance.mk
 include provisioning/provisioning.mk
 include image/image.mk
 include tests/image/static.mk
+include tests/image/boot.mk
 # the web console (server/ui/, docs/console.md): its files compiled into
 # keywardd as one generated C file (never committed), part of the library
 UI_FILES  := $(sort $(wildcard server/ui/*.html server/ui/*.css server/ui/*.js server/ui/*.svg))

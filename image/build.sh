@@ -76,7 +76,7 @@ ROOT="$WORK/root"
 # whatever an interrupted debootstrap left mounted in the root (proc, sys)
 # goes before anything is removed under it
 unmount_work() {
-        findmnt -rn -o TARGET | grep -F "$WORK/" | sort -r | while read -r m; do umount -l "$m"; done
+        findmnt -rn -o TARGET | { grep -F "$WORK/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
 }
 cleanup() { unmount_work; [ -z "${RDIR:-}" ] || rm -rf "$RDIR"; }
 trap cleanup EXIT
