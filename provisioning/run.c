@@ -31,6 +31,7 @@
 #include "../server/common/readfile.h"
 #include "../server/common/secret.h"
 #include "../server/custody/crypto.h"
+#include "../appliance/unlock/pcrsig.h"
 #include "doc.h"
 #include "journal.h"
 #include "output.h"
@@ -154,11 +155,18 @@ KW_MUST_USE static kw_result enroll(struct run *r, struct kw_buf *recovery)
         if (d->tpm2 == KWP_TPM2_NONE) {
                 argv[n++] = "--no-tpm2";
         } else {
-                if (d->tpm2 == KWP_TPM2_SIGNED && d->unlock.tpm2_public_key && d->unlock.tpm2_public_key[0])
-                        argv[n++] = "--tpm2-public-key", argv[n++] = d->unlock.tpm2_public_key;
+                /* signed: the document's key, else the image's where systemd keeps
+                 * it.  Named explicitly: with --tpm2-pcrs alone, enroll would seal
+                 * to those literal PCRs only (the image boot test caught a tampered
+                 * UKI unlocking through PCR 12 alone). */
+                const char *pk = d->unlock.tpm2_public_key && d->unlock.tpm2_public_key[0]
+                                         ? d->unlock.tpm2_public_key
+                                         : kwu_image_key_default();
+                if (d->tpm2 == KWP_TPM2_SIGNED && pk != NULL)
+                        argv[n++] = "--tpm2-public-key", argv[n++] = pk;
                 if (d->unlock.tpm2_pcrs != NULL && d->unlock.tpm2_pcrs[0] != '\0')
                         argv[n++] = "--tpm2-pcrs", argv[n++] = d->unlock.tpm2_pcrs;
-                else if (d->tpm2 == KWP_TPM2_SIGNED)
+                else if (d->tpm2 == KWP_TPM2_SIGNED && pk != NULL)
                         argv[n++] = "--tpm2-pcrs", argv[n++] = KWP_SIGNED_LITERAL_PCRS;
                 if (r->o->tpm2_device != NULL)
                         argv[n++] = "--tpm2-device", argv[n++] = r->o->tpm2_device;
@@ -306,7 +314,9 @@ KW_MUST_USE static kw_result step_hsm(struct run *r)
 KW_MUST_USE static kw_result step_tls(struct run *r)
 {
         KW_TRY(kwp_journal_record(r->j, "tls", "start", NULL));
-        KW_TRY(kwp_mkdir(r->p.tls, 0750, 0, r->front_gid));
+        /* 0755: custody reads cert.pem too (attestation binds the TLS key); the
+         * key itself is root:keyward-front 0640 */
+        KW_TRY(kwp_mkdir(r->p.tls, 0755, 0, r->front_gid));
         const struct kwp_doc *d = r->doc;
         bool supplied = d->tls_mode == KWP_TLS_SUPPLIED;
         struct kwp_tls_req req = {

@@ -86,21 +86,12 @@ kw_result kwu_cli_snp_binding(const struct opts *o, struct kwu_snp_bind *b)
         return KW_OK;
 }
 
-/* Where the image's PCR-policy key is looked for when no TPM2 option is
- * given, in systemd-cryptenroll's order (systemd-stub puts the UKI's
- * .pcrpkey in /run/systemd). */
-static const char *const default_pubkeys[] = { "/etc/systemd/tpm2-pcr-public-key.pem",
-                                               "/run/systemd/tpm2-pcr-public-key.pem",
-                                               "/usr/lib/systemd/tpm2-pcr-public-key.pem", NULL };
-
 int kwu_cmd_enroll(const struct opts *in)
 {
         struct opts copy = *in;
         const struct opts *o = &copy;
         if (copy.tpm2_public_key == NULL && copy.tpm2_pcrs == 0 && !copy.no_tpm2) {
-                for (size_t i = 0; default_pubkeys[i] != NULL && copy.tpm2_public_key == NULL; i++)
-                        if (access(default_pubkeys[i], F_OK) == 0)
-                                copy.tpm2_public_key = default_pubkeys[i];
+                copy.tpm2_public_key = kwu_image_key_default();   /* when no TPM2 option is given */
                 if (copy.tpm2_public_key != NULL)
                         fprintf(stderr, "keyward-unlock: the TPM2 keyslot is sealed to PCR policies signed by the "
                                         "image key %s (found there; --no-tpm2 to leave it out)\n",

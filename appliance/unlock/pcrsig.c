@@ -1,5 +1,6 @@
 /* pcrsig.c - systemd-measure's signature file and the image's public key (pcrsig.h). */
 #include <string.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 #include <openssl/bio.h>
@@ -126,4 +127,15 @@ kw_result kwu_pcrsig_find(const char *json, size_t len, const char *bank, uint32
         else if (r.code == KW_ERR_NOT_FOUND)
                 kw_err_set_detail("no signature in it for this boot's PCR policy under the enrolled key");
         return r;
+}
+
+const char *kwu_image_key_default(void)
+{
+        static const char *const paths[] = { "/etc/systemd/tpm2-pcr-public-key.pem",
+                                             "/run/systemd/tpm2-pcr-public-key.pem",
+                                             "/usr/lib/systemd/tpm2-pcr-public-key.pem", NULL };
+        for (size_t i = 0; paths[i] != NULL; i++)
+                if (access(paths[i], F_OK) == 0)
+                        return paths[i];
+        return NULL;
 }

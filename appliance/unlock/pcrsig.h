@@ -31,6 +31,12 @@ struct kwu_pubkey {
 
 /* From PEM text (SubjectPublicKeyInfo).  KW_ERR_BAD_FIELD when it is not
  * such a key. */
+/* The image's PCR-policy key where systemd-cryptenroll looks for it, in its
+ * order (/etc/systemd, /run/systemd where systemd-stub puts the UKI's
+ * .pcrpkey, /usr/lib/systemd where the image installs it): the first that
+ * exists, or NULL. */
+const char *kwu_image_key_default(void);
+
 KW_MUST_USE kw_result kwu_pubkey_from_pem(const char *pem, size_t len, struct kwu_pubkey *ret);
 
 /*

@@ -618,7 +618,7 @@ def test_policy_signature(img, tmp_path):
 def test_policy_members(img, policy, epoch):
     assert set(policy) == {"keyward_policy", "tofu", "comment", "source", "created", "require", "tpm", "image"}
     assert policy["keyward_policy"] == 1 and policy["tofu"] is False
-    assert policy["require"] == {"snp": False, "tpm": True, "azure": False, "event_log": True}
+    assert policy["require"] == {"snp": False, "tpm": True, "azure": False, "event_log": False}
     assert set(policy["tpm"]) == {"pcrs"}, "an image policy has no tpm.ak_sha256 (the AK is per instance)"
     assert set(policy["tpm"]["pcrs"]) == {"4", "11", "12"}
     # PCR 12: nothing measured (a boot option's command line, ESP credentials)
