@@ -54,15 +54,17 @@ def pcr_extend(pcr: bytes, digest_hex: str) -> bytes:
     return hashlib.sha256(pcr + bytes.fromhex(digest_hex)).digest()
 
 
-def expected_pcr4(uki_authenticode: str) -> str:
+def expected_pcr4(uki_authenticode: str, kernel_authenticode: str) -> str:
     """PCR 4 of a UEFI boot whose first boot option starts the UKI (OVMF,
     and the clouds' UEFI firmware without shim): EV_EFI_ACTION "Calling EFI
     Application from Boot Option", EV_SEPARATOR (four zero bytes), then
-    EV_EFI_BOOT_SERVICES_APPLICATION with the UKI's Authenticode digest.
-    systemd-stub 252 starts the kernel through its EFI handover entry, which
-    measures nothing more into PCR 4."""
+    EV_EFI_BOOT_SERVICES_APPLICATION with the UKI's Authenticode digest, and
+    another with the kernel's: systemd-stub 252 (linux.c, load_trusted_image)
+    starts the embedded kernel through the firmware's LoadImage(), which
+    measures it too (seen in the image boot test: without it PCR 4 differs)."""
     pcr = bytes(32)
     pcr = pcr_extend(pcr, hashlib.sha256(b"Calling EFI Application from Boot Option").hexdigest())
     pcr = pcr_extend(pcr, hashlib.sha256(b"\x00\x00\x00\x00").hexdigest())
     pcr = pcr_extend(pcr, uki_authenticode)
+    pcr = pcr_extend(pcr, kernel_authenticode)
     return pcr.hex()

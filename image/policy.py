@@ -11,7 +11,8 @@ values systemd-stub 252 and systemd-pcrphase produce), for the phases the
 appliance passes: "" (the stub's measurements), "sysinit" (where
 keyward-unlock opens the data volume) and "sysinit:ready" (the running
 system, which answers attestation).  PCR 4 is the UKI's Authenticode digest
-extended after the UEFI boot manager's two events (pe.expected_pcr4)."""
+and then the kernel's, extended after the UEFI boot manager's two events
+(pe.expected_pcr4)."""
 
 import argparse
 import datetime
@@ -62,6 +63,8 @@ def main() -> int:
     with open(a.uki, "rb") as f:
         uki = f.read()
     auth = pehelp.authenticode_sha256(uki)
+    with open(os.path.join(a.parts, "linux"), "rb") as f:
+        kernel_auth = pehelp.authenticode_sha256(f.read())
     with open(os.path.join(a.parts, "cmdline"), encoding="ascii") as f:
         cmdline = f.read()
     with open(a.pcrsig, encoding="ascii") as f:
@@ -80,13 +83,14 @@ def main() -> int:
         # PCR 12: nothing measured (all zeros).  systemd-stub measures into it a
         # command line the boot option passes, which replaces the UKI's when
         # Secure Boot is off, and credentials from the ESP: neither belongs here.
-        "tpm": {"pcrs": {"4": pehelp.expected_pcr4(auth), "11": p11["sysinit:ready"], "12": "00" * 32}},
+        "tpm": {"pcrs": {"4": pehelp.expected_pcr4(auth, kernel_auth), "11": p11["sysinit:ready"], "12": "00" * 32}},
         "image": {
             "version": a.version,
             "verity_root_hash": a.roothash,
             "cmdline": cmdline,
             "uki_sha256": hashlib.sha256(uki).hexdigest(),
             "uki_authenticode_sha256": auth,
+            "kernel_authenticode_sha256": kernel_auth,
             "pcr11": p11,
             "pcr_public_key_sha256": spki_sha256(a.pubkey),
             "pcr_signature": pcrsig,

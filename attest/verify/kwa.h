@@ -206,8 +206,9 @@ struct kwa_image_policy {
         int set;
         char version[64];
         uint8_t verity_root_hash[32], uki_sha256[32];
-        int has_authenticode, has_pcr_key, has_manifest, has_pcr_signature;
-        uint8_t uki_authenticode_sha256[32], pcr_public_key_sha256[32], manifest_sha256[32];
+        int has_authenticode, has_kernel_authenticode, has_pcr_key, has_manifest, has_pcr_signature;
+        uint8_t uki_authenticode_sha256[32], kernel_authenticode_sha256[32], pcr_public_key_sha256[32],
+                manifest_sha256[32];
         size_t n_pcr11;                                   /* phases of the pcr11 map */
 };
 struct kwa_policy {

@@ -167,7 +167,8 @@ bad:
 static int parse_image(const cJSON *o, struct kwa_image_policy *im, char *err, size_t errsz)
 {
         static const char *const keys[] = { "version", "verity_root_hash", "cmdline", "uki_sha256",
-                                            "uki_authenticode_sha256", "pcr11", "pcr_public_key_sha256",
+                                            "uki_authenticode_sha256", "kernel_authenticode_sha256", "pcr11",
+                                            "pcr_public_key_sha256",
                                             "pcr_signature", "manifest_sha256", NULL };
         if (!cJSON_IsObject(o)) {
                 snprintf(err, errsz, "policy: \"image\" must be an object");
@@ -196,10 +197,12 @@ static int parse_image(const cJSON *o, struct kwa_image_policy *im, char *err, s
                         return -1;
                 }
         }
-        static const char *const optional[] = { "uki_authenticode_sha256", "pcr_public_key_sha256",
-                                                "manifest_sha256", NULL };
-        uint8_t *opt_out[] = { im->uki_authenticode_sha256, im->pcr_public_key_sha256, im->manifest_sha256 };
-        int *opt_has[] = { &im->has_authenticode, &im->has_pcr_key, &im->has_manifest };
+        static const char *const optional[] = { "uki_authenticode_sha256", "kernel_authenticode_sha256",
+                                                "pcr_public_key_sha256", "manifest_sha256", NULL };
+        uint8_t *opt_out[] = { im->uki_authenticode_sha256, im->kernel_authenticode_sha256,
+                               im->pcr_public_key_sha256, im->manifest_sha256 };
+        int *opt_has[] = { &im->has_authenticode, &im->has_kernel_authenticode, &im->has_pcr_key,
+                           &im->has_manifest };
         for (size_t i = 0; optional[i] != NULL; i++)
                 if (get_hash(o, optional[i], opt_out[i], opt_has[i]) != 0) {
                         snprintf(err, errsz, "policy: image.%s must be 64 hex digits", optional[i]);

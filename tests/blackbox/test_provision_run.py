@@ -365,7 +365,7 @@ def expected_files():
         ("etc", "drwxr-xr-x", 0, 0),
         ("etc/keyward.toml", "-rw-r--r--", 0, 0),
         ("etc/softhsm2.conf", "-rw-r--r--", 0, 0),
-        ("etc/tls", "drwxr-x---") + f,
+        ("etc/tls", "drwxr-xr-x") + f,   # custody reads cert.pem (attestation)
         ("etc/tls/cert.pem", "-rw-r--r--", 0, 0),
         ("etc/tls/key.pem", "-rw-r-----") + f,
         ("provision", "drwx------", 0, 0),

@@ -21,9 +21,10 @@ the ESP, independently of image/*.py:
   measures a first boot option: EV_EFI_ACTION "Calling EFI Application from
   Boot Option" (SHA-256 of the string, no NUL), EV_SEPARATOR (SHA-256 of four
   zero bytes), EV_EFI_BOOT_SERVICES_APPLICATION (the Authenticode digest of
-  the file started, BOOTX64.EFI).  This is what image/pe.py:expected_pcr4
-  says the build assumes; systemd-stub 252 starts the kernel through the EFI
-  handover and adds nothing to PCR 4;
+  the file started, BOOTX64.EFI), then another with the kernel's digest:
+  systemd-stub 252 starts the embedded kernel with the firmware's LoadImage()
+  (linux.c, load_trusted_image), which measures it (the boot test saw PCR 4
+  differ without it);
 - the Authenticode digest, per Microsoft's "Windows Authenticode Portable
   Executable Signature Format" (and edk2's Tcg2MeasurePeImage): the headers
   without the CheckSum field and the Certificate Table directory entry, the
@@ -406,9 +407,18 @@ def test_esp_holds_only_the_uki(img, extracted, tmp_path):
 # ---- UKI --------------------------------------------------------------------
 
 class Uki:
+    @classmethod
+    def from_bytes(cls, data):
+        u = cls.__new__(cls)
+        u._load(data)
+        return u
+
     def __init__(self, path):
         with open(path, "rb") as f:
-            self.data = f.read()
+            self._load(f.read())
+
+    def _load(self, data):
+        self.data = data
         self.pe = pefile.PE(data=self.data, fast_load=True)
         self.sections = {}
         for s in self.pe.sections:
@@ -502,6 +512,9 @@ def test_uki_authenticode_and_pcr4(uki, policy):
     pcr = extend(pcr, sha(b"Calling EFI Application from Boot Option"))
     pcr = extend(pcr, sha(b"\0\0\0\0"))
     pcr = extend(pcr, bytes.fromhex(auth))
+    kauth = Uki.from_bytes(uki.sections[".linux"]).authenticode()
+    assert kauth == policy["image"]["kernel_authenticode_sha256"]
+    pcr = extend(pcr, bytes.fromhex(kauth))
     assert policy["tpm"]["pcrs"]["4"] == pcr.hex()
 
 
@@ -624,6 +637,7 @@ def test_policy_members(img, policy, epoch):
     # PCR 12: nothing measured (a boot option's command line, ESP credentials)
     assert policy["tpm"]["pcrs"]["12"] == "00" * 32
     assert set(policy["image"]) == {"version", "verity_root_hash", "cmdline", "uki_sha256", "uki_authenticode_sha256",
+                                    "kernel_authenticode_sha256",
                                     "pcr11", "pcr_public_key_sha256", "pcr_signature", "manifest_sha256"}
     assert policy["image"]["version"] == VERSION
     assert policy["created"] == datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
