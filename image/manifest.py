@@ -9,26 +9,20 @@ Keyward files it installed) and what it made (the hash of each output).
   manifest.py --compare OLD.json --out NEW.json     (exit 1 on any difference)"""
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from imgfile import sha256_file, write_json  # noqa: E402
 
 OUTPUTS = ["keyward-{v}.raw", "keyward-{v}.vhd", "keyward-{v}-gcp.tar.gz", "keyward-{v}.efi",
            "image-key.pem", "parts/root.sqfs", "parts/root.verity", "parts/uki-unsigned.efi",
            "parts/linux", "parts/initrd", "parts/cmdline", "parts/esp.img"]
 INPUTS = ["build/keywardd", "build/keywardctl", "build/keyward-unlock", "build/keyward-provision",
           "image/packages.list", "image/build.sh", "image/uki.py", "image/pe.py", "image/policy.py",
-          "image/vhd.py", "image/manifest.py"]
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+          "image/vhd.py", "image/manifest.py", "image/imgfile.py"]
 
 
 # the build host's toolchain and the -dev packages our binaries are built
@@ -131,9 +125,7 @@ def main() -> int:
     if a.compare:
         return compare(a.compare, a.out)
     m = make(a)
-    with open(a.out, "w", encoding="utf-8") as f:
-        json.dump(m, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json(a.out, m)
     return 0
 
 

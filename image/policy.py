@@ -24,18 +24,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pe as pehelp  # noqa: E402
+from imgfile import sha256_file, write_json  # noqa: E402
 
 MEASURE = "/lib/systemd/systemd-measure"
 PHASES = ["", "sysinit", "sysinit:ready"]
 SECTIONS = ["linux", "osrel", "cmdline", "initrd", "pcrpkey"]
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pcr11(parts: str, phase: str) -> str:
@@ -97,9 +90,7 @@ def main() -> int:
             "manifest_sha256": sha256_file(a.manifest),
         },
     }
-    with open(a.out, "w", encoding="ascii") as f:
-        json.dump(policy, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json(a.out, policy)
     return 0
 
 
