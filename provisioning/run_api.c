@@ -78,7 +78,8 @@ KW_MUST_USE static kw_result spki_pin(const struct kwp_paths *p, char *out, size
         return r;
 }
 
-/* One admin API request; *ret_status the HTTP status. */
+/* One request to our own listener (the admin API with token, or a public
+ * path with token NULL); *ret_status the HTTP status. */
 KW_MUST_USE static kw_result api_call(const char *method, const char *url, const char *pin,
                                       const char *token, const char *body, long *ret_status,
                                       struct kw_buf *answer)
@@ -86,8 +87,9 @@ KW_MUST_USE static kw_result api_call(const char *method, const char *url, const
         struct kwp_http_body hb = { .buf = answer, .cap = answer->max };
         CURL *c = kwp_http_new("https", 15000, &hb);
         KW_ENSURE(c != NULL, KW_ERR_NOMEM);
-        char auth[1100];
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+        char auth[1100] = "Accept: application/json";
+        if (token != NULL)
+                snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
         struct curl_slist *hl = curl_slist_append(NULL, auth);
         hl = hl != NULL ? curl_slist_append(hl, "Content-Type: application/json") : NULL;
         kw_wipe(auth, sizeof auth);
@@ -357,25 +359,6 @@ kw_result kwp_initial_keys(const struct kwp_doc *doc, const struct kw_config *cf
         return r.code != 0 ? r : c;
 }
 
-/* GET url with TLS pinned to pin; the body into ans, *ret_status the HTTP status. */
-KW_MUST_USE static kw_result public_get(const char *url, const char *pin, long *ret_status, struct kw_buf *ans)
-{
-        struct kwp_http_body hb = { .buf = ans, .cap = ans->max };
-        CURL *c = kwp_http_new("https", 30000, &hb);
-        KW_ENSURE(c != NULL, KW_ERR_NOMEM);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        /* a loopback connection to our own key: pinned, no name to check */
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-        curl_easy_setopt(c, CURLOPT_PINNEDPUBLICKEY, pin);
-        CURLcode cc = curl_easy_perform(c);
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, ret_status);
-        curl_easy_cleanup(c);
-        if (cc != CURLE_OK)
-                return KW_FAIL(KW_ERR_IO, "GET %s: %s", url, curl_easy_strerror(cc));
-        return KW_OK;
-}
-
 /* The pin from one evidence document answering nonce. */
 static void ak_of_evidence(const struct kw_buf *ans, const char *nonce, struct kwp_ak_pin *ret)
 {
@@ -423,7 +406,7 @@ void kwp_ak_pin(const struct kw_config *cfg, const struct kwp_run_opts *o, const
          * the collector up, 429 past its rate */
         for (int i = 0; r.code == 0 && i < 8; i++) {
                 kw_buf_reset(&ans);
-                r = public_get(url, pin, &st, &ans);
+                r = api_call("GET", url, pin, NULL, NULL, &st, &ans);   /* public: no token */
                 if (r.code != 0 || (st != 503 && st != 429))
                         break;
                 kwp_http_backoff(&backoff);
