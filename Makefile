@@ -12,8 +12,9 @@ BUILD   := build
 # zlib: the key-use audit's batches and its gzip exports (server/custody/audit_codec.c,
 # audit_export.c)
 # libargon2: console users' password hashes (server/custody/password.c)
+# libpq: the fleet's key store on PostgreSQL (server/custody/pgstore*.c)
 PKGS    := openssl libcjson sqlcipher p11-kit-1 tss2-esys tss2-mu tss2-tctildr tss2-rc libseccomp zlib \
-           libargon2
+           libargon2 libpq
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -158,7 +159,8 @@ DEB_PKGS := build-essential pkg-config dpkg-dev ca-certificates curl openssl lib
             python3-pytest python3-requests python3-botocore python3-cryptography \
             libtss2-dev tpm2-tools swtpm swtpm-tools libmbedtls-dev gdb procps binutils \
             libseccomp-dev passwd acl util-linux zlib1g-dev \
-            cryptsetup-bin libcryptsetup-dev systemd libargon2-dev chromium
+            cryptsetup-bin libcryptsetup-dev systemd libargon2-dev chromium \
+            libpq-dev postgresql
 # the console's browser tests (tests/console) run playwright-core under Node.js:
 # Debian's nodejs and npm, installed only when there is no node at all (a newer
 # Node.js installed otherwise is kept)

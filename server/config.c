@@ -18,6 +18,7 @@
  * No error message ever contains a configured value of a secret key; values
  * are echoed only for a few non-secret keys (listen addresses).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -79,6 +80,8 @@ struct cfg_key {
 #define K_BOOL(sec, m, f, def) { sec, #f, KT_BOOL, 0, CFG_OFF(m, f, bool), NULL, (def), 0, 1 }
 #define K_LIST(sec, m, f) { sec, #f, KT_LIST, 0, CFG_OFF(m, f, struct kw_strlist), NULL, 0, 0, 0 }
 
+static int kw_valid_node_name(const char *s);
+
 #define MIB (INT64_C(1) << 20)
 #define TEN_YEARS INT64_C(315360000)
 
@@ -107,6 +110,16 @@ static const struct cfg_key cfg_keys[] = {
         K_INT("db", db, deletion_min_wait_seconds, 604800, 0, TEN_YEARS),
         K_INT("db", db, deletion_default_wait_seconds, 2592000, 0, TEN_YEARS),
         K_INT("db", db, audit_flush_ms, 50, 0, 60000),
+        K_STR("db", db, engine, "sqlcipher", KF_REQUIRED),
+        K_STR("db", db, conninfo, "", 0),
+        K_STR("db", db, password_file, "", 0),
+        K_STR("db", db, node_name, "", 0),
+        K_INT("db", db, pool_size, 4, 1, 64),
+        K_INT("db", db, connect_timeout_seconds, 3, 1, 60),
+        K_INT("db", db, statement_timeout_ms, 5000, 100, 600000),
+        K_INT("db", db, change_poll_ms, 250, 10, 1000),
+        K_INT("db", db, heartbeat_ms, 1000, 100, 60000),
+        K_INT("db", db, outage_grace_seconds, 300, 0, 86400),
 
         K_INT("audit", audit, max_age_days, 0, 0, 36500),
         K_INT("audit", audit, max_bytes, 0, 0, INT64_C(1) << 50),
@@ -1966,6 +1979,19 @@ KW_MUST_USE static kw_result validate_tls(const struct kw_config *cfg)
         if (!empty(cfg->tls.clients_ca_cert_file) && !cert && !p12)
                 VFAIL(cfg, "[tls] clients_ca_cert_file needs a server certificate "
                            "(tls_cert_file + tls_key_file, or tls_p12_file)");
+        if (strcmp(cfg->db.engine, "sqlcipher") != 0 && strcmp(cfg->db.engine, "postgresql") != 0)
+                VFAIL(cfg, "[db] engine: must be \"sqlcipher\" (one appliance) or \"postgresql\" "
+                      "(a fleet; docs/fleet.md)");
+        if (strcmp(cfg->db.engine, "postgresql") == 0 && empty(cfg->db.conninfo))
+                VFAIL(cfg, "[db] conninfo: required with engine = \"postgresql\" (a libpq "
+                      "connection string, e.g. \"host=db.example dbname=keyward user=keyward "
+                      "sslmode=verify-full sslrootcert=/etc/keyward/db-ca.pem\")");
+        if (strcmp(cfg->db.engine, "postgresql") != 0 &&
+            (!empty(cfg->db.conninfo) || !empty(cfg->db.password_file)))
+                VFAIL(cfg, "[db] conninfo and password_file: only with engine = \"postgresql\"");
+        if (strlen(cfg->db.node_name) > 64 || (!empty(cfg->db.node_name) &&
+                                                 !kw_valid_node_name(cfg->db.node_name)))
+                VFAIL(cfg, "[db] node_name: 1..64 of [A-Za-z0-9._-]");
         if (strcmp(cfg->tls.min_version, "1.2") != 0 && strcmp(cfg->tls.min_version, "1.3") != 0)
                 VFAIL(cfg, "[tls] min_version: must be \"1.2\" or \"1.3\"");
         if (!charset_ok(cfg->tls.ciphers_tls12, "-_:+!@=.,"))
@@ -2253,6 +2279,35 @@ out:
         }
         close(fd);
         return r;
+}
+
+static int kw_valid_node_name(const char *s)
+{
+        if (*s == '\0')
+                return 0;
+        for (; *s != '\0'; s++)
+                if (!isalnum((unsigned char)*s) && *s != '.' && *s != '_' && *s != '-')
+                        return 0;
+        return 1;
+}
+
+const char *kw_config_node_name(const struct kw_config *cfg, char out[65])
+{
+        if (!empty(cfg->db.node_name)) {
+                snprintf(out, 65, "%s", cfg->db.node_name);
+                return out;
+        }
+        char host[256] = "";
+        if (gethostname(host, sizeof host - 1) != 0)
+                host[0] = '\0';
+        size_t n = 0;
+        for (const char *p = host; *p != '\0' && n < 64; p++)
+                if (isalnum((unsigned char)*p) || *p == '.' || *p == '_' || *p == '-')
+                        out[n++] = *p;
+        out[n] = '\0';
+        if (n == 0)
+                snprintf(out, 65, "keyward");
+        return out;
 }
 
 /* db.key_file defaults to db.path + ".key". */

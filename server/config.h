@@ -79,6 +79,18 @@ struct kw_config {
                 int64_t deletion_min_wait_seconds;    /* 604800 (7 days)              */
                 int64_t deletion_default_wait_seconds;/* 2592000 (30 days)            */
                 int64_t audit_flush_ms;      /* 50: group commit of key-use audit     */
+                /* fleet mode (docs/fleet.md) */
+                char *engine;        /* "sqlcipher" (default) | "postgresql"          */
+                char *conninfo;      /* libpq connection string (postgresql)          */
+                char *password_file; /* its password, optional                        */
+                char *node_name;     /* "" : the host name (kw_config_node_name)      */
+                int64_t pool_size;           /* 4 connections                         */
+                int64_t connect_timeout_seconds; /* 3                                 */
+                int64_t statement_timeout_ms;    /* 5000                              */
+                int64_t change_poll_ms;      /* 250: backstop for lost notifications  */
+                int64_t heartbeat_ms;        /* 1000                                  */
+                int64_t outage_grace_seconds;/* 300: cached keys serve while the DB is
+                                                unreachable, then are dropped         */
         } db;
 
         struct {                     /* [audit] retention (docs/audit.md)             */
@@ -209,7 +221,7 @@ struct kw_config {
         /* private: the line of the last parsed file on which each key of the
          * schema was set (0 = not set there), so that a cross-field
          * validation error can point at it ("file:12: ...") */
-        uint32_t key_line_[96];
+        uint32_t key_line_[128];
         /* private: the same for each [aws_xks_store.<name>] (header, keys) */
         uint32_t store_line_[KW_XKS_MAX_STORES];
         uint32_t store_key_line_[KW_XKS_MAX_STORES][12];
@@ -297,6 +309,9 @@ KW_MUST_USE kw_result kw_config_write(const struct kw_config *cfg, struct kw_buf
  * pairs...).  Does not touch the file system. */
 KW_MUST_USE kw_result kw_config_validate(const struct kw_config *cfg);
 void kw_config_free(struct kw_config *cfg);
+/* [db] node_name, or the host name reduced to [A-Za-z0-9._-] (at most 64),
+ * or "keyward"; written to out, which is returned. */
+const char *kw_config_node_name(const struct kw_config *cfg, char out[65]);
 /* Overwrites every secret value (tls_p12_password, the SigV4 secret access
  * keys) with NULs where it lies, leaving "": for the processes that must
  * not keep them (the parent at once, the front once TLS is loaded). */

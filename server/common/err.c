@@ -48,6 +48,8 @@ static const struct err_row err_table[] = {
         { KW_ERR_DB_CORRUPT, "db_corrupt", "the database is damaged" },
         { KW_ERR_IO, "io", "file system error" },
         { KW_ERR_DB_VERSION, "db_version", "the database schema is newer than this program" },
+        { KW_ERR_DB_UNAVAILABLE, "db_unavailable", "the database cannot be reached" },
+        { KW_ERR_DB_TAMPERED, "db_tampered", "a database row was changed outside keyward" },
         { KW_ERR_HSM, "hsm", "HSM error" },
         { KW_ERR_HSM_UNAVAILABLE, "hsm_unavailable", "the HSM is unreachable" },
         { KW_ERR_HSM_TIMEOUT, "hsm_timeout", "the HSM did not answer in time" },

@@ -59,6 +59,8 @@ enum kw_err {
         KW_ERR_DB_CORRUPT = -602,
         KW_ERR_IO = -603,             /* file system error */
         KW_ERR_DB_VERSION = -604,     /* schema newer than this binary */
+        KW_ERR_DB_UNAVAILABLE = -605, /* the (fleet) database cannot be reached */
+        KW_ERR_DB_TAMPERED = -606,    /* a row fails its MAC: changed outside keyward */
 
         /* hsm */
         KW_ERR_HSM = -700,            /* PKCS#11 failure not otherwise listed */

@@ -117,6 +117,10 @@ enum kw_op {
         /* the console's information ops (issue 14, B: 80-89) */
         KW_OP_KEY_VERSIONS = 80, /* A*    R NAME -> JSON {name, current_version,
                                   *       versions:[{version, created, current}]}    */
+        /* fleet mode (issue 16) */
+        KW_OP_NODES = 90,        /* A*    -> JSON {engine, self, state, detail, nodes:[{id,
+                                  *       address, version, schema, state, detail,
+                                  *       started_ms, seen_ms, age_ms, self}]}          */
         KW_OP_MAX = 128
 };
 /* Roles in the table: A* any role (auditor, operator, admin); A ko operator

@@ -59,6 +59,7 @@ static int admin_http_status(int code, int *ret_retry)
         case KW_ERR_HSM_UNAVAILABLE: status = 502; break;
         case KW_ERR_HSM_TIMEOUT: status = 504; break;
         case KW_ERR_SEALED:
+        case KW_ERR_DB_UNAVAILABLE:
         case KW_ERR_CUSTODY_DOWN: status = 503; retry = 1; break;
         default:
                 /* the input class: -100 .. -199 */
