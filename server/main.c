@@ -195,6 +195,8 @@ static void dir_of(const char *path, char out[PATH_MAX])
  * wrong file system when the volume is not mounted. */
 static int check_db_dir(const struct kw_config *cfg)
 {
+        if (strcmp(cfg->db.engine, "postgresql") == 0)
+                return 0;   /* a fleet's store is the database server's */
         char dir[PATH_MAX];
         dir_of(cfg->db.path, dir);
         struct stat st;
@@ -240,8 +242,11 @@ static int check_not_front_readable(const struct kw_config *cfg, const struct kw
         int ng = 64;
         if (getgrouplist(front->name, front->gid, groups, &ng) < 0)
                 ng = 0;
-        const char *paths[] = { cfg->hsm.pin_file, cfg->db.key_file, cfg->db.path };
-        const char *what[] = { "[hsm] pin_file", "[db] key_file", "[db] path" };
+        int fleet = strcmp(cfg->db.engine, "postgresql") == 0;
+        const char *paths[] = { cfg->hsm.pin_file, fleet ? cfg->db.password_file : cfg->db.key_file,
+                                fleet ? NULL : cfg->db.path };
+        const char *what[] = { "[hsm] pin_file", fleet ? "[db] password_file" : "[db] key_file",
+                               "[db] path" };
         int bad = 0;
         for (size_t i = 0; i < 3; i++) {
                 struct stat st;

@@ -130,6 +130,7 @@ static const struct op_row op_table[] = {
         { KW_OP_KEY_GET, "key.get", op_key_get, BY_ADMIN | BY_EKM, ROLES_ANY },
         { KW_OP_KEY_LIST, "key.list", op_key_list, BY_ADMIN, ROLES_ANY },
         { KW_OP_KEY_VERSIONS, "key.versions", op_key_versions, BY_ADMIN, ROLES_ANY },
+        { KW_OP_NODES, "nodes", op_nodes, BY_PUBLIC | BY_ADMIN, ROLES_ANY },
         { KW_OP_KEY_SET_STATE, "key.set_state", op_key_set_state, BY_ADMIN, ROLES_KEYS },
         { KW_OP_KEY_ROTATE, "key.rotate", op_key_rotate, BY_ADMIN, ROLES_KEYS },
         { KW_OP_KEY_SCHEDULE_DELETE, "key.schedule_deletion", op_key_schedule_delete, BY_ADMIN,

@@ -24,6 +24,7 @@
 
 struct audit_queue;
 struct xks_state;
+struct fleet;
 
 struct custody {
         const struct kw_config *cfg;
@@ -39,6 +40,7 @@ struct custody {
         uint64_t queued_now;                                   /* atomic          */
         struct xks_state *xks;        /* XKS stores and SigV4 secrets (custody_xks.c) */
         struct kw_sessions *sessions; /* console sessions (session.h); NULL: none    */
+        struct fleet *fleet;          /* fleet mode (custody_fleet.c); NULL: one node */
         int listen_fd;                /* the socket the front connects to           */
 };
 
@@ -109,6 +111,7 @@ kw_result op_token_create(struct custody *, const struct kw_msg *, struct op_cal
 kw_result op_token_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_token_revoke(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_status(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_nodes(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 /* Console sessions and users (custody_session.c). */
 kw_result op_session_login(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_session_get(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
@@ -130,6 +133,34 @@ kw_result op_attest(struct custody *, const struct kw_msg *, struct op_caller *,
 /* AWS XKS (custody_xks.c: stores, credentials, signatures; xks_request.c:
  * the requests themselves). */
 KW_MUST_USE kw_result custody_xks_init(struct custody *c);
+/* The store table rebuilt from the configuration and the database (after
+ * another node's change: custody_fleet.c); takes c->write_mu. */
+KW_MUST_USE kw_result custody_xks_reload(struct custody *c);
+
+/* ---- fleet mode (custody_fleet.c) ---- */
+int custody_fleet_mode(const struct kw_config *cfg);
+/* The PostgreSQL store, the HSM (a master key made only for an empty fleet
+ * database) and the row-MAC key.  *ret_stage on failure: 4 the HSM, 5 the
+ * database (keywardd's exit status). */
+KW_MUST_USE kw_result custody_fleet_open(struct custody *c, const struct kw_hsm_config *hc,
+                                         int *ret_master_created, int *ret_db_created,
+                                         int *ret_stage);
+/* The change listener and the heartbeat (none for one node). */
+KW_MUST_USE kw_result custody_fleet_start(struct custody *c);
+void custody_fleet_stop(struct custody *c);
+/* "ACTIVE" | "DEGRADED" | "UNAVAILABLE" (always ACTIVE for one node), and
+ * why in why[161] ("" when active). */
+const char *custody_fleet_state(struct custody *c, char why[161]);
+struct custody_node {
+        char id[65];
+        char state[16];
+        int self;
+};
+/* Up to max nodes (fleet mode; 0 for one node): the database's list, or
+ * this node alone while it cannot be read. */
+size_t custody_fleet_nodes(struct custody *c, struct custody_node *out, size_t max);
+/* STATUS's node, engine and db_state members. */
+void custody_fleet_status_json(struct custody *c, cJSON *d);
 /* Verifies the XKS proof of req (proto.h): the signature over the string to
  * sign with the store's credential, the string to sign over the canonical
  * request, the canonical request over BODY and a POST to the store's path;

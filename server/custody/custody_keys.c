@@ -107,9 +107,14 @@ static kw_result key_load(struct custody *c, const char *name, struct kw_ckey **
                 kw_key_row_clear(&row);
                 return r;
         }
-        /* publish only if no mutation happened meanwhile (else it may be stale) */
-        if (__atomic_load_n(&c->gen, __ATOMIC_ACQUIRE) == gen)
+        /* publish only if no mutation happened meanwhile (else it may be
+         * stale); a change announced between that check and the put (fleet
+         * mode: another node's, custody_fleet.c) is seen by the check after */
+        if (__atomic_load_n(&c->gen, __ATOMIC_ACQUIRE) == gen) {
                 kw_keycache_put(c->kc, e);
+                if (__atomic_load_n(&c->gen, __ATOMIC_ACQUIRE) != gen)
+                        kw_keycache_invalidate(c->kc, name);
+        }
         *ret = e;
         return KW_OK;
 }
@@ -996,10 +1001,14 @@ void custody_sweep_deletions(struct custody *c)
                                              .key_name = s.items[i].name, .result = "ok",
                                              .detail = "waiting period over" };
                 pthread_mutex_lock(&c->write_mu);
-                kw_result r = kw_keystore_key_destroy(c->ks, s.items[i].id, &au);
+                kw_result r = kw_keystore_key_destroy_due(c->ks, s.items[i].id, time(NULL), &au);
                 __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
                 kw_keycache_invalidate(c->kc, s.items[i].name);
                 pthread_mutex_unlock(&c->write_mu);
+                /* cancelled meanwhile, or (a fleet) destroyed by another
+                 * node's sweeper: nothing to do */
+                if (r.code == KW_ERR_BAD_STATE || r.code == KW_ERR_KEY_DESTROYED)
+                        continue;
                 kw_log(r.code ? KW_LOG_ERROR : KW_LOG_INFO, "key_destroyed", "key", s.items[i].name,
                        "result", kw_err_name(r.code), KW_END);
         }

@@ -632,6 +632,14 @@ static kw_result reload(struct custody *c)
         return r;
 }
 
+kw_result custody_xks_reload(struct custody *c)
+{
+        pthread_mutex_lock(&c->write_mu);
+        kw_result r = reload(c);
+        pthread_mutex_unlock(&c->write_mu);
+        return r;
+}
+
 kw_result op_xks_stores(struct custody *c, const struct kw_msg *req, struct op_caller *who,
                         struct kw_buf *reply)
 {

@@ -708,6 +708,34 @@ static void keystore_key_add_version_wrong_number_fails_nothing_changed(void **s
                          KW_ERR_KEY_DESTROYED);
 }
 
+/* The sweeper's destroy: only a deletion still scheduled and due. */
+static void keystore_key_destroy_due_checks_in_tx(void **state)
+{
+        struct fx *f = *state;
+        insert_key(f, 1, "live", "AES", "enabled", NULL);
+        struct kw_key_row r = key_row(2, "later", "AES", "pending_deletion", NULL);
+        r.delete_at = 2000;
+        assert_int_equal(kw_keystore_key_insert(f->ks, &r, blob1, sizeof blob1, NULL).code, 0);
+        char id1[33], id2[33];
+        make_id(id1, 1);
+        make_id(id2, 2);
+        uint64_t a0 = audit_rows_ok(f);
+        /* not pending: a cancelled deletion */
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id1, 5000, NULL).code, KW_ERR_BAD_STATE);
+        /* pending, not due yet */
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id2, 1999, NULL).code, KW_ERR_BAD_STATE);
+        assert_int_equal(audit_rows_ok(f), a0);
+        struct kw_buf b;
+        kw_buf_init(&b, 1024);
+        assert_int_equal(kw_keystore_key_get_blob(f->ks, id1, 1, &b).code, 0);
+        kw_buf_free(&b);
+        /* due */
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id2, 2000, NULL).code, 0);
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id2, 2000, NULL).code,
+                         KW_ERR_KEY_DESTROYED);
+        assert_int_equal(audit_rows_ok(f), a0 + 1);
+}
+
 static void keystore_key_destroy_overwrites_blobs_in_file(void **state)
 {
         struct fx *f = *state;
@@ -1357,6 +1385,7 @@ int main(void)
                 T(keystore_key_update_writes_mutable_columns),
                 T(keystore_key_add_version_wrong_number_fails_nothing_changed),
                 T(keystore_key_destroy_overwrites_blobs_in_file),
+                T(keystore_key_destroy_due_checks_in_tx),
                 T(keystore_due_deletions_lists_due_keys),
                 T(keystore_mutation_audit_failure_rolls_back),
                 T(keystore_threads_share_one_store),

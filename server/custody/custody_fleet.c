@@ -1,0 +1,547 @@
+/*
+ * custody_fleet.c - fleet mode ([db] engine = "postgresql"; docs/fleet.md):
+ * opening the shared key store with its row-MAC key, changes made on other
+ * nodes reaching this node's caches, this node's heartbeat and state, and
+ * the node list (KW_OP_NODES, XKS health).
+ *
+ * The row-MAC key (pgstore.h) is 32 random bytes sealed by the HSM master
+ * key under the AAD "keyward.fleet.rowmac.v1" and kept sealed in the
+ * database: the first node to open an empty fleet database proposes one,
+ * every node unseals the one stored.  A node whose HSM master key is not
+ * the fleet's cannot unseal it and does not start.
+ *
+ * Changes: pgstore's listener reports each change any node commits.  A
+ * key's change bumps c->gen (so that a load racing with it is not cached:
+ * custody_keys.c key_load) and drops the key's cache entry; an XKS change
+ * reloads the store table; a user's change ends the sessions of a user who
+ * no longer exists; "anything may have changed" (a reconnect, or the change
+ * counter moved without a notification) does all of that for everything.
+ *
+ * The database unreachable: the listener's connection drops, or a
+ * heartbeat fails.  The node is DEGRADED: cached keys keep serving;
+ * whatever needs the database fails with KW_ERR_DB_UNAVAILABLE (admin
+ * changes are refused: 503).  Past outage_grace_seconds the key cache is
+ * dropped (no key is served on knowledge older than that) and the node is
+ * UNAVAILABLE.  When the database returns the listener reconnects, drops
+ * what is cached (changes may have been missed) and the node is ACTIVE.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/log.h"
+#include "custody_int.h"
+#include "pgstore.h"
+
+#define ROWMAC_AAD "keyward.fleet.rowmac.v1"
+#define ROWMAC_KEY_LEN 32
+#define FLEET_DETAIL_MAX 161
+
+struct fleet {
+        struct custody *c;
+        struct kw_pgstore *pg;
+        char node[65];
+        int64_t started_ms;               /* unix ms                              */
+        pthread_mutex_t mu;               /* what follows                         */
+        pthread_cond_t cv;
+        int stop;
+        int listener_up, heartbeat_ok;
+        int64_t down_since_ms;            /* monotonic; 0 while the database is up */
+        int cache_dropped;                /* the outage outlived its grace         */
+        char why[FLEET_DETAIL_MAX];       /* the last database error               */
+        uint64_t changes, resyncs;        /* notifications taken, "everything" ones */
+        pthread_t th;
+        int th_started;
+};
+
+int custody_fleet_mode(const struct kw_config *cfg)
+{
+        return strcmp(cfg->db.engine, "postgresql") == 0;
+}
+
+static int64_t wall_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---------------------------------------------------------------- opening */
+
+/* The fleet's row-MAC key: the stored one unsealed, or (an empty fleet
+ * database) a new one proposed first. */
+static kw_result rowmac_key(struct custody *c, struct kw_pgstore *pg)
+{
+        const struct kw_config *cfg = c->cfg;
+        struct kw_buf stored;
+        kw_buf_init(&stored, 4096);
+        kw_result r = kw_pg_mac_key_blob(pg, NULL, 0, &stored);
+        if (kw_ok(r) && stored.len == 0) {
+                uint8_t k[ROWMAC_KEY_LEN];
+                struct kw_buf proposed;
+                kw_buf_init(&proposed, 4096);
+                r = kw_hsm_random(c->hsm, k, sizeof k);
+                if (kw_ok(r))
+                        r = kw_hsm_seal(c->hsm, (const uint8_t *)ROWMAC_AAD, strlen(ROWMAC_AAD), k,
+                                        sizeof k, &proposed);
+                kw_wipe(k, sizeof k);
+                if (kw_ok(r))
+                        r = kw_pg_mac_key_blob(pg, proposed.p, proposed.len, &stored);
+                kw_buf_free(&proposed);
+        }
+        struct kw_secret key = { 0 };
+        if (kw_ok(r))
+                r = kw_hsm_unseal(c->hsm, (const uint8_t *)ROWMAC_AAD, strlen(ROWMAC_AAD), stored.p,
+                                  stored.len, &key);
+        kw_buf_free(&stored);
+        if (r.code == KW_ERR_HSM_UNWRAP || r.code == KW_ERR_DECRYPT)
+                kw_err_set_detail("the fleet database's row-MAC key does not unseal under master key "
+                                  "'%s' of token '%s': every node of a fleet must use the fleet's "
+                                  "HSM master key (the same HSM partition or cluster)",
+                                  cfg->hsm.master_key_label, cfg->hsm.token_label);
+        if (!kw_ok(r))
+                return r;
+        if (key.len != ROWMAC_KEY_LEN) {
+                kw_secret_free(&key);
+                kw_err_set_detail("the fleet database's row-MAC key has %zu bytes, not %d",
+                                  key.len, ROWMAC_KEY_LEN);
+                KW_BAIL(KW_ERR_DB_CORRUPT);
+        }
+        kw_pg_set_mac_key(pg, key.p);
+        kw_secret_free(&key);
+        return KW_OK;
+}
+
+kw_result custody_fleet_open(struct custody *c, const struct kw_hsm_config *hc_in,
+                             int *ret_master_created, int *ret_db_created, int *ret_stage)
+{
+        const struct kw_config *cfg = c->cfg;
+        char node[65];
+        kw_config_node_name(cfg, node);
+        struct kw_pg_options o = {
+                .conninfo = cfg->db.conninfo,
+                .password_file = cfg->db.password_file[0] != '\0' ? cfg->db.password_file : NULL,
+                .node_id = node,
+                .pool_size = (unsigned)cfg->db.pool_size,
+                .connect_timeout_s = (unsigned)cfg->db.connect_timeout_seconds,
+                .statement_timeout_ms = (unsigned)cfg->db.statement_timeout_ms,
+        };
+        *ret_stage = 5;   /* the database */
+        KW_TRY(kw_keystore_open_pg(&o, &c->ks));
+        struct kw_pgstore *pg = kw_keystore_pg(c->ks);
+        /* a master key is made only for a fleet database that has no row-MAC
+         * key yet: one sealed under some master key says the fleet has one */
+        struct kw_buf stored;
+        kw_buf_init(&stored, 4096);
+        kw_result r = kw_pg_mac_key_blob(pg, NULL, 0, &stored);
+        int fresh = kw_ok(r) && stored.len == 0;
+        kw_buf_free(&stored);
+        KW_TRY(r);
+        struct kw_hsm_config hc = *hc_in;
+        hc.create_master_key = hc.create_master_key && fresh;
+        *ret_stage = 4;   /* the HSM */
+        int created = 0;
+        r = kw_hsm_open(&hc, &c->hsm, &created);
+        if (r.code == KW_ERR_HSM_NO_MASTER_KEY && !fresh)
+                kw_err_set_detail("master key '%s' is missing from token '%s', and the fleet "
+                                  "database already holds keys sealed under the fleet's master key: "
+                                  "this node must reach the same HSM partition or cluster",
+                                  cfg->hsm.master_key_label, cfg->hsm.token_label);
+        KW_TRY(r);
+        if (created)
+                kw_log(KW_LOG_INFO, "master_key_created", "label", cfg->hsm.master_key_label,
+                       "token", cfg->hsm.token_label, KW_END);
+        *ret_stage = 5;
+        KW_TRY(rowmac_key(c, pg));
+        *ret_master_created = created;
+        *ret_db_created = fresh;
+        return KW_OK;
+}
+
+/* ---------------------------------------------------------------- state */
+
+/* Under f->mu. */
+static const char *state_locked(const struct fleet *f, char why[FLEET_DETAIL_MAX])
+{
+        if (f->down_since_ms == 0) {
+                why[0] = '\0';
+                return "ACTIVE";
+        }
+        int64_t s = (mono_ms() - f->down_since_ms) / 1000;
+        if (f->cache_dropped) {
+                snprintf(why, FLEET_DETAIL_MAX, "the database is unreachable since %llds, past the "
+                         "outage grace: nothing is served: %.56s", (long long)s, f->why);
+                return "UNAVAILABLE";
+        }
+        snprintf(why, FLEET_DETAIL_MAX, "the database is unreachable since %llds: cached keys "
+                 "only, changes refused: %.56s", (long long)s, f->why);
+        return "DEGRADED";
+}
+
+const char *custody_fleet_state(struct custody *c, char why[FLEET_DETAIL_MAX])
+{
+        struct fleet *f = c->fleet;
+        if (f == NULL) {
+                why[0] = '\0';
+                return "ACTIVE";
+        }
+        pthread_mutex_lock(&f->mu);
+        const char *s = state_locked(f, why);
+        pthread_mutex_unlock(&f->mu);
+        return s;
+}
+
+/* Under f->mu: the database's reachability as the listener and the
+ * heartbeat see it; logs the transitions. */
+static void note_db_locked(struct fleet *f, const char *why)
+{
+        int down = !f->listener_up || !f->heartbeat_ok;
+        if (down && f->down_since_ms == 0) {
+                f->down_since_ms = mono_ms();
+                snprintf(f->why, sizeof f->why, "%s", why ? why : "");
+                kw_log(KW_LOG_ERROR, "fleet_db_unavailable", "node", f->node, "detail", f->why,
+                       "outage_grace_seconds", "see [db]", KW_END);
+        } else if (down && why != NULL && why[0] != '\0') {
+                snprintf(f->why, sizeof f->why, "%s", why);
+        } else if (!down && f->down_since_ms != 0) {
+                char s[24];
+                snprintf(s, sizeof s, "%lld", (long long)(mono_ms() - f->down_since_ms));
+                f->down_since_ms = 0;
+                f->cache_dropped = 0;
+                f->why[0] = '\0';
+                kw_log(KW_LOG_INFO, "fleet_db_available", "node", f->node, "down_ms", s, KW_END);
+        }
+}
+
+/* Everything cached from the database dropped. */
+static void drop_all(struct custody *c)
+{
+        __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
+        kw_keycache_invalidate_all(c->kc);
+}
+
+/* ---------------------------------------------------------------- changes */
+
+static int user_exists(struct custody *c, const char *name)
+{
+        struct kw_user_row u;
+        memset(&u, 0, sizeof u);
+        kw_result r = kw_keystore_user_get(c->ks, name, &u);
+        kw_wipe(&u, sizeof u);
+        return r.code != KW_ERR_NOT_FOUND;   /* in doubt (an error): kept */
+}
+
+static void on_change(enum kw_pg_change kind, const char *name, void *arg)
+{
+        struct fleet *f = arg;
+        struct custody *c = f->c;
+        pthread_mutex_lock(&f->mu);
+        f->changes++;
+        if (kind == KW_PG_CHANGE_ALL)
+                f->resyncs++;
+        pthread_mutex_unlock(&f->mu);
+        switch (kind) {
+        case KW_PG_CHANGE_KEY:
+                __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
+                kw_keycache_invalidate(c->kc, name);
+                break;
+        case KW_PG_CHANGE_XKS:
+                kw_ignore(custody_xks_reload(c));
+                break;
+        case KW_PG_CHANGE_USER:
+                if (c->sessions != NULL && !user_exists(c, name))
+                        kw_sessions_end_account(c->sessions, KW_SESSION_USER, name, NULL);
+                break;
+        case KW_PG_CHANGE_TOKEN:
+                /* tokens are looked up in the database on every use, and a
+                 * token's console session checks its token each time */
+                break;
+        case KW_PG_CHANGE_ALL:
+        default:
+                drop_all(c);
+                kw_ignore(custody_xks_reload(c));
+                break;
+        }
+}
+
+static void on_state(int up, const char *why, void *arg)
+{
+        struct fleet *f = arg;
+        pthread_mutex_lock(&f->mu);
+        f->listener_up = up;
+        if (up)
+                f->heartbeat_ok = 1;   /* the next heartbeat says otherwise */
+        note_db_locked(f, why);
+        pthread_mutex_unlock(&f->mu);
+}
+
+/* ---------------------------------------------------------------- heartbeat */
+
+static void fill_self(struct fleet *f, struct kw_node_row *me)
+{
+        const struct kw_config *cfg = f->c->cfg;
+        memset(me, 0, sizeof *me);
+        snprintf(me->id, sizeof me->id, "%s", f->node);
+        snprintf(me->address, sizeof me->address, "%s", cfg->http.listen);
+        snprintf(me->version, sizeof me->version, "%s", KEYWARD_VERSION);
+        me->schema = kw_keystore_schema_version(f->c->ks);
+        pthread_mutex_lock(&f->mu);
+        const char *st = state_locked(f, me->detail);
+        pthread_mutex_unlock(&f->mu);
+        snprintf(me->state, sizeof me->state, "%s", st);
+        me->started_ms = f->started_ms;
+        me->seen_ms = wall_ms();
+}
+
+static void *heartbeat_thread(void *arg)
+{
+        struct fleet *f = arg;
+        const struct kw_config *cfg = f->c->cfg;
+        int64_t grace_ms = cfg->db.outage_grace_seconds * 1000;
+        pthread_mutex_lock(&f->mu);
+        while (!f->stop) {
+                pthread_mutex_unlock(&f->mu);
+                struct kw_node_row me;
+                fill_self(f, &me);
+                kw_result r = kw_pg_node_heartbeat(f->pg, &me);
+                int drop = 0;
+                pthread_mutex_lock(&f->mu);
+                f->heartbeat_ok = kw_ok(r) || r.code != KW_ERR_DB_UNAVAILABLE;
+                if (!kw_ok(r) && r.code != KW_ERR_DB_UNAVAILABLE)
+                        kw_log(KW_LOG_ERROR, "fleet_heartbeat_failed", "error", kw_err_name(r.code),
+                               "detail", kw_err_detail(), KW_END);
+                note_db_locked(f, kw_ok(r) ? NULL : kw_err_detail());
+                if (f->down_since_ms != 0 && !f->cache_dropped &&
+                    mono_ms() - f->down_since_ms >= grace_ms) {
+                        f->cache_dropped = 1;
+                        drop = 1;
+                }
+                pthread_mutex_unlock(&f->mu);
+                if (drop) {
+                        drop_all(f->c);
+                        kw_log(KW_LOG_ERROR, "fleet_outage_grace_over", "node", f->node,
+                               "outage_grace_seconds", "passed",
+                               "hint", "the key cache is dropped: key operations fail until the "
+                                       "database returns", KW_END);
+                }
+                pthread_mutex_lock(&f->mu);
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                int64_t ns = until.tv_nsec + (int64_t)(cfg->db.heartbeat_ms % 1000) * 1000000;
+                until.tv_sec += cfg->db.heartbeat_ms / 1000 + ns / 1000000000;
+                until.tv_nsec = ns % 1000000000;
+                if (!f->stop)
+                        pthread_cond_timedwait(&f->cv, &f->mu, &until);
+        }
+        pthread_mutex_unlock(&f->mu);
+        return NULL;
+}
+
+kw_result custody_fleet_start(struct custody *c)
+{
+        if (!custody_fleet_mode(c->cfg))
+                return KW_OK;
+        struct fleet *f = calloc(1, sizeof *f);
+        KW_ENSURE(f != NULL, KW_ERR_NOMEM);
+        f->c = c;
+        f->pg = kw_keystore_pg(c->ks);
+        kw_config_node_name(c->cfg, f->node);
+        f->started_ms = wall_ms();
+        f->listener_up = 1;
+        f->heartbeat_ok = 1;
+        pthread_mutex_init(&f->mu, NULL);
+        pthread_cond_init(&f->cv, NULL);
+        c->fleet = f;
+        struct kw_pg_listener l = { .changed = on_change, .state = on_state, .arg = f,
+                                    .poll_ms = (unsigned)c->cfg->db.change_poll_ms };
+        KW_TRY(kw_pg_listen_start(f->pg, &l));
+        KW_ENSURE(pthread_create(&f->th, NULL, heartbeat_thread, f) == 0, KW_ERR_INTERNAL);
+        f->th_started = 1;
+        kw_log(KW_LOG_INFO, "fleet_node_started", "node", f->node, "schema",
+               kw_keystore_schema_version(c->ks) == KW_PG_SCHEMA_VERSION ? "current" : "other",
+               KW_END);
+        return KW_OK;
+}
+
+void custody_fleet_stop(struct custody *c)
+{
+        struct fleet *f = c->fleet;
+        if (f == NULL || !f->th_started)
+                return;
+        pthread_mutex_lock(&f->mu);
+        f->stop = 1;
+        pthread_cond_broadcast(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        pthread_join(f->th, NULL);
+        f->th_started = 0;
+        /* the last heartbeat says the node left, so that health does not
+         * wait for the row to age */
+        struct kw_node_row me;
+        fill_self(f, &me);
+        snprintf(me.state, sizeof me.state, "UNAVAILABLE");
+        snprintf(me.detail, sizeof me.detail, "stopped");
+        kw_ignore(kw_pg_node_heartbeat(f->pg, &me));
+}
+
+/* ---------------------------------------------------------------- the node list */
+
+struct nodes_ctx {
+        struct fleet *f;
+        int64_t stale_ms;
+        struct custody_node *out;
+        size_t n, max;
+        cJSON *arr;
+        int brief;                        /* an unauthenticated caller (/metrics):
+                                             no addresses, no details             */
+};
+
+/* A row's state as readers should take it: one not seen for 3 heartbeats
+ * is UNAVAILABLE whatever it last said. */
+static const char *row_state(const struct kw_node_row *row, int64_t stale_ms, char *detail,
+                             size_t cap)
+{
+        snprintf(detail, cap, "%s", row->detail);
+        if (row->age_ms > stale_ms) {
+                snprintf(detail, cap, "no heartbeat for %llds", (long long)(row->age_ms / 1000));
+                return "UNAVAILABLE";
+        }
+        if (strcmp(row->state, "ACTIVE") == 0 || strcmp(row->state, "DEGRADED") == 0)
+                return row->state;
+        return "UNAVAILABLE";
+}
+
+static int nodes_cb(const struct kw_node_row *row, void *arg)
+{
+        struct nodes_ctx *x = arg;
+        char detail[FLEET_DETAIL_MAX];
+        int self = strcmp(row->id, x->f->node) == 0;
+        const char *st = self ? custody_fleet_state(x->f->c, detail)
+                              : row_state(row, x->stale_ms, detail, sizeof detail);
+        if (x->out != NULL && x->n < x->max) {
+                snprintf(x->out[x->n].id, sizeof x->out[x->n].id, "%s", row->id);
+                snprintf(x->out[x->n].state, sizeof x->out[x->n].state, "%s", st);
+                x->out[x->n].self = self;
+        }
+        x->n++;
+        if (x->arr != NULL) {
+                cJSON *o = cJSON_CreateObject();
+                if (o == NULL)
+                        return 1;
+                cJSON_AddStringToObject(o, "id", row->id);
+                if (!x->brief)
+                        cJSON_AddStringToObject(o, "address", row->address);
+                cJSON_AddStringToObject(o, "version", row->version);
+                cJSON_AddNumberToObject(o, "schema", row->schema);
+                cJSON_AddStringToObject(o, "state", st);
+                if (!x->brief)
+                        cJSON_AddStringToObject(o, "detail", detail);
+                cJSON_AddNumberToObject(o, "started_ms", (double)row->started_ms);
+                cJSON_AddNumberToObject(o, "seen_ms", (double)row->seen_ms);
+                cJSON_AddNumberToObject(o, "age_ms", (double)row->age_ms);
+                cJSON_AddBoolToObject(o, "self", self);
+                cJSON_AddItemToArray(x->arr, o);
+        }
+        return 0;
+}
+
+size_t custody_fleet_nodes(struct custody *c, struct custody_node *out, size_t max)
+{
+        struct fleet *f = c->fleet;
+        if (f == NULL)
+                return 0;
+        struct nodes_ctx x = { .f = f, .stale_ms = 3 * c->cfg->db.heartbeat_ms, .out = out,
+                               .max = max };
+        if (!kw_ok(kw_pg_node_list(f->pg, nodes_cb, &x, NULL)) || x.n == 0) {
+                /* the database unreachable: this node alone, as it sees itself */
+                char why[FLEET_DETAIL_MAX];
+                snprintf(out[0].id, sizeof out[0].id, "%s", f->node);
+                snprintf(out[0].state, sizeof out[0].state, "%s", custody_fleet_state(c, why));
+                out[0].self = 1;
+                return 1;
+        }
+        return x.n < max ? x.n : max;
+}
+
+/* KW_OP_NODES: the whole list for the admin API; for an unauthenticated
+ * caller (the front's /metrics) the states without addresses or details. */
+kw_result op_nodes(struct custody *c, const struct kw_msg *req, struct op_caller *who,
+                   struct kw_buf *reply)
+{
+        (void)req;
+        int brief = who->ctx.kind == KW_CALLER_PUBLIC;
+        const struct kw_config *cfg = c->cfg;
+        struct fleet *f = c->fleet;
+        cJSON *d = cJSON_CreateObject();
+        cJSON *arr = d != NULL ? cJSON_CreateArray() : NULL;
+        if (arr == NULL) {
+                cJSON_Delete(d);
+                KW_BAIL(KW_ERR_NOMEM);
+        }
+        char node[65], why[FLEET_DETAIL_MAX];
+        kw_config_node_name(cfg, node);
+        const char *st = custody_fleet_state(c, why);
+        cJSON_AddStringToObject(d, "engine", f != NULL ? "postgresql" : "sqlcipher");
+        cJSON_AddStringToObject(d, "self", node);
+        cJSON_AddStringToObject(d, "state", st);
+        if (!brief)
+                cJSON_AddStringToObject(d, "detail", why);
+        unsigned bad = 0;
+        kw_result r = KW_OK;
+        if (f != NULL) {
+                struct nodes_ctx x = { .f = f, .stale_ms = 3 * cfg->db.heartbeat_ms, .arr = arr,
+                                       .brief = brief };
+                r = kw_pg_node_list(f->pg, nodes_cb, &x, &bad);
+                if (!kw_ok(r)) {
+                        cJSON_Delete(arr);
+                        cJSON_Delete(d);
+                        return r;
+                }
+                if (bad > 0)
+                        kw_log(KW_LOG_ERROR, "fleet_node_rows_tampered", "rows", bad == 1 ? "1" : "several",
+                               "hint", "node rows whose MAC fails were left out of the list", KW_END);
+        } else {
+                struct kw_node_row me;
+                memset(&me, 0, sizeof me);
+                snprintf(me.id, sizeof me.id, "%s", node);
+                snprintf(me.address, sizeof me.address, "%s", cfg->http.listen);
+                snprintf(me.version, sizeof me.version, "%s", KEYWARD_VERSION);
+                me.schema = kw_keystore_schema_version(c->ks);
+                snprintf(me.state, sizeof me.state, "ACTIVE");
+                me.seen_ms = wall_ms();
+                struct fleet self = { .c = c };
+                snprintf(self.node, sizeof self.node, "%s", node);
+                struct nodes_ctx x = { .f = &self, .stale_ms = INT64_MAX, .arr = arr,
+                                       .brief = brief };
+                nodes_cb(&me, &x);
+        }
+        cJSON_AddItemToObject(d, "nodes", arr);
+        cJSON_AddNumberToObject(d, "rows_failing_mac", bad);
+        return reply_json(reply, d);
+}
+
+void custody_fleet_status_json(struct custody *c, cJSON *d)
+{
+        char node[65], why[FLEET_DETAIL_MAX];
+        kw_config_node_name(c->cfg, node);
+        const char *st = custody_fleet_state(c, why);
+        cJSON_AddStringToObject(d, "node", node);
+        cJSON_AddStringToObject(d, "engine", c->fleet != NULL ? "postgresql" : "sqlcipher");
+        cJSON_AddStringToObject(d, "db_state", strcmp(st, "ACTIVE") == 0 ? "ok" : "unavailable");
+        if (c->fleet != NULL) {
+                cJSON_AddStringToObject(d, "node_state", st);
+                cJSON_AddStringToObject(d, "node_detail", why);
+                pthread_mutex_lock(&c->fleet->mu);
+                cJSON_AddNumberToObject(d, "fleet_changes_total", (double)c->fleet->changes);
+                cJSON_AddNumberToObject(d, "fleet_resyncs_total", (double)c->fleet->resyncs);
+                pthread_mutex_unlock(&c->fleet->mu);
+        }
+}
