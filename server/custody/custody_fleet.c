@@ -15,7 +15,9 @@
  * custody_keys.c key_load) and drops the key's cache entry; an XKS change
  * reloads the store table; a user's change ends the sessions of a user who
  * no longer exists; "anything may have changed" (a reconnect, or the change
- * counter moved without a notification) does all of that for everything.
+ * counter moved without a notification) does all of that for everything,
+ * and a counter that went back (the database restored from an older
+ * snapshot) is logged as an error first.
  *
  * The database unreachable: the listener's connection drops, or a
  * heartbeat fails.  The node is DEGRADED: cached keys keep serving;
@@ -267,6 +269,12 @@ static void on_change(enum kw_pg_change kind, const char *name, void *arg)
                 break;
         case KW_PG_CHANGE_ALL:
         default:
+                if (strcmp(name, "rollback") == 0)
+                        kw_log(KW_LOG_ERROR, "fleet_db_rolled_back", "node", f->node,
+                               "hint", "the fleet's change counter went back: the database was "
+                                       "restored from an older snapshot; changes made since it "
+                                       "(disabled keys, revoked tokens) may be undone: review the "
+                                       "audit", KW_END);
                 drop_all(c);
                 kw_ignore(custody_xks_reload(c));
                 break;
