@@ -111,12 +111,17 @@ static kw_result op_ping(struct custody *c, const struct kw_msg *req, struct op_
                          struct kw_buf *reply)
 {
         (void)req; (void)who;
-        if (c->rt == NULL || retention_warning_codes(c->rt, NULL) == 0)
+        char why[161];
+        const char *fleet = custody_fleet_state(c, why);
+        int db_down = strcmp(fleet, "ACTIVE") != 0;
+        if (!db_down && (c->rt == NULL || retention_warning_codes(c->rt, NULL) == 0))
                 return KW_OK;
         cJSON *d = cJSON_CreateObject();
         KW_ENSURE(d != NULL, KW_ERR_NOMEM);
         cJSON *arr = cJSON_AddArrayToObject(d, "warnings");
-        if (arr != NULL)
+        if (arr != NULL && db_down)   /* a fleet node serving from its cache */
+                cJSON_AddItemToArray(arr, cJSON_CreateString("db_unavailable"));
+        if (arr != NULL && c->rt != NULL)
                 retention_warning_codes(c->rt, arr);
         return reply_json(reply, d);
 }
