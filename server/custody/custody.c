@@ -413,7 +413,9 @@ void custody_handle(struct custody *c, const uint8_t *p, size_t n, struct kw_buf
          * so the why is logged here */
         int fault = r.code <= KW_ERR_CRYPTO && r.code != KW_ERR_DECRYPT &&
                     r.code != KW_ERR_HSM_UNAVAILABLE && r.code != KW_ERR_HSM_TIMEOUT &&
-                    r.code != KW_ERR_HSM_UNWRAP;
+                    r.code != KW_ERR_HSM_UNWRAP &&
+                    /* a fleet's database away: logged once by custody_fleet.c */
+                    r.code != KW_ERR_DB_UNAVAILABLE;
         if (fault || kw_log_enabled(KW_LOG_DEBUG))
                 kw_log(fault ? KW_LOG_ERROR : KW_LOG_DEBUG, "custody_error", "op",
                        row ? row->name : "?", "error", kw_err_name(r.code), "detail", detail,
