@@ -73,8 +73,18 @@ static const uint8_t zero_hash[HLEN];
 
 /* ------------------------------------------------------------------ SQL */
 
-#define SQL_HEAD "SELECT seq, hash, mac FROM audit_head WHERE id = 1"
-#define SQL_HEAD_LOCK SQL_HEAD " FOR UPDATE"
+#define SQL_HEAD "SELECT seq, hash, mac, 0 FROM audit_head WHERE id = 1"
+/* The head locked until COMMIT, and whether a record is stored past it (an
+ * old head put back with its MAC).  Waiting for the lock, READ COMMITTED
+ * re-reads the head row while the subqueries keep the statement's snapshot,
+ * which does not hold what the previous holder appended: no false alarm. */
+#define SQL_HEAD_LOCK                                                                    \
+        "SELECT h.seq, h.hash, h.mac,"                                                  \
+        " (EXISTS (SELECT 1 FROM audit a WHERE a.seq > h.seq)"                          \
+        " OR EXISTS (SELECT 1 FROM audit_batch b WHERE b.first_seq > h.seq)"            \
+        " OR coalesce((SELECT b.last_seq FROM audit_batch b WHERE b.first_seq <= h.seq"  \
+        " ORDER BY b.first_seq DESC LIMIT 1), 0) > h.seq)::int"                         \
+        " FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h"
 #define SQL_HEAD_SET "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1"
 #define SQL_ROW_INSERT                                                                       \
         "INSERT INTO audit (seq, ts_ms, actor, action, key_name, result, detail, request_id," \
@@ -160,10 +170,11 @@ struct head {
         uint8_t hash[HLEN];
 };
 
-enum head_state { HEAD_OK, HEAD_MISSING, HEAD_BAD_MAC };
+enum head_state { HEAD_OK, HEAD_MISSING, HEAD_BAD_MAC, HEAD_BEHIND };
 
 /* The head row (locked FOR UPDATE with lock), its MAC checked: *ret_state
- * says whether it holds; KW_ERR_SEALED without the MAC key. */
+ * says whether it holds (with lock: HEAD_BEHIND when records are stored
+ * past it); KW_ERR_SEALED without the MAC key. */
 static kw_result head_read(struct kw_pgstore *pg, struct pg_conn *c, int lock, struct head *h,
                            enum head_state *ret_state)
 {
@@ -174,10 +185,10 @@ static kw_result head_read(struct kw_pgstore *pg, struct pg_conn *c, int lock, s
                 *ret_state = HEAD_MISSING;
                 return KW_OK;
         }
-        int64_t seq = 0;
+        int64_t seq = 0, ahead = 0;
         const uint8_t *hash = NULL, *mac = NULL;
         size_t hash_len = 0, mac_len = 0;
-        if (!kw_ok(pg_col_i64(res, 0, 0, &seq)) || !kw_ok(pg_col_bytes(res, 0, 1, &hash, &hash_len)) ||
+        if (!kw_ok(pg_col_i64(res, 0, 0, &seq)) || !kw_ok(pg_col_i64(res, 0, 3, &ahead)) || !kw_ok(pg_col_bytes(res, 0, 1, &hash, &hash_len)) ||
             !kw_ok(pg_col_bytes(res, 0, 2, &mac, &mac_len)) || seq < 0 || hash == NULL ||
             hash_len != HLEN) {
                 *ret_state = HEAD_BAD_MAC;
@@ -194,6 +205,8 @@ static kw_result head_read(struct kw_pgstore *pg, struct pg_conn *c, int lock, s
                         return r;
                 *ret_state = r.code == 0 ? HEAD_OK : HEAD_BAD_MAC;
         }
+        if (*ret_state == HEAD_OK && ahead != 0)
+                *ret_state = HEAD_BEHIND;
         h->seq = (uint64_t)seq;
         memcpy(h->hash, hash, HLEN);
         return KW_OK;
@@ -207,6 +220,10 @@ static kw_result head_lock(struct kw_pgstore *pg, struct pg_conn *c, struct head
         if (st == HEAD_MISSING)
                 return KW_FAIL(KW_ERR_DB_TAMPERED, "the audit chain's head (audit_head) is missing: "
                                                    "it was changed outside keyward");
+        if (st == HEAD_BEHIND)
+                return KW_FAIL(KW_ERR_DB_TAMPERED, "audit records are stored past the chain's head "
+                                                   "(seq %llu): it was set back outside keyward",
+                               (unsigned long long)h->seq);
         if (st != HEAD_OK)
                 return KW_FAIL(KW_ERR_DB_TAMPERED, "row audit_head/1 fails its MAC: it was changed "
                                                    "outside keyward");
