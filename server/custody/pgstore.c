@@ -758,6 +758,14 @@ static kw_result conn_params_build(const struct kw_pg_options *o, const char *no
         return KW_OK;
 }
 
+/* libpq prints notices and asynchronous errors to stderr by default;
+ * library code does not log (the error reaches the caller as a result). */
+static void quiet_notice(void *arg, const char *message)
+{
+        (void)arg;
+        (void)message;
+}
+
 static kw_result connect_one(const struct conn_params *cp, PGconn **ret)
 {
         PGconn *conn = PQconnectdbParams(cp->kw, cp->val, 0);
@@ -766,6 +774,7 @@ static kw_result connect_one(const struct conn_params *cp, PGconn **ret)
                 PQfinish(conn);
                 return r;
         }
+        PQsetNoticeProcessor(conn, quiet_notice, NULL);
         *ret = conn;
         return KW_OK;
 }
@@ -1096,12 +1105,17 @@ kw_result kw_pg_mac_key_blob(struct kw_pgstore *pg, const uint8_t *proposed, siz
         if (kw_ok(r))
                 r = pg_exec(pg, c, "SELECT v FROM kw_meta WHERE k = 'row_mac_key'", NULL,
                             "row-MAC key", &res);
-        if (kw_ok(r) && PQntuples(res) != 1) {
-                kw_err_set_detail("the fleet has no row-MAC key yet");
-                r = KW_RESULT(KW_ERR_NOT_FOUND);
-        }
         const uint8_t *b = NULL;
         size_t n = 0;
+        int have = kw_ok(r) && PQntuples(res) == 1;
+        if (kw_ok(r) && !have) {
+                /* a pure read (proposed NULL) of a fleet without a key yet:
+                 * nothing appended.  With a proposal a row always exists. */
+                if (proposed != NULL && proposed_len > 0)
+                        r = KW_FAIL(KW_ERR_STORAGE, "the fleet's row-MAC key was not stored");
+                pg_release(pg, c);
+                return r;
+        }
         if (kw_ok(r))
                 r = pg_col_bytes(res, 0, 0, &b, &n);
         if (kw_ok(r) && (b == NULL || n == 0)) {
