@@ -751,6 +751,10 @@ static kw_result conn_params_build(const struct kw_pg_options *o, const char *no
                 KW_TRY(cp_add(cp, "keepalives_interval", "3"));
         if (opt_val(cp->opts, "keepalives_count") == NULL)
                 KW_TRY(cp_add(cp, "keepalives_count", "3"));
+        /* ... and one that stops acknowledging a query is given up after
+         * 10 s instead of the kernel's ~15 min of retransmissions */
+        if (opt_val(cp->opts, "tcp_user_timeout") == NULL)
+                KW_TRY(cp_add(cp, "tcp_user_timeout", "10000"));
         if (o->password_file != NULL && o->password_file[0] != '\0') {
                 KW_TRY(read_password(o->password_file, &cp->password));
                 KW_TRY(cp_add(cp, "password", (const char *)cp->password.p));

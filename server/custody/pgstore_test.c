@@ -1410,6 +1410,55 @@ static void pgstore_nodes_heartbeat_list_forget(void **state)
         assert_int_equal(kw_pg_node_heartbeat(f->pg, &bad_row).code, KW_ERR_BAD_FIELD);
 }
 
+static void pgstore_mutation_audit_failure_rolls_back(void **state)
+{
+        struct fx *f = *state;
+        insert_key(f->pg, 1, "k1", "AES", "enabled", NULL);
+        int64_t g0 = gen_now(), a0 = audit_rows();
+        /* the audit head changed outside keyward: the append refuses, and the
+         * whole mutation with it */
+        sql("UPDATE audit_head SET hash = decode(repeat('11', 32), 'hex')");
+        struct kw_key_row r = key_row(2, "k2", "AES", "enabled", NULL);
+        kw_result res = kw_pg_key_insert(f->pg, &r, blob1, sizeof blob1, NULL);
+        assert_int_equal(res.code, KW_ERR_DB_TAMPERED);
+        assert_int_equal(gen_now(), g0);
+        assert_int_equal(audit_rows(), a0);
+        assert_int_equal(sql_int("SELECT count(*) FROM keys"), 1);
+        assert_int_equal(sql_int("SELECT count(*) FROM key_versions"), 1);
+        char id[33];
+        make_id(id, 1);
+        assert_int_equal(kw_pg_key_destroy(f->pg, id, NULL).code, KW_ERR_DB_TAMPERED);
+        struct kw_key_row g;
+        memset(&g, 0, sizeof g);
+        assert_int_equal(kw_pg_key_get(f->pg, "k1", &g).code, 0);
+        assert_string_equal(g.state, "enabled");
+        kw_key_row_clear(&g);
+}
+
+static void pgstore_mutations_wait_for_the_change_lock_then_time_out(void **state)
+{
+        (void)state;
+        struct kw_pg_options o = opts("node-b", 1);
+        o.statement_timeout_ms = 500;
+        struct kw_pgstore *b = NULL;
+        assert_int_equal(kw_pg_open(&o, &b).code, 0);
+        kw_pg_set_mac_key(b, mac_key);
+        /* another node's transaction holds kw_change */
+        sql("BEGIN");
+        sql("UPDATE kw_change SET gen = gen");
+        struct kw_key_row r = key_row(1, "k1", "AES", "enabled", NULL);
+        kw_result res = kw_pg_key_insert(b, &r, blob1, sizeof blob1, NULL);
+        assert_int_equal(res.code, KW_ERR_DB_UNAVAILABLE);
+        assert_non_null(strstr(kw_err_detail(), "57014"));
+        /* reads do not wait for it */
+        uint64_t n = 9;
+        assert_int_equal(kw_pg_key_count(b, &n).code, 0);
+        assert_int_equal(n, 0);
+        sql("ROLLBACK");
+        assert_int_equal(kw_pg_key_insert(b, &r, blob1, sizeof blob1, NULL).code, 0);
+        kw_pg_close(b);
+}
+
 /* Stops the cluster (pg_ctl stop -m fast) or starts it again. */
 static void pg_ctl(const char *verb)
 {
@@ -1484,6 +1533,8 @@ int main(void)
                 T(pgstore_listener_backstop_reports_unannounced_change),
                 T(pgstore_listener_and_pool_reconnect),
                 T(pgstore_nodes_heartbeat_list_forget),
+                T(pgstore_mutation_audit_failure_rolls_back),
+                T(pgstore_mutations_wait_for_the_change_lock_then_time_out),
                 T(pgstore_database_down_is_unavailable_then_recovers),
 #undef T
         };
