@@ -21,7 +21,12 @@
  *   - Listener: a gen read from kw_change that no notification announced is
  *     reported as KW_PG_CHANGE_ALL at the next poll only if notifications
  *     still have not caught up by then (a NOTIFY may arrive a moment after
- *     the commit is visible): the backstop reacts within 2 x poll_ms.
+ *     the commit is visible): the backstop reacts within 2 x poll_ms.  A gen
+ *     read LOWER than the highest one read before (a restored or rolled
+ *     back database) is KW_PG_CHANGE_ALL named "rollback" (at a poll, or at
+ *     the reconnect after the restore); every other ALL is named "".  Only
+ *     gens read from kw_change count for that, never a notification's
+ *     (anyone with database access can NOTIFY).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1259,6 +1264,8 @@ struct listen_state {
         uint64_t announced;     /* the highest gen notifications (or polls) covered */
         uint64_t suspect;       /* a gen read at the last poll that notifications had
                                    not covered yet (0: none)                        */
+        uint64_t highest;       /* the highest gen read from kw_change (polls only:
+                                   a NOTIFY anyone with database access can send)   */
 };
 
 static void drain_notifies(struct kw_pgstore *pg, PGconn *conn, struct listen_state *ls)
@@ -1302,6 +1309,16 @@ static int poll_gen(struct kw_pgstore *pg, PGconn *conn, struct listen_state *ls
         if (!ok)
                 return 0;
         drain_notifies(pg, conn, ls);
+        if (g < ls->highest) {
+                /* the counter went back: the database was restored to an
+                 * older state (or rolled back to a snapshot) */
+                if (l->changed != NULL)
+                        l->changed(KW_PG_CHANGE_ALL, "rollback", l->arg);
+                ls->highest = ls->announced = g;
+                ls->suspect = 0;
+                return 1;
+        }
+        ls->highest = g;
         if (ls->suspect != 0 && ls->announced < ls->suspect) {
                 /* a commit that no notification announced within a poll */
                 if (l->changed != NULL)
@@ -1325,21 +1342,22 @@ static void *listener_main(void *arg)
         char why[512];
         int64_t next_poll = mono_ms() + poll_ms;
         /* the baseline gen was read by kw_pg_listen_start */
-        ls.announced = pg->listen_baseline;
+        ls.announced = ls.highest = pg->listen_baseline;
         while (!stop) {
                 if (!up) {
                         if (wait_stop(pg, PG_RECONNECT_MS))
                                 break;
                         uint64_t g = 0;
                         if (listener_reconnect(pg, conn, &stop) && listen_setup(conn, &g)) {
+                                int back = g < ls.highest;
                                 up = 1;
-                                ls.announced = g;
+                                ls.announced = ls.highest = g;
                                 ls.suspect = 0;
                                 next_poll = mono_ms() + poll_ms;
                                 if (l->state != NULL)
                                         l->state(1, "", l->arg);
                                 if (l->changed != NULL)
-                                        l->changed(KW_PG_CHANGE_ALL, "", l->arg);
+                                        l->changed(KW_PG_CHANGE_ALL, back ? "rollback" : "", l->arg);
                         }
                         continue;
                 }

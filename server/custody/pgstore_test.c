@@ -742,6 +742,37 @@ static void pgstore_due_deletions_lists_due_keys(void **state)
         assert_int_equal(key_count(f->pg), 1);
 }
 
+static void pgstore_key_destroy_due_checks_in_tx(void **state)
+{
+        struct fx *f = *state;
+        insert_key(f->pg, 1, "live", "AES", "enabled", NULL);
+        insert_key(f->pg, 2, "due", "AES", "pending_deletion", NULL);
+        struct kw_key_row g;
+        memset(&g, 0, sizeof g);
+        assert_int_equal(kw_pg_key_get(f->pg, "due", &g).code, 0);
+        g.delete_at = 2000;
+        assert_int_equal(kw_pg_key_update(f->pg, &g, NULL).code, 0);
+        kw_key_row_clear(&g);
+        char id1[33], id2[33];
+        make_id(id1, 1);
+        make_id(id2, 2);
+        int64_t a0 = audit_rows(), g0 = gen_now();
+        assert_int_equal(kw_pg_key_destroy_due(f->pg, id1, 5000, NULL).code, KW_ERR_BAD_STATE);
+        assert_string_equal(kw_err_detail(), "the key's deletion is no longer due (cancelled or moved)");
+        assert_int_equal(kw_pg_key_destroy_due(f->pg, id2, 1999, NULL).code, KW_ERR_BAD_STATE);
+        assert_int_equal(kw_pg_key_destroy_due(f->pg, id2, 0, NULL).code, KW_ERR_INPUT);
+        assert_int_equal(audit_rows(), a0);
+        assert_int_equal(gen_now(), g0);
+        assert_int_equal(sql_int("SELECT count(*) FROM key_versions"), 2);
+        assert_int_equal(kw_pg_key_destroy_due(f->pg, id2, 2000, NULL).code, 0);
+        assert_int_equal(kw_pg_key_destroy_due(f->pg, id2, 2000, NULL).code, KW_ERR_KEY_DESTROYED);
+        assert_int_equal(sql_int("SELECT count(*) FROM key_versions"), 1);
+        assert_int_equal(kw_pg_key_get(f->pg, "due", &g).code, 0);
+        assert_string_equal(g.state, "destroyed");
+        kw_key_row_clear(&g);
+        assert_int_equal(audit_rows(), a0 + 1);
+}
+
 /* ---------------------------------------------------------------- tokens */
 
 struct toks {
@@ -1249,6 +1280,13 @@ static int has_token(const struct events *e)
         return 0;
 }
 static int has_all(const struct events *e) { return e->all > 0; }
+static int has_rollback(const struct events *e)
+{
+        for (int i = 0; i < e->n && i < 64; i++)
+                if (e->kind[i] == KW_PG_CHANGE_ALL && strcmp(e->name[i], "rollback") == 0)
+                        return 1;
+        return 0;
+}
 static int has_down(const struct events *e) { return e->downs > 0; }
 static int has_up_and_all(const struct events *e) { return e->ups > 0 && e->all > 0; }
 
@@ -1313,6 +1351,10 @@ static void pgstore_listener_backstop_reports_unannounced_change(void **state)
         assert_int_equal(ev.all, 0);
         sql("UPDATE kw_change SET gen = gen + 1");   /* a change that no NOTIFY announces */
         assert_true(ev_wait(&ev, has_all, 1000));
+        pthread_mutex_lock(&ev.mu);
+        assert_false(has_rollback(&ev));
+        assert_string_equal(ev.name[ev.n - 1], "");
+        pthread_mutex_unlock(&ev.mu);
         /* a malformed notification is ALL too */
         int all0 = ev.all;
         sql("NOTIFY keyward_changes, 'garbage'");
@@ -1321,6 +1363,35 @@ static void pgstore_listener_backstop_reports_unannounced_change(void **state)
         usleep(300000);
         pthread_mutex_lock(&ev.mu);
         assert_true(ev.all >= all0 + 3);
+        pthread_mutex_unlock(&ev.mu);
+}
+
+static void pgstore_listener_reports_a_rolled_back_counter(void **state)
+{
+        struct fx *f = *state;
+        struct events ev = { .mu = PTHREAD_MUTEX_INITIALIZER };
+        struct kw_pg_listener l = { .changed = ev_changed, .state = ev_state, .arg = &ev,
+                                    .poll_ms = 100 };
+        insert_key(f->pg, 1, "k1", "AES", "enabled", NULL);
+        assert_int_equal(kw_pg_listen_start(f->pg, &l).code, 0);
+        insert_key(f->pg, 2, "k2", "AES", "enabled", NULL);
+        insert_key(f->pg, 3, "k3", "AES", "enabled", NULL);
+        usleep(400000);     /* polls have read gen 3 */
+        pthread_mutex_lock(&ev.mu);
+        assert_int_equal(ev.all, 0);
+        for (int i = 0; i < ev.n; i++)
+                assert_int_equal(ev.kind[i], KW_PG_CHANGE_KEY);
+        pthread_mutex_unlock(&ev.mu);
+        sql("UPDATE kw_change SET gen = 0");   /* as a restore of an older backup would */
+        assert_true(ev_wait(&ev, has_rollback, 1000));
+        /* and it goes on from there: the next change is a plain one */
+        int n0 = ev.n;
+        insert_key(f->pg, 4, "k4", "AES", "enabled", NULL);
+        usleep(400000);
+        pthread_mutex_lock(&ev.mu);
+        assert_int_equal(ev.n, n0 + 1);
+        assert_int_equal(ev.kind[n0], KW_PG_CHANGE_KEY);
+        assert_string_equal(ev.name[n0], "k4");
         pthread_mutex_unlock(&ev.mu);
 }
 
@@ -1521,6 +1592,7 @@ int main(void)
                 T(pgstore_key_update_writes_mutable_columns),
                 T(pgstore_key_versions_destroy_tombstone),
                 T(pgstore_due_deletions_lists_due_keys),
+                T(pgstore_key_destroy_due_checks_in_tx),
                 T(pgstore_token_lifecycle),
                 T(pgstore_user_lifecycle_and_lockout),
                 T(pgstore_xks_store_insert_rotate_prune_delete),
@@ -1531,6 +1603,7 @@ int main(void)
                 T(pgstore_threads_and_two_nodes_share_one_chain),
                 T(pgstore_listener_sees_another_nodes_change_within_1s),
                 T(pgstore_listener_backstop_reports_unannounced_change),
+                T(pgstore_listener_reports_a_rolled_back_counter),
                 T(pgstore_listener_and_pool_reconnect),
                 T(pgstore_nodes_heartbeat_list_forget),
                 T(pgstore_mutation_audit_failure_rolls_back),
