@@ -75,16 +75,17 @@ static const uint8_t zero_hash[HLEN];
 
 #define SQL_HEAD "SELECT seq, hash, mac, 0 FROM audit_head WHERE id = 1"
 /* The head locked until COMMIT, and whether a record is stored past it (an
- * old head put back with its MAC).  Waiting for the lock, READ COMMITTED
- * re-reads the head row while the subqueries keep the statement's snapshot,
- * which does not hold what the previous holder appended: no false alarm. */
+ * old head put back with its MAC): the highest row seq, and the last seq of
+ * the batch that starts last (two index probes: EXISTS (... seq > h.seq)
+ * would be planned as a scan of the table).  Waiting for the lock, READ
+ * COMMITTED re-reads the head row while the subqueries keep the
+ * statement's snapshot, which does not hold what the previous holder
+ * appended: no false alarm. */
 #define SQL_HEAD_LOCK                                                                    \
         "SELECT h.seq, h.hash, h.mac,"                                                  \
-        " (EXISTS (SELECT 1 FROM audit a WHERE a.seq > h.seq)"                          \
-        " OR EXISTS (SELECT 1 FROM audit_batch b WHERE b.first_seq > h.seq)"            \
-        " OR coalesce((SELECT b.last_seq FROM audit_batch b WHERE b.first_seq <= h.seq"  \
-        " ORDER BY b.first_seq DESC LIMIT 1), 0) > h.seq)::int"                         \
-        " FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h"
+        " (coalesce((SELECT max(seq) FROM audit), 0) > h.seq"                           \
+        " OR coalesce((SELECT last_seq FROM audit_batch ORDER BY first_seq DESC LIMIT 1), 0)" \
+        " > h.seq)::int FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h"
 #define SQL_HEAD_SET "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1"
 #define SQL_ROW_INSERT                                                                       \
         "INSERT INTO audit (seq, ts_ms, actor, action, key_name, result, detail, request_id," \
@@ -103,13 +104,17 @@ static const uint8_t zero_hash[HLEN];
         "INSERT INTO audit_checkpoint (" CHECKPOINT_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 #define ROW_COLS "seq, ts_ms, actor, action, key_name, result, detail, request_id, prev_hash, hash"
 #define BATCH_COLS "b.first_seq, b.last_seq, b.min_ts_ms, b.max_ts_ms, b.prev_hash, b.hash, b.data"
-/* The names of deleted batches: one index range per distinct name, found by
- * skipping from name to name (a loose index scan, no scan of the table). */
+/* The names of deleted batches: the distinct names found by skipping from
+ * name to name (a loose index scan), then for each its index range up to
+ * $1 (OFFSET 0 keeps the planner from turning that into a scan of the
+ * whole table), deleted by ctid. */
 #define SQL_PRUNE_NAMES                                                                   \
         "WITH RECURSIVE n(name) AS (SELECT min(name) FROM audit_batch_name"                \
         " UNION ALL SELECT (SELECT min(name) FROM audit_batch_name WHERE name > n.name)"  \
         " FROM n WHERE n.name IS NOT NULL)"                                               \
-        " DELETE FROM audit_batch_name a USING n WHERE a.name = n.name AND a.first_seq <= $1"
+        " DELETE FROM audit_batch_name WHERE ctid = ANY (ARRAY(SELECT x.ctid FROM n"      \
+        " CROSS JOIN LATERAL (SELECT b.ctid FROM audit_batch_name b WHERE b.name = n.name" \
+        " AND b.first_seq <= $1 OFFSET 0) x))"
 
 /* ---------------------------------------------------------------- helpers */
 
