@@ -80,6 +80,7 @@ struct kw_pgstore {
         int listening;                     /* the thread runs                        */
         int stop_pipe[2];                  /* kw_pg_close writes a byte to stop it   */
         struct kw_pg_listener listener;
+        uint64_t listen_baseline;          /* kw_change.gen when LISTEN started     */
 };
 
 /* ---- the pool (pgstore.c) ---- */
@@ -207,6 +208,14 @@ kw_result pg_row_mac(struct kw_pgstore *pg, const char *table, const struct pg_f
 kw_result pg_row_verify(struct kw_pgstore *pg, const char *table, const char *pk,
                         const struct pg_field *fields, size_t n, const uint8_t *mac,
                         size_t mac_len);
+
+/* Verifies row `row` of res whose columns 0..ncols-1 are the table's
+ * columns in the contract's order (mac excluded) and whose column mac_col is
+ * the mac: integers (int2/int4/int8) as decimal text, NULL as NULL, any
+ * other type as its bytes (binary results).  KW_ERR_DB_TAMPERED as
+ * pg_row_verify. */
+kw_result pg_res_verify(struct kw_pgstore *pg, const PGresult *res, int row, const char *table,
+                        const char *pk, int ncols, int mac_col);
 
 /* ---- small helpers (pgstore.c) ---- */
 int64_t pg_now_s(void);
