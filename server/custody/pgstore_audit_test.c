@@ -355,6 +355,44 @@ static void pgstore_audit_append_is_one_row_per_batch_one_chain(void **state)
         assert_int_equal(raw_int(f, "SELECT length(mac) FROM audit_head"), 32);
 }
 
+/* A mutation's audit row (pgstore_keys.c's key insert) joins the chain in
+ * the mutation's transaction: a refused mutation leaves no row and the
+ * head where it was. */
+static void pgstore_audit_mutation_row_is_in_its_transaction(void **state)
+{
+        struct fx *f = *state;
+        append_uses(f->a, 5, 1, 1000);
+        struct kw_key_row k;
+        memset(&k, 0, sizeof k);
+        snprintf(k.id, sizeof k.id, "%032x", 7);
+        snprintf(k.name, sizeof k.name, "orders");
+        snprintf(k.type, sizeof k.type, "AES");
+        snprintf(k.state, sizeof k.state, "enabled");
+        k.size = 256;
+        k.ops = 15;
+        k.current_version = 1;
+        k.tags_json = (char *)"{}";
+        k.rules_json = (char *)"{}";
+        static const uint8_t blob[] = "sealed";
+        struct kw_audit_entry a = { .actor = "token:t(admin)", .action = "key.create",
+                                    .key_name = "orders", .result = "ok", .request_id = "q1" };
+        kw_result r = kw_pg_key_insert(f->b, &k, blob, sizeof blob, &a);
+        if (!kw_ok(r))
+                fail_msg("key insert: %d %s", r.code, kw_err_detail());
+        assert_int_equal(raw_int(f, "SELECT seq FROM audit WHERE action = 'key.create'"), 6);
+        assert_int_equal(kw_pg_key_insert(f->a, &k, blob, sizeof blob, &a).code, KW_ERR_EXISTS);
+        assert_int_equal(raw_int(f, "SELECT count(*) FROM audit"), 1);
+        assert_int_equal(raw_int(f, "SELECT seq FROM audit_head"), 6);
+        append_uses(f->a, 5, 2, 2000);
+        struct kw_audit_verify v = verify(f->a);
+        assert_int_equal(v.first_bad_seq, 0);
+        assert_int_equal(v.records, 11);
+        static struct got g;
+        query_all(f->b, 0, "orders", NULL, 10, &g);
+        assert_int_equal(g.n, 1);
+        assert_string_equal(g.f[0][5], "q1");
+}
+
 /* What append refuses writes nothing. */
 static void pgstore_audit_append_refuses_and_writes_nothing(void **state)
 {
@@ -947,6 +985,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
                 T(pgstore_audit_two_nodes_append_concurrently_one_chain),
                 T(pgstore_audit_append_is_one_row_per_batch_one_chain),
+                T(pgstore_audit_mutation_row_is_in_its_transaction),
                 T(pgstore_audit_append_refuses_and_writes_nothing),
                 T(pgstore_audit_query_filters_and_paging_across_rows_and_batches),
                 T(pgstore_audit_query_filter_actor_prefix_and_time),
