@@ -29,9 +29,10 @@
  *
  * Choices made here:
  *   - audit_batch_name holds "k:<key>" / "a:<action>" only for names of at
- *     most KW_AUDIT_NAME_MAX bytes: a query never asks for a longer one
- *     (KW_ERR_TOO_LARGE), and PostgreSQL's btree refuses entries past
- *     about 2.7 kB, which would fail the whole flush;
+ *     most KW_AUDIT_NAME_MAX bytes of valid UTF-8: a query never asks for
+ *     a longer one (KW_ERR_TOO_LARGE), PostgreSQL's btree refuses entries
+ *     past about 2.7 kB and a UTF-8 database refuses other text, either of
+ *     which would fail the whole flush (the records themselves are bytea);
  *   - read_oldest checks, like audit_read.c, the chain from the newest
  *     checkpoint (MAC checked) through what it hands out, and the head too
  *     when it reads to the end; a rewritten prefix that is not read to the
@@ -53,6 +54,7 @@
 
 #include <openssl/crypto.h>
 
+#include "../common/json_io.h"
 #include "pgstore_int.h"
 
 #define AUDIT_APPEND_MAX 65536u          /* records per kw_pg_audit_append       */
@@ -75,16 +77,17 @@ static const uint8_t zero_hash[HLEN];
 
 #define SQL_HEAD "SELECT seq, hash, mac, 0 FROM audit_head WHERE id = 1"
 /* The head locked until COMMIT, and whether a record is stored past it (an
- * old head put back with its MAC).  Waiting for the lock, READ COMMITTED
- * re-reads the head row while the subqueries keep the statement's snapshot,
- * which does not hold what the previous holder appended: no false alarm. */
+ * old head put back with its MAC): the highest row seq, and the last seq of
+ * the batch that starts last (two index probes: EXISTS (... seq > h.seq)
+ * would be planned as a scan of the table).  Waiting for the lock, READ
+ * COMMITTED re-reads the head row while the subqueries keep the
+ * statement's snapshot, which does not hold what the previous holder
+ * appended: no false alarm. */
 #define SQL_HEAD_LOCK                                                                    \
         "SELECT h.seq, h.hash, h.mac,"                                                  \
-        " (EXISTS (SELECT 1 FROM audit a WHERE a.seq > h.seq)"                          \
-        " OR EXISTS (SELECT 1 FROM audit_batch b WHERE b.first_seq > h.seq)"            \
-        " OR coalesce((SELECT b.last_seq FROM audit_batch b WHERE b.first_seq <= h.seq"  \
-        " ORDER BY b.first_seq DESC LIMIT 1), 0) > h.seq)::int"                         \
-        " FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h"
+        " (coalesce((SELECT max(seq) FROM audit), 0) > h.seq"                           \
+        " OR coalesce((SELECT last_seq FROM audit_batch ORDER BY first_seq DESC LIMIT 1), 0)" \
+        " > h.seq)::int FROM audit_head h WHERE h.id = 1 FOR UPDATE OF h"
 #define SQL_HEAD_SET "UPDATE audit_head SET seq = $1, hash = $2, mac = $3 WHERE id = 1"
 #define SQL_ROW_INSERT                                                                       \
         "INSERT INTO audit (seq, ts_ms, actor, action, key_name, result, detail, request_id," \
@@ -103,13 +106,17 @@ static const uint8_t zero_hash[HLEN];
         "INSERT INTO audit_checkpoint (" CHECKPOINT_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 #define ROW_COLS "seq, ts_ms, actor, action, key_name, result, detail, request_id, prev_hash, hash"
 #define BATCH_COLS "b.first_seq, b.last_seq, b.min_ts_ms, b.max_ts_ms, b.prev_hash, b.hash, b.data"
-/* The names of deleted batches: one index range per distinct name, found by
- * skipping from name to name (a loose index scan, no scan of the table). */
+/* The names of deleted batches: the distinct names found by skipping from
+ * name to name (a loose index scan), then for each its index range up to
+ * $1 (OFFSET 0 keeps the planner from turning that into a scan of the
+ * whole table), deleted by ctid. */
 #define SQL_PRUNE_NAMES                                                                   \
         "WITH RECURSIVE n(name) AS (SELECT min(name) FROM audit_batch_name"                \
         " UNION ALL SELECT (SELECT min(name) FROM audit_batch_name WHERE name > n.name)"  \
         " FROM n WHERE n.name IS NOT NULL)"                                               \
-        " DELETE FROM audit_batch_name a USING n WHERE a.name = n.name AND a.first_seq <= $1"
+        " DELETE FROM audit_batch_name WHERE ctid = ANY (ARRAY(SELECT x.ctid FROM n"      \
+        " CROSS JOIN LATERAL (SELECT b.ctid FROM audit_batch_name b WHERE b.name = n.name" \
+        " AND b.first_seq <= $1 OFFSET 0) x))"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -324,9 +331,9 @@ static kw_result array_put(struct kw_buf *b, char kind, const char *s, size_t le
         return kw_buf_put_u8(b, '"');
 }
 
-/* The distinct "k:<key>" and "a:<action>" of recs (at most
- * KW_AUDIT_NAME_MAX bytes each: no query asks for a longer one), indexed
- * for first_seq in one statement. */
+/* The distinct "k:<key>" and "a:<action>" of recs (those a query can ask
+ * for: at most KW_AUDIT_NAME_MAX bytes of UTF-8), indexed for first_seq in
+ * one statement. */
 static kw_result batch_names(struct kw_pgstore *pg, struct pg_conn *c,
                              const struct kw_audit_rec *recs, size_t n, uint64_t first_seq)
 {
@@ -335,10 +342,11 @@ static kw_result batch_names(struct kw_pgstore *pg, struct pg_conn *c,
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
                 size_t kl = recs[i].flen[KW_AUDIT_KEY], al = recs[i].flen[KW_AUDIT_ACTION];
-                if (kl != 0 && kl <= KW_AUDIT_NAME_MAX)
-                        v[m++] = (struct name_ref){ 'k', recs[i].f[KW_AUDIT_KEY], kl };
-                if (al != 0 && al <= KW_AUDIT_NAME_MAX)
-                        v[m++] = (struct name_ref){ 'a', recs[i].f[KW_AUDIT_ACTION], al };
+                const char *k = recs[i].f[KW_AUDIT_KEY], *a = recs[i].f[KW_AUDIT_ACTION];
+                if (kl != 0 && kl <= KW_AUDIT_NAME_MAX && kw_utf8_valid((const uint8_t *)k, kl))
+                        v[m++] = (struct name_ref){ 'k', k, kl };
+                if (al != 0 && al <= KW_AUDIT_NAME_MAX && kw_utf8_valid((const uint8_t *)a, al))
+                        v[m++] = (struct name_ref){ 'a', a, al };
         }
         qsort(v, m, sizeof *v, name_ref_cmp);
         struct kw_buf arr;
@@ -756,10 +764,11 @@ static kw_result walk_units(struct kw_pgstore *pg, struct pg_conn *c, struct wal
         return r;
 }
 
-/* Whether the head names (w->head_seq, w->head): NULL, or why not (static),
- * with the bad range. */
+/* Whether the head names (w->head_seq, w->head): *ret_why NULL, or why not
+ * (static), with the bad range and whether what fails is the head's MAC. */
 static kw_result head_matches(struct kw_pgstore *pg, struct pg_conn *c, const struct walk *w,
-                              const char **ret_why, uint64_t *ret_first, uint64_t *ret_last)
+                              const char **ret_why, uint64_t *ret_first, uint64_t *ret_last,
+                              int *ret_mac)
 {
         struct head h;
         enum head_state st = HEAD_OK;
@@ -767,6 +776,7 @@ static kw_result head_matches(struct kw_pgstore *pg, struct pg_conn *c, const st
         uint64_t tail = w->head_seq != 0 ? w->head_seq : 1;
         *ret_why = NULL;
         *ret_first = *ret_last = tail;
+        *ret_mac = st == HEAD_MISSING || st == HEAD_BAD_MAC;
         if (st == HEAD_MISSING) {
                 *ret_why = "the chain head is missing: changed outside keyward";
         } else if (st == HEAD_BAD_MAC) {
@@ -805,21 +815,17 @@ static kw_result verify_visit(const struct unit *u, const struct unit_recs *ur, 
         return KW_OK;
 }
 
-/* Inside a read transaction.  *ret_mac_bad = 1 when what broke is a MAC
- * (the newest checkpoint's or the head's). */
-static kw_result verify_read(struct kw_pgstore *pg, struct pg_conn *c, struct kw_audit_verify *v,
-                             int *ret_mac_bad)
+/* Inside a read transaction. */
+static kw_result verify_read(struct kw_pgstore *pg, struct pg_conn *c, struct kw_audit_verify *v)
 {
         struct checkpoint cp;
         int cp_ok = 1, end = 0;
-        *ret_mac_bad = 0;
         KW_TRY(checkpoint_read(pg, c, &cp, &cp_ok));
         v->start_seq = cp.seq;
         memcpy(v->start_hash, cp.hash, HLEN);
         if (!cp_ok) {
                 v->first_bad_seq = v->bad_last_seq = cp.seq;
                 v->why = "the newest checkpoint's MAC does not match: changed outside keyward";
-                *ret_mac_bad = 1;
                 return KW_OK;
         }
         struct walk w = { .start_seq = cp.seq };
@@ -831,13 +837,13 @@ static kw_result verify_read(struct kw_pgstore *pg, struct pg_conn *c, struct kw
                 return KW_OK;   /* the first break is what is named */
         const char *why = NULL;
         uint64_t first = 0, last = 0;
-        KW_TRY(head_matches(pg, c, &w, &why, &first, &last));
+        int mac = 0;
+        KW_TRY(head_matches(pg, c, &w, &why, &first, &last, &mac));
         if (why != NULL) {
                 v->first_bad_seq = first;
                 v->bad_last_seq = last;
                 v->bad_is_batch = 0;
                 v->why = why;
-                *ret_mac_bad = strstr(why, "MAC") != NULL;
         }
         return KW_OK;
 }
@@ -853,10 +859,8 @@ kw_result kw_pg_audit_verify_ex(struct kw_pgstore *pg, struct kw_audit_verify *r
         if (c == NULL)
                 return r;
         r = pg_tx_begin_read(pg, c);
-        if (kw_ok(r)) {
-                int mac_bad = 0;
-                r = tx_end(pg, c, verify_read(pg, c, &v, &mac_bad));
-        }
+        if (kw_ok(r))
+                r = tx_end(pg, c, verify_read(pg, c, &v));
         pg_release(pg, c);
         if (kw_ok(r))
                 *ret = v;
@@ -1009,9 +1013,10 @@ static kw_result oldest_read(struct kw_pgstore *pg, struct pg_conn *c, struct ol
         if (end) {   /* read to the end: the head must name it */
                 const char *why = NULL;
                 uint64_t first = 0, last = 0;
-                KW_TRY(head_matches(pg, c, &o->walk, &why, &first, &last));
+                int mac = 0;
+                KW_TRY(head_matches(pg, c, &o->walk, &why, &first, &last, &mac));
                 if (why != NULL)
-                        return KW_FAIL(strstr(why, "MAC") != NULL ? KW_ERR_DB_TAMPERED : KW_ERR_DB_CORRUPT,
+                        return KW_FAIL(mac ? KW_ERR_DB_TAMPERED : KW_ERR_DB_CORRUPT,
                                        "the audit chain does not verify at seq %llu (%s): nothing "
                                        "is exported or pruned", (unsigned long long)first, why);
         }
@@ -1424,6 +1429,9 @@ kw_result kw_pg_audit_query_filter(struct kw_pgstore *pg, const struct kw_audit_
             f->until_ms < 0)
                 return KW_FAIL(KW_ERR_BAD_FIELD, "actor is 1..%d printable ASCII characters; times "
                                                  "are not negative", KW_AUDIT_ACTOR_PREFIX_MAX);
+        if ((f->key_name != NULL && !kw_utf8_valid((const uint8_t *)f->key_name, strlen(f->key_name))) ||
+            (f->action != NULL && !kw_utf8_valid((const uint8_t *)f->action, strlen(f->action))))
+                return KW_OK;   /* no stored record names it: a UTF-8 database holds no other text */
         if (f->key_name != NULL || f->action != NULL)   /* the key's index when there is one */
                 snprintf(q.batch_name, sizeof q.batch_name, "%c:%s", f->key_name != NULL ? 'k' : 'a',
                          f->key_name != NULL ? f->key_name : f->action);

@@ -61,6 +61,20 @@ static void raw_flip_batch_byte(struct fx *f, uint64_t first_seq, size_t at)
 
 /* ---------------------------------------------------------------- fixture */
 
+struct sink {
+        size_t n;
+        uint64_t last_seq;
+        char last_hash[65];
+};
+
+/* Counts what it is handed. */
+static int sink_cb_any(const struct kw_audit_row *row, void *arg)
+{
+        (void)row;
+        ((struct sink *)arg)->n++;
+        return 0;
+}
+
 static const char *need_env(const char *name)
 {
         const char *v = getenv(name);
@@ -355,6 +369,44 @@ static void pgstore_audit_append_is_one_row_per_batch_one_chain(void **state)
         assert_int_equal(raw_int(f, "SELECT length(mac) FROM audit_head"), 32);
 }
 
+/* A mutation's audit row (pgstore_keys.c's key insert) joins the chain in
+ * the mutation's transaction: a refused mutation leaves no row and the
+ * head where it was. */
+static void pgstore_audit_mutation_row_is_in_its_transaction(void **state)
+{
+        struct fx *f = *state;
+        append_uses(f->a, 5, 1, 1000);
+        struct kw_key_row k;
+        memset(&k, 0, sizeof k);
+        snprintf(k.id, sizeof k.id, "%032x", 7);
+        snprintf(k.name, sizeof k.name, "orders");
+        snprintf(k.type, sizeof k.type, "AES");
+        snprintf(k.state, sizeof k.state, "enabled");
+        k.size = 256;
+        k.ops = 15;
+        k.current_version = 1;
+        k.tags_json = (char *)"{}";
+        k.rules_json = (char *)"{}";
+        static const uint8_t blob[] = "sealed";
+        struct kw_audit_entry a = { .actor = "token:t(admin)", .action = "key.create",
+                                    .key_name = "orders", .result = "ok", .request_id = "q1" };
+        kw_result r = kw_pg_key_insert(f->b, &k, blob, sizeof blob, &a);
+        if (!kw_ok(r))
+                fail_msg("key insert: %d %s", r.code, kw_err_detail());
+        assert_int_equal(raw_int(f, "SELECT seq FROM audit WHERE action = 'key.create'"), 6);
+        assert_int_equal(kw_pg_key_insert(f->a, &k, blob, sizeof blob, &a).code, KW_ERR_EXISTS);
+        assert_int_equal(raw_int(f, "SELECT count(*) FROM audit"), 1);
+        assert_int_equal(raw_int(f, "SELECT seq FROM audit_head"), 6);
+        append_uses(f->a, 5, 2, 2000);
+        struct kw_audit_verify v = verify(f->a);
+        assert_int_equal(v.first_bad_seq, 0);
+        assert_int_equal(v.records, 11);
+        static struct got g;
+        query_all(f->b, 0, "orders", NULL, 10, &g);
+        assert_int_equal(g.n, 1);
+        assert_string_equal(g.f[0][5], "q1");
+}
+
 /* What append refuses writes nothing. */
 static void pgstore_audit_append_refuses_and_writes_nothing(void **state)
 {
@@ -376,6 +428,17 @@ static void pgstore_audit_append_refuses_and_writes_nothing(void **state)
         struct kw_audit_entry lk = { .action = "xks.encrypt", .key_name = longkey };
         assert_int_equal(kw_pg_audit_append(f->a, &lk, 1).code, 0);
         assert_int_equal(raw_int(f, "SELECT count(*) FROM audit_batch_name WHERE first_seq = 4"), 1);
+        /* so is one that is not UTF-8 (a UTF-8 database's text cannot hold
+         * it): the record keeps its bytes, a query for it finds nothing */
+        struct kw_audit_entry bad8 = { .action = "xks.decrypt", .key_name = "k\xff" };
+        assert_int_equal(kw_pg_audit_append(f->a, &bad8, 1).code, 0);
+        assert_int_equal(raw_int(f, "SELECT count(*) FROM audit_batch_name WHERE first_seq = 5"), 1);
+        static struct got g;
+        query_all(f->b, 0, "k\xff", NULL, 10, &g);
+        assert_int_equal(g.n, 0);
+        query_all(f->b, 4, NULL, NULL, 10, &g);
+        assert_int_equal(g.n, 1);
+        assert_string_equal(g.f[0][2], "k\xff");
         /* a node without the MAC key appends nothing (nothing is read or written) */
         struct kw_pgstore *sealed = NULL;
         struct kw_pg_options o = { .conninfo = need_env("KW_TEST_PG"),
@@ -389,8 +452,52 @@ static void pgstore_audit_append_refuses_and_writes_nothing(void **state)
         kw_pg_close(sealed);
         v = verify(f->a);
         assert_int_equal(v.first_bad_seq, 0);
-        assert_int_equal(v.records, 4);
-        assert_int_equal(raw_int(f, "SELECT seq FROM audit_head"), 4);
+        assert_int_equal(v.records, 5);
+        assert_int_equal(raw_int(f, "SELECT seq FROM audit_head"), 5);
+}
+
+/* The database stopped: every call is KW_ERR_DB_UNAVAILABLE; started
+ * again, the same handles reconnect and the chain goes on. */
+static void pg_ctl(const char *what)
+{
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>&1", need_env("KW_TEST_PG_CTL"), what);
+        assert_int_equal(system(cmd), 0);
+}
+
+static void pgstore_audit_database_down_is_unavailable_then_recovers(void **state)
+{
+        struct fx *f = *state;
+        append_uses(f->a, 5, 1, 1000);
+        admin_row(f->b, 1);
+        pg_ctl("stop -m fast");
+        assert_int_equal(try_uses(f->a, 3, 2, 2000).code, KW_ERR_DB_UNAVAILABLE);
+        assert_int_equal(try_admin(f->b, 2).code, KW_ERR_DB_UNAVAILABLE);
+        struct kw_audit_verify v;
+        assert_int_equal(kw_pg_audit_verify_ex(f->a, &v).code, KW_ERR_DB_UNAVAILABLE);
+        struct kw_audit_stats st;
+        assert_int_equal(kw_pg_audit_stats(f->b, &st).code, KW_ERR_DB_UNAVAILABLE);
+        static struct got g;
+        memset(&g, 0, sizeof g);
+        assert_int_equal(kw_pg_audit_query_filter(f->a, &(struct kw_audit_filter){ .limit = 10 },
+                                                  got_cb, &g).code, KW_ERR_DB_UNAVAILABLE);
+        assert_null(strstr(kw_err_detail(), "password"));
+        struct sink s0 = { 0 };
+        struct kw_audit_range rg;
+        struct kw_audit_select sel = { .min_records = 1, .max_records = 10 };
+        assert_int_equal(kw_pg_audit_read_oldest(f->a, &sel, sink_cb_any, &s0, &rg).code,
+                         KW_ERR_DB_UNAVAILABLE);
+        assert_int_equal(s0.n, 0);
+        pg_ctl("start");
+        PQreset(f->raw);
+        append_uses(f->a, 3, 3, 3000);
+        admin_row(f->b, 3);
+        v = verify(f->b);
+        assert_int_equal(v.first_bad_seq, 0);
+        assert_int_equal(v.records, 10);
+        query_all(f->a, 0, NULL, NULL, 100, &g);
+        assert_int_equal(g.n, 10);
+        assert_chain_of(&g, zero);
 }
 
 /* ---------------------------------------------------------------- query */
@@ -689,12 +796,6 @@ static void pgstore_audit_verify_names_edited_rows_tail_and_head(void **state)
 
 /* -------------------------------------------------------------- retention */
 
-struct sink {
-        size_t n;
-        uint64_t last_seq;
-        char last_hash[65];
-};
-
 static int sink_cb(const struct kw_audit_row *row, void *arg)
 {
         struct sink *s = arg;
@@ -943,11 +1044,14 @@ int main(void)
         need_env("KW_TEST_PG");
         need_env("KW_TEST_PG_PASSWORD_FILE");
         need_env("KW_TEST_PG_SUPER");
+        need_env("KW_TEST_PG_CTL");
         const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
                 T(pgstore_audit_two_nodes_append_concurrently_one_chain),
                 T(pgstore_audit_append_is_one_row_per_batch_one_chain),
+                T(pgstore_audit_mutation_row_is_in_its_transaction),
                 T(pgstore_audit_append_refuses_and_writes_nothing),
+                T(pgstore_audit_database_down_is_unavailable_then_recovers),
                 T(pgstore_audit_query_filters_and_paging_across_rows_and_batches),
                 T(pgstore_audit_query_filter_actor_prefix_and_time),
                 T(pgstore_audit_query_filter_desc_paging),
