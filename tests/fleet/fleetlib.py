@@ -354,13 +354,13 @@ def xks_key(node, name, raw=None, stores=("default",), **extra):
 
 
 def poll_until(pred, timeout, interval=0.02, what="condition"):
-    """Calls pred() every interval until it returns a true value; returns
+    """Calls pred() every interval until it returns neither None nor False; returns
     (value, seconds).  Fails after timeout."""
     t0 = time.monotonic()
     last = None
     while True:
         last = pred()
-        if last:
+        if last is not None and last is not False:   # (a 503 Response is falsy)
             return last, time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
             raise AssertionError("%s: not within %.1f s (last: %r)" % (what, timeout, last))

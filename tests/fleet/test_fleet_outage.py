@@ -38,6 +38,7 @@ def test_database_stopped_and_started_under_xks_load(fleet):
         assert r.status_code == 200, r.text
     pids = {n.name: (n.proc.pid, n.custody_pid(), n.front_pid()) for n in nodes}
     made = []                                      # (node index, ciphertext doc, plaintext)
+    later = []                                     # failures reported after the recovery
 
     def encrypt_on(i):
         x = nodes[i].xks()
@@ -73,8 +74,12 @@ def test_database_stopped_and_started_under_xks_load(fleet):
                     e = health_entries(r)
                     return e if e.get(n.name) == "DEGRADED" else None
                 poll_until(degraded, 15, 0.2, "%s: XKS health reports itself DEGRADED" % n.name)
+                # GET /api/v1/nodes says so too (docs/fleet.md); checked at the end
+                # so that one failure does not hide the recovery's
                 d = n.api("GET", "/api/v1/nodes")
-                assert d.status_code == 200 and d.json()["state"] == "DEGRADED", (n.name, d.text)
+                if not (d.status_code == 200 and d.json().get("state") == "DEGRADED"):
+                    later.append("%s: GET /api/v1/nodes during the outage: %d %s" % (
+                        n.name, d.status_code, d.text[:300]))
             left = OUTAGE_MIN - (time.monotonic() - t_stop)
             if left > 0:
                 time.sleep(left)
@@ -112,3 +117,4 @@ def test_database_stopped_and_started_under_xks_load(fleet):
         assert d.status_code == 200 and unb64(d.json()["plaintext"]) == pt, d.text
     print("outage: %.1f s down, recovered %.1f s after the restart" % (
         t_restart - t_stop, t_recovered - t_restart))
+    assert not later, "\n".join(later)
