@@ -68,6 +68,7 @@ include provisioning/provisioning.mk
 include image/image.mk
 include tests/image/static.mk
 include tests/image/boot.mk
+-include tests/fleet/fleet.mk
 # the web console (server/ui/, docs/console.md): its files compiled into
 # keywardd as one generated C file (never committed), part of the library
 UI_FILES  := $(sort $(wildcard server/ui/*.html server/ui/*.css server/ui/*.js server/ui/*.svg))
@@ -208,12 +209,15 @@ run:
 	SOFTHSM2_CONF=$(CURDIR)/var/softhsm/softhsm2.conf exec $(BUILD)/keywardd --config ./var/keyward.toml
 
 # ---- tests ----
+# Unit tests run under tests/fleet/pg.sh: a throw-away PostgreSQL (KW_TEST_PG...)
+# for pgstore's tests, stopped and removed when the loop ends.
 unit: $(TESTS)
-	@set -e; for t in $(TESTS); do echo "== $$t"; KW_SRCDIR=$(CURDIR) KW_BUILD=$(abspath $(BUILD)) $$t; done
+	@tests/fleet/pg.sh bash -c 'set -e; for t in $(TESTS); do echo "== $$t"; \
+	  KW_SRCDIR=$(CURDIR) KW_BUILD=$(abspath $(BUILD)) $$t; done'
 unit-san: $(SAN_TESTS)
-	@set -e; for t in $(SAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
+	@tests/fleet/pg.sh bash -c 'set -e; for t in $(SAN_TESTS); do echo "== $$t (ASan+UBSan)"; \
 	  KW_SRCDIR=$(CURDIR) KW_BUILD=$(abspath $(BUILD)) ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1 $$t; done
+	  UBSAN_OPTIONS=print_stacktrace=1 $$t; done'
 blackbox: all test-tools
 	cd tests/blackbox && KEYWARD_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -x -p no:cacheprovider .
 # The web console in a real browser (tests/console: playwright-core, pinned in
@@ -276,7 +280,7 @@ fuzz: $(FUZZERS)
 test:
 	@$(MAKE) -s deps-check 2>/dev/null || $(MAKE) deps
 	@$(MAKE) --no-print-directory users test-suites
-test-suites: all check-hardening test-units lint unit unit-san fuzz-short blackbox test-console
+test-suites: all check-hardening test-units lint unit unit-san fuzz-short blackbox test-console fleet-test
 	@echo "make test: all suites passed"
 
 # ---- benchmark (issue 6; tests/bench/): `make bench` writes BENCHMARKS.md ----

@@ -18,7 +18,10 @@ What it measures (details in the generated file):
   * the floor of one process hop (the custody call): tests/bench/kw-hopcost;
   * start-up time and RSS with 0 / 10k / 100k keys (kw-bench-populate),
     and latency with a key cache smaller than the working set;
-  * a perf profile of the server under load.
+  * a perf profile of the server under load;
+  * the fleet (issue 16): XKS encrypt through three nodes on one PostgreSQL
+    (tests/bench/fleet_bench.py under tests/fleet/pg.sh), next to the
+    single node's figures of the same run.
 Scenarios whose route is not available in this build are reported as
 "not measured" with the reason.
 """
@@ -48,6 +51,9 @@ CRYPTOCOST = os.path.join(BUILD, "bench", "kw-cryptocost")
 POPULATE = os.path.join(BUILD, "bench", "kw-bench-populate")
 HOPCOST = os.path.join(BUILD, "bench", "kw-hopcost")
 DEVSTATE = os.path.join(ROOT, "tests", "devstate.sh")
+PGSH = os.path.join(ROOT, "tests", "fleet", "pg.sh")              # a throw-away PostgreSQL
+FLEET_BENCH = os.path.join(ROOT, "tests", "bench", "fleet_bench.py")
+FLEET_CONNS = (16, 64)
 
 XKS_AKID = "BENCHAKIDAAAAAAAAAAAAAA2"            # 24 chars of A-Z2-7
 XKS_SECRET = base64.b64encode(b"keyward-bench-xks-secret-0123456789").decode()
@@ -748,6 +754,49 @@ def variant_row_iso(name, conns, r, note):
         r["errors"] + r["conn_errors"], note)
 
 
+# ------------------------------------------------------------------ fleet
+
+def fleet_scenario(a):
+    """Three nodes against one PostgreSQL (issue 16): tests/bench/fleet_bench.py
+    under tests/fleet/pg.sh (PG_TLS=1); its JSON, or {"error": why}."""
+    if not os.access("/usr/lib/postgresql/15/bin/initdb", os.X_OK):
+        return {"error": "PostgreSQL 15 is not installed (`make deps`: Debian's postgresql)"}
+    r = run([PGSH, "/usr/bin/python3", FLEET_BENCH, "--seconds", str(a.seconds), "--warmup",
+             str(a.warmup), "--secret-file", a.secret_file, "--conns", ",".join(map(str, FLEET_CONNS))],
+            env=dict(os.environ, PG_TLS="1"), timeout=1200)
+    for line in r.stderr.splitlines():
+        say(line)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "fleet_bench.py exit %d: %s" % (r.returncode, r.stderr.strip()[-300:])}
+
+
+def fleet_rows(fr, single):
+    """The fleet's rows, each conns level next to the single node's (same run)."""
+    rows = []
+    for c in FLEET_CONNS:
+        one = single.get(("XKS encrypt 64 B", c), {})
+        if "rps" in one:
+            rows.append("| single node (SQLCipher), the main table's row | %d | %.0f | %s | %s | %s | %.2f | - | %d | - |" % (
+                c, one["rps"], ms(one["p50_us"]), ms(one["p99_us"]), ms(one["p999_us"]), one.get("server_cpu", 0),
+                one["errors"] + one["conn_errors"]))
+        for run_ in fr.get("runs", []):
+            if run_["conns"] != c:
+                continue
+            r = run_["result"]
+            what = ("fleet, 3 nodes (round robin), one PostgreSQL" if run_["nodes"] == 3
+                    else "fleet, node-a alone (same PostgreSQL)")
+            if "rps" not in r:
+                rows.append("| %s | %d | not measured: %s | | | | | | | |" % (what, c, r.get("error", "?")))
+                continue
+            vs = "%.0f%%" % (100 * r["rps"] / one["rps"]) if one.get("rps") else "-"
+            rows.append("| %s | %d | %.0f | %s | %s | %s | %.2f | %.2f | %d | %s |" % (
+                what, c, r["rps"], ms(r["p50_us"]), ms(r["p99_us"]), ms(r["p999_us"]), r.get("server_cpu", 0),
+                r.get("pg_cpu", 0), r["errors"] + r["conn_errors"], vs))
+    return rows
+
+
 # ---------------------------------------------------------------- report
 
 def fmt_rate(x):
@@ -804,6 +853,19 @@ def write_report(path, ctx):
         for row in ctx["extra_rows"]:
             L.append(row)
         L.append("")
+    if ctx.get("fleet_rows"):
+        L.append("## Fleet: three nodes, one PostgreSQL (issue 16)\n")
+        L.append("`XKS encrypt 64 B` through three keywardd nodes in fleet mode (`[db] engine = \"postgresql\"`, "
+                 "PostgreSQL 15 on this machine over TLS with `sslmode=verify-full`, one SoftHSM2 token), the same "
+                 "load generator with its connections spread round robin over the three ports (one TLS certificate "
+                 "and Host header, as behind a load balancer); then one node of that fleet alone; next to the "
+                 "single node's row of the main table, measured in this run. All of it shares the same 2 cores "
+                 "with the load generator and PostgreSQL, so three nodes here cannot beat one: the figures show "
+                 "what fleet mode costs per request (a cached key needs no database round trip; the key-use "
+                 "audit goes to PostgreSQL in batches), not a fleet's capacity on three machines. "
+                 "`server CPU` = all the nodes' processes; `PostgreSQL CPU` = the cluster's.\n")
+        table(L, ("run", "conns", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU", "PostgreSQL CPU",
+                  "errors", "vs single node"), ctx["fleet_rows"])
     if ctx.get("where_rows"):
         L.append("## Where the time goes\n")
         L.append("Measured by the bench itself over the measured window of one closed-loop run each: CPU "
@@ -994,6 +1056,15 @@ def main():
                                                  "aws_xks_rate_limit = %d" % (enc["name"], 2 * best[0], limit),
                                                  64, over, status_note(over)))
             srv.stop()
+
+        # ---- the fleet (issue 16): three nodes on one PostgreSQL, same load generator
+        if enc["available"]:
+            fr = fleet_scenario(a)
+            ctx["fleet_rows"] = fleet_rows(fr, results)
+            if fr.get("error"):
+                ctx["not_measured"].append("fleet scenario (partly): %s" % fr["error"][:400])
+        else:
+            ctx["not_measured"].append("fleet scenario: the XKS route is not available")
 
         # ---- nginx ceiling
         ceil = {}

@@ -22,6 +22,11 @@
  * CPU use.  --sign-only prints the Authorization header for a fixed date and
  * exits (the bench compares it with botocore).
  *
+ * --port P1,P2,... (up to MAX_PORTS) spreads the connections round robin
+ * over several servers (connection i to port i mod n): the fleet scenario,
+ * three keywardd nodes as behind a load balancer; every request carries the
+ * first port's Host header, as a balancer would forward it.
+ *
  * Exit status: 0 ran (errors are counted, not fatal), 2 usage, 3 set-up.
  */
 #include <arpa/inet.h>
@@ -54,11 +59,13 @@
 #define KEY_NAME_MAX 128
 #define HDR_MAX 8192
 #define DEFAULT_MAX_REQUESTS 2000000u
+#define MAX_PORTS 16
 
 /* ------------------------------------------------------------ options */
 
 struct opts {
-        int port;
+        int port;               /* the first of ports: the Host header's */
+        int ports[MAX_PORTS], n_ports;
         const char *method, *path, *body_file, *cacert, *cert, *key, *token_file;
         const char *sigv4_akid, *sigv4_secret_file, *region, *service, *keys_spec;
         const char *ciphersuites, *sign_only_date, *label;
@@ -325,7 +332,8 @@ static int conn_open(struct run *r, struct conn *c)
                 return -1;
         int one = 1;
         setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)r->o.port) };
+        int port = r->o.ports[(size_t)(c - r->conns) % (size_t)r->o.n_ports];
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);   /* 127.0.0.1, never anything else */
         int rc = connect(c->fd, (struct sockaddr *)&sa, sizeof sa);
         if (rc != 0 && errno != EINPROGRESS) {
@@ -619,7 +627,7 @@ static int parse_keys(struct run *r, const char *spec)
 static void usage(FILE *f)
 {
         fprintf(f,
-                "usage: kw-loadgen --port P --path PATH [--method M] [--body-file F]\n"
+                "usage: kw-loadgen --port P[,P2,...] --path PATH [--method M] [--body-file F]\n"
                 "         [--conns N] [--duration S] [--warmup S] [--max-requests N]\n"
                 "         [--cacert F] [--cert F --key F] [--token-file F]\n"
                 "         [--sigv4 AKID --sigv4-secret-file F [--region R] [--service S]]\n"
@@ -628,6 +636,27 @@ static void usage(FILE *f)
                 "       kw-loadgen --sign-only yyyymmddThhmmssZ --port P --path PATH --body-file F\n"
                 "         --sigv4 AKID --sigv4-secret-file F   (prints the Authorization header)\n"
                 "Connects to 127.0.0.1 only.  PATH may contain {key}.\n");
+}
+
+/* "P" or "P1,P2,...": each 1..65535, at most MAX_PORTS */
+static int parse_ports(const char *arg, struct opts *o)
+{
+        o->n_ports = 0;
+        const char *p = arg;
+        for (;;) {
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (end == p || v < 1 || v > 65535 || o->n_ports == MAX_PORTS)
+                        return -1;
+                o->ports[o->n_ports++] = (int)v;
+                if (*end == '\0')
+                        break;
+                if (*end != ',')
+                        return -1;
+                p = end + 1;
+        }
+        o->port = o->ports[0];
+        return 0;
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -673,7 +702,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         int c;
         while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
                 switch (c) {
-                case 'p': o->port = atoi(optarg); break;
+                case 'p':
+                        if (parse_ports(optarg, o) != 0)
+                                return -1;
+                        break;
                 case 'm': o->method = optarg; break;
                 case 'P': o->path = optarg; break;
                 case 'b': o->body_file = optarg; break;

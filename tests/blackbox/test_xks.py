@@ -80,8 +80,9 @@ def fixed_utcnow(dt):
 
 
 class Xks:
-    def __init__(self, server):
+    def __init__(self, server, session=None):
         self.s = server
+        self.http = session or requests     # a requests.Session: keep-alive (tests/fleet)
 
     def call(self, path, body=None, raw=None, akid=AKID, secret=SECRET, region=REGION,
              service=SVC, method="POST", when=None, tamper=None, headers=None):
@@ -100,7 +101,7 @@ class Xks:
         h = dict(req.headers.items())
         if tamper:
             url, data, h = tamper(url, data, h)
-        return requests.request(method, url, data=data, headers=h, verify=self.s.cacert, timeout=30)
+        return self.http.request(method, url, data=data, headers=h, verify=self.s.cacert, timeout=30)
 
     def enc(self, prefix, key, pt, aad=None, cdiv=False, meta=None, **kw):
         body = {"requestMetadata": meta or META, "plaintext": b64(pt), "encryptionAlgorithm": "AES_GCM"}
