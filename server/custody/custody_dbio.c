@@ -434,11 +434,27 @@ static void print_counts(FILE *f, const char *verb, const struct kw_dbio_doc *d,
 
 /* -------------------------------------------------------------- export */
 
+/* Both modes use the master key the store (or the file) was sealed with:
+ * never one made now; and an export reads a store that exists. */
+static int check_target(struct kw_config *cfg, int exporting)
+{
+        cfg->hsm.create_master_key = false;
+        if (exporting && strcmp(engine_of(cfg), "sqlcipher") == 0 &&
+            access(cfg->db.path, F_OK) != 0) {
+                fprintf(stderr, "keywardd: [db] path %s: %s: nothing to export\n", cfg->db.path,
+                        strerror(errno));
+                return EXIT_CONFIG;
+        }
+        return 0;
+}
+
 int kw_custody_db_export(struct kw_config *cfg, const char *path)
 {
         static struct custody c;
         c.cfg = cfg;
-        int status = 0;
+        int status = check_target(cfg, 1);
+        if (status != 0)
+                return status;
         if (custody_open_oneshot(&c, "db-export", &status) != 0)
                 return status;
         FILE *rep = strcmp(path, "-") == 0 ? stderr : stdout;
@@ -670,16 +686,19 @@ static kw_result verify_target(const struct kw_dbio_doc *want, const struct kw_d
         if (memcmp(&x, &y, sizeof x) != 0)
                 return KW_FAIL(KW_ERR_DB_CORRUPT, "the target holds other counts than the file");
         for (size_t i = 0; i < want->ntokens; i++) {
+                const struct kw_dbio_token *w = &want->tokens[i];
                 int found = 0;
-                for (size_t j = 0; j < got->ntokens && !found; j++)
-                        found = strcmp(want->tokens[i].row.id, got->tokens[j].row.id) == 0 &&
-                                strcmp(want->tokens[i].row.name, got->tokens[j].row.name) == 0 &&
-                                strcmp(want->tokens[i].row.role, got->tokens[j].row.role) == 0 &&
-                                (want->tokens[i].row.revoked != 0) == (got->tokens[j].row.revoked != 0) &&
-                                kw_ct_equal(want->tokens[i].hash, got->tokens[j].hash, 32);
+                for (size_t j = 0; j < got->ntokens && !found; j++) {
+                        const struct kw_dbio_token *g = &got->tokens[j];
+                        found = strcmp(w->row.id, g->row.id) == 0 &&
+                                strcmp(w->row.name, g->row.name) == 0 &&
+                                strcmp(w->row.role, g->row.role) == 0 &&
+                                (w->row.revoked != 0) == (g->row.revoked != 0) &&
+                                kw_ct_equal(w->hash, g->hash, 32);
+                }
                 if (!found)
                         return KW_FAIL(KW_ERR_DB_CORRUPT, "token %s differs in the target",
-                                       want->tokens[i].row.name);
+                                       w->row.name);
         }
         for (size_t i = 0; i < want->nusers; i++) {
                 int found = 0;
@@ -735,8 +754,8 @@ int kw_custody_db_import(struct kw_config *cfg, const char *path)
                         d.master_key_label, cfg->hsm.master_key_label);
         static struct custody c;
         c.cfg = cfg;
-        int status = 0;
-        if (custody_open_oneshot(&c, "db-import", &status) != 0) {
+        int status = check_target(cfg, 0);
+        if (status != 0 || custody_open_oneshot(&c, "db-import", &status) != 0) {
                 kw_dbio_doc_free(&d);
                 return status;
         }

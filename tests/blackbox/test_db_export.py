@@ -105,6 +105,32 @@ def source(tmp_path_factory):
     yield made
 
 
+def checksum_of(doc):
+    """dbio.h's checksum, computed independently from the file."""
+    def field(b):
+        if isinstance(b, str):
+            b = b.encode()
+        return len(b).to_bytes(4, "big") + b
+    ops = ["encrypt", "decrypt", "wrap", "unwrap"]
+    h = hashlib.sha256(b"keyward-export-checksum-v1\0")
+    for k in sorted(doc["keys"], key=lambda k: k["id"]):
+        out = b"".join(field(k[f]) if f != "size" else field(str(k[f]))
+                       for f in ("id", "name", "type", "size", "state"))
+        if k["state"] != "destroyed":
+            mask = sum(1 << ops.index(o) for o in k["operations"])
+            out += field(str(mask)) + field(str(k["current_version"]))
+            for f in ("tags", "rules"):
+                out += field(json.dumps(k[f], sort_keys=True, separators=(",", ":"),
+                                        ensure_ascii=False))
+            der = k["public_der"]
+            out += field(base64.b64decode(der)) if der else b"\xff\xff\xff\xff"
+            out += field(str(len(k["versions"])))
+            for v in k["versions"]:
+                out += field(str(v["version"])) + hashlib.sha256(base64.b64decode(v["blob"])).digest()
+        h.update(out)
+    return h.hexdigest()
+
+
 def parse_report(out):
     m = re.search(r"^checksum: ([0-9a-f]{64})", out, re.M)
     return m.group(1) if m else None
@@ -128,6 +154,7 @@ def test_export_then_import_into_a_fresh_store_on_the_same_token(source, make_se
     doc = json.loads(data)
     assert doc["format"] == "keyward-export" and doc["version"] == 1
     assert doc["checksum"] == checksum and doc["engine"] == "sqlcipher"
+    assert checksum_of(doc) == checksum
     assert "no clear secret" in doc["notice"]
     assert doc["counts"] == {"keys": 5, "destroyed": 1, "versions": 7, "tokens": 3, "users": 1,
                              "xks_stores": 1, "xks_credentials": 2}
@@ -248,7 +275,17 @@ def test_another_master_key_is_refused_before_anything_is_written(source, make_s
     s, path = source["source"], source["export"]
     if not os.path.exists(path):
         assert ctl_db(s, "export", "--config", s.conf, "--out", path).returncode == 0
-    t = make_server(extra_toml=TOML)   # its own token: another master key
+    t = make_server(extra_toml=TOML)   # its own token: no master key yet
+    p = ctl_db(t, "import", "--config", t.conf, "--in", path)
+    # an import never makes a master key
+    assert p.returncode == 4, p.stdout + p.stderr
+    assert "hsm" in p.stderr, p.stderr
+    # the token's own master key, made by a first start; its store removed
+    t.start()
+    t.stop()
+    for f in ("keyward.db", "keyward.db.key", "keyward.db-wal", "keyward.db-shm"):
+        if os.path.exists(os.path.join(t.dir, f)):
+            os.unlink(os.path.join(t.dir, f))
     p = ctl_db(t, "import", "--config", t.conf, "--in", path)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "does not unseal under the master key" in p.stderr and "nothing written" in p.stderr, p.stderr
