@@ -438,6 +438,7 @@ static void print_counts(FILE *f, const char *verb, const struct kw_dbio_doc *d,
  * never one made now; and an export reads a store that exists. */
 static int check_target(struct kw_config *cfg, int exporting)
 {
+        kw_config_wipe_secrets(cfg);   /* the TLS and SigV4 secrets: none is needed here */
         cfg->hsm.create_master_key = false;
         if (exporting && strcmp(engine_of(cfg), "sqlcipher") == 0 &&
             access(cfg->db.path, F_OK) != 0) {
@@ -538,6 +539,13 @@ int kw_custody_db_export(struct kw_config *cfg, const char *path)
 
 /* -------------------------------------------------------------- import */
 
+static int cred_ignore_cb(const struct kw_xks_cred_row *row, void *arg)
+{
+        (void)row;
+        (void)arg;
+        return 0;
+}
+
 static kw_result target_empty(struct custody *c)
 {
         uint64_t tokens = 0;
@@ -555,7 +563,7 @@ static kw_result target_empty(struct custody *c)
         if (kw_ok(r))
                 r = kw_keystore_user_list(c->ks, user_cb, &users);
         if (kw_ok(r))
-                r = kw_keystore_xks_list(c->ks, store_cb, NULL, &w);
+                r = kw_keystore_xks_list(c->ks, store_cb, cred_ignore_cb, &w);
         if (kw_ok(r))
                 r = w.r;
         if (kw_ok(r) && (probe.nkeys || tokens || users.n || probe.nstores))
