@@ -218,7 +218,10 @@ static const char ctl_exit_help[] =
         "  3  cannot connect, or TLS failure\n"
         "  4  not authenticated or not allowed (HTTP 401/403, unreadable token file)\n"
         "  5  server error (HTTP 5xx)\n"
-        "  6  audit verify or verify-export found a broken chain\n";
+        "  6  audit verify or verify-export found a broken chain\n"
+        "db export|import pass keywardd's status on: 0 done and verified, 1 refused (file\n"
+        "changed, target not empty, round trip failed), 2 configuration, 3 files, 4 HSM,\n"
+        "5 database.\n";
 
 static void ctl_print_opts(FILE *f, const struct ctl_opt *o)
 {

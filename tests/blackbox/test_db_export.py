@@ -292,3 +292,21 @@ def test_another_master_key_is_refused_before_anything_is_written(source, make_s
     with open(path) as f:
         first = json.load(f)["keys"][0]["name"]
     assert "key %s version 1" % first in p.stderr, p.stderr
+
+
+def test_help_says_it_runs_keywardd_here_and_usage_errors():
+    env = dict(os.environ, KEYWARD_URL="https://127.0.0.1:1")   # no server involved
+    for args in (["--help"], ["db", "--help"], ["db", "export", "--help"], ["db", "import", "--help"]):
+        p = subprocess.run([KEYWARDCTL] + args, capture_output=True, text=True, timeout=30, env=env)
+        assert p.returncode == 0 and p.stdout.startswith("Usage: keywardctl"), (args, p.stderr)
+        assert "keywardd" in p.stdout, (args, p.stdout)
+    p = subprocess.run([KEYWARDCTL, "--help"], capture_output=True, text=True, env=env)
+    assert "nothing goes through the\nnetwork" in p.stdout or "network or the API" in p.stdout, p.stdout
+    for args in (["db", "export"], ["db", "import"], ["db", "export", "--out", ""]):
+        p = subprocess.run([KEYWARDCTL] + args, capture_output=True, text=True, timeout=30,
+                           env=dict(env, KEYWARDD=KEYWARDD))
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+    # keywardd itself: one mode at a time
+    p = subprocess.run([KEYWARDD, "--db-export", "-", "--db-import", "-"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 2
