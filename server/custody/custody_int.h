@@ -284,4 +284,22 @@ KW_MUST_USE kw_result seal_material(struct custody *c, const struct kw_key_row *
                                     const struct kw_secret *material, struct kw_buf *blob);
 KW_MUST_USE kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret);
 
+/* keywardd --db-export / --db-import (custody_dbio.c) use these:
+ * custody_key_unseal (custody_keys.c) unseals one sealed version of row's
+ * key with the AAD that binds it to the key's id and version, and checks
+ * the material against the row (AES: size/8 bytes; RSA: a PKCS#8 private
+ * key); *ret's aes is a secret and its pkey an EVP_PKEY, both the caller's.
+ * KW_ERR_DB_CORRUPT (detail names the key and version) when it does not
+ * unseal.  custody_xks_cred_check (custody_xks.c) unseals a sealed XKS
+ * secret with its AAD and wipes it: KW_OK or KW_ERR_DB_CORRUPT.
+ * custody_open_oneshot / custody_close_oneshot (custody_start.c): the store
+ * as keywardd --recover-admin opens it (custody user, secure memory,
+ * privileges dropped, HSM, key store); the exit status on failure. */
+KW_MUST_USE kw_result custody_key_unseal(struct custody *c, const struct kw_key_row *row,
+                                         uint32_t version, const uint8_t *blob, size_t blob_len,
+                                         struct kw_ckey_material *ret);
+KW_MUST_USE kw_result custody_xks_cred_check(struct custody *c, const struct kw_xks_cred_row *row);
+int custody_open_oneshot(struct custody *c, const char *log_name, int *ret_status);
+void custody_close_oneshot(struct custody *c);
+
 #endif

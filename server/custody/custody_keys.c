@@ -44,32 +44,26 @@ static void key_aad(const char *id, uint32_t version, uint8_t out[64], size_t *r
 
 /* ------------------------------------------------------------ key lookup */
 
-static kw_result material_loader(const struct kw_key_row *row, uint32_t version, void *arg,
-                                 struct kw_ckey_material *ret)
+kw_result custody_key_unseal(struct custody *c, const struct kw_key_row *row, uint32_t version,
+                             const uint8_t *blob, size_t blob_len, struct kw_ckey_material *ret)
 {
-        struct custody *c = arg;
-        struct kw_buf blob;
-        kw_buf_init(&blob, 64 * 1024);
-        kw_result r = kw_keystore_key_get_blob(c->ks, row->id, version, &blob);
+        uint8_t aad[64];
+        size_t aad_len;
+        key_aad(row->id, version, aad, &aad_len);
         struct kw_secret s = { 0 };
-        if (r.code == 0) {
-                uint8_t aad[64];
-                size_t aad_len;
-                key_aad(row->id, version, aad, &aad_len);
-                r = kw_hsm_unseal(c->hsm, aad, aad_len, blob.p, blob.len, &s);
-                if (r.code == KW_ERR_HSM_UNWRAP) {
-                        kw_err_set_detail("key %s version %u does not unseal under the master key",
-                                          row->name, version);
-                        r = KW_RESULT(KW_ERR_DB_CORRUPT);
-                }
+        kw_result r = kw_hsm_unseal(c->hsm, aad, aad_len, blob, blob_len, &s);
+        if (r.code == KW_ERR_HSM_UNWRAP) {
+                kw_err_set_detail("key %s version %u does not unseal under the master key",
+                                  row->name, version);
+                r = KW_RESULT(KW_ERR_DB_CORRUPT);
         }
-        kw_buf_free(&blob);
         if (r.code != 0)
                 return r;
-        __atomic_add_fetch(&c->material_loads, 1, __ATOMIC_RELAXED);
         if (strcmp(row->type, "AES") == 0) {
                 if (s.len != row->size / 8) {
                         kw_secret_free(&s);
+                        kw_err_set_detail("key %s version %u: the material is not %u bits",
+                                          row->name, version, row->size);
                         KW_BAIL(KW_ERR_DB_CORRUPT);
                 }
                 ret->aes = s;
@@ -82,6 +76,21 @@ static kw_result material_loader(const struct kw_key_row *row, uint32_t version,
                 return r;
         ret->pkey = pk;
         return KW_OK;
+}
+
+static kw_result material_loader(const struct kw_key_row *row, uint32_t version, void *arg,
+                                 struct kw_ckey_material *ret)
+{
+        struct custody *c = arg;
+        struct kw_buf blob;
+        kw_buf_init(&blob, 64 * 1024);
+        kw_result r = kw_keystore_key_get_blob(c->ks, row->id, version, &blob);
+        if (r.code == 0)
+                r = custody_key_unseal(c, row, version, blob.p, blob.len, ret);
+        kw_buf_free(&blob);
+        if (r.code == 0)
+                __atomic_add_fetch(&c->material_loads, 1, __ATOMIC_RELAXED);
+        return r;
 }
 
 /* A fresh entry for name from the database. */

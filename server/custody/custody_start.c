@@ -689,6 +689,21 @@ static void close_store(struct custody *c)
         c->hsm = NULL;
 }
 
+int custody_open_oneshot(struct custody *c, const char *log_name, int *ret_status)
+{
+        c->listen_fd = -1;
+        pthread_mutex_init(&c->write_mu, NULL);
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(c->cfg->log.level), log_name);
+        struct kw_identity me, front;
+        if (become_custody(c->cfg, &me, &front, ret_status) != 0 ||
+            harden_custody(c->cfg, &me, me.change, ret_status) != 0 ||
+            open_store(c, NULL, ret_status) != 0)
+                return -1;
+        return 0;
+}
+
+void custody_close_oneshot(struct custody *c) { close_store(c); }
+
 int kw_custody_init(struct kw_config *cfg)
 {
         static struct custody c;

@@ -150,6 +150,14 @@ KW_MUST_USE kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8
 KW_MUST_USE kw_result kw_keystore_token_list(struct kw_keystore *ks,
                                              int (*cb)(const struct kw_token_row *row, void *arg),
                                              void *arg);
+/* Every token, revoked ones included, in name order, with its stored
+ * SHA-256 (token_list does not hand hashes out): for keywardd --db-export
+ * only.  cb returning non-zero stops the walk; it runs after the store's
+ * lock is released. */
+KW_MUST_USE kw_result kw_keystore_token_list_hashes(struct kw_keystore *ks,
+                                                   int (*cb)(const struct kw_token_row *row,
+                                                             const uint8_t hash[32], void *arg),
+                                                   void *arg);
 /* Revokes an active token; the last admin credential (active admin token or
  * admin console user) cannot go (KW_ERR_BAD_STATE, checked in the same
  * transaction). */

@@ -138,6 +138,57 @@ kw_result kw_keystore_token_list(struct kw_keystore *ks,
         return r;
 }
 
+struct token_hash_vec {
+        struct kw_token_row *rows;
+        uint8_t (*hashes)[KS_HASH_LEN];
+        size_t n, cap, hcap;
+};
+
+static kw_result token_hashes_read(struct kw_keystore *ks, struct token_hash_vec *v)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "SELECT id, name, role, created, revoked, hash FROM tokens"
+                              " ORDER BY name", &st));
+        for (;;) {
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "token list", &row));
+                if (!row)
+                        break;
+                const void *h = sqlite3_column_blob(st, 5);
+                if (h == NULL || sqlite3_column_bytes(st, 5) != KS_HASH_LEN) {
+                        kw_err_set_detail("key store: a token's stored hash is not %d bytes",
+                                          KS_HASH_LEN);
+                        KW_BAIL(KW_ERR_DB_CORRUPT);
+                }
+                KW_TRY(ks_grow((void **)&v->rows, &v->cap, v->n, sizeof *v->rows));
+                KW_TRY(ks_grow((void **)&v->hashes, &v->hcap, v->n, sizeof *v->hashes));
+                KW_TRY(token_row_from_stmt(st, &v->rows[v->n]));
+                memcpy(v->hashes[v->n], h, KS_HASH_LEN);
+                v->n++;
+        }
+        return KW_OK;
+}
+
+kw_result kw_keystore_token_list_hashes(struct kw_keystore *ks,
+                                        int (*cb)(const struct kw_token_row *row,
+                                                  const uint8_t hash[32], void *arg),
+                                        void *arg)
+{
+        KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
+        struct token_hash_vec v = { 0 };
+        ks_lock(ks);
+        kw_result r = token_hashes_read(ks, &v);
+        ks_unlock(ks);
+        for (size_t i = 0; kw_ok(r) && i < v.n; i++)
+                if (cb(&v.rows[i], v.hashes[i], arg) != 0)
+                        break;
+        if (v.hashes != NULL)
+                kw_wipe(v.hashes, v.n * sizeof *v.hashes);
+        free(v.hashes);
+        free(v.rows);
+        return r;
+}
+
 static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *id,
                                  const struct kw_audit_entry *audit)
 {
