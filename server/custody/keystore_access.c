@@ -174,6 +174,7 @@ kw_result kw_keystore_token_list_hashes(struct kw_keystore *ks,
                                                   const uint8_t hash[32], void *arg),
                                         void *arg)
 {
+        KS_PG(ks, kw_pg_token_list_hashes(ks->pg, cb, arg));
         KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
         struct token_hash_vec v = { 0 };
         ks_lock(ks);
