@@ -43,6 +43,9 @@ static struct {
 } fk = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 static struct kw_front front;
+/* an op the fake refuses with KW_ERR_FORBIDDEN whatever the next reply (0: none);
+ * under fk.mu */
+static uint8_t fk_fail_op;
 
 static void fake_serve(int fd)
 {
@@ -61,11 +64,13 @@ static void fake_serve(int fd)
                         kw_result r = kw_msg_parse(fk.req, fk.req_len, 0, &fk.msg);
                         fk.nreq++;
                         kw_buf_reset(&out);
+                        int32_t code = fk_fail_op != 0 && fk.msg.op == fk_fail_op ? KW_ERR_FORBIDDEN
+                                                                                  : fk.code;
                         if (r.code == 0)
-                                r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, fk.code);
+                                r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, code);
                         if (r.code == 0 && fk.detail[0] != '\0')
                                 r = kw_msg_put_str(&out, KW_T_DETAIL, fk.detail);
-                        if (r.code == 0 && fk.code == 0 && fk.json[0] != '\0')
+                        if (r.code == 0 && code == 0 && fk.json[0] != '\0')
                                 r = kw_msg_put_str(&out, KW_T_JSON, fk.json);
                         if (r.code == 0)
                                 r = kw_msg_end(&out);
@@ -98,6 +103,13 @@ static void fake_reply(int32_t code, const char *detail, const char *json)
         fk.code = code;
         snprintf(fk.detail, sizeof fk.detail, "%s", detail ? detail : "");
         snprintf(fk.json, sizeof fk.json, "%s", json ? json : "");
+        pthread_mutex_unlock(&fk.mu);
+}
+
+static void fake_fail_op(uint8_t op)
+{
+        pthread_mutex_lock(&fk.mu);
+        fk_fail_op = op;
         pthread_mutex_unlock(&fk.mu);
 }
 
@@ -1234,12 +1246,28 @@ static void route_ops_custody_metrics_fleet(void **state)
                                   "keyward_fleet_nodes{node=\"kw-b\",state=\"UNAVAILABLE\"} 1\n"));
         assert_every_sample_labelled(s, "kw-b");
 
-        /* the op fails (custody without it, the database down): db_up 0, no counts */
+        /* custody does not answer: db_up 0, no counts, and NODES not even asked */
         kw_buf_reset(&b);
-        fake_reply(KW_ERR_PROTOCOL, "unknown op", NULL);
+        fake_reply(KW_ERR_INTERNAL, "down", NULL);
+        n = fake_nreq();
         assert_int_equal(ops_custody_metrics(&front, "kw-b", &b).code, 0);
+        assert_int_equal(fake_nreq(), n + 1);
         assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
         assert_non_null(strstr(s, "\nkeyward_custody_up{node=\"kw-b\"} 0\n"));
+        assert_non_null(strstr(s, "\nkeyward_db_up{node=\"kw-b\"} 0\n"));
+        assert_null(strstr(s, "keyward_fleet_nodes"));
+        assert_every_sample_labelled(s, "kw-b");
+
+        /* custody answers STATS but refuses NODES (an op it lacks, PUBLIC not allowed) */
+        kw_buf_reset(&b);
+        fake_reply(0, NULL, "{\"requests_total\":5}");
+        fake_fail_op(KW_OP_NODES);
+        n = fake_nreq();
+        assert_int_equal(ops_custody_metrics(&front, "kw-b", &b).code, 0);
+        fake_fail_op(0);
+        assert_int_equal(fake_nreq(), n + 2);
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_non_null(strstr(s, "\nkeyward_custody_up{node=\"kw-b\"} 1\n"));
         assert_non_null(strstr(s, "\nkeyward_db_up{node=\"kw-b\"} 0\n"));
         assert_null(strstr(s, "keyward_fleet_nodes"));
         assert_every_sample_labelled(s, "kw-b");

@@ -267,23 +267,27 @@ KW_MUST_USE static kw_result ops_fleet_counts(const char *json, size_t len,
 }
 
 /* keyward_db_up and, while the database answers, keyward_fleet_nodes{state}
- * from custody's KW_OP_NODES.  When the op fails (custody down, the
- * database unreachable, a reply that does not parse) keyward_db_up is 0 and
- * the node counts are left out rather than guessed. */
-KW_MUST_USE static kw_result ops_fleet_metrics(struct kw_front *front, const char *node,
-                                               struct kw_buf *out)
+ * from custody's KW_OP_NODES, asked only when custody answered the stats
+ * (custody_up: a hung custody process costs one timeout, not two).  When
+ * the op fails (custody down, the database unreachable, a reply that does
+ * not parse) keyward_db_up is 0 and the node counts are left out rather
+ * than guessed. */
+KW_MUST_USE static kw_result ops_fleet_metrics(struct kw_front *front, int custody_up,
+                                               const char *node, struct kw_buf *out)
 {
         unsigned long long n[OPS_NODE_STATES];
         int up = 0;
-        struct kw_cc_call c;
-        kw_cc_begin(front->cc, KW_OP_NODES, KW_CALLER_PUBLIC, &c);
-        if (kw_cc_invoke(&c).code == 0) {
-                const char *json = NULL;
-                size_t len = 0;
-                up = kw_cc_reply_json(&c, &json, &len).code == 0 &&
-                     ops_fleet_counts(json, len, n).code == 0;
+        if (custody_up) {
+                struct kw_cc_call c;
+                kw_cc_begin(front->cc, KW_OP_NODES, KW_CALLER_PUBLIC, &c);
+                if (kw_cc_invoke(&c).code == 0) {
+                        const char *json = NULL;
+                        size_t len = 0;
+                        up = kw_cc_reply_json(&c, &json, &len).code == 0 &&
+                             ops_fleet_counts(json, len, n).code == 0;
+                }
+                kw_cc_end(&c);
         }
-        kw_cc_end(&c);
         KW_TRY(kw_buf_printf(out, "# HELP keyward_db_up 1 when the fleet's database answered this "
                                   "node now ([db] engine = \"postgresql\")\n"
                                   "# TYPE keyward_db_up gauge\n"
@@ -346,7 +350,7 @@ KW_MUST_USE static kw_result ops_custody_metrics(struct kw_front *front, const c
                              front->cfg != NULL && front->cfg->hsm.evaluation ? 1 : 0, node,
                              fleet ? "postgresql" : "sqlcipher", KEYWARD_VERSION));
         if (fleet)
-                KW_TRY(ops_fleet_metrics(front, node, out));
+                KW_TRY(ops_fleet_metrics(front, up, node, out));
         return KW_OK;
 }
 
