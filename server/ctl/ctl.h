@@ -137,6 +137,7 @@ int ctl_cmd_key_get(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_versions(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_ekm_info(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_attestation(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_nodes(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_enable(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_disable(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_rotate(struct ctl *c, const struct ctl_args *a);

@@ -207,6 +207,8 @@ static const struct ctl_command ctl_commands[] = {
           ctl_cmd_ekm_info },
         { NULL, "attestation", "", 0, "summarise fresh attestation evidence", o_none,
           ctl_cmd_attestation },
+        { NULL, "nodes", "", 0, "list the nodes sharing the key store (one for a single "
+          "appliance)", o_none, ctl_cmd_nodes },
         { NULL, NULL, NULL, 0, NULL, NULL, NULL },
 };
 
