@@ -21,7 +21,12 @@
  *   - Listener: a gen read from kw_change that no notification announced is
  *     reported as KW_PG_CHANGE_ALL at the next poll only if notifications
  *     still have not caught up by then (a NOTIFY may arrive a moment after
- *     the commit is visible): the backstop reacts within 2 x poll_ms.
+ *     the commit is visible): the backstop reacts within 2 x poll_ms.  A gen
+ *     read LOWER than the highest one read before (a restored or rolled
+ *     back database) is KW_PG_CHANGE_ALL named "rollback" (at a poll, or at
+ *     the reconnect after the restore); every other ALL is named "".  Only
+ *     gens read from kw_change count for that, never a notification's
+ *     (anyone with database access can NOTIFY).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -751,11 +756,23 @@ static kw_result conn_params_build(const struct kw_pg_options *o, const char *no
                 KW_TRY(cp_add(cp, "keepalives_interval", "3"));
         if (opt_val(cp->opts, "keepalives_count") == NULL)
                 KW_TRY(cp_add(cp, "keepalives_count", "3"));
+        /* ... and one that stops acknowledging a query is given up after
+         * 10 s instead of the kernel's ~15 min of retransmissions */
+        if (opt_val(cp->opts, "tcp_user_timeout") == NULL)
+                KW_TRY(cp_add(cp, "tcp_user_timeout", "10000"));
         if (o->password_file != NULL && o->password_file[0] != '\0') {
                 KW_TRY(read_password(o->password_file, &cp->password));
                 KW_TRY(cp_add(cp, "password", (const char *)cp->password.p));
         }
         return KW_OK;
+}
+
+/* libpq prints notices and asynchronous errors to stderr by default;
+ * library code does not log (the error reaches the caller as a result). */
+static void quiet_notice(void *arg, const char *message)
+{
+        (void)arg;
+        (void)message;
 }
 
 static kw_result connect_one(const struct conn_params *cp, PGconn **ret)
@@ -766,6 +783,7 @@ static kw_result connect_one(const struct conn_params *cp, PGconn **ret)
                 PQfinish(conn);
                 return r;
         }
+        PQsetNoticeProcessor(conn, quiet_notice, NULL);
         *ret = conn;
         return KW_OK;
 }
@@ -1096,12 +1114,17 @@ kw_result kw_pg_mac_key_blob(struct kw_pgstore *pg, const uint8_t *proposed, siz
         if (kw_ok(r))
                 r = pg_exec(pg, c, "SELECT v FROM kw_meta WHERE k = 'row_mac_key'", NULL,
                             "row-MAC key", &res);
-        if (kw_ok(r) && PQntuples(res) != 1) {
-                kw_err_set_detail("the fleet has no row-MAC key yet");
-                r = KW_RESULT(KW_ERR_NOT_FOUND);
-        }
         const uint8_t *b = NULL;
         size_t n = 0;
+        int have = kw_ok(r) && PQntuples(res) == 1;
+        if (kw_ok(r) && !have) {
+                /* a pure read (proposed NULL) of a fleet without a key yet:
+                 * nothing appended.  With a proposal a row always exists. */
+                if (proposed != NULL && proposed_len > 0)
+                        r = KW_FAIL(KW_ERR_STORAGE, "the fleet's row-MAC key was not stored");
+                pg_release(pg, c);
+                return r;
+        }
         if (kw_ok(r))
                 r = pg_col_bytes(res, 0, 0, &b, &n);
         if (kw_ok(r) && (b == NULL || n == 0)) {
@@ -1241,6 +1264,8 @@ struct listen_state {
         uint64_t announced;     /* the highest gen notifications (or polls) covered */
         uint64_t suspect;       /* a gen read at the last poll that notifications had
                                    not covered yet (0: none)                        */
+        uint64_t highest;       /* the highest gen read from kw_change (polls only:
+                                   a NOTIFY anyone with database access can send)   */
 };
 
 static void drain_notifies(struct kw_pgstore *pg, PGconn *conn, struct listen_state *ls)
@@ -1284,6 +1309,16 @@ static int poll_gen(struct kw_pgstore *pg, PGconn *conn, struct listen_state *ls
         if (!ok)
                 return 0;
         drain_notifies(pg, conn, ls);
+        if (g < ls->highest) {
+                /* the counter went back: the database was restored to an
+                 * older state (or rolled back to a snapshot) */
+                if (l->changed != NULL)
+                        l->changed(KW_PG_CHANGE_ALL, "rollback", l->arg);
+                ls->highest = ls->announced = g;
+                ls->suspect = 0;
+                return 1;
+        }
+        ls->highest = g;
         if (ls->suspect != 0 && ls->announced < ls->suspect) {
                 /* a commit that no notification announced within a poll */
                 if (l->changed != NULL)
@@ -1307,21 +1342,22 @@ static void *listener_main(void *arg)
         char why[512];
         int64_t next_poll = mono_ms() + poll_ms;
         /* the baseline gen was read by kw_pg_listen_start */
-        ls.announced = pg->listen_baseline;
+        ls.announced = ls.highest = pg->listen_baseline;
         while (!stop) {
                 if (!up) {
                         if (wait_stop(pg, PG_RECONNECT_MS))
                                 break;
                         uint64_t g = 0;
                         if (listener_reconnect(pg, conn, &stop) && listen_setup(conn, &g)) {
+                                int back = g < ls.highest;
                                 up = 1;
-                                ls.announced = g;
+                                ls.announced = ls.highest = g;
                                 ls.suspect = 0;
                                 next_poll = mono_ms() + poll_ms;
                                 if (l->state != NULL)
                                         l->state(1, "", l->arg);
                                 if (l->changed != NULL)
-                                        l->changed(KW_PG_CHANGE_ALL, "", l->arg);
+                                        l->changed(KW_PG_CHANGE_ALL, back ? "rollback" : "", l->arg);
                         }
                         continue;
                 }

@@ -683,12 +683,21 @@ kw_result kw_pg_key_add_version(struct kw_pgstore *pg, const char *key_id, uint3
                                                         public_der, public_der_len, audit));
 }
 
+/* due_by != 0: only while the key is pending deletion with delete_at <=
+ * due_by.  The row was read after pg_tx_begin locked kw_change, so no other
+ * mutation of the fleet can cancel the deletion before this one commits. */
 static kw_result key_destroy_tx(struct kw_pgstore *pg, struct pg_conn *c, uint64_t gen,
-                                const char *key_id, const struct kw_audit_entry *audit)
+                                const char *key_id, int64_t due_by,
+                                const struct kw_audit_entry *audit)
 {
         struct kw_key_row cur;
         memset(&cur, 0, sizeof cur);
         KW_TRY(tx_live_key(pg, c, key_id, &cur));
+        if (due_by != 0 && (strcmp(cur.state, "pending_deletion") != 0 || cur.delete_at > due_by)) {
+                kw_key_row_clear(&cur);
+                kw_err_set_detail("the key's deletion is no longer due (cancelled or moved)");
+                KW_BAIL(KW_ERR_BAD_STATE);
+        }
         struct key_db k = key_db_of(&cur);
         k.state = "destroyed";
         k.delete_at = 0;
@@ -715,7 +724,16 @@ kw_result kw_pg_key_destroy(struct kw_pgstore *pg, const char *key_id,
         KW_ENSURE(pg != NULL && key_id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
-        return PG_RUN_TX(pg, c, gen, key_destroy_tx(pg, c, gen, key_id, audit));
+        return PG_RUN_TX(pg, c, gen, key_destroy_tx(pg, c, gen, key_id, 0, audit));
+}
+
+kw_result kw_pg_key_destroy_due(struct kw_pgstore *pg, const char *key_id, int64_t now,
+                                const struct kw_audit_entry *audit)
+{
+        KW_ENSURE(pg != NULL && key_id != NULL && now > 0, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_TRY(pg_check_audit_entry(audit));
+        return PG_RUN_TX(pg, c, gen, key_destroy_tx(pg, c, gen, key_id, now, audit));
 }
 
 /* ----------------------------------------------------------- due deletions */
