@@ -411,6 +411,14 @@ static void pgstore_audit_mutation_row_is_in_its_transaction(void **state)
 static void pgstore_audit_append_refuses_and_writes_nothing(void **state)
 {
         struct fx *f = *state;
+        /* an empty chain: intact, nothing held, the initial head (no MAC) */
+        struct kw_audit_verify v0 = verify(f->a);
+        assert_true(v0.first_bad_seq == 0 && v0.records == 0 && v0.head_seq == 0 && v0.start_seq == 0);
+        struct kw_audit_stats st;
+        assert_int_equal(kw_pg_audit_stats(f->b, &st).code, 0);
+        assert_true(st.records == 0 && st.first_seq == 0 && st.last_seq == 0 && st.checkpoints == 0 &&
+                    st.oldest_ts_ms == 0 && st.db_bytes > 0);
+        assert_int_equal(raw_int(f, "SELECT count(*) FROM audit_head WHERE mac IS NULL"), 1);
         append_uses(f->a, 3, 1, 1000);
         static char big[KW_AUDIT_FIELD_MAX + 2];
         memset(big, 'x', sizeof big - 1);
