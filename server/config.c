@@ -1986,6 +1986,10 @@ KW_MUST_USE static kw_result validate_tls(const struct kw_config *cfg)
                 VFAIL(cfg, "[db] conninfo: required with engine = \"postgresql\" (a libpq "
                       "connection string, e.g. \"host=db.example dbname=keyward user=keyward "
                       "sslmode=verify-full sslrootcert=/etc/keyward/db-ca.pem\")");
+        if (strcmp(cfg->db.engine, "postgresql") == 0 && cfg->audit.max_bytes != 0)
+                VFAIL(cfg, "[audit] max_bytes: not with engine = \"postgresql\": PostgreSQL keeps "
+                      "a table's size after a prune (VACUUM only makes the space reusable), so a "
+                      "size bound cannot be measured; bound a fleet's audit with max_age_days");
         if (strcmp(cfg->db.engine, "postgresql") != 0 &&
             (!empty(cfg->db.conninfo) || !empty(cfg->db.password_file)))
                 VFAIL(cfg, "[db] conninfo and password_file: only with engine = \"postgresql\"");
