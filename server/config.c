@@ -120,6 +120,7 @@ static const struct cfg_key cfg_keys[] = {
         K_INT("db", db, change_poll_ms, 250, 10, 1000),
         K_INT("db", db, heartbeat_ms, 1000, 100, 60000),
         K_INT("db", db, outage_grace_seconds, 300, 0, 86400),
+        K_INT("db", db, cache_revalidate_seconds, 30, 1, 3600),
 
         K_INT("audit", audit, max_age_days, 0, 0, 36500),
         K_INT("audit", audit, max_bytes, 0, 0, INT64_C(1) << 50),

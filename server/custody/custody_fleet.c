@@ -17,7 +17,10 @@
  * no longer exists; "anything may have changed" (a reconnect, or the change
  * counter moved without a notification) does all of that for everything,
  * and a counter that went back (the database restored from an older
- * snapshot) is logged as an error first.
+ * snapshot) is logged as an error first.  Every cache_revalidate_seconds
+ * the heartbeat thread reads each cached key's row again and drops the
+ * entries that differ or fail their MAC: the bounded lifetime of a cached
+ * entry, whatever notifications were lost.
  *
  * The database unreachable: the listener's connection drops, or a
  * heartbeat fails.  The node is DEGRADED: cached keys keep serving;
@@ -292,6 +295,51 @@ static void on_state(int up, const char *why, void *arg)
         pthread_mutex_unlock(&f->mu);
 }
 
+/* ---------------------------------------------------------------- revalidation */
+
+static int same_text(const char *a, const char *b)
+{
+        return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Every cached key's row read again: an entry whose row changed (a change
+ * whose notification was lost and that the counter did not show), is gone,
+ * or fails its MAC (changed in SQL: logged) is dropped.  The bound on how
+ * long a node can use what it cached without the database agreeing.  Stops
+ * at the first unreachable-database error (the outage rules apply). */
+static void revalidate(struct fleet *f)
+{
+        struct custody *c = f->c;
+        static char names[4096][65];   /* this thread only */
+        size_t n = kw_keycache_names(c->kc, names, sizeof names / sizeof names[0]);
+        for (size_t i = 0; i < n; i++) {
+                struct kw_ckey *e = kw_keycache_get(c->kc, names[i]);
+                if (e == NULL)
+                        continue;
+                struct kw_key_row row;
+                memset(&row, 0, sizeof row);
+                kw_result r = kw_keystore_key_get(c->ks, names[i], &row);
+                int stale = !kw_ok(r) ||
+                            strcmp(row.id, e->row.id) != 0 || strcmp(row.state, e->row.state) != 0 ||
+                            row.ops != e->row.ops || row.current_version != e->row.current_version ||
+                            row.delete_at != e->row.delete_at || row.updated != e->row.updated ||
+                            !same_text(row.rules_json, e->row.rules_json) ||
+                            !same_text(row.tags_json, e->row.tags_json);
+                kw_key_row_clear(&row);
+                kw_keycache_release(c->kc, e);
+                if (r.code == KW_ERR_DB_UNAVAILABLE)
+                        return;
+                if (r.code == KW_ERR_DB_TAMPERED)
+                        kw_log(KW_LOG_ERROR, "db_tampered", "key", names[i], "detail", kw_err_detail(),
+                               "hint", "the cached entry is dropped; the key is refused until its "
+                                       "row is restored", KW_END);
+                if (stale) {
+                        __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
+                        kw_keycache_invalidate(c->kc, names[i]);
+                }
+        }
+}
+
 /* ---------------------------------------------------------------- heartbeat */
 
 static void fill_self(struct fleet *f, struct kw_node_row *me)
@@ -315,6 +363,7 @@ static void *heartbeat_thread(void *arg)
         struct fleet *f = arg;
         const struct kw_config *cfg = f->c->cfg;
         int64_t grace_ms = cfg->db.outage_grace_seconds * 1000;
+        int64_t next_check = mono_ms() + cfg->db.cache_revalidate_seconds * 1000;
         pthread_mutex_lock(&f->mu);
         while (!f->stop) {
                 pthread_mutex_unlock(&f->mu);
@@ -334,6 +383,10 @@ static void *heartbeat_thread(void *arg)
                         drop = 1;
                 }
                 pthread_mutex_unlock(&f->mu);
+                if (kw_ok(r) && mono_ms() >= next_check) {
+                        revalidate(f);
+                        next_check = mono_ms() + cfg->db.cache_revalidate_seconds * 1000;
+                }
                 if (drop) {
                         drop_all(f->c);
                         kw_log(KW_LOG_ERROR, "fleet_outage_grace_over", "node", f->node,
@@ -508,6 +561,22 @@ kw_result op_nodes(struct custody *c, const struct kw_msg *req, struct op_caller
                 struct nodes_ctx x = { .f = f, .stale_ms = 3 * cfg->db.heartbeat_ms, .arr = arr,
                                        .brief = brief };
                 r = kw_pg_node_list(f->pg, nodes_cb, &x, &bad);
+                if (r.code == KW_ERR_DB_UNAVAILABLE) {
+                        /* what this node knows: itself, DEGRADED (the other
+                         * nodes' heartbeats are in the database) */
+                        cJSON_Delete(arr);
+                        arr = cJSON_CreateArray();
+                        if (arr == NULL) {
+                                cJSON_Delete(d);
+                                KW_BAIL(KW_ERR_NOMEM);
+                        }
+                        struct kw_node_row me;
+                        fill_self(f, &me);
+                        x = (struct nodes_ctx){ .f = f, .stale_ms = INT64_MAX, .arr = arr,
+                                                .brief = brief };
+                        nodes_cb(&me, &x);
+                        r = KW_OK;
+                }
                 if (!kw_ok(r)) {
                         cJSON_Delete(arr);
                         cJSON_Delete(d);
