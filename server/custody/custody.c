@@ -232,9 +232,16 @@ static kw_result auth_token_hash(struct custody *c, const uint8_t hash[32], stru
         struct kw_token_row tok;
         kw_result r = kw_keystore_token_find(c->ks, hash, &tok);
         if (r.code == KW_ERR_NOT_FOUND) {
+                custody_fleet_token_gone(c, hash);
                 kw_err_set_detail("unknown or revoked token");
                 KW_BAIL(KW_ERR_AUTH);
         }
+        /* a fleet node without its database: a token it found active
+         * lately still reads (changes fail on the database anyway) */
+        if (r.code == KW_ERR_DB_UNAVAILABLE && custody_fleet_token_cached(c, hash, &tok))
+                r = KW_OK;
+        else if (kw_ok(r))
+                custody_fleet_token_seen(c, hash, &tok);
         KW_TRY(r);
         w->role = role_bit(tok.role);
         memcpy(w->token_hash, hash, sizeof w->token_hash);

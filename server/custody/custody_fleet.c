@@ -57,9 +57,19 @@ struct fleet {
         int cache_dropped;                /* the outage outlived its grace         */
         char why[FLEET_DETAIL_MAX];       /* the last database error               */
         uint64_t changes, resyncs;        /* notifications taken, "everything" ones */
+        /* admin tokens this node found active in the database lately: while
+         * the database is away (and within the outage grace) they still
+         * authenticate, for reads (every change needs the database anyway) */
+        struct seen_token {
+                uint8_t hash[32];
+                struct kw_token_row row;
+                int64_t at_ms;            /* monotonic; 0: a free slot            */
+        } tokens[64];
         pthread_t th;
         int th_started;
 };
+
+static void tokens_forget_locked(struct fleet *f, const char *id);
 
 int custody_fleet_mode(const struct kw_config *cfg)
 {
@@ -267,8 +277,12 @@ static void on_change(enum kw_pg_change kind, const char *name, void *arg)
                         kw_sessions_end_account(c->sessions, KW_SESSION_USER, name, NULL);
                 break;
         case KW_PG_CHANGE_TOKEN:
-                /* tokens are looked up in the database on every use, and a
-                 * token's console session checks its token each time */
+                /* tokens are looked up in the database on every use (and a
+                 * token's console session checks its token each time): only
+                 * the outage's memory of it goes */
+                pthread_mutex_lock(&f->mu);
+                tokens_forget_locked(f, name);
+                pthread_mutex_unlock(&f->mu);
                 break;
         case KW_PG_CHANGE_ALL:
         default:
@@ -279,6 +293,9 @@ static void on_change(enum kw_pg_change kind, const char *name, void *arg)
                                        "(disabled keys, revoked tokens) may be undone: review the "
                                        "audit", KW_END);
                 drop_all(c);
+                pthread_mutex_lock(&f->mu);
+                tokens_forget_locked(f, NULL);
+                pthread_mutex_unlock(&f->mu);
                 kw_ignore(custody_xks_reload(c));
                 break;
         }
@@ -293,6 +310,70 @@ static void on_state(int up, const char *why, void *arg)
                 f->heartbeat_ok = 1;   /* the next heartbeat says otherwise */
         note_db_locked(f, why);
         pthread_mutex_unlock(&f->mu);
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+void custody_fleet_token_seen(struct custody *c, const uint8_t hash[32],
+                              const struct kw_token_row *row)
+{
+        struct fleet *f = c->fleet;
+        if (f == NULL)
+                return;
+        pthread_mutex_lock(&f->mu);
+        struct seen_token *slot = &f->tokens[0];
+        for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0]; i++) {
+                struct seen_token *t = &f->tokens[i];
+                if (t->at_ms != 0 && memcmp(t->hash, hash, 32) == 0) {
+                        slot = t;
+                        break;
+                }
+                if (t->at_ms < slot->at_ms)   /* a free slot, else the oldest */
+                        slot = t;
+        }
+        memcpy(slot->hash, hash, 32);
+        slot->row = *row;
+        slot->at_ms = mono_ms();
+        pthread_mutex_unlock(&f->mu);
+}
+
+/* Under f->mu: forgets one token (id) or all (NULL). */
+static void tokens_forget_locked(struct fleet *f, const char *id)
+{
+        for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0]; i++)
+                if (id == NULL || strcmp(f->tokens[i].row.id, id) == 0)
+                        kw_wipe(&f->tokens[i], sizeof f->tokens[i]);
+}
+
+void custody_fleet_token_gone(struct custody *c, const uint8_t hash[32])
+{
+        struct fleet *f = c->fleet;
+        if (f == NULL)
+                return;
+        pthread_mutex_lock(&f->mu);
+        for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0]; i++)
+                if (f->tokens[i].at_ms != 0 && memcmp(f->tokens[i].hash, hash, 32) == 0)
+                        kw_wipe(&f->tokens[i], sizeof f->tokens[i]);
+        pthread_mutex_unlock(&f->mu);
+}
+
+int custody_fleet_token_cached(struct custody *c, const uint8_t hash[32], struct kw_token_row *ret)
+{
+        struct fleet *f = c->fleet;
+        if (f == NULL)
+                return 0;
+        int found = 0;
+        pthread_mutex_lock(&f->mu);
+        int64_t grace_ms = c->cfg->db.outage_grace_seconds * 1000;
+        if (f->down_since_ms != 0 && !f->cache_dropped)
+                for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0] && !found; i++)
+                        if (f->tokens[i].at_ms != 0 && memcmp(f->tokens[i].hash, hash, 32) == 0 &&
+                            mono_ms() - f->tokens[i].at_ms < grace_ms) {
+                                *ret = f->tokens[i].row;
+                                found = 1;
+                        }
+        pthread_mutex_unlock(&f->mu);
+        return found;
 }
 
 /* ---------------------------------------------------------------- revalidation */
@@ -380,6 +461,7 @@ static void *heartbeat_thread(void *arg)
                 if (f->down_since_ms != 0 && !f->cache_dropped &&
                     mono_ms() - f->down_since_ms >= grace_ms) {
                         f->cache_dropped = 1;
+                        tokens_forget_locked(f, NULL);
                         drop = 1;
                 }
                 pthread_mutex_unlock(&f->mu);

@@ -159,6 +159,15 @@ struct custody_node {
 /* Up to max nodes (fleet mode; 0 for one node): the database's list, or
  * this node alone while it cannot be read. */
 size_t custody_fleet_nodes(struct custody *c, struct custody_node *out, size_t max);
+/* Admin tokens while the database is away: a token found active is
+ * remembered (seen), forgotten when it is not found or changes anywhere
+ * (gone, or a notification), and while the database is unreachable and
+ * within the outage grace a remembered one still authenticates (cached:
+ * 1 and *ret). */
+void custody_fleet_token_seen(struct custody *c, const uint8_t hash[32],
+                              const struct kw_token_row *row);
+void custody_fleet_token_gone(struct custody *c, const uint8_t hash[32]);
+int custody_fleet_token_cached(struct custody *c, const uint8_t hash[32], struct kw_token_row *ret);
 /* STATUS's node, engine and db_state members. */
 void custody_fleet_status_json(struct custody *c, cJSON *d);
 /* Verifies the XKS proof of req (proto.h): the signature over the string to
