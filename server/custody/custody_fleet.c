@@ -37,6 +37,7 @@
 #include <time.h>
 
 #include "../common/log.h"
+#include "crypto.h"
 #include "custody_int.h"
 #include "pgstore.h"
 
@@ -324,7 +325,7 @@ void custody_fleet_token_seen(struct custody *c, const uint8_t hash[32],
         struct seen_token *slot = &f->tokens[0];
         for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0]; i++) {
                 struct seen_token *t = &f->tokens[i];
-                if (t->at_ms != 0 && memcmp(t->hash, hash, 32) == 0) {
+                if (t->at_ms != 0 && kw_ct_equal(t->hash, hash, 32)) {
                         slot = t;
                         break;
                 }
@@ -341,7 +342,7 @@ void custody_fleet_token_seen(struct custody *c, const uint8_t hash[32],
 static void tokens_forget_locked(struct fleet *f, const char *id)
 {
         for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0]; i++)
-                if (id == NULL || strcmp(f->tokens[i].row.id, id) == 0)
+                if (id == NULL || strcmp(f->tokens[i].row.id, id) == 0)   /* lint: allow (an id, not a secret) */
                         kw_wipe(&f->tokens[i], sizeof f->tokens[i]);
 }
 
@@ -352,7 +353,7 @@ void custody_fleet_token_gone(struct custody *c, const uint8_t hash[32])
                 return;
         pthread_mutex_lock(&f->mu);
         for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0]; i++)
-                if (f->tokens[i].at_ms != 0 && memcmp(f->tokens[i].hash, hash, 32) == 0)
+                if (f->tokens[i].at_ms != 0 && kw_ct_equal(f->tokens[i].hash, hash, 32))
                         kw_wipe(&f->tokens[i], sizeof f->tokens[i]);
         pthread_mutex_unlock(&f->mu);
 }
@@ -367,7 +368,7 @@ int custody_fleet_token_cached(struct custody *c, const uint8_t hash[32], struct
         int64_t grace_ms = c->cfg->db.outage_grace_seconds * 1000;
         if (f->down_since_ms != 0 && !f->cache_dropped)
                 for (size_t i = 0; i < sizeof f->tokens / sizeof f->tokens[0] && !found; i++)
-                        if (f->tokens[i].at_ms != 0 && memcmp(f->tokens[i].hash, hash, 32) == 0 &&
+                        if (f->tokens[i].at_ms != 0 && kw_ct_equal(f->tokens[i].hash, hash, 32) &&
                             mono_ms() - f->tokens[i].at_ms < grace_ms) {
                                 *ret = f->tokens[i].row;
                                 found = 1;
