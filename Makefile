@@ -28,7 +28,7 @@ ALL_LDFLAGS = $(LDHARD) -pthread
 
 # Sanitizer build of the library and unit tests (make test runs both).
 SAN_CFLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
-              $(WARN) -D_GNU_SOURCE -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+              $(WARN) -D_GNU_SOURCE -DKEYWARD_VERSION='"$(VERSION)"' -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
 SAN_LDFLAGS = -fsanitize=address,undefined -pthread
 
 # ---- CivetWeb 1.15 from Debian's own source package (never committed) ----
@@ -242,6 +242,7 @@ FUZZERS   := $(patsubst tests/fuzz/%_fuzz.c,$(BUILD)/fuzz/%_fuzz,$(FUZZ_SRCS))
 # target pulls in only what it uses.
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
 FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE -DKW_FUZZ \
+              -DKEYWARD_VERSION='"$(VERSION)"' \
               -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
 $(BUILD)/fuzzobj/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
