@@ -779,7 +779,7 @@ def fleet_rows(fr, single):
     for c in FLEET_CONNS:
         one = single.get(("XKS encrypt 64 B", c), {})
         if "rps" in one:
-            rows.append("| single node (SQLCipher), the main table's row | %d | %.0f | %s | %s | %s | %.2f | - | %d | - |" % (
+            rows.append("| single node (SQLCipher), the main table's row | %d | %.0f | %s | %s | %s | %.2f | - | %d | - | - |" % (
                 c, one["rps"], ms(one["p50_us"]), ms(one["p99_us"]), ms(one["p999_us"]), one.get("server_cpu", 0),
                 one["errors"] + one["conn_errors"]))
         for run_ in fr.get("runs", []):
@@ -789,12 +789,14 @@ def fleet_rows(fr, single):
             what = ("fleet, 3 nodes (round robin), one PostgreSQL" if run_["nodes"] == 3
                     else "fleet, node-a alone (same PostgreSQL)")
             if "rps" not in r:
-                rows.append("| %s | %d | not measured: %s | | | | | | | |" % (what, c, r.get("error", "?")))
+                rows.append("| %s | %d | not measured: %s | | | | | | | | |" % (what, c, r.get("error", "?")))
                 continue
             vs = "%.0f%%" % (100 * r["rps"] / one["rps"]) if one.get("rps") else "-"
-            rows.append("| %s | %d | %.0f | %s | %s | %s | %.2f | %.2f | %d | %s |" % (
+            per = r.get("per_node") or []
+            share = " / ".join("%.0f%%" % (100.0 * x / sum(per)) for x in per) if sum(per) else "-"
+            rows.append("| %s | %d | %.0f | %s | %s | %s | %.2f | %.2f | %d | %s | %s |" % (
                 what, c, r["rps"], ms(r["p50_us"]), ms(r["p99_us"]), ms(r["p999_us"]), r.get("server_cpu", 0),
-                r.get("pg_cpu", 0), r["errors"] + r["conn_errors"], vs))
+                r.get("pg_cpu", 0), r["errors"] + r["conn_errors"], vs, share))
     return rows
 
 
@@ -865,9 +867,9 @@ def write_report(path, ctx):
                  "with the load generator, so these are per-request costs of fleet mode on one machine (a cached "
                  "key needs no database round trip; key-use audit records reach PostgreSQL in batches), not a "
                  "fleet's capacity on three machines. `server CPU` = all the nodes' processes; `PostgreSQL CPU` = "
-                 "the cluster's.\n")
+                 "the cluster's; `XKS answers per node` from each node's `/metrics` over the run (warm-up included).\n")
         table(L, ("run", "conns", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU", "PostgreSQL CPU",
-                  "errors", "vs single node"), ctx["fleet_rows"])
+                  "errors", "vs single node", "XKS answers per node"), ctx["fleet_rows"])
     if ctx.get("where_rows"):
         L.append("## Where the time goes\n")
         L.append("Measured by the bench itself over the measured window of one closed-loop run each: CPU "
