@@ -120,6 +120,7 @@ static const struct cfg_key cfg_keys[] = {
         K_INT("db", db, change_poll_ms, 250, 10, 1000),
         K_INT("db", db, heartbeat_ms, 1000, 100, 60000),
         K_INT("db", db, outage_grace_seconds, 300, 0, 86400),
+        K_INT("db", db, cache_revalidate_seconds, 30, 1, 3600),
 
         K_INT("audit", audit, max_age_days, 0, 0, 36500),
         K_INT("audit", audit, max_bytes, 0, 0, INT64_C(1) << 50),
@@ -1986,6 +1987,10 @@ KW_MUST_USE static kw_result validate_tls(const struct kw_config *cfg)
                 VFAIL(cfg, "[db] conninfo: required with engine = \"postgresql\" (a libpq "
                       "connection string, e.g. \"host=db.example dbname=keyward user=keyward "
                       "sslmode=verify-full sslrootcert=/etc/keyward/db-ca.pem\")");
+        if (strcmp(cfg->db.engine, "postgresql") == 0 && cfg->audit.max_bytes != 0)
+                VFAIL(cfg, "[audit] max_bytes: not with engine = \"postgresql\": PostgreSQL keeps "
+                      "a table's size after a prune (VACUUM only makes the space reusable), so a "
+                      "size bound cannot be measured; bound a fleet's audit with max_age_days");
         if (strcmp(cfg->db.engine, "postgresql") != 0 &&
             (!empty(cfg->db.conninfo) || !empty(cfg->db.password_file)))
                 VFAIL(cfg, "[db] conninfo and password_file: only with engine = \"postgresql\"");

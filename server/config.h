@@ -91,6 +91,9 @@ struct kw_config {
                 int64_t heartbeat_ms;        /* 1000                                  */
                 int64_t outage_grace_seconds;/* 300: cached keys serve while the DB is
                                                 unreachable, then are dropped         */
+                int64_t cache_revalidate_seconds; /* 30: each cached key's row read
+                                                again and compared (the bounded
+                                                lifetime of what a node caches)     */
         } db;
 
         struct {                     /* [audit] retention (docs/audit.md)             */

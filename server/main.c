@@ -47,6 +47,7 @@
 #include "common/sdproto.h"
 #include "config.h"
 #include "custody/custody.h"
+#include "custody/custody_dbio.h"
 #include "front/front.h"
 #include "front/route_attest.h"
 #include "front/route_ekm.h"
@@ -115,6 +116,7 @@ static void usage(FILE *f)
 {
         fprintf(f,
                 "usage: keywardd [--config FILE] [--check-config | --init | --recover-admin]\n"
+                "       keywardd [--config FILE] --db-export FILE | --db-import FILE\n"
                 "       keywardd [--config FILE] --custody | --front\n"
                 "       keywardd --version | --help\n"
                 "\n"
@@ -131,6 +133,19 @@ static void usage(FILE *f)
                 "  --recover-admin   create a new admin token in [admin] token_file (audited as\n"
                 "                    console:<user>), for when no admin token is left; run it as\n"
                 "                    root on the appliance console\n"
+                "  --db-export FILE  write the key store ([db] engine) to FILE (\"-\": standard\n"
+                "                    output) as one JSON document: sealed key versions, public\n"
+                "                    data, token and user hashes, sealed XKS secrets; no clear\n"
+                "                    secret.  Every key version is unsealed and used once first\n"
+                "                    (the round trip).  Prints the counts, the checksum of\n"
+                "                    every key's public data and the file's SHA-256\n"
+                "  --db-import FILE  write such a document (\"-\": standard input) into the\n"
+                "                    key store [db] engine names, which must be empty, under\n"
+                "                    the same HSM master key; then recompute the checksum from\n"
+                "                    the store and unseal and use every key version.  Both run\n"
+                "                    as the [custody] user (as root they become it) and serve\n"
+                "                    nothing; keywardctl db export|import runs them\n"
+                "                    (docs/fleet-migration.md).  Exit 1: refused or not verified\n"
                 "  --custody         run only the custody process, standalone (one systemd unit,\n"
                 "                    User=[custody] user): it admits any process of the [front]\n"
                 "                    user, which must be another user; takes its socket from a\n"
@@ -195,6 +210,8 @@ static void dir_of(const char *path, char out[PATH_MAX])
  * wrong file system when the volume is not mounted. */
 static int check_db_dir(const struct kw_config *cfg)
 {
+        if (strcmp(cfg->db.engine, "postgresql") == 0)
+                return 0;   /* a fleet's store is the database server's */
         char dir[PATH_MAX];
         dir_of(cfg->db.path, dir);
         struct stat st;
@@ -240,8 +257,11 @@ static int check_not_front_readable(const struct kw_config *cfg, const struct kw
         int ng = 64;
         if (getgrouplist(front->name, front->gid, groups, &ng) < 0)
                 ng = 0;
-        const char *paths[] = { cfg->hsm.pin_file, cfg->db.key_file, cfg->db.path };
-        const char *what[] = { "[hsm] pin_file", "[db] key_file", "[db] path" };
+        int fleet = strcmp(cfg->db.engine, "postgresql") == 0;
+        const char *paths[] = { cfg->hsm.pin_file, fleet ? cfg->db.password_file : cfg->db.key_file,
+                                fleet ? NULL : cfg->db.path };
+        const char *what[] = { "[hsm] pin_file", fleet ? "[db] password_file" : "[db] key_file",
+                               "[db] path" };
         int bad = 0;
         for (size_t i = 0; i < 3; i++) {
                 struct stat st;
@@ -637,6 +657,8 @@ int main(int argc, char **argv)
                 { "check-config", no_argument, NULL, 'k' },
                 { "init", no_argument, NULL, 'I' },
                 { "recover-admin", no_argument, NULL, 'R' },
+                { "db-export", required_argument, NULL, 'E' },
+                { "db-import", required_argument, NULL, 'M' },
                 { "custody", no_argument, NULL, 'C' },
                 { "front", no_argument, NULL, 'F' },
                 { "ready-fd", required_argument, NULL, 'r' },
@@ -647,12 +669,15 @@ int main(int argc, char **argv)
         };
         int check_only = 0, init = 0, recover = 0, custody = 0, front = 0, ready_fd = -1,
             control_fd = -1, o;
+        const char *db_export = NULL, *db_import = NULL;
         while ((o = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
                 switch (o) {
                 case 'c': config_path = optarg; break;
                 case 'k': check_only = 1; break;
                 case 'I': init = 1; break;
                 case 'R': recover = 1; break;
+                case 'E': db_export = optarg; break;
+                case 'M': db_import = optarg; break;
                 case 'C': custody = 1; break;
                 case 'F': front = 1; break;
                 case 'r': ready_fd = atoi(optarg); break;
@@ -662,7 +687,8 @@ int main(int argc, char **argv)
                 default: usage(stderr); return 2;
                 }
         }
-        if (optind != argc || check_only + init + recover + custody + front > 1) {
+        if (optind != argc ||
+            check_only + init + recover + custody + front + (db_export != NULL) + (db_import != NULL) > 1) {
                 usage(stderr);
                 return 2;
         }
@@ -693,6 +719,12 @@ int main(int argc, char **argv)
         } else if (init) {
                 /* the database's directory is the data volume's: never made here */
                 rc = check_db_dir(cfg) != 0 ? 2 : kw_custody_init(cfg);
+        } else if (db_export != NULL) {
+                rc = kw_custody_db_export(cfg, db_export);
+        } else if (db_import != NULL) {
+                /* SQLCipher: the database's directory is the data volume's */
+                int pg = cfg->db.engine != NULL && strcmp(cfg->db.engine, "postgresql") == 0;
+                rc = !pg && check_db_dir(cfg) != 0 ? 2 : kw_custody_db_import(cfg, db_import);
         } else if (recover) {
                 char who[96];
                 console_user(who);

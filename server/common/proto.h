@@ -118,9 +118,10 @@ enum kw_op {
         KW_OP_KEY_VERSIONS = 80, /* A*    R NAME -> JSON {name, current_version,
                                   *       versions:[{version, created, current}]}    */
         /* fleet mode (issue 16) */
-        KW_OP_NODES = 90,        /* A*    -> JSON {engine, self, state, detail, nodes:[{id,
+        KW_OP_NODES = 90,        /* P A*  -> JSON {engine, self, state, detail, nodes:[{id,
                                   *       address, version, schema, state, detail,
-                                  *       started_ms, seen_ms, age_ms, self}]}          */
+                                  *       started_ms, seen_ms, age_ms, self}]}; P (the
+                                  *       front's /metrics): no address, no detail      */
         KW_OP_MAX = 128
 };
 /* Roles in the table: A* any role (auditor, operator, admin); A ko operator

@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -82,6 +83,15 @@ kw_result kw_privs_drop(const struct kw_identity *id)
                 KW_BAIL(KW_ERR_CONFIG);
         }
         (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+        /* HOME as the new user's (as su does): libraries that look there
+         * (libpq: ~/.postgresql, ~/.pgpass) must not find root's, nor fail
+         * on a home they may not enter */
+        struct passwd pw, *res = NULL;
+        char buf[1024];
+        if (getpwuid_r(id->uid, &pw, buf, sizeof buf, &res) == 0 && res != NULL)
+                setenv("HOME", pw.pw_dir, 1);
+        else
+                setenv("HOME", "/nonexistent", 1);
         return KW_OK;
 }
 

@@ -11,6 +11,7 @@
 #define CTL_BODY_MAX (1024u * 1024u)
 #define CTL_PATH_MAX 4096
 #define CTL_PAGES_MAX 10000
+#define CTL_NODE_TEXT_MAX 512   /* a cell of the nodes table */
 
 /* ---- plumbing ------------------------------------------------------------ */
 
@@ -509,6 +510,106 @@ int ctl_cmd_attestation(struct ctl *c, const struct ctl_args *a)
 {
         (void)a;
         return ctl_simple(c, "GET", "attestation", NULL, NULL, NULL);
+}
+
+/* ---- nodes (fleet mode, issue 16) ------------------------------------------------ */
+
+static const struct ctl_col ctl_node_cols[] = {
+        { "NODE", { "id" } },           { "STATE", { "state" } },
+        { "ADDRESS", { "address" } },   { "VERSION", { "version" } },
+        { "HEARTBEAT", { "heartbeat" } }, { "THIS", { "this" } },
+        { "DETAIL", { "detail" } },
+};
+
+/* A heartbeat's age (ms) as "0.4 s ago", "12 min ago", "3 h ago". */
+static void ctl_age_text(const cJSON *age, char *out, size_t outsz)
+{
+        if (!cJSON_IsNumber(age) || age->valuedouble < 0) {
+                snprintf(out, outsz, "-");
+                return;
+        }
+        double s = age->valuedouble / 1000.0;
+        if (s < 120)
+                snprintf(out, outsz, "%.1f s ago", s);
+        else if (s < 7200)
+                snprintf(out, outsz, "%.0f min ago", s / 60);
+        else
+                snprintf(out, outsz, "%.0f h ago", s / 3600);
+}
+
+/* The rows of the nodes table: each node's fields as text, its heartbeat's
+ * age in words and "*" for the node that answered.  NULL when nodes is
+ * not an array of objects. */
+static cJSON *ctl_node_rows(const cJSON *nodes)
+{
+        static const char *const copy[] = { "id", "state", "address", "version", "detail" };
+        cJSON *rows = cJSON_IsArray(nodes) ? cJSON_CreateArray() : NULL;
+        for (const cJSON *n = nodes != NULL ? nodes->child : NULL; rows != NULL && n != NULL;
+             n = n->next) {
+                cJSON *row = cJSON_IsObject(n) ? cJSON_CreateObject() : NULL;
+                if (row == NULL) {
+                        cJSON_Delete(rows);
+                        return NULL;
+                }
+                char text[CTL_NODE_TEXT_MAX];
+                for (size_t k = 0; k < sizeof copy / sizeof copy[0]; k++) {
+                        const cJSON *v = cJSON_GetObjectItemCaseSensitive(n, copy[k]);
+                        if (cJSON_IsString(v) && v->valuestring[0] == '\0')
+                                v = NULL;       /* "-" rather than an empty cell */
+                        ctl_value_text(v, text, sizeof text);
+                        cJSON_AddStringToObject(row, copy[k], text);
+                }
+                ctl_age_text(cJSON_GetObjectItemCaseSensitive(n, "age_ms"), text, sizeof text);
+                cJSON_AddStringToObject(row, "heartbeat", text);
+                cJSON_AddStringToObject(row, "this", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+                                                             n, "self")) ? "*" : "");
+                cJSON_AddItemToArray(rows, row);
+        }
+        return rows;
+}
+
+/* GET nodes: a summary line (engine, this node's state) and the table. */
+int ctl_cmd_nodes(struct ctl *c, const struct ctl_args *a)
+{
+        (void)a;
+        struct kw_buf path;
+        struct ctl_resp r;
+        int rc = ctl_path(&path, "nodes", NULL, NULL);
+        if (rc != CTL_OK || (rc = ctl_call(c, "GET", &path, NULL, &r)) != CTL_OK)
+                return rc;
+        if (c->json) {
+                ctl_print_raw(&r);
+                ctl_resp_free(&r);
+                return CTL_OK;
+        }
+        cJSON *doc = ctl_reply_json(&r);
+        ctl_resp_free(&r);
+        const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(doc, "nodes");
+        cJSON *rows = ctl_node_rows(nodes);
+        if (rows == NULL) {
+                if (doc != NULL)
+                        ctl_err("the server's reply has no 'nodes' array of objects");
+                cJSON_Delete(doc);
+                return CTL_SERVER;
+        }
+        char engine[64], self[CTL_NODE_TEXT_MAX], state[64], detail[CTL_NODE_TEXT_MAX];
+        ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "engine"), engine, sizeof engine);
+        ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "self"), self, sizeof self);
+        ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "state"), state, sizeof state);
+        ctl_value_text(cJSON_GetObjectItemCaseSensitive(doc, "detail"), detail, sizeof detail);
+        int n = cJSON_GetArraySize(rows);
+        if (strcmp(engine, "sqlcipher") == 0)
+                printf("engine:    sqlcipher (single appliance)\n");
+        else
+                printf("engine:    %s (a fleet: %d node%s in the database)\n", engine, n,
+                       n == 1 ? "" : "s");
+        int has_detail = detail[0] != '\0' && strcmp(detail, "-") != 0;
+        printf("this node: %s, %s%s%s\n\n", self, state, has_detail ? ": " : "",
+               has_detail ? detail : "");
+        ctl_print_table(rows, ctl_node_cols, sizeof ctl_node_cols / sizeof ctl_node_cols[0]);
+        cJSON_Delete(rows);
+        cJSON_Delete(doc);
+        return CTL_OK;
 }
 
 int ctl_cmd_key_enable(struct ctl *c, const struct ctl_args *a)

@@ -7,6 +7,7 @@
  *   output.c   human output: aligned fields and tables from JSON documents
  *   commands.c one function per command
  *   audit.c    audit verify-export: an export file checked offline
+ *   db.c       db export|import: keywardd run locally, no network
  *
  * Functions return an exit code (enum ctl_exit) and print their own error
  * as "keywardctl: <message>" on stderr.  The token is never printed.
@@ -136,6 +137,7 @@ int ctl_cmd_key_get(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_versions(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_ekm_info(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_attestation(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_nodes(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_enable(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_disable(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_key_rotate(struct ctl *c, const struct ctl_args *a);
@@ -161,5 +163,8 @@ int ctl_cmd_xks_rotate(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_xks_import_file(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_xks_delete_credential(struct ctl *c, const struct ctl_args *a);
 int ctl_cmd_xks_delete(struct ctl *c, const struct ctl_args *a);
+/* ---- db.c: run keywardd --db-export / --db-import locally ---- */
+int ctl_cmd_db_export(struct ctl *c, const struct ctl_args *a);
+int ctl_cmd_db_import(struct ctl *c, const struct ctl_args *a);
 
 #endif

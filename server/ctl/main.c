@@ -137,6 +137,17 @@ static const struct ctl_opt o_xks_cred[] = {
         { NULL, 0, NULL },
 };
 
+static const struct ctl_opt o_db_export[] = {
+        { "config", 1, "keywardd's configuration (default: keywardd's own default)" },
+        { "out", 1, "the export file to write (mode 0600) (required)" },
+        { NULL, 0, NULL },
+};
+static const struct ctl_opt o_db_import[] = {
+        { "config", 1, "keywardd's configuration naming the empty target store ([db] engine)" },
+        { "in", 1, "the export file to read (required)" },
+        { NULL, 0, NULL },
+};
+
 static const struct ctl_command ctl_commands[] = {
         { NULL, "status", "", 0, "show the server's status", o_none, ctl_cmd_status },
         { "key", "create", "NAME", 1, "create a key", o_create, ctl_cmd_key_create },
@@ -186,10 +197,18 @@ static const struct ctl_command ctl_commands[] = {
           ctl_cmd_xks_delete_credential },
         { "xks", "delete", "NAME", 1, "delete an XKS key store created through the API", o_none,
           ctl_cmd_xks_delete },
+        { "db", "export", "", 0,
+          "write this appliance's key store to a file (sealed; runs keywardd --db-export here, "
+          "not through the API)", o_db_export, ctl_cmd_db_export },
+        { "db", "import", "", 0,
+          "load an export into an empty key store, then verify it (runs keywardd --db-import "
+          "here, not through the API)", o_db_import, ctl_cmd_db_import },
         { "ekm", "info", "", 0, "show the Azure EKM set-up (URL base, client CNs and CA)", o_none,
           ctl_cmd_ekm_info },
         { NULL, "attestation", "", 0, "summarise fresh attestation evidence", o_none,
           ctl_cmd_attestation },
+        { NULL, "nodes", "", 0, "list the nodes sharing the key store (one for a single "
+          "appliance)", o_none, ctl_cmd_nodes },
         { NULL, NULL, NULL, 0, NULL, NULL, NULL },
 };
 
@@ -201,7 +220,10 @@ static const char ctl_exit_help[] =
         "  3  cannot connect, or TLS failure\n"
         "  4  not authenticated or not allowed (HTTP 401/403, unreadable token file)\n"
         "  5  server error (HTTP 5xx)\n"
-        "  6  audit verify or verify-export found a broken chain\n";
+        "  6  audit verify or verify-export found a broken chain\n"
+        "db export|import pass keywardd's status on: 0 done and verified, 1 refused (file\n"
+        "changed, target not empty, round trip failed), 2 configuration, 3 files, 4 HSM,\n"
+        "5 database.\n";
 
 static void ctl_print_opts(FILE *f, const struct ctl_opt *o)
 {
@@ -216,7 +238,10 @@ static void ctl_help_top(FILE *f)
 {
         fprintf(f, "Usage: keywardctl [--url URL] [--token-file FILE] [--cacert FILE | --insecure]"
                    " [--json] COMMAND ...\n\nAdministers a Keyward server over its REST API "
-                   "(/api/v1).\n\nGlobal options (also accepted after the command):\n");
+                   "(/api/v1).\n'db export' and 'db import' are the exception: they run keywardd on "
+                   "this machine\n(--db-export / --db-import, as the custody user) with the "
+                   "configuration, the HSM and the\nkey store it names; nothing goes through the "
+                   "network or the API.\n\nGlobal options (also accepted after the command):\n");
         ctl_print_opts(f, ctl_global_opts);
         fprintf(f, "\nCommands:\n");
         for (const struct ctl_command *c = ctl_commands; c->name != NULL; c++) {

@@ -105,6 +105,7 @@ kw_result kw_keystore_audit_read_oldest(struct kw_keystore *ks, const struct kw_
                                         int (*cb)(const struct kw_audit_row *row, void *arg),
                                         void *arg, struct kw_audit_range *ret)
 {
+        KS_PG(ks, kw_pg_audit_read_oldest(ks->pg, sel, cb, arg, ret));
         KW_ENSURE(ks != NULL && sel != NULL && cb != NULL && ret != NULL && sel->max_records > 0,
                   KW_ERR_INPUT);
         struct kw_audit_range rg;
@@ -235,6 +236,7 @@ static kw_result prune_tx(struct kw_keystore *ks, struct ks_tx *tx, const struct
 kw_result kw_keystore_audit_prune(struct kw_keystore *ks, const struct kw_audit_prune *p,
                                   uint64_t *ret_records)
 {
+        KS_PG(ks, kw_pg_audit_prune(ks->pg, p, ret_records));
         KW_ENSURE(ks != NULL && p != NULL && ret_records != NULL && p->audit != NULL &&
                           p->export_file != NULL && p->export_file[0] != '\0' &&
                           p->through_seq > 0 && p->through_seq <= (uint64_t)INT64_MAX,
@@ -473,6 +475,7 @@ kw_result kw_keystore_audit_query_filter(struct kw_keystore *ks, const struct kw
                                          int (*cb)(const struct kw_audit_row *row, void *arg),
                                          void *arg)
 {
+        KS_PG(ks, kw_pg_audit_query_filter(ks->pg, f, cb, arg));
         KW_ENSURE(ks != NULL && f != NULL && cb != NULL, KW_ERR_INPUT);
         struct query q = { .f = f, .limit = f->limit ? f->limit : LIST_DEFAULT,
                            .hi = f->before ? f->before : UINT64_MAX };

@@ -200,6 +200,7 @@ static kw_result append_tx(struct kw_keystore *ks, struct ks_tx *tx, const struc
 
 kw_result kw_keystore_audit_append(struct kw_keystore *ks, const struct kw_audit_entry *e, size_t n)
 {
+        KS_PG(ks, kw_pg_audit_append(ks->pg, e, n));
         KW_ENSURE(ks != NULL, KW_ERR_INPUT);
         KW_ENSURE(n == 0 || e != NULL, KW_ERR_INPUT);
         KW_ENSURE(n <= AUDIT_APPEND_MAX, KW_ERR_TOO_LARGE);
@@ -583,6 +584,7 @@ static kw_result verify_locked(struct kw_keystore *ks, struct kw_audit_verify *v
 
 kw_result kw_keystore_audit_verify_ex(struct kw_keystore *ks, struct kw_audit_verify *ret)
 {
+        KS_PG(ks, kw_pg_audit_verify_ex(ks->pg, ret));
         KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
         struct kw_audit_verify v;
         memset(&v, 0, sizeof v);
@@ -667,6 +669,7 @@ static kw_result stats_locked(struct kw_keystore *ks, struct kw_audit_stats *s)
 
 kw_result kw_keystore_audit_stats(struct kw_keystore *ks, struct kw_audit_stats *ret)
 {
+        KS_PG(ks, kw_pg_audit_stats(ks->pg, ret));
         KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
         struct kw_audit_stats s;
         memset(&s, 0, sizeof s);

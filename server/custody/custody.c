@@ -111,12 +111,17 @@ static kw_result op_ping(struct custody *c, const struct kw_msg *req, struct op_
                          struct kw_buf *reply)
 {
         (void)req; (void)who;
-        if (c->rt == NULL || retention_warning_codes(c->rt, NULL) == 0)
+        char why[161];
+        const char *fleet = custody_fleet_state(c, why);
+        int db_down = strcmp(fleet, "ACTIVE") != 0;
+        if (!db_down && (c->rt == NULL || retention_warning_codes(c->rt, NULL) == 0))
                 return KW_OK;
         cJSON *d = cJSON_CreateObject();
         KW_ENSURE(d != NULL, KW_ERR_NOMEM);
         cJSON *arr = cJSON_AddArrayToObject(d, "warnings");
-        if (arr != NULL)
+        if (arr != NULL && db_down)   /* a fleet node serving from its cache */
+                cJSON_AddItemToArray(arr, cJSON_CreateString("db_unavailable"));
+        if (arr != NULL && c->rt != NULL)
                 retention_warning_codes(c->rt, arr);
         return reply_json(reply, d);
 }
@@ -130,6 +135,7 @@ static const struct op_row op_table[] = {
         { KW_OP_KEY_GET, "key.get", op_key_get, BY_ADMIN | BY_EKM, ROLES_ANY },
         { KW_OP_KEY_LIST, "key.list", op_key_list, BY_ADMIN, ROLES_ANY },
         { KW_OP_KEY_VERSIONS, "key.versions", op_key_versions, BY_ADMIN, ROLES_ANY },
+        { KW_OP_NODES, "nodes", op_nodes, BY_PUBLIC | BY_ADMIN, ROLES_ANY },
         { KW_OP_KEY_SET_STATE, "key.set_state", op_key_set_state, BY_ADMIN, ROLES_KEYS },
         { KW_OP_KEY_ROTATE, "key.rotate", op_key_rotate, BY_ADMIN, ROLES_KEYS },
         { KW_OP_KEY_SCHEDULE_DELETE, "key.schedule_deletion", op_key_schedule_delete, BY_ADMIN,
@@ -226,9 +232,16 @@ static kw_result auth_token_hash(struct custody *c, const uint8_t hash[32], stru
         struct kw_token_row tok;
         kw_result r = kw_keystore_token_find(c->ks, hash, &tok);
         if (r.code == KW_ERR_NOT_FOUND) {
+                custody_fleet_token_gone(c, hash);
                 kw_err_set_detail("unknown or revoked token");
                 KW_BAIL(KW_ERR_AUTH);
         }
+        /* a fleet node without its database: a token it found active
+         * lately still reads (changes fail on the database anyway) */
+        if (r.code == KW_ERR_DB_UNAVAILABLE && custody_fleet_token_cached(c, hash, &tok))
+                r = KW_OK;
+        else if (kw_ok(r))
+                custody_fleet_token_seen(c, hash, &tok);
         KW_TRY(r);
         w->role = role_bit(tok.role);
         memcpy(w->token_hash, hash, sizeof w->token_hash);
@@ -407,7 +420,9 @@ void custody_handle(struct custody *c, const uint8_t *p, size_t n, struct kw_buf
          * so the why is logged here */
         int fault = r.code <= KW_ERR_CRYPTO && r.code != KW_ERR_DECRYPT &&
                     r.code != KW_ERR_HSM_UNAVAILABLE && r.code != KW_ERR_HSM_TIMEOUT &&
-                    r.code != KW_ERR_HSM_UNWRAP;
+                    r.code != KW_ERR_HSM_UNWRAP &&
+                    /* a fleet's database away: logged once by custody_fleet.c */
+                    r.code != KW_ERR_DB_UNAVAILABLE;
         if (fault || kw_log_enabled(KW_LOG_DEBUG))
                 kw_log(fault ? KW_LOG_ERROR : KW_LOG_DEBUG, "custody_error", "op",
                        row ? row->name : "?", "error", kw_err_name(r.code), "detail", detail,

@@ -25,20 +25,29 @@ kw_result op_status(struct custody *c, const struct kw_msg *req, struct op_calle
         (void)req;
         (void)who;
         uint64_t nkeys = 0;
-        KW_TRY(kw_keystore_key_count(c->ks, &nkeys));
+        kw_result kr = kw_keystore_key_count(c->ks, &nkeys);
+        /* a fleet node answers while its database is away (db_state says so) */
+        if (!kw_ok(kr) && !(c->fleet != NULL && kr.code == KW_ERR_DB_UNAVAILABLE))
+                return kr;
         struct kw_keycache_stats cs;
         kw_keycache_get_stats(c->kc, &cs);
         cJSON *d = cJSON_CreateObject();
         KW_ENSURE(d != NULL, KW_ERR_NOMEM);
         cJSON_AddStringToObject(d, "state", "open");
-        cJSON_AddNumberToObject(d, "keys", (double)nkeys);
+        if (kw_ok(kr))
+                cJSON_AddNumberToObject(d, "keys", (double)nkeys);
+        else
+                cJSON_AddNullToObject(d, "keys");
+        custody_fleet_status_json(c, d);
         cJSON *h = cJSON_AddObjectToObject(d, "hsm");
         cJSON_AddStringToObject(h, "state", hsm_state_name(kw_hsm_state(c->hsm)));
         cJSON_AddStringToObject(h, "mechanism", kw_hsm_mechanism_name(c->hsm));
         cJSON_AddStringToObject(h, "token", c->cfg->hsm.token_label);
         cJSON_AddStringToObject(h, "master_key", c->cfg->hsm.master_key_label);
         cJSON *db = cJSON_AddObjectToObject(d, "db");
-        cJSON_AddStringToObject(db, "path", c->cfg->db.path);
+        cJSON_AddStringToObject(db, "engine", c->cfg->db.engine);
+        if (c->fleet == NULL)
+                cJSON_AddStringToObject(db, "path", c->cfg->db.path);
         cJSON_AddNumberToObject(db, "schema_version", kw_keystore_schema_version(c->ks));
         cJSON *ca = cJSON_AddObjectToObject(d, "key_cache");
         cJSON_AddNumberToObject(ca, "entries", (double)cs.entries);

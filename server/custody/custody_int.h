@@ -24,6 +24,7 @@
 
 struct audit_queue;
 struct xks_state;
+struct fleet;
 
 struct custody {
         const struct kw_config *cfg;
@@ -39,6 +40,7 @@ struct custody {
         uint64_t queued_now;                                   /* atomic          */
         struct xks_state *xks;        /* XKS stores and SigV4 secrets (custody_xks.c) */
         struct kw_sessions *sessions; /* console sessions (session.h); NULL: none    */
+        struct fleet *fleet;          /* fleet mode (custody_fleet.c); NULL: one node */
         int listen_fd;                /* the socket the front connects to           */
 };
 
@@ -109,6 +111,7 @@ kw_result op_token_create(struct custody *, const struct kw_msg *, struct op_cal
 kw_result op_token_list(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_token_revoke(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_status(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
+kw_result op_nodes(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 /* Console sessions and users (custody_session.c). */
 kw_result op_session_login(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
 kw_result op_session_get(struct custody *, const struct kw_msg *, struct op_caller *, struct kw_buf *);
@@ -130,6 +133,43 @@ kw_result op_attest(struct custody *, const struct kw_msg *, struct op_caller *,
 /* AWS XKS (custody_xks.c: stores, credentials, signatures; xks_request.c:
  * the requests themselves). */
 KW_MUST_USE kw_result custody_xks_init(struct custody *c);
+/* The store table rebuilt from the configuration and the database (after
+ * another node's change: custody_fleet.c); takes c->write_mu. */
+KW_MUST_USE kw_result custody_xks_reload(struct custody *c);
+
+/* ---- fleet mode (custody_fleet.c) ---- */
+int custody_fleet_mode(const struct kw_config *cfg);
+/* The PostgreSQL store, the HSM (a master key made only for an empty fleet
+ * database) and the row-MAC key.  *ret_stage on failure: 4 the HSM, 5 the
+ * database (keywardd's exit status). */
+KW_MUST_USE kw_result custody_fleet_open(struct custody *c, const struct kw_hsm_config *hc,
+                                         int *ret_master_created, int *ret_db_created,
+                                         int *ret_stage);
+/* The change listener and the heartbeat (none for one node). */
+KW_MUST_USE kw_result custody_fleet_start(struct custody *c);
+void custody_fleet_stop(struct custody *c);
+/* "ACTIVE" | "DEGRADED" | "UNAVAILABLE" (always ACTIVE for one node), and
+ * why in why[161] ("" when active). */
+const char *custody_fleet_state(struct custody *c, char why[161]);
+struct custody_node {
+        char id[65];
+        char state[16];
+        int self;
+};
+/* Up to max nodes (fleet mode; 0 for one node): the database's list, or
+ * this node alone while it cannot be read. */
+size_t custody_fleet_nodes(struct custody *c, struct custody_node *out, size_t max);
+/* Admin tokens while the database is away: a token found active is
+ * remembered (seen), forgotten when it is not found or changes anywhere
+ * (gone, or a notification), and while the database is unreachable and
+ * within the outage grace a remembered one still authenticates (cached:
+ * 1 and *ret). */
+void custody_fleet_token_seen(struct custody *c, const uint8_t hash[32],
+                              const struct kw_token_row *row);
+void custody_fleet_token_gone(struct custody *c, const uint8_t hash[32]);
+int custody_fleet_token_cached(struct custody *c, const uint8_t hash[32], struct kw_token_row *ret);
+/* STATUS's node, engine and db_state members. */
+void custody_fleet_status_json(struct custody *c, cJSON *d);
 /* Verifies the XKS proof of req (proto.h): the signature over the string to
  * sign with the store's credential, the string to sign over the canonical
  * request, the canonical request over BODY and a POST to the store's path;
@@ -252,5 +292,23 @@ void custody_sweep_deletions(struct custody *c);
 KW_MUST_USE kw_result seal_material(struct custody *c, const struct kw_key_row *row, uint32_t version,
                                     const struct kw_secret *material, struct kw_buf *blob);
 KW_MUST_USE kw_result load_db_key(struct custody *c, int db_exists, struct kw_secret *ret);
+
+/* keywardd --db-export / --db-import (custody_dbio.c) use these:
+ * custody_key_unseal (custody_keys.c) unseals one sealed version of row's
+ * key with the AAD that binds it to the key's id and version, and checks
+ * the material against the row (AES: size/8 bytes; RSA: a PKCS#8 private
+ * key); *ret's aes is a secret and its pkey an EVP_PKEY, both the caller's.
+ * KW_ERR_DB_CORRUPT (detail names the key and version) when it does not
+ * unseal.  custody_xks_cred_check (custody_xks.c) unseals a sealed XKS
+ * secret with its AAD and wipes it: KW_OK or KW_ERR_DB_CORRUPT.
+ * custody_open_oneshot / custody_close_oneshot (custody_start.c): the store
+ * as keywardd --recover-admin opens it (custody user, secure memory,
+ * privileges dropped, HSM, key store); the exit status on failure. */
+KW_MUST_USE kw_result custody_key_unseal(struct custody *c, const struct kw_key_row *row,
+                                         uint32_t version, const uint8_t *blob, size_t blob_len,
+                                         struct kw_ckey_material *ret);
+KW_MUST_USE kw_result custody_xks_cred_check(struct custody *c, const struct kw_xks_cred_row *row);
+int custody_open_oneshot(struct custody *c, const char *log_name, int *ret_status);
+void custody_close_oneshot(struct custody *c);
 
 #endif

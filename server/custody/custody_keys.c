@@ -44,32 +44,26 @@ static void key_aad(const char *id, uint32_t version, uint8_t out[64], size_t *r
 
 /* ------------------------------------------------------------ key lookup */
 
-static kw_result material_loader(const struct kw_key_row *row, uint32_t version, void *arg,
-                                 struct kw_ckey_material *ret)
+kw_result custody_key_unseal(struct custody *c, const struct kw_key_row *row, uint32_t version,
+                             const uint8_t *blob, size_t blob_len, struct kw_ckey_material *ret)
 {
-        struct custody *c = arg;
-        struct kw_buf blob;
-        kw_buf_init(&blob, 64 * 1024);
-        kw_result r = kw_keystore_key_get_blob(c->ks, row->id, version, &blob);
+        uint8_t aad[64];
+        size_t aad_len;
+        key_aad(row->id, version, aad, &aad_len);
         struct kw_secret s = { 0 };
-        if (r.code == 0) {
-                uint8_t aad[64];
-                size_t aad_len;
-                key_aad(row->id, version, aad, &aad_len);
-                r = kw_hsm_unseal(c->hsm, aad, aad_len, blob.p, blob.len, &s);
-                if (r.code == KW_ERR_HSM_UNWRAP) {
-                        kw_err_set_detail("key %s version %u does not unseal under the master key",
-                                          row->name, version);
-                        r = KW_RESULT(KW_ERR_DB_CORRUPT);
-                }
+        kw_result r = kw_hsm_unseal(c->hsm, aad, aad_len, blob, blob_len, &s);
+        if (r.code == KW_ERR_HSM_UNWRAP) {
+                kw_err_set_detail("key %s version %u does not unseal under the master key",
+                                  row->name, version);
+                r = KW_RESULT(KW_ERR_DB_CORRUPT);
         }
-        kw_buf_free(&blob);
         if (r.code != 0)
                 return r;
-        __atomic_add_fetch(&c->material_loads, 1, __ATOMIC_RELAXED);
         if (strcmp(row->type, "AES") == 0) {
                 if (s.len != row->size / 8) {
                         kw_secret_free(&s);
+                        kw_err_set_detail("key %s version %u: the material is not %u bits",
+                                          row->name, version, row->size);
                         KW_BAIL(KW_ERR_DB_CORRUPT);
                 }
                 ret->aes = s;
@@ -82,6 +76,21 @@ static kw_result material_loader(const struct kw_key_row *row, uint32_t version,
                 return r;
         ret->pkey = pk;
         return KW_OK;
+}
+
+static kw_result material_loader(const struct kw_key_row *row, uint32_t version, void *arg,
+                                 struct kw_ckey_material *ret)
+{
+        struct custody *c = arg;
+        struct kw_buf blob;
+        kw_buf_init(&blob, 64 * 1024);
+        kw_result r = kw_keystore_key_get_blob(c->ks, row->id, version, &blob);
+        if (r.code == 0)
+                r = custody_key_unseal(c, row, version, blob.p, blob.len, ret);
+        kw_buf_free(&blob);
+        if (r.code == 0)
+                __atomic_add_fetch(&c->material_loads, 1, __ATOMIC_RELAXED);
+        return r;
 }
 
 /* A fresh entry for name from the database. */
@@ -107,9 +116,14 @@ static kw_result key_load(struct custody *c, const char *name, struct kw_ckey **
                 kw_key_row_clear(&row);
                 return r;
         }
-        /* publish only if no mutation happened meanwhile (else it may be stale) */
-        if (__atomic_load_n(&c->gen, __ATOMIC_ACQUIRE) == gen)
+        /* publish only if no mutation happened meanwhile (else it may be
+         * stale); a change announced between that check and the put (fleet
+         * mode: another node's, custody_fleet.c) is seen by the check after */
+        if (__atomic_load_n(&c->gen, __ATOMIC_ACQUIRE) == gen) {
                 kw_keycache_put(c->kc, e);
+                if (__atomic_load_n(&c->gen, __ATOMIC_ACQUIRE) != gen)
+                        kw_keycache_invalidate(c->kc, name);
+        }
         *ret = e;
         return KW_OK;
 }
@@ -996,10 +1010,14 @@ void custody_sweep_deletions(struct custody *c)
                                              .key_name = s.items[i].name, .result = "ok",
                                              .detail = "waiting period over" };
                 pthread_mutex_lock(&c->write_mu);
-                kw_result r = kw_keystore_key_destroy(c->ks, s.items[i].id, &au);
+                kw_result r = kw_keystore_key_destroy_due(c->ks, s.items[i].id, time(NULL), &au);
                 __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
                 kw_keycache_invalidate(c->kc, s.items[i].name);
                 pthread_mutex_unlock(&c->write_mu);
+                /* cancelled meanwhile, or (a fleet) destroyed by another
+                 * node's sweeper: nothing to do */
+                if (r.code == KW_ERR_BAD_STATE || r.code == KW_ERR_KEY_DESTROYED)
+                        continue;
                 kw_log(r.code ? KW_LOG_ERROR : KW_LOG_INFO, "key_destroyed", "key", s.items[i].name,
                        "result", kw_err_name(r.code), KW_END);
         }

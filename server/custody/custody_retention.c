@@ -199,7 +199,9 @@ static void measure(struct retention *rt)
         kw_result r = kw_keystore_audit_stats(rt->c->ks, &st);
         char dir[4096];
         snprintf(dir, sizeof dir, "%s", rt->cfg->db.path);
-        struct fs db_fs = fs_of(dirname(dir));
+        /* a fleet's database is on the database server: its file system is
+         * not this node's to measure (fs_of("") is "not measured") */
+        struct fs db_fs = fs_of(custody_fleet_mode(rt->cfg) ? "" : dirname(dir));
         struct fs ex_fs = fs_of(rt->cfg->audit.export_dir);
         pthread_mutex_lock(&rt->mu);
         if (kw_ok(r)) {

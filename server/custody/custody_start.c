@@ -375,24 +375,45 @@ struct store_report {
         int database_created;
 };
 
+/* The HSM's settings (whether a master key may be made is the caller's). */
+static struct kw_hsm_config hsm_config(const struct kw_config *cfg, int create)
+{
+        return (struct kw_hsm_config){
+                .module = cfg->hsm.module, .token_label = cfg->hsm.token_label,
+                .pin_file = cfg->hsm.pin_file, .master_key_label = cfg->hsm.master_key_label,
+                .create_master_key = cfg->hsm.create_master_key && create,
+                .sessions = (unsigned)cfg->hsm.sessions, .timeout_ms = (unsigned)cfg->hsm.timeout_ms,
+                .retry_interval_ms = (unsigned)cfg->hsm.retry_interval_ms,
+        };
+}
+
+/* Fleet mode: the PostgreSQL store (custody_fleet.c). */
+static int open_fleet_store(struct custody *c, struct store_report *ret_report, int *ret_status)
+{
+        struct kw_hsm_config hc = hsm_config(c->cfg, 1);
+        int created = 0, fresh = 0, stage = 5;
+        kw_result r = custody_fleet_open(c, &hc, &created, &fresh, &stage);
+        if (r.code != 0)
+                return *ret_status = fail(stage, stage == 4 ? "hsm" : "database", r), -1;
+        if (ret_report != NULL)
+                *ret_report = (struct store_report){ created, fresh };
+        return 0;
+}
+
 /* Everything up to a key store ready for requests (shared with recovery and
  * keywardd --init).  ret_report may be NULL. */
 static int open_store(struct custody *c, struct store_report *ret_report, int *ret_status)
 {
         const struct kw_config *cfg = c->cfg;
+        if (custody_fleet_mode(cfg))
+                return open_fleet_store(c, ret_report, ret_status);
         int db_exists = file_exists(cfg->db.path);
         /* a database, or a database key sealed under some master key, says a
          * master key was there: a new one would open neither, so none is
          * made (a key file left by an earlier attempt that stopped before
          * the database was written counts too) */
         int key_exists = file_exists(cfg->db.key_file);
-        struct kw_hsm_config hc = {
-                .module = cfg->hsm.module, .token_label = cfg->hsm.token_label,
-                .pin_file = cfg->hsm.pin_file, .master_key_label = cfg->hsm.master_key_label,
-                .create_master_key = cfg->hsm.create_master_key && !db_exists && !key_exists,
-                .sessions = (unsigned)cfg->hsm.sessions, .timeout_ms = (unsigned)cfg->hsm.timeout_ms,
-                .retry_interval_ms = (unsigned)cfg->hsm.retry_interval_ms,
-        };
+        struct kw_hsm_config hc = hsm_config(cfg, !db_exists && !key_exists);
         int created = 0;
         kw_result r = kw_hsm_open(&hc, &c->hsm, &created);
         if (r.code == KW_ERR_HSM_NO_MASTER_KEY && (db_exists || key_exists) &&
@@ -556,6 +577,8 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
                 r = custody_xks_init(&c);
         if (r.code == 0)
                 r = custody_sessions_init(&c);
+        if (r.code == 0)
+                r = custody_fleet_start(&c);
         if (r.code != 0)
                 return fail(5, "initialisation", r);
         /* the SigV4 secrets are in secret memory now (custody_xks.c), the
@@ -615,6 +638,7 @@ int kw_custody_main(struct kw_config *cfg, const struct kw_custody_start *st)
         }
         close(c.listen_fd);
         audit_queue_free(c.aq);   /* flushes queued audit rows */
+        custody_fleet_stop(&c);   /* the last heartbeat: this node left */
         kw_log_writer_stop();     /* and the queued log lines */
         /* Connection threads may still be inside a request: the key store and
          * the HSM are closed by process exit, after the audit flush, which is
@@ -664,6 +688,21 @@ static void close_store(struct custody *c)
         c->ks = NULL;
         c->hsm = NULL;
 }
+
+int custody_open_oneshot(struct custody *c, const char *log_name, int *ret_status)
+{
+        c->listen_fd = -1;
+        pthread_mutex_init(&c->write_mu, NULL);
+        kw_log_setup((enum kw_log_level)kw_log_level_parse(c->cfg->log.level), log_name);
+        struct kw_identity me, front;
+        if (become_custody(c->cfg, &me, &front, ret_status) != 0 ||
+            harden_custody(c->cfg, &me, me.change, ret_status) != 0 ||
+            open_store(c, NULL, ret_status) != 0)
+                return -1;
+        return 0;
+}
+
+void custody_close_oneshot(struct custody *c) { close_store(c); }
 
 int kw_custody_init(struct kw_config *cfg)
 {

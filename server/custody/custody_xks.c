@@ -149,6 +149,23 @@ static size_t secret_aad(const char *store, const char *akid, uint8_t out[200])
         return n > 0 && n < 200 ? (size_t)n : 0;
 }
 
+kw_result custody_xks_cred_check(struct custody *c, const struct kw_xks_cred_row *row)
+{
+        KW_ENSURE(row->is_sealed, KW_ERR_INPUT);
+        uint8_t aad[200];
+        size_t an = secret_aad(row->store, row->akid, aad);
+        KW_ENSURE(an != 0, KW_ERR_INTERNAL);
+        struct kw_secret sec = { 0 };
+        kw_result r = kw_hsm_unseal(c->hsm, aad, an, row->secret, row->secret_len, &sec);
+        if (r.code == KW_ERR_HSM_UNWRAP) {
+                kw_err_set_detail("the secret of XKS credential %s (store %s) does not unseal "
+                                  "under the master key", row->akid, row->store);
+                r = KW_RESULT(KW_ERR_DB_CORRUPT);
+        }
+        kw_secret_free(&sec);
+        return r;
+}
+
 /* Seals secret for the database (row->secret, row->is_sealed). */
 static kw_result seal_secret(struct custody *c, const struct kw_secret *secret,
                              struct kw_xks_cred_row *row)
@@ -629,6 +646,14 @@ static kw_result reload(struct custody *c)
         if (r.code != 0)
                 kw_log(KW_LOG_ERROR, "xks_reload_failed", "error", kw_err_name(r.code), "detail",
                        kw_err_detail(), KW_END);
+        return r;
+}
+
+kw_result custody_xks_reload(struct custody *c)
+{
+        pthread_mutex_lock(&c->write_mu);
+        kw_result r = reload(c);
+        pthread_mutex_unlock(&c->write_mu);
         return r;
 }
 

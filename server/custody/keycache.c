@@ -265,6 +265,30 @@ void kw_keycache_invalidate(struct kw_keycache *kc, const char *name)
                 ckey_destroy(e);
 }
 
+void kw_keycache_invalidate_all(struct kw_keycache *kc)
+{
+        for (;;) {
+                pthread_mutex_lock(&kc->mu);
+                struct kw_ckey *e = kc->lru_head;
+                int last = e != NULL && cache_remove_locked(kc, e);
+                pthread_mutex_unlock(&kc->mu);
+                if (e == NULL)
+                        return;
+                if (last)
+                        ckey_destroy(e);
+        }
+}
+
+size_t kw_keycache_names(struct kw_keycache *kc, char (*out)[65], size_t max)
+{
+        size_t n = 0;
+        pthread_mutex_lock(&kc->mu);
+        for (struct kw_ckey *e = kc->lru_head; e != NULL && n < max; e = e->priv_->lru_next)
+                memcpy(out[n++], e->row.name, 65);
+        pthread_mutex_unlock(&kc->mu);
+        return n;
+}
+
 void kw_keycache_get_stats(struct kw_keycache *kc, struct kw_keycache_stats *ret)
 {
         pthread_mutex_lock(&kc->mu);

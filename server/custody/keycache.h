@@ -72,6 +72,10 @@ int kw_keycache_warm(struct kw_keycache *kc, const char *name, enum kw_warm_need
 void kw_keycache_release(struct kw_keycache *kc, struct kw_ckey *e);
 /* Removes name's entry (after any change to the key). */
 void kw_keycache_invalidate(struct kw_keycache *kc, const char *name);
+/* Removes every entry (fleet mode: anything may have changed). */
+void kw_keycache_invalidate_all(struct kw_keycache *kc);
+/* The names of up to max cached entries, most recently used first. */
+size_t kw_keycache_names(struct kw_keycache *kc, char (*out)[65], size_t max);
 
 struct kw_keycache_stats {
         uint64_t hits, misses, evictions;

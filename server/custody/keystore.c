@@ -565,10 +565,34 @@ fail:
         return r;
 }
 
+kw_result kw_keystore_open_pg(const struct kw_pg_options *o, struct kw_keystore **ret)
+{
+        KW_ENSURE(o != NULL && ret != NULL, KW_ERR_INPUT);
+        struct kw_keystore *ks = calloc(1, sizeof *ks);
+        KW_ENSURE(ks != NULL, KW_ERR_NOMEM);
+        kw_result r = kw_pg_open(o, &ks->pg);
+        if (!kw_ok(r)) {
+                free(ks);
+                return r;
+        }
+        *ret = ks;
+        return KW_OK;
+}
+
+struct kw_pgstore *kw_keystore_pg(struct kw_keystore *ks)
+{
+        return ks != NULL ? ks->pg : NULL;
+}
+
 void kw_keystore_close(struct kw_keystore *ks)
 {
         if (ks == NULL)
                 return;
+        if (ks->pg != NULL) {
+                kw_pg_close(ks->pg);
+                free(ks);
+                return;
+        }
         ks_free(ks);
 }
 
@@ -576,6 +600,8 @@ int kw_keystore_schema_version(struct kw_keystore *ks)
 {
         if (ks == NULL)
                 return 0;
+        if (ks->pg != NULL)
+                return kw_pg_schema_version(ks->pg);
         ks_lock(ks);
         int v = ks->schema_version;
         ks_unlock(ks);

@@ -13,6 +13,10 @@
  *
  * The audit chain (admin actions written here in the transaction of their
  * change, key uses in batches, retention) is declared in audit_store.h.
+ *
+ * Fleet mode: kw_keystore_open_pg opens the same contract on PostgreSQL
+ * (pgstore.h says what differs: row MACs, change notifications, one audit
+ * chain for the fleet).
  */
 #ifndef KW_KEYSTORE_H
 #define KW_KEYSTORE_H
@@ -73,6 +77,13 @@ struct kw_key_filter {               /* all optional (NULL / 0)                 
  */
 KW_MUST_USE kw_result kw_keystore_open(const char *path, const struct kw_secret *db_key,
                                        struct kw_keystore **ret);
+/* Fleet mode: the key store on PostgreSQL (pgstore.h: kw_pg_open's
+ * contract); every function below then goes to it. */
+struct kw_pg_options;
+struct kw_pgstore;
+KW_MUST_USE kw_result kw_keystore_open_pg(const struct kw_pg_options *o, struct kw_keystore **ret);
+/* The PostgreSQL store behind ks, or NULL for SQLCipher. */
+struct kw_pgstore *kw_keystore_pg(struct kw_keystore *ks);
 void kw_keystore_close(struct kw_keystore *ks);
 int kw_keystore_schema_version(struct kw_keystore *ks);
 
@@ -117,6 +128,12 @@ KW_MUST_USE kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const 
 /* State "destroyed", every version blob deleted (overwritten), atomically. */
 KW_MUST_USE kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
                                               const struct kw_audit_entry *audit);
+/* The same, only while the key is pending deletion with delete_at <= now,
+ * checked in the same transaction (KW_ERR_BAD_STATE otherwise): the
+ * deletion sweeper's call, so that a deletion cancelled after the sweeper
+ * listed it (here or on another node of a fleet) destroys nothing. */
+KW_MUST_USE kw_result kw_keystore_key_destroy_due(struct kw_keystore *ks, const char *key_id,
+                                                  int64_t now, const struct kw_audit_entry *audit);
 /* Names of keys pending deletion with delete_at <= now (up to max). */
 KW_MUST_USE kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t now,
                                                 int (*cb)(const char *key_id, const char *name,
@@ -133,6 +150,14 @@ KW_MUST_USE kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8
 KW_MUST_USE kw_result kw_keystore_token_list(struct kw_keystore *ks,
                                              int (*cb)(const struct kw_token_row *row, void *arg),
                                              void *arg);
+/* Every token, revoked ones included, in name order, with its stored
+ * SHA-256 (token_list does not hand hashes out): for keywardd --db-export
+ * only.  cb returning non-zero stops the walk; it runs after the store's
+ * lock is released. */
+KW_MUST_USE kw_result kw_keystore_token_list_hashes(struct kw_keystore *ks,
+                                                   int (*cb)(const struct kw_token_row *row,
+                                                             const uint8_t hash[32], void *arg),
+                                                   void *arg);
 /* Revokes an active token; the last admin credential (active admin token or
  * admin console user) cannot go (KW_ERR_BAD_STATE, checked in the same
  * transaction). */

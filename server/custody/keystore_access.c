@@ -60,6 +60,7 @@ static kw_result token_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
 kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token_row *row,
                                    const uint8_t hash[32], const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_token_insert(ks->pg, row, hash, audit));
         KW_ENSURE(ks != NULL && row != NULL && hash != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_token_id(row->id), KW_ERR_BAD_FIELD);
         KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
@@ -74,6 +75,7 @@ kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token
 kw_result kw_keystore_token_find(struct kw_keystore *ks, const uint8_t hash[32],
                                  struct kw_token_row *ret)
 {
+        KS_PG(ks, kw_pg_token_find(ks->pg, hash, ret));
         KW_ENSURE(ks != NULL && hash != NULL && ret != NULL, KW_ERR_INPUT);
         ks_lock(ks);
         kw_result r;
@@ -123,6 +125,7 @@ static kw_result token_list_read(struct kw_keystore *ks, struct token_vec *v)
 kw_result kw_keystore_token_list(struct kw_keystore *ks,
                                  int (*cb)(const struct kw_token_row *row, void *arg), void *arg)
 {
+        KS_PG(ks, kw_pg_token_list(ks->pg, cb, arg));
         KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
         struct token_vec v = { 0 };
         ks_lock(ks);
@@ -131,6 +134,58 @@ kw_result kw_keystore_token_list(struct kw_keystore *ks,
         for (size_t i = 0; kw_ok(r) && i < v.n; i++)
                 if (cb(&v.rows[i], arg) != 0)
                         break;
+        free(v.rows);
+        return r;
+}
+
+struct token_hash_vec {
+        struct kw_token_row *rows;
+        uint8_t (*hashes)[KS_HASH_LEN];
+        size_t n, cap, hcap;
+};
+
+static kw_result token_hashes_read(struct kw_keystore *ks, struct token_hash_vec *v)
+{
+        sqlite3_stmt *st _cleanup_finalize_ = NULL;
+        KW_TRY(ks_prepare(ks, "SELECT id, name, role, created, revoked, hash FROM tokens"
+                              " ORDER BY name", &st));
+        for (;;) {
+                int row = 0;
+                KW_TRY(ks_step_row(ks, st, "token list", &row));
+                if (!row)
+                        break;
+                const void *h = sqlite3_column_blob(st, 5);
+                if (h == NULL || sqlite3_column_bytes(st, 5) != KS_HASH_LEN) {
+                        kw_err_set_detail("key store: a token's stored hash is not %d bytes",
+                                          KS_HASH_LEN);
+                        KW_BAIL(KW_ERR_DB_CORRUPT);
+                }
+                KW_TRY(ks_grow((void **)&v->rows, &v->cap, v->n, sizeof *v->rows));
+                KW_TRY(ks_grow((void **)&v->hashes, &v->hcap, v->n, sizeof *v->hashes));
+                KW_TRY(token_row_from_stmt(st, &v->rows[v->n]));
+                memcpy(v->hashes[v->n], h, KS_HASH_LEN);
+                v->n++;
+        }
+        return KW_OK;
+}
+
+kw_result kw_keystore_token_list_hashes(struct kw_keystore *ks,
+                                        int (*cb)(const struct kw_token_row *row,
+                                                  const uint8_t hash[32], void *arg),
+                                        void *arg)
+{
+        KS_PG(ks, kw_pg_token_list_hashes(ks->pg, cb, arg));
+        KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
+        struct token_hash_vec v = { 0 };
+        ks_lock(ks);
+        kw_result r = token_hashes_read(ks, &v);
+        ks_unlock(ks);
+        for (size_t i = 0; kw_ok(r) && i < v.n; i++)
+                if (cb(&v.rows[i], v.hashes[i], arg) != 0)
+                        break;
+        if (v.hashes != NULL)
+                kw_wipe(v.hashes, v.n * sizeof *v.hashes);
+        free(v.hashes);
         free(v.rows);
         return r;
 }
@@ -178,6 +233,7 @@ static kw_result token_revoke_tx(struct kw_keystore *ks, struct ks_tx *tx, const
 kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
                                    const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_token_revoke(ks->pg, id, audit));
         KW_ENSURE(ks != NULL && id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_token_id(id), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
@@ -186,6 +242,7 @@ kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
 
 kw_result kw_keystore_token_count(struct kw_keystore *ks, uint64_t *ret)
 {
+        KS_PG(ks, kw_pg_token_count(ks->pg, ret));
         KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
         ks_lock(ks);
         kw_result r = ks_count(ks, "SELECT count(*) FROM tokens", ret);
@@ -240,6 +297,7 @@ kw_result kw_keystore_xks_store_insert(struct kw_keystore *ks, const struct kw_x
                                        const struct kw_xks_cred_row *cred,
                                        const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_xks_store_insert(ks->pg, store, cred, audit));
         KW_ENSURE(ks != NULL && store != NULL && cred != NULL, KW_ERR_INPUT);
         KW_ENSURE(strcmp(store->name, cred->store) == 0, KW_ERR_INPUT);
         KW_TRY(ks_check_audit_entry(audit));
@@ -273,6 +331,7 @@ static kw_result xks_store_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, c
 kw_result kw_keystore_xks_store_delete(struct kw_keystore *ks, const char *name,
                                        const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_xks_store_delete(ks->pg, name, audit));
         KW_ENSURE(ks != NULL && name != NULL, KW_ERR_INPUT);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, xks_store_delete_tx(ks, tx, name, audit));
@@ -311,6 +370,7 @@ static kw_result xks_cred_add_tx(struct kw_keystore *ks, struct ks_tx *tx,
 kw_result kw_keystore_xks_cred_add(struct kw_keystore *ks, const struct kw_xks_cred_row *cred,
                                    unsigned keep, const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_xks_cred_add(ks->pg, cred, keep, audit));
         KW_ENSURE(ks != NULL && cred != NULL && keep >= 1, KW_ERR_INPUT);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, xks_cred_add_tx(ks, tx, cred, keep, audit));
@@ -335,6 +395,7 @@ static kw_result xks_cred_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, co
 kw_result kw_keystore_xks_cred_delete(struct kw_keystore *ks, const char *store, const char *akid,
                                       const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_xks_cred_delete(ks->pg, store, akid, audit));
         KW_ENSURE(ks != NULL && store != NULL && akid != NULL, KW_ERR_INPUT);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, xks_cred_delete_tx(ks, tx, store, akid, audit));
@@ -400,6 +461,7 @@ static kw_result xks_list_locked(struct kw_keystore *ks,
 kw_result kw_keystore_xks_cred_reseal(struct kw_keystore *ks, const char *store, const char *akid,
                                       const uint8_t *sealed, size_t sealed_len)
 {
+        KS_PG(ks, kw_pg_xks_cred_reseal(ks->pg, store, akid, sealed, sealed_len));
         KW_ENSURE(ks != NULL && store != NULL && akid != NULL && sealed != NULL &&
                           sealed_len != 0 && sealed_len <= sizeof ((struct kw_xks_cred_row *)0)->secret,
                   KW_ERR_INPUT);
@@ -431,6 +493,7 @@ kw_result kw_keystore_xks_list(struct kw_keystore *ks,
                                int (*cred_cb)(const struct kw_xks_cred_row *row, void *arg),
                                void *arg)
 {
+        KS_PG(ks, kw_pg_xks_list(ks->pg, store_cb, cred_cb, arg));
         KW_ENSURE(ks != NULL, KW_ERR_INPUT);
         ks_lock(ks);
         kw_result r = xks_list_locked(ks, store_cb, cred_cb, arg);

@@ -15,6 +15,7 @@
 
 #include "audit_codec.h"
 #include "keystore.h"
+#include "pgstore.h"
 
 #define KS_HASH_LEN KW_AUDIT_HASH_LEN
 #define KS_BUSY_TIMEOUT_MS 5000
@@ -25,6 +26,9 @@
         "tags, rules, public_der"
 
 struct kw_keystore {
+        /* fleet mode: every call goes to the PostgreSQL store (pgstore.h) and
+         * nothing below is used */
+        struct kw_pgstore *pg;
         pthread_mutex_t mu;               /* the writer connection and the chain head */
         sqlite3 *db;
         int schema_version;
@@ -50,6 +54,14 @@ struct kw_keystore {
         struct kw_audit_hasher *rhasher;  /* under rmu                              */
         char *path;
 };
+
+/* The first line of every public function: a fleet store's call goes to
+ * pgstore's function of the same name. */
+#define KS_PG(ks, call)                                  \
+        do {                                             \
+                if ((ks) != NULL && (ks)->pg != NULL)    \
+                        return (call);                   \
+        } while (0)
 
 /* ---- sqlite conversion and statements (keystore.c) ---- */
 /* The one place sqlite codes become KW_ERR_*; the detail keeps sqlite's words. */

@@ -216,6 +216,7 @@ kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row
                                  const uint8_t *blob, size_t blob_len,
                                  const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_key_insert(ks->pg, row, blob, blob_len, audit));
         KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
         KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
@@ -235,6 +236,7 @@ kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row
 
 kw_result kw_keystore_key_get(struct kw_keystore *ks, const char *name, struct kw_key_row *ret)
 {
+        KS_PG(ks, kw_pg_key_get(ks->pg, name, ret));
         KW_ENSURE(ks != NULL && name != NULL && ret != NULL, KW_ERR_INPUT);
         KW_ENSURE(strnlen(name, 65) <= 64, KW_ERR_BAD_NAME);
         ks_lock(ks);
@@ -259,6 +261,7 @@ kw_result kw_keystore_key_get(struct kw_keystore *ks, const char *name, struct k
 kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id, uint32_t version,
                                    struct kw_buf *out)
 {
+        KS_PG(ks, kw_pg_key_get_blob(ks->pg, key_id, version, out));
         KW_ENSURE(ks != NULL && key_id != NULL && out != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
         ks_lock(ks);
@@ -294,6 +297,7 @@ kw_result kw_keystore_key_versions(struct kw_keystore *ks, const char *key_id,
                                    int (*cb)(uint32_t version, int64_t created, void *arg),
                                    void *arg)
 {
+        KS_PG(ks, kw_pg_key_versions(ks->pg, key_id, cb, arg));
         KW_ENSURE(ks != NULL && key_id != NULL && cb != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
         ks_lock(ks);
@@ -408,6 +412,7 @@ kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filte
                                int (*cb)(const struct kw_key_row *row, void *arg), void *arg,
                                char next[65])
 {
+        KS_PG(ks, kw_pg_key_list(ks->pg, f, cb, arg, next));
         static const struct kw_key_filter none = { 0 };
         KW_ENSURE(ks != NULL && cb != NULL && next != NULL, KW_ERR_INPUT);
         if (f == NULL)
@@ -459,6 +464,7 @@ kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filte
 
 kw_result kw_keystore_key_count(struct kw_keystore *ks, uint64_t *ret)
 {
+        KS_PG(ks, kw_pg_key_count(ks->pg, ret));
         KW_ENSURE(ks != NULL && ret != NULL, KW_ERR_INPUT);
         ks_lock(ks);
         kw_result r = ks_count(ks, "SELECT count(*) FROM keys WHERE state <> 'destroyed'", ret);
@@ -517,6 +523,7 @@ static kw_result key_update_tx(struct kw_keystore *ks, struct ks_tx *tx, const s
 kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row *row,
                                  const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_key_update(ks->pg, row, audit));
         KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
         KW_TRY(check_key_mutables(row));
@@ -571,6 +578,8 @@ kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id
                                       const uint8_t *public_der, size_t public_der_len,
                                       const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_key_add_version(ks->pg, key_id, version, blob, blob_len, public_der,
+                                        public_der_len, audit));
         KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(check_blob(blob, blob_len));
@@ -582,11 +591,24 @@ kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id
 }
 
 static kw_result key_destroy_tx(struct kw_keystore *ks, struct ks_tx *tx, const char *key_id,
-                                const struct kw_audit_entry *audit)
+                                int64_t due_by, const struct kw_audit_entry *audit)
 {
         char name[65];
         uint32_t cur;
         KW_TRY(tx_live_key(ks, key_id, name, &cur));
+        if (due_by != 0) {   /* the deletion still scheduled and due, in this transaction */
+                sqlite3_stmt *q _cleanup_finalize_ = NULL;
+                KW_TRY(ks_prepare(ks, "SELECT 1 FROM keys WHERE id = ?1 AND state = 'pending_deletion'"
+                                      " AND delete_at <= ?2", &q));
+                KW_TRY(ks_bind_text(ks, q, 1, key_id));
+                KW_TRY(ks_bind_i64(ks, q, 2, due_by));
+                int due = 0;
+                KW_TRY(ks_step_row(ks, q, "key due", &due));
+                if (!due) {
+                        kw_err_set_detail("the key's deletion is no longer due (cancelled or moved)");
+                        KW_BAIL(KW_ERR_BAD_STATE);
+                }
+        }
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks,
                           "UPDATE keys SET state = 'destroyed', delete_at = 0, updated = ?2"
@@ -607,10 +629,21 @@ static kw_result key_destroy_tx(struct kw_keystore *ks, struct ks_tx *tx, const 
 kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
                                   const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_key_destroy(ks->pg, key_id, audit));
         KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
         KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
-        return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, audit));
+        return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, 0, audit));
+}
+
+kw_result kw_keystore_key_destroy_due(struct kw_keystore *ks, const char *key_id, int64_t now,
+                                      const struct kw_audit_entry *audit)
+{
+        KS_PG(ks, kw_pg_key_destroy_due(ks->pg, key_id, now, audit));
+        KW_ENSURE(ks != NULL && key_id != NULL && now > 0, KW_ERR_INPUT);
+        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_TRY(ks_check_audit_entry(audit));
+        return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, now, audit));
 }
 
 struct due_key {
@@ -645,6 +678,7 @@ kw_result kw_keystore_due_deletions(struct kw_keystore *ks, int64_t now,
                                     int (*cb)(const char *key_id, const char *name, void *arg),
                                     void *arg)
 {
+        KS_PG(ks, kw_pg_due_deletions(ks->pg, now, cb, arg));
         KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
         struct due_key *keys = calloc(KS_DUE_MAX, sizeof *keys);
         KW_ENSURE(keys != NULL, KW_ERR_NOMEM);

@@ -708,6 +708,34 @@ static void keystore_key_add_version_wrong_number_fails_nothing_changed(void **s
                          KW_ERR_KEY_DESTROYED);
 }
 
+/* The sweeper's destroy: only a deletion still scheduled and due. */
+static void keystore_key_destroy_due_checks_in_tx(void **state)
+{
+        struct fx *f = *state;
+        insert_key(f, 1, "live", "AES", "enabled", NULL);
+        struct kw_key_row r = key_row(2, "later", "AES", "pending_deletion", NULL);
+        r.delete_at = 2000;
+        assert_int_equal(kw_keystore_key_insert(f->ks, &r, blob1, sizeof blob1, NULL).code, 0);
+        char id1[33], id2[33];
+        make_id(id1, 1);
+        make_id(id2, 2);
+        uint64_t a0 = audit_rows_ok(f);
+        /* not pending: a cancelled deletion */
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id1, 5000, NULL).code, KW_ERR_BAD_STATE);
+        /* pending, not due yet */
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id2, 1999, NULL).code, KW_ERR_BAD_STATE);
+        assert_int_equal(audit_rows_ok(f), a0);
+        struct kw_buf b;
+        kw_buf_init(&b, 1024);
+        assert_int_equal(kw_keystore_key_get_blob(f->ks, id1, 1, &b).code, 0);
+        kw_buf_free(&b);
+        /* due */
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id2, 2000, NULL).code, 0);
+        assert_int_equal(kw_keystore_key_destroy_due(f->ks, id2, 2000, NULL).code,
+                         KW_ERR_KEY_DESTROYED);
+        assert_int_equal(audit_rows_ok(f), a0 + 1);
+}
+
 static void keystore_key_destroy_overwrites_blobs_in_file(void **state)
 {
         struct fx *f = *state;
@@ -942,6 +970,57 @@ static int toks_cb(const struct kw_token_row *row, void *arg)
         }
         t->n++;
         return 0;
+}
+
+struct tok_hashes {
+        char names[8][65];
+        uint8_t hashes[8][32];
+        int64_t revoked[8];
+        size_t n, stop_after;
+};
+
+static int tok_hashes_cb(const struct kw_token_row *row, const uint8_t hash[32], void *arg)
+{
+        struct tok_hashes *t = arg;
+        if (t->n < 8) {
+                snprintf(t->names[t->n], 65, "%s", row->name);
+                memcpy(t->hashes[t->n], hash, 32);
+                t->revoked[t->n] = row->revoked;
+        }
+        t->n++;
+        return t->stop_after != 0 && t->n == t->stop_after;
+}
+
+static void keystore_token_list_hashes_every_token_with_its_hash(void **state)
+{
+        struct fx *f = *state;
+        uint8_t h1[32], h2[32], h3[32];
+        memset(h1, 1, sizeof h1);
+        memset(h2, 2, sizeof h2);
+        memset(h3, 3, sizeof h3);
+        struct kw_token_row t1 = { .id = "bb01", .name = "zeta", .role = "admin" };
+        struct kw_token_row t2 = { .id = "bb02", .name = "alpha", .role = "admin" };
+        struct kw_token_row t3 = { .id = "bb03", .name = "mid", .role = "operator" };
+        assert_int_equal(kw_keystore_token_insert(f->ks, &t1, h1, NULL).code, 0);
+        assert_int_equal(kw_keystore_token_insert(f->ks, &t2, h2, NULL).code, 0);
+        assert_int_equal(kw_keystore_token_insert(f->ks, &t3, h3, NULL).code, 0);
+        assert_int_equal(kw_keystore_token_revoke(f->ks, "bb01", NULL).code, 0);
+        struct tok_hashes t = { .n = 0 };
+        assert_int_equal(kw_keystore_token_list_hashes(f->ks, tok_hashes_cb, &t).code, 0);
+        assert_int_equal(t.n, 3);   /* revoked ones included, in name order */
+        assert_string_equal(t.names[0], "alpha");
+        assert_memory_equal(t.hashes[0], h2, 32);
+        assert_string_equal(t.names[1], "mid");
+        assert_memory_equal(t.hashes[1], h3, 32);
+        assert_string_equal(t.names[2], "zeta");
+        assert_memory_equal(t.hashes[2], h1, 32);
+        assert_true(t.revoked[2] != 0 && t.revoked[0] == 0);
+        /* a callback returning non-zero stops the walk */
+        struct tok_hashes one = { .stop_after = 1 };
+        assert_int_equal(kw_keystore_token_list_hashes(f->ks, tok_hashes_cb, &one).code, 0);
+        assert_int_equal(one.n, 1);
+        assert_int_equal(kw_keystore_token_list_hashes(f->ks, NULL, &one).code, KW_ERR_INPUT);
+        assert_int_equal(kw_keystore_token_list_hashes(NULL, tok_hashes_cb, &one).code, KW_ERR_INPUT);
 }
 
 static void keystore_token_lifecycle(void **state)
@@ -1357,10 +1436,12 @@ int main(void)
                 T(keystore_key_update_writes_mutable_columns),
                 T(keystore_key_add_version_wrong_number_fails_nothing_changed),
                 T(keystore_key_destroy_overwrites_blobs_in_file),
+                T(keystore_key_destroy_due_checks_in_tx),
                 T(keystore_due_deletions_lists_due_keys),
                 T(keystore_mutation_audit_failure_rolls_back),
                 T(keystore_threads_share_one_store),
                 T(keystore_token_lifecycle),
+                T(keystore_token_list_hashes_every_token_with_its_hash),
                 T(keystore_audit_append_query_filters_and_paging),
                 T(keystore_audit_verify_detects_tampering),
                 T(keystore_durability_sigkill_loses_no_acknowledged_write),

@@ -99,6 +99,7 @@ static kw_result user_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
 kw_result kw_keystore_user_insert(struct kw_keystore *ks, const struct kw_user_row *row,
                                   const struct kw_audit_entry *audit)
 {
+        KS_PG(ks, kw_pg_user_insert(ks->pg, row, audit));
         KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
         KW_ENSURE(user_role_ok(row->role), KW_ERR_BAD_FIELD);
@@ -112,6 +113,7 @@ kw_result kw_keystore_user_insert(struct kw_keystore *ks, const struct kw_user_r
 
 kw_result kw_keystore_user_get(struct kw_keystore *ks, const char *name, struct kw_user_row *ret)
 {
+        KS_PG(ks, kw_pg_user_get(ks->pg, name, ret));
         KW_ENSURE(ks != NULL && name != NULL && ret != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(name), KW_ERR_BAD_NAME);
         ks_lock(ks);
@@ -144,6 +146,7 @@ static kw_result user_list_read(struct kw_keystore *ks, struct user_vec *v)
 kw_result kw_keystore_user_list(struct kw_keystore *ks,
                                 int (*cb)(const struct kw_user_row *row, void *arg), void *arg)
 {
+        KS_PG(ks, kw_pg_user_list(ks->pg, cb, arg));
         KW_ENSURE(ks != NULL && cb != NULL, KW_ERR_INPUT);
         struct user_vec v = { 0 };
         ks_lock(ks);
@@ -186,6 +189,7 @@ static kw_result user_delete_tx(struct kw_keystore *ks, struct ks_tx *tx, const 
 kw_result kw_keystore_user_delete(struct kw_keystore *ks, const char *name,
                                   const struct kw_audit_entry *audit, struct kw_user_row *ret)
 {
+        KS_PG(ks, kw_pg_user_delete(ks->pg, name, audit, ret));
         KW_ENSURE(ks != NULL && name != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(name), KW_ERR_BAD_NAME);
         KW_TRY(ks_check_audit_entry(audit));
@@ -228,6 +232,7 @@ kw_result kw_keystore_user_set_password(struct kw_keystore *ks, const char *name
                                         const struct kw_audit_entry *audit,
                                         struct kw_user_row *ret)
 {
+        KS_PG(ks, kw_pg_user_set_password(ks->pg, name, hash, audit, ret));
         KW_ENSURE(ks != NULL && name != NULL && hash != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(name), KW_ERR_BAD_NAME);
         KW_ENSURE(user_hash_ok(hash), KW_ERR_BAD_FIELD);
@@ -263,6 +268,7 @@ kw_result kw_keystore_user_login(struct kw_keystore *ks, const char *name, int o
                                  const struct kw_lockout_policy *pol,
                                  const struct kw_audit_entry *audit, struct kw_user_row *ret)
 {
+        KS_PG(ks, kw_pg_user_login(ks->pg, name, ok, now, pol, audit, ret));
         KW_ENSURE(ks != NULL && name != NULL && pol != NULL && ret != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(name), KW_ERR_BAD_NAME);
         KW_TRY(ks_check_audit_entry(audit));

@@ -156,6 +156,8 @@ KW_MUST_USE kw_result kw_pg_key_add_version(struct kw_pgstore *pg, const char *k
                                             const struct kw_audit_entry *audit);
 KW_MUST_USE kw_result kw_pg_key_destroy(struct kw_pgstore *pg, const char *key_id,
                                         const struct kw_audit_entry *audit);
+KW_MUST_USE kw_result kw_pg_key_destroy_due(struct kw_pgstore *pg, const char *key_id, int64_t now,
+                                            const struct kw_audit_entry *audit);
 KW_MUST_USE kw_result kw_pg_due_deletions(struct kw_pgstore *pg, int64_t now,
                                           int (*cb)(const char *key_id, const char *name, void *arg),
                                           void *arg);

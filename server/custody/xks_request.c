@@ -290,6 +290,10 @@ static void health_status(struct custody *c, char out[16])
                 r = kw_keystore_key_count(c->ks, &nkeys);
         int64_t took_ms = mono_ms() - t0;
         int slow = us > XKS_HSM_SLOW_US || took_ms * 1000 > XKS_HSM_SLOW_US;
+        /* a fleet node without its database still serves cached keys: the
+         * fleet state (xks_health_fleet) says how long */
+        if (r.code == KW_ERR_DB_UNAVAILABLE && c->fleet != NULL)
+                r = KW_OK, slow = 1;
         snprintf(out, 16, "%s", r.code != 0 ? "UNAVAILABLE" : slow ? "DEGRADED" : "ACTIVE");
         pthread_mutex_lock(&health.mu);
         memcpy(health.status, out, 16);
@@ -298,16 +302,63 @@ static void health_status(struct custody *c, char out[16])
         pthread_mutex_unlock(&health.mu);
 }
 
+/* The worse of two health states. */
+static const char *worse(const char *a, const char *b)
+{
+        static const char *const order[] = { "ACTIVE", "DEGRADED", "UNAVAILABLE" };
+        int ia = 2, ib = 2;
+        for (int i = 0; i < 3; i++) {
+                if (strcmp(a, order[i]) == 0)
+                        ia = i;
+                if (strcmp(b, order[i]) == 0)
+                        ib = i;
+        }
+        return order[ia > ib ? ia : ib];
+}
+
+/* Fleet mode: ekmFleetDetails lists the nodes (at most 10, this node
+ * first) with the state their heartbeats report; this node's own entry is
+ * the worse of its deep check and its database state. */
+KW_MUST_USE static kw_result xks_health_fleet(struct custody *c, const char *status,
+                                              const struct custody_node *nodes, size_t n,
+                                              struct kw_buf *b)
+{
+        char why[161];
+        const char *mine = worse(status, custody_fleet_state(c, why));
+        KW_TRY(kw_buf_put_str(b, "\",\"ekmVendor\":\"PKCS#11\",\"ekmFleetDetails\":["));
+        size_t shown = 0;
+        for (int pass = 0; pass < 2; pass++)
+                for (size_t i = 0; i < n && shown < 10; i++) {
+                        if (nodes[i].self != (pass == 0))
+                                continue;
+                        KW_TRY(kw_buf_put_str(b, shown ? ",{\"id\":\"" : "{\"id\":\""));
+                        KW_TRY(kw_buf_put_json_escaped(b, nodes[i].id, strlen(nodes[i].id)));
+                        KW_TRY(kw_buf_printf(b, "\",\"model\":\"keywardd %s\",\"healthStatus\":\"%s\"}",
+                                             KEYWARD_VERSION, nodes[i].self ? mine : nodes[i].state));
+                        shown++;
+                }
+        return kw_buf_put_str(b, "]}");
+}
+
 KW_MUST_USE static kw_result xks_health(struct custody *c, struct kw_buf *b)
 {
         const struct kw_config *cfg = c->cfg;
         char status[16];
         health_status(c, status);
-        KW_TRY(kw_buf_printf(b, "{\"xksProxyFleetSize\":%lld,\"xksProxyVendor\":\"",
-                             (long long)cfg->xks.aws_xks_fleet_size));
+        struct custody_node nodes[64];
+        size_t n = c->fleet != NULL ? custody_fleet_nodes(c, nodes, sizeof nodes / sizeof nodes[0]) : 0;
+        long long size = cfg->xks.aws_xks_fleet_size;
+        if (c->fleet != NULL) {   /* the nodes that answer */
+                size = 0;
+                for (size_t i = 0; i < n; i++)
+                        size += nodes[i].self || strcmp(nodes[i].state, "UNAVAILABLE") != 0;
+        }
+        KW_TRY(kw_buf_printf(b, "{\"xksProxyFleetSize\":%lld,\"xksProxyVendor\":\"", size));
         KW_TRY(kw_buf_put_json_escaped(b, cfg->xks.aws_xks_vendor, strlen(cfg->xks.aws_xks_vendor)));
         KW_TRY(kw_buf_put_str(b, "\",\"xksProxyModel\":\""));
         KW_TRY(kw_buf_put_json_escaped(b, cfg->xks.aws_xks_model, strlen(cfg->xks.aws_xks_model)));
+        if (c->fleet != NULL)
+                return xks_health_fleet(c, status, nodes, n, b);
         KW_TRY(kw_buf_put_str(b, "\",\"ekmVendor\":\"PKCS#11\",\"ekmFleetDetails\":[{\"id\":\""));
         KW_TRY(kw_buf_put_json_escaped(b, cfg->hsm.token_label, strlen(cfg->hsm.token_label)));
         return kw_buf_printf(b, "\",\"model\":\"PKCS#11 token\",\"healthStatus\":\"%s\"}]}", status);

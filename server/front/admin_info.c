@@ -319,6 +319,18 @@ KW_MUST_USE kw_result admin_keys_versions(struct admin_call *a)
         return admin_invoke(a, &c, 200);
 }
 
+/* ---- GET /api/v1/nodes ----------------------------------------------------------------- */
+
+/* Custody's KW_OP_NODES document as it came: {"engine","self","state",
+ * "detail","nodes":[...]} (docs/api.md#nodes); one entry, this node, for a
+ * single appliance on SQLCipher. */
+KW_MUST_USE kw_result admin_nodes(struct admin_call *a)
+{
+        struct kw_cc_call c;
+        admin_begin(a, KW_OP_NODES, &c);
+        return admin_invoke(a, &c, 200);
+}
+
 /* ---- GET /api/v1/attestation ------------------------------------------------------------ */
 
 static int hex_ok(const char *s, size_t n)

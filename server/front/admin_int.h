@@ -187,6 +187,7 @@ KW_MUST_USE kw_result admin_metrics_history(struct admin_call *a);
 KW_MUST_USE kw_result admin_ekm_info(struct admin_call *a);
 KW_MUST_USE kw_result admin_attestation(struct admin_call *a);
 KW_MUST_USE kw_result admin_keys_versions(struct admin_call *a);
+KW_MUST_USE kw_result admin_nodes(struct admin_call *a);
 /* ,"evaluation":bool,"unlock":{...} appended to b (GET status). */
 KW_MUST_USE kw_result admin_status_extra(struct admin_call *a, struct kw_buf *b);
 /* Exposed for the unit test and the fuzz target. */

@@ -283,9 +283,9 @@ void kw_connlimit_free(struct kw_connlimit *cl)
         free(cl);
 }
 
-kw_result kw_connlimit_metrics(struct kw_connlimit *cl, struct kw_buf *out)
+kw_result kw_connlimit_metrics(struct kw_connlimit *cl, const char *node, struct kw_buf *out)
 {
-        KW_ENSURE(cl != NULL && out != NULL, KW_ERR_INTERNAL);
+        KW_ENSURE(cl != NULL && node != NULL && out != NULL, KW_ERR_INTERNAL);
         int open[KW_CONNLIMIT_POOLS] = { 0 };
         pthread_mutex_lock(&cl->lock);
         memcpy(open, cl->in_use, sizeof open);
@@ -297,19 +297,19 @@ kw_result kw_connlimit_metrics(struct kw_connlimit *cl, struct kw_buf *out)
                 "# HELP keyward_http_connections_refused_per_client_total Connections refused as their "
                 "TLS handshake started: the client address had [http] max_connections_per_client.\n"
                 "# TYPE keyward_http_connections_refused_per_client_total counter\n"
-                "keyward_http_connections_refused_per_client_total %llu\n"
+                "keyward_http_connections_refused_per_client_total{node=\"%s\"} %llu\n"
                 "# HELP keyward_http_connections_closed_idle_total Idle connections closed while a "
                 "listener's worker threads ran short ([http] idle_timeout_under_load_ms).\n"
                 "# TYPE keyward_http_connections_closed_idle_total counter\n"
-                "keyward_http_connections_closed_idle_total %llu\n"
+                "keyward_http_connections_closed_idle_total{node=\"%s\"} %llu\n"
                 "# HELP keyward_http_worker_connections Connections holding a worker thread "
                 "(handshakes included), by listener.\n"
                 "# TYPE keyward_http_worker_connections gauge\n",
-                (unsigned long long)atomic_load(&cl->refused),
-                (unsigned long long)atomic_load(&cl->shut_idle));
+                node, (unsigned long long)atomic_load(&cl->refused),
+                node, (unsigned long long)atomic_load(&cl->shut_idle));
         for (int p = 0; r.code == 0 && p < cl->cfg.pools; p++)
-                r = kw_buf_printf(out, "keyward_http_worker_connections{listener=\"%s\"} %d\n",
-                                  pool_names[p], open[p]);
+                r = kw_buf_printf(out, "keyward_http_worker_connections{node=\"%s\",listener=\"%s\"} %d\n",
+                                  node, pool_names[p], open[p]);
         if (r.code != 0)
                 out->len = start;
         return r;

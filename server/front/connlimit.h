@@ -73,7 +73,9 @@ void kw_connlimit_close(struct kw_connlimit *cl, int slot);
 /* One watchdog pass: in every pool under load, shuts down the connections
  * idle for longer than idle_ms.  Returns how many it shut down. */
 int kw_connlimit_sweep(struct kw_connlimit *cl);
-/* Prometheus text of the registry (appended to out; all or nothing). */
-KW_MUST_USE kw_result kw_connlimit_metrics(struct kw_connlimit *cl, struct kw_buf *out);
+/* Prometheus text of the registry (appended to out; all or nothing), every
+ * sample labelled node="<node>" (a value that needs no escaping). */
+KW_MUST_USE kw_result kw_connlimit_metrics(struct kw_connlimit *cl, const char *node,
+                                           struct kw_buf *out);
 
 #endif

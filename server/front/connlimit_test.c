@@ -88,7 +88,7 @@ static struct kw_connlimit *new_cl(int64_t per_client, int64_t idle_ms, int thre
 static const char *metrics(struct kw_connlimit *cl, struct kw_buf *b)
 {
         kw_buf_reset(b);
-        assert_int_equal(kw_connlimit_metrics(cl, b).code, 0);
+        assert_int_equal(kw_connlimit_metrics(cl, "kw-1", b).code, 0);
         const char *s;
         assert_int_equal(kw_buf_cstr(b, &s).code, 0);
         return s;
@@ -107,19 +107,19 @@ static void connlimit_open_over_per_client_cap_refused(void **state)
         assert_int_equal(kw_connlimit_open(cl, 0, c[3].srv, &slot[3]).code, 0);   /* another client */
         struct kw_buf b;
         kw_buf_init(&b, 4096);
-        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_connections_refused_per_client_total 1\n"));
-        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_worker_connections{listener=\"main\"} 3\n"));
+        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_connections_refused_per_client_total{node=\"kw-1\"} 1\n"));
+        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_worker_connections{node=\"kw-1\",listener=\"main\"} 3\n"));
         /* one closes: the client may open another */
         kw_connlimit_close(cl, slot[0]);
         kw_connlimit_close(cl, slot[0]);                        /* twice: no effect */
         assert_int_equal(kw_connlimit_open(cl, 0, c[2].srv, &slot[2]).code, 0);
         assert_int_equal(kw_connlimit_open(cl, 0, c[0].srv, &slot[0]).code, KW_ERR_OVERLOAD);
-        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_connections_refused_per_client_total 2\n"));
+        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_connections_refused_per_client_total{node=\"kw-1\"} 2\n"));
         for (int i = 0; i < 4; i++) {
                 kw_connlimit_close(cl, slot[i]);
                 conn_close(&c[i]);
         }
-        assert_non_null(strstr(metrics(cl, &b), "{listener=\"main\"} 0\n"));
+        assert_non_null(strstr(metrics(cl, &b), "{node=\"kw-1\",listener=\"main\"} 0\n"));
         kw_buf_free(&b);
         kw_connlimit_free(cl);
 }
@@ -154,7 +154,7 @@ static void connlimit_sweep_under_load_shuts_idle_only(void **state)
         assert_int_equal(kw_connlimit_sweep(cl), 2);            /* slots 0 and 1 */
         struct kw_buf b;
         kw_buf_init(&b, 4096);
-        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_connections_closed_idle_total 3\n"));
+        assert_non_null(strstr(metrics(cl, &b), "\nkeyward_http_connections_closed_idle_total{node=\"kw-1\"} 3\n"));
         kw_buf_free(&b);
         /* below the load mark nothing is touched */
         for (int i = 0; i < 3; i++)
@@ -270,14 +270,14 @@ static void connlimit_metrics_over_cap_is_all_or_nothing(void **state)
         struct kw_buf b;
         kw_buf_init(&b, 64);
         assert_int_equal(kw_buf_put(&b, "x", 1).code, 0);
-        assert_int_equal(kw_connlimit_metrics(cl, &b).code, KW_ERR_TOO_LARGE);
+        assert_int_equal(kw_connlimit_metrics(cl, "kw-1", &b).code, KW_ERR_TOO_LARGE);
         assert_int_equal(b.len, 1);
         kw_buf_free(&b);
         kw_buf_init(&b, 4096);
-        assert_int_equal(kw_connlimit_metrics(cl, &b).code, 0);
+        assert_int_equal(kw_connlimit_metrics(cl, "kw-1", &b).code, 0);
         const char *txt;
         assert_int_equal(kw_buf_cstr(&b, &txt).code, 0);
-        assert_non_null(strstr(txt, "keyward_http_worker_connections{listener=\"admin\"} 0\n"));
+        assert_non_null(strstr(txt, "keyward_http_worker_connections{node=\"kw-1\",listener=\"admin\"} 0\n"));
         kw_buf_free(&b);
         kw_connlimit_free(cl);
 }

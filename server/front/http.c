@@ -1084,9 +1084,16 @@ int kw_http_tls_spki_sha256(const struct kw_http *h, unsigned char out[32])
         return 0;
 }
 
-kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
+int kw_metrics_node_ok(const char *s)
 {
-        KW_ENSURE(h != NULL && out != NULL, KW_ERR_INTERNAL);
+        size_t n = s != NULL ? strlen(s) : 0;
+        return n >= 1 && n <= 64 &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == n;
+}
+
+kw_result kw_http_metrics(struct kw_http *h, const char *node, struct kw_buf *out)
+{
+        KW_ENSURE(h != NULL && out != NULL && kw_metrics_node_ok(node), KW_ERR_INTERNAL);
         size_t start = out->len;
         kw_result r = KW_OK;
 #define M_TRY(x)                             \
@@ -1103,7 +1110,7 @@ kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
                         uint64_t v = atomic_load_explicit(&s->by_status[st], memory_order_relaxed);
                         if (v == 0)
                                 continue;
-                        M_TRY(kw_buf_put_str(out, "keyward_http_requests_total{route=\""));
+                        M_TRY(kw_buf_printf(out, "keyward_http_requests_total{node=\"%s\",route=\"", node));
                         M_TRY(put_label(out, s->name));
                         M_TRY(kw_buf_printf(out, "\",status=\"%d\"} %llu\n", st + STATUS_MIN,
                                             (unsigned long long)v));
@@ -1112,7 +1119,7 @@ kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
         M_TRY(kw_buf_put_str(out, "# HELP keyward_http_request_errors_total HTTP responses with status >= 400.\n"
                                   "# TYPE keyward_http_request_errors_total counter\n"));
         for (size_t i = 0; i < h->n_slots; i++) {
-                M_TRY(kw_buf_put_str(out, "keyward_http_request_errors_total{route=\""));
+                M_TRY(kw_buf_printf(out, "keyward_http_request_errors_total{node=\"%s\",route=\"", node));
                 M_TRY(put_label(out, h->slots[i].name));
                 M_TRY(kw_buf_printf(out, "\"} %llu\n",
                                     (unsigned long long)atomic_load(&h->slots[i].errors)));
@@ -1124,40 +1131,41 @@ kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out)
                 uint64_t cum = 0;
                 for (int b = 0; b <= N_BUCKETS; b++) {
                         cum += atomic_load_explicit(&s->bucket[b], memory_order_relaxed);
-                        M_TRY(kw_buf_put_str(out, "keyward_http_request_duration_seconds_bucket{route=\""));
+                        M_TRY(kw_buf_printf(out, "keyward_http_request_duration_seconds_bucket{node=\"%s\",route=\"", node));
                         M_TRY(put_label(out, s->name));
                         M_TRY(kw_buf_printf(out, "\",le=\"%s\"} %llu\n", b < N_BUCKETS ? bucket_le[b] : "+Inf",
                                             (unsigned long long)cum));
                 }
                 uint64_t sum = atomic_load_explicit(&s->sum_us, memory_order_relaxed);
-                M_TRY(kw_buf_put_str(out, "keyward_http_request_duration_seconds_sum{route=\""));
+                M_TRY(kw_buf_printf(out, "keyward_http_request_duration_seconds_sum{node=\"%s\",route=\"", node));
                 M_TRY(put_label(out, s->name));
                 M_TRY(kw_buf_printf(out, "\"} %llu.%06llu\n", (unsigned long long)(sum / 1000000),
                                     (unsigned long long)(sum % 1000000)));
-                M_TRY(kw_buf_put_str(out, "keyward_http_request_duration_seconds_count{route=\""));
+                M_TRY(kw_buf_printf(out, "keyward_http_request_duration_seconds_count{node=\"%s\",route=\"", node));
                 M_TRY(put_label(out, s->name));
                 M_TRY(kw_buf_printf(out, "\"} %llu\n", (unsigned long long)cum));
         }
         M_TRY(kw_buf_printf(out, "# HELP keyward_http_connections_open Open client connections.\n"
                                  "# TYPE keyward_http_connections_open gauge\n"
-                                 "keyward_http_connections_open %lld\n"
+                                 "keyward_http_connections_open{node=\"%s\"} %lld\n"
                                  "# HELP keyward_http_connections_refused_total Requests refused over the connection limit.\n"
                                  "# TYPE keyward_http_connections_refused_total counter\n"
-                                 "keyward_http_connections_refused_total %llu\n",
+                                 "keyward_http_connections_refused_total{node=\"%s\"} %llu\n",
+                            node,
                             (long long)(atomic_load(&h->pool[POOL_MAIN].conns_open) +
                                         atomic_load(&h->pool[POOL_ADMIN].conns_open)),
-                            (unsigned long long)atomic_load(&h->conns_refused)));
+                            node, (unsigned long long)atomic_load(&h->conns_refused)));
         M_TRY(kw_buf_printf(out, "# HELP keyward_log_lines_dropped_total Log lines of the front (requests, info) "
                                  "dropped because stderr was read slower than they came.\n"
                                  "# TYPE keyward_log_lines_dropped_total counter\n"
-                                 "keyward_log_lines_dropped_total %llu\n"
+                                 "keyward_log_lines_dropped_total{node=\"%s\"} %llu\n"
                                  "# HELP keyward_log_lines_lost_total Log lines of the front lost to a failed "
                                  "write to stderr.\n"
                                  "# TYPE keyward_log_lines_lost_total counter\n"
-                                 "keyward_log_lines_lost_total %llu\n",
-                            (unsigned long long)kw_log_dropped_total(),
-                            (unsigned long long)kw_log_lost_total()));
-        M_TRY(kw_connlimit_metrics(h->cl, out));
+                                 "keyward_log_lines_lost_total{node=\"%s\"} %llu\n",
+                            node, (unsigned long long)kw_log_dropped_total(),
+                            node, (unsigned long long)kw_log_lost_total()));
+        M_TRY(kw_connlimit_metrics(h->cl, node, out));
 #undef M_TRY
         return KW_OK;
 fail:

@@ -92,8 +92,13 @@ KW_MUST_USE kw_result kw_http_start(const struct kw_config *cfg, const struct kw
                                     void *ctx, struct kw_http **ret);
 /* Stops accepting, finishes in-flight requests, frees.  NULL-safe. */
 void kw_http_stop(struct kw_http *h);
-/* The Prometheus text of the front's metrics (appended to out). */
-KW_MUST_USE kw_result kw_http_metrics(struct kw_http *h, struct kw_buf *out);
+/* The Prometheus text of the front's metrics (appended to out; all or
+ * nothing), every sample labelled node="<node>" first.  node is a label value
+ * that needs no escaping: [A-Za-z0-9._-]{1,64} (kw_config_node_name);
+ * KW_ERR_INTERNAL when it is not. */
+KW_MUST_USE kw_result kw_http_metrics(struct kw_http *h, const char *node, struct kw_buf *out);
+/* 1 when s can be the node label of the metrics: [A-Za-z0-9._-]{1,64}. */
+int kw_metrics_node_ok(const char *s);
 
 /* The per-minute request history (history.h) of the running server, or
  * NULL (h NULL).  Owned by h. */

@@ -1141,11 +1141,11 @@ static void http_connection_limit_answers_503(void **state)
 
         struct kw_buf m;
         kw_buf_init(&m, 1 << 20);
-        assert_int_equal(kw_http_metrics(s.h, &m).code, 0);
+        assert_int_equal(kw_http_metrics(s.h, "kw-a", &m).code, 0);
         const char *txt;
         assert_int_equal(kw_buf_cstr(&m, &txt).code, 0);
-        assert_non_null(strstr(txt, "\nkeyward_http_connections_refused_total 1\n"));
-        assert_non_null(strstr(txt, "\nkeyward_http_connections_open 1\n"));
+        assert_non_null(strstr(txt, "\nkeyward_http_connections_refused_total{node=\"kw-a\"} 1\n"));
+        assert_non_null(strstr(txt, "\nkeyward_http_connections_open{node=\"kw-a\"} 1\n"));
         kw_buf_free(&m);
         /* the liveness probe is answered over the limit (a reserve thread) */
         assert_true(cli_open(&b, s.port, TLS1_2_VERSION, TLS1_3_VERSION, NULL, NULL));
@@ -1190,38 +1190,51 @@ static void http_metrics_counts_requests(void **state)
         struct kw_buf m;
         kw_buf_init(&m, 1 << 20);
         const char *t = "";
-        for (int i = 0; i < 100 && strstr(t, "{route=\"err\",status=\"403\"} 1\n") == NULL; i++) {
+        for (int i = 0; i < 100 && strstr(t, "{node=\"kw-a\",route=\"err\",status=\"403\"} 1\n") == NULL; i++) {
                 usleep(20 * 1000);
                 kw_buf_reset(&m);
                 assert_int_equal(kw_buf_put_str(&m, "prefix\n").code, 0);
-                assert_int_equal(kw_http_metrics(s.h, &m).code, 0);
+                assert_int_equal(kw_http_metrics(s.h, "kw-a", &m).code, 0);
                 assert_int_equal(kw_buf_cstr(&m, &t).code, 0);
         }
         assert_true(strncmp(t, "prefix\n# HELP", 13) == 0);
         assert_non_null(strstr(t, "# TYPE keyward_http_requests_total counter\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_requests_total{route=\"v1\",status=\"200\"} 3\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_requests_total{route=\"v1.keys\",status=\"200\"} 1\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_requests_total{route=\"none\",status=\"404\"} 1\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_requests_total{route=\"err\",status=\"403\"} 1\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_request_errors_total{route=\"err\"} 1\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_request_errors_total{route=\"v1\"} 0\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_requests_total{node=\"kw-a\",route=\"v1\",status=\"200\"} 3\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_requests_total{node=\"kw-a\",route=\"v1.keys\",status=\"200\"} 1\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_requests_total{node=\"kw-a\",route=\"none\",status=\"404\"} 1\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_requests_total{node=\"kw-a\",route=\"err\",status=\"403\"} 1\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_request_errors_total{node=\"kw-a\",route=\"err\"} 1\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_request_errors_total{node=\"kw-a\",route=\"v1\"} 0\n"));
         assert_non_null(strstr(t, "# TYPE keyward_http_request_duration_seconds histogram\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_bucket{route=\"v1\",le=\"+Inf\"} 3\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_count{route=\"v1\"} 3\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_bucket{route=\"admin\",le=\"0.0005\"} 0\n"));
-        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_sum{route=\"v1\"} "));
-        assert_non_null(strstr(t, "\nkeyward_http_connections_refused_total 0\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_bucket{node=\"kw-a\",route=\"v1\",le=\"+Inf\"} 3\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_count{node=\"kw-a\",route=\"v1\"} 3\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_bucket{node=\"kw-a\",route=\"admin\",le=\"0.0005\"} 0\n"));
+        assert_non_null(strstr(t, "\nkeyward_http_request_duration_seconds_sum{node=\"kw-a\",route=\"v1\"} "));
+        assert_non_null(strstr(t, "\nkeyward_http_connections_refused_total{node=\"kw-a\"} 0\n"));
         assert_non_null(strstr(t, "# TYPE keyward_http_connections_open gauge\n"));
         assert_non_null(strstr(t, "# TYPE keyward_log_lines_dropped_total counter\n"
-                                  "keyward_log_lines_dropped_total 0\n"));
+                                  "keyward_log_lines_dropped_total{node=\"kw-a\"} 0\n"));
         assert_non_null(strstr(t, "# TYPE keyward_log_lines_lost_total counter\n"
-                                  "keyward_log_lines_lost_total 0\n"));
+                                  "keyward_log_lines_lost_total{node=\"kw-a\"} 0\n"));
+        kw_buf_free(&m);
+
+        /* a node label that would need escaping (or none) is refused: nothing written */
+        kw_buf_init(&m, 1 << 20);
+        static const char *const bad_node[] = { "", "a\"b", "a b", "a\\b", "a\nb", "caf\xc3\xa9",
+                                                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" };
+        for (size_t i = 0; i < sizeof bad_node / sizeof bad_node[0]; i++) {
+                assert_false(kw_metrics_node_ok(bad_node[i]));
+                assert_int_equal(kw_http_metrics(s.h, bad_node[i], &m).code, KW_ERR_INTERNAL);
+                assert_int_equal(m.len, 0);
+        }
+        assert_int_equal(kw_http_metrics(s.h, NULL, &m).code, KW_ERR_INTERNAL);
+        assert_true(kw_metrics_node_ok("kw-1.example_2"));
         kw_buf_free(&m);
 
         /* all or nothing on a full buffer */
         kw_buf_init(&m, 64);
         assert_int_equal(kw_buf_put_str(&m, "keep").code, 0);
-        assert_int_equal(kw_http_metrics(s.h, &m).code, KW_ERR_TOO_LARGE);
+        assert_int_equal(kw_http_metrics(s.h, "kw-a", &m).code, KW_ERR_TOO_LARGE);
         assert_int_equal(m.len, 4);
         kw_buf_free(&m);
         srv_stop(&s);

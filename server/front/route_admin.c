@@ -122,6 +122,8 @@ static const struct admin_route admin_routes[] = {
         { "GET", "ekm", ROLES_READ, BODY_NONE, 0, NULL, "admin.ekm.info", admin_ekm_info },
         { "GET", "attestation", ROLES_READ, BODY_NONE, 0, NULL, "admin.attestation",
           admin_attestation },
+        /* fleet mode (issue 16): the nodes sharing the key store */
+        { "GET", "nodes", ROLES_READ, BODY_NONE, 0, NULL, "admin.nodes", admin_nodes },
         /* console sessions and users (admin_session.c) */
         { "POST", "session", ROLES_READ, BODY_REQUIRED,
           ADMIN_F_NOAUTH | ADMIN_F_CONSOLE | ADMIN_F_SENSITIVE, NULL, "admin.session.create",

@@ -43,6 +43,9 @@ static struct {
 } fk = { .mu = PTHREAD_MUTEX_INITIALIZER };
 
 static struct kw_front front;
+/* an op the fake refuses with KW_ERR_FORBIDDEN whatever the next reply (0: none);
+ * under fk.mu */
+static uint8_t fk_fail_op;
 
 static void fake_serve(int fd)
 {
@@ -61,11 +64,13 @@ static void fake_serve(int fd)
                         kw_result r = kw_msg_parse(fk.req, fk.req_len, 0, &fk.msg);
                         fk.nreq++;
                         kw_buf_reset(&out);
+                        int32_t code = fk_fail_op != 0 && fk.msg.op == fk_fail_op ? KW_ERR_FORBIDDEN
+                                                                                  : fk.code;
                         if (r.code == 0)
-                                r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, fk.code);
+                                r = kw_msg_begin_reply(&out, fk.msg.op, fk.msg.id, code);
                         if (r.code == 0 && fk.detail[0] != '\0')
                                 r = kw_msg_put_str(&out, KW_T_DETAIL, fk.detail);
-                        if (r.code == 0 && fk.code == 0 && fk.json[0] != '\0')
+                        if (r.code == 0 && code == 0 && fk.json[0] != '\0')
                                 r = kw_msg_put_str(&out, KW_T_JSON, fk.json);
                         if (r.code == 0)
                                 r = kw_msg_end(&out);
@@ -98,6 +103,13 @@ static void fake_reply(int32_t code, const char *detail, const char *json)
         fk.code = code;
         snprintf(fk.detail, sizeof fk.detail, "%s", detail ? detail : "");
         snprintf(fk.json, sizeof fk.json, "%s", json ? json : "");
+        pthread_mutex_unlock(&fk.mu);
+}
+
+static void fake_fail_op(uint8_t op)
+{
+        pthread_mutex_lock(&fk.mu);
+        fk_fail_op = op;
         pthread_mutex_unlock(&fk.mu);
 }
 
@@ -1090,24 +1102,223 @@ static void route_ops_stats_to_prometheus(void **state)
         const char *j = "{\"hsm_calls_total\":12,\"cache\":{\"size\":3,\"hits_total\":7},"
                         "\"sealed\":false,\"ratio\":0.25,\"version\":\"1.0\",\"bad-name\":1,"
                         "\"list\":[1,2]}";
-        assert_int_equal(ops_stats_to_prometheus(j, strlen(j), &b).code, 0);
+        assert_int_equal(ops_stats_to_prometheus(j, strlen(j), "kw-a", &b).code, 0);
         const char *s = NULL;
         assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
         assert_string_equal(s, "# TYPE keyward_custody_hsm_calls_total counter\n"
-                               "keyward_custody_hsm_calls_total 12\n"
+                               "keyward_custody_hsm_calls_total{node=\"kw-a\"} 12\n"
                                "# TYPE keyward_custody_cache_size gauge\n"
-                               "keyward_custody_cache_size 3\n"
+                               "keyward_custody_cache_size{node=\"kw-a\"} 3\n"
                                "# TYPE keyward_custody_cache_hits_total counter\n"
-                               "keyward_custody_cache_hits_total 7\n"
+                               "keyward_custody_cache_hits_total{node=\"kw-a\"} 7\n"
                                "# TYPE keyward_custody_sealed gauge\n"
-                               "keyward_custody_sealed 0\n"
+                               "keyward_custody_sealed{node=\"kw-a\"} 0\n"
                                "# TYPE keyward_custody_ratio gauge\n"
-                               "keyward_custody_ratio 0.25\n");
+                               "keyward_custody_ratio{node=\"kw-a\"} 0.25\n");
         size_t len = b.len;
-        assert_int_equal(ops_stats_to_prometheus("[1]", 3, &b).code, KW_ERR_PROTOCOL);
-        assert_int_equal(ops_stats_to_prometheus("{", 1, &b).code, KW_ERR_PROTOCOL);
+        assert_int_equal(ops_stats_to_prometheus("[1]", 3, "kw-a", &b).code, KW_ERR_PROTOCOL);
+        assert_int_equal(ops_stats_to_prometheus("{", 1, "kw-a", &b).code, KW_ERR_PROTOCOL);
         assert_int_equal(b.len, len);
         kw_buf_free(&b);
+}
+
+static void route_ops_fleet_counts_by_state(void **state)
+{
+        (void)state;
+        unsigned long long n[3] = { 7, 7, 7 };
+        const char *j = "{\"engine\":\"postgresql\",\"self\":\"a\",\"state\":\"ACTIVE\","
+                        "\"detail\":\"\",\"nodes\":[{\"id\":\"a\",\"state\":\"ACTIVE\"},"
+                        "{\"id\":\"b\",\"state\":\"UNAVAILABLE\"},{\"id\":\"c\",\"state\":\"ACTIVE\"},"
+                        "{\"id\":\"d\",\"state\":\"DEGRADED\"},{\"id\":\"e\",\"state\":\"LEAVING\"}]}";
+        assert_int_equal(ops_fleet_counts(j, strlen(j), n).code, 0);
+        assert_true(n[0] == 2 && n[1] == 1 && n[2] == 1);   /* an unknown state is not counted */
+        const char *e = "{\"state\":\"ACTIVE\",\"nodes\":[]}";
+        assert_int_equal(ops_fleet_counts(e, strlen(e), n).code, 0);
+        assert_true(n[0] == 0 && n[1] == 0 && n[2] == 0);
+        static const struct {
+                const char *json;
+                int code;
+        } bad[] = {
+                /* the database did not answer this node: its list is not the fleet's now */
+                { "{\"state\":\"DEGRADED\",\"nodes\":[{\"state\":\"ACTIVE\"}]}", KW_ERR_DB_UNAVAILABLE },
+                { "{\"nodes\":[{\"state\":\"ACTIVE\"}]}", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\"}", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\",\"nodes\":{}}", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\",\"nodes\":[\"ACTIVE\"]}", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\",\"nodes\":[{\"state\":1}]}", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\",\"nodes\":[{\"state\":\"ACTIVE\"},{}]}", KW_ERR_PROTOCOL },
+                { "{\"state\":1,\"nodes\":[]}", KW_ERR_PROTOCOL },
+                { "[]", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\",\"nodes\":[]", KW_ERR_PROTOCOL },
+                { "{\"state\":\"ACTIVE\",\"state\":\"ACTIVE\",\"nodes\":[]}", KW_ERR_PROTOCOL },
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                unsigned long long m[3] = { 9, 9, 9 };
+                assert_int_equal(ops_fleet_counts(bad[i].json, strlen(bad[i].json), m).code,
+                                 bad[i].code);
+                assert_true(m[0] == 9 && m[1] == 9 && m[2] == 9);   /* untouched */
+        }
+}
+
+/* Every sample line of text has node="<node>" as its first label. */
+static void assert_every_sample_labelled(const char *text, const char *node)
+{
+        char want[96];
+        snprintf(want, sizeof want, "{node=\"%s\"", node);
+        int samples = 0;
+        for (const char *l = text; *l != '\0';) {
+                const char *end = strchr(l, '\n');
+                assert_non_null(end);                 /* every line ends with \n */
+                if (*l != '#') {
+                        size_t name = strcspn(l, "{ ");
+                        assert_true(name > 8 && strncmp(l, "keyward_", 8) == 0);
+                        assert_true(strncmp(l + name, want, strlen(want)) == 0);
+                        samples++;
+                }
+                l = end + 1;
+        }
+        assert_true(samples > 0);
+}
+
+static void route_ops_custody_metrics_single_node(void **state)
+{
+        (void)state;
+        struct kw_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.db.engine = "sqlcipher";
+        cfg.db.node_name = "kw-a";
+        front.cfg = &cfg;
+        struct kw_buf b;
+        kw_buf_init(&b, 1u << 16);
+        char node[65];
+        ops_node_id(&front, node);
+        assert_string_equal(node, "kw-a");
+        fake_reply(0, NULL, "{\"hsm_up\":true}");
+        int n = fake_nreq();
+        assert_int_equal(ops_custody_metrics(&front, node, &b).code, 0);
+        assert_int_equal(fake_nreq(), n + 1);                   /* STATS only: no fleet */
+        assert_int_equal(fk.msg.op, KW_OP_STATS);
+        const char *s = NULL;
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_non_null(strstr(s, "\nkeyward_custody_up{node=\"kw-a\"} 1\n"));
+        assert_non_null(strstr(s, "\nkeyward_custody_hsm_up{node=\"kw-a\"} 1\n"));
+        assert_non_null(strstr(s, "\nkeyward_evaluation_mode{node=\"kw-a\"} 0\n"));
+        assert_non_null(strstr(s, "# TYPE keyward_node_info gauge\nkeyward_node_info{node=\"kw-a\","
+                                  "engine=\"sqlcipher\",version=\"" KEYWARD_VERSION "\"} 1\n"));
+        assert_null(strstr(s, "keyward_db_up"));
+        assert_null(strstr(s, "keyward_fleet_nodes"));
+        assert_every_sample_labelled(s, "kw-a");
+        kw_buf_free(&b);
+        front.cfg = NULL;
+        /* no configuration (a unit test's front): a fixed node id */
+        ops_node_id(&front, node);
+        assert_string_equal(node, "keyward");
+}
+
+static void route_ops_custody_metrics_fleet(void **state)
+{
+        (void)state;
+        struct kw_config cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.db.engine = "postgresql";
+        cfg.db.node_name = "kw-b";
+        front.cfg = &cfg;
+        struct kw_buf b;
+        kw_buf_init(&b, 1u << 16);
+        /* the fake answers STATS and NODES alike: one document for both */
+        fake_reply(0, NULL, "{\"engine\":\"postgresql\",\"self\":\"kw-b\",\"state\":\"ACTIVE\","
+                            "\"nodes\":[{\"id\":\"kw-a\",\"state\":\"ACTIVE\"},"
+                            "{\"id\":\"kw-b\",\"state\":\"ACTIVE\"},"
+                            "{\"id\":\"kw-c\",\"state\":\"UNAVAILABLE\"}]}");
+        int n = fake_nreq();
+        assert_int_equal(ops_custody_metrics(&front, "kw-b", &b).code, 0);
+        assert_int_equal(fake_nreq(), n + 2);
+        assert_int_equal(fk.msg.op, KW_OP_NODES);
+        assert_int_equal(req_u32(KW_T_CALLER), KW_CALLER_PUBLIC);   /* /metrics has no token */
+        assert_null(req_str(KW_T_TOKEN));
+        const char *s = NULL;
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_non_null(strstr(s, "keyward_node_info{node=\"kw-b\",engine=\"postgresql\","));
+        assert_non_null(strstr(s, "# TYPE keyward_db_up gauge\nkeyward_db_up{node=\"kw-b\"} 1\n"));
+        assert_non_null(strstr(s, "# TYPE keyward_fleet_nodes gauge\n"
+                                  "keyward_fleet_nodes{node=\"kw-b\",state=\"ACTIVE\"} 2\n"
+                                  "keyward_fleet_nodes{node=\"kw-b\",state=\"DEGRADED\"} 0\n"
+                                  "keyward_fleet_nodes{node=\"kw-b\",state=\"UNAVAILABLE\"} 1\n"));
+        assert_every_sample_labelled(s, "kw-b");
+
+        /* custody does not answer: db_up 0, no counts, and NODES not even asked */
+        kw_buf_reset(&b);
+        fake_reply(KW_ERR_INTERNAL, "down", NULL);
+        n = fake_nreq();
+        assert_int_equal(ops_custody_metrics(&front, "kw-b", &b).code, 0);
+        assert_int_equal(fake_nreq(), n + 1);
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_non_null(strstr(s, "\nkeyward_custody_up{node=\"kw-b\"} 0\n"));
+        assert_non_null(strstr(s, "\nkeyward_db_up{node=\"kw-b\"} 0\n"));
+        assert_null(strstr(s, "keyward_fleet_nodes"));
+        assert_every_sample_labelled(s, "kw-b");
+
+        /* custody answers STATS but refuses NODES (an op it lacks, PUBLIC not allowed) */
+        kw_buf_reset(&b);
+        fake_reply(0, NULL, "{\"requests_total\":5}");
+        fake_fail_op(KW_OP_NODES);
+        n = fake_nreq();
+        assert_int_equal(ops_custody_metrics(&front, "kw-b", &b).code, 0);
+        fake_fail_op(0);
+        assert_int_equal(fake_nreq(), n + 2);
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_non_null(strstr(s, "\nkeyward_custody_up{node=\"kw-b\"} 1\n"));
+        assert_non_null(strstr(s, "\nkeyward_db_up{node=\"kw-b\"} 0\n"));
+        assert_null(strstr(s, "keyward_fleet_nodes"));
+        assert_every_sample_labelled(s, "kw-b");
+
+        /* answered by a node that lost the database: its list is not counted */
+        kw_buf_reset(&b);
+        fake_reply(0, NULL, "{\"state\":\"DEGRADED\",\"nodes\":[{\"state\":\"ACTIVE\"}]}");
+        assert_int_equal(ops_custody_metrics(&front, "kw-b", &b).code, 0);
+        assert_int_equal(kw_buf_cstr(&b, &s).code, 0);
+        assert_non_null(strstr(s, "\nkeyward_db_up{node=\"kw-b\"} 0\n"));
+        assert_null(strstr(s, "keyward_fleet_nodes"));
+        kw_buf_free(&b);
+        front.cfg = NULL;
+}
+
+static void route_admin_nodes_passes_custody_json(void **state)
+{
+        (void)state;
+        assert_int_equal(route_named("admin.nodes")->roles, ROLES_READ);
+        assert_int_equal(route_named("admin.nodes")->body, BODY_NONE);
+        const char *doc = "{\"engine\":\"sqlcipher\",\"self\":\"kw-a\",\"state\":\"ACTIVE\","
+                          "\"detail\":\"\",\"nodes\":[{\"id\":\"kw-a\",\"address\":\"127.0.0.1:9998\","
+                          "\"version\":\"0.1.0\",\"schema\":0,\"state\":\"ACTIVE\",\"detail\":\"\","
+                          "\"started_ms\":1,\"seen_ms\":2,\"age_ms\":0,\"self\":true}]}";
+        struct kw_resp resp;
+        resp_init(&resp);
+        fake_reply(0, NULL, doc);
+        assert_int_equal(run(admin_nodes, NULL, NULL, NULL, &resp).code, 0);
+        assert_int_equal(resp.status, 200);
+        assert_string_equal(resp_str(&resp), doc);
+        assert_int_equal(fk.msg.op, KW_OP_NODES);
+        assert_int_equal(req_u32(KW_T_CALLER), KW_CALLER_ADMIN);
+        assert_string_equal(req_str(KW_T_TOKEN), "kw_test-token");
+        kw_buf_free(&resp.body);
+
+        /* custody refuses (an older custody without the op): its code and detail, nothing written */
+        resp_init(&resp);
+        fake_reply(KW_ERR_PROTOCOL, "no such op", NULL);
+        assert_int_equal(run(admin_nodes, NULL, NULL, NULL, &resp).code, KW_ERR_PROTOCOL);
+        assert_string_equal(kw_err_detail(), "no such op");
+        assert_int_equal(resp.status, 599);
+        assert_int_equal(resp.body.len, 0);
+        kw_buf_free(&resp.body);
+        fake_reply(KW_ERR_DB_UNAVAILABLE, "connection refused", NULL);
+        resp_init(&resp);
+        assert_int_equal(run(admin_nodes, NULL, NULL, NULL, &resp).code, KW_ERR_DB_UNAVAILABLE);
+        int retry = 0;
+        assert_int_equal(admin_http_status(KW_ERR_DB_UNAVAILABLE, &retry), 503);
+        assert_int_equal(retry, 1);
+        kw_buf_free(&resp.body);
+        fake_reply(0, NULL, NULL);
 }
 
 int main(void)
@@ -1146,6 +1357,10 @@ int main(void)
                 cmocka_unit_test(route_admin_tokens_create_and_revoke),
                 cmocka_unit_test(route_admin_parse_rfc3339_ms_strict),
                 cmocka_unit_test(route_ops_stats_to_prometheus),
+                cmocka_unit_test(route_ops_fleet_counts_by_state),
+                cmocka_unit_test(route_ops_custody_metrics_single_node),
+                cmocka_unit_test(route_ops_custody_metrics_fleet),
+                cmocka_unit_test(route_admin_nodes_passes_custody_json),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

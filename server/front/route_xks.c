@@ -652,14 +652,14 @@ void kw_route_xks(struct kw_req *req, struct kw_resp *resp, void *ctx)
                 kw_wipe((void *)(uintptr_t)req->body, req->body_len);
 }
 
-kw_result kw_route_xks_metrics(struct kw_buf *out)
+kw_result kw_route_xks_metrics(const char *node, struct kw_buf *out)
 {
         return kw_buf_printf(out,
                              "# HELP keyward_xks_throttled_front_total XKS requests answered 429 "
                              "ThrottlingException by the front, their key store over its rate limit\n"
                              "# TYPE keyward_xks_throttled_front_total counter\n"
-                             "keyward_xks_throttled_front_total %llu\n",
-                             (unsigned long long)__atomic_load_n(&X.shed_total, __ATOMIC_RELAXED));
+                             "keyward_xks_throttled_front_total{node=\"%s\"} %llu\n",
+                             node, (unsigned long long)__atomic_load_n(&X.shed_total, __ATOMIC_RELAXED));
 }
 
 void kw_route_xks_error(struct kw_req *req, struct kw_resp *resp, int code)

@@ -29,8 +29,9 @@ KW_MUST_USE kw_result kw_route_xks_setup(const struct kw_config *cfg);
 
 /* The stores changed (admin API): the next XKS request reloads the table. */
 void kw_xks_stores_changed(void);
-/* keyward_xks_throttled_front_total: requests answered 429 by the front's
- * copy of the stores' rate budgets, without a custody round trip. */
-KW_MUST_USE kw_result kw_route_xks_metrics(struct kw_buf *out);
+/* keyward_xks_throttled_front_total{node}: requests answered 429 by the
+ * front's copy of the stores' rate budgets, without a custody round trip.
+ * node: the node label's value (needs no escaping). */
+KW_MUST_USE kw_result kw_route_xks_metrics(const char *node, struct kw_buf *out);
 
 #endif

@@ -174,6 +174,15 @@ export function fmtTime(t) {
   return Number.isNaN(d.getTime()) ? String(t) : d.toISOString().replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC');
 }
 
+// An age in milliseconds (a heartbeat's) in words: "0.4 s ago", "12 min ago".
+export function fmtAge(ms) {
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) return '—';
+  const s = ms / 1000;
+  if (s < 120) return `${s.toFixed(1)} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
 export function lines(text) {
   return text.split('\n').map((x) => x.trim()).filter((x) => x !== '');
 }

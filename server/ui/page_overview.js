@@ -1,6 +1,8 @@
 // page_overview.js - health of each part, the evaluation-mode warning, the
-// last hour's charts (GET /api/v1/metrics/history) and recent audit events.
-import { h, alertBox, showError, table, fmtTime } from './dom.js';
+// nodes sharing the key store (GET /api/v1/nodes: one for a single
+// appliance, the fleet's on PostgreSQL), the last hour's charts
+// (GET /api/v1/metrics/history) and recent audit events.
+import { h, alertBox, showError, table, fmtTime, fmtAge } from './dom.js';
 import { api, query } from './api.js';
 import { lineChart, barChart } from './chart.js';
 
@@ -73,6 +75,47 @@ function healthCards(st, hz, at) {
   return h('div', { class: 'health-grid' }, cards);
 }
 
+// A node's state (docs/api.md#nodes) -> the badge's colour class.
+const NODE_STATE_CLASS = { ACTIVE: 'ok', DEGRADED: 'warn', UNAVAILABLE: 'bad' };
+const ENGINE_NAMES = { sqlcipher: 'SQLCipher', postgresql: 'PostgreSQL' };
+
+function text(v) {
+  return typeof v === 'string' && v !== '' ? v : '—';
+}
+
+function stateBadge(state) {
+  const cls = NODE_STATE_CLASS[state] || 'unknown';
+  return h('span', { class: `badge ${cls}` }, text(state));
+}
+
+// The engine in words, the answering node's own state when it is not ACTIVE,
+// and the table of nodes (the answering node marked).
+function nodesView(doc) {
+  const nodes = Array.isArray(doc.nodes) ? doc.nodes : [];
+  const engine = ENGINE_NAMES[doc.engine] || text(doc.engine);
+  const parts = [];
+  if (doc.engine === 'sqlcipher') {
+    parts.push(h('p', { class: 'nodes-summary' }, 'Single appliance (SQLCipher).'));
+  } else {
+    const active = nodes.filter((n) => n && n.state === 'ACTIVE').length;
+    parts.push(h('p', { class: 'nodes-summary' },
+      `A fleet on ${engine}: ${nodes.length} node${nodes.length === 1 ? '' : 's'}, ${active} active.`));
+  }
+  if (doc.state !== 'ACTIVE') {
+    parts.push(h('p', { class: 'banner warn', role: 'note' },
+      h('strong', {}, `This node is ${text(doc.state)}. `), typeof doc.detail === 'string' ? doc.detail : ''));
+  }
+  const rows = nodes.filter((n) => n && typeof n === 'object').map((n) => h('tr', { class: n.self === true ? 'self' : null },
+    h('td', {}, text(n.id)),
+    h('td', {}, stateBadge(n.state), n.detail ? h('span', { class: 'node-detail' }, ` ${n.detail}`) : null),
+    h('td', {}, text(n.address)),
+    h('td', {}, text(n.version)),
+    h('td', {}, fmtAge(n.age_ms)),
+    h('td', {}, n.self === true ? 'This node' : '')));
+  parts.push(table('Nodes sharing the key store', ['Node', 'State', 'Address', 'Version', 'Last heartbeat', 'This node'], rows));
+  return parts;
+}
+
 function charts(hist) {
   const series = hist.series || [];
   const first = series.find((x) => x.points && x.points.length);
@@ -109,12 +152,14 @@ function charts(hist) {
 export async function render(el, ctx) {
   const banner = h('div', {});
   const healthRegion = h('section', { 'aria-labelledby': 'ov-health' }, h('h2', { id: 'ov-health' }, 'Health'));
+  const nodeRegion = h('section', { 'aria-labelledby': 'ov-nodes' }, h('h2', { id: 'ov-nodes' }, 'Nodes'));
   const chartRegion = h('section', { 'aria-labelledby': 'ov-charts' }, h('h2', { id: 'ov-charts' }, 'Traffic'));
   const auditRegion = h('section', { 'aria-labelledby': 'ov-audit' }, h('h2', { id: 'ov-audit' }, 'Recent audit events'));
-  el.append(banner, healthRegion, chartRegion, auditRegion);
+  el.append(banner, healthRegion, nodeRegion, chartRegion, auditRegion);
 
-  const [st, hz, at, hist, ev] = await Promise.all([
+  const [st, hz, at, nodes, hist, ev] = await Promise.all([
     settle(api('GET', '/status')), settle(healthz()), settle(api('GET', '/attestation')),
+    settle(api('GET', '/nodes')),
     settle(api('GET', '/metrics/history')), settle(api('GET', `/audit${query({ order: 'desc', limit: 10 })}`)),
   ]);
   if (!ctx.isCurrent()) return;
@@ -125,6 +170,12 @@ export async function render(el, ctx) {
       'The master key is in a local SoftHSM2 token, not a hardware HSM: do not keep production keys here.'));
   }
   healthRegion.append(healthCards(st, hz, at));
+  if (nodes.ok) nodeRegion.append(...nodesView(nodes.v || {}));
+  else {
+    const box = alertBox();
+    nodeRegion.append(box);
+    showError(box, nodes.e);
+  }
   if (hist.ok) chartRegion.append(charts(hist.v));
   else {
     const box = alertBox();

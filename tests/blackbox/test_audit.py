@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import requests
 
+import promtext
 from conftest import BUILD
 
 DBKEY = os.path.join(BUILD, "kw-test-dbkey")
@@ -463,9 +464,7 @@ def test_prune_exports_what_the_api_showed_and_verify_still_passes(make_server):
 
 
 def metric(text, name):
-    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
-    assert m, "%s not in /metrics" % name
-    return float(m.group(1))
+    return promtext.value(text, name)
 
 
 def health(s):

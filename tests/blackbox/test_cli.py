@@ -178,6 +178,40 @@ def test_audit_and_status(srv):
     assert d["custody"]["hsm"]["state"] == "up"
 
 
+def test_nodes(srv):
+    """keywardctl nodes on a single appliance: one row, this node, ACTIVE;
+    --json is the API's document; an auditor may list them."""
+    s = srv
+    d = js(s, "nodes")
+    assert d["engine"] == "sqlcipher" and d["state"] == "ACTIVE", d
+    assert [n["id"] for n in d["nodes"]] == [d["self"]] and d["nodes"][0]["self"] is True, d
+    api = s.api("GET", "/api/v1/nodes").json()
+    for doc in (d, api):   # the heartbeat moves between the two reads
+        for n in doc["nodes"]:
+            del n["seen_ms"], n["age_ms"]
+    assert d == api
+    p = ok(s, "nodes")
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["engine:", "sqlcipher", "(single", "appliance)"], p.stdout
+    assert lines[1] == "this node: %s, ACTIVE" % d["self"], p.stdout
+    assert lines[2] == "" and lines[3].split() == ["NODE", "STATE", "ADDRESS", "VERSION",
+                                                   "HEARTBEAT", "THIS", "DETAIL"], p.stdout
+    row = lines[4].split()
+    assert len(lines) == 5 and row[:4] == [d["self"], "ACTIVE", d["nodes"][0]["address"], "0.1.0"]
+    assert row[4:] == [row[4], "s", "ago", "*", "-"] and float(row[4]) < 60, p.stdout
+    tok = s.api("POST", "/api/v1/tokens", {"name": "cli-nodes-aud", "role": "auditor"}).json()["token"]
+    tf = os.path.join(s.dir, "auditor-nodes.token")
+    with open(tf, "w") as f:
+        f.write(tok)
+    p = s.ctl("nodes", token_file=tf)
+    assert p.returncode == 0 and d["self"] in p.stdout, (p.returncode, p.stdout, p.stderr)
+    # no arguments; listed in the top help
+    p = s.ctl("nodes", "extra")
+    assert p.returncode == 2 and "unexpected argument" in p.stderr, p.stderr
+    top = ok(s, "--help").stdout
+    assert [l for l in top.splitlines() if l.split()[:1] == ["nodes"]], top
+
+
 def test_exit_refused_1(srv):
     before = key_names(srv)
     for args in (["key", "get", "cli-nope"], ["key", "rotate", "cli-nope"],
@@ -248,7 +282,7 @@ def test_exit_auth_4(srv, tmp_path):
     ["key", "rotate", "--help"], ["key", "delete", "--help"], ["key", "cancel-deletion", "--help"],
     ["key", "set-rules", "--help"], ["key", "set-tags", "--help"], ["key", "set-ops", "--help"],
     ["audit", "list", "--help"], ["audit", "verify", "--help"], ["token", "create", "--help"],
-    ["token", "list", "--help"], ["token", "revoke", "--help"],
+    ["token", "list", "--help"], ["token", "revoke", "--help"], ["nodes", "--help"],
 ])
 def test_help_everywhere(args):
     env = dict(os.environ, KEYWARD_URL="https://127.0.0.1:1")   # help needs no server

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 
+import promtext
 from test_xks import TOML, Xks
 
 ONE = {"KEYWARD_CUSTODY_CONNECTIONS": "1"}
@@ -26,10 +27,7 @@ def mk_key(s, name):
 def metric(s, name):
     r = s.api("GET", "/metrics")
     assert r.status_code == 200, r.text
-    for line in r.text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("%s not in /metrics" % name)
+    return promtext.value(r.text, name)
 
 
 def test_cold_key_behind_a_slow_hsm_does_not_stall_cached_keys(make_server):

@@ -19,6 +19,7 @@ import time
 import pytest
 import requests
 
+import promtext
 from conftest import KEYWARDD
 from test_standalone import Standalone
 
@@ -280,9 +281,7 @@ def test_init_is_one_mode(make_server):
 # ---- [hsm] evaluation -------------------------------------------------------
 
 def metric(text, name):
-    vals = [l.split()[1] for l in text.splitlines() if l.split(" ")[0] == name]
-    assert len(vals) == 1, text
-    return vals[0]
+    return "%g" % promtext.value(text, name)
 
 
 def start_records(s, timeout=10):

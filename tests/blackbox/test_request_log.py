@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 
+import promtext
 from conftest import KEYWARDD
 from test_xks import META, TOML, Xks
 
@@ -207,10 +208,7 @@ def test_request_log_sigterm_during_load_loses_no_line(make_server):
 def metric(s, name):
     r = requests.get(s.url + "/metrics", verify=s.cacert, timeout=10)
     assert r.status_code == 200, r.text
-    for line in r.text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("%s not in /metrics" % name)
+    return promtext.value(r.text, name)
 
 
 def test_request_log_stalled_stderr_drops_counted_requests_not_blocked(make_server):

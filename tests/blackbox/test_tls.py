@@ -10,6 +10,7 @@ import threading
 import pytest
 import requests
 
+import promtext
 from conftest import Server
 
 TLS13_SUITES = {"TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"}
@@ -146,17 +147,19 @@ def test_metrics(srv):
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain")
     text = r.text
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    http_total = [v for k, v in samples.items() if k.startswith("keyward_http_requests_total")]
+    m = promtext.parse(text)    # strict: every series labelled node="<id>"
+    # no [db] node_name: the host name, in the node id's alphabet
+    host = "".join(c for c in socket.gethostname() if c.isascii() and (c.isalnum() or c in "._-"))
+    assert m.node == (host[:64] or "keyward"), (m.node, socket.gethostname())
+    http_total = [v for _, _, v in m.find("keyward_http_requests_total")]
     assert http_total and sum(http_total) >= 2, text
-    assert samples.get("keyward_custody_up") == 1, text
-    assert samples.get("keyward_custody_requests_total", 0) >= 2, text
-    assert "keyward_custody_hsm_calls_total" in samples, text
-    assert samples.get("keyward_custody_hsm_up") == 1, text
-    assert "# TYPE keyward_custody_requests_total counter" in text
+    assert m.value("keyward_custody_up") == 1, text
+    assert m.value("keyward_custody_requests_total") >= 2, text
+    assert m.has("keyward_custody_hsm_calls_total"), text
+    assert m.value("keyward_custody_hsm_up") == 1, text
+    assert m.types["keyward_custody_requests_total"] == "counter"
+    assert m.value("keyward_node_info", engine="sqlcipher", version="0.1.0") == 1, text
+    # a single appliance: no fleet series
+    assert not m.has("keyward_db_up") and not m.has("keyward_fleet_nodes"), text
     # no secret or token material in the metrics
     assert srv.token not in text

@@ -22,6 +22,8 @@ from botocore.credentials import Credentials
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+import promtext
+
 AKID = "AKIAKEYWARDTESTAAAAA"                       # [A-Z2-7]{20,30}
 SECRET = "k3yw4rdTestSecretAccessKey0123456789abcdefgh"  # 44 chars
 AKID_B1 = "AKIAKEYWARDSTOREBAAA2"
@@ -523,10 +525,7 @@ def test_throttling(make_server):
 
 def _metric(s, name):
     text = requests.get(s.url + "/metrics", verify=s.cacert, timeout=10).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError("%s not in /metrics" % name)
+    return promtext.value(text, name)
 
 
 def test_over_its_rate_a_store_is_throttled_in_the_front(make_server):

@@ -31,8 +31,11 @@ NODE_FILES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(HERE, "*
 # one node file's bound (each test in it has its own, smaller one)
 FILE_TIMEOUT = 150
 # the lockout the sign-in test meets: 3 failures, then 60 s (2^n more after)
+# and the node id the overview's node table shows (overview.test.mjs)
+CONSOLE_NODE = "console-node-1"
 CONSOLE_ENV = {"KEYWARD_CONSOLE_LOGIN_MAX_FAILURES": "3",
-               "KEYWARD_CONSOLE_LOCKOUT_SECONDS": "60"}
+               "KEYWARD_CONSOLE_LOCKOUT_SECONDS": "60",
+               "KEYWARD_DB_NODE_NAME": CONSOLE_NODE}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_console(console, name):
     env = dict(os.environ)
     env.update({"KW_URL": s.url, "KW_CA": s.cacert, "KW_TOKEN": s.token,
                 "KW_ARTEFACTS": ARTEFACTS, "KW_EKM_CERT": pki["allowed"][0],
-                "KW_EKM_KEY": pki["allowed"][1], "KW_EKM_CN": ALLOWED_CN,
+                "KW_EKM_KEY": pki["allowed"][1], "KW_EKM_CN": ALLOWED_CN, "KW_NODE": CONSOLE_NODE,
                 # never a downloaded browser
                 "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"})
     t0 = time.monotonic()
