@@ -758,12 +758,13 @@ def variant_row_iso(name, conns, r, note):
 
 def fleet_scenario(a):
     """Three nodes against one PostgreSQL (issue 16): tests/bench/fleet_bench.py
-    under tests/fleet/pg.sh (PG_TLS=1); its JSON, or {"error": why}."""
+    under tests/fleet/pg.sh (PG_TLS=1; PG_FSYNC=1: durable like SQLCipher,
+    not the tests' fsync=off); its JSON, or {"error": why}."""
     if not os.access("/usr/lib/postgresql/15/bin/initdb", os.X_OK):
         return {"error": "PostgreSQL 15 is not installed (`make deps`: Debian's postgresql)"}
     r = run([PGSH, "/usr/bin/python3", FLEET_BENCH, "--seconds", str(a.seconds), "--warmup",
              str(a.warmup), "--secret-file", a.secret_file, "--conns", ",".join(map(str, FLEET_CONNS))],
-            env=dict(os.environ, PG_TLS="1"), timeout=1200)
+            env=dict(os.environ, PG_TLS="1", PG_FSYNC="1"), timeout=1200)
     for line in r.stderr.splitlines():
         say(line)
     try:
@@ -778,7 +779,7 @@ def fleet_rows(fr, single):
     for c in FLEET_CONNS:
         one = single.get(("XKS encrypt 64 B", c), {})
         if "rps" in one:
-            rows.append("| single node (SQLCipher), the main table's row | %d | %.0f | %s | %s | %s | %.2f | - | %d | - |" % (
+            rows.append("| single node (SQLCipher), the main table's row | %d | %.0f | %s | %s | %s | %.2f | - | %d | - | - |" % (
                 c, one["rps"], ms(one["p50_us"]), ms(one["p99_us"]), ms(one["p999_us"]), one.get("server_cpu", 0),
                 one["errors"] + one["conn_errors"]))
         for run_ in fr.get("runs", []):
@@ -788,12 +789,14 @@ def fleet_rows(fr, single):
             what = ("fleet, 3 nodes (round robin), one PostgreSQL" if run_["nodes"] == 3
                     else "fleet, node-a alone (same PostgreSQL)")
             if "rps" not in r:
-                rows.append("| %s | %d | not measured: %s | | | | | | | |" % (what, c, r.get("error", "?")))
+                rows.append("| %s | %d | not measured: %s | | | | | | | | |" % (what, c, r.get("error", "?")))
                 continue
             vs = "%.0f%%" % (100 * r["rps"] / one["rps"]) if one.get("rps") else "-"
-            rows.append("| %s | %d | %.0f | %s | %s | %s | %.2f | %.2f | %d | %s |" % (
+            per = r.get("per_node") or []
+            share = " / ".join("%.0f%%" % (100.0 * x / sum(per)) for x in per) if sum(per) else "-"
+            rows.append("| %s | %d | %.0f | %s | %s | %s | %.2f | %.2f | %d | %s | %s |" % (
                 what, c, r["rps"], ms(r["p50_us"]), ms(r["p99_us"]), ms(r["p999_us"]), r.get("server_cpu", 0),
-                r.get("pg_cpu", 0), r["errors"] + r["conn_errors"], vs))
+                r.get("pg_cpu", 0), r["errors"] + r["conn_errors"], vs, share))
     return rows
 
 
@@ -859,13 +862,14 @@ def write_report(path, ctx):
                  "PostgreSQL 15 on this machine over TLS with `sslmode=verify-full`, one SoftHSM2 token), the same "
                  "load generator with its connections spread round robin over the three ports (one TLS certificate "
                  "and Host header, as behind a load balancer); then one node of that fleet alone; next to the "
-                 "single node's row of the main table, measured in this run. All of it shares the same 2 cores "
-                 "with the load generator and PostgreSQL, so three nodes here cannot beat one: the figures show "
-                 "what fleet mode costs per request (a cached key needs no database round trip; the key-use "
-                 "audit goes to PostgreSQL in batches), not a fleet's capacity on three machines. "
-                 "`server CPU` = all the nodes' processes; `PostgreSQL CPU` = the cluster's.\n")
+                 "single node's row of the main table, measured in this run. PostgreSQL runs with its durable "
+                 "defaults (fsync, synchronous_commit on), as SQLCipher syncs. Everything shares the same cores "
+                 "with the load generator, so these are per-request costs of fleet mode on one machine (a cached "
+                 "key needs no database round trip; key-use audit records reach PostgreSQL in batches), not a "
+                 "fleet's capacity on three machines. `server CPU` = all the nodes' processes; `PostgreSQL CPU` = "
+                 "the cluster's; `XKS answers per node` from each node's `/metrics` over the run (warm-up included).\n")
         table(L, ("run", "conns", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "server CPU", "PostgreSQL CPU",
-                  "errors", "vs single node"), ctx["fleet_rows"])
+                  "errors", "vs single node", "XKS answers per node"), ctx["fleet_rows"])
     if ctx.get("where_rows"):
         L.append("## Where the time goes\n")
         L.append("Measured by the bench itself over the measured window of one closed-loop run each: CPU "

@@ -148,6 +148,21 @@ class Fleet:
         return out
 
 
+def xks_answered(node):
+    """The node's XKS answers so far (its /metrics: keyward_http_requests_total
+    of route "xks"), to show how the load spread; None when unreadable."""
+    import requests
+    try:
+        r = requests.get(node.url + "/metrics", verify=node.cacert, timeout=10)
+    except requests.RequestException:
+        return None
+    n = 0
+    for line in r.text.splitlines():
+        if line.startswith("keyward_http_requests_total{") and 'route="xks"' in line:
+            n += float(line.rsplit(" ", 1)[1])
+    return n
+
+
 def measure(fl, nodes, body_file, conns, a, label):
     scen = {"name": label, "method": "POST", "auth": "sigv4", "body_file": body_file,
             "path": bench.XKS_PREFIX + "/kms/xks/v1/keys/xks-aes/encrypt"}
@@ -155,15 +170,19 @@ def measure(fl, nodes, body_file, conns, a, label):
     cmd = bench.loadgen_cmd(ports, nodes[0].cacert, scen, conns, a.seconds, a.warmup,
                             secret_file=a.secret_file, label=label)
     servers, pg = fl.pids(nodes), postgres_pids()
+    before = [xks_answered(s) for s in nodes]
     t0, c0, p0 = time.monotonic(), ticks(servers), ticks(pg)
     r = bench.run(cmd, timeout=a.seconds + a.warmup + 60)
     dt = time.monotonic() - t0
+    after = [xks_answered(s) for s in nodes]
     hz = os.sysconf("SC_CLK_TCK")
     if r.returncode != 0:
         return {"error": "loadgen exit %d: %s" % (r.returncode, r.stderr.strip()[:200])}
     res = json.loads(r.stdout)
     res["server_cpu"] = (ticks(servers) - c0) / hz / dt
     res["pg_cpu"] = (ticks(pg) - p0) / hz / dt
+    if None not in before + after:
+        res["per_node"] = [y - x for x, y in zip(before, after)]
     say("%-40s c=%-3d %s" % (label, conns, "%.0f req/s p99 %.2f ms" % (res["rps"], res["p99_us"] / 1000)
                              if "rps" in res else res))
     return res

@@ -273,11 +273,13 @@ class Fleet:
         return doc
 
     def start(self, nodes=None):
-        """Starts the nodes at once, then waits for each (bounded)."""
-        nodes = nodes or self.nodes
-        for n in nodes:
+        """Starts the nodes one after the other, each waited for (bounded).
+        Not at once: SoftHSM2's file store is not safe across processes that
+        start together (a node logging in rewrites token.object while another
+        lists the slots, which then finds no token: "tokens: none"); a real
+        HSM partition has no such race."""
+        for n in nodes or self.nodes:
             n.start(wait=False)
-        for n in nodes:
             n.wait_ready(timeout=60)
         return self
 

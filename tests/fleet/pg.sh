@@ -27,6 +27,9 @@
 #   KW_TEST_PG_BIN           PostgreSQL's bin directory (psql, pg_ctl, ...)
 #   KW_TEST_PG_LOG           the server's log file
 #
+# PG_FSYNC=1: PostgreSQL's durable defaults (fsync, synchronous_commit,
+# full_page_writes on) instead of the fast test settings.
+#
 # PG_TLS=1: a throw-away CA and server certificate (CN 127.0.0.1, SAN
 # IP:127.0.0.1 and DNS:localhost), ssl = on, and pg_hba accepts TCP only as
 # `hostssl` (the fleet tests use this: the issue demands TLS with certificate
@@ -130,6 +133,9 @@ fi
 # full_page_writes are off: a throw-away test cluster, never killed itself
 # (the tests kill keywardd, and stop PostgreSQL with pg_ctl, which
 # checkpoints), so durability against power loss buys nothing here but time.
+# PG_FSYNC=1 keeps PostgreSQL's durable defaults (the bench: its figures
+# stand next to SQLCipher's, which syncs).
+durable=${PG_FSYNC:-0}
 write_conf() {
         {
                 echo "# written by tests/fleet/pg.sh"
@@ -139,9 +145,11 @@ write_conf() {
                 echo "unix_socket_permissions = 0700"
                 echo "max_connections = 100"
                 echo "shared_buffers = 32MB"
-                echo "fsync = off"
-                echo "synchronous_commit = off"
-                echo "full_page_writes = off"
+                if [ "$durable" != 1 ]; then
+                        echo "fsync = off"
+                        echo "synchronous_commit = off"
+                        echo "full_page_writes = off"
+                fi
                 echo "password_encryption = 'scram-sha-256'"
                 echo "log_min_messages = warning"
                 echo "log_connections = off"

@@ -150,11 +150,16 @@ def test_rule_widened_in_sql_is_refused(fleet):
     fleet.sql("UPDATE keys SET rules = %s WHERE id = %s" % (q(json.dumps(wide, separators=(",", ":"))),
                                                        q(kid)))
     try:
-        never_then(fleet, fleet.nodes, lambda n: xs[n.name].enc("/a", "t-rules", b"x", meta=META),
-                   lambda r: r.status_code == 200, xks_internal, "rules widened, XKS")
-        never_then(fleet, fleet.nodes, lambda n: n.api("GET", "/api/v1/keys/t-rules"),
+        # node-c holds the key cached with its narrow rules (its 403 above)
+        a, b, c = fleet.nodes
+        never_then(fleet, [a, b], lambda n: xs[n.name].enc("/a", "t-rules", b"x", meta=META),
+                   lambda r: r.status_code == 200, xks_internal, "rules widened, XKS",
+                   cached=[c], cached_ok=lambda r: r.status_code == 403 and
+                   err_name(r) == "AccessDeniedException")
+        never_then(fleet, [a, b], lambda n: n.api("GET", "/api/v1/keys/t-rules"),
                    lambda r: r.status_code == 200 and "principals" not in r.text, admin_tampered,
-                   "rules widened, admin GET")
+                   "rules widened, admin GET",
+                   cached=[c], cached_ok=lambda r: r.status_code == 200 and "principals" in r.text)
         logged(fleet, "keys/" + kid)
     finally:
         fleet.sql("UPDATE keys SET rules = %s WHERE id = %s" % (q(stored), q(kid)))
