@@ -264,9 +264,9 @@ $(BUILD)/fuzz/reqhead_fuzz: tests/fuzz/reqhead_fuzz.c $(BUILD)/libkeyward-fuzz.a
 	@echo "  FUZZ    $@"
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $(CW_DEFS) -I$(CW_SRC)/src -w -fsanitize=fuzzer $< $(BUILD)/libkeyward-fuzz.a $(PKG_LIBS) -ldl -o $@
 FUZZ_SECONDS ?= 300
-# make test's short run: 20 s each, two at a time (the two cores); a finding
+# make test's short run: 12 s each, two at a time (the two cores; longer runs: make fuzz); a finding
 # (a crash, a leak, a timeout) fails it, with the end of that fuzzer's log
-FUZZ_SHORT_SECONDS ?= 20
+FUZZ_SHORT_SECONDS ?= 12
 fuzz-short: $(FUZZERS)
 	@printf '%s\n' $(FUZZERS) | xargs -P 2 -I{} sh -c 'n=$$(basename {}); mkdir -p $(BUILD)/corpus/$$n; \
 	  if {} -max_total_time=$(FUZZ_SHORT_SECONDS) -timeout=5 -rss_limit_mb=2048 $(BUILD)/corpus/$$n \
