@@ -286,4 +286,30 @@ kw_result pg_grow(void **rows, size_t *cap, size_t n, size_t size);
  * error. */
 kw_result pg_tx_audit(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_audit_entry *e);
 
+/* ---- the audit chain's head and transactions (pgstore_audit.c; the
+ * reads and prune of pgstore_audit_read.c use them) ---- */
+/* A query's key or action, at most (audit_batch_name holds no longer one). */
+#define KW_AUDIT_NAME_MAX 64
+struct pg_audit_head {
+        uint64_t seq;
+        uint8_t hash[PG_HASH_LEN];
+};
+enum pg_audit_head_state {
+        PG_AUDIT_HEAD_OK,
+        PG_AUDIT_HEAD_MISSING,
+        PG_AUDIT_HEAD_BAD_MAC,
+        PG_AUDIT_HEAD_BEHIND,             /* records are stored past it (lock only) */
+};
+/* The head row (locked FOR UPDATE with lock), its MAC checked: *ret_state
+ * says whether it holds (with lock: PG_AUDIT_HEAD_BEHIND when records are
+ * stored past it); *h zeroed, then set when the row is read.
+ * KW_ERR_SEALED without the MAC key, or a database error. */
+kw_result pg_audit_head_read(struct kw_pgstore *pg, struct pg_conn *c, int lock,
+                             struct pg_audit_head *h, enum pg_audit_head_state *ret_state);
+/* BEGIN on c with no gen bump (an append, a prune): READ COMMITTED. */
+kw_result pg_tx_begin_plain(struct kw_pgstore *pg, struct pg_conn *c, const char *what);
+/* Ends a transaction that a call ran in: COMMIT when r is a success
+ * (returning COMMIT's result), else ROLLBACK and r. */
+kw_result pg_tx_end(struct kw_pgstore *pg, struct pg_conn *c, kw_result r);
+
 #endif
