@@ -497,14 +497,7 @@ kw_result kw_pg_audit_verify_ex(struct kw_pgstore *pg, struct kw_audit_verify *r
         struct kw_audit_verify v;
         memset(&v, 0, sizeof v);
         v.why = "";
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c == NULL)
-                return r;
-        r = pg_tx_begin_read(pg, c);
-        if (kw_ok(r))
-                r = pg_tx_end(pg, c, verify_read(pg, c, &v));
-        pg_release(pg, c);
+        kw_result r = PG_RUN_READ(pg, c, verify_read(pg, c, &v));
         if (kw_ok(r))
                 *ret = v;
         return r;
@@ -568,14 +561,7 @@ kw_result kw_pg_audit_stats(struct kw_pgstore *pg, struct kw_audit_stats *ret)
         KW_ENSURE(pg != NULL && ret != NULL, KW_ERR_INPUT);
         struct kw_audit_stats s;
         memset(&s, 0, sizeof s);
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c == NULL)
-                return r;
-        r = pg_tx_begin_read(pg, c);
-        if (kw_ok(r))
-                r = pg_tx_end(pg, c, stats_read(pg, c, &s));
-        pg_release(pg, c);
+        kw_result r = PG_RUN_READ(pg, c, stats_read(pg, c, &s));
         if (kw_ok(r))
                 *ret = s;
         return r;
@@ -680,14 +666,7 @@ kw_result kw_pg_audit_read_oldest(struct kw_pgstore *pg, const struct kw_audit_s
         struct oldest o = { .sel = sel, .cb = cb, .arg = arg, .rg = &rg };
         o.walk.hashes = calloc(KW_AUDIT_BATCH_MAX_RECORDS, HLEN);
         KW_ENSURE(o.walk.hashes != NULL, KW_ERR_NOMEM);
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c != NULL) {
-                r = pg_tx_begin_read(pg, c);
-                if (kw_ok(r))
-                        r = pg_tx_end(pg, c, oldest_read(pg, c, &o));
-                pg_release(pg, c);
-        }
+        kw_result r = PG_RUN_READ(pg, c, oldest_read(pg, c, &o));
         free(o.walk.hashes);
         if (kw_ok(r)) {
                 if (rg.records == 0)
@@ -1080,14 +1059,7 @@ kw_result kw_pg_audit_query_filter(struct kw_pgstore *pg, const struct kw_audit_
                          f->key_name != NULL ? f->key_name : f->action);
         q.rows = calloc(q.limit, sizeof *q.rows);
         KW_ENSURE(q.rows != NULL, KW_ERR_NOMEM);
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c != NULL) {
-                r = pg_tx_begin_read(pg, c);
-                if (kw_ok(r))
-                        r = pg_tx_end(pg, c, query_read(pg, c, &q));
-                pg_release(pg, c);
-        }
+        kw_result r = PG_RUN_READ(pg, c, query_read(pg, c, &q));
         for (size_t i = 0; kw_ok(r) && i < q.n; i++) {
                 const struct qrow *x = &q.rows[i];
                 struct kw_audit_row ar = {

@@ -227,6 +227,24 @@ kw_result pg_notify(struct kw_pgstore *pg, struct pg_conn *c, uint64_t gen,
                 r_;                                                      \
         })
 
+/* Acquires a connection, runs call (which sees c) inside one consistent
+ * read (pg_tx_begin_read, ended by pg_tx_end), releases.  The result:
+ * pg_acquire's, BEGIN's, call's or COMMIT's failure, else KW_OK. */
+#define PG_RUN_READ(pg, c, call)                                         \
+        ({                                                               \
+                kw_result r_;                                            \
+                struct pg_conn *c_ = pg_acquire((pg), &r_);              \
+                if (c_ != NULL) {                                        \
+                        r_ = pg_tx_begin_read((pg), c_);                 \
+                        if (kw_ok(r_)) {                                 \
+                                struct pg_conn *c = c_;                  \
+                                r_ = pg_tx_end((pg), c_, (call));        \
+                        }                                                \
+                        pg_release((pg), c_);                            \
+                }                                                        \
+                r_;                                                      \
+        })
+
 /* ---- row MACs (pgstore.c) ---- */
 /* One column of a row, in the order of the contract's CREATE TABLE. */
 enum pg_field_kind { PG_F_NULL, PG_F_BYTES, PG_F_INT };
