@@ -1,10 +1,12 @@
 /*
  * pgstore.c - the key store on PostgreSQL (contract in pgstore.h): the
- * connection string's checks, the connections and their pool, the one
- * place libpq and SQLSTATEs become KW_ERR_*, parameterised queries,
- * transactions, migrations, row MACs and the row-MAC key, the listener
- * thread, node heartbeats and ping.  Keys are in pgstore_keys.c; tokens,
- * users and XKS stores in pgstore_access.c; the audit in pgstore_audit.c.
+ * connections' pool, the one place libpq and SQLSTATEs become KW_ERR_*,
+ * parameterised queries, transactions, migrations, row MACs and the
+ * row-MAC key, open and close.  The connection string's checks and the
+ * connecting are in pgstore_conninfo.c; the listener thread, node
+ * heartbeats and ping in pgstore_listen.c.  Keys are in pgstore_keys.c;
+ * tokens, users and XKS stores in pgstore_access.c; the audit in
+ * pgstore_audit.c and pgstore_audit_read.c.
  *
  * Choices made here (the SQLCipher store's, keystore.c, hold otherwise):
  *   - Every connection (pool_size of them, and the listener's) is made at
@@ -18,26 +20,12 @@
  *     database that does not answer in time is, for a key store, down.
  *   - Names are ordered and compared byte-wise (COLLATE "C"), as SQLite
  *     does, whatever the database's collation.
- *   - Listener: a gen read from kw_change that no notification announced is
- *     reported as KW_PG_CHANGE_ALL at the next poll only if notifications
- *     still have not caught up by then (a NOTIFY may arrive a moment after
- *     the commit is visible): the backstop reacts within 2 x poll_ms.  A gen
- *     read LOWER than the highest one read before (a restored or rolled
- *     back database) is KW_PG_CHANGE_ALL named "rollback" (at a poll, or at
- *     the reconnect after the restore); every other ALL is named "".  Only
- *     gens read from kw_change count for that, never a notification's
- *     (anyone with database access can NOTIFY).
+ *   - The listener's choices are at the top of pgstore_listen.c.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,11 +36,6 @@
 #include "../common/names.h"
 #include "pgstore_int.h"
 
-#define PG_PASSWORD_MAX 1024
-#define PG_DEFAULT_CONNECT_TIMEOUT_S 10
-#define PG_RECONNECT_MS 500
-#define PG_DEFAULT_POLL_MS 250
-
 /* ------------------------------------------------------------ small helpers */
 
 int64_t pg_now_s(void) { return (int64_t)time(NULL); }
@@ -61,13 +44,6 @@ int64_t pg_now_ms(void)
 {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -110,7 +86,7 @@ kw_result pg_grow(void **rows, size_t *cap, size_t n, size_t size)
 }
 
 /* libpq's message on one line, without its trailing newline. */
-static void one_line(const char *in, char *out, size_t cap)
+void pg_one_line(const char *in, char *out, size_t cap)
 {
         size_t o = 0;
         int space = 0;
@@ -147,7 +123,7 @@ static int code_of_sqlstate(const char *st)
 kw_result pg_fail_conn(PGconn *conn, const char *what)
 {
         char msg[512];
-        one_line(conn != NULL ? PQerrorMessage(conn) : "out of memory", msg, sizeof msg);
+        pg_one_line(conn != NULL ? PQerrorMessage(conn) : "out of memory", msg, sizeof msg);
         kw_err_set_detail("fleet database %s: %s", what, msg[0] != '\0' ? msg : "connection failed");
         KW_BAIL(KW_ERR_DB_UNAVAILABLE);
 }
@@ -169,7 +145,7 @@ kw_result pg_fail_result(struct pg_conn *c, const PGresult *res, const char *wha
                 snprintf(msg, sizeof msg, "a value was refused");
         } else {
                 const char *m = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-                one_line(m != NULL ? m : PQresultErrorMessage(res), msg, sizeof msg);
+                pg_one_line(m != NULL ? m : PQresultErrorMessage(res), msg, sizeof msg);
         }
         kw_err_set_detail("fleet database %s: %s (SQLSTATE %s)", what, msg[0] ? msg : "error",
                           st != NULL ? st : "none");
@@ -224,7 +200,7 @@ uint64_t pg_affected(const PGresult *res)
 }
 
 /* PQreset, bounded by connect_timeout (in the connection's parameters). */
-static int conn_reset(PGconn *conn)
+int pg_conn_reset(PGconn *conn)
 {
         PQreset(conn);
         return PQstatus(conn) == CONNECTION_OK;
@@ -248,7 +224,7 @@ kw_result pg_exec(struct kw_pgstore *pg, struct pg_conn *c, const char *sql,
                 }
                 if (attempt == 0 && !c->in_tx && PQstatus(c->conn) != CONNECTION_OK) {
                         PQclear(res);
-                        if (conn_reset(c->conn))
+                        if (pg_conn_reset(c->conn))
                                 continue;
                         return pg_fail_conn(c->conn, what);
                 }
@@ -345,6 +321,18 @@ kw_result pg_col_bytes(const PGresult *res, int row, int col, const uint8_t **re
         *ret = (const uint8_t *)b;
         *ret_len = (size_t)n;
         return KW_OK;
+}
+
+kw_result pg_query_int(struct kw_pgstore *pg, struct pg_conn *c, const char *sql,
+                       const struct pg_params *p, const char *what, int64_t *ret)
+{
+        PGresult *res _cleanup_pgresult_ = NULL;
+        KW_TRY(pg_exec(pg, c, sql, p, what, &res));
+        if (PQntuples(res) != 1 || PQnfields(res) < 1) {
+                kw_err_set_detail("fleet database %s: no row", what);
+                KW_BAIL(KW_ERR_DB_CORRUPT);
+        }
+        return pg_col_i64(res, 0, 0, ret);
 }
 
 /* ------------------------------------------------------------ transactions */
@@ -517,316 +505,39 @@ kw_result pg_row_verify(struct kw_pgstore *pg, const char *table, const char *pk
         return KW_OK;
 }
 
-/* ------------------------------------------------------- connection string */
+/* ------------------------------------------------------- MAC of a result row */
 
-struct conn_params {
-        PQconninfoOption *opts;            /* PQconninfoParse's                     */
-        const char **kw, **val;            /* what PQconnectdbParams gets           */
-        size_t n, cap;
-        char *options;                     /* "options" with statement_timeout      */
-        char *ssl_files[4];                /* sslcert, sslkey, sslrootcert, sslcrl   */
-        char appname[96];
-        char timeout[16];
-        struct kw_secret password;         /* NUL-terminated; wiped after connecting */
-};
+#define PG_OID_INT8 20
+#define PG_OID_INT2 21
+#define PG_OID_INT4 23
 
-static void conn_params_free(struct conn_params *cp)
+kw_result pg_res_verify(struct kw_pgstore *pg, const PGresult *res, int row, const char *table,
+                        const char *pk, int ncols, int mac_col)
 {
-        PQconninfoFree(cp->opts);
-        free(cp->kw);
-        free(cp->val);
-        free(cp->options);
-        for (size_t i = 0; i < sizeof cp->ssl_files / sizeof cp->ssl_files[0]; i++)
-                free(cp->ssl_files[i]);
-        kw_secret_free(&cp->password);
-        memset(cp, 0, sizeof *cp);
-}
-
-static const char *opt_val(const PQconninfoOption *opts, const char *key)
-{
-        for (const PQconninfoOption *o = opts; o->keyword != NULL; o++)
-                if (strcmp(o->keyword, key) == 0)
-                        return o->val != NULL && o->val[0] != '\0' ? o->val : NULL;
-        return NULL;
-}
-
-/* The value libpq will use: the string's, else its environment variable. */
-static const char *effective(const PQconninfoOption *opts, const char *key, const char *env)
-{
-        const char *v = opt_val(opts, key);
-        if (v == NULL && env != NULL) {
-                v = getenv(env);
-                if (v != NULL && v[0] == '\0')
-                        v = NULL;
-        }
-        return v;
-}
-
-/* One entry of a host list: a Unix socket directory, or a loopback name or
- * address. */
-static int host_is_local(const char *h, size_t n)
-{
-        char buf[256];
-        if (n == 0)
-                return 1;                  /* an empty entry: the default socket   */
-        if (n >= sizeof buf)
-                return 0;
-        memcpy(buf, h, n);
-        buf[n] = '\0';
-        if (buf[0] == '/' || buf[0] == '@')
-                return 1;
-        if (strcasecmp(buf, "localhost") == 0)
-                return 1;
-        struct in_addr a4;
-        struct in6_addr a6;
-        if (inet_pton(AF_INET, buf, &a4) == 1)
-                return (ntohl(a4.s_addr) >> 24) == 127;
-        if (inet_pton(AF_INET6, buf, &a6) == 1)
-                return IN6_IS_ADDR_LOOPBACK(&a6) ||
-                       (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
-        return 0;
-}
-
-/* The first entry of a comma-separated list that is not local, or NULL. */
-static const char *first_remote(const char *list, size_t *ret_len)
-{
-        const char *s = list;
-        for (;;) {
-                const char *comma = strchr(s, ',');
-                size_t n = comma != NULL ? (size_t)(comma - s) : strlen(s);
-                if (!host_is_local(s, n)) {
-                        *ret_len = n;
-                        return s;
-                }
-                if (comma == NULL)
-                        return NULL;
-                s = comma + 1;
-        }
-}
-
-static kw_result check_conninfo(const PQconninfoOption *opts)
-{
-        const char *pw = opt_val(opts, "password");
-        if (pw != NULL) {
-                kw_err_set_detail("db.conninfo holds a password: remove it from the connection "
-                                  "string and put it in db.password_file (a file only keywardd "
-                                  "can read)");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        const char *sslmode = effective(opts, "sslmode", "PGSSLMODE");
-        int verified = sslmode != NULL && strcmp(sslmode, "verify-full") == 0;
-        if (verified)
-                return KW_OK;
-        if (opt_val(opts, "service") != NULL) {
-                kw_err_set_detail("db.conninfo names a service, whose host keywardd cannot check: "
-                                  "name host= in db.conninfo, or add sslmode=verify-full");
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        const char *addr = effective(opts, "hostaddr", "PGHOSTADDR");
-        const char *host = effective(opts, "host", "PGHOST");
-        const char *list = addr != NULL ? addr : host;
-        size_t n = 0;
-        const char *remote = list != NULL ? first_remote(list, &n) : NULL;
-        if (remote != NULL) {
-                kw_err_set_detail("db.conninfo: host %.*s is neither loopback nor a Unix socket: "
-                                  "add sslmode=verify-full and sslrootcert=<the CA certificate "
-                                  "of the database server> to db.conninfo",
-                                  (int)(n > 128 ? 128 : n), remote);
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        return KW_OK;
-}
-
-static kw_result cp_add(struct conn_params *cp, const char *k, const char *v)
-{
-        for (size_t i = 0; i < cp->n; i++) {
-                if (strcmp(cp->kw[i], k) == 0) {
-                        cp->val[i] = v;
-                        return KW_OK;
-                }
-        }
-        KW_ENSURE(cp->n + 1 < cp->cap, KW_ERR_INTERNAL);
-        cp->kw[cp->n] = k;
-        cp->val[cp->n] = v;
-        cp->n++;
-        cp->kw[cp->n] = NULL;
-        cp->val[cp->n] = NULL;
-        return KW_OK;
-}
-
-/* libpq looks for the client certificate and key, the root CA and the CRL
- * under $HOME/.postgresql when the connection string names none.  keywardd
- * started by root keeps HOME=/root in the custody process after it drops
- * to its own user, and libpq's stat() of /root/.postgresql/postgresql.crt
- * then fails with EACCES, which fails the connection.  The files are named
- * here under the home of the user we run as (libpq's choice when HOME is
- * unset); anything the string or PGSSL* variables name is kept. */
-static kw_result ssl_file_defaults(struct conn_params *cp)
-{
-        static const struct {
-                const char *kw, *env, *file;
-        } d[] = {
-                { "sslcert", "PGSSLCERT", "postgresql.crt" },
-                { "sslkey", "PGSSLKEY", "postgresql.key" },
-                { "sslrootcert", "PGSSLROOTCERT", "root.crt" },
-                { "sslcrl", "PGSSLCRL", "root.crl" },
-        };
-        _Static_assert(sizeof d / sizeof d[0] == sizeof cp->ssl_files / sizeof cp->ssl_files[0],
-                       "one path per default");
-        struct passwd pw, *found = NULL;
-        char buf[4096];
-        if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) != 0 || found == NULL ||
-            pw.pw_dir == NULL || pw.pw_dir[0] != '/')
-                return KW_OK;              /* libpq's own defaults */
-        for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
-                if (effective(cp->opts, d[i].kw, d[i].env) != NULL)
+        struct pg_field f[PG_MAX_PARAMS];
+        KW_ENSURE(ncols > 0 && ncols <= PG_MAX_PARAMS && ncols <= PQnfields(res) &&
+                          mac_col < PQnfields(res),
+                  KW_ERR_INTERNAL);
+        for (int i = 0; i < ncols; i++) {
+                if (PQgetisnull(res, row, i)) {
+                        f[i] = PG_FNULL;
                         continue;
-                if (asprintf(&cp->ssl_files[i], "%s/.postgresql/%s", pw.pw_dir, d[i].file) < 0) {
-                        cp->ssl_files[i] = NULL;
-                        KW_BAIL(KW_ERR_NOMEM);
                 }
-                KW_TRY(cp_add(cp, d[i].kw, cp->ssl_files[i]));
-        }
-        return KW_OK;
-}
-
-static kw_result read_password(const char *path, struct kw_secret *ret)
-{
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0) {
-                kw_err_set_detail("db.password_file %s: %s", path, strerror(errno));
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        struct kw_secret s;
-        kw_result r = kw_secret_alloc(PG_PASSWORD_MAX + 2, &s);
-        if (!kw_ok(r)) {
-                close(fd);
-                return r;
-        }
-        size_t n = 0;
-        for (;;) {
-                ssize_t k = read(fd, s.p + n, PG_PASSWORD_MAX + 1 - n);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0) {
-                        kw_err_set_detail("db.password_file %s: %s", path, strerror(errno));
-                        r = KW_RESULT(KW_ERR_CONFIG);
-                        break;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t)k;
-                if (n > PG_PASSWORD_MAX) {
-                        kw_err_set_detail("db.password_file %s is longer than %u bytes", path,
-                                          PG_PASSWORD_MAX);
-                        r = KW_RESULT(KW_ERR_CONFIG);
-                        break;
+                Oid t = PQftype(res, i);
+                if (t == PG_OID_INT2 || t == PG_OID_INT4 || t == PG_OID_INT8) {
+                        int64_t v = 0;
+                        KW_TRY(pg_col_i64(res, row, i, &v));
+                        f[i] = PG_FINT(v);
+                } else {
+                        f[i] = (struct pg_field){ .kind = PG_F_BYTES,
+                                                  .p = PQgetvalue(res, row, i),
+                                                  .len = (size_t)PQgetlength(res, row, i) };
                 }
         }
-        close(fd);
-        if (kw_ok(r)) {
-                if (n > 0 && s.p[n - 1] == '\n')
-                        n--;
-                if (n > 0 && s.p[n - 1] == '\r')
-                        n--;
-                s.p[n] = '\0';
-                if (n == 0 || memchr(s.p, '\0', n) != NULL || memchr(s.p, '\n', n) != NULL) {
-                        kw_err_set_detail("db.password_file %s must hold the password on one line",
-                                          path);
-                        r = KW_RESULT(KW_ERR_CONFIG);
-                }
-        }
-        if (!kw_ok(r)) {
-                kw_secret_free(&s);
-                kw_trace(r.code, __FILE__, __LINE__);
-                return r;
-        }
-        *ret = s;
-        return KW_OK;
-}
-
-static kw_result conn_params_build(const struct kw_pg_options *o, const char *node,
-                                   struct conn_params *cp)
-{
-        char *err = NULL;
-        cp->opts = PQconninfoParse(o->conninfo, &err);
-        if (cp->opts == NULL) {
-                char msg[256];
-                one_line(err != NULL ? err : "out of memory", msg, sizeof msg);
-                PQfreemem(err);
-                kw_err_set_detail("db.conninfo cannot be parsed: %s", msg);
-                KW_BAIL(KW_ERR_CONFIG);
-        }
-        KW_TRY(check_conninfo(cp->opts));
-        size_t count = 0;
-        for (const PQconninfoOption *p = cp->opts; p->keyword != NULL; p++)
-                count++;
-        cp->cap = count + 16;
-        cp->kw = calloc(cp->cap, sizeof *cp->kw);
-        cp->val = calloc(cp->cap, sizeof *cp->val);
-        KW_ENSURE(cp->kw != NULL && cp->val != NULL, KW_ERR_NOMEM);
-        for (const PQconninfoOption *p = cp->opts; p->keyword != NULL; p++)
-                if (p->val != NULL)
-                        KW_TRY(cp_add(cp, p->keyword, p->val));
-
-        snprintf(cp->appname, sizeof cp->appname, "keywardd/%s", node);
-        KW_TRY(cp_add(cp, "application_name", cp->appname));
-        unsigned ct = o->connect_timeout_s != 0 ? o->connect_timeout_s : 0;
-        if (ct == 0 && opt_val(cp->opts, "connect_timeout") == NULL)
-                ct = PG_DEFAULT_CONNECT_TIMEOUT_S;
-        if (ct != 0) {
-                snprintf(cp->timeout, sizeof cp->timeout, "%u", ct < 2 ? 2 : ct);
-                KW_TRY(cp_add(cp, "connect_timeout", cp->timeout));
-        }
-        if (o->statement_timeout_ms != 0) {
-                const char *prev = opt_val(cp->opts, "options");
-                if (asprintf(&cp->options, "%s%s-c statement_timeout=%u", prev ? prev : "",
-                             prev ? " " : "", o->statement_timeout_ms) < 0) {
-                        cp->options = NULL;
-                        KW_BAIL(KW_ERR_NOMEM);
-                }
-                KW_TRY(cp_add(cp, "options", cp->options));
-        }
-        if (opt_val(cp->opts, "client_encoding") == NULL)
-                KW_TRY(cp_add(cp, "client_encoding", "UTF8"));
-        /* a peer that vanishes without a reset is noticed, not waited on forever */
-        if (opt_val(cp->opts, "keepalives_idle") == NULL)
-                KW_TRY(cp_add(cp, "keepalives_idle", "10"));
-        if (opt_val(cp->opts, "keepalives_interval") == NULL)
-                KW_TRY(cp_add(cp, "keepalives_interval", "3"));
-        if (opt_val(cp->opts, "keepalives_count") == NULL)
-                KW_TRY(cp_add(cp, "keepalives_count", "3"));
-        /* ... and one that stops acknowledging a query is given up after
-         * 10 s instead of the kernel's ~15 min of retransmissions */
-        if (opt_val(cp->opts, "tcp_user_timeout") == NULL)
-                KW_TRY(cp_add(cp, "tcp_user_timeout", "10000"));
-        KW_TRY(ssl_file_defaults(cp));
-        if (o->password_file != NULL && o->password_file[0] != '\0') {
-                KW_TRY(read_password(o->password_file, &cp->password));
-                KW_TRY(cp_add(cp, "password", (const char *)cp->password.p));
-        }
-        return KW_OK;
-}
-
-/* libpq prints notices and asynchronous errors to stderr by default;
- * library code does not log (the error reaches the caller as a result). */
-static void quiet_notice(void *arg, const char *message)
-{
-        (void)arg;
-        (void)message;
-}
-
-static kw_result connect_one(const struct conn_params *cp, PGconn **ret)
-{
-        PGconn *conn = PQconnectdbParams(cp->kw, cp->val, 0);
-        if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
-                kw_result r = pg_fail_conn(conn, "connection");
-                PQfinish(conn);
-                return r;
-        }
-        PQsetNoticeProcessor(conn, quiet_notice, NULL);
-        *ret = conn;
-        return KW_OK;
+        const uint8_t *mac = NULL;
+        size_t ml = 0;
+        KW_TRY(pg_col_bytes(res, row, mac_col, &mac, &ml));
+        return pg_row_verify(pg, table, pk, f, (size_t)ncols, mac, ml);
 }
 
 /* -------------------------------------------------------------------- pool */
@@ -849,7 +560,7 @@ struct pg_conn *pg_acquire(struct kw_pgstore *pg, kw_result *ret_r)
         c->busy = 1;
         pthread_mutex_unlock(&pg->mu);
         c->in_tx = 0;
-        if (PQstatus(c->conn) != CONNECTION_OK && !conn_reset(c->conn)) {
+        if (PQstatus(c->conn) != CONNECTION_OK && !pg_conn_reset(c->conn)) {
                 *ret_r = pg_fail_conn(c->conn, "connection");
                 pg_release(pg, c);
                 return NULL;
@@ -939,27 +650,15 @@ static kw_result exec_script(struct pg_conn *c, const char *sql, const char *wha
         return r;
 }
 
-static kw_result query_int(struct kw_pgstore *pg, struct pg_conn *c, const char *sql,
-                           const struct pg_params *p, const char *what, int64_t *ret)
-{
-        PGresult *res _cleanup_pgresult_ = NULL;
-        KW_TRY(pg_exec(pg, c, sql, p, what, &res));
-        if (PQntuples(res) != 1 || PQnfields(res) < 1) {
-                kw_err_set_detail("fleet database %s: no row", what);
-                KW_BAIL(KW_ERR_DB_CORRUPT);
-        }
-        return pg_col_i64(res, 0, 0, ret);
-}
-
 /* Inside the migration transaction, under the advisory lock. */
 static kw_result migrate_locked(struct kw_pgstore *pg, struct pg_conn *c, int *ret_version)
 {
         int64_t exists = 0;
-        KW_TRY(query_int(pg, c, "SELECT (to_regclass('kw_schema') IS NOT NULL)::int", NULL,
+        KW_TRY(pg_query_int(pg, c, "SELECT (to_regclass('kw_schema') IS NOT NULL)::int", NULL,
                          "schema lookup", &exists));
         int64_t v = 0;
         if (exists) {
-                KW_TRY(query_int(pg, c, "SELECT version FROM kw_schema WHERE id = 1", NULL,
+                KW_TRY(pg_query_int(pg, c, "SELECT version FROM kw_schema WHERE id = 1", NULL,
                                  "schema version", &v));
                 PGresult *res _cleanup_pgresult_ = NULL;
                 KW_TRY(pg_exec(pg, c, "SELECT v FROM kw_meta WHERE k = 'format'", NULL,
@@ -1028,11 +727,9 @@ static kw_result migrate(struct kw_pgstore *pg)
 
 /* --------------------------------------------------------------- open/close */
 
-static void listener_stop(struct kw_pgstore *pg);
-
 static void pg_free(struct kw_pgstore *pg)
 {
-        listener_stop(pg);
+        pg_listener_stop(pg);
         for (unsigned i = 0; i < pg->n_conns; i++) {
                 PQfinish(pg->conns[i].conn);
                 kw_audit_hasher_free(pg->conns[i].hasher);
@@ -1102,19 +799,19 @@ kw_result kw_pg_open(const struct kw_pg_options *o, struct kw_pgstore **ret)
                 r = KW_RESULT(KW_ERR_NOMEM);
                 goto fail;
         }
-        KW_TRY_GOTO(r, conn_params_build(o, pg->node_id, &cp), fail);
+        KW_TRY_GOTO(r, pg_conn_params_build(o, pg->node_id, &cp), fail);
         for (unsigned i = 0; i < o->pool_size; i++) {
-                KW_TRY_GOTO(r, connect_one(&cp, &pg->conns[i].conn), fail);
+                KW_TRY_GOTO(r, pg_connect_one(&cp, &pg->conns[i].conn), fail);
                 pg->n_conns++;
                 KW_TRY_GOTO(r, kw_audit_hasher_new(&pg->conns[i].hasher), fail);
         }
-        KW_TRY_GOTO(r, connect_one(&cp, &pg->listen_conn), fail);
-        conn_params_free(&cp);     /* the password is wiped here */
+        KW_TRY_GOTO(r, pg_connect_one(&cp, &pg->listen_conn), fail);
+        pg_conn_params_free(&cp);     /* the password is wiped here */
         KW_TRY_GOTO(r, migrate(pg), fail);
         *ret = pg;
         return KW_OK;
 fail:
-        conn_params_free(&cp);
+        pg_conn_params_free(&cp);
         pg_free(pg);
         return r;
 }
@@ -1190,495 +887,4 @@ void kw_pg_set_mac_key(struct kw_pgstore *pg, const uint8_t key[32])
         pg->mac_key = s;
         pthread_mutex_unlock(&pg->mu);
         kw_secret_free(&old);
-}
-
-/* ------------------------------------------------------------------ listener */
-
-/* '<gen> <kind> <name>', strictly; 0 when malformed. */
-static int parse_payload(const char *s, uint64_t *ret_gen, enum kw_pg_change *ret_kind,
-                         char name[65])
-{
-        uint64_t g = 0;
-        size_t i = 0;
-        for (; s[i] >= '0' && s[i] <= '9'; i++) {
-                if (i >= 19 || (i == 1 && s[0] == '0'))
-                        return 0;
-                g = g * 10 + (uint64_t)(s[i] - '0');
-        }
-        if (i == 0 || s[i] != ' ')
-                return 0;
-        s += i + 1;
-        static const struct {
-                const char *k;
-                enum kw_pg_change v;
-        } kinds[] = { { "key", KW_PG_CHANGE_KEY },
-                      { "token", KW_PG_CHANGE_TOKEN },
-                      { "user", KW_PG_CHANGE_USER },
-                      { "xks", KW_PG_CHANGE_XKS } };
-        for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-                size_t n = strlen(kinds[k].k);
-                if (strncmp(s, kinds[k].k, n) == 0 && s[n] == ' ') {
-                        const char *nm = s + n + 1;
-                        if (!kw_name_valid(nm))
-                                return 0;
-                        snprintf(name, 65, "%s", nm);
-                        *ret_gen = g;
-                        *ret_kind = kinds[k].v;
-                        return 1;
-                }
-        }
-        return 0;
-}
-
-/* LISTEN and the current gen, on the listener's connection (text results). */
-static int listen_setup(PGconn *conn, uint64_t *ret_gen)
-{
-        PGresult *res = PQexec(conn, "LISTEN " PG_NOTIFY_CHANNEL);
-        int ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
-        PQclear(res);
-        if (!ok)
-                return 0;
-        res = PQexec(conn, "SELECT gen FROM kw_change WHERE id = 1");
-        ok = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-             !PQgetisnull(res, 0, 0);
-        if (ok) {
-                char *end = NULL;
-                errno = 0;
-                unsigned long long g = strtoull(PQgetvalue(res, 0, 0), &end, 10);
-                ok = errno == 0 && end != NULL && *end == '\0';
-                if (ok)
-                        *ret_gen = g;
-        }
-        PQclear(res);
-        return ok;
-}
-
-static void listener_why(PGconn *conn, char *why, size_t cap)
-{
-        one_line(PQerrorMessage(conn), why, cap);
-        if (why[0] == '\0')
-                snprintf(why, cap, "the listener's query failed");
-}
-
-/* Waits up to ms for the stop pipe; 1 when stopping. */
-static int wait_stop(struct kw_pgstore *pg, int ms)
-{
-        struct pollfd pf = { .fd = pg->stop_pipe[0], .events = POLLIN };
-        int n = poll(&pf, 1, ms);
-        return n > 0;
-}
-
-/* Non-blocking reset bounded by connect_timeout and stoppable: 1 when up. */
-static int listener_reconnect(struct kw_pgstore *pg, PGconn *conn, int *stop)
-{
-        if (!PQresetStart(conn))
-                return 0;
-        unsigned t = pg->connect_timeout_s != 0 ? pg->connect_timeout_s : PG_DEFAULT_CONNECT_TIMEOUT_S;
-        int64_t deadline = mono_ms() + (int64_t)t * 1000;
-        PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-        for (;;) {
-                if (st == PGRES_POLLING_OK)
-                        return 1;
-                if (st == PGRES_POLLING_FAILED)
-                        return 0;
-                int64_t left = deadline - mono_ms();
-                if (left <= 0)
-                        return 0;
-                struct pollfd pf[2] = {
-                        { .fd = PQsocket(conn),
-                          .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT },
-                        { .fd = pg->stop_pipe[0], .events = POLLIN },
-                };
-                int n = poll(pf, 2, (int)(left > 1000 ? 1000 : left));
-                if (n > 0 && pf[1].revents) {
-                        *stop = 1;
-                        return 0;
-                }
-                if (n > 0 && pf[0].revents)
-                        st = PQresetPoll(conn);
-                else if (pf[0].fd < 0)
-                        return 0;
-        }
-}
-
-struct listen_state {
-        uint64_t announced;     /* the highest gen notifications (or polls) covered */
-        uint64_t suspect;       /* a gen read at the last poll that notifications had
-                                   not covered yet (0: none)                        */
-        uint64_t highest;       /* the highest gen read from kw_change (polls only:
-                                   a NOTIFY anyone with database access can send)   */
-};
-
-static void drain_notifies(struct kw_pgstore *pg, PGconn *conn, struct listen_state *ls)
-{
-        const struct kw_pg_listener *l = &pg->listener;
-        PGnotify *nf;
-        while ((nf = PQnotifies(conn)) != NULL) {
-                uint64_t g = 0;
-                enum kw_pg_change kind = KW_PG_CHANGE_ALL;
-                char name[65] = "";
-                int ok = strcmp(nf->relname, PG_NOTIFY_CHANNEL) == 0 && nf->extra != NULL &&
-                         parse_payload(nf->extra, &g, &kind, name);
-                PQfreemem(nf);
-                if (!ok) {
-                        if (l->changed != NULL)
-                                l->changed(KW_PG_CHANGE_ALL, "", l->arg);
-                        continue;
-                }
-                if (g > ls->announced)
-                        ls->announced = g;
-                if (l->changed != NULL)
-                        l->changed(kind, name, l->arg);
-        }
-}
-
-/* The backstop: 0 when the connection failed. */
-static int poll_gen(struct kw_pgstore *pg, PGconn *conn, struct listen_state *ls)
-{
-        const struct kw_pg_listener *l = &pg->listener;
-        PGresult *res = PQexec(conn, "SELECT gen FROM kw_change WHERE id = 1");
-        int ok = res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-                 !PQgetisnull(res, 0, 0);
-        uint64_t g = 0;
-        if (ok) {
-                char *end = NULL;
-                errno = 0;
-                g = strtoull(PQgetvalue(res, 0, 0), &end, 10);
-                ok = errno == 0 && end != NULL && *end == '\0';
-        }
-        PQclear(res);
-        if (!ok)
-                return 0;
-        drain_notifies(pg, conn, ls);
-        if (g < ls->highest) {
-                /* the counter went back: the database was restored to an
-                 * older state (or rolled back to a snapshot) */
-                if (l->changed != NULL)
-                        l->changed(KW_PG_CHANGE_ALL, "rollback", l->arg);
-                ls->highest = ls->announced = g;
-                ls->suspect = 0;
-                return 1;
-        }
-        ls->highest = g;
-        if (ls->suspect != 0 && ls->announced < ls->suspect) {
-                /* a commit that no notification announced within a poll */
-                if (l->changed != NULL)
-                        l->changed(KW_PG_CHANGE_ALL, "", l->arg);
-                ls->announced = g > ls->suspect ? g : ls->suspect;
-                ls->suspect = 0;
-                return 1;
-        }
-        ls->suspect = g > ls->announced ? g : 0;
-        return 1;
-}
-
-static void *listener_main(void *arg)
-{
-        struct kw_pgstore *pg = arg;
-        const struct kw_pg_listener *l = &pg->listener;
-        PGconn *conn = pg->listen_conn;
-        unsigned poll_ms = l->poll_ms != 0 ? l->poll_ms : PG_DEFAULT_POLL_MS;
-        struct listen_state ls = { 0 };
-        int up = 1, stop = 0;
-        char why[512];
-        int64_t next_poll = mono_ms() + poll_ms;
-        /* the baseline gen was read by kw_pg_listen_start */
-        ls.announced = ls.highest = pg->listen_baseline;
-        while (!stop) {
-                if (!up) {
-                        if (wait_stop(pg, PG_RECONNECT_MS))
-                                break;
-                        uint64_t g = 0;
-                        if (listener_reconnect(pg, conn, &stop) && listen_setup(conn, &g)) {
-                                int back = g < ls.highest;
-                                up = 1;
-                                ls.announced = ls.highest = g;
-                                ls.suspect = 0;
-                                next_poll = mono_ms() + poll_ms;
-                                if (l->state != NULL)
-                                        l->state(1, "", l->arg);
-                                if (l->changed != NULL)
-                                        l->changed(KW_PG_CHANGE_ALL, back ? "rollback" : "", l->arg);
-                        }
-                        continue;
-                }
-                int64_t left = next_poll - mono_ms();
-                if (left < 0)
-                        left = 0;
-                struct pollfd pf[2] = {
-                        { .fd = PQsocket(conn), .events = POLLIN },
-                        { .fd = pg->stop_pipe[0], .events = POLLIN },
-                };
-                int n = poll(pf, 2, (int)left);
-                if (n < 0 && errno != EINTR)
-                        n = 0;
-                if (n > 0 && pf[1].revents)
-                        break;
-                int ok = 1;
-                if (n > 0 && pf[0].revents) {
-                        ok = PQconsumeInput(conn) == 1;
-                        if (ok)
-                                drain_notifies(pg, conn, &ls);
-                }
-                if (ok && mono_ms() >= next_poll) {
-                        ok = poll_gen(pg, conn, &ls);
-                        next_poll = mono_ms() + poll_ms;
-                }
-                if (!ok || PQstatus(conn) != CONNECTION_OK) {
-                        listener_why(conn, why, sizeof why);
-                        up = 0;
-                        if (l->state != NULL)
-                                l->state(0, why, l->arg);
-                }
-        }
-        return NULL;
-}
-
-kw_result kw_pg_listen_start(struct kw_pgstore *pg, const struct kw_pg_listener *l)
-{
-        KW_ENSURE(pg != NULL && l != NULL, KW_ERR_INPUT);
-        if (pg->listening) {
-                kw_err_set_detail("the fleet listener is already running");
-                KW_BAIL(KW_ERR_BAD_STATE);
-        }
-        if (PQstatus(pg->listen_conn) != CONNECTION_OK && !conn_reset(pg->listen_conn))
-                return pg_fail_conn(pg->listen_conn, "listener connection");
-        uint64_t g = 0;
-        if (!listen_setup(pg->listen_conn, &g))
-                return pg_fail_conn(pg->listen_conn, "LISTEN " PG_NOTIFY_CHANNEL);
-        if (pg->stop_pipe[0] < 0 && pipe2(pg->stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-                pg->stop_pipe[0] = pg->stop_pipe[1] = -1;
-                kw_err_set_detail("cannot make the listener's pipe: %s", strerror(errno));
-                KW_BAIL(KW_ERR_INTERNAL);
-        }
-        pg->listener = *l;
-        pg->listen_baseline = g;
-        if (pthread_create(&pg->listen_thread, NULL, listener_main, pg) != 0) {
-                kw_err_set_detail("cannot start the listener thread");
-                KW_BAIL(KW_ERR_INTERNAL);
-        }
-        pg->listening = 1;
-        return KW_OK;
-}
-
-static void listener_stop(struct kw_pgstore *pg)
-{
-        if (!pg->listening)
-                return;
-        char b = 1;
-        while (write(pg->stop_pipe[1], &b, 1) < 0 && errno == EINTR)
-                ;
-        pthread_join(pg->listen_thread, NULL);
-        pg->listening = 0;
-}
-
-/* ------------------------------------------------------------------- nodes */
-
-#define SQL_DB_NOW_MS "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
-
-static void node_fields(const struct kw_node_row *n, struct pg_field f[8])
-{
-        f[0] = PG_FSTR(n->id);
-        f[1] = PG_FSTR(n->address);
-        f[2] = PG_FSTR(n->version);
-        f[3] = PG_FINT(n->schema);
-        f[4] = PG_FSTR(n->state);
-        f[5] = PG_FSTR(n->detail);
-        f[6] = PG_FINT(n->started_ms);
-        f[7] = PG_FINT(n->seen_ms);
-}
-
-static int fits(const char *s, size_t cap)
-{
-        return strnlen(s, cap) < cap && kw_utf8_printable(s);
-}
-
-kw_result kw_pg_node_heartbeat(struct kw_pgstore *pg, const struct kw_node_row *me)
-{
-        KW_ENSURE(pg != NULL && me != NULL, KW_ERR_INPUT);
-        struct kw_node_row n = *me;
-        if (n.id[0] == '\0')
-                snprintf(n.id, sizeof n.id, "%s", pg->node_id);
-        if (!fits(n.id, sizeof n.id) || !fits(n.address, sizeof n.address) ||
-            !fits(n.version, sizeof n.version) || !fits(n.state, sizeof n.state) ||
-            !fits(n.detail, sizeof n.detail)) {
-                kw_err_set_detail("a node row's field is too long or not printable");
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c == NULL)
-                return r;
-        int64_t now = 0;
-        r = query_int(pg, c, "SELECT " SQL_DB_NOW_MS, NULL, "clock", &now);
-        if (kw_ok(r)) {
-                n.seen_ms = now;
-                struct pg_field f[8];
-                node_fields(&n, f);
-                uint8_t mac[PG_MAC_LEN];
-                r = pg_row_mac(pg, "nodes", f, 8, mac);
-                if (kw_ok(r)) {
-                        struct pg_params p = { 0 };
-                        pg_param_text(&p, n.id);
-                        pg_param_text(&p, n.address);
-                        pg_param_text(&p, n.version);
-                        pg_param_i64(&p, n.schema);
-                        pg_param_text(&p, n.state);
-                        pg_param_text(&p, n.detail);
-                        pg_param_i64(&p, n.started_ms);
-                        pg_param_i64(&p, n.seen_ms);
-                        pg_param_bytes(&p, mac, sizeof mac);
-                        r = pg_exec(pg, c,
-                                    "INSERT INTO nodes (id, address, version, schema, state, detail,"
-                                    " started_ms, seen_ms, mac) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-                                    " $8, $9) ON CONFLICT (id) DO UPDATE SET address = $2,"
-                                    " version = $3, schema = $4, state = $5, detail = $6,"
-                                    " started_ms = $7, seen_ms = $8, mac = $9",
-                                    &p, "heartbeat", NULL);
-                }
-        }
-        pg_release(pg, c);
-        return r;
-}
-
-/* A node row from a result of NODE_COLS (+ mac at 8, age at 9). */
-#define NODE_COLS "id, address, version, schema, state, detail, started_ms, seen_ms, mac"
-
-static kw_result node_from_res(struct kw_pgstore *pg, const PGresult *res, int i,
-                               struct kw_node_row *ret)
-{
-        struct kw_node_row n;
-        memset(&n, 0, sizeof n);
-        int64_t schema = 0;
-        KW_TRY(pg_col_text(res, i, 0, n.id, sizeof n.id));
-        KW_TRY(pg_col_text(res, i, 1, n.address, sizeof n.address));
-        KW_TRY(pg_col_text(res, i, 2, n.version, sizeof n.version));
-        KW_TRY(pg_col_i64(res, i, 3, &schema));
-        n.schema = (int)schema;
-        KW_TRY(pg_col_text(res, i, 4, n.state, sizeof n.state));
-        KW_TRY(pg_col_text(res, i, 5, n.detail, sizeof n.detail));
-        KW_TRY(pg_col_i64(res, i, 6, &n.started_ms));
-        KW_TRY(pg_col_i64(res, i, 7, &n.seen_ms));
-        const uint8_t *mac = NULL;
-        size_t ml = 0;
-        KW_TRY(pg_col_bytes(res, i, 8, &mac, &ml));
-        struct pg_field f[8];
-        node_fields(&n, f);
-        KW_TRY(pg_row_verify(pg, "nodes", n.id, f, 8, mac, ml));
-        KW_TRY(pg_col_i64(res, i, 9, &n.age_ms));
-        *ret = n;
-        return KW_OK;
-}
-
-kw_result kw_pg_node_list(struct kw_pgstore *pg, int (*cb)(const struct kw_node_row *row, void *arg),
-                          void *arg, unsigned *ret_bad)
-{
-        KW_ENSURE(pg != NULL && cb != NULL, KW_ERR_INPUT);
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c == NULL)
-                return r;
-        PGresult *res _cleanup_pgresult_ = NULL;
-        r = pg_exec(pg, c,
-                    "SELECT " NODE_COLS ", " SQL_DB_NOW_MS " - seen_ms FROM nodes"
-                    " ORDER BY id COLLATE \"C\"",
-                    NULL, "node list", &res);
-        pg_release(pg, c);
-        KW_TRY(r);
-        int n = PQntuples(res);
-        struct kw_node_row *rows = calloc(n > 0 ? (size_t)n : 1, sizeof *rows);
-        KW_ENSURE(rows != NULL, KW_ERR_NOMEM);
-        size_t good = 0;
-        unsigned bad = 0;
-        for (int i = 0; i < n; i++) {
-                r = node_from_res(pg, res, i, &rows[good]);
-                if (kw_ok(r)) {
-                        good++;
-                } else if (r.code == KW_ERR_DB_TAMPERED || r.code == KW_ERR_DB_CORRUPT) {
-                        bad++;     /* skipped, counted (pgstore.h) */
-                } else {
-                        free(rows);
-                        return r;
-                }
-        }
-        pg_clearp(&res);
-        for (size_t i = 0; i < good; i++)
-                if (cb(&rows[i], arg) != 0)
-                        break;
-        free(rows);
-        if (ret_bad != NULL)
-                *ret_bad = bad;
-        return KW_OK;
-}
-
-kw_result kw_pg_node_forget(struct kw_pgstore *pg, int64_t older_ms, unsigned *ret_n)
-{
-        KW_ENSURE(pg != NULL && older_ms >= 0, KW_ERR_INPUT);
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c == NULL)
-                return r;
-        struct pg_params p = { 0 };
-        pg_param_i64(&p, older_ms);
-        PGresult *res _cleanup_pgresult_ = NULL;
-        r = pg_exec(pg, c, "DELETE FROM nodes WHERE seen_ms < " SQL_DB_NOW_MS " - $1::bigint", &p,
-                    "node forget", &res);
-        pg_release(pg, c);
-        KW_TRY(r);
-        if (ret_n != NULL) {
-                uint64_t k = pg_affected(res);
-                *ret_n = k > UINT32_MAX ? UINT32_MAX : (unsigned)k;
-        }
-        return KW_OK;
-}
-
-kw_result kw_pg_ping(struct kw_pgstore *pg, uint64_t *ret_gen)
-{
-        KW_ENSURE(pg != NULL, KW_ERR_INPUT);
-        kw_result r;
-        struct pg_conn *c = pg_acquire(pg, &r);
-        if (c == NULL)
-                return r;
-        int64_t g = 0;
-        r = query_int(pg, c, "SELECT gen FROM kw_change WHERE id = 1", NULL, "ping", &g);
-        pg_release(pg, c);
-        KW_TRY(r);
-        if (ret_gen != NULL)
-                *ret_gen = (uint64_t)g;
-        return KW_OK;
-}
-
-/* ------------------------------------------------------- MAC of a result row */
-
-#define PG_OID_INT8 20
-#define PG_OID_INT2 21
-#define PG_OID_INT4 23
-
-kw_result pg_res_verify(struct kw_pgstore *pg, const PGresult *res, int row, const char *table,
-                        const char *pk, int ncols, int mac_col)
-{
-        struct pg_field f[PG_MAX_PARAMS];
-        KW_ENSURE(ncols > 0 && ncols <= PG_MAX_PARAMS && ncols <= PQnfields(res) &&
-                          mac_col < PQnfields(res),
-                  KW_ERR_INTERNAL);
-        for (int i = 0; i < ncols; i++) {
-                if (PQgetisnull(res, row, i)) {
-                        f[i] = PG_FNULL;
-                        continue;
-                }
-                Oid t = PQftype(res, i);
-                if (t == PG_OID_INT2 || t == PG_OID_INT4 || t == PG_OID_INT8) {
-                        int64_t v = 0;
-                        KW_TRY(pg_col_i64(res, row, i, &v));
-                        f[i] = PG_FINT(v);
-                } else {
-                        f[i] = (struct pg_field){ .kind = PG_F_BYTES,
-                                                  .p = PQgetvalue(res, row, i),
-                                                  .len = (size_t)PQgetlength(res, row, i) };
-                }
-        }
-        const uint8_t *mac = NULL;
-        size_t ml = 0;
-        KW_TRY(pg_col_bytes(res, row, mac_col, &mac, &ml));
-        return pg_row_verify(pg, table, pk, f, (size_t)ncols, mac, ml);
 }

@@ -1,7 +1,9 @@
 /*
  * pgstore_int.h - what the PostgreSQL key store's files share (pgstore.c:
- * connections, pool, migrations, MACs, listener, nodes; pgstore_keys.c;
- * pgstore_access.c; pgstore_audit.c): the store's structure, the pool, the
+ * pool, queries, migrations, MACs, open/close; pgstore_conninfo.c: the
+ * connection string and connecting; pgstore_listen.c: listener, nodes;
+ * pgstore_keys.c; pgstore_access.c; pgstore_audit.c, pgstore_audit_read.c):
+ * the store's structure, the pool, the
  * transaction helpers, the one parameterised query helper, the one place
  * libpq results and SQLSTATEs become KW_ERR_* (pg_fail_*), the row MAC, and
  * the audit row a mutation appends inside its own transaction.  Private to
@@ -46,6 +48,7 @@
 #define PG_MIGRATION_LOCK 0x6b657977617264LL
 #define PG_NOTIFY_CHANNEL "keyward_changes"
 #define PG_MAX_PARAMS 20
+#define PG_DEFAULT_CONNECT_TIMEOUT_S 10
 
 /* One pooled connection, used by one call at a time (between pg_acquire
  * and pg_release). */
@@ -83,6 +86,38 @@ struct kw_pgstore {
         uint64_t listen_baseline;          /* kw_change.gen when LISTEN started     */
 };
 
+/* ---- connecting (pgstore_conninfo.c) ---- */
+/* The parameters of every connection: db.conninfo checked (no password in
+ * it; a host that is neither loopback nor a Unix socket needs
+ * sslmode=verify-full) and completed (application_name, timeouts,
+ * keepalives, default client files, the password file's password). */
+struct conn_params {
+        PQconninfoOption *opts;            /* PQconninfoParse's                     */
+        const char **kw, **val;            /* what PQconnectdbParams gets           */
+        size_t n, cap;
+        char *options;                     /* "options" with statement_timeout      */
+        char *ssl_files[4];                /* sslcert, sslkey, sslrootcert, sslcrl   */
+        char appname[96];
+        char timeout[16];
+        struct kw_secret password;         /* NUL-terminated; wiped after connecting */
+};
+
+/* cp from o (node names the connection in application_name); on failure
+ * KW_ERR_CONFIG (or the password file's error) and cp holds what was made:
+ * pg_conn_params_free it either way. */
+kw_result pg_conn_params_build(const struct kw_pg_options *o, const char *node,
+                               struct conn_params *cp);
+/* Frees and wipes (the password) cp, and zeroes it. */
+void pg_conn_params_free(struct conn_params *cp);
+/* One connection with cp, libpq's notices silenced; *ret set only on
+ * success (KW_ERR_DB_UNAVAILABLE and the like from pg_fail_conn). */
+kw_result pg_connect_one(const struct conn_params *cp, PGconn **ret);
+
+/* ---- the listener (pgstore_listen.c) ---- */
+/* Stops the listener thread and waits for it; nothing when none runs.
+ * kw_pg_close (pg_free) calls it. */
+void pg_listener_stop(struct kw_pgstore *pg);
+
 /* ---- the pool (pgstore.c) ---- */
 /* A free connection (waits while all are busy), reset first when libpq
  * says it is broken (bounded by connect_timeout).  NULL with *ret_r =
@@ -103,6 +138,12 @@ void pg_release(struct kw_pgstore *pg, struct pg_conn *c);
 kw_result pg_fail_result(struct pg_conn *c, const PGresult *res, const char *what);
 /* The same for a connection-level failure (PQerrorMessage). */
 kw_result pg_fail_conn(PGconn *conn, const char *what);
+/* libpq's message (in, may be NULL) on one line of out (cap bytes), without
+ * its trailing newline. */
+void pg_one_line(const char *in, char *out, size_t cap);
+/* PQreset, bounded by connect_timeout (in the connection's parameters):
+ * 1 when the connection is back. */
+int pg_conn_reset(PGconn *conn);
 
 /* ---- parameterised queries (pgstore.c) ---- */
 /* Parameters: text (integers as decimal text) or binary (bytea).  Values
@@ -141,6 +182,11 @@ kw_result pg_col_u32(const PGresult *res, int row, int col, uint32_t *ret);
 /* A bytea column in place (valid while res lives); *ret NULL when SQL NULL. */
 kw_result pg_col_bytes(const PGresult *res, int row, int col, const uint8_t **ret, size_t *ret_len);
 int pg_col_isnull(const PGresult *res, int row, int col);
+/* The integer in the first column of the one row sql (params p, may be
+ * NULL) returns; no row: KW_ERR_DB_CORRUPT ("fleet database <what>: no
+ * row"). */
+kw_result pg_query_int(struct kw_pgstore *pg, struct pg_conn *c, const char *sql,
+                       const struct pg_params *p, const char *what, int64_t *ret);
 
 /* ---- transactions (pgstore.c) ---- */
 /* A mutation: BEGIN; UPDATE kw_change SET gen = gen + 1 RETURNING gen.
@@ -175,6 +221,24 @@ kw_result pg_notify(struct kw_pgstore *pg, struct pg_conn *c, uint64_t gen,
                                         r_ = pg_tx_commit((pg), c_);     \
                                 else                                     \
                                         pg_tx_rollback((pg), c_);        \
+                        }                                                \
+                        pg_release((pg), c_);                            \
+                }                                                        \
+                r_;                                                      \
+        })
+
+/* Acquires a connection, runs call (which sees c) inside one consistent
+ * read (pg_tx_begin_read, ended by pg_tx_end), releases.  The result:
+ * pg_acquire's, BEGIN's, call's or COMMIT's failure, else KW_OK. */
+#define PG_RUN_READ(pg, c, call)                                         \
+        ({                                                               \
+                kw_result r_;                                            \
+                struct pg_conn *c_ = pg_acquire((pg), &r_);              \
+                if (c_ != NULL) {                                        \
+                        r_ = pg_tx_begin_read((pg), c_);                 \
+                        if (kw_ok(r_)) {                                 \
+                                struct pg_conn *c = c_;                  \
+                                r_ = pg_tx_end((pg), c_, (call));        \
                         }                                                \
                         pg_release((pg), c_);                            \
                 }                                                        \
@@ -239,5 +303,31 @@ kw_result pg_grow(void **rows, size_t *cap, size_t n, size_t size);
  * field, KW_ERR_DB_TAMPERED when the head fails its MAC, or a database
  * error. */
 kw_result pg_tx_audit(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_audit_entry *e);
+
+/* ---- the audit chain's head and transactions (pgstore_audit.c; the
+ * reads and prune of pgstore_audit_read.c use them) ---- */
+/* A query's key or action, at most (audit_batch_name holds no longer one). */
+#define KW_AUDIT_NAME_MAX 64
+struct pg_audit_head {
+        uint64_t seq;
+        uint8_t hash[PG_HASH_LEN];
+};
+enum pg_audit_head_state {
+        PG_AUDIT_HEAD_OK,
+        PG_AUDIT_HEAD_MISSING,
+        PG_AUDIT_HEAD_BAD_MAC,
+        PG_AUDIT_HEAD_BEHIND,             /* records are stored past it (lock only) */
+};
+/* The head row (locked FOR UPDATE with lock), its MAC checked: *ret_state
+ * says whether it holds (with lock: PG_AUDIT_HEAD_BEHIND when records are
+ * stored past it); *h zeroed, then set when the row is read.
+ * KW_ERR_SEALED without the MAC key, or a database error. */
+kw_result pg_audit_head_read(struct kw_pgstore *pg, struct pg_conn *c, int lock,
+                             struct pg_audit_head *h, enum pg_audit_head_state *ret_state);
+/* BEGIN on c with no gen bump (an append, a prune): READ COMMITTED. */
+kw_result pg_tx_begin_plain(struct kw_pgstore *pg, struct pg_conn *c, const char *what);
+/* Ends a transaction that a call ran in: COMMIT when r is a success
+ * (returning COMMIT's result), else ROLLBACK and r. */
+kw_result pg_tx_end(struct kw_pgstore *pg, struct pg_conn *c, kw_result r);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * dbexport_fuzz.c - the key store export document's parser (server/custody/
- * dbio.c) on arbitrary bytes: keywardctl db import reads a file that came
- * from anywhere (another machine, a copy, a tampered backup).
+ * dbio_parse.c) on arbitrary bytes: keywardctl db import reads a file that
+ * came from anywhere (another machine, a copy, a tampered backup).
  *
  * Properties: no crash, leak or out-of-bounds read; a refusal leaves the
  * output empty and says why; an accepted document writes back to a
