@@ -28,7 +28,7 @@ ALL_LDFLAGS = $(LDHARD) -pthread
 
 # Sanitizer build of the library and unit tests (make test runs both).
 SAN_CFLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
-              $(WARN) -D_GNU_SOURCE -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
+              $(WARN) -D_GNU_SOURCE -DKEYWARD_VERSION='"$(VERSION)"' -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
 SAN_LDFLAGS = -fsanitize=address,undefined -pthread
 
 # ---- CivetWeb 1.15 from Debian's own source package (never committed) ----
@@ -242,6 +242,7 @@ FUZZERS   := $(patsubst tests/fuzz/%_fuzz.c,$(BUILD)/fuzz/%_fuzz,$(FUZZ_SRCS))
 # target pulls in only what it uses.
 FUZZ_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzzobj/%.o)
 FUZZ_CFLAGS = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -D_GNU_SOURCE -DKW_FUZZ \
+              -DKEYWARD_VERSION='"$(VERSION)"' \
               -Iserver -I$(CW_INC) $(PKG_CFLAGS) -pthread
 $(BUILD)/fuzzobj/%.o: %.c $(HEADERS) $(CW_SRC)/.stamp
 	@mkdir -p $(dir $@)
@@ -263,9 +264,9 @@ $(BUILD)/fuzz/reqhead_fuzz: tests/fuzz/reqhead_fuzz.c $(BUILD)/libkeyward-fuzz.a
 	@echo "  FUZZ    $@"
 	$(Q)$(CLANG) $(FUZZ_CFLAGS) $(CW_DEFS) -I$(CW_SRC)/src -w -fsanitize=fuzzer $< $(BUILD)/libkeyward-fuzz.a $(PKG_LIBS) -ldl -o $@
 FUZZ_SECONDS ?= 300
-# make test's short run: 20 s each, two at a time (the two cores); a finding
+# make test's short run: 12 s each, two at a time (the two cores; longer runs: make fuzz); a finding
 # (a crash, a leak, a timeout) fails it, with the end of that fuzzer's log
-FUZZ_SHORT_SECONDS ?= 20
+FUZZ_SHORT_SECONDS ?= 12
 fuzz-short: $(FUZZERS)
 	@printf '%s\n' $(FUZZERS) | xargs -P 2 -I{} sh -c 'n=$$(basename {}); mkdir -p $(BUILD)/corpus/$$n; \
 	  if {} -max_total_time=$(FUZZ_SHORT_SECONDS) -timeout=5 -rss_limit_mb=2048 $(BUILD)/corpus/$$n \

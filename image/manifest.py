@@ -28,7 +28,7 @@ INPUTS = ["build/keywardd", "build/keywardctl", "build/keyward-unlock", "build/k
 # the build host's toolchain and the -dev packages our binaries are built
 # against: the same binaries come only from the same ones
 BUILD_HOST_PACKAGES = ["gcc-12", "binutils", "libc6-dev", "libssl-dev", "libcjson-dev", "libsqlcipher-dev",
-                       "libp11-kit-dev", "libtss2-dev", "libseccomp-dev", "zlib1g-dev", "libargon2-dev",
+                       "libp11-kit-dev", "libtss2-dev", "libseccomp-dev", "zlib1g-dev", "libargon2-dev", "libpq-dev",
                        "libcryptsetup-dev", "libcurl4-openssl-dev", "make", "squashfs-tools",
                        "cryptsetup-bin", "systemd", "systemd-boot-efi", "sbsigntool", "gdisk",
                        "dosfstools", "mtools", "python3-pefile", "debootstrap"]

@@ -25,6 +25,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -60,6 +61,8 @@ static void hsm_ctl(const char *text)
         FILE *f = fopen(ctl_path, "w");
         assert_non_null(f);
         fputs(text, f);
+        /* the custody user reads it, whatever umask this process runs with */
+        assert_int_equal(fchmod(fileno(f), 0644), 0);
         fclose(f);
         usleep(120 * 1000);
 }

@@ -33,6 +33,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -523,6 +524,7 @@ struct conn_params {
         const char **kw, **val;            /* what PQconnectdbParams gets           */
         size_t n, cap;
         char *options;                     /* "options" with statement_timeout      */
+        char *ssl_files[4];                /* sslcert, sslkey, sslrootcert, sslcrl   */
         char appname[96];
         char timeout[16];
         struct kw_secret password;         /* NUL-terminated; wiped after connecting */
@@ -534,6 +536,8 @@ static void conn_params_free(struct conn_params *cp)
         free(cp->kw);
         free(cp->val);
         free(cp->options);
+        for (size_t i = 0; i < sizeof cp->ssl_files / sizeof cp->ssl_files[0]; i++)
+                free(cp->ssl_files[i]);
         kw_secret_free(&cp->password);
         memset(cp, 0, sizeof *cp);
 }
@@ -650,6 +654,42 @@ static kw_result cp_add(struct conn_params *cp, const char *k, const char *v)
         return KW_OK;
 }
 
+/* libpq looks for the client certificate and key, the root CA and the CRL
+ * under $HOME/.postgresql when the connection string names none.  keywardd
+ * started by root keeps HOME=/root in the custody process after it drops
+ * to its own user, and libpq's stat() of /root/.postgresql/postgresql.crt
+ * then fails with EACCES, which fails the connection.  The files are named
+ * here under the home of the user we run as (libpq's choice when HOME is
+ * unset); anything the string or PGSSL* variables name is kept. */
+static kw_result ssl_file_defaults(struct conn_params *cp)
+{
+        static const struct {
+                const char *kw, *env, *file;
+        } d[] = {
+                { "sslcert", "PGSSLCERT", "postgresql.crt" },
+                { "sslkey", "PGSSLKEY", "postgresql.key" },
+                { "sslrootcert", "PGSSLROOTCERT", "root.crt" },
+                { "sslcrl", "PGSSLCRL", "root.crl" },
+        };
+        _Static_assert(sizeof d / sizeof d[0] == sizeof cp->ssl_files / sizeof cp->ssl_files[0],
+                       "one path per default");
+        struct passwd pw, *found = NULL;
+        char buf[4096];
+        if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) != 0 || found == NULL ||
+            pw.pw_dir == NULL || pw.pw_dir[0] != '/')
+                return KW_OK;              /* libpq's own defaults */
+        for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+                if (effective(cp->opts, d[i].kw, d[i].env) != NULL)
+                        continue;
+                if (asprintf(&cp->ssl_files[i], "%s/.postgresql/%s", pw.pw_dir, d[i].file) < 0) {
+                        cp->ssl_files[i] = NULL;
+                        KW_BAIL(KW_ERR_NOMEM);
+                }
+                KW_TRY(cp_add(cp, d[i].kw, cp->ssl_files[i]));
+        }
+        return KW_OK;
+}
+
 static kw_result read_password(const char *path, struct kw_secret *ret)
 {
         int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -760,6 +800,7 @@ static kw_result conn_params_build(const struct kw_pg_options *o, const char *no
          * 10 s instead of the kernel's ~15 min of retransmissions */
         if (opt_val(cp->opts, "tcp_user_timeout") == NULL)
                 KW_TRY(cp_add(cp, "tcp_user_timeout", "10000"));
+        KW_TRY(ssl_file_defaults(cp));
         if (o->password_file != NULL && o->password_file[0] != '\0') {
                 KW_TRY(read_password(o->password_file, &cp->password));
                 KW_TRY(cp_add(cp, "password", (const char *)cp->password.p));
