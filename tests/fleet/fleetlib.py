@@ -46,6 +46,10 @@ NODE_NAMES = ("node-a", "node-b", "node-c")
 EKM_RULES = test_ekm.EKM_RULES
 XKS_TOML = test_xks.TOML
 HSM_LABEL = "keyward-fleet"
+# A cached key's row is re-read every cache_revalidate_seconds (30 by
+# default): 2 s here, so that a node holding a row cached from before a
+# tamper drops it within the tests' bounded waits (docs/fleet.md).
+DB_EXTRA = "cache_revalidate_seconds = 2\n"
 CUSTODY_USER = "keyward-custody"
 
 
@@ -215,7 +219,7 @@ class Fleet:
     the EKM client PKI and the nodes' state; init() runs keywardd --init on
     the first node; start() starts them all."""
 
-    def __init__(self, tag, n=3, db_extra="", env=None, extra_toml=XKS_TOML, hsm=None,
+    def __init__(self, tag, n=3, db_extra=DB_EXTRA, env=None, extra_toml=XKS_TOML, hsm=None,
                  hsm_label=HSM_LABEL):
         pg_env()
         self.tag = tag

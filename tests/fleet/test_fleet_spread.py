@@ -192,6 +192,10 @@ def test_kill9_of_a_node_mid_load_loses_no_acknowledged_write(fleet):
             assert r.status_code == 200, (name, r.text)
             d = xc.dec("/a", name, r.json())
             assert d.status_code == 200 and unb64(d.json()["plaintext"]) == pt, (name, d.text)
+        # the fleet's one audit chain, appended by three nodes at once and one
+        # of them killed mid-transaction, still verifies
+        v = api_ok(c, "POST", "/api/v1/audit/verify")
+        assert v["ok"] is True, v
         print("kill -9: %d acknowledged creates (%d on node-b before its kill), all present"
               % (len(acked), len(on_b)))
     finally:
