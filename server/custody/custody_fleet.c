@@ -66,11 +66,16 @@ struct fleet {
                 struct kw_token_row row;
                 int64_t at_ms;            /* monotonic; 0: a free slot            */
         } tokens[64];
+        /* the node list as the last heartbeat read it: XKS health answers
+         * from it (KMS gives a call 250 ms: no database round trip there) */
+        struct custody_node known[64];
+        size_t nknown;
         pthread_t th;
         int th_started;
 };
 
 static void tokens_forget_locked(struct fleet *f, const char *id);
+static void refresh_known(struct fleet *f);
 
 int custody_fleet_mode(const struct kw_config *cfg)
 {
@@ -466,6 +471,8 @@ static void *heartbeat_thread(void *arg)
                         drop = 1;
                 }
                 pthread_mutex_unlock(&f->mu);
+                if (kw_ok(r))
+                        refresh_known(f);
                 if (kw_ok(r) && mono_ms() >= next_check) {
                         revalidate(f);
                         next_check = mono_ms() + cfg->db.cache_revalidate_seconds * 1000;
@@ -597,22 +604,49 @@ static int nodes_cb(const struct kw_node_row *row, void *arg)
         return 0;
 }
 
+/* The heartbeat thread's read of the node list (after a heartbeat that
+ * reached the database). */
+static void refresh_known(struct fleet *f)
+{
+        struct custody_node got[64];
+        struct nodes_ctx x = { .f = f, .stale_ms = 3 * f->c->cfg->db.heartbeat_ms, .out = got,
+                               .max = sizeof got / sizeof got[0] };
+        kw_result r = kw_pg_node_list(f->pg, nodes_cb, &x, NULL);
+        pthread_mutex_lock(&f->mu);
+        if (kw_ok(r)) {
+                f->nknown = x.n < x.max ? x.n : x.max;
+                memcpy(f->known, got, f->nknown * sizeof got[0]);
+        }
+        pthread_mutex_unlock(&f->mu);
+}
+
 size_t custody_fleet_nodes(struct custody *c, struct custody_node *out, size_t max)
 {
         struct fleet *f = c->fleet;
-        if (f == NULL)
+        if (f == NULL || max == 0)
                 return 0;
-        struct nodes_ctx x = { .f = f, .stale_ms = 3 * c->cfg->db.heartbeat_ms, .out = out,
-                               .max = max };
-        if (!kw_ok(kw_pg_node_list(f->pg, nodes_cb, &x, NULL)) || x.n == 0) {
-                /* the database unreachable: this node alone, as it sees itself */
-                char why[FLEET_DETAIL_MAX];
-                snprintf(out[0].id, sizeof out[0].id, "%s", f->node);
-                snprintf(out[0].state, sizeof out[0].state, "%s", custody_fleet_state(c, why));
-                out[0].self = 1;
-                return 1;
+        char why[FLEET_DETAIL_MAX];
+        pthread_mutex_lock(&f->mu);
+        const char *mine = state_locked(f, why);
+        size_t n = 0;
+        /* the database unreachable: this node alone, as it sees itself (the
+         * others' heartbeats are in the database) */
+        if (f->down_since_ms == 0)
+                for (size_t i = 0; i < f->nknown && n < max; i++)
+                        out[n++] = f->known[i];
+        int self = 0;
+        for (size_t i = 0; i < n; i++)
+                if (out[i].self) {
+                        snprintf(out[i].state, sizeof out[i].state, "%s", mine);
+                        self = 1;
+                }
+        if (!self && n < max) {
+                snprintf(out[n].id, sizeof out[n].id, "%s", f->node);
+                snprintf(out[n].state, sizeof out[n].state, "%s", mine);
+                out[n++].self = 1;
         }
-        return x.n < max ? x.n : max;
+        pthread_mutex_unlock(&f->mu);
+        return n;
 }
 
 /* KW_OP_NODES: the whole list for the admin API; for an unauthenticated
@@ -643,7 +677,8 @@ kw_result op_nodes(struct custody *c, const struct kw_msg *req, struct op_caller
         if (f != NULL) {
                 struct nodes_ctx x = { .f = f, .stale_ms = 3 * cfg->db.heartbeat_ms, .arr = arr,
                                        .brief = brief };
-                r = kw_pg_node_list(f->pg, nodes_cb, &x, &bad);
+                r = strcmp(st, "ACTIVE") == 0 ? kw_pg_node_list(f->pg, nodes_cb, &x, &bad)
+                                              : KW_RESULT(KW_ERR_DB_UNAVAILABLE);
                 if (r.code == KW_ERR_DB_UNAVAILABLE) {
                         /* what this node knows: itself, DEGRADED (the other
                          * nodes' heartbeats are in the database) */
