@@ -295,7 +295,9 @@ kw_result kw_ipc_rx_fill(struct kw_ipc_rx *rx, int fd, int timeout_ms)
         }
         KW_TRY(kw_buf_reserve(b, room));
         room = b->cap_alloc - 1 - b->len;
-        int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms;
+        /* + 1: now_ms() truncates, so the deadline would come up to 1 ms
+         * before the timeout */
+        int64_t deadline = timeout_ms < 0 ? -1 : now_ms() + timeout_ms + 1;
         /* A blocking read when it cannot overshoot the timeout: with none,
          * or with the socket's SO_RCVTIMEO slice (kw_ipc_set_read_slice)
          * bounding each wait; one system call per read instead of a poll
