@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "audit_logic.h"
 #include "audit_store_int.h"
 
 #define LIST_MAX 1000u
@@ -251,63 +252,26 @@ kw_result kw_keystore_audit_prune(struct kw_keystore *ks, const struct kw_audit_
 
 /* ------------------------------------------------------------------ query */
 
-struct qrow {
-        uint64_t seq;
-        int64_t ts_ms;
-        char *buf;                   /* six strings, then the hash in hex */
-        size_t off[7], len[6];
-};
-
 struct query {
         const struct kw_audit_filter *f;
         uint64_t hi;                 /* seq < hi (UINT64_MAX: none) */
         uint32_t limit;
         char actor_hi[KW_AUDIT_ACTOR_PREFIX_MAX + 1];   /* the prefix's upper bound */
-        struct qrow *rows;
+        struct kw_audit_qrow *rows;
         size_t n;
 };
 
 static kw_result qrow_add(struct query *q, uint64_t seq, const struct kw_audit_rec *r,
                           const uint8_t hash[KS_HASH_LEN])
 {
-        size_t total = 2 * KS_HASH_LEN + 1;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                total += r->flen[i] + 1;
-        char *buf = malloc(total);
-        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
-        struct qrow *row = &q->rows[q->n];
-        size_t o = 0;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++) {
-                row->off[i] = o;
-                row->len[i] = r->flen[i];
-                memcpy(buf + o, r->f[i], r->flen[i]);
-                buf[o + r->flen[i]] = '\0';
-                o += r->flen[i] + 1;
-        }
-        row->off[6] = o;
-        kw_audit_hex(hash, KS_HASH_LEN, buf + o);
-        row->seq = seq;
-        row->ts_ms = r->ts_ms;
-        row->buf = buf;
+        KW_TRY(kw_audit_qrow_fill(&q->rows[q->n], seq, r, hash));
         q->n++;
         return KW_OK;
 }
 
-static int field_is(const struct kw_audit_rec *r, int i, const char *want)
-{
-        return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);
-}
-
 static int rec_matches(const struct query *q, uint64_t seq, const struct kw_audit_rec *r)
 {
-        const struct kw_audit_filter *f = q->f;
-        size_t ap = f->actor_prefix != NULL ? strlen(f->actor_prefix) : 0;
-        return seq > f->after && seq < q->hi && field_is(r, KW_AUDIT_KEY, f->key_name) &&
-               field_is(r, KW_AUDIT_ACTION, f->action) &&
-               (ap == 0 || (r->flen[KW_AUDIT_ACTOR] >= ap &&
-                            memcmp(r->f[KW_AUDIT_ACTOR], f->actor_prefix, ap) == 0)) &&
-               (f->since_ms == 0 || r->ts_ms >= f->since_ms) &&
-               (f->until_ms == 0 || r->ts_ms < f->until_ms);
+        return kw_audit_rec_matches(q->f, q->hi, seq, r);
 }
 
 /* The SQL of the filter's admin rows (parameters: ?1 after, ?2 before, ?3
@@ -499,7 +463,7 @@ kw_result kw_keystore_audit_query_filter(struct kw_keystore *ks, const struct kw
                 as_read_end(ks);
         }
         for (size_t i = 0; kw_ok(r) && i < q.n; i++) {
-                const struct qrow *x = &q.rows[i];
+                const struct kw_audit_qrow *x = &q.rows[i];
                 struct kw_audit_row ar = {
                         .seq = x->seq, .ts_ms = x->ts_ms,
                         .actor = x->buf + x->off[0], .action = x->buf + x->off[1],

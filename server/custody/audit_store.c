@@ -31,6 +31,7 @@
 
 #include <openssl/crypto.h>
 
+#include "audit_logic.h"
 #include "audit_store_int.h"
 
 #define AUDIT_APPEND_MAX 65536u          /* records per kw_keystore_audit_append */
@@ -150,14 +151,8 @@ static kw_result batch_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
         uint64_t first = tx->seq + 1;
         KW_ENSURE(first <= (uint64_t)INT64_MAX - n, KW_ERR_STORAGE);
         uint8_t h[KS_HASH_LEN];
-        memcpy(h, tx->head, KS_HASH_LEN);
-        int64_t lo = recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < n; i++) {
-                KW_TRY(kw_audit_chain_step(ks->hasher, h, first + i, &recs[i], h));
-                lo = recs[i].ts_ms < lo ? recs[i].ts_ms : lo;
-                hi = recs[i].ts_ms > hi ? recs[i].ts_ms : hi;
-        }
+        int64_t lo, hi;
+        KW_TRY(kw_audit_batch_chain(ks->hasher, tx->head, first, recs, n, h, &lo, &hi));
         kw_buf_reset(blob);
         KW_TRY(kw_audit_batch_encode(ks->encoder, recs, n, blob));
         {
@@ -559,15 +554,7 @@ static kw_result verify_visit(const struct unit *u, const struct unit_recs *ur, 
         (void)ur;
         (void)prev;
         (void)ret_stop;
-        struct kw_audit_verify *v = arg;
-        v->records += u->last >= u->first ? u->last - u->first + 1 : 1;
-        v->batches += (uint64_t)u->is_batch;
-        if (why != NULL) {
-                v->first_bad_seq = u->first != 0 ? u->first : 1;
-                v->bad_last_seq = u->last;
-                v->bad_is_batch = u->is_batch;
-                v->why = why;
-        }
+        kw_audit_verify_count(arg, u->first, u->last, u->is_batch, why);
         return KW_OK;
 }
 

@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/json_io.h"
+#include "audit_logic.h"
 #include "pgstore_int.h"
 
 #define AUDIT_APPEND_MAX 65536u          /* records per kw_pg_audit_append       */
@@ -299,14 +300,8 @@ static kw_result batch_insert(struct kw_pgstore *pg, struct pg_conn *c, struct p
         uint64_t first = h->seq + 1;
         KW_ENSURE(first <= (uint64_t)INT64_MAX - n, KW_ERR_STORAGE);
         uint8_t hash[HLEN];
-        memcpy(hash, h->hash, HLEN);
-        int64_t lo = recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < n; i++) {
-                KW_TRY(kw_audit_chain_step(c->hasher, hash, first + i, &recs[i], hash));
-                lo = recs[i].ts_ms < lo ? recs[i].ts_ms : lo;
-                hi = recs[i].ts_ms > hi ? recs[i].ts_ms : hi;
-        }
+        int64_t lo, hi;
+        KW_TRY(kw_audit_batch_chain(c->hasher, h->hash, first, recs, n, hash, &lo, &hi));
         kw_buf_reset(blob);
         KW_TRY(kw_audit_batch_encode(c->encoder, recs, n, blob));
         struct pg_params p = { 0 };

@@ -36,6 +36,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/json_io.h"
+#include "audit_logic.h"
 #include "pgstore_int.h"
 
 #define LIST_MAX 1000u
@@ -446,15 +447,7 @@ static kw_result verify_visit(const struct unit *u, const struct unit_recs *ur, 
         (void)ur;
         (void)prev;
         (void)ret_stop;
-        struct kw_audit_verify *v = arg;
-        v->records += u->last >= u->first ? u->last - u->first + 1 : 1;
-        v->batches += (uint64_t)u->is_batch;
-        if (why != NULL) {
-                v->first_bad_seq = u->first != 0 ? u->first : 1;
-                v->bad_last_seq = u->last;
-                v->bad_is_batch = u->is_batch;
-                v->why = why;
-        }
+        kw_audit_verify_count(arg, u->first, u->last, u->is_batch, why);
         return KW_OK;
 }
 
@@ -790,63 +783,26 @@ kw_result kw_pg_audit_prune(struct kw_pgstore *pg, const struct kw_audit_prune *
 
 /* ------------------------------------------------------------------ query */
 
-struct qrow {
-        uint64_t seq;
-        int64_t ts_ms;
-        char *buf;                   /* six strings, then the hash in hex */
-        size_t off[7], len[6];
-};
-
 struct query {
         const struct kw_audit_filter *f;
         uint64_t hi;                 /* seq < hi (UINT64_MAX: none) */
         uint32_t limit;
         char batch_name[KW_AUDIT_NAME_MAX + 3];   /* "k:<key>" / "a:<action>" */
-        struct qrow *rows;
+        struct kw_audit_qrow *rows;
         size_t n;
 };
 
 static kw_result qrow_add(struct query *q, uint64_t seq, const struct kw_audit_rec *r,
                           const uint8_t hash[HLEN])
 {
-        size_t total = 2 * HLEN + 1;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                total += r->flen[i] + 1;
-        char *buf = malloc(total);
-        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
-        struct qrow *row = &q->rows[q->n];
-        size_t o = 0;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++) {
-                row->off[i] = o;
-                row->len[i] = r->flen[i];
-                memcpy(buf + o, r->f[i], r->flen[i]);
-                buf[o + r->flen[i]] = '\0';
-                o += r->flen[i] + 1;
-        }
-        row->off[6] = o;
-        kw_audit_hex(hash, HLEN, buf + o);
-        row->seq = seq;
-        row->ts_ms = r->ts_ms;
-        row->buf = buf;
+        KW_TRY(kw_audit_qrow_fill(&q->rows[q->n], seq, r, hash));
         q->n++;
         return KW_OK;
 }
 
-static int field_is(const struct kw_audit_rec *r, int i, const char *want)
-{
-        return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);
-}
-
 static int rec_matches(const struct query *q, uint64_t seq, const struct kw_audit_rec *r)
 {
-        const struct kw_audit_filter *f = q->f;
-        size_t ap = f->actor_prefix != NULL ? strlen(f->actor_prefix) : 0;
-        return seq > f->after && seq < q->hi && field_is(r, KW_AUDIT_KEY, f->key_name) &&
-               field_is(r, KW_AUDIT_ACTION, f->action) &&
-               (ap == 0 || (r->flen[KW_AUDIT_ACTOR] >= ap &&
-                            memcmp(r->f[KW_AUDIT_ACTOR], f->actor_prefix, ap) == 0)) &&
-               (f->since_ms == 0 || r->ts_ms >= f->since_ms) &&
-               (f->until_ms == 0 || r->ts_ms < f->until_ms);
+        return kw_audit_rec_matches(q->f, q->hi, seq, r);
 }
 
 /* "$n" of the next parameter, which pg_param_* then adds. */
@@ -1061,7 +1017,7 @@ kw_result kw_pg_audit_query_filter(struct kw_pgstore *pg, const struct kw_audit_
         KW_ENSURE(q.rows != NULL, KW_ERR_NOMEM);
         kw_result r = PG_RUN_READ(pg, c, query_read(pg, c, &q));
         for (size_t i = 0; kw_ok(r) && i < q.n; i++) {
-                const struct qrow *x = &q.rows[i];
+                const struct kw_audit_qrow *x = &q.rows[i];
                 struct kw_audit_row ar = {
                         .seq = x->seq, .ts_ms = x->ts_ms,
                         .actor = x->buf + x->off[0], .action = x->buf + x->off[1],

@@ -1,0 +1,80 @@
+/*
+ * audit_logic.c - the audit log's engine-independent steps (contract in
+ * audit_logic.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "audit_logic.h"
+
+kw_result kw_audit_batch_chain(struct kw_audit_hasher *h, const uint8_t prev[KW_AUDIT_HASH_LEN],
+                               uint64_t first, const struct kw_audit_rec *recs, size_t n,
+                               uint8_t ret_hash[KW_AUDIT_HASH_LEN], int64_t *ret_lo,
+                               int64_t *ret_hi)
+{
+        memmove(ret_hash, prev, KW_AUDIT_HASH_LEN);
+        int64_t lo = recs[0].ts_ms;
+        int64_t hi = lo;
+        for (size_t i = 0; i < n; i++) {
+                KW_TRY(kw_audit_chain_step(h, ret_hash, first + i, &recs[i], ret_hash));
+                lo = recs[i].ts_ms < lo ? recs[i].ts_ms : lo;
+                hi = recs[i].ts_ms > hi ? recs[i].ts_ms : hi;
+        }
+        *ret_lo = lo;
+        *ret_hi = hi;
+        return KW_OK;
+}
+
+static int field_is(const struct kw_audit_rec *r, int i, const char *want)
+{
+        return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);
+}
+
+int kw_audit_rec_matches(const struct kw_audit_filter *f, uint64_t hi, uint64_t seq,
+                         const struct kw_audit_rec *r)
+{
+        size_t ap = f->actor_prefix != NULL ? strlen(f->actor_prefix) : 0;
+        return seq > f->after && seq < hi && field_is(r, KW_AUDIT_KEY, f->key_name) &&
+               field_is(r, KW_AUDIT_ACTION, f->action) &&
+               (ap == 0 || (r->flen[KW_AUDIT_ACTOR] >= ap &&
+                            memcmp(r->f[KW_AUDIT_ACTOR], f->actor_prefix, ap) == 0)) &&
+               (f->since_ms == 0 || r->ts_ms >= f->since_ms) &&
+               (f->until_ms == 0 || r->ts_ms < f->until_ms);
+}
+
+kw_result kw_audit_qrow_fill(struct kw_audit_qrow *row, uint64_t seq, const struct kw_audit_rec *r,
+                             const uint8_t hash[KW_AUDIT_HASH_LEN])
+{
+        size_t total = 2 * KW_AUDIT_HASH_LEN + 1;
+        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
+                total += r->flen[i] + 1;
+        char *buf = malloc(total);
+        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
+        size_t o = 0;
+        for (int i = 0; i < KW_AUDIT_FIELDS; i++) {
+                row->off[i] = o;
+                row->len[i] = r->flen[i];
+                memcpy(buf + o, r->f[i], r->flen[i]);
+                buf[o + r->flen[i]] = '\0';
+                o += r->flen[i] + 1;
+        }
+        row->off[6] = o;
+        kw_audit_hex(hash, KW_AUDIT_HASH_LEN, buf + o);
+        row->seq = seq;
+        row->ts_ms = r->ts_ms;
+        row->buf = buf;
+        return KW_OK;
+}
+
+void kw_audit_verify_count(struct kw_audit_verify *v, uint64_t first, uint64_t last, int is_batch,
+                           const char *why)
+{
+        v->records += last >= first ? last - first + 1 : 1;
+        v->batches += (uint64_t)is_batch;
+        if (why != NULL) {
+                v->first_bad_seq = first != 0 ? first : 1;
+                v->bad_last_seq = last;
+                v->bad_is_batch = is_batch;
+                v->why = why;
+        }
+}

@@ -1,0 +1,50 @@
+/*
+ * audit_logic.h - the audit log's engine-independent steps, shared by the
+ * SQLCipher store (audit_store.c, audit_read.c) and the PostgreSQL one
+ * (pgstore_audit.c, pgstore_audit_read.c), so that both chain batches,
+ * filter records, keep query rows and count a verification identically.
+ * No SQL here.
+ */
+#ifndef KW_AUDIT_LOGIC_H
+#define KW_AUDIT_LOGIC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/result.h"
+#include "audit_codec.h"
+#include "audit_store.h"
+
+/* Chains recs[0..n) (n >= 1) at seqs first.. after prev: *ret_hash the hash
+ * of the last record, *ret_lo / *ret_hi the smallest and largest ts_ms.
+ * kw_audit_chain_step's errors; the outputs may be partly written then. */
+KW_MUST_USE kw_result kw_audit_batch_chain(struct kw_audit_hasher *h,
+                                           const uint8_t prev[KW_AUDIT_HASH_LEN], uint64_t first,
+                                           const struct kw_audit_rec *recs, size_t n,
+                                           uint8_t ret_hash[KW_AUDIT_HASH_LEN], int64_t *ret_lo,
+                                           int64_t *ret_hi);
+
+/* 1 when record r at seq passes filter f and seq < hi, else 0. */
+int kw_audit_rec_matches(const struct kw_audit_filter *f, uint64_t hi, uint64_t seq,
+                         const struct kw_audit_rec *r);
+
+/* One query result kept past its storage unit: the six fields and the hash
+ * in hex, NUL-terminated, in buf (heap, owned by the row). */
+struct kw_audit_qrow {
+        uint64_t seq;
+        int64_t ts_ms;
+        char *buf;                   /* six strings, then the hash in hex */
+        size_t off[7], len[6];
+};
+/* Fills *row from record r at seq with its hash; KW_ERR_NOMEM (*row
+ * untouched). */
+KW_MUST_USE kw_result kw_audit_qrow_fill(struct kw_audit_qrow *row, uint64_t seq,
+                                         const struct kw_audit_rec *r,
+                                         const uint8_t hash[KW_AUDIT_HASH_LEN]);
+
+/* Counts one storage unit (seqs first..last, a batch or not) into *v;
+ * why non-NULL: the unit is where verification stopped. */
+void kw_audit_verify_count(struct kw_audit_verify *v, uint64_t first, uint64_t last, int is_batch,
+                           const char *why);
+
+#endif
