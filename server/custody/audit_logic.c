@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "audit_logic.h"
 
 kw_result kw_audit_batch_chain(struct kw_audit_hasher *h, const uint8_t prev[KW_AUDIT_HASH_LEN],
                                uint64_t first, const struct kw_audit_rec *recs, size_t n,
+                               uint8_t (*hashes)[KW_AUDIT_HASH_LEN],
                                uint8_t ret_hash[KW_AUDIT_HASH_LEN], int64_t *ret_lo,
                                int64_t *ret_hi)
 {
@@ -17,12 +20,45 @@ kw_result kw_audit_batch_chain(struct kw_audit_hasher *h, const uint8_t prev[KW_
         int64_t hi = lo;
         for (size_t i = 0; i < n; i++) {
                 KW_TRY(kw_audit_chain_step(h, ret_hash, first + i, &recs[i], ret_hash));
+                if (hashes != NULL)
+                        memcpy(hashes[i], ret_hash, KW_AUDIT_HASH_LEN);
                 lo = recs[i].ts_ms < lo ? recs[i].ts_ms : lo;
                 hi = recs[i].ts_ms > hi ? recs[i].ts_ms : hi;
         }
         *ret_lo = lo;
         *ret_hi = hi;
         return KW_OK;
+}
+
+kw_result kw_audit_unit_verify(struct kw_audit_hasher *h, const uint8_t prev[KW_AUDIT_HASH_LEN],
+                               uint64_t first, const struct kw_audit_rec *recs, size_t n,
+                               uint8_t (*hashes)[KW_AUDIT_HASH_LEN],
+                               const uint8_t stored_hash[KW_AUDIT_HASH_LEN], int is_batch,
+                               int64_t min_ts, int64_t max_ts, uint8_t ret_head[KW_AUDIT_HASH_LEN],
+                               const char **why)
+{
+        uint8_t hash[KW_AUDIT_HASH_LEN];
+        int64_t lo, hi;
+        KW_TRY(kw_audit_batch_chain(h, prev, first, recs, n, hashes, hash, &lo, &hi));
+        if (CRYPTO_memcmp(hash, stored_hash, KW_AUDIT_HASH_LEN) != 0) {   /* lint: allow (constant time) */
+                *why = is_batch ? "its records do not hash to its stored hash"
+                                : "its fields do not hash to its stored hash";
+                return KW_OK;
+        }
+        if (is_batch && (lo != min_ts || hi != max_ts)) {
+                *why = "its stored time range does not match its records";
+                return KW_OK;
+        }
+        memcpy(ret_head, hash, KW_AUDIT_HASH_LEN);
+        return KW_OK;
+}
+
+int kw_audit_select_takes(const struct kw_audit_select *sel, uint64_t taken, uint64_t n,
+                          int64_t max_ts)
+{
+        if (taken >= sel->max_records || n > sel->max_records - taken)
+                return 0;
+        return taken < sel->min_records || (sel->before_ts_ms != 0 && max_ts < sel->before_ts_ms);
 }
 
 static int field_is(const struct kw_audit_rec *r, int i, const char *want)

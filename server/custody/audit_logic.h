@@ -15,14 +15,34 @@
 #include "audit_codec.h"
 #include "audit_store.h"
 
-/* Chains recs[0..n) (n >= 1) at seqs first.. after prev: *ret_hash the hash
- * of the last record, *ret_lo / *ret_hi the smallest and largest ts_ms.
+/* Chains recs[0..n) (n >= 1) at seqs first.. after prev: hashes[i] (when
+ * hashes is not NULL) the hash of record i, *ret_hash the hash of the last
+ * one, *ret_lo / *ret_hi the smallest and largest ts_ms.
  * kw_audit_chain_step's errors; the outputs may be partly written then. */
 KW_MUST_USE kw_result kw_audit_batch_chain(struct kw_audit_hasher *h,
                                            const uint8_t prev[KW_AUDIT_HASH_LEN], uint64_t first,
                                            const struct kw_audit_rec *recs, size_t n,
+                                           uint8_t (*hashes)[KW_AUDIT_HASH_LEN],
                                            uint8_t ret_hash[KW_AUDIT_HASH_LEN], int64_t *ret_lo,
                                            int64_t *ret_hi);
+
+/* The last verification step of one storage unit whose link and record
+ * count already hold: recs[0..n) (n >= 1, at seqs first..) chained after
+ * prev must end at stored_hash and, for a batch, span min_ts..max_ts.
+ * *why = NULL when it holds (ret_head = its last hash), else a static
+ * reason (ret_head untouched); errors are kw_audit_chain_step's. */
+KW_MUST_USE kw_result kw_audit_unit_verify(struct kw_audit_hasher *h,
+                                           const uint8_t prev[KW_AUDIT_HASH_LEN], uint64_t first,
+                                           const struct kw_audit_rec *recs, size_t n,
+                                           uint8_t (*hashes)[KW_AUDIT_HASH_LEN],
+                                           const uint8_t stored_hash[KW_AUDIT_HASH_LEN],
+                                           int is_batch, int64_t min_ts, int64_t max_ts,
+                                           uint8_t ret_head[KW_AUDIT_HASH_LEN], const char **why);
+
+/* 1 when a selection that has taken `taken` records takes a unit of n
+ * records whose newest is max_ts, else 0. */
+int kw_audit_select_takes(const struct kw_audit_select *sel, uint64_t taken, uint64_t n,
+                          int64_t max_ts);
 
 /* 1 when record r at seq passes filter f and seq < hi, else 0. */
 int kw_audit_rec_matches(const struct kw_audit_filter *f, uint64_t hi, uint64_t seq,

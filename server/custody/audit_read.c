@@ -52,10 +52,7 @@ static int unit_selected(const struct unit *u, void *arg)
 {
         const struct oldest *o = arg;
         const struct kw_audit_select *sel = o->sel;
-        uint64_t taken = o->rg->records, n = u->last - u->first + 1;
-        if (taken >= sel->max_records || n > sel->max_records - taken)
-                return 0;
-        return taken < sel->min_records || (sel->before_ts_ms != 0 && u->max_ts < sel->before_ts_ms);
+        return kw_audit_select_takes(sel, o->rg->records, u->last - u->first + 1, u->max_ts);
 }
 
 /* Each record of a unit that holds to the caller, with its hashes. */

@@ -152,7 +152,7 @@ static kw_result batch_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
         KW_ENSURE(first <= (uint64_t)INT64_MAX - n, KW_ERR_STORAGE);
         uint8_t h[KS_HASH_LEN];
         int64_t lo, hi;
-        KW_TRY(kw_audit_batch_chain(ks->hasher, tx->head, first, recs, n, h, &lo, &hi));
+        KW_TRY(kw_audit_batch_chain(ks->hasher, tx->head, first, recs, n, NULL, h, &lo, &hi));
         kw_buf_reset(blob);
         KW_TRY(kw_audit_batch_encode(ks->encoder, recs, n, blob));
         {
@@ -423,28 +423,8 @@ kw_result as_unit_check(struct kw_keystore *ks, const struct unit *u, uint64_t e
                 *why = "its batch holds another number of records than its seq range";
                 return KW_OK;
         }
-        uint8_t h[KS_HASH_LEN];
-        memcpy(h, prev, KS_HASH_LEN);
-        int64_t lo = ur->recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < ur->n; i++) {
-                KW_TRY(kw_audit_chain_step(ks->rhasher, h, u->first + i, &ur->recs[i], h));
-                if (hashes != NULL)
-                        memcpy(hashes[i], h, KS_HASH_LEN);
-                lo = ur->recs[i].ts_ms < lo ? ur->recs[i].ts_ms : lo;
-                hi = ur->recs[i].ts_ms > hi ? ur->recs[i].ts_ms : hi;
-        }
-        if (CRYPTO_memcmp(h, u->hash, KS_HASH_LEN) != 0) {   /* lint: allow (constant time) */
-                *why = u->is_batch ? "its records do not hash to its stored hash"
-                                   : "its fields do not hash to its stored hash";
-                return KW_OK;
-        }
-        if (u->is_batch && (lo != u->min_ts || hi != u->max_ts)) {
-                *why = "its stored time range does not match its records";
-                return KW_OK;
-        }
-        memcpy(ret_head, h, KS_HASH_LEN);
-        return KW_OK;
+        return kw_audit_unit_verify(ks->rhasher, prev, u->first, ur->recs, ur->n, hashes, u->hash,
+                                    u->is_batch, u->min_ts, u->max_ts, ret_head, why);
 }
 
 /* ---------------------------------------------------------- read sessions */

@@ -301,7 +301,7 @@ static kw_result batch_insert(struct kw_pgstore *pg, struct pg_conn *c, struct p
         KW_ENSURE(first <= (uint64_t)INT64_MAX - n, KW_ERR_STORAGE);
         uint8_t hash[HLEN];
         int64_t lo, hi;
-        KW_TRY(kw_audit_batch_chain(c->hasher, h->hash, first, recs, n, hash, &lo, &hi));
+        KW_TRY(kw_audit_batch_chain(c->hasher, h->hash, first, recs, n, NULL, hash, &lo, &hi));
         kw_buf_reset(blob);
         KW_TRY(kw_audit_batch_encode(c->encoder, recs, n, blob));
         struct pg_params p = { 0 };

@@ -280,28 +280,8 @@ static kw_result unit_check(struct kw_audit_hasher *hasher, const struct unit *u
                 *why = "its batch holds another number of records than its seq range";
                 return KW_OK;
         }
-        uint8_t h[HLEN];
-        memcpy(h, prev, HLEN);
-        int64_t lo = ur->recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < ur->n; i++) {
-                KW_TRY(kw_audit_chain_step(hasher, h, u->first + i, &ur->recs[i], h));
-                if (hashes != NULL)
-                        memcpy(hashes[i], h, HLEN);
-                lo = ur->recs[i].ts_ms < lo ? ur->recs[i].ts_ms : lo;
-                hi = ur->recs[i].ts_ms > hi ? ur->recs[i].ts_ms : hi;
-        }
-        if (CRYPTO_memcmp(h, u->hash, HLEN) != 0) {   /* lint: allow (constant time) */
-                *why = u->is_batch ? "its records do not hash to its stored hash"
-                                   : "its fields do not hash to its stored hash";
-                return KW_OK;
-        }
-        if (u->is_batch && (lo != u->min_ts || hi != u->max_ts)) {
-                *why = "its stored time range does not match its records";
-                return KW_OK;
-        }
-        memcpy(ret_head, h, HLEN);
-        return KW_OK;
+        return kw_audit_unit_verify(hasher, prev, u->first, ur->recs, ur->n, hashes, u->hash,
+                                    u->is_batch, u->min_ts, u->max_ts, ret_head, why);
 }
 
 /* ------------------------------------------------------------ checkpoints */
@@ -586,10 +566,7 @@ static int unit_selected(const struct unit *u, void *arg)
 {
         const struct oldest *o = arg;
         const struct kw_audit_select *sel = o->sel;
-        uint64_t taken = o->rg->records, n = u->last - u->first + 1;
-        if (taken >= sel->max_records || n > sel->max_records - taken)
-                return 0;
-        return taken < sel->min_records || (sel->before_ts_ms != 0 && u->max_ts < sel->before_ts_ms);
+        return kw_audit_select_takes(sel, o->rg->records, u->last - u->first + 1, u->max_ts);
 }
 
 /* Each record of a unit that holds to the caller, with its hashes. */
