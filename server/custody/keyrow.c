@@ -112,6 +112,25 @@ int kw_keyrow_tags_match(const char *tags_json, const char *k, size_t klen, cons
         return match;
 }
 
+void kw_keyrow_list_deliver(const struct kw_key_row *rows, size_t n, int more,
+                            int (*cb)(const struct kw_key_row *row, void *arg), void *arg,
+                            char next[65])
+{
+        size_t i = 0;
+        int stopped = 0;
+        for (; i < n; i++) {
+                if (cb(&rows[i], arg) != 0) {
+                        stopped = 1;
+                        break;
+                }
+        }
+        next[0] = '\0';
+        if (stopped)
+                memcpy(next, rows[i].name, sizeof rows[i].name);
+        else if (more && n > 0)
+                memcpy(next, rows[n - 1].name, sizeof rows[n - 1].name);
+}
+
 int kw_keyrow_valid_token_id(const char *s)
 {
         return s != NULL && kw_name_valid(s) && strlen(s) <= 32;

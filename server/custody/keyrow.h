@@ -47,6 +47,13 @@ KW_MUST_USE kw_result kw_keyrow_check_insert(const struct kw_key_row *row, const
  * is the string v, else 0 (unparsable JSON too). */
 int kw_keyrow_tags_match(const char *tags_json, const char *k, size_t klen, const char *v);
 
+/* Hands rows[0..n) to cb in order until it returns non-zero, then sets
+ * next (a key_list page's cursor): the name of the row cb stopped at, or,
+ * when more rows follow the page (more), the last row's name, else "". */
+void kw_keyrow_list_deliver(const struct kw_key_row *rows, size_t n, int more,
+                            int (*cb)(const struct kw_key_row *row, void *arg), void *arg,
+                            char next[65]);
+
 /* Token ids: the header fixes no format (custody uses 16 hex chars): a
  * valid name of at most 32 chars.  0 for NULL. */
 int kw_keyrow_valid_token_id(const char *s);

@@ -343,19 +343,7 @@ kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filte
                 key_vec_free(&v);
                 return r;
         }
-        size_t i = 0;
-        int stopped = 0;
-        for (; i < v.n; i++) {
-                if (cb(&v.rows[i], arg) != 0) {
-                        stopped = 1;
-                        break;
-                }
-        }
-        next[0] = '\0';
-        if (stopped)
-                memcpy(next, v.rows[i].name, sizeof v.rows[i].name);
-        else if (more && v.n > 0)
-                memcpy(next, v.rows[v.n - 1].name, sizeof v.rows[v.n - 1].name);
+        kw_keyrow_list_deliver(v.rows, v.n, more, cb, arg, next);
         key_vec_free(&v);
         return KW_OK;
 }
