@@ -102,6 +102,45 @@ kw_result kw_audit_qrow_fill(struct kw_audit_qrow *row, uint64_t seq, const stru
         return KW_OK;
 }
 
+static void row_of_rec(uint64_t seq, const struct kw_audit_rec *r, const char *hash_hex,
+                       struct kw_audit_row *out)
+{
+        *out = (struct kw_audit_row){
+                .seq = seq, .ts_ms = r->ts_ms, .actor = r->f[0], .action = r->f[1],
+                .key_name = r->f[2], .result = r->f[3], .detail = r->f[4], .request_id = r->f[5],
+                .hash_hex = hash_hex,
+        };
+        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
+                out->len[i] = r->flen[i];
+}
+
+kw_result kw_audit_range_emit(const struct kw_audit_rec *recs, size_t n, uint64_t first,
+                              uint64_t last, const uint8_t prev[KW_AUDIT_HASH_LEN],
+                              uint8_t (*hashes)[KW_AUDIT_HASH_LEN],
+                              int (*cb)(const struct kw_audit_row *, void *), void *arg,
+                              struct kw_audit_range *rg)
+{
+        for (size_t i = 0; i < n; i++) {
+                char hex[2 * KW_AUDIT_HASH_LEN + 1], prev_hex[2 * KW_AUDIT_HASH_LEN + 1];
+                kw_audit_hex(hashes[i], KW_AUDIT_HASH_LEN, hex);
+                kw_audit_hex(i == 0 ? prev : hashes[i - 1], KW_AUDIT_HASH_LEN, prev_hex);
+                struct kw_audit_row row;
+                row_of_rec(first + i, &recs[i], hex, &row);
+                row.prev_hash_hex = prev_hex;
+                if (cb(&row, arg) != 0)
+                        KW_BAIL(KW_ERR_IO);
+        }
+        if (rg->records == 0) {
+                rg->first_seq = first;
+                rg->first_ts_ms = recs[0].ts_ms;
+        }
+        rg->records += n;
+        rg->last_seq = last;
+        rg->last_ts_ms = recs[n - 1].ts_ms;
+        memcpy(rg->last_hash, hashes[n - 1], KW_AUDIT_HASH_LEN);
+        return KW_OK;
+}
+
 void kw_audit_verify_count(struct kw_audit_verify *v, uint64_t first, uint64_t last, int is_batch,
                            const char *why)
 {

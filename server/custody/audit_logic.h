@@ -62,6 +62,16 @@ KW_MUST_USE kw_result kw_audit_qrow_fill(struct kw_audit_qrow *row, uint64_t seq
                                          const struct kw_audit_rec *r,
                                          const uint8_t hash[KW_AUDIT_HASH_LEN]);
 
+/* Hands recs[0..n) (n >= 1, at seqs first..last, chained after prev with
+ * hashes[i] the hash of record i) to cb as rows with their hashes in hex,
+ * then adds them to *rg (first seq and time when rg is empty, count, last
+ * seq, time and hash).  KW_ERR_IO when cb returns non-zero (*rg untouched). */
+KW_MUST_USE kw_result kw_audit_range_emit(const struct kw_audit_rec *recs, size_t n, uint64_t first,
+                                          uint64_t last, const uint8_t prev[KW_AUDIT_HASH_LEN],
+                                          uint8_t (*hashes)[KW_AUDIT_HASH_LEN],
+                                          int (*cb)(const struct kw_audit_row *, void *), void *arg,
+                                          struct kw_audit_range *rg);
+
 /* Counts one storage unit (seqs first..last, a batch or not) into *v;
  * why non-NULL: the unit is where verification stopped. */
 void kw_audit_verify_count(struct kw_audit_verify *v, uint64_t first, uint64_t last, int is_batch,

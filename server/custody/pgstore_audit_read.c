@@ -542,18 +542,6 @@ kw_result kw_pg_audit_stats(struct kw_pgstore *pg, struct kw_audit_stats *ret)
 
 /* ------------------------------------------------------------ read oldest */
 
-static void row_of_rec(uint64_t seq, const struct kw_audit_rec *r, const char *hash_hex,
-                       struct kw_audit_row *out)
-{
-        *out = (struct kw_audit_row){
-                .seq = seq, .ts_ms = r->ts_ms, .actor = r->f[0], .action = r->f[1],
-                .key_name = r->f[2], .result = r->f[3], .detail = r->f[4], .request_id = r->f[5],
-                .hash_hex = hash_hex,
-        };
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                out->len[i] = r->flen[i];
-}
-
 struct oldest {
         const struct kw_audit_select *sel;
         int (*cb)(const struct kw_audit_row *, void *);
@@ -580,25 +568,8 @@ static kw_result oldest_visit(const struct unit *u, const struct unit_recs *ur, 
                 return KW_FAIL(KW_ERR_DB_CORRUPT, "the audit chain does not verify at seq %llu (%s): "
                                                   "nothing from there on is exported or pruned",
                                (unsigned long long)(u->first ? u->first : o->walk.head_seq + 1), why);
-        for (size_t i = 0; i < ur->n; i++) {
-                char hex[2 * HLEN + 1], prev_hex[2 * HLEN + 1];
-                kw_audit_hex(o->walk.hashes[i], HLEN, hex);
-                kw_audit_hex(i == 0 ? prev : o->walk.hashes[i - 1], HLEN, prev_hex);
-                struct kw_audit_row row;
-                row_of_rec(u->first + i, &ur->recs[i], hex, &row);
-                row.prev_hash_hex = prev_hex;
-                if (o->cb(&row, o->arg) != 0)
-                        KW_BAIL(KW_ERR_IO);
-        }
-        if (rg->records == 0) {
-                rg->first_seq = u->first;
-                rg->first_ts_ms = ur->recs[0].ts_ms;
-        }
-        rg->records += ur->n;
-        rg->last_seq = u->last;
-        rg->last_ts_ms = ur->recs[ur->n - 1].ts_ms;
-        memcpy(rg->last_hash, o->walk.hashes[ur->n - 1], HLEN);
-        return KW_OK;
+        return kw_audit_range_emit(ur->recs, ur->n, u->first, u->last, prev, o->walk.hashes, o->cb, o->arg,
+                                   rg);
 }
 
 static kw_result oldest_read(struct kw_pgstore *pg, struct pg_conn *c, struct oldest *o)
