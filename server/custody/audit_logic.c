@@ -61,6 +61,16 @@ int kw_audit_select_takes(const struct kw_audit_select *sel, uint64_t taken, uin
         return taken < sel->min_records || (sel->before_ts_ms != 0 && max_ts < sel->before_ts_ms);
 }
 
+int kw_audit_name_ref_cmp(const void *a, const void *b)
+{
+        const struct kw_audit_name_ref *x = a, *y = b;
+        if (x->kind != y->kind)
+                return x->kind < y->kind ? -1 : 1;
+        size_t n = x->len < y->len ? x->len : y->len;
+        int c = memcmp(x->s, y->s, n);
+        return c != 0 ? c : x->len < y->len ? -1 : x->len > y->len;
+}
+
 static int field_is(const struct kw_audit_rec *r, int i, const char *want)
 {
         return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);

@@ -44,6 +44,16 @@ KW_MUST_USE kw_result kw_audit_unit_verify(struct kw_audit_hasher *h,
 int kw_audit_select_takes(const struct kw_audit_select *sel, uint64_t taken, uint64_t n,
                           int64_t max_ts);
 
+/* A batch's "k:<key>" / "a:<action>" index name, pointing into a record. */
+struct kw_audit_name_ref {
+        char kind;               /* 'k' key, 'a' action */
+        const char *s;
+        size_t len;
+};
+/* qsort order of struct kw_audit_name_ref: by kind, then bytes, then length;
+ * 0 when equal (the duplicates a batch indexes once). */
+int kw_audit_name_ref_cmp(const void *a, const void *b);
+
 /* 1 when record r at seq passes filter f and seq < hi, else 0. */
 int kw_audit_rec_matches(const struct kw_audit_filter *f, uint64_t hi, uint64_t seq,
                          const struct kw_audit_rec *r);

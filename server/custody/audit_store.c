@@ -90,42 +90,26 @@ kw_result ks_tx_audit(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_
 
 /* ---------------------------------------------------------------- batches */
 
-struct name_ref {
-        char kind;               /* 'k' key, 'a' action */
-        const char *s;
-        size_t len;
-};
-
-static int name_ref_cmp(const void *a, const void *b)
-{
-        const struct name_ref *x = a, *y = b;
-        if (x->kind != y->kind)
-                return x->kind < y->kind ? -1 : 1;
-        size_t n = x->len < y->len ? x->len : y->len;
-        int c = memcmp(x->s, y->s, n);
-        return c != 0 ? c : x->len < y->len ? -1 : x->len > y->len;
-}
-
 /* The distinct "k:<key>" and "a:<action>" of recs, indexed for first_seq. */
 static kw_result batch_names(struct kw_keystore *ks, const struct kw_audit_rec *recs, size_t n,
                              uint64_t first_seq)
 {
-        struct name_ref *v = calloc(2 * n, sizeof *v);
+        struct kw_audit_name_ref *v = calloc(2 * n, sizeof *v);
         KW_ENSURE(v != NULL, KW_ERR_NOMEM);
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
                 if (recs[i].flen[KW_AUDIT_KEY] != 0)
-                        v[m++] = (struct name_ref){ 'k', recs[i].f[KW_AUDIT_KEY],
+                        v[m++] = (struct kw_audit_name_ref){ 'k', recs[i].f[KW_AUDIT_KEY],
                                                     recs[i].flen[KW_AUDIT_KEY] };
                 if (recs[i].flen[KW_AUDIT_ACTION] != 0)
-                        v[m++] = (struct name_ref){ 'a', recs[i].f[KW_AUDIT_ACTION],
+                        v[m++] = (struct kw_audit_name_ref){ 'a', recs[i].f[KW_AUDIT_ACTION],
                                                     recs[i].flen[KW_AUDIT_ACTION] };
         }
-        qsort(v, m, sizeof *v, name_ref_cmp);
+        qsort(v, m, sizeof *v, kw_audit_name_ref_cmp);
         char name[KW_AUDIT_FIELD_MAX + 3];
         kw_result r = KW_OK;
         for (size_t i = 0; kw_ok(r) && i < m; i++) {
-                if (i > 0 && name_ref_cmp(&v[i - 1], &v[i]) == 0)
+                if (i > 0 && kw_audit_name_ref_cmp(&v[i - 1], &v[i]) == 0)
                         continue;
                 name[0] = v[i].kind;
                 name[1] = ':';
