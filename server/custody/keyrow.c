@@ -2,6 +2,7 @@
  * keyrow.c - the key store's row checks, shared by both engines (contract
  * in keyrow.h).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include <cJSON.h>
@@ -110,6 +111,14 @@ int kw_keyrow_tags_match(const char *tags_json, const char *k, size_t klen, cons
         }
         cJSON_Delete(j);
         return match;
+}
+
+void kw_keyrow_vec_free(struct kw_keyrow_vec *v)
+{
+        for (size_t i = 0; i < v->n; i++)
+                kw_key_row_clear(&v->rows[i]);
+        free(v->rows);
+        memset(v, 0, sizeof *v);
 }
 
 void kw_keyrow_list_deliver(const struct kw_key_row *rows, size_t n, int more,

@@ -47,6 +47,14 @@ KW_MUST_USE kw_result kw_keyrow_check_insert(const struct kw_key_row *row, const
  * is the string v, else 0 (unparsable JSON too). */
 int kw_keyrow_tags_match(const char *tags_json, const char *k, size_t klen, const char *v);
 
+/* A growing array of key rows (a key_list page). */
+struct kw_keyrow_vec {
+        struct kw_key_row *rows;
+        size_t n, cap;
+};
+/* Clears every row, frees the array and zeroes *v (reusable). */
+void kw_keyrow_vec_free(struct kw_keyrow_vec *v);
+
 /* Hands rows[0..n) to cb in order until it returns non-zero, then sets
  * next (a key_list page's cursor): the name of the row cb stopped at, or,
  * when more rows follow the page (more), the last row's name, else "". */

@@ -240,20 +240,7 @@ kw_result kw_keystore_key_versions(struct kw_keystore *ks, const char *key_id,
         return r;
 }
 
-struct key_vec {
-        struct kw_key_row *rows;
-        size_t n, cap;
-};
-
-static void key_vec_free(struct key_vec *v)
-{
-        for (size_t i = 0; i < v->n; i++)
-                kw_key_row_clear(&v->rows[i]);
-        free(v->rows);
-        memset(v, 0, sizeof *v);
-}
-
-static kw_result key_vec_push(struct key_vec *v, sqlite3_stmt *st)
+static kw_result key_vec_push(struct kw_keyrow_vec *v, sqlite3_stmt *st)
 {
         if (v->n == v->cap) {
                 size_t cap = v->cap ? v->cap * 2 : 16;
@@ -276,7 +263,7 @@ struct tag_filter {
 /* Reads up to limit matching rows into out; *ret_more = 1 when at least one
  * more matching row follows. */
 static kw_result key_list_read(struct kw_keystore *ks, const struct kw_key_filter *f, uint32_t limit,
-                               const struct tag_filter *tag, struct key_vec *out, int *ret_more)
+                               const struct tag_filter *tag, struct kw_keyrow_vec *out, int *ret_more)
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, SQL_KEY_LIST, &st));
@@ -334,17 +321,17 @@ kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filte
                 tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
         }
 
-        struct key_vec v = { 0 };
+        struct kw_keyrow_vec v = { 0 };
         int more = 0;
         ks_lock(ks);
         kw_result r = key_list_read(ks, f, limit, &tag, &v, &more);
         ks_unlock(ks);
         if (!kw_ok(r)) {
-                key_vec_free(&v);
+                kw_keyrow_vec_free(&v);
                 return r;
         }
         kw_keyrow_list_deliver(v.rows, v.n, more, cb, arg, next);
-        key_vec_free(&v);
+        kw_keyrow_vec_free(&v);
         return KW_OK;
 }
 

@@ -308,19 +308,6 @@ kw_result kw_pg_key_versions(struct kw_pgstore *pg, const char *key_id,
 
 /* -------------------------------------------------------------------- list */
 
-struct key_vec {
-        struct kw_key_row *rows;
-        size_t n, cap;
-};
-
-static void key_vec_free(struct key_vec *v)
-{
-        for (size_t i = 0; i < v->n; i++)
-                kw_key_row_clear(&v->rows[i]);
-        free(v->rows);
-        memset(v, 0, sizeof *v);
-}
-
 struct tag_filter {
         const char *k, *v;
         size_t klen;
@@ -339,7 +326,7 @@ struct tag_filter {
 /* Reads up to limit matching rows into out, each verified; *ret_more = 1
  * when at least one more matching row follows. */
 static kw_result key_list_read(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_key_filter *f,
-                               uint32_t limit, const struct tag_filter *tag, struct key_vec *out,
+                               uint32_t limit, const struct tag_filter *tag, struct kw_keyrow_vec *out,
                                int *ret_more)
 {
         char after[65];
@@ -415,7 +402,7 @@ kw_result kw_pg_key_list(struct kw_pgstore *pg, const struct kw_key_filter *f,
                 tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
         }
 
-        struct key_vec v = { 0 };
+        struct kw_keyrow_vec v = { 0 };
         int more = 0;
         kw_result r;
         struct pg_conn *c = pg_acquire(pg, &r);
@@ -428,11 +415,11 @@ kw_result kw_pg_key_list(struct kw_pgstore *pg, const struct kw_key_filter *f,
                 r = pg_tx_commit(pg, c);
         pg_release(pg, c);
         if (!kw_ok(r)) {
-                key_vec_free(&v);
+                kw_keyrow_vec_free(&v);
                 return r;
         }
         kw_keyrow_list_deliver(v.rows, v.n, more, cb, arg, next);
-        key_vec_free(&v);
+        kw_keyrow_vec_free(&v);
         return KW_OK;
 }
 
