@@ -113,6 +113,34 @@ int kw_keyrow_tags_match(const char *tags_json, const char *k, size_t klen, cons
         return match;
 }
 
+kw_result kw_keyrow_check_filter(const struct kw_key_filter *f, uint32_t *ret_limit)
+{
+        uint32_t limit = f->limit != 0 ? f->limit : KW_KEYROW_LIST_DEFAULT;
+        if (limit > KW_KEYROW_LIST_MAX) {
+                kw_err_set_detail("limit must be 1..%u", KW_KEYROW_LIST_MAX);
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        KW_ENSURE(f->state == NULL || kw_keyrow_valid_state(f->state), KW_ERR_BAD_FIELD);
+        KW_ENSURE(f->type == NULL || kw_keyrow_valid_type(f->type), KW_ERR_BAD_FIELD);
+        KW_ENSURE(f->name_prefix == NULL || strnlen(f->name_prefix, 65) <= 64, KW_ERR_BAD_NAME);
+        KW_ENSURE(f->after_name == NULL || strnlen(f->after_name, 65) <= 64, KW_ERR_BAD_NAME);
+        *ret_limit = limit;
+        return KW_OK;
+}
+
+kw_result kw_keyrow_parse_tag(const char *tag, struct kw_keyrow_tag *ret)
+{
+        if (tag == NULL)
+                return KW_OK;
+        const char *eq = strchr(tag, '=');
+        if (eq == NULL || eq == tag || strnlen(tag, 1025) > 1024) {
+                kw_err_set_detail("a tag filter is k=v with a non-empty k");
+                KW_BAIL(KW_ERR_BAD_FIELD);
+        }
+        *ret = (struct kw_keyrow_tag){ .k = tag, .klen = (size_t)(eq - tag), .v = eq + 1 };
+        return KW_OK;
+}
+
 void kw_keyrow_vec_free(struct kw_keyrow_vec *v)
 {
         for (size_t i = 0; i < v->n; i++)

@@ -16,6 +16,8 @@
 #define KW_KEYROW_BLOB_MAX (64u * 1024u) /* one sealed key version          */
 #define KW_KEYROW_DER_MAX (16u * 1024u)  /* RSA SubjectPublicKeyInfo         */
 #define KW_KEYROW_JSON_MAX (16u * 1024u) /* tags_json / rules_json           */
+#define KW_KEYROW_LIST_MAX 1000u         /* key_list: rows a page at most     */
+#define KW_KEYROW_LIST_DEFAULT 100u
 
 /* 1 when s is 32 lower-case hex chars (a key id), else 0 (NULL too). */
 int kw_keyrow_valid_id(const char *s);
@@ -46,6 +48,22 @@ KW_MUST_USE kw_result kw_keyrow_check_insert(const struct kw_key_row *row, const
 /* "k=v": 1 when tags_json is an object with key k (klen bytes) whose value
  * is the string v, else 0 (unparsable JSON too). */
 int kw_keyrow_tags_match(const char *tags_json, const char *k, size_t klen, const char *v);
+
+/* key_list's filter (non-NULL): *ret_limit its page size (limit, or
+ * KW_KEYROW_LIST_DEFAULT when 0).  KW_ERR_BAD_FIELD for a limit over
+ * KW_KEYROW_LIST_MAX, an unknown state or type; KW_ERR_BAD_NAME for a
+ * name_prefix or after_name over 64 bytes.  *ret_limit set only on success. */
+KW_MUST_USE kw_result kw_keyrow_check_filter(const struct kw_key_filter *f, uint32_t *ret_limit);
+
+/* A parsed "k=v" tag filter, pointing into the filter's string. */
+struct kw_keyrow_tag {
+        const char *k, *v;
+        size_t klen;
+};
+/* Parses tag (NULL: *ret stays as it is, no filter) into *ret;
+ * KW_ERR_BAD_FIELD when it is not k=v with a non-empty k of at most 1024
+ * bytes in all (*ret untouched). */
+KW_MUST_USE kw_result kw_keyrow_parse_tag(const char *tag, struct kw_keyrow_tag *ret);
 
 /* A growing array of key rows (a key_list page). */
 struct kw_keyrow_vec {

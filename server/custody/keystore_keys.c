@@ -13,8 +13,6 @@
 #include "keyrow.h"
 #include "keystore_int.h"
 
-#define KS_LIST_MAX 1000u
-#define KS_LIST_DEFAULT 100u
 #define KS_DUE_MAX 1000u
 
 /* Filters are bound, never spliced: NULL parameters disable a condition. */
@@ -255,15 +253,10 @@ static kw_result key_vec_push(struct kw_keyrow_vec *v, sqlite3_stmt *st)
         return KW_OK;
 }
 
-struct tag_filter {
-        const char *k, *v;
-        size_t klen;
-};
-
 /* Reads up to limit matching rows into out; *ret_more = 1 when at least one
  * more matching row follows. */
 static kw_result key_list_read(struct kw_keystore *ks, const struct kw_key_filter *f, uint32_t limit,
-                               const struct tag_filter *tag, struct kw_keyrow_vec *out, int *ret_more)
+                               const struct kw_keyrow_tag *tag, struct kw_keyrow_vec *out, int *ret_more)
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, SQL_KEY_LIST, &st));
@@ -302,24 +295,10 @@ kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filte
         KW_ENSURE(ks != NULL && cb != NULL && next != NULL, KW_ERR_INPUT);
         if (f == NULL)
                 f = &none;
-        uint32_t limit = f->limit != 0 ? f->limit : KS_LIST_DEFAULT;
-        if (limit > KS_LIST_MAX) {
-                kw_err_set_detail("limit must be 1..%u", KS_LIST_MAX);
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_ENSURE(f->state == NULL || kw_keyrow_valid_state(f->state), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->type == NULL || kw_keyrow_valid_type(f->type), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->name_prefix == NULL || strnlen(f->name_prefix, 65) <= 64, KW_ERR_BAD_NAME);
-        KW_ENSURE(f->after_name == NULL || strnlen(f->after_name, 65) <= 64, KW_ERR_BAD_NAME);
-        struct tag_filter tag = { 0 };
-        if (f->tag != NULL) {
-                const char *eq = strchr(f->tag, '=');
-                if (eq == NULL || eq == f->tag || strnlen(f->tag, 1025) > 1024) {
-                        kw_err_set_detail("a tag filter is k=v with a non-empty k");
-                        KW_BAIL(KW_ERR_BAD_FIELD);
-                }
-                tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
-        }
+        uint32_t limit;
+        KW_TRY(kw_keyrow_check_filter(f, &limit));
+        struct kw_keyrow_tag tag = { 0 };
+        KW_TRY(kw_keyrow_parse_tag(f->tag, &tag));
 
         struct kw_keyrow_vec v = { 0 };
         int more = 0;

@@ -24,8 +24,6 @@
 #include "keyrow.h"
 #include "pgstore_int.h"
 
-#define PG_LIST_MAX 1000u
-#define PG_LIST_DEFAULT 100u
 #define PG_DUE_MAX 1000u
 #define PG_LIST_CHUNK 256u
 
@@ -308,11 +306,6 @@ kw_result kw_pg_key_versions(struct kw_pgstore *pg, const char *key_id,
 
 /* -------------------------------------------------------------------- list */
 
-struct tag_filter {
-        const char *k, *v;
-        size_t klen;
-};
-
 /* Filters are bound, never spliced: NULL parameters disable a condition. */
 #define SQL_KEY_LIST                                                             \
         "SELECT " KEY_COLS " FROM keys"                                          \
@@ -326,7 +319,7 @@ struct tag_filter {
 /* Reads up to limit matching rows into out, each verified; *ret_more = 1
  * when at least one more matching row follows. */
 static kw_result key_list_read(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_key_filter *f,
-                               uint32_t limit, const struct tag_filter *tag, struct kw_keyrow_vec *out,
+                               uint32_t limit, const struct kw_keyrow_tag *tag, struct kw_keyrow_vec *out,
                                int *ret_more)
 {
         char after[65];
@@ -379,28 +372,14 @@ kw_result kw_pg_key_list(struct kw_pgstore *pg, const struct kw_key_filter *f,
         KW_ENSURE(pg != NULL && cb != NULL && next != NULL, KW_ERR_INPUT);
         if (f == NULL)
                 f = &none;
-        uint32_t limit = f->limit != 0 ? f->limit : PG_LIST_DEFAULT;
-        if (limit > PG_LIST_MAX) {
-                kw_err_set_detail("limit must be 1..%u", PG_LIST_MAX);
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_ENSURE(f->state == NULL || kw_keyrow_valid_state(f->state), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->type == NULL || kw_keyrow_valid_type(f->type), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->name_prefix == NULL || strnlen(f->name_prefix, 65) <= 64, KW_ERR_BAD_NAME);
-        KW_ENSURE(f->after_name == NULL || strnlen(f->after_name, 65) <= 64, KW_ERR_BAD_NAME);
+        uint32_t limit;
+        KW_TRY(kw_keyrow_check_filter(f, &limit));
         /* a prefix or an after_name outside the name alphabet (not valid
          * UTF-8 for the database) matches as SQLite would: byte-wise */
         KW_ENSURE(f->name_prefix == NULL || kw_utf8_printable(f->name_prefix), KW_ERR_BAD_NAME);
         KW_ENSURE(f->after_name == NULL || kw_utf8_printable(f->after_name), KW_ERR_BAD_NAME);
-        struct tag_filter tag = { 0 };
-        if (f->tag != NULL) {
-                const char *eq = strchr(f->tag, '=');
-                if (eq == NULL || eq == f->tag || strnlen(f->tag, 1025) > 1024) {
-                        kw_err_set_detail("a tag filter is k=v with a non-empty k");
-                        KW_BAIL(KW_ERR_BAD_FIELD);
-                }
-                tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
-        }
+        struct kw_keyrow_tag tag = { 0 };
+        KW_TRY(kw_keyrow_parse_tag(f->tag, &tag));
 
         struct kw_keyrow_vec v = { 0 };
         int more = 0;
