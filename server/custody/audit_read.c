@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "audit_logic.h"
 #include "audit_store_int.h"
 
 #define LIST_MAX 1000u
@@ -25,18 +26,6 @@
 static const uint8_t as_zero_hash[KS_HASH_LEN];
 
 /* ------------------------------------------------------------ read oldest */
-
-static void row_of_rec(uint64_t seq, const struct kw_audit_rec *r, const char *hash_hex,
-                       struct kw_audit_row *out)
-{
-        *out = (struct kw_audit_row){
-                .seq = seq, .ts_ms = r->ts_ms, .actor = r->f[0], .action = r->f[1],
-                .key_name = r->f[2], .result = r->f[3], .detail = r->f[4], .request_id = r->f[5],
-                .hash_hex = hash_hex,
-        };
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                out->len[i] = r->flen[i];
-}
 
 struct oldest {
         const struct kw_audit_select *sel;
@@ -51,10 +40,7 @@ static int unit_selected(const struct unit *u, void *arg)
 {
         const struct oldest *o = arg;
         const struct kw_audit_select *sel = o->sel;
-        uint64_t taken = o->rg->records, n = u->last - u->first + 1;
-        if (taken >= sel->max_records || n > sel->max_records - taken)
-                return 0;
-        return taken < sel->min_records || (sel->before_ts_ms != 0 && u->max_ts < sel->before_ts_ms);
+        return kw_audit_select_takes(sel, o->rg->records, u->last - u->first + 1, u->max_ts);
 }
 
 /* Each record of a unit that holds to the caller, with its hashes. */
@@ -70,25 +56,8 @@ static kw_result oldest_visit(const struct unit *u, const struct unit_recs *ur, 
                                   (unsigned long long)(u->first ? u->first : o->walk.head_seq + 1), why);
                 KW_BAIL(KW_ERR_DB_CORRUPT);
         }
-        for (size_t i = 0; i < ur->n; i++) {
-                char hex[2 * KS_HASH_LEN + 1], prev_hex[2 * KS_HASH_LEN + 1];
-                kw_audit_hex(o->hashes[i], KS_HASH_LEN, hex);
-                kw_audit_hex(i == 0 ? prev : o->hashes[i - 1], KS_HASH_LEN, prev_hex);
-                struct kw_audit_row row;
-                row_of_rec(u->first + i, &ur->recs[i], hex, &row);
-                row.prev_hash_hex = prev_hex;
-                if (o->cb(&row, o->arg) != 0)
-                        KW_BAIL(KW_ERR_IO);
-        }
-        if (rg->records == 0) {
-                rg->first_seq = u->first;
-                rg->first_ts_ms = ur->recs[0].ts_ms;
-        }
-        rg->records += ur->n;
-        rg->last_seq = u->last;
-        rg->last_ts_ms = ur->recs[ur->n - 1].ts_ms;
-        memcpy(rg->last_hash, o->hashes[ur->n - 1], KS_HASH_LEN);
-        return KW_OK;
+        return kw_audit_range_emit(ur->recs, ur->n, u->first, u->last, prev, o->hashes, o->cb, o->arg,
+                                   rg);
 }
 
 static kw_result oldest_locked(struct kw_keystore *ks, struct oldest *o)
@@ -251,63 +220,26 @@ kw_result kw_keystore_audit_prune(struct kw_keystore *ks, const struct kw_audit_
 
 /* ------------------------------------------------------------------ query */
 
-struct qrow {
-        uint64_t seq;
-        int64_t ts_ms;
-        char *buf;                   /* six strings, then the hash in hex */
-        size_t off[7], len[6];
-};
-
 struct query {
         const struct kw_audit_filter *f;
         uint64_t hi;                 /* seq < hi (UINT64_MAX: none) */
         uint32_t limit;
         char actor_hi[KW_AUDIT_ACTOR_PREFIX_MAX + 1];   /* the prefix's upper bound */
-        struct qrow *rows;
+        struct kw_audit_qrow *rows;
         size_t n;
 };
 
 static kw_result qrow_add(struct query *q, uint64_t seq, const struct kw_audit_rec *r,
                           const uint8_t hash[KS_HASH_LEN])
 {
-        size_t total = 2 * KS_HASH_LEN + 1;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                total += r->flen[i] + 1;
-        char *buf = malloc(total);
-        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
-        struct qrow *row = &q->rows[q->n];
-        size_t o = 0;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++) {
-                row->off[i] = o;
-                row->len[i] = r->flen[i];
-                memcpy(buf + o, r->f[i], r->flen[i]);
-                buf[o + r->flen[i]] = '\0';
-                o += r->flen[i] + 1;
-        }
-        row->off[6] = o;
-        kw_audit_hex(hash, KS_HASH_LEN, buf + o);
-        row->seq = seq;
-        row->ts_ms = r->ts_ms;
-        row->buf = buf;
+        KW_TRY(kw_audit_qrow_fill(&q->rows[q->n], seq, r, hash));
         q->n++;
         return KW_OK;
 }
 
-static int field_is(const struct kw_audit_rec *r, int i, const char *want)
-{
-        return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);
-}
-
 static int rec_matches(const struct query *q, uint64_t seq, const struct kw_audit_rec *r)
 {
-        const struct kw_audit_filter *f = q->f;
-        size_t ap = f->actor_prefix != NULL ? strlen(f->actor_prefix) : 0;
-        return seq > f->after && seq < q->hi && field_is(r, KW_AUDIT_KEY, f->key_name) &&
-               field_is(r, KW_AUDIT_ACTION, f->action) &&
-               (ap == 0 || (r->flen[KW_AUDIT_ACTOR] >= ap &&
-                            memcmp(r->f[KW_AUDIT_ACTOR], f->actor_prefix, ap) == 0)) &&
-               (f->since_ms == 0 || r->ts_ms >= f->since_ms) &&
-               (f->until_ms == 0 || r->ts_ms < f->until_ms);
+        return kw_audit_rec_matches(q->f, q->hi, seq, r);
 }
 
 /* The SQL of the filter's admin rows (parameters: ?1 after, ?2 before, ?3
@@ -499,7 +431,7 @@ kw_result kw_keystore_audit_query_filter(struct kw_keystore *ks, const struct kw
                 as_read_end(ks);
         }
         for (size_t i = 0; kw_ok(r) && i < q.n; i++) {
-                const struct qrow *x = &q.rows[i];
+                const struct kw_audit_qrow *x = &q.rows[i];
                 struct kw_audit_row ar = {
                         .seq = x->seq, .ts_ms = x->ts_ms,
                         .actor = x->buf + x->off[0], .action = x->buf + x->off[1],

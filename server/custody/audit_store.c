@@ -31,6 +31,7 @@
 
 #include <openssl/crypto.h>
 
+#include "audit_logic.h"
 #include "audit_store_int.h"
 
 #define AUDIT_APPEND_MAX 65536u          /* records per kw_keystore_audit_append */
@@ -89,42 +90,26 @@ kw_result ks_tx_audit(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_
 
 /* ---------------------------------------------------------------- batches */
 
-struct name_ref {
-        char kind;               /* 'k' key, 'a' action */
-        const char *s;
-        size_t len;
-};
-
-static int name_ref_cmp(const void *a, const void *b)
-{
-        const struct name_ref *x = a, *y = b;
-        if (x->kind != y->kind)
-                return x->kind < y->kind ? -1 : 1;
-        size_t n = x->len < y->len ? x->len : y->len;
-        int c = memcmp(x->s, y->s, n);
-        return c != 0 ? c : x->len < y->len ? -1 : x->len > y->len;
-}
-
 /* The distinct "k:<key>" and "a:<action>" of recs, indexed for first_seq. */
 static kw_result batch_names(struct kw_keystore *ks, const struct kw_audit_rec *recs, size_t n,
                              uint64_t first_seq)
 {
-        struct name_ref *v = calloc(2 * n, sizeof *v);
+        struct kw_audit_name_ref *v = calloc(2 * n, sizeof *v);
         KW_ENSURE(v != NULL, KW_ERR_NOMEM);
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
                 if (recs[i].flen[KW_AUDIT_KEY] != 0)
-                        v[m++] = (struct name_ref){ 'k', recs[i].f[KW_AUDIT_KEY],
+                        v[m++] = (struct kw_audit_name_ref){ 'k', recs[i].f[KW_AUDIT_KEY],
                                                     recs[i].flen[KW_AUDIT_KEY] };
                 if (recs[i].flen[KW_AUDIT_ACTION] != 0)
-                        v[m++] = (struct name_ref){ 'a', recs[i].f[KW_AUDIT_ACTION],
+                        v[m++] = (struct kw_audit_name_ref){ 'a', recs[i].f[KW_AUDIT_ACTION],
                                                     recs[i].flen[KW_AUDIT_ACTION] };
         }
-        qsort(v, m, sizeof *v, name_ref_cmp);
+        qsort(v, m, sizeof *v, kw_audit_name_ref_cmp);
         char name[KW_AUDIT_FIELD_MAX + 3];
         kw_result r = KW_OK;
         for (size_t i = 0; kw_ok(r) && i < m; i++) {
-                if (i > 0 && name_ref_cmp(&v[i - 1], &v[i]) == 0)
+                if (i > 0 && kw_audit_name_ref_cmp(&v[i - 1], &v[i]) == 0)
                         continue;
                 name[0] = v[i].kind;
                 name[1] = ':';
@@ -150,14 +135,8 @@ static kw_result batch_insert_tx(struct kw_keystore *ks, struct ks_tx *tx,
         uint64_t first = tx->seq + 1;
         KW_ENSURE(first <= (uint64_t)INT64_MAX - n, KW_ERR_STORAGE);
         uint8_t h[KS_HASH_LEN];
-        memcpy(h, tx->head, KS_HASH_LEN);
-        int64_t lo = recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < n; i++) {
-                KW_TRY(kw_audit_chain_step(ks->hasher, h, first + i, &recs[i], h));
-                lo = recs[i].ts_ms < lo ? recs[i].ts_ms : lo;
-                hi = recs[i].ts_ms > hi ? recs[i].ts_ms : hi;
-        }
+        int64_t lo, hi;
+        KW_TRY(kw_audit_batch_chain(ks->hasher, tx->head, first, recs, n, NULL, h, &lo, &hi));
         kw_buf_reset(blob);
         KW_TRY(kw_audit_batch_encode(ks->encoder, recs, n, blob));
         {
@@ -428,28 +407,8 @@ kw_result as_unit_check(struct kw_keystore *ks, const struct unit *u, uint64_t e
                 *why = "its batch holds another number of records than its seq range";
                 return KW_OK;
         }
-        uint8_t h[KS_HASH_LEN];
-        memcpy(h, prev, KS_HASH_LEN);
-        int64_t lo = ur->recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < ur->n; i++) {
-                KW_TRY(kw_audit_chain_step(ks->rhasher, h, u->first + i, &ur->recs[i], h));
-                if (hashes != NULL)
-                        memcpy(hashes[i], h, KS_HASH_LEN);
-                lo = ur->recs[i].ts_ms < lo ? ur->recs[i].ts_ms : lo;
-                hi = ur->recs[i].ts_ms > hi ? ur->recs[i].ts_ms : hi;
-        }
-        if (CRYPTO_memcmp(h, u->hash, KS_HASH_LEN) != 0) {   /* lint: allow (constant time) */
-                *why = u->is_batch ? "its records do not hash to its stored hash"
-                                   : "its fields do not hash to its stored hash";
-                return KW_OK;
-        }
-        if (u->is_batch && (lo != u->min_ts || hi != u->max_ts)) {
-                *why = "its stored time range does not match its records";
-                return KW_OK;
-        }
-        memcpy(ret_head, h, KS_HASH_LEN);
-        return KW_OK;
+        return kw_audit_unit_verify(ks->rhasher, prev, u->first, ur->recs, ur->n, hashes, u->hash,
+                                    u->is_batch, u->min_ts, u->max_ts, ret_head, why);
 }
 
 /* ---------------------------------------------------------- read sessions */
@@ -559,15 +518,7 @@ static kw_result verify_visit(const struct unit *u, const struct unit_recs *ur, 
         (void)ur;
         (void)prev;
         (void)ret_stop;
-        struct kw_audit_verify *v = arg;
-        v->records += u->last >= u->first ? u->last - u->first + 1 : 1;
-        v->batches += (uint64_t)u->is_batch;
-        if (why != NULL) {
-                v->first_bad_seq = u->first != 0 ? u->first : 1;
-                v->bad_last_seq = u->last;
-                v->bad_is_batch = u->is_batch;
-                v->why = why;
-        }
+        kw_audit_verify_count(arg, u->first, u->last, u->is_batch, why);
         return KW_OK;
 }
 

@@ -9,19 +9,8 @@
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
+#include "keyrow.h"
 #include "keystore_int.h"
-
-/* Token ids: the header fixes no format (custody uses 16 hex chars). */
-static int valid_token_id(const char *s)
-{
-        return ks_valid_name(s) && strlen(s) <= 32;
-}
-
-static int valid_role(const char *s)
-{
-        return s != NULL &&
-               (strcmp(s, "admin") == 0 || strcmp(s, "operator") == 0 || strcmp(s, "auditor") == 0);
-}
 
 /* ---------------------------------------------------------------- tokens */
 
@@ -62,9 +51,9 @@ kw_result kw_keystore_token_insert(struct kw_keystore *ks, const struct kw_token
 {
         KS_PG(ks, kw_pg_token_insert(ks->pg, row, hash, audit));
         KW_ENSURE(ks != NULL && row != NULL && hash != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_token_id(row->id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_token_id(row->id), KW_ERR_BAD_FIELD);
         KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
-        KW_ENSURE(valid_role(row->role), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_role(row->role), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
         kw_result r = KS_RUN_TX(ks, tx, token_insert_tx(ks, tx, row, hash, audit));
         if (r.code == KW_ERR_EXISTS)
@@ -235,7 +224,7 @@ kw_result kw_keystore_token_revoke(struct kw_keystore *ks, const char *id,
 {
         KS_PG(ks, kw_pg_token_revoke(ks->pg, id, audit));
         KW_ENSURE(ks != NULL && id != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_token_id(id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_token_id(id), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, token_revoke_tx(ks, tx, id, audit));
 }

@@ -10,13 +10,9 @@
 #include <cJSON.h>
 #include <sqlite3.h>
 
+#include "keyrow.h"
 #include "keystore_int.h"
 
-#define KS_BLOB_MAX (64u * 1024u)        /* one sealed key version          */
-#define KS_DER_MAX (16u * 1024u)         /* RSA SubjectPublicKeyInfo         */
-#define KS_JSON_MAX (16u * 1024u)        /* tags_json / rules_json           */
-#define KS_LIST_MAX 1000u
-#define KS_LIST_DEFAULT 100u
 #define KS_DUE_MAX 1000u
 
 /* Filters are bound, never spliced: NULL parameters disable a condition. */
@@ -28,53 +24,6 @@
         " AND (?4 IS NULL OR substr(name, 1, length(?4)) = ?4)"             \
         " AND (?5 OR ?2 IS NOT NULL OR state <> 'destroyed')"               \
         " ORDER BY name"
-
-static int valid_id(const char *s)
-{
-        if (s == NULL)
-                return 0;
-        for (size_t i = 0; i < 32; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return 0;
-        return s[32] == '\0';
-}
-
-static int valid_state(const char *s)
-{
-        static const char *const states[] = { "enabled", "disabled", "pending_deletion", "destroyed" };
-        if (s == NULL)
-                return 0;
-        for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
-                if (strcmp(s, states[i]) == 0)
-                        return 1;
-        return 0;
-}
-
-static int valid_type(const char *s)
-{
-        return s != NULL && (strcmp(s, "AES") == 0 || strcmp(s, "RSA") == 0);
-}
-
-/* NULL is "{}"; otherwise a JSON object of at most KS_JSON_MAX bytes. */
-static kw_result check_json_object(const char *s, const char *what)
-{
-        if (s == NULL)
-                return KW_OK;
-        if (strnlen(s, KS_JSON_MAX + 1) > KS_JSON_MAX) {
-                kw_err_set_detail("%s is longer than %u bytes", what, KS_JSON_MAX);
-                KW_BAIL(KW_ERR_TOO_LARGE);
-        }
-        cJSON *j = cJSON_Parse(s);
-        int ok = j != NULL && cJSON_IsObject(j);
-        cJSON_Delete(j);
-        if (!ok) {
-                kw_err_set_detail("%s is not a JSON object", what);
-                KW_BAIL(KW_ERR_BAD_JSON);
-        }
-        return KW_OK;
-}
-
-static const char *json_or_empty(const char *s) { return s != NULL ? s : "{}"; }
 
 static kw_result col_dup_text(sqlite3_stmt *st, int col, char **ret)
 {
@@ -153,27 +102,6 @@ void kw_key_row_clear(struct kw_key_row *row)
 
 /* ------------------------------------------------------------------ keys */
 
-static kw_result check_key_mutables(const struct kw_key_row *row)
-{
-        if (!valid_state(row->state)) {
-                kw_err_set_detail("unknown key state");
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_TRY(check_json_object(row->tags_json, "tags"));
-        KW_TRY(check_json_object(row->rules_json, "rules"));
-        return KW_OK;
-}
-
-static kw_result check_blob(const uint8_t *blob, size_t blob_len)
-{
-        KW_ENSURE(blob != NULL && blob_len > 0, KW_ERR_INPUT);
-        if (blob_len > KS_BLOB_MAX) {
-                kw_err_set_detail("a sealed key version is longer than %u bytes", KS_BLOB_MAX);
-                KW_BAIL(KW_ERR_TOO_LARGE);
-        }
-        return KW_OK;
-}
-
 static kw_result key_insert_tx(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_key_row *row,
                                const uint8_t *blob, size_t blob_len, const struct kw_audit_entry *audit)
 {
@@ -193,8 +121,8 @@ static kw_result key_insert_tx(struct kw_keystore *ks, struct ks_tx *tx, const s
         KW_TRY(ks_bind_i64(ks, st, 7, created));
         KW_TRY(ks_bind_i64(ks, st, 8, updated));
         KW_TRY(ks_bind_i64(ks, st, 9, row->delete_at));
-        KW_TRY(ks_bind_text(ks, st, 10, json_or_empty(row->tags_json)));
-        KW_TRY(ks_bind_text(ks, st, 11, json_or_empty(row->rules_json)));
+        KW_TRY(ks_bind_text(ks, st, 10, kw_keyrow_json_or_empty(row->tags_json)));
+        KW_TRY(ks_bind_text(ks, st, 11, kw_keyrow_json_or_empty(row->rules_json)));
         KW_TRY(ks_bind_blob(ks, st, 12, row->public_der_len ? row->public_der : NULL, row->public_der_len));
         kw_result r = ks_step_done(ks, st, "key insert");
         if (r.code == KW_ERR_EXISTS)
@@ -218,18 +146,7 @@ kw_result kw_keystore_key_insert(struct kw_keystore *ks, const struct kw_key_row
 {
         KS_PG(ks, kw_pg_key_insert(ks->pg, row, blob, blob_len, audit));
         KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
-        KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
-        KW_ENSURE(valid_type(row->type), KW_ERR_BAD_FIELD);
-        KW_ENSURE(row->size > 0, KW_ERR_BAD_FIELD);
-        KW_TRY(check_key_mutables(row));
-        if (strcmp(row->state, "destroyed") == 0) {
-                kw_err_set_detail("a new key cannot be destroyed");
-                KW_BAIL(KW_ERR_BAD_STATE);
-        }
-        KW_ENSURE(row->public_der != NULL || row->public_der_len == 0, KW_ERR_INPUT);
-        KW_ENSURE(row->public_der_len <= KS_DER_MAX, KW_ERR_TOO_LARGE);
-        KW_TRY(check_blob(blob, blob_len));
+        KW_TRY(kw_keyrow_check_insert(row, blob, blob_len));
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_insert_tx(ks, tx, row, blob, blob_len, audit));
 }
@@ -263,7 +180,7 @@ kw_result kw_keystore_key_get_blob(struct kw_keystore *ks, const char *key_id, u
 {
         KS_PG(ks, kw_pg_key_get_blob(ks->pg, key_id, version, out));
         KW_ENSURE(ks != NULL && key_id != NULL && out != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         ks_lock(ks);
         kw_result r;
         {
@@ -299,7 +216,7 @@ kw_result kw_keystore_key_versions(struct kw_keystore *ks, const char *key_id,
 {
         KS_PG(ks, kw_pg_key_versions(ks->pg, key_id, cb, arg));
         KW_ENSURE(ks != NULL && key_id != NULL && cb != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         ks_lock(ks);
         kw_result r;
         {
@@ -321,41 +238,7 @@ kw_result kw_keystore_key_versions(struct kw_keystore *ks, const char *key_id,
         return r;
 }
 
-/* "k=v": does tags_json have k whose value is the string v? */
-static int tags_match(const char *tags_json, const char *k, size_t klen, const char *v)
-{
-        cJSON *j = cJSON_Parse(tags_json);
-        int match = 0;
-        if (j != NULL && cJSON_IsObject(j)) {
-                const cJSON *it;
-                cJSON_ArrayForEach(it, j)
-                {
-                        if (it->string != NULL && strlen(it->string) == klen &&
-                            memcmp(it->string, k, klen) == 0) {
-                                match = cJSON_IsString(it) && it->valuestring != NULL &&
-                                        strcmp(it->valuestring, v) == 0;
-                                break;
-                        }
-                }
-        }
-        cJSON_Delete(j);
-        return match;
-}
-
-struct key_vec {
-        struct kw_key_row *rows;
-        size_t n, cap;
-};
-
-static void key_vec_free(struct key_vec *v)
-{
-        for (size_t i = 0; i < v->n; i++)
-                kw_key_row_clear(&v->rows[i]);
-        free(v->rows);
-        memset(v, 0, sizeof *v);
-}
-
-static kw_result key_vec_push(struct key_vec *v, sqlite3_stmt *st)
+static kw_result key_vec_push(struct kw_keyrow_vec *v, sqlite3_stmt *st)
 {
         if (v->n == v->cap) {
                 size_t cap = v->cap ? v->cap * 2 : 16;
@@ -370,15 +253,10 @@ static kw_result key_vec_push(struct key_vec *v, sqlite3_stmt *st)
         return KW_OK;
 }
 
-struct tag_filter {
-        const char *k, *v;
-        size_t klen;
-};
-
 /* Reads up to limit matching rows into out; *ret_more = 1 when at least one
  * more matching row follows. */
 static kw_result key_list_read(struct kw_keystore *ks, const struct kw_key_filter *f, uint32_t limit,
-                               const struct tag_filter *tag, struct key_vec *out, int *ret_more)
+                               const struct kw_keyrow_tag *tag, struct kw_keyrow_vec *out, int *ret_more)
 {
         sqlite3_stmt *st _cleanup_finalize_ = NULL;
         KW_TRY(ks_prepare(ks, SQL_KEY_LIST, &st));
@@ -395,7 +273,7 @@ static kw_result key_list_read(struct kw_keystore *ks, const struct kw_key_filte
                         break;
                 if (tag->k != NULL) {
                         const unsigned char *tj = sqlite3_column_text(st, 10);
-                        if (tj == NULL || !tags_match((const char *)tj, tag->k, tag->klen, tag->v))
+                        if (tj == NULL || !kw_keyrow_tags_match((const char *)tj, tag->k, tag->klen, tag->v))
                                 continue;
                 }
                 if (out->n == limit) {
@@ -417,48 +295,22 @@ kw_result kw_keystore_key_list(struct kw_keystore *ks, const struct kw_key_filte
         KW_ENSURE(ks != NULL && cb != NULL && next != NULL, KW_ERR_INPUT);
         if (f == NULL)
                 f = &none;
-        uint32_t limit = f->limit != 0 ? f->limit : KS_LIST_DEFAULT;
-        if (limit > KS_LIST_MAX) {
-                kw_err_set_detail("limit must be 1..%u", KS_LIST_MAX);
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_ENSURE(f->state == NULL || valid_state(f->state), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->type == NULL || valid_type(f->type), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->name_prefix == NULL || strnlen(f->name_prefix, 65) <= 64, KW_ERR_BAD_NAME);
-        KW_ENSURE(f->after_name == NULL || strnlen(f->after_name, 65) <= 64, KW_ERR_BAD_NAME);
-        struct tag_filter tag = { 0 };
-        if (f->tag != NULL) {
-                const char *eq = strchr(f->tag, '=');
-                if (eq == NULL || eq == f->tag || strnlen(f->tag, 1025) > 1024) {
-                        kw_err_set_detail("a tag filter is k=v with a non-empty k");
-                        KW_BAIL(KW_ERR_BAD_FIELD);
-                }
-                tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
-        }
+        uint32_t limit;
+        KW_TRY(kw_keyrow_check_filter(f, &limit));
+        struct kw_keyrow_tag tag = { 0 };
+        KW_TRY(kw_keyrow_parse_tag(f->tag, &tag));
 
-        struct key_vec v = { 0 };
+        struct kw_keyrow_vec v = { 0 };
         int more = 0;
         ks_lock(ks);
         kw_result r = key_list_read(ks, f, limit, &tag, &v, &more);
         ks_unlock(ks);
         if (!kw_ok(r)) {
-                key_vec_free(&v);
+                kw_keyrow_vec_free(&v);
                 return r;
         }
-        size_t i = 0;
-        int stopped = 0;
-        for (; i < v.n; i++) {
-                if (cb(&v.rows[i], arg) != 0) {
-                        stopped = 1;
-                        break;
-                }
-        }
-        next[0] = '\0';
-        if (stopped)
-                memcpy(next, v.rows[i].name, sizeof v.rows[i].name);
-        else if (more && v.n > 0)
-                memcpy(next, v.rows[v.n - 1].name, sizeof v.rows[v.n - 1].name);
-        key_vec_free(&v);
+        kw_keyrow_list_deliver(v.rows, v.n, more, cb, arg, next);
+        kw_keyrow_vec_free(&v);
         return KW_OK;
 }
 
@@ -511,8 +363,8 @@ static kw_result key_update_tx(struct kw_keystore *ks, struct ks_tx *tx, const s
         KW_TRY(ks_bind_text(ks, st, 1, row->id));
         KW_TRY(ks_bind_text(ks, st, 2, row->state));
         KW_TRY(ks_bind_i64(ks, st, 3, row->ops));
-        KW_TRY(ks_bind_text(ks, st, 4, json_or_empty(row->tags_json)));
-        KW_TRY(ks_bind_text(ks, st, 5, json_or_empty(row->rules_json)));
+        KW_TRY(ks_bind_text(ks, st, 4, kw_keyrow_json_or_empty(row->tags_json)));
+        KW_TRY(ks_bind_text(ks, st, 5, kw_keyrow_json_or_empty(row->rules_json)));
         KW_TRY(ks_bind_i64(ks, st, 6, row->delete_at));
         KW_TRY(ks_bind_i64(ks, st, 7, row->updated != 0 ? row->updated : ks_now_s()));
         KW_TRY(ks_step_done(ks, st, "key update"));
@@ -525,8 +377,8 @@ kw_result kw_keystore_key_update(struct kw_keystore *ks, const struct kw_key_row
 {
         KS_PG(ks, kw_pg_key_update(ks->pg, row, audit));
         KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
-        KW_TRY(check_key_mutables(row));
+        KW_ENSURE(kw_keyrow_valid_id(row->id), KW_ERR_BAD_FIELD);
+        KW_TRY(kw_keyrow_check_mutables(row));
         if (strcmp(row->state, "destroyed") == 0) {
                 kw_err_set_detail("keys are destroyed with key_destroy, not by an update");
                 KW_BAIL(KW_ERR_BAD_STATE);
@@ -581,8 +433,8 @@ kw_result kw_keystore_key_add_version(struct kw_keystore *ks, const char *key_id
         KS_PG(ks, kw_pg_key_add_version(ks->pg, key_id, version, blob, blob_len, public_der,
                                         public_der_len, audit));
         KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
-        KW_TRY(check_blob(blob, blob_len));
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_TRY(kw_keyrow_check_blob(blob, blob_len));
         KW_ENSURE(public_der == NULL || (public_der_len > 0 && public_der_len <= 64 * 1024),
                   KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
@@ -631,7 +483,7 @@ kw_result kw_keystore_key_destroy(struct kw_keystore *ks, const char *key_id,
 {
         KS_PG(ks, kw_pg_key_destroy(ks->pg, key_id, audit));
         KW_ENSURE(ks != NULL && key_id != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, 0, audit));
 }
@@ -641,7 +493,7 @@ kw_result kw_keystore_key_destroy_due(struct kw_keystore *ks, const char *key_id
 {
         KS_PG(ks, kw_pg_key_destroy_due(ks->pg, key_id, now, audit));
         KW_ENSURE(ks != NULL && key_id != NULL && now > 0, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, key_destroy_tx(ks, tx, key_id, now, audit));
 }

@@ -9,21 +9,10 @@
 
 #include <sqlite3.h>
 
+#include "keyrow.h"
 #include "keystore_int.h"
 
 #define USER_COLS "name, role, hash, created, last_login, failed, locked_until"
-
-static int user_role_ok(const char *s)
-{
-        return strcmp(s, "admin") == 0 || strcmp(s, "operator") == 0 || strcmp(s, "auditor") == 0;
-}
-
-/* The encoded hash's shape only (password.c makes and checks it). */
-static int user_hash_ok(const char *s)
-{
-        size_t n = strlen(s);
-        return n > 10 && n < KW_USER_HASH_MAX && strncmp(s, "$argon2id$", 10) == 0;
-}
 
 int64_t kw_lockout_seconds(uint32_t failures, const struct kw_lockout_policy *pol)
 {
@@ -102,8 +91,8 @@ kw_result kw_keystore_user_insert(struct kw_keystore *ks, const struct kw_user_r
         KS_PG(ks, kw_pg_user_insert(ks->pg, row, audit));
         KW_ENSURE(ks != NULL && row != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(row->name), KW_ERR_BAD_NAME);
-        KW_ENSURE(user_role_ok(row->role), KW_ERR_BAD_FIELD);
-        KW_ENSURE(user_hash_ok(row->hash), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_role(row->role), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_user_hash_ok(row->hash), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
         kw_result r = KS_RUN_TX(ks, tx, user_insert_tx(ks, tx, row, audit));
         if (r.code == KW_ERR_EXISTS)
@@ -235,7 +224,7 @@ kw_result kw_keystore_user_set_password(struct kw_keystore *ks, const char *name
         KS_PG(ks, kw_pg_user_set_password(ks->pg, name, hash, audit, ret));
         KW_ENSURE(ks != NULL && name != NULL && hash != NULL, KW_ERR_INPUT);
         KW_ENSURE(ks_valid_name(name), KW_ERR_BAD_NAME);
-        KW_ENSURE(user_hash_ok(hash), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_user_hash_ok(hash), KW_ERR_BAD_FIELD);
         KW_TRY(ks_check_audit_entry(audit));
         return KS_RUN_TX(ks, tx, user_password_tx(ks, tx, name, hash, audit, ret));
 }
@@ -246,17 +235,7 @@ static kw_result user_login_tx(struct kw_keystore *ks, struct ks_tx *tx, const c
 {
         struct kw_user_row u;
         KW_TRY(user_read(ks, name, 0, &u));
-        if (ok) {
-                u.failed = 0;
-                u.locked_until = 0;
-                u.last_login = now;
-        } else {
-                if (u.failed < UINT32_MAX)
-                        u.failed++;
-                int64_t lock = kw_lockout_seconds(u.failed, pol);
-                if (lock > 0)
-                        u.locked_until = now + lock;
-        }
+        kw_keyrow_user_login_apply(&u, ok, now, pol);
         KW_TRY(user_write(ks, &u, NULL));
         struct kw_audit_entry def;
         KW_TRY(ks_tx_audit(ks, tx, ks_audit_or_default(audit, &def, "session.login", NULL, name)));

@@ -26,6 +26,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/names.h"
+#include "keyrow.h"
 #include "pgstore_int.h"
 
 #define TOKEN_COLS "id, name, role, hash, created, revoked, mac"
@@ -36,25 +37,6 @@
 #define STORE_NCOLS 4
 #define CRED_COLS "akid, store, secret, created, seq, mac"
 #define CRED_NCOLS 5
-
-/* Token ids: the header fixes no format (custody uses 16 hex chars). */
-static int valid_token_id(const char *s)
-{
-        return s != NULL && kw_name_valid(s) && strlen(s) <= 32;
-}
-
-static int valid_role(const char *s)
-{
-        return s != NULL &&
-               (strcmp(s, "admin") == 0 || strcmp(s, "operator") == 0 || strcmp(s, "auditor") == 0);
-}
-
-/* The encoded hash's shape only (password.c makes and checks it). */
-static int user_hash_ok(const char *s)
-{
-        size_t n = strlen(s);
-        return n > 10 && n < KW_USER_HASH_MAX && strncmp(s, "$argon2id$", 10) == 0;
-}
 
 /* ------------------------------------------------------------------ tokens */
 
@@ -127,9 +109,9 @@ kw_result kw_pg_token_insert(struct kw_pgstore *pg, const struct kw_token_row *r
                              const uint8_t hash[32], const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && row != NULL && hash != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_token_id(row->id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_token_id(row->id), KW_ERR_BAD_FIELD);
         KW_ENSURE(kw_name_valid(row->name), KW_ERR_BAD_NAME);
-        KW_ENSURE(valid_role(row->role), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_role(row->role), KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
         kw_result r = PG_RUN_TX(pg, c, gen, token_insert_tx(pg, c, gen, row, hash, audit));
         if (r.code == KW_ERR_EXISTS)
@@ -305,7 +287,7 @@ static kw_result token_revoke_tx(struct kw_pgstore *pg, struct pg_conn *c, uint6
 kw_result kw_pg_token_revoke(struct kw_pgstore *pg, const char *id, const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && id != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_token_id(id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_token_id(id), KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
         return PG_RUN_TX(pg, c, gen, token_revoke_tx(pg, c, gen, id, audit));
 }
@@ -430,9 +412,9 @@ kw_result kw_pg_user_insert(struct kw_pgstore *pg, const struct kw_user_row *row
 {
         KW_ENSURE(pg != NULL && row != NULL, KW_ERR_INPUT);
         KW_ENSURE(kw_name_valid(row->name), KW_ERR_BAD_NAME);
-        KW_ENSURE(strnlen(row->role, sizeof row->role) < sizeof row->role && valid_role(row->role),
+        KW_ENSURE(strnlen(row->role, sizeof row->role) < sizeof row->role && kw_keyrow_valid_role(row->role),
                   KW_ERR_BAD_FIELD);
-        KW_ENSURE(strnlen(row->hash, sizeof row->hash) < sizeof row->hash && user_hash_ok(row->hash),
+        KW_ENSURE(strnlen(row->hash, sizeof row->hash) < sizeof row->hash && kw_keyrow_user_hash_ok(row->hash),
                   KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
         kw_result r = PG_RUN_TX(pg, c, gen, user_insert_tx(pg, c, gen, row, audit));
@@ -548,7 +530,7 @@ kw_result kw_pg_user_set_password(struct kw_pgstore *pg, const char *name, const
 {
         KW_ENSURE(pg != NULL && name != NULL && hash != NULL, KW_ERR_INPUT);
         KW_ENSURE(kw_name_valid(name), KW_ERR_BAD_NAME);
-        KW_ENSURE(user_hash_ok(hash), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_user_hash_ok(hash), KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
         return PG_RUN_TX(pg, c, gen, user_password_tx(pg, c, gen, name, hash, audit, ret));
 }
@@ -560,17 +542,7 @@ static kw_result user_login_tx(struct kw_pgstore *pg, struct pg_conn *c, uint64_
 {
         struct kw_user_row u;
         KW_TRY(user_read(pg, c, name, &u));
-        if (ok) {
-                u.failed = 0;
-                u.locked_until = 0;
-                u.last_login = now;
-        } else {
-                if (u.failed < UINT32_MAX)
-                        u.failed++;
-                int64_t lock = kw_lockout_seconds(u.failed, pol);
-                if (lock > 0)
-                        u.locked_until = now + lock;
-        }
+        kw_keyrow_user_login_apply(&u, ok, now, pol);
         kw_result r = user_write(pg, c, &u, 0);
         struct kw_audit_entry def;
         if (kw_ok(r))

@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/json_io.h"
+#include "audit_logic.h"
 #include "pgstore_int.h"
 
 #define AUDIT_APPEND_MAX 65536u          /* records per kw_pg_audit_append       */
@@ -225,22 +226,6 @@ kw_result pg_tx_audit(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_
 
 /* ---------------------------------------------------------------- batches */
 
-struct name_ref {
-        char kind;               /* 'k' key, 'a' action */
-        const char *s;
-        size_t len;
-};
-
-static int name_ref_cmp(const void *a, const void *b)
-{
-        const struct name_ref *x = a, *y = b;
-        if (x->kind != y->kind)
-                return x->kind < y->kind ? -1 : 1;
-        size_t n = x->len < y->len ? x->len : y->len;
-        int c = memcmp(x->s, y->s, n);
-        return c != 0 ? c : x->len < y->len ? -1 : x->len > y->len;
-}
-
 /* Appends s as a quoted element of a text[] literal. */
 static kw_result array_put(struct kw_buf *b, char kind, const char *s, size_t len)
 {
@@ -261,23 +246,23 @@ static kw_result array_put(struct kw_buf *b, char kind, const char *s, size_t le
 static kw_result batch_names(struct kw_pgstore *pg, struct pg_conn *c,
                              const struct kw_audit_rec *recs, size_t n, uint64_t first_seq)
 {
-        struct name_ref *v = calloc(2 * n, sizeof *v);
+        struct kw_audit_name_ref *v = calloc(2 * n, sizeof *v);
         KW_ENSURE(v != NULL, KW_ERR_NOMEM);
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
                 size_t kl = recs[i].flen[KW_AUDIT_KEY], al = recs[i].flen[KW_AUDIT_ACTION];
                 const char *k = recs[i].f[KW_AUDIT_KEY], *a = recs[i].f[KW_AUDIT_ACTION];
                 if (kl != 0 && kl <= KW_AUDIT_NAME_MAX && kw_utf8_valid((const uint8_t *)k, kl))
-                        v[m++] = (struct name_ref){ 'k', k, kl };
+                        v[m++] = (struct kw_audit_name_ref){ 'k', k, kl };
                 if (al != 0 && al <= KW_AUDIT_NAME_MAX && kw_utf8_valid((const uint8_t *)a, al))
-                        v[m++] = (struct name_ref){ 'a', a, al };
+                        v[m++] = (struct kw_audit_name_ref){ 'a', a, al };
         }
-        qsort(v, m, sizeof *v, name_ref_cmp);
+        qsort(v, m, sizeof *v, kw_audit_name_ref_cmp);
         struct kw_buf arr;
         kw_buf_init(&arr, BLOB_MAX);
         kw_result r = kw_buf_put_u8(&arr, '{');
         for (size_t i = 0; kw_ok(r) && i < m; i++)
-                if (i == 0 || name_ref_cmp(&v[i - 1], &v[i]) != 0)
+                if (i == 0 || kw_audit_name_ref_cmp(&v[i - 1], &v[i]) != 0)
                         r = array_put(&arr, v[i].kind, v[i].s, v[i].len);
         if (kw_ok(r))
                 r = kw_buf_put(&arr, "}", 2);   /* with its NUL: a text parameter */
@@ -299,14 +284,8 @@ static kw_result batch_insert(struct kw_pgstore *pg, struct pg_conn *c, struct p
         uint64_t first = h->seq + 1;
         KW_ENSURE(first <= (uint64_t)INT64_MAX - n, KW_ERR_STORAGE);
         uint8_t hash[HLEN];
-        memcpy(hash, h->hash, HLEN);
-        int64_t lo = recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < n; i++) {
-                KW_TRY(kw_audit_chain_step(c->hasher, hash, first + i, &recs[i], hash));
-                lo = recs[i].ts_ms < lo ? recs[i].ts_ms : lo;
-                hi = recs[i].ts_ms > hi ? recs[i].ts_ms : hi;
-        }
+        int64_t lo, hi;
+        KW_TRY(kw_audit_batch_chain(c->hasher, h->hash, first, recs, n, NULL, hash, &lo, &hi));
         kw_buf_reset(blob);
         KW_TRY(kw_audit_batch_encode(c->encoder, recs, n, blob));
         struct pg_params p = { 0 };

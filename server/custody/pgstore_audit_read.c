@@ -36,6 +36,7 @@
 #include <openssl/crypto.h>
 
 #include "../common/json_io.h"
+#include "audit_logic.h"
 #include "pgstore_int.h"
 
 #define LIST_MAX 1000u
@@ -279,28 +280,8 @@ static kw_result unit_check(struct kw_audit_hasher *hasher, const struct unit *u
                 *why = "its batch holds another number of records than its seq range";
                 return KW_OK;
         }
-        uint8_t h[HLEN];
-        memcpy(h, prev, HLEN);
-        int64_t lo = ur->recs[0].ts_ms;
-        int64_t hi = lo;
-        for (size_t i = 0; i < ur->n; i++) {
-                KW_TRY(kw_audit_chain_step(hasher, h, u->first + i, &ur->recs[i], h));
-                if (hashes != NULL)
-                        memcpy(hashes[i], h, HLEN);
-                lo = ur->recs[i].ts_ms < lo ? ur->recs[i].ts_ms : lo;
-                hi = ur->recs[i].ts_ms > hi ? ur->recs[i].ts_ms : hi;
-        }
-        if (CRYPTO_memcmp(h, u->hash, HLEN) != 0) {   /* lint: allow (constant time) */
-                *why = u->is_batch ? "its records do not hash to its stored hash"
-                                   : "its fields do not hash to its stored hash";
-                return KW_OK;
-        }
-        if (u->is_batch && (lo != u->min_ts || hi != u->max_ts)) {
-                *why = "its stored time range does not match its records";
-                return KW_OK;
-        }
-        memcpy(ret_head, h, HLEN);
-        return KW_OK;
+        return kw_audit_unit_verify(hasher, prev, u->first, ur->recs, ur->n, hashes, u->hash,
+                                    u->is_batch, u->min_ts, u->max_ts, ret_head, why);
 }
 
 /* ------------------------------------------------------------ checkpoints */
@@ -446,15 +427,7 @@ static kw_result verify_visit(const struct unit *u, const struct unit_recs *ur, 
         (void)ur;
         (void)prev;
         (void)ret_stop;
-        struct kw_audit_verify *v = arg;
-        v->records += u->last >= u->first ? u->last - u->first + 1 : 1;
-        v->batches += (uint64_t)u->is_batch;
-        if (why != NULL) {
-                v->first_bad_seq = u->first != 0 ? u->first : 1;
-                v->bad_last_seq = u->last;
-                v->bad_is_batch = u->is_batch;
-                v->why = why;
-        }
+        kw_audit_verify_count(arg, u->first, u->last, u->is_batch, why);
         return KW_OK;
 }
 
@@ -569,18 +542,6 @@ kw_result kw_pg_audit_stats(struct kw_pgstore *pg, struct kw_audit_stats *ret)
 
 /* ------------------------------------------------------------ read oldest */
 
-static void row_of_rec(uint64_t seq, const struct kw_audit_rec *r, const char *hash_hex,
-                       struct kw_audit_row *out)
-{
-        *out = (struct kw_audit_row){
-                .seq = seq, .ts_ms = r->ts_ms, .actor = r->f[0], .action = r->f[1],
-                .key_name = r->f[2], .result = r->f[3], .detail = r->f[4], .request_id = r->f[5],
-                .hash_hex = hash_hex,
-        };
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                out->len[i] = r->flen[i];
-}
-
 struct oldest {
         const struct kw_audit_select *sel;
         int (*cb)(const struct kw_audit_row *, void *);
@@ -593,10 +554,7 @@ static int unit_selected(const struct unit *u, void *arg)
 {
         const struct oldest *o = arg;
         const struct kw_audit_select *sel = o->sel;
-        uint64_t taken = o->rg->records, n = u->last - u->first + 1;
-        if (taken >= sel->max_records || n > sel->max_records - taken)
-                return 0;
-        return taken < sel->min_records || (sel->before_ts_ms != 0 && u->max_ts < sel->before_ts_ms);
+        return kw_audit_select_takes(sel, o->rg->records, u->last - u->first + 1, u->max_ts);
 }
 
 /* Each record of a unit that holds to the caller, with its hashes. */
@@ -610,25 +568,8 @@ static kw_result oldest_visit(const struct unit *u, const struct unit_recs *ur, 
                 return KW_FAIL(KW_ERR_DB_CORRUPT, "the audit chain does not verify at seq %llu (%s): "
                                                   "nothing from there on is exported or pruned",
                                (unsigned long long)(u->first ? u->first : o->walk.head_seq + 1), why);
-        for (size_t i = 0; i < ur->n; i++) {
-                char hex[2 * HLEN + 1], prev_hex[2 * HLEN + 1];
-                kw_audit_hex(o->walk.hashes[i], HLEN, hex);
-                kw_audit_hex(i == 0 ? prev : o->walk.hashes[i - 1], HLEN, prev_hex);
-                struct kw_audit_row row;
-                row_of_rec(u->first + i, &ur->recs[i], hex, &row);
-                row.prev_hash_hex = prev_hex;
-                if (o->cb(&row, o->arg) != 0)
-                        KW_BAIL(KW_ERR_IO);
-        }
-        if (rg->records == 0) {
-                rg->first_seq = u->first;
-                rg->first_ts_ms = ur->recs[0].ts_ms;
-        }
-        rg->records += ur->n;
-        rg->last_seq = u->last;
-        rg->last_ts_ms = ur->recs[ur->n - 1].ts_ms;
-        memcpy(rg->last_hash, o->walk.hashes[ur->n - 1], HLEN);
-        return KW_OK;
+        return kw_audit_range_emit(ur->recs, ur->n, u->first, u->last, prev, o->walk.hashes, o->cb, o->arg,
+                                   rg);
 }
 
 static kw_result oldest_read(struct kw_pgstore *pg, struct pg_conn *c, struct oldest *o)
@@ -790,63 +731,26 @@ kw_result kw_pg_audit_prune(struct kw_pgstore *pg, const struct kw_audit_prune *
 
 /* ------------------------------------------------------------------ query */
 
-struct qrow {
-        uint64_t seq;
-        int64_t ts_ms;
-        char *buf;                   /* six strings, then the hash in hex */
-        size_t off[7], len[6];
-};
-
 struct query {
         const struct kw_audit_filter *f;
         uint64_t hi;                 /* seq < hi (UINT64_MAX: none) */
         uint32_t limit;
         char batch_name[KW_AUDIT_NAME_MAX + 3];   /* "k:<key>" / "a:<action>" */
-        struct qrow *rows;
+        struct kw_audit_qrow *rows;
         size_t n;
 };
 
 static kw_result qrow_add(struct query *q, uint64_t seq, const struct kw_audit_rec *r,
                           const uint8_t hash[HLEN])
 {
-        size_t total = 2 * HLEN + 1;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++)
-                total += r->flen[i] + 1;
-        char *buf = malloc(total);
-        KW_ENSURE(buf != NULL, KW_ERR_NOMEM);
-        struct qrow *row = &q->rows[q->n];
-        size_t o = 0;
-        for (int i = 0; i < KW_AUDIT_FIELDS; i++) {
-                row->off[i] = o;
-                row->len[i] = r->flen[i];
-                memcpy(buf + o, r->f[i], r->flen[i]);
-                buf[o + r->flen[i]] = '\0';
-                o += r->flen[i] + 1;
-        }
-        row->off[6] = o;
-        kw_audit_hex(hash, HLEN, buf + o);
-        row->seq = seq;
-        row->ts_ms = r->ts_ms;
-        row->buf = buf;
+        KW_TRY(kw_audit_qrow_fill(&q->rows[q->n], seq, r, hash));
         q->n++;
         return KW_OK;
 }
 
-static int field_is(const struct kw_audit_rec *r, int i, const char *want)
-{
-        return want == NULL || (r->flen[i] == strlen(want) && memcmp(r->f[i], want, r->flen[i]) == 0);
-}
-
 static int rec_matches(const struct query *q, uint64_t seq, const struct kw_audit_rec *r)
 {
-        const struct kw_audit_filter *f = q->f;
-        size_t ap = f->actor_prefix != NULL ? strlen(f->actor_prefix) : 0;
-        return seq > f->after && seq < q->hi && field_is(r, KW_AUDIT_KEY, f->key_name) &&
-               field_is(r, KW_AUDIT_ACTION, f->action) &&
-               (ap == 0 || (r->flen[KW_AUDIT_ACTOR] >= ap &&
-                            memcmp(r->f[KW_AUDIT_ACTOR], f->actor_prefix, ap) == 0)) &&
-               (f->since_ms == 0 || r->ts_ms >= f->since_ms) &&
-               (f->until_ms == 0 || r->ts_ms < f->until_ms);
+        return kw_audit_rec_matches(q->f, q->hi, seq, r);
 }
 
 /* "$n" of the next parameter, which pg_param_* then adds. */
@@ -1061,7 +965,7 @@ kw_result kw_pg_audit_query_filter(struct kw_pgstore *pg, const struct kw_audit_
         KW_ENSURE(q.rows != NULL, KW_ERR_NOMEM);
         kw_result r = PG_RUN_READ(pg, c, query_read(pg, c, &q));
         for (size_t i = 0; kw_ok(r) && i < q.n; i++) {
-                const struct qrow *x = &q.rows[i];
+                const struct kw_audit_qrow *x = &q.rows[i];
                 struct kw_audit_row ar = {
                         .seq = x->seq, .ts_ms = x->ts_ms,
                         .actor = x->buf + x->off[0], .action = x->buf + x->off[1],

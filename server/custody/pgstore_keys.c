@@ -21,13 +21,9 @@
 #include <cJSON.h>
 
 #include "../common/names.h"
+#include "keyrow.h"
 #include "pgstore_int.h"
 
-#define PG_BLOB_MAX (64u * 1024u)
-#define PG_DER_MAX (16u * 1024u)
-#define PG_JSON_MAX (16u * 1024u)
-#define PG_LIST_MAX 1000u
-#define PG_LIST_DEFAULT 100u
 #define PG_DUE_MAX 1000u
 #define PG_LIST_CHUNK 256u
 
@@ -37,74 +33,6 @@
         "tags, rules, public_der, mac"
 #define KEY_NCOLS 13
 #define VERSION_COLS "key_id, version, blob, created, mac"
-
-static int valid_id(const char *s)
-{
-        if (s == NULL)
-                return 0;
-        for (size_t i = 0; i < 32; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return 0;
-        return s[32] == '\0';
-}
-
-static int valid_state(const char *s)
-{
-        static const char *const states[] = { "enabled", "disabled", "pending_deletion", "destroyed" };
-        if (s == NULL)
-                return 0;
-        for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
-                if (strcmp(s, states[i]) == 0)
-                        return 1;
-        return 0;
-}
-
-static int valid_type(const char *s)
-{
-        return s != NULL && (strcmp(s, "AES") == 0 || strcmp(s, "RSA") == 0);
-}
-
-/* NULL is "{}"; otherwise a JSON object of at most PG_JSON_MAX bytes. */
-static kw_result check_json_object(const char *s, const char *what)
-{
-        if (s == NULL)
-                return KW_OK;
-        if (strnlen(s, PG_JSON_MAX + 1) > PG_JSON_MAX) {
-                kw_err_set_detail("%s is longer than %u bytes", what, PG_JSON_MAX);
-                KW_BAIL(KW_ERR_TOO_LARGE);
-        }
-        cJSON *j = cJSON_Parse(s);
-        int ok = j != NULL && cJSON_IsObject(j);
-        cJSON_Delete(j);
-        if (!ok) {
-                kw_err_set_detail("%s is not a JSON object", what);
-                KW_BAIL(KW_ERR_BAD_JSON);
-        }
-        return KW_OK;
-}
-
-static const char *json_or_empty(const char *s) { return s != NULL ? s : "{}"; }
-
-static kw_result check_key_mutables(const struct kw_key_row *row)
-{
-        if (!valid_state(row->state)) {
-                kw_err_set_detail("unknown key state");
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_TRY(check_json_object(row->tags_json, "tags"));
-        KW_TRY(check_json_object(row->rules_json, "rules"));
-        return KW_OK;
-}
-
-static kw_result check_blob(const uint8_t *blob, size_t blob_len)
-{
-        KW_ENSURE(blob != NULL && blob_len > 0, KW_ERR_INPUT);
-        if (blob_len > PG_BLOB_MAX) {
-                kw_err_set_detail("a sealed key version is longer than %u bytes", PG_BLOB_MAX);
-                KW_BAIL(KW_ERR_TOO_LARGE);
-        }
-        return KW_OK;
-}
 
 /* ---------------------------------------------------------------- key rows */
 
@@ -160,7 +88,7 @@ static struct key_db key_db_of(const struct kw_key_row *r)
 {
         return (struct key_db){
                 .id = r->id, .name = r->name, .type = r->type, .state = r->state,
-                .tags = json_or_empty(r->tags_json), .rules = json_or_empty(r->rules_json),
+                .tags = kw_keyrow_json_or_empty(r->tags_json), .rules = kw_keyrow_json_or_empty(r->rules_json),
                 .size = r->size, .ops = r->ops, .current_version = r->current_version,
                 .created = r->created, .updated = r->updated, .delete_at = r->delete_at,
                 .der = r->public_der_len ? r->public_der : NULL, .der_len = r->public_der_len,
@@ -259,18 +187,7 @@ kw_result kw_pg_key_insert(struct kw_pgstore *pg, const struct kw_key_row *row, 
                            size_t blob_len, const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && row != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
-        KW_ENSURE(kw_name_valid(row->name), KW_ERR_BAD_NAME);
-        KW_ENSURE(valid_type(row->type), KW_ERR_BAD_FIELD);
-        KW_ENSURE(row->size > 0, KW_ERR_BAD_FIELD);
-        KW_TRY(check_key_mutables(row));
-        if (strcmp(row->state, "destroyed") == 0) {
-                kw_err_set_detail("a new key cannot be destroyed");
-                KW_BAIL(KW_ERR_BAD_STATE);
-        }
-        KW_ENSURE(row->public_der != NULL || row->public_der_len == 0, KW_ERR_INPUT);
-        KW_ENSURE(row->public_der_len <= PG_DER_MAX, KW_ERR_TOO_LARGE);
-        KW_TRY(check_blob(blob, blob_len));
+        KW_TRY(kw_keyrow_check_insert(row, blob, blob_len));
         KW_TRY(pg_check_audit_entry(audit));
         return PG_RUN_TX(pg, c, gen, key_insert_tx(pg, c, gen, row, blob, blob_len, audit));
 }
@@ -312,7 +229,7 @@ kw_result kw_pg_key_get_blob(struct kw_pgstore *pg, const char *key_id, uint32_t
                              struct kw_buf *out)
 {
         KW_ENSURE(pg != NULL && key_id != NULL && out != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         if (version > INT32_MAX) {
                 kw_err_set_detail("no such key version");
                 KW_BAIL(KW_ERR_NOT_FOUND);
@@ -355,7 +272,7 @@ kw_result kw_pg_key_versions(struct kw_pgstore *pg, const char *key_id,
                              int (*cb)(uint32_t version, int64_t created, void *arg), void *arg)
 {
         KW_ENSURE(pg != NULL && key_id != NULL && cb != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         kw_result r;
         struct pg_conn *c = pg_acquire(pg, &r);
         if (c == NULL)
@@ -389,45 +306,6 @@ kw_result kw_pg_key_versions(struct kw_pgstore *pg, const char *key_id,
 
 /* -------------------------------------------------------------------- list */
 
-/* "k=v": does tags_json have k whose value is the string v? (keystore_keys.c) */
-static int tags_match(const char *tags_json, const char *k, size_t klen, const char *v)
-{
-        cJSON *j = cJSON_Parse(tags_json);
-        int match = 0;
-        if (j != NULL && cJSON_IsObject(j)) {
-                const cJSON *it;
-                cJSON_ArrayForEach(it, j)
-                {
-                        if (it->string != NULL && strlen(it->string) == klen &&
-                            memcmp(it->string, k, klen) == 0) {
-                                match = cJSON_IsString(it) && it->valuestring != NULL &&
-                                        strcmp(it->valuestring, v) == 0;
-                                break;
-                        }
-                }
-        }
-        cJSON_Delete(j);
-        return match;
-}
-
-struct key_vec {
-        struct kw_key_row *rows;
-        size_t n, cap;
-};
-
-static void key_vec_free(struct key_vec *v)
-{
-        for (size_t i = 0; i < v->n; i++)
-                kw_key_row_clear(&v->rows[i]);
-        free(v->rows);
-        memset(v, 0, sizeof *v);
-}
-
-struct tag_filter {
-        const char *k, *v;
-        size_t klen;
-};
-
 /* Filters are bound, never spliced: NULL parameters disable a condition. */
 #define SQL_KEY_LIST                                                             \
         "SELECT " KEY_COLS " FROM keys"                                          \
@@ -441,7 +319,7 @@ struct tag_filter {
 /* Reads up to limit matching rows into out, each verified; *ret_more = 1
  * when at least one more matching row follows. */
 static kw_result key_list_read(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_key_filter *f,
-                               uint32_t limit, const struct tag_filter *tag, struct key_vec *out,
+                               uint32_t limit, const struct kw_keyrow_tag *tag, struct kw_keyrow_vec *out,
                                int *ret_more)
 {
         char after[65];
@@ -463,7 +341,7 @@ static kw_result key_list_read(struct kw_pgstore *pg, struct pg_conn *c, const s
                         struct kw_key_row row;
                         KW_TRY(key_row_from_res(pg, res, i, &row));
                         memcpy(after, row.name, sizeof after);
-                        if (tag->k != NULL && !tags_match(row.tags_json, tag->k, tag->klen, tag->v)) {
+                        if (tag->k != NULL && !kw_keyrow_tags_match(row.tags_json, tag->k, tag->klen, tag->v)) {
                                 kw_key_row_clear(&row);
                                 continue;
                         }
@@ -494,30 +372,16 @@ kw_result kw_pg_key_list(struct kw_pgstore *pg, const struct kw_key_filter *f,
         KW_ENSURE(pg != NULL && cb != NULL && next != NULL, KW_ERR_INPUT);
         if (f == NULL)
                 f = &none;
-        uint32_t limit = f->limit != 0 ? f->limit : PG_LIST_DEFAULT;
-        if (limit > PG_LIST_MAX) {
-                kw_err_set_detail("limit must be 1..%u", PG_LIST_MAX);
-                KW_BAIL(KW_ERR_BAD_FIELD);
-        }
-        KW_ENSURE(f->state == NULL || valid_state(f->state), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->type == NULL || valid_type(f->type), KW_ERR_BAD_FIELD);
-        KW_ENSURE(f->name_prefix == NULL || strnlen(f->name_prefix, 65) <= 64, KW_ERR_BAD_NAME);
-        KW_ENSURE(f->after_name == NULL || strnlen(f->after_name, 65) <= 64, KW_ERR_BAD_NAME);
+        uint32_t limit;
+        KW_TRY(kw_keyrow_check_filter(f, &limit));
         /* a prefix or an after_name outside the name alphabet (not valid
          * UTF-8 for the database) matches as SQLite would: byte-wise */
         KW_ENSURE(f->name_prefix == NULL || kw_utf8_printable(f->name_prefix), KW_ERR_BAD_NAME);
         KW_ENSURE(f->after_name == NULL || kw_utf8_printable(f->after_name), KW_ERR_BAD_NAME);
-        struct tag_filter tag = { 0 };
-        if (f->tag != NULL) {
-                const char *eq = strchr(f->tag, '=');
-                if (eq == NULL || eq == f->tag || strnlen(f->tag, 1025) > 1024) {
-                        kw_err_set_detail("a tag filter is k=v with a non-empty k");
-                        KW_BAIL(KW_ERR_BAD_FIELD);
-                }
-                tag = (struct tag_filter){ .k = f->tag, .klen = (size_t)(eq - f->tag), .v = eq + 1 };
-        }
+        struct kw_keyrow_tag tag = { 0 };
+        KW_TRY(kw_keyrow_parse_tag(f->tag, &tag));
 
-        struct key_vec v = { 0 };
+        struct kw_keyrow_vec v = { 0 };
         int more = 0;
         kw_result r;
         struct pg_conn *c = pg_acquire(pg, &r);
@@ -530,23 +394,11 @@ kw_result kw_pg_key_list(struct kw_pgstore *pg, const struct kw_key_filter *f,
                 r = pg_tx_commit(pg, c);
         pg_release(pg, c);
         if (!kw_ok(r)) {
-                key_vec_free(&v);
+                kw_keyrow_vec_free(&v);
                 return r;
         }
-        size_t i = 0;
-        int stopped = 0;
-        for (; i < v.n; i++) {
-                if (cb(&v.rows[i], arg) != 0) {
-                        stopped = 1;
-                        break;
-                }
-        }
-        next[0] = '\0';
-        if (stopped)
-                memcpy(next, v.rows[i].name, sizeof v.rows[i].name);
-        else if (more && v.n > 0)
-                memcpy(next, v.rows[v.n - 1].name, sizeof v.rows[v.n - 1].name);
-        key_vec_free(&v);
+        kw_keyrow_list_deliver(v.rows, v.n, more, cb, arg, next);
+        kw_keyrow_vec_free(&v);
         return KW_OK;
 }
 
@@ -606,8 +458,8 @@ static kw_result key_update_tx(struct kw_pgstore *pg, struct pg_conn *c, uint64_
         struct key_db k = key_db_of(&cur);
         k.state = row->state;
         k.ops = row->ops;
-        k.tags = json_or_empty(row->tags_json);
-        k.rules = json_or_empty(row->rules_json);
+        k.tags = kw_keyrow_json_or_empty(row->tags_json);
+        k.rules = kw_keyrow_json_or_empty(row->rules_json);
         k.delete_at = row->delete_at;
         k.updated = row->updated != 0 ? row->updated : pg_now_s();
         kw_result r = key_write(pg, c, &k, 0);
@@ -624,8 +476,8 @@ kw_result kw_pg_key_update(struct kw_pgstore *pg, const struct kw_key_row *row,
                            const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && row != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(row->id), KW_ERR_BAD_FIELD);
-        KW_TRY(check_key_mutables(row));
+        KW_ENSURE(kw_keyrow_valid_id(row->id), KW_ERR_BAD_FIELD);
+        KW_TRY(kw_keyrow_check_mutables(row));
         if (strcmp(row->state, "destroyed") == 0) {
                 kw_err_set_detail("keys are destroyed with key_destroy, not by an update");
                 KW_BAIL(KW_ERR_BAD_STATE);
@@ -674,8 +526,8 @@ kw_result kw_pg_key_add_version(struct kw_pgstore *pg, const char *key_id, uint3
                                 size_t public_der_len, const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && key_id != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
-        KW_TRY(check_blob(blob, blob_len));
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_TRY(kw_keyrow_check_blob(blob, blob_len));
         KW_ENSURE(public_der == NULL || (public_der_len > 0 && public_der_len <= 64 * 1024),
                   KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
@@ -722,7 +574,7 @@ kw_result kw_pg_key_destroy(struct kw_pgstore *pg, const char *key_id,
                             const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && key_id != NULL, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
         return PG_RUN_TX(pg, c, gen, key_destroy_tx(pg, c, gen, key_id, 0, audit));
 }
@@ -731,7 +583,7 @@ kw_result kw_pg_key_destroy_due(struct kw_pgstore *pg, const char *key_id, int64
                                 const struct kw_audit_entry *audit)
 {
         KW_ENSURE(pg != NULL && key_id != NULL && now > 0, KW_ERR_INPUT);
-        KW_ENSURE(valid_id(key_id), KW_ERR_BAD_FIELD);
+        KW_ENSURE(kw_keyrow_valid_id(key_id), KW_ERR_BAD_FIELD);
         KW_TRY(pg_check_audit_entry(audit));
         return PG_RUN_TX(pg, c, gen, key_destroy_tx(pg, c, gen, key_id, now, audit));
 }
