@@ -608,7 +608,7 @@ static int nodes_cb(const struct kw_node_row *row, void *arg)
  * reached the database). */
 static void refresh_known(struct fleet *f)
 {
-        struct custody_node got[64];
+        struct custody_node got[64] = { 0 };
         struct nodes_ctx x = { .f = f, .stale_ms = 3 * f->c->cfg->db.heartbeat_ms, .out = got,
                                .max = sizeof got / sizeof got[0] };
         kw_result r = kw_pg_node_list(f->pg, nodes_cb, &x, NULL);
