@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../common/fsync_dir.h"
 #include "../common/readfile.h"
 #include "../custody/crypto.h"
 #include "../custody/dbio.h"
@@ -115,20 +116,7 @@ static int write_file(const char *path, const struct kw_buf *b)
                 unlink(tmp);
                 return -1;
         }
-        char dir[PATH_MAX];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash == dir)
-                slash[1] = '\0';
-        else if (slash != NULL)
-                *slash = '\0';
-        else
-                snprintf(dir, sizeof dir, ".");
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                (void)fsync(dfd);
-                close(dfd);
-        }
+        kw_fsync_parent(path);
         return 0;
 }
 

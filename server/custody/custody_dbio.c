@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/fsync_dir.h"
 #include "../common/log.h"
 #include "../common/readfile.h"
 #include "crypto.h"
@@ -361,20 +362,7 @@ static kw_result write_file_atomic(const char *path, const struct kw_buf *b)
                 unlink(tmp);
                 return r;
         }
-        char dir[4200];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash == dir)
-                slash[1] = '\0';
-        else if (slash != NULL)
-                *slash = '\0';
-        else
-                snprintf(dir, sizeof dir, ".");
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                (void)fsync(dfd);
-                close(dfd);
-        }
+        kw_fsync_parent(path);
         return KW_OK;
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "../common/b64.h"
+#include "../common/fsync_dir.h"
 #include "../common/log.h"
 #include "../common/sandbox.h"
 #include "../common/sdproto.h"
@@ -71,20 +72,7 @@ static kw_result write_file_atomic(const char *path, const void *data, size_t n)
                 unlink(tmp);
                 KW_BAIL(KW_ERR_IO);
         }
-        char dir[4200];
-        snprintf(dir, sizeof dir, "%s", path);
-        char *slash = strrchr(dir, '/');
-        if (slash == dir)
-                slash[1] = '\0';
-        else if (slash != NULL)
-                *slash = '\0';
-        else
-                snprintf(dir, sizeof dir, ".");
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-                (void)fsync(dfd);
-                close(dfd);
-        }
+        kw_fsync_parent(path);
         return KW_OK;
 }
 
