@@ -1,9 +1,10 @@
 # image/image.mk - included by the top Makefile: the appliance disk image
-# (issue 15; docs/image.md).  `make image` as root on Debian 12.
+# (issue 15; docs/image.md).  `make image` as root on Debian 12.  fdisk: the
+# boot test reads the data disk's table with sfdisk (tests/image/disks.py).
 IMAGE_OUT  ?= $(BUILD)/image
 IMAGE_DEB_PKGS := debootstrap squashfs-tools cryptsetup-bin systemd-boot-efi binutils sbsigntool \
                   gdisk dosfstools mtools python3-pefile swtpm swtpm-tools openssl qemu-system-x86 \
-                  ovmf qemu-utils e2fsprogs
+                  ovmf qemu-utils e2fsprogs fdisk
 .PHONY: image image-deps image-test image-boot-test image-repro-test
 image-deps:
 	@missing=$$(for p in $(IMAGE_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
