@@ -9,6 +9,44 @@
 
 #include "audit_logic.h"
 
+kw_result kw_audit_entry_check(const struct kw_audit_entry *e)
+{
+        if (e == NULL)
+                return KW_OK;
+        const char *f[6] = { e->actor, e->action, e->key_name, e->result, e->detail, e->request_id };
+        for (size_t i = 0; i < 6; i++) {
+                if (f[i] != NULL && strnlen(f[i], KW_AUDIT_FIELD_MAX + 1) > KW_AUDIT_FIELD_MAX) {
+                        kw_err_set_detail("an audit field is longer than %u bytes", KW_AUDIT_FIELD_MAX);
+                        KW_BAIL(KW_ERR_TOO_LARGE);
+                }
+        }
+        return KW_OK;
+}
+
+void kw_audit_rec_of_entry(const struct kw_audit_entry *e, int64_t now, struct kw_audit_rec *r)
+{
+        kw_audit_rec_set(r, e->ts_ms != 0 ? e->ts_ms : now, e->actor, e->action, e->key_name,
+                         e->result, e->detail, e->request_id);
+}
+
+kw_result kw_audit_recs_of_entries(const struct kw_audit_entry *e, size_t n, int64_t now,
+                                   struct kw_audit_rec **ret)
+{
+        *ret = NULL;
+        KW_ENSURE(n == 0 || e != NULL, KW_ERR_INPUT);
+        KW_ENSURE(n <= KW_AUDIT_APPEND_MAX, KW_ERR_TOO_LARGE);
+        for (size_t i = 0; i < n; i++)
+                KW_TRY(kw_audit_entry_check(&e[i]));
+        if (n == 0)
+                return KW_OK;
+        struct kw_audit_rec *recs = malloc(n * sizeof *recs);
+        KW_ENSURE(recs != NULL, KW_ERR_NOMEM);
+        for (size_t i = 0; i < n; i++)
+                kw_audit_rec_of_entry(&e[i], now, &recs[i]);
+        *ret = recs;
+        return KW_OK;
+}
+
 kw_result kw_audit_batch_chain(struct kw_audit_hasher *h, const uint8_t prev[KW_AUDIT_HASH_LEN],
                                uint64_t first, const struct kw_audit_rec *recs, size_t n,
                                uint8_t (*hashes)[KW_AUDIT_HASH_LEN],

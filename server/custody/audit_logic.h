@@ -15,6 +15,18 @@
 #include "audit_codec.h"
 #include "audit_store.h"
 
+/* Records per append (kw_keystore_audit_append, kw_pg_audit_append). */
+#define KW_AUDIT_APPEND_MAX 65536u
+
+/* Each field of e (may be NULL) within KW_AUDIT_FIELD_MAX: KW_ERR_TOO_LARGE. */
+KW_MUST_USE kw_result kw_audit_entry_check(const struct kw_audit_entry *e);
+/* The record of an entry; ts_ms 0 is now. */
+void kw_audit_rec_of_entry(const struct kw_audit_entry *e, int64_t now, struct kw_audit_rec *r);
+/* An append's entries e[0..n) checked (n <= KW_AUDIT_APPEND_MAX, each
+ * entry) and turned into records: *ret malloc'd (free it), NULL for n 0. */
+KW_MUST_USE kw_result kw_audit_recs_of_entries(const struct kw_audit_entry *e, size_t n,
+                                               int64_t now, struct kw_audit_rec **ret);
+
 /* Chains recs[0..n) (n >= 1) at seqs first.. after prev: hashes[i] (when
  * hashes is not NULL) the hash of record i, *ret_hash the hash of the last
  * one, *ret_lo / *ret_hi the smallest and largest ts_ms.

@@ -34,7 +34,6 @@
 #include "audit_logic.h"
 #include "audit_store_int.h"
 
-#define AUDIT_APPEND_MAX 65536u          /* records per kw_keystore_audit_append */
 #define BATCH_RAW_SOFT (4u << 20)        /* start a new batch past this much field data */
 #define BLOB_MAX (16u << 20)
 #define LIST_MAX 1000u
@@ -47,22 +46,7 @@
 
 kw_result ks_check_audit_entry(const struct kw_audit_entry *e)
 {
-        if (e == NULL)
-                return KW_OK;
-        const char *f[6] = { e->actor, e->action, e->key_name, e->result, e->detail, e->request_id };
-        for (size_t i = 0; i < 6; i++) {
-                if (f[i] != NULL && strnlen(f[i], KW_AUDIT_FIELD_MAX + 1) > KW_AUDIT_FIELD_MAX) {
-                        kw_err_set_detail("an audit field is longer than %u bytes", KW_AUDIT_FIELD_MAX);
-                        KW_BAIL(KW_ERR_TOO_LARGE);
-                }
-        }
-        return KW_OK;
-}
-
-static void rec_of_entry(const struct kw_audit_entry *e, int64_t now, struct kw_audit_rec *r)
-{
-        kw_audit_rec_set(r, e->ts_ms != 0 ? e->ts_ms : now, e->actor, e->action, e->key_name,
-                         e->result, e->detail, e->request_id);
+        return kw_audit_entry_check(e);
 }
 
 /* ------------------------------------------------------------ admin rows */
@@ -70,7 +54,7 @@ static void rec_of_entry(const struct kw_audit_entry *e, int64_t now, struct kw_
 kw_result ks_tx_audit(struct kw_keystore *ks, struct ks_tx *tx, const struct kw_audit_entry *e)
 {
         struct kw_audit_rec r;
-        rec_of_entry(e, ks_now_ms(), &r);
+        kw_audit_rec_of_entry(e, ks_now_ms(), &r);
         uint64_t seq = tx->seq + 1;
         KW_ENSURE(seq <= (uint64_t)INT64_MAX, KW_ERR_STORAGE);
         uint8_t h[KS_HASH_LEN];
@@ -181,17 +165,10 @@ kw_result kw_keystore_audit_append(struct kw_keystore *ks, const struct kw_audit
 {
         KS_PG(ks, kw_pg_audit_append(ks->pg, e, n));
         KW_ENSURE(ks != NULL, KW_ERR_INPUT);
-        KW_ENSURE(n == 0 || e != NULL, KW_ERR_INPUT);
-        KW_ENSURE(n <= AUDIT_APPEND_MAX, KW_ERR_TOO_LARGE);
-        for (size_t i = 0; i < n; i++)
-                KW_TRY(ks_check_audit_entry(&e[i]));
+        struct kw_audit_rec *recs = NULL;
+        KW_TRY(kw_audit_recs_of_entries(e, n, ks_now_ms(), &recs));
         if (n == 0)
                 return KW_OK;
-        struct kw_audit_rec *recs = malloc(n * sizeof *recs);
-        KW_ENSURE(recs != NULL, KW_ERR_NOMEM);
-        int64_t now = ks_now_ms();
-        for (size_t i = 0; i < n; i++)
-                rec_of_entry(&e[i], now, &recs[i]);
         kw_result r = KS_RUN_TX(ks, tx, append_tx(ks, tx, recs, n));
         free(recs);
         return r;

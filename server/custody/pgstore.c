@@ -34,6 +34,7 @@
 #include <openssl/params.h>
 
 #include "../common/names.h"
+#include "audit_logic.h"
 #include "pgstore_int.h"
 
 /* ------------------------------------------------------------ small helpers */
@@ -49,16 +50,7 @@ int64_t pg_now_ms(void)
 
 kw_result pg_check_audit_entry(const struct kw_audit_entry *e)
 {
-        if (e == NULL)
-                return KW_OK;
-        const char *f[6] = { e->actor, e->action, e->key_name, e->result, e->detail, e->request_id };
-        for (size_t i = 0; i < 6; i++) {
-                if (f[i] != NULL && strnlen(f[i], KW_AUDIT_FIELD_MAX + 1) > KW_AUDIT_FIELD_MAX) {
-                        kw_err_set_detail("an audit field is longer than %u bytes", KW_AUDIT_FIELD_MAX);
-                        KW_BAIL(KW_ERR_TOO_LARGE);
-                }
-        }
-        return KW_OK;
+        return kw_audit_entry_check(e);
 }
 
 const struct kw_audit_entry *pg_audit_or_default(const struct kw_audit_entry *e,

@@ -41,7 +41,6 @@
 #include "audit_logic.h"
 #include "pgstore_int.h"
 
-#define AUDIT_APPEND_MAX 65536u          /* records per kw_pg_audit_append       */
 #define BATCH_RAW_SOFT (4u << 20)        /* start a new batch past this much data */
 #define BLOB_MAX (16u << 20)
 #define ZLEVEL 1
@@ -78,12 +77,6 @@ static const uint8_t zero_hash[HLEN];
         " ON CONFLICT DO NOTHING"
 
 /* ---------------------------------------------------------------- helpers */
-
-static void rec_of_entry(const struct kw_audit_entry *e, int64_t now, struct kw_audit_rec *r)
-{
-        kw_audit_rec_set(r, e->ts_ms != 0 ? e->ts_ms : now, e->actor, e->action, e->key_name,
-                         e->result, e->detail, e->request_id);
-}
 
 /* BEGIN on c with no gen bump (an append, a prune): READ COMMITTED. */
 kw_result pg_tx_begin_plain(struct kw_pgstore *pg, struct pg_conn *c, const char *what)
@@ -217,7 +210,7 @@ kw_result pg_tx_audit(struct kw_pgstore *pg, struct pg_conn *c, const struct kw_
         KW_ENSURE(pg != NULL && c != NULL && e != NULL, KW_ERR_INPUT);
         KW_TRY(pg_check_audit_entry(e));
         struct kw_audit_rec r;
-        rec_of_entry(e, pg_now_ms(), &r);
+        kw_audit_rec_of_entry(e, pg_now_ms(), &r);
         struct pg_audit_head h;
         KW_TRY(head_lock(pg, c, &h));
         KW_TRY(row_insert(pg, c, &h, &r));
@@ -333,17 +326,10 @@ static kw_result append_tx(struct kw_pgstore *pg, struct pg_conn *c, const struc
 kw_result kw_pg_audit_append(struct kw_pgstore *pg, const struct kw_audit_entry *e, size_t n)
 {
         KW_ENSURE(pg != NULL, KW_ERR_INPUT);
-        KW_ENSURE(n == 0 || e != NULL, KW_ERR_INPUT);
-        KW_ENSURE(n <= AUDIT_APPEND_MAX, KW_ERR_TOO_LARGE);
-        for (size_t i = 0; i < n; i++)
-                KW_TRY(pg_check_audit_entry(&e[i]));
+        struct kw_audit_rec *recs = NULL;
+        KW_TRY(kw_audit_recs_of_entries(e, n, pg_now_ms(), &recs));
         if (n == 0)
                 return KW_OK;
-        struct kw_audit_rec *recs = malloc(n * sizeof *recs);
-        KW_ENSURE(recs != NULL, KW_ERR_NOMEM);
-        int64_t now = pg_now_ms();
-        for (size_t i = 0; i < n; i++)
-                rec_of_entry(&e[i], now, &recs[i]);
         kw_result r;
         struct pg_conn *c = pg_acquire(pg, &r);
         if (c != NULL) {
